@@ -1,0 +1,96 @@
+package apiserver
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/store"
+)
+
+// LoginResponse is the answer of POST /oauth/token.
+type LoginResponse struct {
+	Token     string    `json:"token"`
+	User      string    `json:"user"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// login exchanges a user name and password (HTTP Basic) for a bearer token.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	setAction(r, "login", "tokens")
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="slipway"`)
+		writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "send your user name and password with HTTP Basic authentication"))
+		return
+	}
+	setUser(r, user)
+	secret, tok, err := s.authn.Login(r.Context(), user, pass)
+	if err != nil {
+		if errors.Is(err, identity.ErrBadPassword) {
+			writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "wrong user name or password"))
+			return
+		}
+		writeError(w, err)
+		return
+	}
+	s.waitCache(r.Context(), api.Tokens, revisionOf(tok))
+	writeJSON(w, http.StatusCreated, LoginResponse{Token: secret, User: user, ExpiresAt: tok.Spec.ExpiresAt})
+}
+
+// revoke deletes the token the request was made with.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
+	setAction(r, "logout", "tokens")
+	tok, _ := bearer(r)
+	rev, err := s.authn.Revoke(r.Context(), tok)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		writeError(w, err)
+		return
+	}
+	s.waitCache(r.Context(), api.Tokens, rev)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "Success", "message": "token revoked"})
+}
+
+// whoami answers with the caller's user name and groups.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	u := identity.FromContext(r.Context())
+	writeJSON(w, http.StatusOK, &api.User{
+		TypeMeta:   api.TypeMeta{APIVersion: api.APIVersion, Kind: "User"},
+		ObjectMeta: api.ObjectMeta{Name: u.Name},
+		Groups:     u.Groups,
+	})
+}
+
+// createToken serves POST .../serviceaccounts/NAME/token.
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	var req api.TokenRequest
+	if r.ContentLength != 0 {
+		data, _, err := readBody(w, r, s.cfg.MaxBodyBytes, false)
+		if err == nil {
+			err = decodeStrictAny("TokenRequest", data, &req)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if req.Spec.ExpirationSeconds < 0 {
+		writeError(w, badField("spec.expirationSeconds", "must be positive"))
+		return
+	}
+	secret, tok, err := s.authn.IssueServiceAccountToken(r.Context(), info.Namespace, info.Name, time.Duration(req.Spec.ExpirationSeconds)*time.Second)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.waitCache(r.Context(), api.Tokens, revisionOf(tok))
+	req.TypeMeta = api.TypeMeta{APIVersion: api.APIVersion, Kind: "TokenRequest"}
+	req.Status = api.TokenRequestStatus{Token: secret, ExpirationTimestamp: tok.Spec.ExpiresAt}
+	writeJSON(w, http.StatusCreated, req)
+}
+
+func decodeStrictAny(kind string, data []byte, v any) error {
+	return decodeStrict(&api.Resource{Kind: kind}, data, v)
+}

@@ -1,0 +1,131 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// createProject creates a project and makes its creator the project's admin,
+// as OpenShift's self-provisioner flow does.
+func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Project) error {
+	p.Status = api.ProjectStatus{Phase: api.ProjectActive}
+	p.DeletionTimestamp = nil
+	if err := s.store.Create(ctx, api.Projects, p); err != nil {
+		return err
+	}
+	b := rbac.AdminBinding(p.Name, u.Name)
+	err := s.store.Create(ctx, api.RoleBindings, b)
+	if errors.Is(err, store.ErrExists) {
+		// Left over from a project of the same name whose deletion was
+		// interrupted; the finalizer removes it, so replace it now.
+		err = s.store.Update(ctx, api.RoleBindings, b, store.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("project %q was created but its admin binding failed; delete and create it again: %w", p.Name, err)
+	}
+	s.waitCache(ctx, api.RoleBindings, revisionOf(b))
+	return nil
+}
+
+// deleteProject marks a project Terminating and then removes everything in
+// it. If the server dies part way, the finalizer finishes the job at the
+// next start.
+func (s *Server) deleteProject(ctx context.Context, name string) (api.Object, error) {
+	now := time.Now().UTC().Truncate(time.Second)
+	obj, err := s.store.GuaranteedUpdate(ctx, api.Projects, "", name, store.UpdateOptions{}, func(o api.Object) error {
+		if o.GetObjectMeta().DeletionTimestamp == nil {
+			o.GetObjectMeta().DeletionTimestamp = &now
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	obj, err = s.store.GuaranteedUpdate(ctx, api.Projects, "", name, store.UpdateOptions{Status: true}, func(o api.Object) error {
+		o.(*api.Project).Status.Phase = api.ProjectTerminating
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.finalizeProject(ctx, name); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// finalizeProject deletes every namespaced object of a terminating project,
+// the tokens of its service accounts, and then the project. It is
+// idempotent.
+func (s *Server) finalizeProject(ctx context.Context, name string) error {
+	for _, r := range api.Resources() {
+		if !r.Namespaced {
+			continue
+		}
+		if _, err := s.store.DeleteAll(ctx, r, name); err != nil {
+			return fmt.Errorf("deleting %s of project %q: %w", r.Name, name, err)
+		}
+	}
+	sel := labels.SelectorFromSet(labels.Set{identity.ProjectLabel: name})
+	toks, _, err := s.store.List(ctx, api.Tokens, "", store.ListOptions{Selector: sel})
+	if err != nil {
+		return err
+	}
+	for _, t := range toks {
+		if _, err := s.store.Delete(ctx, api.Tokens, "", t.GetObjectMeta().Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	obj, err := s.store.Delete(ctx, api.Projects, "", name, "")
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.waitCache(ctx, api.Projects, revisionOf(obj))
+	return nil
+}
+
+// runProjectFinalizer finishes deletions that a crash or restart
+// interrupted. It is level-based: every project seen with a deletion
+// timestamp is finalized, however often it is seen.
+func (s *Server) runProjectFinalizer(ctx context.Context) {
+	queue := make(chan string, 1024)
+	s.informers[api.Projects].AddHandler(func(ev store.Event) {
+		if ev.Type != api.Deleted && ev.Object.GetObjectMeta().DeletionTimestamp != nil {
+			select {
+			case queue <- ev.Object.GetObjectMeta().Name:
+			default:
+			}
+		}
+	})
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case name := <-queue:
+				if err := s.finalizeProject(ctx, name); err != nil && ctx.Err() == nil {
+					slog.Error("apiserver: finishing project deletion", "project", name, "err", err)
+					time.AfterFunc(time.Second, func() {
+						select {
+						case queue <- name:
+						default:
+						}
+					})
+				}
+			}
+		}
+	}()
+}

@@ -1,0 +1,449 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// serveResource is the one generic REST handler behind every resource.
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
+	info, err := parseRequest(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	setInfo(r, info)
+	res := info.Resource
+	switch {
+	case info.Subresource == "":
+	case info.Subresource == "status" && res.HasStatus && info.Verb != "create" && info.Verb != "delete":
+	case info.Subresource == "token" && res == api.ServiceAccounts && info.Verb == "create":
+	default:
+		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
+		return
+	}
+	u := identity.FromContext(r.Context())
+	filter := func(api.Object) bool { return true }
+	if res == api.Projects && info.Name == "" && (info.Verb == "list" || info.Verb == "watch") {
+		// Everyone may list projects, and sees the ones they can read,
+		// as with OpenShift's project list.
+		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: info.Verb, Resource: res.Name}); !ok {
+			filter = func(o api.Object) bool {
+				ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "get", Resource: "projects", Namespace: o.GetObjectMeta().Name})
+				return ok
+			}
+		}
+	} else {
+		at := rbac.Attributes{Verb: info.Verb, Resource: res.Name, Subresource: info.Subresource, Namespace: info.authzNamespace(), Name: info.Name}
+		if ok, why := s.authz.Authorize(u, at); !ok {
+			writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", why))
+			return
+		}
+	}
+	if res.Namespaced && info.Namespace != "" {
+		if err := s.checkProject(r.Context(), info.Namespace, info.Verb == "create"); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	ctx := r.Context()
+	switch info.Verb {
+	case "get":
+		obj, err := s.store.Get(ctx, res, info.Namespace, info.Name)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, obj)
+	case "list":
+		s.list(w, r, info, filter)
+	case "watch":
+		s.watch(w, r, info, filter)
+	case "create":
+		if info.Subresource == "token" {
+			s.createToken(w, r, info)
+			return
+		}
+		s.create(w, r, info)
+	case "update":
+		s.update(w, r, info)
+	case "patch":
+		s.patch(w, r, info)
+	case "delete":
+		s.delete(w, r, info)
+	}
+}
+
+// checkProject answers 404 for a project that does not exist, and, for
+// creates, 403 for one that is being deleted.
+func (s *Server) checkProject(ctx context.Context, name string, creating bool) error {
+	o, ok := s.informers[api.Projects].Get("", name)
+	if !ok {
+		var err error
+		if o, err = s.store.Get(ctx, api.Projects, "", name); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "project %q not found; create it with `slipway new-project %s`", name, name)
+			}
+			return err
+		}
+	}
+	if creating && o.GetObjectMeta().DeletionTimestamp != nil {
+		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "project %q is being deleted; nothing new can be created in it", name)
+	}
+	return nil
+}
+
+func listOptions(r *http.Request, info *requestInfo) (store.ListOptions, error) {
+	q := r.URL.Query()
+	opts := store.ListOptions{Continue: q.Get("continue")}
+	if sel := q.Get("labelSelector"); sel != "" {
+		parsed, err := labels.Parse(sel)
+		if err != nil {
+			return opts, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "labelSelector %q: %v", sel, err)
+		}
+		opts.Selector = parsed
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.ParseInt(l, 10, 64)
+		if err != nil || n < 0 {
+			return opts, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "limit %q must be a non-negative number", l)
+		}
+		opts.Limit = n
+	}
+	opts.Name = info.Name
+	if fs := q.Get("fieldSelector"); fs != "" {
+		name, ok := strings.CutPrefix(fs, "metadata.name=")
+		if !ok || strings.ContainsAny(name, ",=!") {
+			return opts, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "fieldSelector %q: only metadata.name=NAME is supported", fs)
+		}
+		opts.Name = name
+	}
+	return opts, nil
+}
+
+type list struct {
+	api.TypeMeta `json:",inline"`
+	Metadata     api.ListMeta `json:"metadata"`
+	Items        []api.Object `json:"items"`
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool) {
+	opts, err := listOptions(r, info)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	items, meta, err := s.store.List(r.Context(), info.Resource, info.Namespace, opts)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := list{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: info.Resource.Kind + "List"}, Metadata: meta, Items: []api.Object{}}
+	for _, o := range items {
+		if keep(o) {
+			out.Items = append(out.Items, o)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// WatchEvent is one line of a watch stream.
+type WatchEvent struct {
+	Type   string `json:"type"`
+	Object any    `json:"object"`
+}
+
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool) {
+	opts, err := listOptions(r, info)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	rv, err := store.ParseResourceVersion(q.Get("resourceVersion"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// Watches end when the request does, or when the server shuts down,
+	// which would otherwise wait for them forever.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.runCtx, cancel)()
+	if t := q.Get("timeoutSeconds"); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n <= 0 {
+			writeStatus(w, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "timeoutSeconds %q must be a positive number", t))
+			return
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(n)*time.Second)
+		defer cancel()
+	}
+	ch, err := s.store.Watch(ctx, info.Resource, info.Namespace, rv, opts)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.metrics.watches.Inc()
+	defer s.metrics.watches.Dec()
+	w.Header().Set("Content-Type", "application/json;stream=watch")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for ev := range ch {
+		var line WatchEvent
+		if ev.Type == api.Error {
+			line = WatchEvent{Type: api.Error, Object: toStatus(ev.Err)}
+		} else {
+			if !keep(ev.Object) {
+				continue
+			}
+			line = WatchEvent{Type: ev.Type, Object: ev.Object}
+		}
+		if err := enc.Encode(line); err != nil {
+			return
+		}
+		// Flush when the stream is idle, so bursts go out in few writes.
+		if len(ch) == 0 && flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+// decodeObject reads a body into a new object of the request's resource
+// and reconciles its name and project with the path.
+func (s *Server) decodeObject(w http.ResponseWriter, r *http.Request, info *requestInfo) (api.Object, error) {
+	data, _, err := readBody(w, r, s.cfg.MaxBodyBytes, false)
+	if err != nil {
+		return nil, err
+	}
+	obj := info.Resource.NewObject()
+	if err := decodeStrict(info.Resource, data, obj); err != nil {
+		return nil, err
+	}
+	m := obj.GetObjectMeta()
+	if info.Resource.Namespaced {
+		if m.Namespace == "" {
+			m.Namespace = info.Namespace
+		} else if m.Namespace != info.Namespace {
+			return nil, badField("metadata.namespace", "the object names project %q but was sent to project %q", m.Namespace, info.Namespace)
+		}
+	}
+	if info.Name != "" {
+		if m.Name == "" {
+			m.Name = info.Name
+		} else if m.Name != info.Name {
+			return nil, badField("metadata.name", "the object is named %q but was sent to %q", m.Name, info.Name)
+		}
+	}
+	if err := info.Resource.ValidateObject(obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func badField(field, format string, args ...any) error {
+	var fe api.FieldErrors
+	fe.Add(field, api.FieldValueInvalid, format, args...)
+	st, _ := api.StatusFor(fe.Invalid("", ""))
+	st.Message = fmt.Sprintf(format, args...)
+	return st
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	if info.Name != "" {
+		writeStatus(w, api.NewStatus(http.StatusMethodNotAllowed, api.ReasonMethodNotAllow, "POST to the collection %s, not to a name", info.Resource.Name))
+		return
+	}
+	obj, err := s.decodeObject(w, r, info)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if obj.GetObjectMeta().ResourceVersion != "" {
+		writeError(w, badField("metadata.resourceVersion", "resourceVersion must not be set when creating an object"))
+		return
+	}
+	ctx := r.Context()
+	u := identity.FromContext(ctx)
+	if err := s.admit(ctx, u, info, obj); err != nil {
+		writeError(w, err)
+		return
+	}
+	if info.Resource == api.Projects {
+		err = s.createProject(ctx, u, obj.(*api.Project))
+	} else {
+		err = s.store.Create(ctx, info.Resource, obj)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.waitCache(ctx, info.Resource, revisionOf(obj))
+	writeJSON(w, http.StatusCreated, obj)
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	obj, err := s.decodeObject(w, r, info)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx := r.Context()
+	if err := s.admit(ctx, identity.FromContext(ctx), info, obj); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.store.Update(ctx, info.Resource, obj, store.UpdateOptions{Status: info.Subresource == "status"}); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.waitCache(ctx, info.Resource, revisionOf(obj))
+	writeJSON(w, http.StatusOK, obj)
+}
+
+func (s *Server) patch(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	data, _, err := readBody(w, r, s.cfg.MaxBodyBytes, true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var probe struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		writeStatus(w, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the patch %s", jsonError(err)))
+		return
+	}
+	ctx := r.Context()
+	u := identity.FromContext(ctx)
+	res := info.Resource
+	obj, err := s.store.GuaranteedUpdate(ctx, res, info.Namespace, info.Name, store.UpdateOptions{Status: info.Subresource == "status"}, func(cur api.Object) error {
+		rv := cur.GetObjectMeta().ResourceVersion
+		if want := probe.Metadata.ResourceVersion; want != "" && want != rv {
+			return fmt.Errorf("%s %q: the patch is for resourceVersion %s but the object is at %s; read it again: %w", res.Kind, info.Name, want, rv, store.ErrConflict)
+		}
+		orig, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		merged, err := mergePatch(orig, data)
+		if err != nil {
+			return err
+		}
+		next := res.NewObject()
+		if err := decodeStrict(res, merged, next); err != nil {
+			return err
+		}
+		m := next.GetObjectMeta()
+		if m.Name != info.Name || m.Namespace != info.Namespace {
+			return badField("metadata.name", "a patch cannot rename an object or move it to another project")
+		}
+		if err := res.ValidateObject(next); err != nil {
+			return err
+		}
+		if err := s.admit(ctx, u, info, next); err != nil {
+			return err
+		}
+		m.ResourceVersion = rv
+		reflect.ValueOf(cur).Elem().Set(reflect.ValueOf(next).Elem())
+		return nil
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.waitCache(ctx, res, revisionOf(obj))
+	writeJSON(w, http.StatusOK, obj)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	ctx := r.Context()
+	if info.Resource == api.Projects {
+		obj, err := s.deleteProject(ctx, info.Name)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, obj)
+		return
+	}
+	obj, err := s.store.Delete(ctx, info.Resource, info.Namespace, info.Name, r.URL.Query().Get("resourceVersion"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.waitCache(ctx, info.Resource, revisionOf(obj))
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// admit runs the checks that depend on more than one object: RBAC writes
+// must not escalate.
+func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	if info.Subresource == "status" {
+		return nil
+	}
+	var grant []api.PolicyRule
+	ns := info.Namespace
+	switch o := obj.(type) {
+	case *api.Role:
+		grant = o.Rules
+	case *api.ClusterRole:
+		grant = o.Rules
+	case *api.RoleBinding:
+		rules, err := s.authz.ResolveRole(ctx, s.store, o.RoleRef, ns)
+		if err != nil {
+			var fe api.FieldErrors
+			fe.Add("roleRef", api.FieldValueNotFound, "%v", err)
+			return fe.Invalid(info.Resource.Kind, o.Name)
+		}
+		grant = rules
+	case *api.ClusterRoleBinding:
+		rules, err := s.authz.ResolveRole(ctx, s.store, o.RoleRef, "")
+		if err != nil {
+			var fe api.FieldErrors
+			fe.Add("roleRef", api.FieldValueNotFound, "%v", err)
+			return fe.Invalid(info.Resource.Kind, o.Name)
+		}
+		grant = rules
+	default:
+		return nil
+	}
+	return s.authz.CheckEscalation(u, ns, grant)
+}
+
+// waitCache makes a write visible to this server's caches before the
+// answer goes out, so a client can use a binding or token it just made.
+func (s *Server) waitCache(ctx context.Context, r *api.Resource, rev int64) {
+	inf, ok := s.informers[r]
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := inf.WaitFor(ctx, rev); err != nil {
+		slog.Warn("apiserver: cache is behind a write", "resource", r.Name, "revision", rev, "err", err)
+	}
+}

@@ -1,0 +1,302 @@
+// Package apiserver serves every resource over REST from one generic handler:
+// authentication, RBAC, admission, audit, metrics, and watch streaming over
+// the store.
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	Store *store.Store
+	// HTPasswd is an optional htpasswd file of users who may log in.
+	HTPasswd string
+	// Audit receives one JSON line per mutating request. Default: discard.
+	Audit io.Writer
+	// MaxBodyBytes bounds request bodies. Default 3 MiB.
+	MaxBodyBytes int64
+	// LoginTTL is the lifetime of login tokens. Default 24h.
+	LoginTTL time.Duration
+	// Metrics is where request metrics are registered. Default: a new
+	// registry with the Go and process collectors.
+	Metrics *prometheus.Registry
+}
+
+// Validate fills defaults.
+func (c *Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("apiserver: a store is required")
+	}
+	if c.Audit == nil {
+		c.Audit = io.Discard
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 3 << 20
+	}
+	if c.Metrics == nil {
+		c.Metrics = prometheus.NewRegistry()
+		c.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return nil
+}
+
+// Server is the API server. It holds caches only; any number of Servers may
+// share one etcd.
+type Server struct {
+	cfg       Config
+	store     *store.Store
+	authn     *identity.Authenticator
+	authz     *rbac.Authorizer
+	informers map[*api.Resource]*store.Informer
+	audit     *slog.Logger
+	metrics   *metrics
+	ready     chan struct{}
+	runCtx    context.Context // ends at shutdown; watches end with it
+}
+
+// New returns a Server. Call Run to start its caches and controllers.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		store:     cfg.Store,
+		authz:     rbac.NewAuthorizer(cfg.Store),
+		informers: map[*api.Resource]*store.Informer{},
+		audit:     slog.New(slog.NewJSONHandler(cfg.Audit, nil)),
+		metrics:   newMetrics(cfg.Metrics),
+		ready:     make(chan struct{}),
+		runCtx:    context.Background(),
+	}
+	for _, inf := range s.authz.Informers() {
+		s.addInformer(inf)
+	}
+	for _, r := range []*api.Resource{api.Tokens, api.ServiceAccounts, api.Projects} {
+		s.addInformer(store.NewInformer(cfg.Store, r))
+	}
+	authn, err := identity.New(identity.Config{
+		Store:           cfg.Store,
+		Tokens:          s.informers[api.Tokens],
+		ServiceAccounts: s.informers[api.ServiceAccounts],
+		HTPasswd:        cfg.HTPasswd,
+		LoginTTL:        cfg.LoginTTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.authn = authn
+	return s, nil
+}
+
+func (s *Server) addInformer(inf *store.Informer) { s.informers[inf.Resource()] = inf }
+
+// Authenticator exposes the server's authenticator, for bootstrap and for
+// other front ends (the registry) that accept the same tokens.
+func (s *Server) Authenticator() *identity.Authenticator { return s.authn }
+
+// Authorizer exposes the server's RBAC decisions.
+func (s *Server) Authorizer() *rbac.Authorizer { return s.authz }
+
+// Run starts the caches and the project finalizer, and returns when ctx
+// ends. The server answers /readyz once every cache has synced.
+func (s *Server) Run(ctx context.Context) {
+	s.runCtx = ctx
+	s.runProjectFinalizer(ctx)
+	for _, inf := range s.informers {
+		go inf.Run(ctx)
+	}
+	go func() {
+		for {
+			all := true
+			for _, inf := range s.informers {
+				all = all && inf.Synced()
+			}
+			if all {
+				close(s.ready)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	<-ctx.Done()
+}
+
+// Ready is closed once every cache has synced.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Handler returns the HTTP handler of the whole API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.store.Client().Get(r.Context(), "health"); err != nil {
+			http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.ready:
+			io.WriteString(w, "ok")
+		default:
+			http.Error(w, "caches are still syncing", http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"apiVersion": api.APIVersion})
+	})
+	mux.Handle("GET /metrics", s.authenticated(s.requireCluster("get", "metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))))
+	mux.HandleFunc("POST /oauth/token", s.login)
+	mux.Handle("POST /oauth/revoke", s.authenticated(http.HandlerFunc(s.revoke)))
+	mux.Handle("GET "+APIPrefix+"/users/~", s.authenticated(http.HandlerFunc(s.whoami)))
+	mux.Handle("GET "+APIPrefix, s.authenticated(http.HandlerFunc(s.discovery)))
+	resources := s.authenticated(http.HandlerFunc(s.serveResource))
+	// Resource paths bypass the mux, which would clean "a/../b" into a
+	// redirect to another path instead of refusing the bad name.
+	return s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, APIPrefix+"/") && r.URL.Path != APIPrefix+"/users/~" {
+			resources.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+}
+
+// authenticated resolves the bearer token; a request without one, or with a
+// bad one, gets 401.
+func (s *Server) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="slipway"`)
+			writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "no credentials: log in with `slipway login` and send the token as `Authorization: Bearer TOKEN`"))
+			return
+		}
+		u, err := s.authn.AuthenticateToken(r.Context(), tok)
+		if err != nil {
+			if errors.Is(err, identity.ErrUnauthenticated) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="slipway", error="invalid_token"`)
+				writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "%s; log in again with `slipway login`", strings.TrimPrefix(err.Error(), "identity: unauthenticated: ")))
+				return
+			}
+			writeError(w, err)
+			return
+		}
+		setUser(r, u.Name)
+		next.ServeHTTP(w, r.WithContext(identity.WithInfo(r.Context(), u)))
+	})
+}
+
+func (s *Server) requireCluster(verb, resource string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u := identity.FromContext(r.Context())
+		if ok, why := s.authz.Authorize(u, rbac.Attributes{Verb: verb, Resource: resource}); !ok {
+			writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", why))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
+}
+
+func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
+	type res struct {
+		Name       string   `json:"name"`
+		Kind       string   `json:"kind"`
+		Namespaced bool     `json:"namespaced"`
+		ShortNames []string `json:"shortNames,omitempty"`
+	}
+	var out []res
+	for _, x := range api.Resources() {
+		if !x.Hidden {
+			out = append(out, res{x.Name, x.Kind, x.Namespaced, x.ShortNames})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"kind": "APIResourceList", "groupVersion": api.APIVersion, "resources": out})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeStatus(w http.ResponseWriter, st *api.Status) {
+	if st.TypeMeta.Kind == "" {
+		st.TypeMeta = api.TypeMeta{APIVersion: "v1", Kind: "Status"}
+	}
+	st.Status = "Failure"
+	writeJSON(w, st.Code, st)
+}
+
+// writeError maps errors to Status answers. This is the only place store
+// and package errors become HTTP codes.
+func writeError(w http.ResponseWriter, err error) {
+	writeStatus(w, toStatus(err))
+}
+
+func toStatus(err error) *api.Status {
+	if st, ok := api.StatusFor(err); ok {
+		return st
+	}
+	msg := err.Error()
+	for _, p := range []string{"store: ", "identity: ", "rbac: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s", msg)
+	case errors.Is(err, store.ErrExists):
+		return api.NewStatus(http.StatusConflict, api.ReasonAlreadyExists, "%s", msg)
+	case errors.Is(err, store.ErrConflict):
+		return api.NewStatus(http.StatusConflict, api.ReasonConflict, "%s", msg)
+	case errors.Is(err, store.ErrGone):
+		return api.NewStatus(http.StatusGone, api.ReasonGone, "%s", msg)
+	case errors.Is(err, store.ErrTooLarge):
+		return api.NewStatus(http.StatusRequestEntityTooLarge, api.ReasonTooLarge, "%s; store large data outside the object", msg)
+	case errors.Is(err, store.ErrInvalid):
+		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "%s", msg)
+	case errors.Is(err, rbac.ErrEscalation):
+		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", msg)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "the request timed out talking to etcd; try again")
+	}
+	slog.Error("apiserver: internal error", "err", err)
+	return api.NewStatus(http.StatusInternalServerError, api.ReasonInternal, "internal error: %s", msg)
+}
+
+func revisionOf(o api.Object) int64 {
+	n, _ := strconv.ParseInt(o.GetObjectMeta().ResourceVersion, 10, 64)
+	return n
+}

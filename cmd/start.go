@@ -1,0 +1,76 @@
+package cmd
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"slipway.dev/slipway/server"
+)
+
+func startCmd() *cobra.Command {
+	var cfg server.Config
+	var etcd string
+	var logLevel string
+	c := &cobra.Command{
+		Use:   "start",
+		Short: "Run all of Slipway in one process: etcd, API and controllers",
+		Long: `Run all of Slipway in one process.
+
+etcd is embedded, with its data under --data-dir, unless --etcd-endpoints
+names an external cluster. The API serves HTTPS with a certificate signed by a
+CA that Slipway generates into DATA_DIR/pki. At first start an "admin" user is
+created; its password is printed once and saved in DATA_DIR/admin-password.
+SIGTERM or Ctrl-C shuts down gracefully; a restart keeps all state.`,
+		Example: `  # All-in-one on this machine
+  slipway start --data-dir ./slipway.local
+
+  # Against an external etcd cluster, with users from an htpasswd file
+  slipway start --data-dir /var/lib/slipway \
+      --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379 \
+      --htpasswd /etc/slipway/users.htpasswd`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usagef("--log-level %q: use debug, info, warn or error", logLevel)
+			}
+			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			if etcd != "" {
+				cfg.EtcdEndpoints = strings.Split(etcd, ",")
+			}
+			abs, err := filepath.Abs(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			cfg.DataDir = abs
+			srv, err := server.Start(c.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), `Slipway is running. API: %s
+
+Log in as admin:
+  slipway login %s -u admin -p "$(cat %s)" \
+      --certificate-authority %s
+
+`, srv.URL, srv.URL, srv.AdminPasswordFile(), srv.PKI.CAFile)
+			err = srv.Wait(c.Context())
+			slog.Info("slipway stopped")
+			return err
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "where etcd data, certificates, the audit log and the admin password live")
+	f.StringVar(&cfg.Listen, "listen", ":8443", "HTTPS address of the API")
+	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
+	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra host names or IPs for the serving certificate")
+	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}

@@ -1,0 +1,312 @@
+package identity
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/crypto/bcrypt"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/store"
+)
+
+// Config configures an Authenticator.
+type Config struct {
+	Store *store.Store
+	// Tokens and ServiceAccounts are caches of those resources; when nil,
+	// every lookup reads etcd.
+	Tokens, ServiceAccounts *store.Informer
+	// HTPasswd is an optional htpasswd file (bcrypt or {SHA} entries). It
+	// is read on every login, so edits take effect without a restart.
+	HTPasswd string
+	// LoginTTL is the lifetime of a login token. Default 24h, as in
+	// OpenShift.
+	LoginTTL time.Duration
+	// ServiceAccountTTL is the default lifetime of a service account
+	// token. Default one year.
+	ServiceAccountTTL time.Duration
+	Now               func() time.Time
+}
+
+// Validate fills defaults and checks what is required.
+func (c *Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("identity: a store is required")
+	}
+	if c.LoginTTL == 0 {
+		c.LoginTTL = 24 * time.Hour
+	}
+	if c.ServiceAccountTTL == 0 {
+		c.ServiceAccountTTL = 365 * 24 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.HTPasswd != "" {
+		if _, err := os.Stat(c.HTPasswd); err != nil {
+			return fmt.Errorf("identity: htpasswd file: %w", err)
+		}
+	}
+	return nil
+}
+
+// Authenticator turns tokens and passwords into subjects.
+type Authenticator struct{ cfg Config }
+
+// New returns an Authenticator.
+func New(cfg Config) (*Authenticator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Authenticator{cfg: cfg}, nil
+}
+
+func (a *Authenticator) passwordKey(user string) string {
+	return store.DefaultPrefix + "passwords/" + user
+}
+
+// AuthenticateToken returns the subject of a bearer token. A malformed,
+// unknown, revoked or expired token is ErrUnauthenticated-wrapped, and so is
+// the token of a service account that no longer exists.
+func (a *Authenticator) AuthenticateToken(ctx context.Context, secret string) (Info, error) {
+	if !wellFormed(secret) {
+		return Info{}, fmt.Errorf("%w: %w", ErrUnauthenticated, ErrTokenUnknown)
+	}
+	name := TokenName(secret)
+	obj, err := a.lookup(ctx, a.cfg.Tokens, api.Tokens, "", name)
+	if err != nil {
+		return Info{}, err
+	}
+	tok := obj.(*api.Token)
+	if !constantTimeEqual(tok.Name, name) {
+		return Info{}, fmt.Errorf("%w: %w", ErrUnauthenticated, ErrTokenUnknown)
+	}
+	if !a.cfg.Now().Before(tok.Spec.ExpiresAt) {
+		return Info{}, fmt.Errorf("%w: %w at %s; log in again", ErrUnauthenticated, ErrTokenExpired, tok.Spec.ExpiresAt.Format(time.RFC3339))
+	}
+	if p, sa, ok := api.SplitServiceAccountUser(tok.Spec.User); ok {
+		if _, err := a.lookup(ctx, a.cfg.ServiceAccounts, api.ServiceAccounts, p, sa); err != nil {
+			return Info{}, fmt.Errorf("%w: service account %s/%s no longer exists", ErrUnauthenticated, p, sa)
+		}
+		return infoFor(tok.Spec.User, nil), nil
+	}
+	var extra []string
+	if u, err := a.cfg.Store.Get(ctx, api.Users, "", tok.Spec.User); err == nil {
+		extra = u.(*api.User).Groups
+	}
+	return infoFor(tok.Spec.User, extra), nil
+}
+
+// lookup reads the cache and falls back to etcd on a miss, because another
+// API server may have written the object a moment ago.
+func (a *Authenticator) lookup(ctx context.Context, inf *store.Informer, r *api.Resource, ns, name string) (api.Object, error) {
+	if inf != nil {
+		if o, ok := inf.Get(ns, name); ok {
+			return o, nil
+		}
+	}
+	o, err := a.cfg.Store.Get(ctx, r, ns, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", ErrUnauthenticated, ErrTokenUnknown)
+	}
+	return o, err
+}
+
+// Login checks a user's password and issues a token. Users in the htpasswd
+// file get a User object on their first login.
+func (a *Authenticator) Login(ctx context.Context, user, password string) (secret string, tok *api.Token, err error) {
+	identity, err := a.checkPassword(ctx, user, password)
+	if err != nil {
+		return "", nil, err
+	}
+	u := &api.User{ObjectMeta: api.ObjectMeta{Name: user}, Identities: []string{identity}}
+	if err := api.Users.ValidateObject(u); err != nil {
+		return "", nil, fmt.Errorf("%w: user name %q cannot be used: %v", ErrBadPassword, user, err)
+	}
+	if err := a.cfg.Store.Create(ctx, api.Users, u); err != nil && !errors.Is(err, store.ErrExists) {
+		return "", nil, err
+	}
+	return a.issue(ctx, user, "login", a.cfg.LoginTTL)
+}
+
+// IssueServiceAccountToken makes a token for an existing service account.
+func (a *Authenticator) IssueServiceAccountToken(ctx context.Context, project, sa string, ttl time.Duration) (string, *api.Token, error) {
+	if _, err := a.cfg.Store.Get(ctx, api.ServiceAccounts, project, sa); err != nil {
+		return "", nil, err
+	}
+	if ttl <= 0 {
+		ttl = a.cfg.ServiceAccountTTL
+	}
+	return a.issue(ctx, api.ServiceAccountUser(project, sa), "service account token", ttl)
+}
+
+func (a *Authenticator) issue(ctx context.Context, user, desc string, ttl time.Duration) (string, *api.Token, error) {
+	secret, name := NewToken()
+	tok := tokenObject(name, user, desc, ttl, a.cfg.Now())
+	if err := a.cfg.Store.Create(ctx, api.Tokens, tok); err != nil {
+		return "", nil, fmt.Errorf("identity: issue token for %s: %w", describe(user), err)
+	}
+	return secret, tok, nil
+}
+
+// Revoke deletes a token, and returns the deletion's revision so callers can
+// wait for caches to see it.
+func (a *Authenticator) Revoke(ctx context.Context, secret string) (int64, error) {
+	obj, err := a.cfg.Store.Delete(ctx, api.Tokens, "", TokenName(secret), "")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(obj.GetObjectMeta().ResourceVersion, 10, 64)
+}
+
+// SetPassword stores a bcrypt hash of a built-in user's password, outside
+// the API's reach.
+func (a *Authenticator) SetPassword(ctx context.Context, user, password string) error {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	_, err = a.cfg.Store.Client().Put(ctx, a.passwordKey(user), string(h))
+	return err
+}
+
+func (a *Authenticator) checkPassword(ctx context.Context, user, password string) (identity string, err error) {
+	if user == "" || password == "" {
+		return "", ErrBadPassword
+	}
+	if a.cfg.HTPasswd != "" {
+		ok, found, err := checkHTPasswd(a.cfg.HTPasswd, user, password)
+		if err != nil {
+			slog.Error("identity: reading htpasswd file", "file", a.cfg.HTPasswd, "err", err)
+		}
+		if found {
+			if !ok {
+				return "", ErrBadPassword
+			}
+			return "htpasswd:" + user, nil
+		}
+	}
+	resp, err := a.cfg.Store.Client().Get(ctx, a.passwordKey(user))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		// Spend the same time as a real check so user names can't be
+		// probed by timing.
+		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		return "", ErrBadPassword
+	}
+	if bcrypt.CompareHashAndPassword(resp.Kvs[0].Value, []byte(password)) != nil {
+		return "", ErrBadPassword
+	}
+	return "builtin:" + user, nil
+}
+
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
+
+// checkHTPasswd looks user up in an htpasswd file. Only bcrypt ($2y$, $2a$,
+// $2b$) and {SHA} entries are accepted; others are refused with a log line,
+// since MD5-crypt and crypt(3) are too weak to honour.
+func checkHTPasswd(path, user, password string) (ok, found bool, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, false, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, hash, okLine := strings.Cut(line, ":")
+		if !okLine || name != user {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(hash, "$2"):
+			return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil, true, nil
+		case strings.HasPrefix(hash, "{SHA}"):
+			sum := sha1.Sum([]byte(password))
+			return constantTimeEqual(hash[5:], base64.StdEncoding.EncodeToString(sum[:])), true, nil
+		default:
+			return false, true, fmt.Errorf("htpasswd entry for %q uses an unsupported hash; regenerate it with `htpasswd -B`", user)
+		}
+	}
+	return false, false, sc.Err()
+}
+
+// AdminUser is the user created at first start.
+const AdminUser = "admin"
+
+// Bootstrap creates the admin user on first start: a random password,
+// printed once through announce and saved with mode 0600 at
+// dataDir/admin-password. Later starts change nothing.
+func (a *Authenticator) Bootstrap(ctx context.Context, dataDir string, announce func(password, file string)) error {
+	key := a.passwordKey(AdminUser)
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	password := base64.RawURLEncoding.EncodeToString(b)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(dataDir, "admin-password")
+	tmp := file + ".tmp"
+	resp, err := a.cfg.Store.Client().Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) > 0 {
+		// A crash between the etcd write and the rename below leaves the
+		// password only in tmp; finish the rename if it matches.
+		if old, err := os.ReadFile(tmp); err == nil {
+			if bcrypt.CompareHashAndPassword(resp.Kvs[0].Value, bytes.TrimSpace(old)) == nil {
+				_ = os.Rename(tmp, file)
+			}
+		}
+		return a.ensureAdminUser(ctx)
+	}
+	// Write the file before etcd accepts the password: otherwise a crash in
+	// between would leave an admin nobody can log in as.
+	if err := os.WriteFile(tmp, []byte(password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("identity: write %s: %w", tmp, err)
+	}
+	txn, err := a.cfg.Store.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(h))).Commit()
+	if err != nil {
+		return err
+	}
+	if txn.Succeeded {
+		if err := os.Rename(tmp, file); err != nil {
+			return err
+		}
+		announce(password, file)
+	} else {
+		os.Remove(tmp)
+	}
+	return a.ensureAdminUser(ctx)
+}
+
+func (a *Authenticator) ensureAdminUser(ctx context.Context) error {
+	u := &api.User{ObjectMeta: api.ObjectMeta{Name: AdminUser}, FullName: "Cluster administrator", Identities: []string{"builtin:admin"}}
+	if err := a.cfg.Store.Create(ctx, api.Users, u); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+package rbac
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-cmp/cmp"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/store"
+)
+
+// Verbs every role understands. Promote is the permission to approve a
+// promotion into a project; only admin holds it by default.
+var (
+	ReadVerbs  = []string{"get", "list", "watch"}
+	WriteVerbs = []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+)
+
+// Built-in role names.
+const (
+	ClusterAdmin    = "cluster-admin"
+	Admin           = "admin"
+	Edit            = "edit"
+	View            = "view"
+	ImagePuller     = "image-puller"
+	ImagePusher     = "image-pusher"
+	ImageBuilder    = "image-builder"
+	SelfProvisioner = "self-provisioner"
+)
+
+// rbacResources are left out of edit and view: seeing or changing who may
+// do what is an admin's business.
+var rbacResources = []string{"roles", "rolebindings"}
+
+// BootstrapRoles are the built-in ClusterRoles, derived from the resource
+// registry so that a resource added later is covered by edit and view
+// without touching this file.
+func BootstrapRoles() []*api.ClusterRole {
+	var ns []string
+	for _, r := range api.Resources() {
+		if r.Namespaced && !slices.Contains(rbacResources, r.Name) {
+			ns = append(ns, r.Name, r.Name+"/*")
+		}
+	}
+	role := func(name string, rules ...api.PolicyRule) *api.ClusterRole {
+		return &api.ClusterRole{
+			ObjectMeta: api.ObjectMeta{Name: name, Labels: map[string]string{"slipway.dev/bootstrap": "true"}},
+			Rules:      rules,
+		}
+	}
+	layers := "imagestreams/layers"
+	return []*api.ClusterRole{
+		role(ClusterAdmin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}),
+		role(Admin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}),
+		role(Edit,
+			api.PolicyRule{Verbs: WriteVerbs, Resources: ns},
+			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}}),
+		role(View,
+			api.PolicyRule{Verbs: ReadVerbs, Resources: ns},
+			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}}),
+		role(ImagePuller, api.PolicyRule{Verbs: []string{"get"}, Resources: []string{layers}}),
+		role(ImagePusher, api.PolicyRule{Verbs: []string{"get", "update"}, Resources: []string{layers}}),
+		role(ImageBuilder,
+			api.PolicyRule{Verbs: []string{"get", "update"}, Resources: []string{layers}},
+			api.PolicyRule{Verbs: []string{"get", "create"}, Resources: []string{"imagestreams"}}),
+		role(SelfProvisioner, api.PolicyRule{Verbs: []string{"create"}, Resources: []string{"projects"}}),
+	}
+}
+
+// BootstrapBindings grant cluster-admin to the admin user and to the
+// system:cluster-admins group, and self-provisioning to everyone who is
+// authenticated.
+func BootstrapBindings() []*api.ClusterRoleBinding {
+	bind := func(name, role string, subjects ...api.Subject) *api.ClusterRoleBinding {
+		return &api.ClusterRoleBinding{
+			ObjectMeta: api.ObjectMeta{Name: name, Labels: map[string]string{"slipway.dev/bootstrap": "true"}},
+			RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: role},
+			Subjects:   subjects,
+		}
+	}
+	return []*api.ClusterRoleBinding{
+		bind(ClusterAdmin, ClusterAdmin,
+			api.Subject{Kind: api.SubjectUser, Name: identity.AdminUser},
+			api.Subject{Kind: api.SubjectGroup, Name: identity.GroupClusterAdmins}),
+		bind(SelfProvisioner, SelfProvisioner, api.Subject{Kind: api.SubjectGroup, Name: identity.GroupAuthenticated}),
+	}
+}
+
+// Bootstrap writes the built-in roles and bindings, bringing roles back to
+// their built-in rules if they were changed, and creating bindings that are
+// missing (an operator may have edited a binding's subjects on purpose).
+func Bootstrap(ctx context.Context, s *store.Store) error {
+	for _, want := range BootstrapRoles() {
+		err := s.Create(ctx, api.ClusterRoles, want)
+		if errors.Is(err, store.ErrExists) {
+			_, err = s.GuaranteedUpdate(ctx, api.ClusterRoles, "", want.Name, store.UpdateOptions{}, func(o api.Object) error {
+				cur := o.(*api.ClusterRole)
+				if !cmp.Equal(cur.Rules, want.Rules) {
+					cur.Rules = want.Rules
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			return fmt.Errorf("rbac: bootstrap role %s: %w", want.Name, err)
+		}
+	}
+	for _, b := range BootstrapBindings() {
+		if err := s.Create(ctx, api.ClusterRoleBindings, b); err != nil && !errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("rbac: bootstrap binding %s: %w", b.Name, err)
+		}
+	}
+	return nil
+}
+
+// AdminBinding is the RoleBinding that makes a project's creator its admin.
+func AdminBinding(project, user string) *api.RoleBinding {
+	kind := api.SubjectUser
+	name := user
+	subj := api.Subject{Kind: kind, Name: name}
+	if p, sa, ok := api.SplitServiceAccountUser(user); ok {
+		subj = api.Subject{Kind: api.SubjectServiceAccount, Name: sa, Namespace: p}
+	}
+	return &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: Admin, Namespace: project},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: Admin},
+		Subjects:   []api.Subject{subj},
+	}
+}

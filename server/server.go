@@ -1,0 +1,257 @@
+// Package server assembles Slipway's roles into running processes: the
+// all-in-one `slipway start` (embedded etcd, API, controllers) and, later,
+// the separate master, node and registry roles.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"slipway.dev/slipway/apiserver"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+	"slipway.dev/slipway/store/etcd"
+)
+
+// Config configures the all-in-one server.
+type Config struct {
+	// DataDir holds etcd's data (when embedded), the PKI, the audit log and
+	// the admin password. Required.
+	DataDir string
+	// Listen is the API's HTTPS address. Default ":8443"; port 0 picks a
+	// free port.
+	Listen string
+	// EtcdEndpoints selects an external etcd cluster; empty embeds one.
+	EtcdEndpoints []string
+	// EtcdPrefix is the key prefix in etcd. Default "/slipway/".
+	EtcdPrefix string
+	// Hostnames are extra names and addresses for the serving certificate;
+	// localhost, 127.0.0.1, ::1 and the machine's host name are always in.
+	Hostnames []string
+	// HTPasswd is an optional htpasswd file of users.
+	HTPasswd string
+	// Out receives what an operator must see once, such as the admin
+	// password. Default os.Stdout.
+	Out io.Writer
+}
+
+// Validate fills defaults and checks what is required.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("server: --data-dir is required")
+	}
+	if c.Listen == "" {
+		c.Listen = ":8443"
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("server: --listen %q: %w", c.Listen, err)
+	}
+	if c.EtcdPrefix == "" {
+		c.EtcdPrefix = store.DefaultPrefix
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+	return nil
+}
+
+// Server is a running all-in-one Slipway.
+type Server struct {
+	cfg    Config
+	URL    string // https://host:port of the API
+	PKI    *PKI
+	API    *apiserver.Server
+	Store  *store.Store
+	member *etcd.Member
+	client *clientv3.Client
+	http   *http.Server
+	audit  *os.File
+	cancel context.CancelFunc
+	done   chan struct{}
+	errc   chan error
+}
+
+// Start brings up etcd, the API and the controllers, and returns once the
+// API answers /readyz. On error everything already started is stopped.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, done: make(chan struct{}), errc: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			s.shutdown(context.Background())
+		}
+	}()
+	endpoints := cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		if s.member, err = s.startEmbeddedEtcd(); err != nil {
+			return nil, err
+		}
+		endpoints = []string{s.member.ClientURL}
+	}
+	if s.client, err = etcd.Client(endpoints...); err != nil {
+		return nil, err
+	}
+	s.Store = store.New(s.client, store.WithPrefix(cfg.EtcdPrefix))
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hostnames...)
+	if h, err := os.Hostname(); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); host != "" && host != "0.0.0.0" && host != "::" {
+		hosts = append(hosts, host)
+	}
+	if s.PKI, err = LoadOrCreatePKI(filepath.Join(cfg.DataDir, "pki"), dedupe(hosts)); err != nil {
+		return nil, err
+	}
+	if s.audit, err = os.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+		return nil, fmt.Errorf("server: audit log: %w", err)
+	}
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit})
+	if err != nil {
+		return nil, err
+	}
+	bootCtx, cancelBoot := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelBoot()
+	if err := rbac.Bootstrap(bootCtx, s.Store); err != nil {
+		return nil, fmt.Errorf("server: etcd at %s is not answering (%w); check --etcd-endpoints", strings.Join(endpoints, ","), err)
+	}
+	if err := s.API.Authenticator().Bootstrap(bootCtx, cfg.DataDir, func(password, file string) {
+		fmt.Fprintf(cfg.Out, "\nCreated user \"admin\" with password: %s\n(shown once; also saved in %s, mode 0600)\n\n", password, file)
+	}); err != nil {
+		return nil, fmt.Errorf("server: creating the admin user: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.API.Run(runCtx)
+	select {
+	case <-s.API.Ready():
+	case <-bootCtx.Done():
+		return nil, errors.New("server: caches did not sync within 60s; is etcd healthy?")
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen on %s: %w (is another slipway running? use --listen)", cfg.Listen, err)
+	}
+	s.http = &http.Server{
+		Handler:           s.API.Handler(),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.PKI.Cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	s.URL = "https://" + net.JoinHostPort(host, port)
+	go func() { s.errc <- s.http.ServeTLS(ln, "", "") }()
+	if s.member != nil {
+		go func() {
+			if err, ok := <-s.member.Err(); ok && err != nil {
+				s.errc <- fmt.Errorf("embedded etcd: %w", err)
+			}
+		}()
+	}
+	slog.Info("slipway is serving", "api", s.URL, "dataDir", cfg.DataDir, "etcd", strings.Join(endpoints, ","))
+	return s, nil
+}
+
+// startEmbeddedEtcd reuses the addresses of the first start, so the member's
+// recorded peer URL stays valid across restarts.
+func (s *Server) startEmbeddedEtcd() (*etcd.Member, error) {
+	addrFile := filepath.Join(s.cfg.DataDir, "etcd.json")
+	var addrs struct{ Client, Peer string }
+	if data, err := os.ReadFile(addrFile); err == nil {
+		_ = json.Unmarshal(data, &addrs)
+	}
+	if addrs.Client == "" || addrs.Peer == "" {
+		var err error
+		if addrs.Client, err = etcd.FreeAddr("127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+		if addrs.Peer, err = etcd.FreeAddr("127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+		data, _ := json.Marshal(addrs)
+		if err := writeAtomic(addrFile, data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return etcd.Start(etcd.Config{Name: "slipway", Dir: filepath.Join(s.cfg.DataDir, "etcd"), ClientAddr: addrs.Client, PeerAddr: addrs.Peer})
+}
+
+// Wait blocks until the server fails or ctx ends, then shuts down
+// gracefully: in-flight requests finish (up to 20s), watches close, and
+// etcd stops cleanly.
+func (s *Server) Wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s.shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close shuts the server down.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s.shutdown(ctx)
+}
+
+func (s *Server) shutdown(ctx context.Context) {
+	// Stopping the controllers first also ends open watches, which
+	// http.Server.Shutdown would otherwise wait on until its deadline.
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.http != nil {
+		_ = s.http.Shutdown(ctx)
+	}
+	if s.client != nil {
+		s.client.Close()
+	}
+	if s.member != nil {
+		s.member.Close()
+	}
+	if s.audit != nil {
+		s.audit.Close()
+	}
+}
+
+// AdminPasswordFile is where the first start saved the admin password.
+func (s *Server) AdminPasswordFile() string { return filepath.Join(s.cfg.DataDir, "admin-password") }
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, h := range in {
+		if h != "" && !seen[h] {
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
+}

@@ -1,0 +1,197 @@
+// Package etcd starts etcd members inside the Slipway process, for the
+// all-in-one server and for tests that need a real etcd (one member or a
+// cluster of several).
+package etcd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Member is one running embedded etcd member.
+type Member struct {
+	Name      string
+	ClientURL string
+	PeerURL   string
+	etcd      *embed.Etcd
+}
+
+// Config describes one member.
+type Config struct {
+	Name string // default "default"
+	Dir  string // data directory; required
+	// ClientAddr and PeerAddr are host:port; port 0 picks a free port.
+	// Default 127.0.0.1:0 each.
+	ClientAddr, PeerAddr string
+	// InitialCluster is "name=peerURL,..." for a cluster; empty for a
+	// single member.
+	InitialCluster string
+	// MaxRequestBytes bounds one write. Default 4 MiB, above the API's
+	// 3 MiB body limit so that the API, not etcd, answers oversized bodies.
+	MaxRequestBytes uint
+	// Ready bounds the wait for the member to serve. Default 60s.
+	Ready time.Duration
+}
+
+// Validate fills defaults and checks what is required.
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("etcd: a data directory is required")
+	}
+	if c.Name == "" {
+		c.Name = "default"
+	}
+	if c.ClientAddr == "" {
+		c.ClientAddr = "127.0.0.1:0"
+	}
+	if c.PeerAddr == "" {
+		c.PeerAddr = "127.0.0.1:0"
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 4 << 20
+	}
+	if c.Ready == 0 {
+		c.Ready = 60 * time.Second
+	}
+	return nil
+}
+
+// FreeAddr resolves a host:0 address to a concrete free port. etcd needs
+// its peer URL before it starts listening, so port 0 cannot be passed
+// through.
+func FreeAddr(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("etcd: address %q: %w", addr, err)
+	}
+	if port != "0" {
+		return addr, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("etcd: no free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Start starts a member and waits until it serves. On any error it cleans
+// up what it started.
+func Start(c Config) (*Member, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.ClientAddr, err = FreeAddr(c.ClientAddr); err != nil {
+		return nil, err
+	}
+	if c.PeerAddr, err = FreeAddr(c.PeerAddr); err != nil {
+		return nil, err
+	}
+	cu := url.URL{Scheme: "http", Host: c.ClientAddr}
+	pu := url.URL{Scheme: "http", Host: c.PeerAddr}
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	cfg.Dir = c.Dir
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = c.InitialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = c.Name + "=" + pu.String()
+	}
+	cfg.MaxRequestBytes = c.MaxRequestBytes
+	cfg.LogLevel = "error"
+	cfg.Logger = "zap"
+	cfg.AutoCompactionMode = embed.CompactorModeRevision
+	cfg.AutoCompactionRetention = "100000"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: start member %s in %s: %w", c.Name, c.Dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd: member %s failed: %w", c.Name, err)
+	case <-time.After(c.Ready):
+		e.Close()
+		return nil, fmt.Errorf("etcd: member %s not ready after %s; is the data directory from another cluster?", c.Name, c.Ready)
+	}
+	return &Member{Name: c.Name, ClientURL: cu.String(), PeerURL: pu.String(), etcd: e}, nil
+}
+
+// Close stops the member.
+func (m *Member) Close() { m.etcd.Close() }
+
+// Err reports a fatal error of the running member.
+func (m *Member) Err() <-chan error { return m.etcd.Err() }
+
+// Client returns a client for the given endpoints.
+func Client(endpoints ...string) (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:          endpoints,
+		DialTimeout:        10 * time.Second,
+		MaxCallSendMsgSize: 8 << 20,
+		MaxCallRecvMsgSize: 64 << 20,
+		Logger:             nil,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(endpoints, ","), err)
+	}
+	return c, nil
+}
+
+// StartCluster starts n members in subdirectories of dir, as one cluster.
+// On error the members already started are stopped.
+func StartCluster(dir string, n int) ([]*Member, error) {
+	cfgs := make([]Config, n)
+	var initial []string
+	for i := range cfgs {
+		c := Config{Name: fmt.Sprintf("m%d", i), Dir: fmt.Sprintf("%s/m%d", dir, i)}
+		_ = c.Validate()
+		var err error
+		if c.ClientAddr, err = FreeAddr(c.ClientAddr); err != nil {
+			return nil, err
+		}
+		if c.PeerAddr, err = FreeAddr(c.PeerAddr); err != nil {
+			return nil, err
+		}
+		initial = append(initial, c.Name+"=http://"+c.PeerAddr)
+		cfgs[i] = c
+	}
+	type result struct {
+		i   int
+		m   *Member
+		err error
+	}
+	ch := make(chan result, n)
+	for i := range cfgs {
+		cfgs[i].InitialCluster = strings.Join(initial, ",")
+		go func(i int) {
+			m, err := Start(cfgs[i])
+			ch <- result{i, m, err}
+		}(i)
+	}
+	members := make([]*Member, n)
+	var errs []error
+	for range n {
+		r := <-ch
+		members[r.i], errs = r.m, append(errs, r.err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+		return nil, err
+	}
+	return members, nil
+}

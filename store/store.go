@@ -1,0 +1,435 @@
+// Package store keeps every Slipway resource in etcd: get, list, create,
+// compare-and-swap update, delete, and watch with resume.
+//
+// One Store serves every resource; the api.Resource says where objects live
+// and how to decode them. An object's resourceVersion is the etcd revision
+// of its last change, so a watch can resume from any resourceVersion a client
+// has seen, until etcd compacts that revision away (then ErrGone).
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"slipway.dev/slipway/api"
+)
+
+// Errors returned by the store. They are wrapped with the object's name; test
+// them with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	ErrConflict = errors.New("store: resourceVersion conflict")
+	ErrGone     = errors.New("store: resourceVersion compacted")
+	ErrTooLarge = errors.New("store: object too large")
+	ErrInvalid  = errors.New("store: invalid request")
+)
+
+// DefaultPrefix is where Slipway's keys live in etcd.
+const DefaultPrefix = "/slipway/"
+
+// Store is the generic resource store. It is safe for concurrent use and
+// holds no state of its own beyond the etcd client, so any number of API
+// servers may share one etcd.
+type Store struct {
+	client *clientv3.Client
+	prefix string
+	now    func() time.Time
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the etcd key prefix. Default DefaultPrefix.
+func WithPrefix(p string) Option {
+	return func(s *Store) { s.prefix = strings.TrimSuffix(p, "/") + "/" }
+}
+
+// New returns a Store over an etcd client.
+func New(c *clientv3.Client, opts ...Option) *Store {
+	s := &Store{client: c, prefix: DefaultPrefix, now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Client returns the underlying etcd client.
+func (s *Store) Client() *clientv3.Client { return s.client }
+
+// Key is the etcd key of one object.
+func (s *Store) Key(r *api.Resource, ns, name string) string {
+	if r.Namespaced {
+		return s.prefix + r.Name + "/" + ns + "/" + name
+	}
+	return s.prefix + r.Name + "/" + name
+}
+
+// keyPrefix is the prefix under which List and Watch look. An empty ns on a
+// namespaced resource means every project.
+func (s *Store) keyPrefix(r *api.Resource, ns string) string {
+	if r.Namespaced && ns != "" {
+		return s.prefix + r.Name + "/" + ns + "/"
+	}
+	return s.prefix + r.Name + "/"
+}
+
+// Create stores a new object. It sets uid, creationTimestamp, generation and
+// resourceVersion on obj. ErrExists if the name is taken.
+func (s *Store) Create(ctx context.Context, r *api.Resource, obj api.Object) error {
+	m := obj.GetObjectMeta()
+	*obj.GetTypeMeta() = api.TypeMeta{APIVersion: api.APIVersion, Kind: r.Kind}
+	now := s.now()
+	m.UID = uuid.NewString()
+	m.CreationTimestamp = &now
+	m.Generation = 1
+	m.ResourceVersion = ""
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return fmt.Errorf("store: encode %s %q: %w", r.Kind, m.Name, err)
+	}
+	key := s.Key(r, m.Namespace, m.Name)
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(data))).
+		Commit()
+	if err != nil {
+		return wrapEtcd(err, r, m.Name)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%s %q: %w", r.Kind, m.Name, ErrExists)
+	}
+	m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
+	return nil
+}
+
+// Get reads one object.
+func (s *Store) Get(ctx context.Context, r *api.Resource, ns, name string) (api.Object, error) {
+	resp, err := s.client.Get(ctx, s.Key(r, ns, name))
+	if err != nil {
+		return nil, wrapEtcd(err, r, name)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%s %q: %w", r.Kind, name, ErrNotFound)
+	}
+	return decode(r, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+}
+
+// UpdateOptions control Update.
+type UpdateOptions struct {
+	// Status writes only the status of a resource with a status
+	// subresource; otherwise status is kept as stored.
+	Status bool
+}
+
+// Update replaces an object. When obj carries a resourceVersion the update
+// is compare-and-swap and fails with ErrConflict if the object changed since;
+// without one it applies to whatever is current. Immutable metadata (uid,
+// creationTimestamp) is kept, generation increases when anything outside
+// metadata and status changes, and obj is refreshed with what was stored.
+func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opts UpdateOptions) error {
+	m := obj.GetObjectMeta()
+	want := m.ResourceVersion
+	key := s.Key(r, m.Namespace, m.Name)
+	*obj.GetTypeMeta() = api.TypeMeta{APIVersion: api.APIVersion, Kind: r.Kind}
+	for {
+		resp, err := s.client.Get(ctx, key)
+		if err != nil {
+			return wrapEtcd(err, r, m.Name)
+		}
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("%s %q: %w", r.Kind, m.Name, ErrNotFound)
+		}
+		cur := resp.Kvs[0]
+		if want != "" && want != strconv.FormatInt(cur.ModRevision, 10) {
+			return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+		}
+		data, err := s.merge(r, cur.Value, obj, opts)
+		if err != nil {
+			return err
+		}
+		txn, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
+			Then(clientv3.OpPut(key, string(data))).
+			Commit()
+		if err != nil {
+			return wrapEtcd(err, r, m.Name)
+		}
+		if !txn.Succeeded {
+			if want != "" {
+				return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+			}
+			continue
+		}
+		if err := json.Unmarshal(data, obj); err != nil {
+			return fmt.Errorf("store: decode %s %q: %w", r.Kind, m.Name, err)
+		}
+		obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(txn.Header.Revision, 10)
+		return nil
+	}
+}
+
+// merge computes the bytes to store when obj replaces old.
+func (s *Store) merge(r *api.Resource, old []byte, obj api.Object, opts UpdateOptions) ([]byte, error) {
+	name := obj.GetObjectMeta().Name
+	newData, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode %s %q: %w", r.Kind, name, err)
+	}
+	var o, n map[string]json.RawMessage
+	if err := json.Unmarshal(old, &o); err != nil {
+		return nil, fmt.Errorf("store: stored %s %q is corrupt: %w", r.Kind, name, err)
+	}
+	if err := json.Unmarshal(newData, &n); err != nil {
+		return nil, fmt.Errorf("store: encode %s %q: %w", r.Kind, name, err)
+	}
+	var oldMeta, newMeta api.ObjectMeta
+	if err := json.Unmarshal(o["metadata"], &oldMeta); err != nil {
+		return nil, fmt.Errorf("store: stored %s %q is corrupt: %w", r.Kind, name, err)
+	}
+	if err := json.Unmarshal(n["metadata"], &newMeta); err != nil {
+		return nil, fmt.Errorf("store: encode %s %q: %w", r.Kind, name, err)
+	}
+	var out map[string]json.RawMessage
+	if opts.Status {
+		out = o
+		if st, ok := n["status"]; ok {
+			out["status"] = st
+		}
+		newMeta = oldMeta
+	} else {
+		out = n
+		if r.HasStatus {
+			if st, ok := o["status"]; ok {
+				out["status"] = st
+			} else {
+				delete(out, "status")
+			}
+		}
+		newMeta.UID = oldMeta.UID
+		newMeta.CreationTimestamp = oldMeta.CreationTimestamp
+		newMeta.Generation = oldMeta.Generation
+		if newMeta.DeletionTimestamp == nil {
+			newMeta.DeletionTimestamp = oldMeta.DeletionTimestamp
+		}
+		if specChanged(o, out) {
+			newMeta.Generation++
+		}
+	}
+	newMeta.ResourceVersion = ""
+	mb, err := json.Marshal(newMeta)
+	if err != nil {
+		return nil, err
+	}
+	out["metadata"] = mb
+	return json.Marshal(out)
+}
+
+func specChanged(old, cur map[string]json.RawMessage) bool {
+	for k, v := range cur {
+		if k == "metadata" || k == "status" {
+			continue
+		}
+		if !bytes.Equal(old[k], v) {
+			return true
+		}
+	}
+	for k := range old {
+		if _, ok := cur[k]; !ok && k != "metadata" && k != "status" {
+			return true
+		}
+	}
+	return false
+}
+
+// GuaranteedUpdate reads the current object, applies fn and writes the
+// result with compare-and-swap, retrying from a fresh read when another
+// writer got there first. fn must be safe to call more than once.
+func (s *Store) GuaranteedUpdate(ctx context.Context, r *api.Resource, ns, name string, opts UpdateOptions, fn func(api.Object) error) (api.Object, error) {
+	for {
+		obj, err := s.Get(ctx, r, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(obj); err != nil {
+			return nil, err
+		}
+		err = s.Update(ctx, r, obj, opts)
+		if errors.Is(err, ErrConflict) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return obj, err
+	}
+}
+
+// Delete removes an object and returns it as it was last stored, with the
+// revision of the deletion as its resourceVersion. A non-empty
+// precondition is a resourceVersion the object must still have.
+func (s *Store) Delete(ctx context.Context, r *api.Resource, ns, name, precondition string) (api.Object, error) {
+	key := s.Key(r, ns, name)
+	for {
+		resp, err := s.client.Get(ctx, key)
+		if err != nil {
+			return nil, wrapEtcd(err, r, name)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, fmt.Errorf("%s %q: %w", r.Kind, name, ErrNotFound)
+		}
+		cur := resp.Kvs[0]
+		if precondition != "" && precondition != strconv.FormatInt(cur.ModRevision, 10) {
+			return nil, fmt.Errorf("%s %q changed since resourceVersion %s: %w", r.Kind, name, precondition, ErrConflict)
+		}
+		txn, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err != nil {
+			return nil, wrapEtcd(err, r, name)
+		}
+		if !txn.Succeeded {
+			continue
+		}
+		return decode(r, cur.Value, txn.Header.Revision)
+	}
+}
+
+// DeleteAll removes every object of a namespaced resource in one project, in
+// one etcd request, and reports how many were removed.
+func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int64, error) {
+	if !r.Namespaced || ns == "" {
+		return 0, fmt.Errorf("store: DeleteAll needs a namespaced resource and a project: %w", ErrInvalid)
+	}
+	resp, err := s.client.Delete(ctx, s.keyPrefix(r, ns), clientv3.WithPrefix())
+	if err != nil {
+		return 0, wrapEtcd(err, r, ns)
+	}
+	return resp.Deleted, nil
+}
+
+// ListOptions narrow and page a List.
+type ListOptions struct {
+	Selector labels.Selector // nil means everything
+	// Name, if set, limits the list or watch to that one object.
+	Name string
+	// Limit is the most items to return; 0 means all. When more remain,
+	// the result carries a Continue token.
+	Limit int64
+	// Continue resumes a paged list at the revision of its first page.
+	Continue string
+}
+
+type continueToken struct {
+	Rev int64  `json:"rev"`
+	Key string `json:"start"`
+}
+
+// List returns the objects of one resource in one project (or in all
+// projects when ns is empty), in key order, with the revision they were
+// read at.
+func (s *Store) List(ctx context.Context, r *api.Resource, ns string, opts ListOptions) ([]api.Object, api.ListMeta, error) {
+	prefix := s.keyPrefix(r, ns)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	start := prefix
+	var rev int64
+	if opts.Continue != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(opts.Continue)
+		var tok continueToken
+		if err == nil {
+			err = json.Unmarshal(raw, &tok)
+		}
+		if err != nil || tok.Rev <= 0 || strings.Contains(tok.Key, "\x00") {
+			return nil, api.ListMeta{}, fmt.Errorf("continue token is malformed; start the list again without it: %w", ErrInvalid)
+		}
+		rev = tok.Rev
+		start = prefix + tok.Key + "\x00"
+	}
+	if opts.Name != "" {
+		start, end = s.Key(r, ns, opts.Name), ""
+	}
+	batch := int64(500)
+	if opts.Limit > 0 && opts.Selector == nil && opts.Limit+1 < batch {
+		batch = opts.Limit + 1
+	}
+	var items []api.Object
+	for {
+		ops := []clientv3.OpOption{clientv3.WithLimit(batch), clientv3.WithRev(rev)}
+		if end != "" {
+			ops = append(ops, clientv3.WithRange(end))
+		}
+		resp, err := s.client.Get(ctx, start, ops...)
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return nil, api.ListMeta{}, fmt.Errorf("the continue token has expired; start the list again: %w", ErrGone)
+			}
+			return nil, api.ListMeta{}, wrapEtcd(err, r, "")
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for i, kv := range resp.Kvs {
+			obj, err := decode(r, kv.Value, kv.ModRevision)
+			if err != nil {
+				return nil, api.ListMeta{}, err
+			}
+			if opts.Selector != nil && !opts.Selector.Matches(labels.Set(obj.GetObjectMeta().Labels)) {
+				continue
+			}
+			items = append(items, obj)
+			if opts.Limit > 0 && int64(len(items)) == opts.Limit && (i < len(resp.Kvs)-1 || resp.More) {
+				tok, _ := json.Marshal(continueToken{Rev: rev, Key: strings.TrimPrefix(string(kv.Key), prefix)})
+				return items, api.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: base64.RawURLEncoding.EncodeToString(tok)}, nil
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return items, api.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)}, nil
+		}
+		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+func decode(r *api.Resource, data []byte, rev int64) (api.Object, error) {
+	obj := r.NewObject()
+	if err := json.Unmarshal(data, obj); err != nil {
+		return nil, fmt.Errorf("store: stored %s is corrupt: %w", r.Kind, err)
+	}
+	obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+	return obj, nil
+}
+
+func wrapEtcd(err error, r *api.Resource, name string) error {
+	switch {
+	case errors.Is(err, rpctypes.ErrRequestTooLarge), strings.Contains(err.Error(), "request is too large"),
+		strings.Contains(err.Error(), "trying to send message larger than max"):
+		return fmt.Errorf("%s %q: %w", r.Kind, name, ErrTooLarge)
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return fmt.Errorf("%s: %w", r.Kind, ErrGone)
+	}
+	return fmt.Errorf("store: etcd: %s %q: %w", r.Kind, name, err)
+}
+
+// ParseResourceVersion reads a resourceVersion; "" and "0" mean none.
+func ParseResourceVersion(rv string) (int64, error) {
+	if rv == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(rv, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("resourceVersion %q is not a revision number: %w", rv, ErrInvalid)
+	}
+	return n, nil
+}
