@@ -222,7 +222,7 @@ func (o ListOptions) query() url.Values {
 // List reads one page of objects (all of them when Limit is 0).
 func (c *Client) List(ctx context.Context, r *api.Resource, ns string, opts ListOptions) ([]api.Object, api.ListMeta, error) {
 	var raw struct {
-		Metadata api.ListMeta     `json:"metadata"`
+		Metadata api.ListMeta      `json:"metadata"`
 		Items    []json.RawMessage `json:"items"`
 	}
 	if err := c.doJSON(ctx, http.MethodGet, Path(r, ns, ""), opts.query(), nil, "", &raw); err != nil {

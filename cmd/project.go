@@ -13,10 +13,10 @@ import (
 func newProjectCmd() *cobra.Command {
 	var display, desc string
 	c := &cobra.Command{
-		Use:   "new-project NAME",
-		Short: "Create a project, become its admin, and switch to it",
+		Use:     "new-project NAME",
+		Short:   "Create a project, become its admin, and switch to it",
 		Example: `  slipway new-project shop --display-name "Web shop"`,
-		Args: exactArgs(1, "a project name"),
+		Args:    exactArgs(1, "a project name"),
 		RunE: func(c *cobra.Command, args []string) error {
 			cl, cfg, err := connect()
 			if err != nil {
@@ -207,4 +207,3 @@ func roleCmd(add bool) *cobra.Command {
 	c.Flags().BoolVar(&group, "group", false, "the subject is a group")
 	return c
 }
-

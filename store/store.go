@@ -160,6 +160,14 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 		if err != nil {
 			return err
 		}
+		if bytes.Equal(data, cur.Value) {
+			// Nothing changed: no new revision, no watch event.
+			if err := json.Unmarshal(data, obj); err != nil {
+				return fmt.Errorf("store: decode %s %q: %w", r.Kind, m.Name, err)
+			}
+			obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(cur.ModRevision, 10)
+			return nil
+		}
 		txn, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
 			Then(clientv3.OpPut(key, string(data))).
@@ -234,7 +242,17 @@ func (s *Store) merge(r *api.Resource, old []byte, obj api.Object, opts UpdateOp
 		return nil, err
 	}
 	out["metadata"] = mb
-	return json.Marshal(out)
+	merged, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	// Re-encode through the type so bytes are canonical (field order as
+	// Create writes them) and an update that changes nothing is detected.
+	canon := r.NewObject()
+	if err := json.Unmarshal(merged, canon); err != nil {
+		return nil, fmt.Errorf("store: encode %s %q: %w", r.Kind, name, err)
+	}
+	return json.Marshal(canon)
 }
 
 func specChanged(old, cur map[string]json.RawMessage) bool {
