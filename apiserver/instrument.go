@@ -47,8 +47,10 @@ type record struct {
 
 type recordKey struct{}
 
-func recordOf(r *http.Request) *record {
-	if rec, ok := r.Context().Value(recordKey{}).(*record); ok {
+func recordOf(r *http.Request) *record { return recordOfCtx(r.Context()) }
+
+func recordOfCtx(ctx context.Context) *record {
+	if rec, ok := ctx.Value(recordKey{}).(*record); ok {
 		return rec
 	}
 	return &record{}

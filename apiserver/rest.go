@@ -435,10 +435,16 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 }
 
 // waitCache makes a write visible to this server's caches before the
-// answer goes out, so a client can use a binding or token it just made.
+// answer goes out, so a client can use a binding or token it just made, and
+// a deleted service account's tokens stop working at once. Creates and
+// updates of resources that only grant nothing need no wait: a cache miss
+// falls back to etcd.
 func (s *Server) waitCache(ctx context.Context, r *api.Resource, rev int64) {
 	inf, ok := s.informers[r]
 	if !ok {
+		return
+	}
+	if (r == api.ServiceAccounts || r == api.Users) && recordOfCtx(ctx).verb != "delete" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -90,13 +90,14 @@ func New(cfg Config) (*Server, error) {
 	for _, inf := range s.authz.Informers() {
 		s.addInformer(inf)
 	}
-	for _, r := range []*api.Resource{api.Tokens, api.ServiceAccounts, api.Projects} {
+	for _, r := range []*api.Resource{api.Tokens, api.ServiceAccounts, api.Projects, api.Users} {
 		s.addInformer(store.NewInformer(cfg.Store, r))
 	}
 	authn, err := identity.New(identity.Config{
 		Store:           cfg.Store,
 		Tokens:          s.informers[api.Tokens],
 		ServiceAccounts: s.informers[api.ServiceAccounts],
+		Users:           s.informers[api.Users],
 		HTPasswd:        cfg.HTPasswd,
 		LoginTTL:        cfg.LoginTTL,
 	})

@@ -26,9 +26,9 @@ import (
 // Config configures an Authenticator.
 type Config struct {
 	Store *store.Store
-	// Tokens and ServiceAccounts are caches of those resources; when nil,
-	// every lookup reads etcd.
-	Tokens, ServiceAccounts *store.Informer
+	// Tokens, ServiceAccounts and Users are caches of those resources;
+	// when nil, every lookup reads etcd.
+	Tokens, ServiceAccounts, Users *store.Informer
 	// HTPasswd is an optional htpasswd file (bcrypt or {SHA} entries). It
 	// is read on every login, so edits take effect without a restart.
 	HTPasswd string
@@ -104,7 +104,7 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, secret string) (I
 		return infoFor(tok.Spec.User, nil), nil
 	}
 	var extra []string
-	if u, err := a.cfg.Store.Get(ctx, api.Users, "", tok.Spec.User); err == nil {
+	if u, err := a.lookup(ctx, a.cfg.Users, api.Users, "", tok.Spec.User); err == nil {
 		extra = u.(*api.User).Groups
 	}
 	return infoFor(tok.Spec.User, extra), nil

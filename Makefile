@@ -1,0 +1,45 @@
+# Slipway. Quick start on a fresh Debian machine:
+#   make start   # install what is missing, build, run the all-in-one
+#   make test    # install test dependencies, run every test
+
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN     := bin/slipway
+DATA    ?= slipway.local
+LISTEN  ?= :8443
+SOURCES := $(shell find . -name '*.go' -not -path './bench/*' 2>/dev/null) go.mod go.sum
+
+.PHONY: build start test unit e2e bench deps test-deps clean
+
+build: $(BIN)
+
+$(BIN): $(SOURCES)
+	@hack/install-deps.sh build
+	$(GO) build -o $(BIN) ./cmd/slipway
+
+deps:
+	@hack/install-deps.sh build
+
+test-deps:
+	@hack/install-deps.sh test
+
+# Runs in the foreground; Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
+start: build
+	./$(BIN) start --data-dir $(DATA) --listen $(LISTEN)
+
+# Every test: unit, API, store, and end-to-end against the real binary.
+test: test-deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+unit: build
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
+
+e2e: test-deps build
+	$(GO) test -count=1 -timeout 15m -v ./e2e/...
+
+# One run of every benchmark; results go to BENCHMARKS.md by hand.
+bench: build
+	$(GO) run ./bench/apibench
+
+clean:
+	rm -rf bin

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what a profile needs on a Debian machine, and nothing that is
+# already there. Profiles: build (make build/start), test (make test).
+set -euo pipefail
+profile=${1:-build}
+
+need_go() {
+  if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then return; fi
+  echo "Go is missing: install Go 1.26 (https://go.dev/dl/) into /usr/local/go and re-run." >&2
+  exit 1
+}
+
+# Debian packages per profile. Later features add to these lists.
+build_pkgs=(ca-certificates git)
+test_pkgs=("${build_pkgs[@]}")
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  echo "installing Debian packages: ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+need_go
+case "$profile" in
+  build) apt_install "${build_pkgs[@]}" ;;
+  test)  apt_install "${test_pkgs[@]}" ;;
+  *) echo "unknown profile $profile" >&2; exit 2 ;;
+esac
