@@ -122,6 +122,7 @@ func (s *Server) Authorizer() *rbac.Authorizer { return s.authz }
 func (s *Server) Run(ctx context.Context) {
 	s.runCtx = ctx
 	s.runProjectFinalizer(ctx)
+	go s.collectExpiredTokens(ctx, 10*time.Minute)
 	for _, inf := range s.informers {
 		go inf.Run(ctx)
 	}
@@ -143,6 +144,29 @@ func (s *Server) Run(ctx context.Context) {
 		}
 	}()
 	<-ctx.Done()
+}
+
+// collectExpiredTokens deletes tokens an hour after they expire, so etcd
+// does not fill with dead ones. Every API server may run it; deletes of an
+// already deleted token are harmless.
+func (s *Server) collectExpiredTokens(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-time.Hour)
+		for _, o := range s.informers[api.Tokens].List("") {
+			if tok := o.(*api.Token); tok.Spec.ExpiresAt.Before(cutoff) {
+				if _, err := s.store.Delete(ctx, api.Tokens, "", tok.Name, tok.ResourceVersion); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+					slog.Warn("apiserver: deleting an expired token", "err", err)
+				}
+			}
+		}
+	}
 }
 
 // Ready is closed once every cache has synced.

@@ -165,6 +165,10 @@ func cell(v any) string {
 		var parts []string
 		for _, x := range v {
 			if m, ok := x.(map[string]any); ok {
+				if tag, ok := m["tag"].(string); ok {
+					parts = append(parts, tag)
+					continue
+				}
 				if ns, ok := m["namespace"].(string); ok && ns != "" {
 					parts = append(parts, fmt.Sprintf("%v/%v/%v", m["kind"], ns, m["name"]))
 				} else {
