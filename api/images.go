@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -145,7 +147,8 @@ var (
 	ImageStreams = Register(&Resource{
 		Name: "imagestreams", Kind: "ImageStream", ShortNames: []string{"is"},
 		Namespaced: true, HasStatus: true,
-		New: func() Object { return &ImageStream{} },
+		New:          func() Object { return &ImageStream{} },
+		ValidateName: ValidateStreamName,
 		Validate: func(o Object) FieldErrors {
 			var errs FieldErrors
 			seen := map[string]bool{}
@@ -176,6 +179,23 @@ var (
 		},
 	})
 )
+
+var pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+
+// ValidateStreamName accepts the part of a repository name after the
+// project: path components as the OCI distribution spec allows them,
+// separated by "/", up to 200 characters.
+func ValidateStreamName(name string) []string {
+	if len(name) > 200 {
+		return []string{fmt.Sprintf("must be no more than 200 characters, not %d", len(name))}
+	}
+	for _, c := range strings.Split(name, "/") {
+		if !pathComponent.MatchString(c) {
+			return []string{"each /-separated part must be lower-case letters and digits, separated by '.', '_', '__' or dashes"}
+		}
+	}
+	return nil
+}
 
 var tagName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 

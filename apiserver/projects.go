@@ -15,6 +15,23 @@ import (
 	"slipway.dev/slipway/store"
 )
 
+// Project returns a project from the cache, or from etcd when the cache
+// has not seen it yet. Projects being deleted are reported as not found.
+func (s *Server) Project(ctx context.Context, name string) (*api.Project, error) {
+	o, ok := s.informers[api.Projects].Get("", name)
+	if !ok {
+		var err error
+		if o, err = s.store.Get(ctx, api.Projects, "", name); err != nil {
+			return nil, err
+		}
+	}
+	p := o.(*api.Project)
+	if p.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("project %q is being deleted: %w", name, store.ErrNotFound)
+	}
+	return p, nil
+}
+
 // createProject creates a project and makes its creator the project's admin,
 // as OpenShift's self-provisioner flow does.
 func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Project) error {

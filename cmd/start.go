@@ -52,13 +52,14 @@ SIGTERM or Ctrl-C shuts down gracefully; a restart keeps all state.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.OutOrStdout(), `Slipway is running. API: %s
+			fmt.Fprintf(c.OutOrStdout(), `Slipway is running. API: %s  Registry: %s
 
 Log in as admin:
   slipway login %s -u admin -p "$(cat %s)" \
       --certificate-authority %s
+  docker login -u admin -p "$(slipway whoami -t)" %s
 
-`, srv.URL, srv.URL, srv.AdminPasswordFile(), srv.PKI.CAFile)
+`, srv.URL, srv.RegistryHost, srv.URL, srv.AdminPasswordFile(), srv.PKI.CAFile, srv.RegistryHost)
 			err = srv.Wait(c.Context())
 			slog.Info("slipway stopped")
 			return err
@@ -70,6 +71,7 @@ Log in as admin:
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
 	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra host names or IPs for the serving certificate")
+	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return c

@@ -20,7 +20,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/distribution/distribution/v3/configuration"
+
 	"slipway.dev/slipway/apiserver"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
@@ -43,6 +46,15 @@ type Config struct {
 	Hostnames []string
 	// HTPasswd is an optional htpasswd file of users.
 	HTPasswd string
+	// RegistryListen is the registry's address. Default 127.0.0.1:5000;
+	// port 0 picks a free port. Plain HTTP on loopback, TLS with the
+	// platform certificate anywhere else.
+	RegistryListen string
+	// RegistryStorage is a distribution storage configuration; default
+	// the filesystem under DataDir/registry/storage.
+	RegistryStorage configuration.Storage
+	// RegistryFaults fails named steps of a push, for tests.
+	RegistryFaults *registry.FaultInjector
 	// Out receives what an operator must see once, such as the admin
 	// password. Default os.Stdout.
 	Out io.Writer
@@ -59,6 +71,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("server: --listen %q: %w", c.Listen, err)
 	}
+	if c.RegistryListen == "" {
+		c.RegistryListen = "127.0.0.1:5000"
+	}
 	if c.EtcdPrefix == "" {
 		c.EtcdPrefix = store.DefaultPrefix
 	}
@@ -72,6 +87,10 @@ func (c *Config) Validate() error {
 type Server struct {
 	cfg    Config
 	URL    string // https://host:port of the API
+	// RegistryHost is host:port of the integrated registry.
+	RegistryHost string
+	Registry     *registry.Registry
+	regHTTP      *http.Server
 	PKI    *PKI
 	API    *apiserver.Server
 	Store  *store.Store
@@ -155,6 +174,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
+	if err := s.startRegistry(runCtx); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
@@ -168,8 +191,54 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 		}()
 	}
-	slog.Info("slipway is serving", "api", s.URL, "dataDir", cfg.DataDir, "etcd", strings.Join(endpoints, ","))
+	slog.Info("slipway is serving", "api", s.URL, "registry", s.RegistryHost, "dataDir", cfg.DataDir, "etcd", strings.Join(endpoints, ","))
 	return s, nil
+}
+
+// startRegistry serves the integrated registry: plain HTTP on loopback, as
+// Docker trusts 127.0.0.0/8 without TLS, and TLS anywhere else.
+func (s *Server) startRegistry(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.RegistryListen)
+	if err != nil {
+		return fmt.Errorf("server: registry listen on %s: %w (use --registry-listen)", s.cfg.RegistryListen, err)
+	}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	s.RegistryHost = net.JoinHostPort(host, port)
+	s.Registry, err = registry.New(ctx, registry.Config{
+		Store:   s.Store,
+		Authn:   s.API.Authenticator(),
+		Authz:   s.API.Authorizer(),
+		Project: s.API.Project,
+		Dir:     filepath.Join(s.cfg.DataDir, "registry"),
+		Storage: s.cfg.RegistryStorage,
+		Host:    s.RegistryHost,
+		Faults:  s.cfg.RegistryFaults,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.regHTTP = &http.Server{
+		Handler:           s.Registry,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	loopback := ip != nil && ip.IsLoopback()
+	go func() {
+		var err error
+		if loopback {
+			err = s.regHTTP.Serve(ln)
+		} else {
+			s.regHTTP.TLSConfig = &tls.Config{Certificates: []tls.Certificate{s.PKI.Cert}, MinVersion: tls.VersionTLS12}
+			err = s.regHTTP.ServeTLS(ln, "", "")
+		}
+		s.errc <- err
+	}()
+	return nil
 }
 
 // startEmbeddedEtcd reuses the addresses of the first start, so the member's
@@ -229,6 +298,9 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	if s.http != nil {
 		_ = s.http.Shutdown(ctx)
+	}
+	if s.regHTTP != nil {
+		_ = s.regHTTP.Shutdown(ctx)
 	}
 	if s.client != nil {
 		s.client.Close()

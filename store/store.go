@@ -66,6 +66,11 @@ func New(c *clientv3.Client, opts ...Option) *Store {
 	return s
 }
 
+// Prefix is the etcd key prefix of this store. Packages that keep an
+// internal index next to the resources (such as the registry's referrers)
+// put it under Prefix.
+func (s *Store) Prefix() string { return s.prefix }
+
 // Client returns the underlying etcd client.
 func (s *Store) Client() *clientv3.Client { return s.client }
 

@@ -1,0 +1,248 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	repomw "github.com/distribution/distribution/v3/registry/middleware/repository"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+const middlewareName = "slipway"
+
+var registerOnce sync.Once
+
+func registerMiddleware() {
+	registerOnce.Do(func() {
+		err := repomw.Register(middlewareName, func(ctx context.Context, repo distribution.Repository, opts map[string]any) (distribution.Repository, error) {
+			r, ok := opts["registry"].(*Registry)
+			if !ok {
+				return nil, errors.New("registry: middleware needs its *Registry")
+			}
+			project, stream, _ := strings.Cut(repo.Named().Name(), "/")
+			return &repository{Repository: repo, reg: r, project: project, stream: stream}, nil
+		})
+		if err != nil {
+			panic(err)
+		}
+	})
+}
+
+// repository records every manifest and tag change in the store, and reads
+// tags back from the ImageStream.
+type repository struct {
+	distribution.Repository
+	reg             *Registry
+	project, stream string
+}
+
+var _ distribution.Repository = (*repository)(nil)
+
+func (r *repository) Manifests(ctx context.Context, opts ...distribution.ManifestServiceOption) (distribution.ManifestService, error) {
+	ms, err := r.Repository.Manifests(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &manifests{ManifestService: ms, repo: r}, nil
+}
+
+func (r *repository) Tags(ctx context.Context) distribution.TagService {
+	return &tags{TagService: r.Repository.Tags(ctx), repo: r}
+}
+
+// maxConfig bounds the config blob we read to describe an image.
+const maxConfig = 4 << 20
+
+type manifests struct {
+	distribution.ManifestService
+	repo *repository
+}
+
+// Put stores the manifest, then records its Image (and referrer entry)
+// before the client hears 201. If recording fails the push fails.
+func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...distribution.ManifestServiceOption) (digest.Digest, error) {
+	mediaType, payload, err := man.Payload()
+	if err != nil {
+		return "", err
+	}
+	if m.repo.reg.cfg.Faults.hit("before-manifest-put") {
+		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
+	}
+	dgst, err := m.ManifestService.Put(ctx, man, opts...)
+	if err != nil {
+		return "", err
+	}
+	if m.repo.reg.cfg.Faults.hit("before-image-record") {
+		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before image record")
+	}
+	var config []byte
+	for _, d := range man.References() {
+		if imagestreams.IsImageConfig(d.MediaType) && d.Size <= maxConfig {
+			config, _ = m.repo.Repository.Blobs(ctx).Get(ctx, d.Digest)
+			break
+		}
+	}
+	img, err := imagestreams.ImageFromManifest(dgst.String(), mediaType, payload, config)
+	if err != nil {
+		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
+	}
+	img.DockerImageReference = m.repo.reg.recorder.Reference(m.repo.project, m.repo.stream, dgst.String())
+	if err := m.repo.reg.recorder.RecordImage(ctx, m.repo.project, img); err != nil {
+		return "", errcode.ErrorCodeUnknown.WithMessage("recording the image: " + err.Error())
+	}
+	if img.Subject != "" {
+		desc := v1.Descriptor{MediaType: mediaType, Digest: dgst, Size: int64(len(payload)), ArtifactType: artifactType(payload), Annotations: img.ManifestAnnotations}
+		if err := m.repo.reg.refs.add(ctx, m.repo.project+"/"+m.repo.stream, img.Subject, desc); err != nil {
+			return "", errcode.ErrorCodeUnknown.WithMessage("recording the referrer: " + err.Error())
+		}
+		if w, ok := ctx.Value(responseKey).(http.ResponseWriter); ok {
+			w.Header().Set("OCI-Subject", img.Subject)
+		}
+	}
+	return dgst, nil
+}
+
+// Delete removes the manifest and its referrer entry in this repository.
+func (m *manifests) Delete(ctx context.Context, dgst digest.Digest) error {
+	if err := m.ManifestService.Delete(ctx, dgst); err != nil {
+		return err
+	}
+	return m.repo.reg.refs.remove(ctx, m.repo.project+"/"+m.repo.stream, dgst.String())
+}
+
+type tags struct {
+	distribution.TagService
+	repo *repository
+}
+
+// Tag moves the tag in the ImageStream first, then in distribution's own
+// tag link. Tags are read from the ImageStream, so the tag becomes visible
+// exactly when its record does.
+func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
+	if t.repo.reg.cfg.Faults.hit("before-tag-move") {
+		return errcode.ErrorCodeUnknown.WithMessage("injected fault before tag move")
+	}
+	r := t.repo
+	who := identity.FromContext(ctx)
+	_, err := r.reg.recorder.MoveTag(ctx, r.project, r.stream, tag, desc.Digest.String(), who.Name, func() error {
+		if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s may push to %s but not create the image stream %q; ask for the edit role", who.Name, r.project, r.stream))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if t.repo.reg.cfg.Faults.hit("after-tag-move") {
+		return errcode.ErrorCodeUnknown.WithMessage("injected fault after tag move")
+	}
+	return t.TagService.Tag(ctx, tag, desc)
+}
+
+func (t *tags) stream(ctx context.Context) (*api.ImageStream, error) {
+	o, err := t.repo.reg.cfg.Store.Get(ctx, api.ImageStreams, t.repo.project, t.repo.stream)
+	if err != nil {
+		return nil, err
+	}
+	return o.(*api.ImageStream), nil
+}
+
+// Get resolves a tag from the ImageStream.
+func (t *tags) Get(ctx context.Context, tag string) (v1.Descriptor, error) {
+	is, err := t.stream(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return v1.Descriptor{}, distribution.ErrTagUnknown{Tag: tag}
+	}
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	ev, ok := imagestreams.Latest(is, tag)
+	if !ok {
+		return v1.Descriptor{}, distribution.ErrTagUnknown{Tag: tag}
+	}
+	d, err := digest.Parse(ev.Image)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return v1.Descriptor{Digest: d}, nil
+}
+
+func (t *tags) All(ctx context.Context) ([]string, error) {
+	is, err := t.stream(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, distribution.ErrRepositoryUnknown{Name: t.repo.project + "/" + t.repo.stream}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, tg := range is.Status.Tags {
+		if len(tg.Items) > 0 {
+			out = append(out, tg.Tag)
+		}
+	}
+	return out, nil
+}
+
+// List pages through All, in lexical order (tags are kept sorted).
+func (t *tags) List(ctx context.Context, limit int, last string) ([]string, error) {
+	all, err := t.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, tg := range all {
+		if last != "" && tg <= last {
+			continue
+		}
+		out = append(out, tg)
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (t *tags) Lookup(ctx context.Context, desc v1.Descriptor) ([]string, error) {
+	is, err := t.stream(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, tg := range is.Status.Tags {
+		if len(tg.Items) > 0 && tg.Items[0].Image == desc.Digest.String() {
+			out = append(out, tg.Tag)
+		}
+	}
+	return out, nil
+}
+
+func (t *tags) Untag(ctx context.Context, tag string) error {
+	r := t.repo
+	if err := r.reg.recorder.Untag(ctx, r.project, r.stream, tag); err != nil {
+		if errors.Is(err, imagestreams.ErrTagNotFound) {
+			return distribution.ErrTagUnknown{Tag: tag}
+		}
+		return err
+	}
+	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,205 @@
+// Package registry embeds the distribution v3 registry and puts Slipway in
+// front of it: platform tokens and the Docker token flow, RBAC per project,
+// name checks with the spec's error codes, referrers, and image-stream
+// recording on every manifest PUT.
+//
+// Distribution already scopes blobs to repositories: a blob is served from
+// repository R only when R links it (from an upload, a mount or a manifest),
+// so project B cannot read A's blobs by digest. Mounts from a repository
+// the caller may not pull fall back to a normal upload.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/sirupsen/logrus"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// Authenticator resolves platform tokens.
+type Authenticator interface {
+	AuthenticateToken(ctx context.Context, token string) (identity.Info, error)
+}
+
+// Authorizer answers RBAC questions.
+type Authorizer interface {
+	Authorize(u identity.Info, a rbac.Attributes) (bool, string)
+}
+
+// Config configures the registry.
+type Config struct {
+	Store *store.Store
+	Authn Authenticator
+	Authz Authorizer
+	// Project looks a project up, from a cache. Required.
+	Project func(ctx context.Context, name string) (*api.Project, error)
+	// Dir holds the token signing keys, the HTTP secret and, unless
+	// Storage says otherwise, the blobs. Required.
+	Dir string
+	// Storage is a distribution storage configuration, such as
+	// {"s3": {...}}. Default: filesystem under Dir/storage.
+	Storage configuration.Storage
+	// Host is host:port as clients reach the registry; it goes into
+	// image references. Default 127.0.0.1:5000.
+	Host string
+	// Service is the token audience. Default "slipway-registry".
+	Service string
+	// TokenTTL is the lifetime of registry tokens. Default 5 minutes.
+	TokenTTL time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Faults makes named steps of a push fail, for tests. Nil in
+	// production.
+	Faults *FaultInjector
+}
+
+// FaultInjector fails named steps of a manifest push: before-manifest-put,
+// before-image-record, before-tag-move and after-tag-move. Tests use it to
+// show that a failure at any step leaves no tag without its record and
+// loses nothing that was acknowledged.
+type FaultInjector struct {
+	mu   sync.Mutex
+	fail map[string]int
+}
+
+// Fail makes the next n passes through point fail.
+func (f *FaultInjector) Fail(point string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail == nil {
+		f.fail = map[string]int{}
+	}
+	f.fail[point] = n
+}
+
+func (f *FaultInjector) hit(point string) bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail[point] > 0 {
+		f.fail[point]--
+		return true
+	}
+	return false
+}
+
+// Validate fills defaults and checks what is required.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil, c.Authn == nil, c.Authz == nil, c.Project == nil:
+		return errors.New("registry: Store, Authn, Authz and Project are required")
+	case c.Dir == "":
+		return errors.New("registry: a directory is required")
+	}
+	if c.Host == "" {
+		c.Host = "127.0.0.1:5000"
+	}
+	if c.Service == "" {
+		c.Service = "slipway-registry"
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = 5 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Storage == nil {
+		c.Storage = configuration.Storage{"filesystem": configuration.Parameters{"rootdirectory": filepath.Join(c.Dir, "storage")}}
+	}
+	return nil
+}
+
+// Registry is the registry's HTTP handler.
+type Registry struct {
+	cfg      Config
+	app      *handlers.App
+	keys     *keySet
+	recorder *imagestreams.Recorder
+	refs     *referrers
+}
+
+// New builds the registry. It does not listen; serve it with net/http.
+func New(ctx context.Context, cfg Config) (r *Registry, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store}}
+	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
+		return nil, fmt.Errorf("registry: token keys: %w", err)
+	}
+	secret, err := loadSecret(filepath.Join(cfg.Dir, "http-secret"))
+	if err != nil {
+		return nil, err
+	}
+	registerMiddleware()
+	// distribution logs every 404 at error level through the global
+	// logrus logger; the edge logs what matters through slog instead.
+	logrus.SetLevel(logrus.FatalLevel)
+	dc := &configuration.Configuration{}
+	dc.Storage = configuration.Storage{}
+	for k, v := range cfg.Storage {
+		dc.Storage[k] = v
+	}
+	dc.Storage["delete"] = configuration.Parameters{"enabled": true}
+	dc.Storage["redirect"] = configuration.Parameters{"disable": true}
+	dc.Storage["cache"] = configuration.Parameters{"blobdescriptor": "inmemory"}
+	dc.Storage["maintenance"] = configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}}
+	dc.HTTP.Secret = secret
+	dc.HTTP.RelativeURLs = true
+	dc.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}
+	// Non-distributable layers point at foreign URLs; accept http(s) ones.
+	dc.Validation.Manifests.URLs.Allow = []string{`^https?://`}
+	dc.Middleware = map[string][]configuration.Middleware{
+		"repository": {{Name: middlewareName, Options: configuration.Parameters{"registry": r}}},
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("registry: configuration refused by distribution: %v", p)
+		}
+	}()
+	r.app = handlers.NewApp(ctx, dc)
+	return r, nil
+}
+
+// RotateKey makes a new token signing key.
+func (r *Registry) RotateKey() (string, error) { return r.keys.Rotate() }
+
+func loadSecret(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 32)
+	if _, err := io.ReadFull(rand.Reader, buf); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return s, nil
+}

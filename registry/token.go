@@ -1,0 +1,183 @@
+package registry
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Issuer is the "iss" of every registry token.
+const Issuer = "slipway"
+
+// access is one grant in a token: a repository and the actions allowed on
+// it, in the shape of the Docker token specification.
+type access struct {
+	Type    string   `json:"type"`
+	Name    string   `json:"name"`
+	Actions []string `json:"actions"`
+}
+
+type claims struct {
+	jwt.RegisteredClaims
+	Access []access `json:"access"`
+	// Groups are the subject's groups, so audit and pushedBy see who it
+	// was without another lookup.
+	Groups []string `json:"groups,omitempty"`
+}
+
+// keySet holds the signing keys in a directory, one PEM file each, named by
+// creation time. The newest signs; all verify, so tokens signed before a
+// rotation stay valid until they expire.
+type keySet struct {
+	dir  string
+	mu   sync.RWMutex
+	keys map[string]*ecdsa.PrivateKey // by kid (file name)
+	cur  string
+}
+
+func loadKeys(dir string) (*keySet, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ks := &keySet{dir: dir}
+	if err := ks.reload(); err != nil {
+		return nil, err
+	}
+	if ks.cur == "" {
+		if _, err := ks.Rotate(); err != nil {
+			return nil, err
+		}
+	}
+	return ks, nil
+}
+
+func (ks *keySet) reload() error {
+	entries, err := os.ReadDir(ks.dir)
+	if err != nil {
+		return err
+	}
+	keys := map[string]*ecdsa.PrivateKey{}
+	var names []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".pem") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(ks.dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		block, _ := pem.Decode(data)
+		if block == nil {
+			return fmt.Errorf("registry: %s is not PEM", e.Name())
+		}
+		k, err := x509.ParseECPrivateKey(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("registry: %s: %w", e.Name(), err)
+		}
+		kid := strings.TrimSuffix(e.Name(), ".pem")
+		keys[kid] = k
+		names = append(names, kid)
+	}
+	sort.Strings(names)
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	ks.keys = keys
+	ks.cur = ""
+	if len(names) > 0 {
+		ks.cur = names[len(names)-1]
+	}
+	return nil
+}
+
+// Rotate makes a new signing key. Tokens signed with older keys verify
+// until they expire; delete old key files after the token lifetime.
+func (ks *keySet) Rotate() (string, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return "", err
+	}
+	kid := fmt.Sprintf("k%d", time.Now().UnixNano())
+	path := filepath.Join(ks.dir, kid+".pem")
+	if err := os.WriteFile(path+".tmp", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return "", err
+	}
+	return kid, ks.reload()
+}
+
+func (ks *keySet) sign(c *claims) (string, error) {
+	ks.mu.RLock()
+	kid, key := ks.cur, ks.keys[ks.cur]
+	ks.mu.RUnlock()
+	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	t.Header["kid"] = kid
+	return t.SignedString(key)
+}
+
+var errBadToken = errors.New("registry: invalid token")
+
+// verify checks signature, algorithm, issuer, audience and lifetime.
+func (ks *keySet) verify(raw, service string) (*claims, error) {
+	c := &claims{}
+	_, err := jwt.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		ks.mu.RLock()
+		k, ok := ks.keys[kid]
+		ks.mu.RUnlock()
+		if !ok {
+			// A key made by another replica since we loaded.
+			if err := ks.reload(); err == nil {
+				ks.mu.RLock()
+				k, ok = ks.keys[kid]
+				ks.mu.RUnlock()
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("unknown key id %q", kid)
+		}
+		return &k.PublicKey, nil
+	},
+		jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
+		jwt.WithIssuer(Issuer),
+		jwt.WithAudience(service),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(5*time.Second),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadToken, err)
+	}
+	return c, nil
+}
+
+// allows reports whether the token grants action on repository name.
+func (c *claims) allows(typ, name, action string) bool {
+	for _, a := range c.Access {
+		if a.Type != typ || a.Name != name {
+			continue
+		}
+		for _, x := range a.Actions {
+			if x == action || x == "*" {
+				return true
+			}
+		}
+	}
+	return false
+}
