@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -41,15 +42,13 @@ func TestClusterSurvivesMemberLoss(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	ctx := testContext(t)
-	s := store.New(c, store.WithPrefix("/t/"+t.Name()+"/"))
+	prefix := testPrefix(t)
+	s := store.New(c, store.WithPrefix(prefix))
 
 	p0 := mustCreate(t, ctx, s, api.Projects, newProject("p0", "zero"))
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch, err := s.Watch(wctx, api.Projects, "", rv(t, p0), store.ListOptions{})
-	if err != nil {
-		t.Fatalf("Watch = %v", err)
-	}
+	rw := resumingWatch(t, wctx, s, api.Projects, rv(t, p0))
 	var want []ev
 	for _, n := range []string{"p1", "p2"} {
 		want = append(want, evOf(api.Added, mustCreate(t, ctx, s, api.Projects, newProject(n, n))))
@@ -111,7 +110,7 @@ func TestClusterSurvivesMemberLoss(t *testing.T) {
 	want = append(want, evOf(api.Deleted, mustDelete(t, ctx, s, api.Projects, "", "p2")))
 
 	// The watch opened before the loss saw everything, in order.
-	if diff := cmp.Diff(want, collect(t, ch, len(want))); diff != "" {
+	if diff := cmp.Diff(want, rw.collect(len(want))); diff != "" {
 		t.Errorf("watch across member loss (-want +got):\n%s", diff)
 	}
 	// A new watch works too.
@@ -137,8 +136,75 @@ func TestClusterSurvivesMemberLoss(t *testing.T) {
 		t.Fatalf("Client(%v) = %v", alive, err)
 	}
 	defer c2.Close()
-	got := mustGet(t, ctx, store.New(c2, store.WithPrefix("/t/"+t.Name()+"/")), api.Projects, "", "p4")
+	got := mustGet(t, ctx, store.New(c2, store.WithPrefix(prefix)), api.Projects, "", "p4")
 	if diff := cmp.Diff(api.Object(p4), got); diff != "" {
 		t.Errorf("Get via the survivors (-want +got):\n%s", diff)
 	}
+}
+
+// resumer follows a watch and, when it ends with an error other than
+// ErrGone (a member stopping, a leader election), watches again from the
+// last resourceVersion it saw, as the store's contract tells clients to.
+type resumer struct {
+	t       *testing.T
+	ctx     context.Context
+	s       *store.Store
+	r       *api.Resource
+	last    int64
+	ch      <-chan store.Event
+	resumes int
+}
+
+func resumingWatch(t *testing.T, ctx context.Context, s *store.Store, r *api.Resource, from int64) *resumer {
+	t.Helper()
+	w := &resumer{t: t, ctx: ctx, s: s, r: r, last: from}
+	w.watch()
+	return w
+}
+
+func (w *resumer) watch() {
+	w.t.Helper()
+	for {
+		ch, err := w.s.Watch(w.ctx, w.r, "", w.last, store.ListOptions{})
+		if err == nil {
+			w.ch = ch
+			return
+		}
+		if errors.Is(err, store.ErrGone) || w.resumes > 50 {
+			w.t.Fatalf("Watch(rv %d) = %v", w.last, err)
+		}
+		w.resumes++
+		select {
+		case <-w.ctx.Done():
+			w.t.Fatalf("Watch(rv %d) = %v, and the test ran out of time", w.last, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (w *resumer) collect(n int) []ev {
+	w.t.Helper()
+	var out []ev
+	for len(out) < n {
+		select {
+		case e, ok := <-w.ch:
+			if !ok {
+				w.t.Fatal("watch channel closed without an error event")
+			}
+			if e.Type == api.Error {
+				if errors.Is(e.Err, store.ErrGone) || w.resumes > 50 {
+					w.t.Fatalf("watch error = %v", e.Err)
+				}
+				w.t.Logf("watch ended with %v; resuming from rv %d", e.Err, w.last)
+				w.resumes++
+				w.watch()
+				continue
+			}
+			out = append(out, evOf(e.Type, e.Object))
+			w.last, _ = store.ParseResourceVersion(e.Object.GetObjectMeta().ResourceVersion)
+		case <-time.After(30 * time.Second):
+			w.t.Fatalf("no watch event after 30s; have %v", out)
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"sort"
 	"strconv"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/store"
+	"slipway.dev/slipway/store/etcd"
 )
 
 // compact compacts the shared etcd at rev. Tests run one at a time and each
@@ -109,5 +111,100 @@ func TestListContinueCompacted(t *testing.T) {
 	pages, _ := listAll(t, s, api.Projects, store.ListOptions{Limit: 2}, nil)
 	if diff := cmp.Diff([][]string{{"p0", "p1"}, {"p2", "p3"}, {"p4", "p5"}}, pages); diff != "" {
 		t.Errorf("fresh paged List after compaction (-want +got):\n%s", diff)
+	}
+}
+
+// TestDisconnectedPastCompaction cuts a client off, changes and compacts
+// etcd behind its back, and reconnects it: an open watch must end with
+// ErrGone, and an informer must relist and tell its handlers what changed.
+func TestDisconnectedPastCompaction(t *testing.T) {
+	ctx := testContext(t)
+	prefix := testPrefix(t)
+	direct := store.New(sharedClient, store.WithPrefix(prefix))
+	px := newProxy(t, sharedClient.Endpoints()[0])
+	c, err := etcd.Client(px.URL())
+	if err != nil {
+		t.Fatalf("Client(proxy) = %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	viaProxy := store.New(c, store.WithPrefix(prefix))
+
+	var last api.Object
+	for _, n := range []string{"keep", "change", "remove"} {
+		last = mustCreate(t, ctx, direct, api.Projects, newProject(n, n))
+	}
+	inf, events := startInformer(t, ctx, viaProxy, api.Projects)
+	initial := collect(t, events, 3)
+	wch, err := viaProxy.Watch(ctx, api.Projects, "", rv(t, last), store.ListOptions{})
+	if err != nil {
+		t.Fatalf("Watch via proxy = %v", err)
+	}
+	// Make sure the watch is established and delivering before the cut.
+	warm := mustCreate(t, ctx, direct, api.Projects, newProject("warm", ""))
+	if e := nextEvent(t, wch); evOf(e.Type, e.Object) != evOf(api.Added, warm) {
+		t.Fatalf("watch event = %v, want %v", evOf(e.Type, e.Object), evOf(api.Added, warm))
+	}
+	if err := inf.WaitFor(ctx, rv(t, warm)); err != nil {
+		t.Fatalf("WaitFor(warm) = %v", err)
+	}
+	initial = append(initial, collect(t, events, 1)...)
+
+	px.cut()
+	added := mustCreate(t, ctx, direct, api.Projects, newProject("added", "new"))
+	changed := mustGet(t, ctx, direct, api.Projects, "", "change").(*api.Project)
+	changed.Spec.DisplayName = "changed"
+	mustUpdate(t, ctx, direct, api.Projects, changed, store.UpdateOptions{})
+	removed := mustDelete(t, ctx, direct, api.Projects, "", "remove")
+	compact(t, ctx, rv(t, removed))
+	px.restore()
+
+	// The watch cannot resume past the compaction.
+	var gotErr error
+	for gotErr == nil {
+		e, ok := <-wch
+		switch {
+		case !ok:
+			t.Fatal("watch channel closed without an ERROR event")
+		case e.Type == api.Error:
+			gotErr = e.Err
+		default:
+			t.Fatalf("watch event %v after compaction, want ERROR ErrGone", evOf(e.Type, e.Object))
+		}
+	}
+	if !errors.Is(gotErr, store.ErrGone) {
+		t.Errorf("watch error after reconnecting past compaction = %v, want ErrGone", gotErr)
+	}
+	if _, ok := <-wch; ok {
+		t.Error("watch channel still open after its ERROR event")
+	}
+
+	// The informer relists and catches up.
+	if err := inf.WaitFor(ctx, rv(t, removed)); err != nil {
+		t.Fatalf("informer WaitFor(%d) = %v", rv(t, removed), err)
+	}
+	if got := cachedNames(inf.List("")); !cmp.Equal(got, []string{"added", "change", "keep", "warm"}) {
+		t.Errorf("informer List after relist = %v, want [added change keep warm]", got)
+	}
+	for _, want := range []api.Object{added, changed} {
+		got, ok := inf.Get("", want.GetObjectMeta().Name)
+		if diff := cmp.Diff(want, got); !ok || diff != "" {
+			t.Errorf("informer Get(%s) after relist (-want +got):\n%s", want.GetObjectMeta().Name, diff)
+		}
+	}
+	// The relist reports the differences, in no particular order.
+	relist := collect(t, events, 3)
+	sort.Slice(relist, func(i, j int) bool { return relist[i].Name < relist[j].Name })
+	want := []ev{evOf(api.Added, added), evOf(api.Modified, changed), {Type: api.Deleted, Name: "remove", RV: relist[2].RV}}
+	if diff := cmp.Diff(want, relist); diff != "" {
+		t.Errorf("handler events from the relist (-want +got):\n%s", diff)
+	}
+	// And then follows changes again, with nothing in between.
+	after := mustCreate(t, ctx, direct, api.Projects, newProject("after", ""))
+	if e := collect(t, events, 1); e[0] != evOf(api.Added, after) {
+		t.Errorf("handler event after relist = %v, want %v", e[0], evOf(api.Added, after))
+	}
+	sort.Slice(initial, func(i, j int) bool { return initial[i].Name < initial[j].Name })
+	if got, want := len(initial), 4; got != want || initial[0].Name != "change" || initial[1].Name != "keep" || initial[2].Name != "remove" || initial[3] != evOf(api.Added, warm) {
+		t.Errorf("handler events before the cut = %v, want ADDED change, keep, remove, warm", initial)
 	}
 }

@@ -84,6 +84,27 @@ func slicesMax(xs []int64) int64 {
 	return m
 }
 
+// backOff is randomised exponential back-off for one writer.
+type backOff struct {
+	rng  *rand.Rand
+	wait time.Duration
+}
+
+func newBackOff(seed int, first time.Duration) *backOff {
+	return &backOff{rng: rand.New(rand.NewPCG(uint64(seed), 1)), wait: first}
+}
+
+// sleep waits a random time up to the current bound, then doubles it.
+func (b *backOff) sleep(ctx context.Context) error {
+	select {
+	case <-time.After(time.Duration(b.rng.Int64N(int64(b.wait)))):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	b.wait = min(2*b.wait, 4*time.Second)
+	return nil
+}
+
 // errBackOff makes a writer leave GuaranteedUpdate and wait before trying
 // again. Without it a thousand writers hammering one key cost O(n²) etcd
 // requests; with it the test still has a thousand concurrent writers, each
@@ -93,6 +114,7 @@ var errBackOff = errors.New("back off")
 func TestGuaranteedUpdateConcurrent(t *testing.T) {
 	const n = 1000
 	const callsBeforeBackOff = 2
+	const firstWait = 100 * time.Millisecond
 	ctx := testContext(t)
 	s := newStore(t)
 	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("team-a", "counter", nil))
@@ -106,8 +128,7 @@ func TestGuaranteedUpdateConcurrent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			rng := rand.New(rand.NewPCG(uint64(i), 1))
-			wait := 50 * time.Millisecond
+			bo := newBackOff(i, firstWait)
 			for {
 				calls, last := 0, 0
 				obj, err := s.GuaranteedUpdate(ctx, api.ServiceAccounts, "team-a", "counter", store.UpdateOptions{}, func(o api.Object) error {
@@ -124,13 +145,10 @@ func TestGuaranteedUpdateConcurrent(t *testing.T) {
 				}
 				if errors.Is(err, errBackOff) {
 					backedOff.Add(1)
-					select {
-					case <-time.After(time.Duration(rng.Int64N(int64(wait)))):
-					case <-ctx.Done():
-						errs[i] = ctx.Err()
+					if err := bo.sleep(ctx); err != nil {
+						errs[i] = err
 						return
 					}
-					wait = min(2*wait, 4*time.Second)
 					continue
 				}
 				if err != nil {
@@ -157,6 +175,7 @@ func TestGuaranteedUpdateConcurrent(t *testing.T) {
 
 func TestCompareAndSwapRetryConcurrent(t *testing.T) {
 	const n = 200
+	const casWait = 20 * time.Millisecond
 	ctx := testContext(t)
 	s := newStore(t)
 	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("team-a", "counter", nil))
@@ -170,6 +189,7 @@ func TestCompareAndSwapRetryConcurrent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
+			bo := newBackOff(i, casWait)
 			for attempt := 0; ; attempt++ {
 				if attempt > 10*n {
 					errs[i] = errors.New("no success after many attempts")
@@ -188,6 +208,12 @@ func TestCompareAndSwapRetryConcurrent(t *testing.T) {
 				err = s.Update(ctx, api.ServiceAccounts, obj, store.UpdateOptions{})
 				if errors.Is(err, store.ErrConflict) {
 					conflicts.Store(i, true)
+					if attempt >= 1 {
+						if err := bo.sleep(ctx); err != nil {
+							errs[i] = err
+							return
+						}
+					}
 					continue
 				}
 				if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,10 +46,18 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
+// runs numbers the stores made by this process, so that -count=N (which
+// reruns tests against the same etcd) never reuses a prefix.
+var runs atomic.Int64
+
 // newStore returns a store isolated under a prefix unique to the test.
 func newStore(t *testing.T) *store.Store {
 	t.Helper()
-	return store.New(sharedClient, store.WithPrefix("/t/"+t.Name()+"/"))
+	return store.New(sharedClient, store.WithPrefix(testPrefix(t)))
+}
+
+func testPrefix(t *testing.T) string {
+	return fmt.Sprintf("/t/%d/%s/", runs.Add(1), t.Name())
 }
 
 // testContext bounds a test so that a hang fails instead of blocking the

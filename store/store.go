@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -167,6 +168,7 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 		}
 		if bytes.Equal(data, cur.Value) {
 			// Nothing changed: no new revision, no watch event.
+			reflect.ValueOf(obj).Elem().SetZero()
 			if err := json.Unmarshal(data, obj); err != nil {
 				return fmt.Errorf("store: decode %s %q: %w", r.Kind, m.Name, err)
 			}
@@ -186,6 +188,7 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 			}
 			continue
 		}
+		reflect.ValueOf(obj).Elem().SetZero()
 		if err := json.Unmarshal(data, obj); err != nil {
 			return fmt.Errorf("store: decode %s %q: %w", r.Kind, m.Name, err)
 		}
@@ -399,6 +402,9 @@ func (s *Store) List(ctx context.Context, r *api.Resource, ns string, opts ListO
 			if errors.Is(err, rpctypes.ErrCompacted) {
 				return nil, api.ListMeta{}, fmt.Errorf("the continue token has expired; start the list again: %w", ErrGone)
 			}
+			if errors.Is(err, rpctypes.ErrFutureRev) {
+				return nil, api.ListMeta{}, fmt.Errorf("continue token is malformed; start the list again without it: %w", ErrInvalid)
+			}
 			return nil, api.ListMeta{}, wrapEtcd(err, r, "")
 		}
 		if rev == 0 {
@@ -437,7 +443,8 @@ func decode(r *api.Resource, data []byte, rev int64) (api.Object, error) {
 func wrapEtcd(err error, r *api.Resource, name string) error {
 	switch {
 	case errors.Is(err, rpctypes.ErrRequestTooLarge), strings.Contains(err.Error(), "request is too large"),
-		strings.Contains(err.Error(), "trying to send message larger than max"):
+		strings.Contains(err.Error(), "trying to send message larger than max"),
+		strings.Contains(err.Error(), "received message larger than max"):
 		return fmt.Errorf("%s %q: %w", r.Kind, name, ErrTooLarge)
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return fmt.Errorf("%s: %w", r.Kind, ErrGone)

@@ -337,3 +337,27 @@ func TestWatchFutureRevision(t *testing.T) {
 		t.Errorf("Watch(rv %d, in the future) = %v, want ErrInvalid", future, err)
 	}
 }
+
+func TestWatchSkipsNoopUpdate(t *testing.T) {
+	ctx := testContext(t)
+	s := newStore(t)
+	p := mustCreate(t, ctx, s, api.Projects, newProject("alpha", "Alpha")).(*api.Project)
+	ch, err := s.Watch(ctx, api.Projects, "", rv(t, p), store.ListOptions{})
+	if err != nil {
+		t.Fatalf("Watch = %v", err)
+	}
+	before := p.ResourceVersion
+	mustUpdate(t, ctx, s, api.Projects, p, store.UpdateOptions{})
+	same, err := s.GuaranteedUpdate(ctx, api.Projects, "", "alpha", store.UpdateOptions{}, func(api.Object) error { return nil })
+	if err != nil {
+		t.Fatalf("GuaranteedUpdate(no change) = %v", err)
+	}
+	if p.ResourceVersion != before || same.GetObjectMeta().ResourceVersion != before {
+		t.Errorf("no-op updates: resourceVersion %s and %s, want unchanged %s", p.ResourceVersion, same.GetObjectMeta().ResourceVersion, before)
+	}
+	p.Spec.Description = "real change"
+	mustUpdate(t, ctx, s, api.Projects, p, store.UpdateOptions{})
+	if e := nextEvent(t, ch); evOf(e.Type, e.Object) != evOf(api.Modified, p) {
+		t.Errorf("first event = %v, want %v (no-op updates send nothing)", evOf(e.Type, e.Object), evOf(api.Modified, p))
+	}
+}
