@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -78,6 +79,9 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	if err != nil {
 		return "", err
 	}
+	if err := m.checkChildren(ctx, man); err != nil {
+		return "", err
+	}
 	if m.repo.reg.cfg.Faults.hit("before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
@@ -113,6 +117,30 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 		}
 	}
 	return dgst, nil
+}
+
+// checkChildren requires every manifest an index lists to exist in this
+// repository. distribution's own check is off because it cannot see
+// children pushed by sha512 digest; this one translates them.
+func (m *manifests) checkChildren(ctx context.Context, man distribution.Manifest) error {
+	mediaType, _, _ := man.Payload()
+	if mediaType != v1.MediaTypeImageIndex && mediaType != "application/vnd.docker.distribution.manifest.list.v2+json" {
+		return nil
+	}
+	for _, d := range man.References() {
+		dgst := d.Digest
+		if mapped, ok := m.repo.reg.sha512Lookup(ctx, dgst.String()); ok {
+			dgst = digest.Digest(mapped)
+		}
+		ok, err := m.ManifestService.Exists(ctx, dgst)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errcode.ErrorCodeManifestBlobUnknown.WithMessage("the index lists manifest " + d.Digest.String() + ", which is not in this repository; push it first")
+		}
+	}
+	return nil
 }
 
 // Delete removes the manifest and its referrer entry in this repository.
@@ -203,17 +231,21 @@ func (t *tags) List(ctx context.Context, limit int, last string) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
+	// distribution's contract: io.EOF says there are no more tags.
 	var out []string
-	for _, tg := range all {
+	for i, tg := range all {
 		if last != "" && tg <= last {
 			continue
 		}
 		out = append(out, tg)
 		if limit > 0 && len(out) == limit {
-			break
+			if i == len(all)-1 {
+				return out, io.EOF
+			}
+			return out, nil
 		}
 	}
-	return out, nil
+	return out, io.EOF
 }
 
 func (t *tags) Lookup(ctx context.Context, desc v1.Descriptor) ([]string, error) {

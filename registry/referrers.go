@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"slipway.dev/slipway/store"
 )

@@ -174,6 +174,9 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	dc.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}
 	// Non-distributable layers point at foreign URLs; accept http(s) ones.
 	dc.Validation.Manifests.URLs.Allow = []string{`^https?://`}
+	// Index children are checked by the middleware, which also finds
+	// children pushed by sha512 digest.
+	dc.Validation.Manifests.Indexes.Platforms = "none"
 	dc.Middleware = map[string][]configuration.Middleware{
 		"repository": {{Name: middlewareName, Options: configuration.Parameters{"registry": r}}},
 	}

@@ -159,4 +159,3 @@ func (r *Registry) serveApp(w http.ResponseWriter, req *http.Request, rt route) 
 	}
 	r.app.ServeHTTP(w, req)
 }
-
