@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/server"
 )
 
@@ -26,16 +27,23 @@ func Password(user string) string { return "pw-" + user }
 
 // Env is a running test server.
 type Env struct {
-	Server  *server.Server
-	URL     string
-	CA      []byte
-	DataDir string
+	Server *server.Server
+	URL    string
+	// Registry is host:port of the integrated registry (plain HTTP).
+	Registry string
+	CA       []byte
+	DataDir  string
 	// Admin is logged in as the cluster admin.
 	Admin *client.Client
 }
 
 // Option changes the server's Config before it starts.
 type Option func(*server.Config)
+
+// WithFaults lets a test fail named steps of registry pushes.
+func WithFaults(f *registry.FaultInjector) Option {
+	return func(c *server.Config) { c.RegistryFaults = f }
+}
 
 // WithEtcd uses an external etcd instead of the embedded one.
 func WithEtcd(endpoints ...string) Option {
@@ -58,7 +66,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err := os.WriteFile(ht, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := server.Config{DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0", HTPasswd: ht, Out: io.Discard}
+	cfg := server.Config{DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", HTPasswd: ht, Out: io.Discard}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -71,7 +79,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{Server: srv, URL: srv.URL, CA: ca, DataDir: cfg.DataDir}
+	e := &Env{Server: srv, URL: srv.URL, Registry: srv.RegistryHost, CA: ca, DataDir: cfg.DataDir}
 	pw, err := os.ReadFile(srv.AdminPasswordFile())
 	if err != nil {
 		t.Fatal(err)
