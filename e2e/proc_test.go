@@ -22,7 +22,8 @@ import (
 )
 
 var (
-	buildOnce sync.Once
+	registryPorts sync.Map // data dir → registry address
+	buildOnce     sync.Once
 	binPath   string
 	buildErr  error
 )
@@ -63,20 +64,27 @@ type proc struct {
 	cmd     *exec.Cmd
 	dataDir string
 	addr    string
+	// registry is the registry's host:port; the same across restarts
+	// of one data dir.
+	registry string
 	out     *bytes.Buffer
 	done    chan error
 }
 
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *proc {
 	t.Helper()
-	args := append([]string{"start", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn"}, extra...)
+	reg, ok := registryPorts.Load(dataDir)
+	if !ok {
+		reg, _ = registryPorts.LoadOrStore(dataDir, freePort(t))
+	}
+	args := append([]string{"start", "--data-dir", dataDir, "--listen", addr, "--registry-listen", reg.(string), "--log-level", "warn"}, extra...)
 	cmd := exec.Command(binary(t), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, dataDir: dataDir, addr: addr, out: &out, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, dataDir: dataDir, addr: addr, registry: reg.(string), out: &out, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
