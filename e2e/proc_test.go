@@ -24,8 +24,8 @@ import (
 var (
 	registryPorts sync.Map // data dir → registry address
 	buildOnce     sync.Once
-	binPath   string
-	buildErr  error
+	binPath       string
+	buildErr      error
 )
 
 // binary builds cmd/slipway once per test run.
@@ -67,8 +67,8 @@ type proc struct {
 	// registry is the registry's host:port; the same across restarts
 	// of one data dir.
 	registry string
-	out     *bytes.Buffer
-	done    chan error
+	out      *bytes.Buffer
+	done     chan error
 }
 
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *proc {
