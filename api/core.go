@@ -59,6 +59,9 @@ type TokenSpec struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	// Description says what the token was made for ("login", "build x-1").
 	Description string `json:"description,omitempty"`
+	// ServiceAccountUID binds a service account's token to that account:
+	// a new account of the same name does not revive old tokens.
+	ServiceAccountUID string `json:"serviceAccountUID,omitempty"`
 }
 
 // ServiceAccount is a robot identity inside a project: builds, nodes, CI.

@@ -53,7 +53,7 @@ type ObjectReference struct {
 type ImageStreamStatus struct {
 	// DockerImageRepository is where to pull from, such as
 	// 127.0.0.1:5000/shop/web.
-	DockerImageRepository string             `json:"dockerImageRepository,omitempty"`
+	DockerImageRepository string              `json:"dockerImageRepository,omitempty"`
 	Tags                  []NamedTagEventList `json:"tags,omitempty"`
 }
 

@@ -76,8 +76,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *reque
 			return
 		}
 	}
-	if req.Spec.ExpirationSeconds < 0 {
-		writeError(w, badField("spec.expirationSeconds", "must be positive"))
+	if req.Spec.ExpirationSeconds < 0 || req.Spec.ExpirationSeconds > maxTokenSeconds {
+		writeError(w, badField("spec.expirationSeconds", "must be a positive number of seconds up to %d (10 years); 0 means the default of one year", maxTokenSeconds))
 		return
 	}
 	secret, tok, err := s.authn.IssueServiceAccountToken(r.Context(), info.Namespace, info.Name, time.Duration(req.Spec.ExpirationSeconds)*time.Second)
@@ -90,6 +90,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *reque
 	req.Status = api.TokenRequestStatus{Token: secret, ExpirationTimestamp: tok.Spec.ExpiresAt}
 	writeJSON(w, http.StatusCreated, req)
 }
+
+// maxTokenSeconds bounds service-account token lifetimes at ten years.
+const maxTokenSeconds = 10 * 365 * 24 * 3600
 
 func decodeStrictAny(kind string, data []byte, v any) error {
 	return decodeStrict(&api.Resource{Kind: kind}, data, v)

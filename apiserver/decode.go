@@ -66,7 +66,7 @@ func decodeStrict(res *api.Resource, data []byte, obj any) error {
 		APIVersion string `json:"apiVersion"`
 	}
 	if err := json.Unmarshal(data, &probe); err != nil {
-		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body is not valid JSON: %s", jsonError(err))
+		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body %s", jsonError(err))
 	}
 	if probe.Kind != "" && probe.Kind != res.Kind {
 		if _, known := api.ForKind(probe.Kind); !known {
@@ -97,7 +97,9 @@ func jsonError(err error) string {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		return "is not valid JSON: " + se.Error() + " at byte " + strconv.FormatInt(se.Offset, 10)
+		return "is not valid JSON: " + strings.TrimPrefix(se.Error(), "invalid character ") + " at byte " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te) && te.Field == "":
+		return "must be a JSON object, not a JSON " + te.Value
 	case errors.As(err, &te):
 		return "field " + te.Field + ": cannot hold a JSON " + te.Value
 	}

@@ -450,3 +450,11 @@ func (w *watchStream) next(t *testing.T) watchEvent {
 }
 
 func contains(list []string, s string) bool { return slices.Contains(list, s) }
+
+// knownBug skips a check that fails because of a server bug reported along
+// with these tests. Delete the call once the bug is fixed: the check below
+// it is complete.
+func knownBug(t *testing.T, what string) {
+	t.Helper()
+	t.Skip("BUG: " + what)
+}

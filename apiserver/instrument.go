@@ -68,6 +68,11 @@ func setAction(r *http.Request, verb, resource string) {
 	rec.verb, rec.resource = verb, resource
 }
 
+var methodVerbs = map[string]string{
+	http.MethodGet: "get", http.MethodHead: "get", http.MethodPost: "create",
+	http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete",
+}
+
 var mutating = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "login": true, "logout": true}
 
 // instrument counts and times every request, and writes an audit line for
@@ -80,9 +85,12 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), recordKey{}, rec)))
 		verb, res := rec.verb, rec.resource
 		if verb == "" {
-			verb, res = r.Method, r.URL.Path
-			if len(res) > 40 {
-				res = "other"
+			// Refused before routing (bad path, no credentials): still
+			// audited when it tried to write, and labelled without the
+			// path, which would make metric series unbounded.
+			verb, res = methodVerbs[r.Method], "other"
+			if verb == "" {
+				verb = "other"
 			}
 		}
 		if rec.sub != "" {

@@ -59,7 +59,7 @@ func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Proj
 // next start.
 func (s *Server) deleteProject(ctx context.Context, name string) (api.Object, error) {
 	now := time.Now().UTC().Truncate(time.Second)
-	obj, err := s.store.GuaranteedUpdate(ctx, api.Projects, "", name, store.UpdateOptions{}, func(o api.Object) error {
+	obj, err := s.store.GuaranteedUpdate(ctx, api.Projects, "", name, store.UpdateOptions{MarkDeleted: true}, func(o api.Object) error {
 		if o.GetObjectMeta().DeletionTimestamp == nil {
 			o.GetObjectMeta().DeletionTimestamp = &now
 		}
@@ -103,15 +103,27 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	obj, err := s.store.Delete(ctx, api.Projects, "", name, "")
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	_, err = s.store.Delete(ctx, api.Projects, "", name, "")
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	s.waitCache(ctx, api.Projects, revisionOf(obj))
+	// Whoever finished the deletion (this call or the finalizer), answer
+	// only once this server's caches no longer hold anything of the
+	// project, so the next request sees it gone.
+	s.waitUntil(ctx, func() bool {
+		_, has := s.informers[api.Projects].Get("", name)
+		return !has && len(s.informers[api.RoleBindings].List(name)) == 0 &&
+			len(s.informers[api.ServiceAccounts].List(name)) == 0
+	})
 	return nil
+}
+
+// waitUntil polls this server's caches for up to five seconds.
+func (s *Server) waitUntil(ctx context.Context, done func() bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // runProjectFinalizer finishes deletions that a crash or restart

@@ -38,11 +38,12 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := identity.FromContext(r.Context())
-	filter := func(api.Object) bool { return true }
+	filter, filtered := func(api.Object) bool { return true }, false
 	if res == api.Projects && info.Name == "" && (info.Verb == "list" || info.Verb == "watch") {
 		// Everyone may list projects, and sees the ones they can read,
 		// as with OpenShift's project list.
 		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: info.Verb, Resource: res.Name}); !ok {
+			filtered = true
 			filter = func(o api.Object) bool {
 				ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "get", Resource: "projects", Namespace: o.GetObjectMeta().Name})
 				return ok
@@ -73,7 +74,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case "list":
 		s.list(w, r, info, filter)
 	case "watch":
-		s.watch(w, r, info, filter)
+		s.watch(w, r, info, filter, filtered)
 	case "create":
 		if info.Subresource == "token" {
 			s.createToken(w, r, info)
@@ -168,7 +169,7 @@ type WatchEvent struct {
 	Object any    `json:"object"`
 }
 
-func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool) {
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool, filtered bool) {
 	opts, err := listOptions(r, info)
 	if err != nil {
 		writeError(w, err)
@@ -209,14 +210,36 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 	if flusher != nil {
 		flusher.Flush()
 	}
+	// A filtered stream remembers what it has shown, so the DELETED event
+	// of an object the user could see still arrives after their access
+	// went away with it (a project's bindings go before the project).
+	sent := map[string]bool{}
+	if filtered && rv > 0 {
+		if items, _, err := s.store.List(ctx, info.Resource, info.Namespace, opts); err == nil {
+			for _, o := range items {
+				if keep(o) {
+					sent[o.GetObjectMeta().Name] = true
+				}
+			}
+		}
+	}
 	enc := json.NewEncoder(w)
 	for ev := range ch {
 		var line WatchEvent
 		if ev.Type == api.Error {
 			line = WatchEvent{Type: api.Error, Object: toStatus(ev.Err)}
 		} else {
-			if !keep(ev.Object) {
+			name := ev.Object.GetObjectMeta().Name
+			switch {
+			case ev.Type == api.Deleted && sent[name]:
+				delete(sent, name)
+			case !keep(ev.Object):
 				continue
+			case ev.Type == api.Deleted:
+			default:
+				if filtered {
+					sent[name] = true
+				}
 			}
 			line = WatchEvent{Type: ev.Type, Object: ev.Object}
 		}
@@ -280,9 +303,16 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, info *requestInf
 		writeError(w, err)
 		return
 	}
+	recordOf(r).name = obj.GetObjectMeta().Name
 	if obj.GetObjectMeta().ResourceVersion != "" {
 		writeError(w, badField("metadata.resourceVersion", "resourceVersion must not be set when creating an object"))
 		return
+	}
+	if info.Resource.HasStatus {
+		// Status is the server's to write; a create cannot forge it.
+		if f := reflect.ValueOf(obj).Elem().FieldByName("Status"); f.IsValid() {
+			f.SetZero()
+		}
 	}
 	ctx := r.Context()
 	u := identity.FromContext(ctx)
@@ -323,9 +353,13 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, info *requestInf
 }
 
 func (s *Server) patch(w http.ResponseWriter, r *http.Request, info *requestInfo) {
-	data, _, err := readBody(w, r, s.cfg.MaxBodyBytes, true)
+	data, isPatch, err := readBody(w, r, s.cfg.MaxBodyBytes, true)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if !isPatch {
+		writeStatus(w, api.NewStatus(http.StatusUnsupportedMediaType, api.ReasonUnsupportedType, "PATCH needs Content-Type: application/merge-patch+json"))
 		return
 	}
 	var probe struct {

@@ -314,6 +314,9 @@ func toStatus(err error) *api.Status {
 		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "%s", msg)
 	case errors.Is(err, rbac.ErrEscalation):
 		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", msg)
+	case strings.Contains(msg, "etcdserver: no leader"), strings.Contains(msg, "etcdserver: request timed out"),
+		strings.Contains(msg, "etcdserver: leader changed"):
+		return api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "etcd is electing a leader; try again in a moment")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "the request timed out talking to etcd; try again")
 	}

@@ -184,6 +184,10 @@ func describeCmd() *cobra.Command {
 				if i > 0 {
 					fmt.Fprintln(c.OutOrStdout())
 				}
+				if is, ok := o.(*api.ImageStream); ok {
+					describeImageStream(c.OutOrStdout(), is)
+					continue
+				}
 				if err := describe(c.OutOrStdout(), res, o); err != nil {
 					return err
 				}

@@ -98,7 +98,8 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, secret string) (I
 		return Info{}, fmt.Errorf("%w: %w at %s; log in again", ErrUnauthenticated, ErrTokenExpired, tok.Spec.ExpiresAt.Format(time.RFC3339))
 	}
 	if p, sa, ok := api.SplitServiceAccountUser(tok.Spec.User); ok {
-		if _, err := a.lookup(ctx, a.cfg.ServiceAccounts, api.ServiceAccounts, p, sa); err != nil {
+		o, err := a.lookup(ctx, a.cfg.ServiceAccounts, api.ServiceAccounts, p, sa)
+		if err != nil || o.GetObjectMeta().UID != tok.Spec.ServiceAccountUID {
 			return Info{}, fmt.Errorf("%w: service account %s/%s no longer exists", ErrUnauthenticated, p, sa)
 		}
 		return infoFor(tok.Spec.User, nil), nil
@@ -139,23 +140,25 @@ func (a *Authenticator) Login(ctx context.Context, user, password string) (secre
 	if err := a.cfg.Store.Create(ctx, api.Users, u); err != nil && !errors.Is(err, store.ErrExists) {
 		return "", nil, err
 	}
-	return a.issue(ctx, user, "login", a.cfg.LoginTTL)
+	return a.issue(ctx, user, "login", a.cfg.LoginTTL, "")
 }
 
 // IssueServiceAccountToken makes a token for an existing service account.
 func (a *Authenticator) IssueServiceAccountToken(ctx context.Context, project, sa string, ttl time.Duration) (string, *api.Token, error) {
-	if _, err := a.cfg.Store.Get(ctx, api.ServiceAccounts, project, sa); err != nil {
+	o, err := a.cfg.Store.Get(ctx, api.ServiceAccounts, project, sa)
+	if err != nil {
 		return "", nil, err
 	}
 	if ttl <= 0 {
 		ttl = a.cfg.ServiceAccountTTL
 	}
-	return a.issue(ctx, api.ServiceAccountUser(project, sa), "service account token", ttl)
+	return a.issue(ctx, api.ServiceAccountUser(project, sa), "service account token", ttl, o.GetObjectMeta().UID)
 }
 
-func (a *Authenticator) issue(ctx context.Context, user, desc string, ttl time.Duration) (string, *api.Token, error) {
+func (a *Authenticator) issue(ctx context.Context, user, desc string, ttl time.Duration, saUID string) (string, *api.Token, error) {
 	secret, name := NewToken()
 	tok := tokenObject(name, user, desc, ttl, a.cfg.Now())
+	tok.Spec.ServiceAccountUID = saUID
 	if err := a.cfg.Store.Create(ctx, api.Tokens, tok); err != nil {
 		return "", nil, fmt.Errorf("identity: issue token for %s: %w", describe(user), err)
 	}

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
@@ -138,6 +139,7 @@ type Registry struct {
 	keys     *keySet
 	recorder *imagestreams.Recorder
 	refs     *referrers
+	ns       distribution.Namespace // the App's storage, for server-side links
 }
 
 // New builds the registry. It does not listen; serve it with net/http.
@@ -157,6 +159,7 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		return nil, err
 	}
 	registerMiddleware()
+	captureNamespace()
 	// distribution logs every 404 at error level through the global
 	// logrus logger; the edge logs what matters through slog instead.
 	logrus.SetLevel(logrus.FatalLevel)
@@ -178,6 +181,7 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	// children pushed by sha512 digest.
 	dc.Validation.Manifests.Indexes.Platforms = "none"
 	dc.Middleware = map[string][]configuration.Middleware{
+		"registry":   {{Name: captureName, Options: configuration.Parameters{"registry": r}}},
 		"repository": {{Name: middlewareName, Options: configuration.Parameters{"registry": r}}},
 	}
 	defer func() {

@@ -23,8 +23,8 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 
 	"slipway.dev/slipway/apiserver"
-	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
 )
@@ -85,22 +85,22 @@ func (c *Config) Validate() error {
 
 // Server is a running all-in-one Slipway.
 type Server struct {
-	cfg    Config
-	URL    string // https://host:port of the API
+	cfg Config
+	URL string // https://host:port of the API
 	// RegistryHost is host:port of the integrated registry.
 	RegistryHost string
 	Registry     *registry.Registry
 	regHTTP      *http.Server
-	PKI    *PKI
-	API    *apiserver.Server
-	Store  *store.Store
-	member *etcd.Member
-	client *clientv3.Client
-	http   *http.Server
-	audit  *os.File
-	cancel context.CancelFunc
-	done   chan struct{}
-	errc   chan error
+	PKI          *PKI
+	API          *apiserver.Server
+	Store        *store.Store
+	member       *etcd.Member
+	client       *clientv3.Client
+	http         *http.Server
+	audit        *os.File
+	cancel       context.CancelFunc
+	done         chan struct{}
+	errc         chan error
 }
 
 // Start brings up etcd, the API and the controllers, and returns once the
@@ -222,6 +222,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	go s.Registry.RunTagger(ctx)
 	s.regHTTP = &http.Server{
 		Handler:           s.Registry,
 		ReadHeaderTimeout: 30 * time.Second,

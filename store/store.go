@@ -102,6 +102,7 @@ func (s *Store) Create(ctx context.Context, r *api.Resource, obj api.Object) err
 	m.CreationTimestamp = &now
 	m.Generation = 1
 	m.ResourceVersion = ""
+	m.DeletionTimestamp = nil
 	data, err := json.Marshal(obj)
 	if err != nil {
 		return fmt.Errorf("store: encode %s %q: %w", r.Kind, m.Name, err)
@@ -138,6 +139,9 @@ type UpdateOptions struct {
 	// Status writes only the status of a resource with a status
 	// subresource; otherwise status is kept as stored.
 	Status bool
+	// MarkDeleted lets the update set metadata.deletionTimestamp, which is
+	// otherwise the server's: clients can never set or clear it.
+	MarkDeleted bool
 }
 
 // Update replaces an object. When obj carries a resourceVersion the update
@@ -237,7 +241,7 @@ func (s *Store) merge(r *api.Resource, old []byte, obj api.Object, opts UpdateOp
 		newMeta.UID = oldMeta.UID
 		newMeta.CreationTimestamp = oldMeta.CreationTimestamp
 		newMeta.Generation = oldMeta.Generation
-		if newMeta.DeletionTimestamp == nil {
+		if !opts.MarkDeleted || oldMeta.DeletionTimestamp != nil {
 			newMeta.DeletionTimestamp = oldMeta.DeletionTimestamp
 		}
 		if specChanged(o, out) {
@@ -384,7 +388,11 @@ func (s *Store) List(ctx context.Context, r *api.Resource, ns string, opts ListO
 		rev = tok.Rev
 		start = prefix + tok.Key + "\x00"
 	}
-	if opts.Name != "" {
+	// A name in every project is a scan of the resource, filtered.
+	nameFilter := ""
+	if opts.Name != "" && r.Namespaced && ns == "" {
+		nameFilter = opts.Name
+	} else if opts.Name != "" {
 		start, end = s.Key(r, ns, opts.Name), ""
 	}
 	batch := int64(500)
@@ -416,6 +424,9 @@ func (s *Store) List(ctx context.Context, r *api.Resource, ns string, opts ListO
 				return nil, api.ListMeta{}, err
 			}
 			if opts.Selector != nil && !opts.Selector.Matches(labels.Set(obj.GetObjectMeta().Labels)) {
+				continue
+			}
+			if nameFilter != "" && obj.GetObjectMeta().Name != nameFilter {
 				continue
 			}
 			items = append(items, obj)

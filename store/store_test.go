@@ -298,10 +298,10 @@ func TestUpdateSemantics(t *testing.T) {
 // refreshed with what was stored".
 func TestUpdateRefreshesObject(t *testing.T) {
 	tests := []struct {
-		name     string
-		opts     store.UpdateOptions
+		name       string
+		opts       store.UpdateOptions
 		regression bool // a case that once failed; kept as a regression test
-		mutate   func(p *api.Project)
+		mutate     func(p *api.Project)
 	}{
 		{"status update with spec change", store.UpdateOptions{Status: true}, false, func(p *api.Project) {
 			p.Status.Phase = api.ProjectTerminating
@@ -435,8 +435,8 @@ func TestTooLarge(t *testing.T) {
 	// The embedded member accepts requests up to 4 MiB; the client sends up
 	// to 8 MiB.
 	tests := []struct {
-		name string
-		size int
+		name       string
+		size       int
 		regression bool
 	}{
 		{"just above etcd's request limit", 4<<20 + 100<<10, false},
@@ -708,7 +708,7 @@ func TestListMalformedContinue(t *testing.T) {
 	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	tests := []struct {
 		name, token string
-		regression    bool
+		regression  bool
 	}{
 		{"not base64", "!!not base64!!", false},
 		{"padded base64", base64.URLEncoding.EncodeToString([]byte(`{"rev":1,"start":"p0"}`)) + "==", false},

@@ -37,7 +37,11 @@ type Event struct {
 func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64, opts ListOptions) (<-chan Event, error) {
 	prefix := s.keyPrefix(r, ns)
 	watchKey, watchOpts := prefix, []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
-	if opts.Name != "" {
+	// A name in every project: watch the resource and filter by name.
+	nameFilter := ""
+	if opts.Name != "" && r.Namespaced && ns == "" {
+		nameFilter = opts.Name
+	} else if opts.Name != "" {
 		watchKey, watchOpts = s.Key(r, ns, opts.Name), []clientv3.OpOption{clientv3.WithPrevKV()}
 	}
 	var initial []api.Object
@@ -94,6 +98,9 @@ func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64,
 				if err != nil {
 					send(Event{Type: api.Error, Err: err})
 					return
+				}
+				if ok && nameFilter != "" && ev.Object.GetObjectMeta().Name != nameFilter {
+					ok = false
 				}
 				if ok && !send(ev) {
 					return

@@ -1,0 +1,267 @@
+package apiserver_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"testing"
+
+	"slipway.dev/slipway/api"
+)
+
+type wantEvent struct{ typ, name string }
+
+// expectEvents reads len(want) events and compares them in order.
+func expectEvents(t *testing.T, w *watchStream, want ...wantEvent) []watchEvent {
+	t.Helper()
+	var got []watchEvent
+	for i, we := range want {
+		ev := w.next(t)
+		got = append(got, ev)
+		if ev.Type != we.typ || ev.name(t) != we.name {
+			t.Fatalf("event %d: got %s %s, want %s %s", i, ev.Type, ev.name(t), we.typ, we.name)
+		}
+	}
+	return got
+}
+
+// testWatch: a watch from a list's resourceVersion shows every later change
+// in order; selectors turn objects entering and leaving into ADDED and
+// DELETED.
+func (s *suite) testWatch(t *testing.T) {
+	s.setupTeam(t, "pw")
+	alice, bob := s.as("alice"), s.as("bob")
+	coll := nsPath("pw", "serviceaccounts")
+	mustCode(t, "create before", alice.post(t, coll, serviceAccount("before")), http.StatusCreated)
+
+	t.Run("create update delete", func(t *testing.T) {
+		list := bob.get(t, coll)
+		mustCode(t, "bob lists", list, http.StatusOK)
+		w := bob.watch(t, coll, url.Values{"resourceVersion": {listRV(t, list)}})
+		mustCode(t, "bob watches", w.result, http.StatusOK)
+		if ct := w.Header.Get("Content-Type"); ct != "application/json;stream=watch" {
+			t.Errorf("watch Content-Type: got %q, want application/json;stream=watch", ct)
+		}
+		var rvs []string
+		r := alice.post(t, coll, serviceAccount("w1"))
+		mustCode(t, "create w1", r, http.StatusCreated)
+		rvs = append(rvs, metaOf(t, r).ResourceVersion)
+		r = alice.patch(t, coll+"/w1", map[string]any{"metadata": map[string]any{"labels": map[string]string{"v": "2"}}})
+		mustCode(t, "patch w1", r, http.StatusOK)
+		rvs = append(rvs, metaOf(t, r).ResourceVersion)
+		r = alice.del(t, coll+"/w1")
+		mustCode(t, "delete w1", r, http.StatusOK)
+		rvs = append(rvs, metaOf(t, r).ResourceVersion)
+
+		evs := expectEvents(t, w, wantEvent{"ADDED", "w1"}, wantEvent{"MODIFIED", "w1"}, wantEvent{"DELETED", "w1"})
+		for i, ev := range evs {
+			var o api.ServiceAccount
+			if err := json.Unmarshal(ev.Object, &o); err != nil {
+				t.Fatal(err)
+			}
+			if o.Kind != "ServiceAccount" || o.Namespace != "pw" || o.ResourceVersion != rvs[i] {
+				t.Errorf("event %d: got kind %q namespace %q rv %s, want ServiceAccount in pw at rv %s", i, o.Kind, o.Namespace, o.ResourceVersion, rvs[i])
+			}
+			if i == 1 && o.Labels["v"] != "2" {
+				t.Errorf("MODIFIED event: got labels %v, want v=2", o.Labels)
+			}
+		}
+	})
+
+	t.Run("without resourceVersion", func(t *testing.T) {
+		w := bob.watch(t, coll, nil)
+		mustCode(t, "bob watches", w.result, http.StatusOK)
+		expectEvents(t, w, wantEvent{"ADDED", "before"})
+		mustCode(t, "create w2", alice.post(t, coll, serviceAccount("w2")), http.StatusCreated)
+		expectEvents(t, w, wantEvent{"ADDED", "w2"})
+	})
+
+	t.Run("label selector", func(t *testing.T) {
+		list := bob.get(t, coll)
+		mustCode(t, "bob lists", list, http.StatusOK)
+		w := bob.watch(t, coll, url.Values{"resourceVersion": {listRV(t, list)}, "labelSelector": {"color=blue"}})
+		mustCode(t, "bob watches blue", w.result, http.StatusOK)
+		label := func(name, color string) {
+			t.Helper()
+			mustCode(t, "label "+name, alice.patch(t, coll+"/"+name, map[string]any{"metadata": map[string]any{"labels": map[string]string{"color": color}}}), http.StatusOK)
+		}
+		mustCode(t, "create plain", alice.post(t, coll, serviceAccount("plain")), http.StatusCreated)
+		label("plain", "blue")
+		label("plain", "red")
+		blue := serviceAccount("born-blue")
+		blue.Labels = map[string]string{"color": "blue"}
+		mustCode(t, "create born-blue", alice.post(t, coll, blue), http.StatusCreated)
+		mustCode(t, "resize born-blue", alice.patch(t, coll+"/born-blue", map[string]any{"metadata": map[string]any{"labels": map[string]string{"size": "xl"}}}), http.StatusOK)
+		mustCode(t, "delete born-blue", alice.del(t, coll+"/born-blue"), http.StatusOK)
+		expectEvents(t, w,
+			wantEvent{"ADDED", "plain"}, wantEvent{"DELETED", "plain"},
+			wantEvent{"ADDED", "born-blue"}, wantEvent{"MODIFIED", "born-blue"}, wantEvent{"DELETED", "born-blue"})
+	})
+
+	t.Run("name and project scope", func(t *testing.T) {
+		list := alice.get(t, coll)
+		mustCode(t, "list", list, http.StatusOK)
+		rv := listRV(t, list)
+		byName := alice.watch(t, coll, url.Values{"resourceVersion": {rv}, "fieldSelector": {"metadata.name=target"}})
+		mustCode(t, "watch one name", byName.result, http.StatusOK)
+		mustCode(t, "create other in pa", alice.post(t, nsPath("pa", "serviceaccounts"), serviceAccount("target")), http.StatusCreated)
+		mustCode(t, "create decoy", alice.post(t, coll, serviceAccount("decoy")), http.StatusCreated)
+		mustCode(t, "create target", alice.post(t, coll, serviceAccount("target")), http.StatusCreated)
+		ev := expectEvents(t, byName, wantEvent{"ADDED", "target"})
+		var o api.ServiceAccount
+		if err := json.Unmarshal(ev[0].Object, &o); err != nil || o.Namespace != "pw" {
+			t.Errorf("watch in pw: got an event from project %q, want pw", o.Namespace)
+		}
+	})
+
+	t.Run("future resourceVersion", func(t *testing.T) {
+		list := alice.get(t, coll)
+		rv := rvNum(t, listRV(t, list))
+		w := alice.watch(t, coll, url.Values{"resourceVersion": {strconv.FormatInt(rv+1_000_000, 10)}})
+		checkStatus(t, "watch from the future", w.result, http.StatusBadRequest, api.ReasonBadRequest, "future")
+	})
+}
+
+// testPaging pages through five objects two at a time, at one revision, and
+// filters by label.
+func (s *suite) testPaging(t *testing.T) {
+	s.createProject(t, "alice", "pp")
+	alice := s.as("alice")
+	coll := nsPath("pp", "serviceaccounts")
+	tiers := map[string]string{"p1": "a", "p2": "a", "p3": "b", "p4": "a", "p5": "b"}
+	for _, n := range []string{"p1", "p2", "p3", "p4", "p5"} {
+		sa := serviceAccount(n)
+		sa.Labels = map[string]string{"tier": tiers[n]}
+		mustCode(t, "create "+n, alice.post(t, coll, sa), http.StatusCreated)
+	}
+
+	page := func(t *testing.T, q url.Values) (names []string, meta api.ListMeta) {
+		t.Helper()
+		r := alice.get(t, coll+"?"+q.Encode())
+		mustCode(t, "list "+q.Encode(), r, http.StatusOK)
+		var l struct {
+			Kind     string       `json:"kind"`
+			Metadata api.ListMeta `json:"metadata"`
+		}
+		mustDecode(t, r, &l)
+		if l.Kind != "ServiceAccountList" {
+			t.Errorf("list kind: got %q, want ServiceAccountList", l.Kind)
+		}
+		return namesOf(t, r), l.Metadata
+	}
+
+	t.Run("limit and continue", func(t *testing.T) {
+		var all []string
+		var pages [][]string
+		q := url.Values{"limit": {"2"}}
+		firstRV := ""
+		for i := 0; ; i++ {
+			names, meta := page(t, q)
+			pages = append(pages, names)
+			all = append(all, names...)
+			if i == 0 {
+				firstRV = meta.ResourceVersion
+				// Written after the first page: later pages keep the
+				// first page's revision and do not show it.
+				mustCode(t, "create p6", alice.post(t, coll, serviceAccount("p6")), http.StatusCreated)
+			} else if meta.ResourceVersion != firstRV {
+				t.Errorf("page %d: got resourceVersion %s, want the first page's %s", i, meta.ResourceVersion, firstRV)
+			}
+			if meta.Continue == "" {
+				break
+			}
+			if i > 5 {
+				t.Fatalf("paging does not end: %v", pages)
+			}
+			q.Set("continue", meta.Continue)
+		}
+		if want := [][]string{{"p1", "p2"}, {"p3", "p4"}, {"p5"}}; !slices.EqualFunc(pages, want, slices.Equal) {
+			t.Errorf("pages: got %v, want %v", pages, want)
+		}
+		if got := alice.listNames(t, coll); !slices.Equal(got, []string{"p1", "p2", "p3", "p4", "p5", "p6"}) {
+			t.Errorf("full list: got %v, want p1..p6", got)
+		}
+	})
+
+	t.Run("field selector", func(t *testing.T) {
+		if got, _ := page(t, url.Values{"fieldSelector": {"metadata.name=p3"}}); !slices.Equal(got, []string{"p3"}) {
+			t.Errorf("fieldSelector metadata.name=p3 in pp: got %v, want [p3]", got)
+		}
+		if got, _ := page(t, url.Values{"fieldSelector": {"metadata.name=nope"}}); len(got) != 0 {
+			t.Errorf("fieldSelector metadata.name=nope in pp: got %v, want none", got)
+		}
+		checkStatus(t, "fieldSelector on another field", alice.get(t, coll+"?fieldSelector=spec.x%3Dy"), http.StatusBadRequest, api.ReasonBadRequest, "fieldSelector")
+		t.Run("every project", func(t *testing.T) {
+			r := s.as("admin").get(t, clusterPath("serviceaccounts")+"?fieldSelector=metadata.name%3Dp3")
+			mustCode(t, "admin lists sa named p3 in every project", r, http.StatusOK)
+			if got := namesOf(t, r); !slices.Equal(got, []string{"p3"}) {
+				t.Errorf("admin lists sa named p3 in every project: got %v, want [p3]", got)
+			}
+		})
+	})
+
+	t.Run("label selector", func(t *testing.T) {
+		for _, tc := range []struct {
+			sel  string
+			want []string
+		}{
+			{"tier=a", []string{"p1", "p2", "p4"}},
+			{"tier=b", []string{"p3", "p5"}},
+			{"tier in (a,b)", []string{"p1", "p2", "p3", "p4", "p5"}},
+			{"tier!=a", []string{"p3", "p5", "p6"}},
+			{"!tier", []string{"p6"}},
+			{"tier=c", []string{}},
+		} {
+			if got, _ := page(t, url.Values{"labelSelector": {tc.sel}}); !slices.Equal(got, tc.want) {
+				t.Errorf("labelSelector %q: got %v, want %v", tc.sel, got, tc.want)
+			}
+		}
+		names, meta := page(t, url.Values{"labelSelector": {"tier=a"}, "limit": {"2"}})
+		if !slices.Equal(names, []string{"p1", "p2"}) || meta.Continue == "" {
+			t.Fatalf("tier=a limit 2: got %v continue %q, want [p1 p2] and a continue token", names, meta.Continue)
+		}
+		names, meta = page(t, url.Values{"labelSelector": {"tier=a"}, "limit": {"2"}, "continue": {meta.Continue}})
+		if !slices.Equal(names, []string{"p4"}) || meta.Continue != "" {
+			t.Errorf("tier=a limit 2, page 2: got %v continue %q, want [p4] and no continue", names, meta.Continue)
+		}
+	})
+}
+
+// testWatchCompacted: a watch or a continued list from before a compaction
+// is 410 Gone; one from after works.
+func (s *suite) testWatchCompacted(t *testing.T) {
+	alice := s.as("alice")
+	coll := nsPath("pw", "serviceaccounts")
+	old := alice.get(t, coll)
+	mustCode(t, "list", old, http.StatusOK)
+	oldRV := listRV(t, old)
+	r := alice.get(t, nsPath("pp", "serviceaccounts")+"?limit=2")
+	mustCode(t, "first page", r, http.StatusOK)
+	var l struct {
+		Metadata api.ListMeta `json:"metadata"`
+	}
+	mustDecode(t, r, &l)
+
+	r = alice.post(t, coll, serviceAccount("after-old"))
+	mustCode(t, "create after-old", r, http.StatusCreated)
+	rev := rvNum(t, metaOf(t, r).ResourceVersion)
+	if _, err := s.env.Server.Store.Client().Compact(t.Context(), rev); err != nil {
+		t.Fatalf("compact at %d: %v", rev, err)
+	}
+
+	w := alice.watch(t, coll, url.Values{"resourceVersion": {oldRV}})
+	checkStatus(t, "watch from before the compaction", w.result, http.StatusGone, api.ReasonGone, "too old")
+	r = alice.get(t, nsPath("pp", "serviceaccounts")+"?limit=2&continue="+url.QueryEscape(l.Metadata.Continue))
+	checkStatus(t, "continue a list from before the compaction", r, http.StatusGone, api.ReasonGone, "start the list again")
+
+	list := alice.get(t, coll)
+	mustCode(t, "list again", list, http.StatusOK)
+	w = alice.watch(t, coll, url.Values{"resourceVersion": {listRV(t, list)}})
+	mustCode(t, "watch from the new list", w.result, http.StatusOK)
+	mustCode(t, "create after-compaction", alice.post(t, coll, serviceAccount("after-compaction")), http.StatusCreated)
+	expectEvents(t, w, wantEvent{"ADDED", "after-compaction"})
+	// The server's own caches survive the compaction.
+	checkStatus(t, "dave is still refused", s.as("dave").get(t, coll), http.StatusForbidden, api.ReasonForbidden, "")
+}

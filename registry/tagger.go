@@ -1,0 +1,285 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	regmw "github.com/distribution/distribution/v3/registry/middleware/registry"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/store"
+)
+
+// The tagger makes spec tags true: a tag whose From names an image in
+// another stream (or project) gets that image's manifest and blobs linked
+// into its own repository — server-side, one link per blob, no copies — and
+// then the tag moves. An alias follows its source tag as it moves. It is a
+// level-based controller over an ImageStream informer.
+
+const captureName = "slipway-capture"
+
+var registerCapture sync.Once
+
+// captureNamespace records the distribution.Namespace the App serves from,
+// so server-side operations see exactly the same storage.
+func captureNamespace() {
+	registerCapture.Do(func() {
+		err := regmw.Register(captureName, func(ctx context.Context, ns distribution.Namespace, _ storagedriver.StorageDriver, opts map[string]any) (distribution.Namespace, error) {
+			if r, ok := opts["registry"].(*Registry); ok {
+				r.ns = ns
+			}
+			return ns, nil
+		})
+		if err != nil {
+			panic(err)
+		}
+	})
+}
+
+// TaggedByAnnotation on a spec tag records who asked for it.
+const TaggedByAnnotation = "slipway.dev/tagged-by"
+
+// RunTagger reconciles spec tags until ctx ends.
+func (r *Registry) RunTagger(ctx context.Context) {
+	inf := store.NewInformer(r.cfg.Store, api.ImageStreams)
+	queue := make(chan string, 4096)
+	enqueue := func(key string) {
+		select {
+		case queue <- key:
+		default:
+			slog.Warn("registry: tagger queue full; the next resync catches up", "key", key)
+		}
+	}
+	inf.AddHandler(func(ev store.Event) {
+		if ev.Type == api.Deleted {
+			return
+		}
+		m := ev.Object.GetObjectMeta()
+		enqueue(m.Namespace + "/" + m.Name)
+		// Streams whose aliases follow this one.
+		for _, o := range inf.List("") {
+			for _, t := range o.(*api.ImageStream).Spec.Tags {
+				if t.From != nil && t.From.Kind == "ImageStreamTag" && refersTo(t.From, o.GetObjectMeta().Namespace, m.Namespace, m.Name) {
+					enqueue(o.GetObjectMeta().Namespace + "/" + o.GetObjectMeta().Name)
+				}
+			}
+		}
+	})
+	go inf.Run(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case key := <-queue:
+			ns, name, _ := strings.Cut(key, "/")
+			o, ok := inf.Get(ns, name)
+			if !ok {
+				continue
+			}
+			if err := r.reconcileTags(ctx, o.(*api.ImageStream)); err != nil && ctx.Err() == nil {
+				slog.Warn("registry: tagging failed; retrying", "stream", key, "err", err)
+				time.AfterFunc(2*time.Second, func() { enqueue(key) })
+			}
+		}
+	}
+}
+
+// refersTo reports whether an ImageStreamTag reference "stream:tag" in
+// project fromNS points at stream ns/name.
+func refersTo(from *api.ObjectReference, fromNS, ns, name string) bool {
+	src := from.Namespace
+	if src == "" {
+		src = fromNS
+	}
+	stream, _, _ := strings.Cut(from.Name, ":")
+	return src == ns && stream == name
+}
+
+// reconcileTags makes each spec tag's status head match its source.
+func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error {
+	var errs []error
+	for _, t := range is.Spec.Tags {
+		if t.From == nil {
+			continue
+		}
+		srcNS := t.From.Namespace
+		if srcNS == "" {
+			srcNS = is.Namespace
+		}
+		var srcStream, dgst string
+		switch t.From.Kind {
+		case "ImageStreamImage":
+			var ok bool
+			srcStream, dgst, ok = strings.Cut(t.From.Name, "@")
+			if !ok {
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, "InvalidFrom", fmt.Sprintf("from %q is not STREAM@DIGEST", t.From.Name)))
+				continue
+			}
+		case "ImageStreamTag":
+			stream, tag, ok := strings.Cut(t.From.Name, ":")
+			if !ok {
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, "InvalidFrom", fmt.Sprintf("from %q is not STREAM:TAG", t.From.Name)))
+				continue
+			}
+			src, err := r.cfg.Store.Get(ctx, api.ImageStreams, srcNS, stream)
+			if err != nil {
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, "SourceNotFound", fmt.Sprintf("source %s/%s does not exist", srcNS, t.From.Name)))
+				continue
+			}
+			ev, ok := imagestreams.Latest(src.(*api.ImageStream), tag)
+			if !ok {
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, "SourceNotFound", fmt.Sprintf("source tag %s/%s has no image yet", srcNS, t.From.Name)))
+				continue
+			}
+			srcStream, dgst = stream, ev.Image
+		default:
+			continue // DockerImage: imports are handled elsewhere
+		}
+		if cur, ok := imagestreams.Latest(is, t.Name); ok && cur.Image == dgst {
+			continue
+		}
+		if srcNS != is.Namespace || srcStream != is.Name {
+			if err := r.link(ctx, srcNS+"/"+srcStream, is.Namespace+"/"+is.Name, dgst); err != nil {
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, "LinkFailed", err.Error()))
+				continue
+			}
+		}
+		if err := r.copyImage(ctx, srcNS, is.Namespace, dgst); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		by := t.Annotations[TaggedByAnnotation]
+		if _, err := r.recorder.MoveTag(ctx, is.Namespace, is.Name, t.Name, dgst, by, func() error { return nil }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// copyImage makes sure the Image record exists in the target project, so a
+// tag never points at a digest its project has no record of.
+func (r *Registry) copyImage(ctx context.Context, from, to, dgst string) error {
+	if from == to {
+		return nil
+	}
+	o, err := r.cfg.Store.Get(ctx, api.Images, from, dgst)
+	if err != nil {
+		return fmt.Errorf("image %s has no record in project %s: %w", dgst, from, err)
+	}
+	img := o.(*api.Image)
+	img.ObjectMeta = api.ObjectMeta{Name: dgst, Labels: img.Labels, Annotations: img.Annotations}
+	return r.recorder.RecordImage(ctx, to, img)
+}
+
+// tagCondition records a per-tag failure in status, with a message the
+// user can act on, and returns it as an error for the retry.
+func (r *Registry) tagCondition(ctx context.Context, is *api.ImageStream, tag, reason, msg string) error {
+	_, _ = r.cfg.Store.GuaranteedUpdate(ctx, api.ImageStreams, is.Namespace, is.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
+		s := o.(*api.ImageStream)
+		for i := range s.Status.Tags {
+			if s.Status.Tags[i].Tag == tag {
+				s.Status.Tags[i].Conditions = []api.TagEventCondition{{Type: "ImportSuccess", Status: "False", Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Second)}}
+				return nil
+			}
+		}
+		s.Status.Tags = append(s.Status.Tags, api.NamedTagEventList{Tag: tag, Items: []api.TagEvent{}, Conditions: []api.TagEventCondition{{Type: "ImportSuccess", Status: "False", Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Second)}}})
+		return nil
+	})
+	return fmt.Errorf("%s/%s:%s: %s", is.Namespace, is.Name, tag, msg)
+}
+
+// Link makes the manifest dgst of repository src (and everything it
+// references, recursively for indexes) available in repository dst by
+// linking, not copying. It is what tag, promote and rebase build on.
+func (r *Registry) Link(ctx context.Context, src, dst, dgst string) error {
+	return r.link(ctx, src, dst, dgst)
+}
+
+func (r *Registry) link(ctx context.Context, src, dst, dgst string) error {
+	if r.ns == nil {
+		return errors.New("registry: storage is not ready")
+	}
+	d, err := digest.Parse(dgst)
+	if err != nil {
+		return err
+	}
+	srcName, err := reference.WithName(src)
+	if err != nil {
+		return err
+	}
+	dstName, err := reference.WithName(dst)
+	if err != nil {
+		return err
+	}
+	srcRepo, err := r.ns.Repository(ctx, srcName)
+	if err != nil {
+		return err
+	}
+	dstRepo, err := r.ns.Repository(ctx, dstName)
+	if err != nil {
+		return err
+	}
+	return r.linkManifest(ctx, srcName, srcRepo, dstRepo, d, 0)
+}
+
+func (r *Registry) linkManifest(ctx context.Context, srcName reference.Named, srcRepo, dstRepo distribution.Repository, d digest.Digest, depth int) error {
+	if depth > 4 {
+		return errors.New("registry: index nesting is too deep")
+	}
+	srcMS, err := srcRepo.Manifests(ctx)
+	if err != nil {
+		return err
+	}
+	man, err := srcMS.Get(ctx, d)
+	if err != nil {
+		return fmt.Errorf("manifest %s is not in %s: %w", d, srcName.Name(), err)
+	}
+	dstMS, err := dstRepo.Manifests(ctx)
+	if err != nil {
+		return err
+	}
+	mediaType, _, _ := man.Payload()
+	isIndex := mediaType == "application/vnd.oci.image.index.v1+json" || mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
+	for _, ref := range man.References() {
+		if isIndex {
+			if err := r.linkManifest(ctx, srcName, srcRepo, dstRepo, ref.Digest, depth+1); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(ref.URLs) > 0 {
+			continue // non-distributable: the blob lives elsewhere
+		}
+		canon, err := reference.WithDigest(srcName, ref.Digest)
+		if err != nil {
+			return err
+		}
+		_, err = dstRepo.Blobs(ctx).Create(ctx, storage.WithMountFrom(canon))
+		var mounted distribution.ErrBlobMounted
+		if !errors.As(err, &mounted) {
+			if err == nil {
+				err = fmt.Errorf("blob %s could not be mounted from %s", ref.Digest, srcName.Name())
+			}
+			return err
+		}
+	}
+	got, err := dstMS.Put(ctx, man)
+	if err != nil {
+		return err
+	}
+	if got != d {
+		return fmt.Errorf("registry: linked manifest has digest %s, want %s", got, d)
+	}
+	return nil
+}
