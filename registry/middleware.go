@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -151,6 +153,15 @@ func (m *manifests) Delete(ctx context.Context, dgst digest.Digest) error {
 	return m.repo.reg.refs.remove(ctx, m.repo.project+"/"+m.repo.stream, dgst.String())
 }
 
+// waitStreams lets this replica read its own tag move before the push is
+// answered.
+func (r *Registry) waitStreams(ctx context.Context, is *api.ImageStream) {
+	rev, _ := strconv.ParseInt(is.ResourceVersion, 10, 64)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = r.streams.WaitFor(ctx, rev)
+}
+
 type tags struct {
 	distribution.TagService
 	repo *repository
@@ -165,7 +176,7 @@ func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
 	}
 	r := t.repo
 	who := identity.FromContext(ctx)
-	_, err := r.reg.recorder.MoveTag(ctx, r.project, r.stream, tag, desc.Digest.String(), who.Name, func() error {
+	is, err := r.reg.recorder.MoveTag(ctx, r.project, r.stream, tag, desc.Digest.String(), who.Name, func() error {
 		if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {
 			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s may push to %s but not create the image stream %q; ask for the edit role", who.Name, r.project, r.stream))
 		}
@@ -174,13 +185,19 @@ func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
 	if err != nil {
 		return err
 	}
+	r.reg.waitStreams(ctx, is)
 	if t.repo.reg.cfg.Faults.hit("after-tag-move") {
 		return errcode.ErrorCodeUnknown.WithMessage("injected fault after tag move")
 	}
 	return t.TagService.Tag(ctx, tag, desc)
 }
 
+// stream reads the ImageStream from the cache, or from etcd when the cache
+// has not seen it (another replica may have just created it).
 func (t *tags) stream(ctx context.Context) (*api.ImageStream, error) {
+	if o, ok := t.repo.reg.streams.Get(t.repo.project, t.repo.stream); ok {
+		return o.(*api.ImageStream), nil
+	}
 	o, err := t.repo.reg.cfg.Store.Get(ctx, api.ImageStreams, t.repo.project, t.repo.stream)
 	if err != nil {
 		return nil, err
@@ -198,6 +215,13 @@ func (t *tags) Get(ctx context.Context, tag string) (v1.Descriptor, error) {
 		return v1.Descriptor{}, err
 	}
 	ev, ok := imagestreams.Latest(is, tag)
+	if !ok {
+		// The cache may not have this replica's newest tag yet.
+		o, err := t.repo.reg.cfg.Store.Get(ctx, api.ImageStreams, t.repo.project, t.repo.stream)
+		if err == nil {
+			ev, ok = imagestreams.Latest(o.(*api.ImageStream), tag)
+		}
+	}
 	if !ok {
 		return v1.Descriptor{}, distribution.ErrTagUnknown{Tag: tag}
 	}

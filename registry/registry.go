@@ -140,6 +140,9 @@ type Registry struct {
 	recorder *imagestreams.Recorder
 	refs     *referrers
 	ns       distribution.Namespace // the App's storage, for server-side links
+	// streams caches ImageStreams: tag reads come from here, and each
+	// push waits until it shows its own tag move.
+	streams *store.Informer
 }
 
 // New builds the registry. It does not listen; serve it with net/http.
@@ -150,7 +153,8 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store}}
+	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
+		streams: store.NewInformer(cfg.Store, api.ImageStreams)}
 	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
 		return nil, fmt.Errorf("registry: token keys: %w", err)
 	}

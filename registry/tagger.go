@@ -50,9 +50,10 @@ func captureNamespace() {
 // TaggedByAnnotation on a spec tag records who asked for it.
 const TaggedByAnnotation = "slipway.dev/tagged-by"
 
-// RunTagger reconciles spec tags until ctx ends.
-func (r *Registry) RunTagger(ctx context.Context) {
-	inf := store.NewInformer(r.cfg.Store, api.ImageStreams)
+// Run keeps the registry's image-stream cache and reconciles spec tags
+// until ctx ends.
+func (r *Registry) Run(ctx context.Context) {
+	inf := r.streams
 	queue := make(chan string, 4096)
 	enqueue := func(key string) {
 		select {

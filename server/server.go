@@ -222,7 +222,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	go s.Registry.RunTagger(ctx)
+	go s.Registry.Run(ctx)
 	s.regHTTP = &http.Server{
 		Handler:           s.Registry,
 		ReadHeaderTimeout: 30 * time.Second,
