@@ -76,3 +76,37 @@ Log in as admin:
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
 }
+
+func registryCmd() *cobra.Command {
+	var cfg server.Config
+	var etcd string
+	c := &cobra.Command{
+		Use:   "registry",
+		Short: "Run only the integrated registry, to scale it out",
+		Long: `Run only the registry role against the cluster's etcd. Every replica must
+share the registry storage (--data-dir on shared storage, or an object store)
+and so the token keys and HTTP secret under DATA_DIR/registry.`,
+		Example: `  slipway registry --data-dir /shared/slipway --registry-listen :5000 \
+      --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+			if etcd != "" {
+				cfg.EtcdEndpoints = strings.Split(etcd, ",")
+			}
+			cfg.RegistryOnly = true
+			srv, err := server.Start(c.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "Slipway registry is running on %s.\n", srv.RegistryHost)
+			return srv.Wait(c.Context())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory holding the registry's keys, secret and (by default) storage")
+	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the registry (plain HTTP on loopback, TLS elsewhere)")
+	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
+	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	return c
+}

@@ -55,6 +55,10 @@ type Config struct {
 	RegistryStorage configuration.Storage
 	// RegistryFaults fails named steps of a push, for tests.
 	RegistryFaults *registry.FaultInjector
+	// RegistryOnly runs only the registry role (`slipway registry`), for
+	// scaling it out: it needs EtcdEndpoints and shares the data dir's
+	// registry keys, HTTP secret and storage with its peers.
+	RegistryOnly bool
 	// Out receives what an operator must see once, such as the admin
 	// password. Default os.Stdout.
 	Out io.Writer
@@ -79,6 +83,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout
+	}
+	if c.RegistryOnly && len(c.EtcdEndpoints) == 0 {
+		return errors.New("server: the registry role needs --etcd-endpoints of the cluster's etcd")
 	}
 	return nil
 }
@@ -151,6 +158,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := rbac.Bootstrap(bootCtx, s.Store); err != nil {
 		return nil, fmt.Errorf("server: etcd at %s is not answering (%w); check --etcd-endpoints", strings.Join(endpoints, ","), err)
 	}
+	if cfg.RegistryOnly {
+		return s.startRegistryOnly(bootCtx)
+	}
 	if err := s.API.Authenticator().Bootstrap(bootCtx, cfg.DataDir, func(password, file string) {
 		fmt.Fprintf(cfg.Out, "\nCreated user \"admin\" with password: %s\n(shown once; also saved in %s, mode 0600)\n\n", password, file)
 	}); err != nil {
@@ -192,6 +202,24 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}()
 	}
 	slog.Info("slipway is serving", "api", s.URL, "registry", s.RegistryHost, "dataDir", cfg.DataDir, "etcd", strings.Join(endpoints, ","))
+	return s, nil
+}
+
+// startRegistryOnly runs the caches the registry needs (tokens, RBAC,
+// projects) and the registry, without serving the API.
+func (s *Server) startRegistryOnly(bootCtx context.Context) (*Server, error) {
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.API.Run(runCtx)
+	select {
+	case <-s.API.Ready():
+	case <-bootCtx.Done():
+		return nil, errors.New("server: caches did not sync within 60s; is etcd healthy?")
+	}
+	if err := s.startRegistry(runCtx); err != nil {
+		return nil, err
+	}
+	slog.Info("slipway registry is serving", "registry", s.RegistryHost, "etcd", strings.Join(s.cfg.EtcdEndpoints, ","))
 	return s, nil
 }
 
