@@ -363,3 +363,121 @@ func describeImageStream(out io.Writer, is *api.ImageStream) {
 		}
 	}
 }
+
+func importImageCmd() *cobra.Command {
+	var from string
+	var all, scheduled, insecure bool
+	c := &cobra.Command{
+		Use:   "import-image STREAM[:TAG] --from=REF",
+		Short: "Import an image from an external registry into an image stream",
+		Long: `Import an image (or, with --all, every tag of a repository) from an external
+registry. The server does the import: the registry must be on its
+--import-allow list, and internal addresses are refused unless an admin
+allowed their range. Errors are recorded on the tag; see 'slipway describe is'.`,
+		Example: `  slipway import-image base:12 --from=registry.example.com/debian:12
+  slipway import-image base --from=registry.example.com/debian --all --scheduled`,
+		Args: exactArgs(1, "an image stream, optionally with :TAG"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if from == "" {
+				return usagef("--from=REGISTRY/REPOSITORY[:TAG] is required")
+			}
+			cl, cfg, err := connect()
+			if err != nil {
+				return err
+			}
+			arg := args[0]
+			if !strings.Contains(arg, ":") && !all {
+				tag := "latest"
+				if i := strings.LastIndex(from, ":"); i > strings.LastIndex(from, "/") {
+					tag = from[i+1:]
+				}
+				arg += ":" + tag
+			}
+			ref, err := parseImageRef(arg, currentProject(cfg), !all)
+			if err != nil {
+				return err
+			}
+			me, err := cl.WhoAmI(c.Context())
+			if err != nil {
+				return err
+			}
+			start := time.Now().UTC().Truncate(time.Millisecond)
+			now := start.Format(time.RFC3339Nano)
+			for attempt := 0; attempt < 10; attempt++ {
+				o, err := cl.Get(c.Context(), api.ImageStreams, ref.project, ref.stream)
+				create := api.IsNotFound(err)
+				if err != nil && !create {
+					return err
+				}
+				is := &api.ImageStream{ObjectMeta: api.ObjectMeta{Name: ref.stream, Namespace: ref.project}}
+				if !create {
+					is = o.(*api.ImageStream)
+				}
+				if all {
+					if is.Annotations == nil {
+						is.Annotations = map[string]string{}
+					}
+					is.Annotations[registry.ImportAllAnnotation] = from
+					is.Annotations[registry.ImportAllAnnotation+"-insecure"] = fmt.Sprint(insecure)
+					is.Annotations[registry.TaggedByAnnotation] = me.Name
+				} else {
+					want := api.TagReference{Name: ref.tag, From: &api.ObjectReference{Kind: "DockerImage", Name: from},
+						ImportPolicy: api.TagImportPolicy{Scheduled: scheduled, Insecure: insecure},
+						Annotations:  map[string]string{registry.TaggedByAnnotation: me.Name, registry.ImportRequestedAnnotation: now}}
+					is.Spec.Tags = slices.DeleteFunc(is.Spec.Tags, func(t api.TagReference) bool { return t.Name == ref.tag })
+					is.Spec.Tags = append(is.Spec.Tags, want)
+				}
+				if create {
+					err = cl.Create(c.Context(), api.ImageStreams, is)
+				} else {
+					err = cl.Update(c.Context(), api.ImageStreams, is)
+				}
+				if api.IsConflict(err) || api.IsReason(err, api.ReasonAlreadyExists) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				break
+			}
+			if all {
+				fmt.Fprintf(c.OutOrStdout(), "Importing every tag of %s into %s/%s; see `slipway describe is %s`.\n", from, ref.project, ref.stream, ref.stream)
+				return nil
+			}
+			// Wait for the server's answer for this tag.
+			deadline := time.Now().Add(2 * time.Minute)
+			for time.Now().Before(deadline) {
+				o, err := cl.Get(c.Context(), api.ImageStreams, ref.project, ref.stream)
+				if err != nil {
+					return err
+				}
+				for _, t := range o.(*api.ImageStream).Status.Tags {
+					if t.Tag != ref.tag {
+						continue
+					}
+					if len(t.Conditions) == 0 || t.Conditions[0].LastTransitionTime.Before(start) {
+						continue
+					}
+					if t.Conditions[0].Status == "False" {
+						return fmt.Errorf("import of %s failed: %s", from, t.Conditions[0].Message)
+					}
+					if len(t.Items) > 0 {
+						fmt.Fprintf(c.OutOrStdout(), "Imported %s into %s as %s (%s).\n", from, ref, t.Items[0].Image, t.Conditions[0].Reason)
+						return nil
+					}
+				}
+				select {
+				case <-c.Context().Done():
+					return c.Context().Err()
+				case <-time.After(300 * time.Millisecond):
+				}
+			}
+			return fmt.Errorf("the import of %s has not finished; check `slipway describe is %s`", from, ref.stream)
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "external image to import, REGISTRY/REPOSITORY[:TAG]")
+	c.Flags().BoolVar(&all, "all", false, "import every tag of the repository")
+	c.Flags().BoolVar(&scheduled, "scheduled", false, "look for changes periodically and import them")
+	c.Flags().BoolVar(&insecure, "insecure", false, "allow plain HTTP or unverified TLS to the source")
+	return c
+}

@@ -54,7 +54,7 @@ Start everything on this machine, then log in:
 		newProjectCmd(), projectCmd(), projectsCmd(),
 		getCmd(), describeCmd(), applyCmd(), createCmd(), deleteCmd(),
 		policyCmd(), apiResourcesCmd(),
-		tagCmd(), rollbackCmd(),
+		tagCmd(), rollbackCmd(), importImageCmd(),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usagef("%v\nSee '%s --help' for usage.", err, c.CommandPath())

@@ -2,12 +2,15 @@ package cmd
 
 import (
 	"fmt"
+	"net/netip"
+	"time"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"slipway.dev/slipway/server"
 )
@@ -74,7 +77,22 @@ Log in as admin:
 	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	importFlags(f, &cfg)
 	return c
+}
+
+// importFlags sets where import-image may reach.
+func importFlags(f *pflag.FlagSet, cfg *server.Config) {
+	f.StringSliceVar(&cfg.Import.Registries, "import-allow", nil, "registries import-image may contact (host, host:port or *.domain); none by default")
+	f.Func("import-allow-cidr", "internal address range import-image may dial anyway, such as 127.0.0.0/8 (repeatable)", func(s string) error {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return err
+		}
+		cfg.Import.CIDRs = append(cfg.Import.CIDRs, p)
+		return nil
+	})
+	f.DurationVar(&cfg.Import.Interval, "import-interval", 15*time.Minute, "how often scheduled imports look for changes")
 }
 
 func registryCmd() *cobra.Command {
@@ -108,5 +126,6 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	importFlags(f, &cfg)
 	return c
 }

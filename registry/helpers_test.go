@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -210,7 +211,7 @@ func (r resp) String() string {
 	if len(b) > 300 {
 		b = b[:300] + "…"
 	}
-	return http.StatusText(r.code) + " " + strings.TrimSpace(b)
+	return fmt.Sprintf("%d %q", r.code, strings.TrimSpace(b))
 }
 
 // req describes one raw request.

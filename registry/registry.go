@@ -12,6 +12,7 @@ package registry
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -72,6 +73,8 @@ type Config struct {
 	// Faults makes named steps of a push fail, for tests. Nil in
 	// production.
 	Faults *FaultInjector
+	// Import says which external registries `import-image` may reach.
+	Import ImportPolicy
 }
 
 // FaultInjector fails named steps of a manifest push: before-manifest-put,
@@ -126,6 +129,9 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Import.Interval == 0 {
+		c.Import.Interval = 15 * time.Minute
+	}
 	if c.Storage == nil {
 		c.Storage = configuration.Storage{"filesystem": configuration.Parameters{"rootdirectory": filepath.Join(c.Dir, "storage")}}
 	}
@@ -143,7 +149,12 @@ type Registry struct {
 	// streams caches ImageStreams: tag reads come from here, and each
 	// push waits until it shows its own tag move.
 	streams *store.Informer
+
+	mu  sync.Mutex
+	due map[string]bool // scheduled imports whose time has come
 }
+
+func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
 
 // New builds the registry. It does not listen; serve it with net/http.
 func New(ctx context.Context, cfg Config) (r *Registry, err error) {

@@ -78,6 +78,27 @@ func (r *Registry) Run(ctx context.Context) {
 		}
 	})
 	go inf.Run(ctx)
+	go func() {
+		// Scheduled imports: look again every interval.
+		t := time.NewTicker(r.cfg.Import.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for _, o := range inf.List("") {
+				for _, tag := range o.(*api.ImageStream).Spec.Tags {
+					if tag.From != nil && tag.From.Kind == "DockerImage" && tag.ImportPolicy.Scheduled {
+						m := o.GetObjectMeta()
+						r.scheduleDue(m.Namespace + "/" + m.Name + ":" + tag.Name)
+						enqueue(m.Namespace + "/" + m.Name)
+					}
+				}
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,6 +117,51 @@ func (r *Registry) Run(ctx context.Context) {
 	}
 }
 
+// ImportRequestedAnnotation on a spec tag asks for a fresh import; its
+// value is an RFC 3339 time.
+const ImportRequestedAnnotation = "slipway.dev/import-requested"
+
+// importDue reports whether a DockerImage tag should be (re)imported: it
+// has never been, a user asked again after the last import, or its
+// schedule came round.
+func (r *Registry) importDue(is *api.ImageStream, t api.TagReference) bool {
+	key := is.Namespace + "/" + is.Name + ":" + t.Name
+	r.mu.Lock()
+	due := r.due[key]
+	delete(r.due, key)
+	r.mu.Unlock()
+	if due {
+		return true
+	}
+	for _, st := range is.Status.Tags {
+		if st.Tag != t.Name {
+			continue
+		}
+		if len(st.Conditions) > 0 && st.Conditions[0].Status == "False" {
+			return true // retry failures
+		}
+		if len(st.Items) == 0 {
+			return true
+		}
+		req, err := time.Parse(time.RFC3339Nano, t.Annotations[ImportRequestedAnnotation])
+		last := st.Items[0].Created
+		if len(st.Conditions) > 0 && st.Conditions[0].LastTransitionTime.After(last) {
+			last = st.Conditions[0].LastTransitionTime
+		}
+		return err == nil && req.After(last)
+	}
+	return true
+}
+
+func (r *Registry) scheduleDue(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.due == nil {
+		r.due = map[string]bool{}
+	}
+	r.due[key] = true
+}
+
 // refersTo reports whether an ImageStreamTag reference "stream:tag" in
 // project fromNS points at stream ns/name.
 func refersTo(from *api.ObjectReference, fromNS, ns, name string) bool {
@@ -107,9 +173,18 @@ func refersTo(from *api.ObjectReference, fromNS, ns, name string) bool {
 	return src == ns && stream == name
 }
 
+// ImportAllAnnotation on an ImageStream names an external repository whose
+// every tag should be imported (import-image --all).
+const ImportAllAnnotation = "slipway.dev/import-all"
+
 // reconcileTags makes each spec tag's status head match its source.
 func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error {
 	var errs []error
+	if src := is.Annotations[ImportAllAnnotation]; src != "" {
+		if err := r.expandImportAll(ctx, is, src); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, t := range is.Spec.Tags {
 		if t.From == nil {
 			continue
@@ -144,8 +219,15 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 				continue
 			}
 			srcStream, dgst = stream, ev.Image
+		case "DockerImage":
+			if r.importDue(is, t) {
+				if err := r.importTag(ctx, is, t); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			continue
 		default:
-			continue // DockerImage: imports are handled elsewhere
+			continue
 		}
 		if cur, ok := imagestreams.Latest(is, t.Name); ok && cur.Image == dgst {
 			continue
@@ -186,18 +268,24 @@ func (r *Registry) copyImage(ctx context.Context, from, to, dgst string) error {
 // tagCondition records a per-tag failure in status, with a message the
 // user can act on, and returns it as an error for the retry.
 func (r *Registry) tagCondition(ctx context.Context, is *api.ImageStream, tag, reason, msg string) error {
+	r.setCondition(ctx, is, tag, "False", reason, msg)
+	return fmt.Errorf("%s/%s:%s: %s", is.Namespace, is.Name, tag, msg)
+}
+
+// setCondition records the outcome of the last import or link of a tag.
+func (r *Registry) setCondition(ctx context.Context, is *api.ImageStream, tag, status, reason, msg string) {
+	cond := api.TagEventCondition{Type: "ImportSuccess", Status: status, Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Millisecond)}
 	_, _ = r.cfg.Store.GuaranteedUpdate(ctx, api.ImageStreams, is.Namespace, is.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		s := o.(*api.ImageStream)
 		for i := range s.Status.Tags {
 			if s.Status.Tags[i].Tag == tag {
-				s.Status.Tags[i].Conditions = []api.TagEventCondition{{Type: "ImportSuccess", Status: "False", Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Second)}}
+				s.Status.Tags[i].Conditions = []api.TagEventCondition{cond}
 				return nil
 			}
 		}
-		s.Status.Tags = append(s.Status.Tags, api.NamedTagEventList{Tag: tag, Items: []api.TagEvent{}, Conditions: []api.TagEventCondition{{Type: "ImportSuccess", Status: "False", Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Second)}}})
+		s.Status.Tags = append(s.Status.Tags, api.NamedTagEventList{Tag: tag, Items: []api.TagEvent{}, Conditions: []api.TagEventCondition{cond}})
 		return nil
 	})
-	return fmt.Errorf("%s/%s:%s: %s", is.Namespace, is.Name, tag, msg)
 }
 
 // Link makes the manifest dgst of repository src (and everything it

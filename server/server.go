@@ -59,6 +59,8 @@ type Config struct {
 	// scaling it out: it needs EtcdEndpoints and shares the data dir's
 	// registry keys, HTTP secret and storage with its peers.
 	RegistryOnly bool
+	// Import says which external registries import-image may reach.
+	Import registry.ImportPolicy
 	// Out receives what an operator must see once, such as the admin
 	// password. Default os.Stdout.
 	Out io.Writer
@@ -245,6 +247,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		Storage: s.cfg.RegistryStorage,
 		Host:    s.RegistryHost,
 		Faults:  s.cfg.RegistryFaults,
+		Import:  s.cfg.Import,
 	})
 	if err != nil {
 		ln.Close()
