@@ -2,12 +2,12 @@ package cmd
 
 import (
 	"fmt"
-	"net/netip"
-	"time"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
