@@ -9,9 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/distribution/v3/configuration"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v2"
 
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/server"
 )
 
@@ -77,8 +80,48 @@ Log in as admin:
 	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, such as {s3: {bucket: …}} (default: filesystem under the data dir)")
 	importFlags(f, &cfg)
+	var dataDir string
+	rotate := &cobra.Command{
+		Use:     "rotate-key",
+		Short:   "Make a new signing key for registry tokens",
+		Long:    "Make a new key for signing registry tokens. Registries sign with it within a minute; tokens signed with the old key stay valid until they expire (5 minutes), after which old key files may be deleted.",
+		Example: "  slipway registry rotate-key --data-dir slipway.local",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			kid, err := registry.RotateKeys(filepath.Join(dataDir, "registry", "token-keys"))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "New registry token key %s.\n", kid)
+			return nil
+		},
+	}
+	rotate.Flags().StringVar(&dataDir, "data-dir", "slipway.local", "the server's data directory")
+	c.AddCommand(rotate)
 	return c
+}
+
+// storageFlag reads a distribution storage configuration from a YAML file.
+type storageFlag struct{ s *configuration.Storage }
+
+func (f storageFlag) String() string { return "" }
+func (f storageFlag) Type() string   { return "FILE" }
+func (f storageFlag) Set(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var st configuration.Storage
+	if err := yaml.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("%s is not a storage configuration: %w", path, err)
+	}
+	if len(st) == 0 {
+		return fmt.Errorf("%s names no storage driver", path)
+	}
+	*f.s = st
+	return nil
 }
 
 // importFlags sets where import-image may reach.
@@ -127,5 +170,23 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
 	importFlags(f, &cfg)
+	var dataDir string
+	rotate := &cobra.Command{
+		Use:     "rotate-key",
+		Short:   "Make a new signing key for registry tokens",
+		Long:    "Make a new key for signing registry tokens. Registries sign with it within a minute; tokens signed with the old key stay valid until they expire (5 minutes), after which old key files may be deleted.",
+		Example: "  slipway registry rotate-key --data-dir slipway.local",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			kid, err := registry.RotateKeys(filepath.Join(dataDir, "registry", "token-keys"))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "New registry token key %s.\n", kid)
+			return nil
+		},
+	}
+	rotate.Flags().StringVar(&dataDir, "data-dir", "slipway.local", "the server's data directory")
+	c.AddCommand(rotate)
 	return c
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -208,6 +209,9 @@ func (r resp) errCode() string {
 
 func (r resp) String() string {
 	b := string(r.body)
+	if !utf8.ValidString(b) {
+		return fmt.Sprintf("%d <%d bytes>", r.code, len(r.body))
+	}
 	if len(b) > 300 {
 		b = b[:300] + "…"
 	}

@@ -45,6 +45,20 @@ type keySet struct {
 	mu   sync.RWMutex
 	keys map[string]*ecdsa.PrivateKey // by kid (file name)
 	cur  string
+	// loaded is when the directory was last read; signing re-reads it
+	// now and then so a rotation by another process takes effect.
+	loaded time.Time
+}
+
+// RotateKeys makes a new signing key in dir (DATA_DIR/registry/token-keys).
+// Running registries start signing with it within a minute; tokens signed
+// with older keys verify until they expire.
+func RotateKeys(dir string) (string, error) {
+	ks, err := loadKeys(dir)
+	if err != nil {
+		return "", err
+	}
+	return ks.Rotate()
 }
 
 func loadKeys(dir string) (*keySet, error) {
@@ -94,6 +108,7 @@ func (ks *keySet) reload() error {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.keys = keys
+	ks.loaded = time.Now()
 	ks.cur = ""
 	if len(names) > 0 {
 		ks.cur = names[len(names)-1]
@@ -124,6 +139,14 @@ func (ks *keySet) Rotate() (string, error) {
 }
 
 func (ks *keySet) sign(c *claims) (string, error) {
+	ks.mu.RLock()
+	stale := time.Since(ks.loaded) > time.Minute
+	ks.mu.RUnlock()
+	if stale {
+		if err := ks.reload(); err != nil {
+			return "", err
+		}
+	}
 	ks.mu.RLock()
 	kid, key := ks.cur, ks.keys[ks.cur]
 	ks.mu.RUnlock()
