@@ -23,6 +23,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 
 	"slipway.dev/slipway/apiserver"
+	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/store"
@@ -343,6 +344,28 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.audit != nil {
 		s.audit.Close()
 	}
+}
+
+// AdminClient logs in as the admin user created at first start, trusting
+// this server's CA. For tests, benchmarks and tools on the same machine.
+func (s *Server) AdminClient(ctx context.Context) (*client.Client, error) {
+	ca, err := os.ReadFile(s.PKI.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := os.ReadFile(s.AdminPasswordFile())
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(s.URL, client.WithCAData(ca))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Login(ctx, "admin", strings.TrimSpace(string(pw)))
+	if err != nil {
+		return nil, err
+	}
+	return client.New(s.URL, client.WithCAData(ca), client.WithToken(resp.Token))
 }
 
 // AdminPasswordFile is where the first start saved the admin password.

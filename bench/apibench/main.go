@@ -17,7 +17,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,20 +127,10 @@ func main() {
 }
 
 func adminClient(srv *server.Server) *client.Client {
-	ca, err := os.ReadFile(srv.PKI.CAFile)
+	c, err := srv.AdminClient(context.Background())
 	if err != nil {
 		log.Fatal(err)
 	}
-	pw, err := os.ReadFile(srv.AdminPasswordFile())
-	if err != nil {
-		log.Fatal(err)
-	}
-	c, _ := client.New(srv.URL, client.WithCAData(ca))
-	resp, err := c.Login(context.Background(), "admin", strings.TrimSpace(string(pw)))
-	if err != nil {
-		log.Fatal(err)
-	}
-	c, _ = client.New(srv.URL, client.WithCAData(ca), client.WithToken(resp.Token))
 	return c
 }
 

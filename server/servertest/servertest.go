@@ -80,11 +80,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 		t.Fatal(err)
 	}
 	e := &Env{Server: srv, URL: srv.URL, Registry: srv.RegistryHost, CA: ca, DataDir: cfg.DataDir}
-	pw, err := os.ReadFile(srv.AdminPasswordFile())
-	if err != nil {
-		t.Fatal(err)
+	if e.Admin, err = srv.AdminClient(context.Background()); err != nil {
+		t.Fatalf("admin login: %v", err)
 	}
-	e.Admin = e.Login(t, "admin", strings.TrimSpace(string(pw)))
 	return e
 }
 
