@@ -61,12 +61,22 @@ func tooLarge(max int64) error {
 // decodeStrict decodes JSON into obj, refusing unknown fields, trailing data
 // and a kind that does not belong to the resource.
 func decodeStrict(res *api.Resource, data []byte, obj any) error {
+	// The happy path parses once; only a failure pays for a second parse
+	// that finds the most useful message (a wrong kind before the unknown
+	// fields it brings).
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(obj)
 	var probe struct {
 		Kind       string `json:"kind"`
 		APIVersion string `json:"apiVersion"`
 	}
-	if err := json.Unmarshal(data, &probe); err != nil {
-		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body %s", jsonError(err))
+	if err == nil {
+		if tm, ok := obj.(interface{ GetTypeMeta() *api.TypeMeta }); ok {
+			probe.Kind, probe.APIVersion = tm.GetTypeMeta().Kind, tm.GetTypeMeta().APIVersion
+		}
+	} else if perr := json.Unmarshal(data, &probe); perr != nil {
+		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body %s", jsonError(perr))
 	}
 	if probe.Kind != "" && probe.Kind != res.Kind {
 		if _, known := api.ForKind(probe.Kind); !known {
@@ -77,9 +87,7 @@ func decodeStrict(res *api.Resource, data []byte, obj any) error {
 	if probe.APIVersion != "" && probe.APIVersion != api.APIVersion {
 		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "apiVersion %q is not served; use %q", probe.APIVersion, api.APIVersion)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(obj); err != nil {
+	if err != nil {
 		st := api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "%s %s", res.Kind, jsonError(err))
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			st.Details = &api.StatusDetails{Kind: res.Kind, Causes: []api.StatusCause{{Reason: api.FieldValueNotFound, Field: strings.Trim(f, `"`), Message: "unknown field"}}}
