@@ -454,6 +454,8 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 			return fe.Invalid(info.Resource.Kind, o.Name)
 		}
 		grant = rules
+	case *api.ImageStream:
+		return s.admitSpecTags(ctx, u, ns, o)
 	case *api.ClusterRoleBinding:
 		rules, err := s.authz.ResolveRole(ctx, s.store, o.RoleRef, "")
 		if err != nil {
@@ -486,4 +488,51 @@ func (s *Server) waitCache(ctx context.Context, r *api.Resource, rev int64) {
 	if err := inf.WaitFor(ctx, rev); err != nil {
 		slog.Warn("apiserver: cache is behind a write", "resource", r.Name, "revision", rev, "err", err)
 	}
+}
+
+// taggedByAnnotation matches registry.TaggedByAnnotation; the registry
+// imports the apiserver's callers, not the other way round.
+const taggedByAnnotation = "slipway.dev/tagged-by"
+
+// admitSpecTags lets a spec tag name an image in another project only when
+// the writer may pull from that project: the tagger links what a spec tag
+// names with the server's rights, not the writer's.
+func (s *Server) admitSpecTags(ctx context.Context, u identity.Info, ns string, is *api.ImageStream) error {
+	// Who asked for a spec tag is the server's to say: a new or changed
+	// spec tag is attributed to the writer, an unchanged one keeps its
+	// author.
+	prev := map[string]api.TagReference{}
+	if o, err := s.store.Get(ctx, api.ImageStreams, ns, is.Name); err == nil {
+		for _, t := range o.(*api.ImageStream).Spec.Tags {
+			prev[t.Name] = t
+		}
+	}
+	for i := range is.Spec.Tags {
+		t := &is.Spec.Tags[i]
+		if t.From == nil {
+			continue
+		}
+		if old, ok := prev[t.Name]; ok && reflect.DeepEqual(old, *t) {
+			continue
+		}
+		if t.Annotations == nil {
+			t.Annotations = map[string]string{}
+		}
+		t.Annotations[taggedByAnnotation] = u.Name
+	}
+	for _, t := range is.Spec.Tags {
+		if t.From == nil || t.From.Namespace == "" || t.From.Namespace == ns {
+			continue
+		}
+		if t.From.Kind != "ImageStreamTag" && t.From.Kind != "ImageStreamImage" {
+			continue
+		}
+		if p, err := s.Project(ctx, t.From.Namespace); err == nil && p.Spec.Public {
+			continue
+		}
+		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: t.From.Namespace}); !ok {
+			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "spec tag %q takes its image from project %s, where %s may not pull; ask for image-puller there", t.Name, t.From.Namespace, u.Name)
+		}
+	}
+	return nil
 }

@@ -106,7 +106,7 @@ func TestAccessMatrix(t *testing.T) {
 		tagAbsent(t, "team-a", "app", "carol", digestOf(t, img))
 	})
 
-	t.Run("image-pusher pushes to existing streams only", func(t *testing.T) {
+	t.Run("image-pusher pushes to an existing stream", func(t *testing.T) {
 		img := randomImage(t)
 		if _, err := h.push(t, "dave", "team-a/app:dave", img); err != nil {
 			t.Fatalf("dave (image-pusher) pushes to the existing team-a/app: %v", err)
@@ -114,9 +114,12 @@ func TestAccessMatrix(t *testing.T) {
 		if items := h.history(t, "team-a", "app", "dave"); len(items) == 0 || items[0].By != "dave" {
 			t.Errorf("team-a/app:dave history: got %+v, want dave's push", items)
 		}
+	})
+
+	t.Run("image-pusher creating a stream is DENIED", func(t *testing.T) {
 		// A new stream needs "create imagestreams", which image-pusher
 		// lacks; the refusal is the spec's 403 DENIED, not a server error.
-		img = randomImage(t)
+		img := randomImage(t)
 		code, err := h.push(t, "dave", "team-a/newstream:v1", img)
 		if err == nil {
 			t.Fatalf("dave creates a stream by pushing: got success, want a refusal")

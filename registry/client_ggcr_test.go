@@ -1,10 +1,10 @@
-//go:build ggcr
+//go:build !rawclient
 
 package registry_test
 
-// With -tags ggcr the registry tests push and pull with
-// go-containerregistry's remote package. It needs
-// github.com/docker/cli in go.sum (see client_raw_test.go).
+// The registry tests push and pull with go-containerregistry's remote
+// package, as users' tools do; -tags rawclient swaps in the small raw
+// client of client_raw_test.go.
 
 import (
 	"net/http"

@@ -1,16 +1,10 @@
-//go:build !ggcr
+//go:build rawclient
 
 package registry_test
 
-// The registry tests push and pull through this raw client by default,
-// because go-containerregistry's remote package (and pkg/authn, which it
-// imports) does not build in this module: go.sum lacks
-// github.com/docker/cli, which pkg/authn imports. Once
-//
-//	go get github.com/google/go-containerregistry/pkg/authn@v0.22.1
-//
-// has added it, `go test -tags ggcr ./registry/` runs the same tests with
-// ggcr as the client (client_ggcr_test.go).
+// With -tags rawclient the registry tests push and pull through this small
+// raw client instead of go-containerregistry (client_ggcr_test.go), to tell
+// a registry bug from a client quirk.
 
 import (
 	"fmt"

@@ -377,7 +377,10 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		}
 		who = u
 	} else if h := req.Header.Get("Authorization"); h != "" {
-		u, _, err := r.authenticate(req)
+		u, tok, err := r.authenticate(req)
+		if err == nil && tok != nil {
+			err = errors.New("a registry token cannot be exchanged for another: authenticate with a Slipway token")
+		}
 		if err != nil {
 			ociErr(http.StatusUnauthorized, "UNAUTHORIZED", "%s", err.Error()).write(w)
 			return

@@ -118,8 +118,8 @@ func (h *harness) ref(t *testing.T, s string) name.Reference {
 // "repo@digest") as u ("" anonymous), the way docker does: token flow,
 // blob uploads, manifest PUT. It returns the status of the manifest PUT (0
 // when it was not reached) and an error unless the push succeeded. The
-// client is ggcr's remote package when built with -tags ggcr, and a small
-// raw client otherwise (see client_raw_test.go).
+// client is ggcr's remote package, or with -tags rawclient a small raw
+// client (client_raw_test.go).
 func (h *harness) push(t *testing.T, u, ref string, img v1.Image) (int, error) {
 	t.Helper()
 	return h.client().push(t, h, u, ref, img)

@@ -84,6 +84,13 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	if err := m.checkChildren(ctx, man); err != nil {
 		return "", err
 	}
+	for _, o := range opts {
+		if wt, ok := o.(distribution.WithTagOption); ok && wt.Tag != "" {
+			if err := m.repo.mayCreateStream(ctx); err != nil {
+				return "", err
+			}
+		}
+	}
 	if m.repo.reg.cfg.Faults.hit("before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
@@ -299,6 +306,22 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 	}
 	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) {
 		return err
+	}
+	return nil
+}
+
+// mayCreateStream refuses, as the spec's DENIED, a tagged push that would
+// create a stream the pusher may not create. distribution wraps every
+// error from TagService.Tag as UNKNOWN (500), so Tag's own check cannot
+// answer 403; errors from ManifestService.Put pass through as they are.
+func (r *repository) mayCreateStream(ctx context.Context) error {
+	_, err := r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil // it exists, or MoveTag will report the store's error
+	}
+	who := identity.FromContext(ctx)
+	if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {
+		return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s may push to %s but not create the image stream %q; ask for the edit role", who.Name, r.project, r.stream))
 	}
 	return nil
 }

@@ -194,6 +194,32 @@ func TestReferrersAndSHA512(t *testing.T) {
 		}
 	})
 
+	t.Run("sha512 manifest", func(t *testing.T) {
+		empty := h.uploadBlobOK(t, "alice", "ref-a/app", []byte("{}"))
+		m := mustJSON(t, ociManifest{SchemaVersion: 2, MediaType: ociManifestType, ArtifactType: "application/vnd.example.note",
+			Config: descriptor{MediaType: ociEmptyType, Digest: empty, Size: 2}, Layers: []descriptor{},
+			Annotations: map[string]string{"note": "sha512"}})
+		m512 := sha512Of(m)
+		r := h.putManifest(t, "alice", "ref-a/app", sha512Of(append([]byte("x"), m...)), ociManifestType, m)
+		if r.code != http.StatusBadRequest || r.errCode() != "DIGEST_INVALID" {
+			t.Errorf("PUT manifest under a sha512 that is not its own: got %v, want 400 DIGEST_INVALID", r)
+		}
+		r = h.putManifest(t, "alice", "ref-a/app", m512, ociManifestType, m)
+		if got, want := r.code, http.StatusCreated; got != want {
+			t.Fatalf("PUT manifest by sha512: got %v, want %d", r, want)
+		}
+		if got, want := r.header.Get("Docker-Content-Digest"), m512; got != want {
+			t.Errorf("Docker-Content-Digest: got %q, want %q", got, want)
+		}
+		r = h.getManifest(t, "alice", "ref-a/app", m512)
+		if r.code != http.StatusOK || !bytes.Equal(r.body, m) || r.header.Get("Docker-Content-Digest") != m512 {
+			t.Errorf("GET manifest by sha512: got %v digest %q, want 200, the bytes and %s", r, r.header.Get("Docker-Content-Digest"), m512)
+		}
+		if r := h.getManifest(t, "bob", "ref-b/app", m512); r.code != http.StatusNotFound {
+			t.Errorf("bob GET ref-b/app manifest by alice's sha512: got %v, want 404", r)
+		}
+	})
+
 	t.Run("the sha512 map cannot be repointed", func(t *testing.T) {
 		// bob uploads bytes that ref-a/app also holds (the shared image's
 		// config), naming alice's sha512 in the query and the bytes' sha256

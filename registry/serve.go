@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -157,5 +158,10 @@ func (r *Registry) serveApp(w http.ResponseWriter, req *http.Request, rt route) 
 			}}
 		}
 	}
+	// distribution reads "from", "mount", "digest" and "_state" with
+	// FormValue, which prefers a url-encoded request body to the query.
+	// The edge decided on the query alone, so pin the form to it.
+	req.Form = req.URL.Query()
+	req.PostForm = url.Values{}
 	r.app.ServeHTTP(w, req)
 }

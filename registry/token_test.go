@@ -92,6 +92,14 @@ func TestRegistryTokens(t *testing.T) {
 		}
 	})
 
+	t.Run("a platform token works as a Bearer token", func(t *testing.T) {
+		r := h.do(t, req{method: http.MethodGet, path: "/v2/" + repo + "/manifests/v1", bearer: h.token(t, "alice"), header: http.Header{"Accept": {manifestAccept}}})
+		if r.code != http.StatusOK {
+			t.Errorf("GET with alice's platform token as Bearer: got %v, want 200", r)
+		}
+		deniedOK(t, "POST upload with carol's platform token as Bearer", h.do(t, req{method: http.MethodPost, path: "/v2/" + repo + "/blobs/uploads/", bearer: h.token(t, "carol")}))
+	})
+
 	t.Run("forged with another key under the real kid", func(t *testing.T) {
 		refused(t, "forged", mint(t, kid, claimsFor("alice", repo, []string{"pull", "push"}, time.Now().Add(time.Hour))))
 	})
