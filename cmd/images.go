@@ -403,6 +403,7 @@ allowed their range. Errors are recorded on the tag; see 'slipway describe is'.`
 			}
 			start := time.Now().UTC().Truncate(time.Millisecond)
 			now := start.Format(time.RFC3339Nano)
+			var gen int64
 			for attempt := 0; attempt < 10; attempt++ {
 				o, err := cl.Get(c.Context(), api.ImageStreams, ref.project, ref.stream)
 				create := api.IsNotFound(err)
@@ -438,6 +439,7 @@ allowed their range. Errors are recorded on the tag; see 'slipway describe is'.`
 				if err != nil {
 					return err
 				}
+				gen = is.Generation
 				break
 			}
 			if all {
@@ -455,7 +457,7 @@ allowed their range. Errors are recorded on the tag; see 'slipway describe is'.`
 					if t.Tag != ref.tag {
 						continue
 					}
-					if len(t.Conditions) == 0 || t.Conditions[0].LastTransitionTime.Before(start) {
+					if len(t.Conditions) == 0 || t.Conditions[0].Generation < gen {
 						continue
 					}
 					if t.Conditions[0].Status == "False" {

@@ -186,7 +186,8 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	dc.Storage["delete"] = configuration.Parameters{"enabled": true}
 	dc.Storage["redirect"] = configuration.Parameters{"disable": true}
 	dc.Storage["cache"] = configuration.Parameters{"blobdescriptor": "inmemory"}
-	dc.Storage["maintenance"] = configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}}
+	// Uploads abandoned (or cut off by a crash) for a week are purged daily.
+	dc.Storage["maintenance"] = configuration.Parameters{"uploadpurging": map[any]any{"enabled": true, "age": "168h", "interval": "24h", "dryrun": false}}
 	dc.HTTP.Secret = secret
 	dc.HTTP.RelativeURLs = true
 	dc.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}

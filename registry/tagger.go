@@ -54,14 +54,8 @@ const TaggedByAnnotation = "slipway.dev/tagged-by"
 // until ctx ends.
 func (r *Registry) Run(ctx context.Context) {
 	inf := r.streams
-	queue := make(chan string, 4096)
-	enqueue := func(key string) {
-		select {
-		case queue <- key:
-		default:
-			slog.Warn("registry: tagger queue full; the next resync catches up", "key", key)
-		}
-	}
+	q := newWorkQueue()
+	enqueue := q.add
 	inf.AddHandler(func(ev store.Event) {
 		if ev.Type == api.Deleted {
 			return
@@ -99,22 +93,102 @@ func (r *Registry) Run(ctx context.Context) {
 			}
 		}
 	}()
+	go func() { <-ctx.Done(); q.shutdown() }()
 	for {
-		select {
-		case <-ctx.Done():
+		key, ok := q.get()
+		if !ok {
 			return
-		case key := <-queue:
-			ns, name, _ := strings.Cut(key, "/")
-			o, ok := inf.Get(ns, name)
-			if !ok {
-				continue
-			}
-			if err := r.reconcileTags(ctx, o.(*api.ImageStream)); err != nil && ctx.Err() == nil {
-				slog.Warn("registry: tagging failed; retrying", "stream", key, "err", err)
-				time.AfterFunc(2*time.Second, func() { enqueue(key) })
-			}
 		}
+		ns, name, _ := strings.Cut(key, "/")
+		o, found := inf.Get(ns, name)
+		if !found {
+			q.done(key, nil)
+			continue
+		}
+		err := r.reconcileTags(ctx, o.(*api.ImageStream))
+		if err != nil && ctx.Err() == nil {
+			slog.Warn("registry: tagging failed; will retry", "stream", key, "err", err)
+		}
+		q.done(key, err)
 	}
+}
+
+// workQueue hands out each key to one worker at a time, merges repeated
+// adds of a waiting key, and retries failed keys with exponential backoff
+// (1s doubling to 5 minutes), so a failing import cannot flood the queue.
+type workQueue struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	order    []string
+	pending  map[string]bool
+	active   map[string]bool
+	again    map[string]bool // added while active
+	failures map[string]int
+	closed   bool
+}
+
+func newWorkQueue() *workQueue {
+	q := &workQueue{pending: map[string]bool{}, active: map[string]bool{}, again: map[string]bool{}, failures: map[string]int{}}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *workQueue) add(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed, q.pending[key]:
+	case q.active[key]:
+		q.again[key] = true
+	default:
+		q.pending[key] = true
+		q.order = append(q.order, key)
+		q.cond.Signal()
+	}
+}
+
+func (q *workQueue) get() (string, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.order) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return "", false
+	}
+	key := q.order[0]
+	q.order = q.order[1:]
+	delete(q.pending, key)
+	q.active[key] = true
+	return key, true
+}
+
+func (q *workQueue) done(key string, err error) {
+	q.mu.Lock()
+	delete(q.active, key)
+	again := q.again[key]
+	delete(q.again, key)
+	var delay time.Duration
+	if err != nil {
+		q.failures[key]++
+		delay = min(time.Second<<min(q.failures[key]-1, 9), 5*time.Minute)
+	} else {
+		delete(q.failures, key)
+	}
+	q.mu.Unlock()
+	switch {
+	case err != nil:
+		time.AfterFunc(delay, func() { q.add(key) })
+	case again:
+		q.add(key)
+	}
+}
+
+func (q *workQueue) shutdown() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
 }
 
 // ImportRequestedAnnotation on a spec tag asks for a fresh import; its
@@ -274,12 +348,19 @@ func (r *Registry) tagCondition(ctx context.Context, is *api.ImageStream, tag, r
 
 // setCondition records the outcome of the last import or link of a tag.
 func (r *Registry) setCondition(ctx context.Context, is *api.ImageStream, tag, status, reason, msg string) {
-	cond := api.TagEventCondition{Type: "ImportSuccess", Status: status, Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Millisecond)}
+	cond := api.TagEventCondition{Type: "ImportSuccess", Status: status, Reason: reason, Message: msg, LastTransitionTime: time.Now().UTC().Truncate(time.Millisecond), Generation: is.Generation}
+	// The same failure again changes nothing (and so wakes nobody); only a
+	// change of outcome is a transition.
+	same := func(c []api.TagEventCondition) bool {
+		return len(c) == 1 && c[0].Status == status && c[0].Reason == reason && c[0].Message == msg && c[0].Generation == is.Generation
+	}
 	_, _ = r.cfg.Store.GuaranteedUpdate(ctx, api.ImageStreams, is.Namespace, is.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		s := o.(*api.ImageStream)
 		for i := range s.Status.Tags {
 			if s.Status.Tags[i].Tag == tag {
-				s.Status.Tags[i].Conditions = []api.TagEventCondition{cond}
+				if !same(s.Status.Tags[i].Conditions) {
+					s.Status.Tags[i].Conditions = []api.TagEventCondition{cond}
+				}
 				return nil
 			}
 		}
