@@ -134,8 +134,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 		endpoints = []string{s.member.ClientURL}
-	}
-	if s.client, err = etcd.Client(endpoints...); err != nil {
+		// Same process: skip gRPC and TCP altogether.
+		s.client = s.member.InProcessClient()
+	} else if s.client, err = etcd.Client(endpoints...); err != nil {
 		return nil, err
 	}
 	s.Store = store.New(s.client, store.WithPrefix(cfg.EtcdPrefix))
@@ -344,6 +345,14 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.audit != nil {
 		s.audit.Close()
 	}
+}
+
+// EtcdEndpoints are the client URLs of the etcd this server uses.
+func (s *Server) EtcdEndpoints() []string {
+	if s.member != nil {
+		return []string{s.member.ClientURL}
+	}
+	return s.cfg.EtcdEndpoints
 }
 
 // AdminClient logs in as the admin user created at first start, trusting

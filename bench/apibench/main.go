@@ -43,23 +43,19 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	member, err := etcd.Start(etcd.Config{Dir: filepath.Join(dir, "etcd")})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer member.Close()
-	raw, err := etcd.Client(member.ClientURL)
-	if err != nil {
-		log.Fatal(err)
-	}
+	// The all-in-one as `slipway start` runs it (embedded etcd), and a raw
+	// etcd client on the same etcd's client port.
 	srv, err := server.Start(context.Background(), server.Config{
-		DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0",
-		EtcdEndpoints: []string{member.ClientURL}, Out: io.Discard,
+		DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", Out: io.Discard,
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer srv.Close()
+	raw, err := etcd.Client(srv.EtcdEndpoints()...)
+	if err != nil {
+		log.Fatal(err)
+	}
 	cl := adminClient(srv)
 	ctx := context.Background()
 	if err := cl.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "bench"}}); err != nil {
@@ -98,6 +94,13 @@ func main() {
 		return err
 	})
 	row("create (objects/s)", apiCreate, rawCreate)
+	// The same create-if-absent transaction the API does, for context.
+	rawTxn := throughput(*n, *conc, func(i int) error {
+		key := fmt.Sprintf("/rawbench/txn/bench/raw-%d", i)
+		_, err := raw.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(payload(i)))).Commit()
+		return err
+	})
+	row("create vs raw create-if-absent txn (objects/s)", apiCreate, rawTxn)
 
 	// Gets.
 	apiGet := throughput(*n, *conc, func(i int) error {

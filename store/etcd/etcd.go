@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 )
 
 // Member is one running embedded etcd member.
@@ -126,6 +127,10 @@ func Start(c Config) (*Member, error) {
 	}
 	return &Member{Name: c.Name, ClientURL: cu.String(), PeerURL: pu.String(), etcd: e}, nil
 }
+
+// InProcessClient returns a client that talks to this member without the
+// network: no gRPC encoding, no TCP. The all-in-one server uses it.
+func (m *Member) InProcessClient() *clientv3.Client { return v3client.New(m.etcd.Server) }
 
 // Close stops the member.
 func (m *Member) Close() { m.etcd.Close() }
