@@ -40,6 +40,7 @@ e2e: test-deps build
 # One run of every benchmark; results go to BENCHMARKS.md by hand.
 bench: build
 	$(GO) run ./bench/apibench
+	$(GO) run ./bench/registrybench
 
 clean:
 	rm -rf bin
