@@ -45,6 +45,11 @@ func WithFaults(f *registry.FaultInjector) Option {
 	return func(c *server.Config) { c.RegistryFaults = f }
 }
 
+// WithImport sets where import-image may reach.
+func WithImport(p registry.ImportPolicy) Option {
+	return func(c *server.Config) { c.Import = p }
+}
+
 // WithEtcd uses an external etcd instead of the embedded one.
 func WithEtcd(endpoints ...string) Option {
 	return func(c *server.Config) { c.EtcdEndpoints = endpoints }
