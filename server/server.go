@@ -62,6 +62,10 @@ type Config struct {
 	RegistryOnly bool
 	// Import says which external registries import-image may reach.
 	Import registry.ImportPolicy
+	// TLSCertFile and TLSKeyFile are a certificate of your own for the
+	// API and a non-loopback registry. Default: one signed by the
+	// platform CA in DataDir/pki.
+	TLSCertFile, TLSKeyFile string
 	// Out receives what an operator must see once, such as the admin
 	// password. Default os.Stdout.
 	Out io.Writer
@@ -101,6 +105,7 @@ type Server struct {
 	RegistryHost string
 	Registry     *registry.Registry
 	regHTTP      *http.Server
+	userCert     tls.Certificate
 	PKI          *PKI
 	API          *apiserver.Server
 	Store        *store.Store
@@ -150,6 +155,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.PKI, err = LoadOrCreatePKI(filepath.Join(cfg.DataDir, "pki"), dedupe(hosts)); err != nil {
 		return nil, err
 	}
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		if s.userCert, err = tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, fmt.Errorf("server: --tls-cert-file/--tls-key-file: %w", err)
+		}
+	}
 	if s.audit, err = os.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
 		return nil, fmt.Errorf("server: audit log: %w", err)
 	}
@@ -184,7 +194,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.http = &http.Server{
 		Handler:           s.API.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.PKI.Cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         s.tlsConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
@@ -207,6 +217,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	slog.Info("slipway is serving", "api", s.URL, "registry", s.RegistryHost, "dataDir", cfg.DataDir, "etcd", strings.Join(endpoints, ","))
 	return s, nil
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	cert := s.PKI.Cert
+	if s.userCert.Certificate != nil {
+		cert = s.userCert
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 }
 
 // startRegistryOnly runs the caches the registry needs (tokens, RBAC,
@@ -267,7 +285,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		if loopback {
 			err = s.regHTTP.Serve(ln)
 		} else {
-			s.regHTTP.TLSConfig = &tls.Config{Certificates: []tls.Certificate{s.PKI.Cert}, MinVersion: tls.VersionTLS12}
+			s.regHTTP.TLSConfig = s.tlsConfig()
 			err = s.regHTTP.ServeTLS(ln, "", "")
 		}
 		s.errc <- err
