@@ -502,10 +502,24 @@ func (s *Server) admitSpecTags(ctx context.Context, u identity.Info, ns string, 
 	// spec tag is attributed to the writer, an unchanged one keeps its
 	// author.
 	prev := map[string]api.TagReference{}
+	var prevAnn map[string]string
 	if o, err := s.store.Get(ctx, api.ImageStreams, ns, is.Name); err == nil {
 		for _, t := range o.(*api.ImageStream).Spec.Tags {
 			prev[t.Name] = t
 		}
+		prevAnn = o.GetObjectMeta().Annotations
+	}
+	// The same for import --all, whose tags the server adds itself.
+	const importAll = "slipway.dev/import-all"
+	if is.Annotations[importAll] != "" && (is.Annotations[importAll] != prevAnn[importAll] || is.Annotations[importAll+"-insecure"] != prevAnn[importAll+"-insecure"]) {
+		is.Annotations[taggedByAnnotation] = u.Name
+	} else if by, ok := prevAnn[taggedByAnnotation]; ok {
+		if is.Annotations == nil {
+			is.Annotations = map[string]string{}
+		}
+		is.Annotations[taggedByAnnotation] = by
+	} else {
+		delete(is.Annotations, taggedByAnnotation)
 	}
 	for i := range is.Spec.Tags {
 		t := &is.Spec.Tags[i]

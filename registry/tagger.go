@@ -54,8 +54,8 @@ const TaggedByAnnotation = "slipway.dev/tagged-by"
 // until ctx ends.
 func (r *Registry) Run(ctx context.Context) {
 	inf := r.streams
-	q := newWorkQueue()
-	enqueue := q.add
+	q := store.NewWorkQueue()
+	enqueue := q.Add
 	inf.AddHandler(func(ev store.Event) {
 		if ev.Type == api.Deleted {
 			return
@@ -93,102 +93,24 @@ func (r *Registry) Run(ctx context.Context) {
 			}
 		}
 	}()
-	go func() { <-ctx.Done(); q.shutdown() }()
+	go func() { <-ctx.Done(); q.Shutdown() }()
 	for {
-		key, ok := q.get()
+		key, ok := q.Get()
 		if !ok {
 			return
 		}
 		ns, name, _ := strings.Cut(key, "/")
 		o, found := inf.Get(ns, name)
 		if !found {
-			q.done(key, nil)
+			q.Done(key, nil)
 			continue
 		}
 		err := r.reconcileTags(ctx, o.(*api.ImageStream))
 		if err != nil && ctx.Err() == nil {
 			slog.Warn("registry: tagging failed; will retry", "stream", key, "err", err)
 		}
-		q.done(key, err)
+		q.Done(key, err)
 	}
-}
-
-// workQueue hands out each key to one worker at a time, merges repeated
-// adds of a waiting key, and retries failed keys with exponential backoff
-// (1s doubling to 5 minutes), so a failing import cannot flood the queue.
-type workQueue struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	order    []string
-	pending  map[string]bool
-	active   map[string]bool
-	again    map[string]bool // added while active
-	failures map[string]int
-	closed   bool
-}
-
-func newWorkQueue() *workQueue {
-	q := &workQueue{pending: map[string]bool{}, active: map[string]bool{}, again: map[string]bool{}, failures: map[string]int{}}
-	q.cond = sync.NewCond(&q.mu)
-	return q
-}
-
-func (q *workQueue) add(key string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	switch {
-	case q.closed, q.pending[key]:
-	case q.active[key]:
-		q.again[key] = true
-	default:
-		q.pending[key] = true
-		q.order = append(q.order, key)
-		q.cond.Signal()
-	}
-}
-
-func (q *workQueue) get() (string, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for len(q.order) == 0 && !q.closed {
-		q.cond.Wait()
-	}
-	if q.closed {
-		return "", false
-	}
-	key := q.order[0]
-	q.order = q.order[1:]
-	delete(q.pending, key)
-	q.active[key] = true
-	return key, true
-}
-
-func (q *workQueue) done(key string, err error) {
-	q.mu.Lock()
-	delete(q.active, key)
-	again := q.again[key]
-	delete(q.again, key)
-	var delay time.Duration
-	if err != nil {
-		q.failures[key]++
-		delay = min(time.Second<<min(q.failures[key]-1, 9), 5*time.Minute)
-	} else {
-		delete(q.failures, key)
-	}
-	q.mu.Unlock()
-	switch {
-	case err != nil:
-		time.AfterFunc(delay, func() { q.add(key) })
-	case again:
-		q.add(key)
-	}
-}
-
-func (q *workQueue) shutdown() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	q.cond.Broadcast()
 }
 
 // ImportRequestedAnnotation on a spec tag asks for a fresh import; its
@@ -216,6 +138,9 @@ func (r *Registry) importDue(is *api.ImageStream, t api.TagReference) bool {
 		}
 		if len(st.Items) == 0 {
 			return true
+		}
+		if len(st.Conditions) == 0 || st.Conditions[0].Generation < is.Generation {
+			return true // the spec changed since the last import
 		}
 		req, err := time.Parse(time.RFC3339Nano, t.Annotations[ImportRequestedAnnotation])
 		last := st.Items[0].Created
@@ -304,6 +229,7 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 			continue
 		}
 		if cur, ok := imagestreams.Latest(is, t.Name); ok && cur.Image == dgst {
+			r.clearFailure(ctx, is, t.Name)
 			continue
 		}
 		if srcNS != is.Namespace || srcStream != is.Name {
@@ -311,6 +237,9 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 				errs = append(errs, r.tagCondition(ctx, is, t.Name, "LinkFailed", err.Error()))
 				continue
 			}
+		} else if _, err := r.cfg.Store.Get(ctx, api.Images, srcNS, dgst); err != nil {
+			errs = append(errs, r.tagCondition(ctx, is, t.Name, "SourceNotFound", fmt.Sprintf("image %s is not in %s/%s", dgst, srcNS, srcStream)))
+			continue
 		}
 		if err := r.copyImage(ctx, srcNS, is.Namespace, dgst); err != nil {
 			errs = append(errs, err)
@@ -319,7 +248,9 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 		by := t.Annotations[TaggedByAnnotation]
 		if _, err := r.recorder.MoveTag(ctx, is.Namespace, is.Name, t.Name, dgst, by, func() error { return nil }); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		r.clearFailure(ctx, is, t.Name)
 	}
 	return errors.Join(errs...)
 }
@@ -337,6 +268,15 @@ func (r *Registry) copyImage(ctx context.Context, from, to, dgst string) error {
 	img := o.(*api.Image)
 	img.ObjectMeta = api.ObjectMeta{Name: dgst, Labels: img.Labels, Annotations: img.Annotations}
 	return r.recorder.RecordImage(ctx, to, img)
+}
+
+// clearFailure replaces a failure condition once the tag is right.
+func (r *Registry) clearFailure(ctx context.Context, is *api.ImageStream, tag string) {
+	for _, st := range is.Status.Tags {
+		if st.Tag == tag && len(st.Conditions) > 0 && st.Conditions[0].Status == "False" {
+			r.setCondition(ctx, is, tag, "True", "Tagged", "the tag points at its source")
+		}
+	}
 }
 
 // tagCondition records a per-tag failure in status, with a message the

@@ -1,0 +1,89 @@
+package store
+
+import (
+	"sync"
+	"time"
+)
+
+// WorkQueue hands out each key to one worker at a time, merges repeated
+// adds of a waiting key, and retries failed keys with exponential backoff
+// (1s doubling to 5 minutes), so a failing import cannot flood the queue.
+type WorkQueue struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	order    []string
+	pending  map[string]bool
+	active   map[string]bool
+	again    map[string]bool // added while active
+	failures map[string]int
+	closed   bool
+}
+
+// NewWorkQueue returns an empty queue.
+func NewWorkQueue() *WorkQueue {
+	q := &WorkQueue{pending: map[string]bool{}, active: map[string]bool{}, again: map[string]bool{}, failures: map[string]int{}}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// Add queues key unless it is already waiting.
+func (q *WorkQueue) Add(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed, q.pending[key]:
+	case q.active[key]:
+		q.again[key] = true
+	default:
+		q.pending[key] = true
+		q.order = append(q.order, key)
+		q.cond.Signal()
+	}
+}
+
+// Get blocks for the next key; false once the queue is shut down.
+func (q *WorkQueue) Get() (string, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.order) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return "", false
+	}
+	key := q.order[0]
+	q.order = q.order[1:]
+	delete(q.pending, key)
+	q.active[key] = true
+	return key, true
+}
+
+// Done finishes key; a non-nil err retries it later with backoff.
+func (q *WorkQueue) Done(key string, err error) {
+	q.mu.Lock()
+	delete(q.active, key)
+	again := q.again[key]
+	delete(q.again, key)
+	var delay time.Duration
+	if err != nil {
+		q.failures[key]++
+		delay = min(time.Second<<min(q.failures[key]-1, 9), 5*time.Minute)
+	} else {
+		delete(q.failures, key)
+	}
+	q.mu.Unlock()
+	switch {
+	case err != nil:
+		time.AfterFunc(delay, func() { q.Add(key) })
+	case again:
+		q.Add(key)
+	}
+}
+
+// Shutdown wakes every Get with false.
+func (q *WorkQueue) Shutdown() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
