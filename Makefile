@@ -10,11 +10,16 @@ SOURCES := $(shell find . -name '*.go' -not -path './bench/*' 2>/dev/null) go.mo
 
 .PHONY: build start test unit e2e bench deps test-deps clean
 
-build: $(BIN)
+build: $(BIN) bin/buildkitd
 
 $(BIN): $(SOURCES)
 	@hack/install-deps.sh build
 	$(GO) build -o $(BIN) ./cmd/slipway
+
+# buildkitd, pinned in go.mod as a tool; slipway start supervises it.
+bin/buildkitd: go.mod go.sum
+	@hack/install-deps.sh build
+	$(GO) build -o bin/buildkitd github.com/moby/buildkit/cmd/buildkitd
 
 deps:
 	@hack/install-deps.sh build

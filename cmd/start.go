@@ -80,6 +80,7 @@ Log in as admin:
 	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "your own serving certificate (PEM) instead of one from the platform CA")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
+	f.StringVar(&cfg.Buildkitd, "buildkitd", "", `buildkitd binary for builds (default: next to slipway, then PATH; "none" turns builds off)`)
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, such as {s3: {bucket: …}} (default: filesystem under the data dir)")

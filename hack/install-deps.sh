@@ -11,7 +11,7 @@ need_go() {
 }
 
 # Debian packages per profile. Later features add to these lists.
-build_pkgs=(ca-certificates git)
+build_pkgs=(ca-certificates git runc)
 test_pkgs=("${build_pkgs[@]}" docker.io runc skopeo busybox-static iptables)
 
 apt_install() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -368,7 +369,27 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	who := identity.Anonymous
-	if _, pw, ok := req.BasicAuth(); ok {
+	query := req.URL.Query()
+	if req.Method == http.MethodPost {
+		// The OAuth2 form that BuildKit and containerd use: grant_type
+		// password, with a Slipway token as the password.
+		req.Body = http.MaxBytesReader(w, req.Body, 64<<10)
+		if err := req.ParseForm(); err != nil {
+			ociErr(http.StatusBadRequest, "UNSUPPORTED", "the token request form is unreadable: %v", err).write(w)
+			return
+		}
+		if gt := req.PostForm.Get("grant_type"); gt != "password" {
+			ociErr(http.StatusBadRequest, "UNSUPPORTED", "grant_type %q is not supported; use password with a Slipway token", gt).write(w)
+			return
+		}
+		u, err := r.cfg.Authn.AuthenticateToken(req.Context(), req.PostForm.Get("password"))
+		if err != nil {
+			ociErr(http.StatusUnauthorized, "UNAUTHORIZED", "the password must be a valid Slipway token: use `slipway whoami -t`").write(w)
+			return
+		}
+		who = u
+		query = url.Values{"service": {req.PostForm.Get("service")}, "scope": req.PostForm["scope"]}
+	} else if _, pw, ok := req.BasicAuth(); ok {
 		u, err := r.cfg.Authn.AuthenticateToken(req.Context(), pw)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="slipway-registry"`)
@@ -387,12 +408,12 @@ func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
 		}
 		who = u
 	}
-	if svc := req.URL.Query().Get("service"); svc != "" && svc != r.cfg.Service {
+	if svc := query.Get("service"); svc != "" && svc != r.cfg.Service {
 		ociErr(http.StatusBadRequest, "UNSUPPORTED", "service %q is not this registry (%q)", svc, r.cfg.Service).write(w)
 		return
 	}
 	var grants []access
-	for _, scope := range req.URL.Query()["scope"] {
+	for _, scope := range query["scope"] {
 		for _, s := range strings.Fields(scope) {
 			if g, ok := r.grant(req.Context(), who, s); ok {
 				grants = append(grants, g)

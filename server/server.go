@@ -23,6 +23,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 
 	"slipway.dev/slipway/apiserver"
+	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
@@ -62,6 +63,9 @@ type Config struct {
 	RegistryOnly bool
 	// Import says which external registries import-image may reach.
 	Import registry.ImportPolicy
+	// Buildkitd is the buildkitd binary builds run on. Default: found next
+	// to slipway or on PATH; "none" turns builds off.
+	Buildkitd string
 	// TLSCertFile and TLSKeyFile are a certificate of your own for the
 	// API and a non-loopback registry. Default: one signed by the
 	// platform CA in DataDir/pki.
@@ -227,6 +231,28 @@ func (s *Server) tlsConfig() *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 }
 
+// startBuilds supervises buildkitd and runs the build controller. Without
+// a buildkitd the server still starts; builds then fail with a reason that
+// says what to do.
+func (s *Server) startBuilds(ctx context.Context) {
+	if s.cfg.Buildkitd == "none" {
+		return
+	}
+	bin := s.cfg.Buildkitd
+	if bin == "" {
+		var err error
+		if bin, err = builders.FindBuildkitd(); err != nil {
+			slog.Warn("builds are off", "err", err)
+		}
+	}
+	d := &builders.Daemon{Binary: bin, Root: filepath.Join(s.cfg.DataDir, "buildkit")}
+	if bin != "" {
+		go d.Run(ctx)
+	}
+	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds")}
+	go c.Run(ctx)
+}
+
 // startRegistryOnly runs the caches the registry needs (tokens, RBAC,
 // projects) and the registry, without serving the API.
 func (s *Server) startRegistryOnly(bootCtx context.Context) (*Server, error) {
@@ -274,6 +300,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		return err
 	}
 	go s.Registry.Run(ctx)
+	s.startBuilds(ctx)
 	s.regHTTP = &http.Server{
 		Handler:           s.Registry,
 		ReadHeaderTimeout: 30 * time.Second,

@@ -1,0 +1,156 @@
+package api
+
+import "time"
+
+// BuildConfig says how to turn source into an image: where the source is,
+// which strategy builds it, on which base, and which tag receives it.
+type BuildConfig struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       BuildConfigSpec   `json:"spec"`
+	Status     BuildConfigStatus `json:"status,omitempty"`
+}
+
+// BuildConfigSpec is the template every Build of a config copies.
+type BuildConfigSpec struct {
+	Source   BuildSource   `json:"source"`
+	Strategy BuildStrategy `json:"strategy"`
+	Output   BuildOutput   `json:"output"`
+	// RunPolicy is Serial (default), SerialLatestOnly or Parallel.
+	RunPolicy string `json:"runPolicy,omitempty"`
+	// History limits: how many finished builds to keep. Defaults 5 and 5.
+	SuccessfulBuildsHistoryLimit *int32 `json:"successfulBuildsHistoryLimit,omitempty"`
+	FailedBuildsHistoryLimit     *int32 `json:"failedBuildsHistoryLimit,omitempty"`
+}
+
+// BuildSource is where the build context comes from. Today: an inline
+// Dockerfile.
+type BuildSource struct {
+	// Dockerfile is the Dockerfile itself, inline.
+	Dockerfile string `json:"dockerfile,omitempty"`
+	// ContextDir is the directory inside the source to build from.
+	ContextDir string `json:"contextDir,omitempty"`
+}
+
+// BuildStrategy names how to build. Today: Docker (BuildKit's Dockerfile
+// frontend).
+type BuildStrategy struct {
+	Type           string               `json:"type"`
+	DockerStrategy *DockerBuildStrategy `json:"dockerStrategy,omitempty"`
+}
+
+// DockerBuildStrategy builds a Dockerfile.
+type DockerBuildStrategy struct {
+	// From replaces the image of the Dockerfile's last FROM. An
+	// ImageStreamTag is resolved to its digest when the build starts.
+	From      *ObjectReference `json:"from,omitempty"`
+	BuildArgs []EnvVar         `json:"buildArgs,omitempty"`
+}
+
+// EnvVar is a name and a value.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value,omitempty"`
+}
+
+// BuildOutput is where the image goes: an ImageStreamTag in the build's
+// project.
+type BuildOutput struct {
+	To *ObjectReference `json:"to,omitempty"`
+}
+
+// BuildConfigStatus counts builds.
+type BuildConfigStatus struct {
+	LastVersion int64 `json:"lastVersion"`
+}
+
+// Build is one run of a BuildConfig.
+type Build struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	Spec       BuildSpec   `json:"spec"`
+	Status     BuildStatus `json:"status,omitempty"`
+}
+
+// BuildSpec is the config's spec as it was when the build was made.
+type BuildSpec struct {
+	Source   BuildSource   `json:"source"`
+	Strategy BuildStrategy `json:"strategy"`
+	Output   BuildOutput   `json:"output"`
+}
+
+// Build phases.
+const (
+	BuildNew       = "New"
+	BuildPending   = "Pending"
+	BuildRunning   = "Running"
+	BuildComplete  = "Complete"
+	BuildFailed    = "Failed"
+	BuildError     = "Error"
+	BuildCancelled = "Cancelled"
+)
+
+// BuildStatus is written by the build controller.
+type BuildStatus struct {
+	Phase   string `json:"phase,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Cancelled asks the controller to stop the build.
+	Cancelled           bool       `json:"cancelled,omitempty"`
+	StartTimestamp      *time.Time `json:"startTimestamp,omitempty"`
+	CompletionTimestamp *time.Time `json:"completionTimestamp,omitempty"`
+	// BaseImage is the digest reference the base resolved to.
+	BaseImage string `json:"baseImage,omitempty"`
+	// OutputDockerImageReference is where the image went, by digest.
+	OutputDockerImageReference string `json:"outputDockerImageReference,omitempty"`
+	OutputDigest               string `json:"outputDigest,omitempty"`
+	// LogTail is the end of the build log.
+	LogTail string `json:"logTail,omitempty"`
+}
+
+// IsFinished reports whether a phase is final.
+func IsFinished(phase string) bool {
+	switch phase {
+	case BuildComplete, BuildFailed, BuildError, BuildCancelled:
+		return true
+	}
+	return false
+}
+
+// The build resources.
+var (
+	BuildConfigs = Register(&Resource{
+		Name: "buildconfigs", Kind: "BuildConfig", ShortNames: []string{"bc"},
+		Namespaced: true, HasStatus: true,
+		New: func() Object { return &BuildConfig{} },
+		Validate: func(o Object) FieldErrors {
+			bc := o.(*BuildConfig)
+			var errs FieldErrors
+			if bc.Spec.Strategy.Type != "Docker" {
+				errs.Add("spec.strategy.type", FieldValueInvalid, "only Docker is supported today, not %q", bc.Spec.Strategy.Type)
+			}
+			if bc.Spec.Source.Dockerfile == "" {
+				errs.Add("spec.source.dockerfile", FieldValueRequired, "give the Dockerfile inline")
+			}
+			if bc.Spec.Output.To == nil || bc.Spec.Output.To.Kind != "ImageStreamTag" {
+				errs.Add("spec.output.to", FieldValueRequired, "the output must be an ImageStreamTag, such as {kind: ImageStreamTag, name: app:latest}")
+			}
+			switch bc.Spec.RunPolicy {
+			case "", "Serial", "SerialLatestOnly", "Parallel":
+			default:
+				errs.Add("spec.runPolicy", FieldValueInvalid, "must be Serial, SerialLatestOnly or Parallel")
+			}
+			return errs
+		},
+		Columns: []Column{{Header: "TYPE", Path: "spec.strategy.type"}, {Header: "LATEST", Path: "status.lastVersion"}},
+	})
+	Builds = Register(&Resource{
+		Name: "builds", Kind: "Build", Namespaced: true, HasStatus: true,
+		New: func() Object { return &Build{} },
+		Columns: []Column{
+			{Header: "STATUS", Path: "status.phase"},
+			{Header: "REASON", Path: "status.reason"},
+			{Header: "IMAGE", Path: "status.outputDockerImageReference", Wide: true},
+		},
+	})
+)

@@ -1,0 +1,100 @@
+package builders
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	bk "github.com/moby/buildkit/client"
+)
+
+// Daemon supervises a buildkitd with the OCI (runc) worker: it starts it,
+// restarts it when it dies, and keeps its state (and so the build cache)
+// under Root across restarts.
+type Daemon struct {
+	// Binary is the buildkitd to run. Default: "buildkitd" next to this
+	// executable, then on PATH.
+	Binary string
+	// Root holds buildkitd's state and cache. Required.
+	Root string
+}
+
+// Socket is the address clients dial.
+func (d *Daemon) Socket() string { return "unix://" + filepath.Join(d.Root, "buildkitd.sock") }
+
+// FindBuildkitd locates the buildkitd binary.
+func FindBuildkitd() (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "buildkitd")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("buildkitd"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("builders: buildkitd not found next to slipway or on PATH; run `make build`, which builds it from the pinned module")
+}
+
+// Run keeps buildkitd running until ctx ends.
+func (d *Daemon) Run(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		if err := os.MkdirAll(d.Root, 0o700); err != nil {
+			slog.Error("builders: buildkitd root", "err", err)
+			return
+		}
+		_ = os.Remove(filepath.Join(d.Root, "buildkitd.sock"))
+		log, _ := os.OpenFile(filepath.Join(d.Root, "buildkitd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		cmd := exec.CommandContext(ctx, d.Binary, "--root", filepath.Join(d.Root, "state"), "--addr", d.Socket(),
+			"--oci-worker=true", "--containerd-worker=false")
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		cmd.WaitDelay = 10 * time.Second
+		start := time.Now()
+		err := cmd.Run()
+		if log != nil {
+			log.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = time.Second
+		}
+		slog.Warn("builders: buildkitd exited; restarting", "err", err, "in", backoff, "log", filepath.Join(d.Root, "buildkitd.log"))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+// Client waits (up to timeout) for buildkitd to answer and returns a client.
+func (d *Daemon) Client(ctx context.Context, timeout time.Duration) (*bk.Client, error) {
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		c, err := bk.New(ctx, d.Socket())
+		if err == nil {
+			if _, err = c.ListWorkers(ctx); err == nil {
+				return c, nil
+			}
+			c.Close()
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil, fmt.Errorf("builders: buildkitd at %s is not answering (%v); see %s", d.Socket(), lastErr, filepath.Join(d.Root, "buildkitd.log"))
+}

@@ -1,0 +1,433 @@
+// Package builders runs Builds: Dockerfile builds on a supervised
+// buildkitd, with the base image resolved to a digest when the build starts
+// and the result pushed straight into the integrated registry with a token
+// scoped to the build.
+//
+// Today the Docker strategy with an inline Dockerfile is built; git and
+// binary sources, Source-to-Image, triggers and mass rebuilds are next.
+package builders
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/cli/cli/config/types"
+	bk "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/session"
+	"github.com/moby/buildkit/session/auth/authprovider"
+	"github.com/moby/buildkit/util/progress/progressui"
+	"github.com/tonistiigi/fsutil"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// TokenIssuer makes and revokes short-lived tokens for a project's builder
+// service account.
+type TokenIssuer interface {
+	IssueServiceAccountToken(ctx context.Context, project, sa string, ttl time.Duration) (string, *api.Token, error)
+	Revoke(ctx context.Context, secret string) (int64, error)
+}
+
+// Authorizer answers RBAC questions from the server's caches.
+type Authorizer interface {
+	Authorize(u identity.Info, a rbac.Attributes) (bool, string)
+}
+
+// Controller runs Builds.
+type Controller struct {
+	Store    *store.Store
+	Daemon   *Daemon
+	Tokens   TokenIssuer
+	Authz    Authorizer
+	Registry string // host:port of the integrated registry
+	// LogDir keeps full build logs. Required.
+	LogDir string
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc
+}
+
+// BuilderServiceAccount is the identity builds push as.
+const BuilderServiceAccount = "builder"
+
+// Label on builds naming their config.
+const BuildConfigLabel = "slipway.dev/buildconfig"
+
+// Run reconciles Builds until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	c.running = map[string]context.CancelFunc{}
+	inf := store.NewInformer(c.Store, api.Builds)
+	q := store.NewWorkQueue()
+	inf.AddHandler(func(ev store.Event) {
+		if ev.Type != api.Deleted {
+			m := ev.Object.GetObjectMeta()
+			q.Add(m.Namespace + "/" + m.Name)
+		}
+	})
+	go inf.Run(ctx)
+	go func() { <-ctx.Done(); q.Shutdown() }()
+	for {
+		key, ok := q.Get()
+		if !ok {
+			return
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		o, found := inf.Get(ns, name)
+		var err error
+		if found {
+			err = c.reconcile(ctx, o.(*api.Build))
+		}
+		q.Done(key, err)
+	}
+}
+
+func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
+	key := b.Namespace + "/" + b.Name
+	c.mu.Lock()
+	cancel, running := c.running[key]
+	c.mu.Unlock()
+	switch {
+	case api.IsFinished(b.Status.Phase):
+		return nil
+	case b.Status.Cancelled && running:
+		cancel()
+		return nil
+	case b.Status.Cancelled:
+		return c.finish(ctx, b, api.BuildCancelled, "CancelledBuild", "the build was cancelled", "", "")
+	case running:
+		return nil
+	case b.Status.Phase == api.BuildRunning:
+		// Running here but not in this process: the controller restarted.
+		return c.finish(ctx, b, api.BuildError, "ControllerRestarted", "the build controller restarted while the build ran; start it again", "", "")
+	case b.Status.Phase == "" || b.Status.Phase == api.BuildNew:
+		return c.setStatus(ctx, b, func(s *api.BuildStatus) { s.Phase, s.Reason = api.BuildPending, "" })
+	}
+	// Pending: start it.
+	bctx, cancelBuild := context.WithCancel(ctx)
+	c.mu.Lock()
+	c.running[key] = cancelBuild
+	c.mu.Unlock()
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			delete(c.running, key)
+			c.mu.Unlock()
+			cancelBuild()
+		}()
+		c.run(bctx, ctx, b)
+	}()
+	return nil
+}
+
+func (c *Controller) setStatus(ctx context.Context, b *api.Build, fn func(*api.BuildStatus)) error {
+	_, err := c.Store.GuaranteedUpdate(ctx, api.Builds, b.Namespace, b.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
+		fn(&o.(*api.Build).Status)
+		return nil
+	})
+	return err
+}
+
+func (c *Controller) finish(ctx context.Context, b *api.Build, phase, reason, msg, ref, dgst string) error {
+	now := time.Now().UTC().Truncate(time.Second)
+	return c.setStatus(ctx, b, func(s *api.BuildStatus) {
+		s.Phase, s.Reason, s.Message = phase, reason, msg
+		s.CompletionTimestamp = &now
+		if ref != "" {
+			s.OutputDockerImageReference, s.OutputDigest = ref, dgst
+		}
+	})
+}
+
+// run builds; ctx ends on cancel, parent on shutdown.
+func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
+	now := time.Now().UTC().Truncate(time.Second)
+	fail := func(phase, reason, msg string) {
+		if ctx.Err() != nil && parent.Err() == nil {
+			phase, reason, msg = api.BuildCancelled, "CancelledBuild", "the build was cancelled"
+		}
+		if err := c.finish(parent, b, phase, reason, msg, "", ""); err != nil {
+			slog.Error("builders: recording a failed build", "build", b.Name, "err", err)
+		}
+	}
+	if err := c.setStatus(parent, b, func(s *api.BuildStatus) { s.Phase, s.StartTimestamp = api.BuildRunning, &now }); err != nil {
+		return
+	}
+	logPath := filepath.Join(c.LogDir, b.Namespace, b.Name+".log")
+	_ = os.MkdirAll(filepath.Dir(logPath), 0o700)
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		fail(api.BuildError, "LogFailed", err.Error())
+		return
+	}
+	defer logFile.Close()
+	tail := &tailBuffer{max: 8 << 10}
+	logs := io.MultiWriter(logFile, tail)
+	stopTail := c.publishTail(parent, b, tail)
+	defer stopTail()
+
+	ref, dgst, phase, reason, err := c.build(ctx, b, logs)
+	stopTail()
+	_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
+	if err != nil {
+		fmt.Fprintf(logs, "\nerror: %v\n", err)
+		_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
+		fail(phase, reason, err.Error())
+		return
+	}
+	if err := c.finish(parent, b, api.BuildComplete, "", "pushed "+ref, ref, dgst); err != nil {
+		slog.Error("builders: recording a finished build", "build", b.Name, "err", err)
+	}
+}
+
+// publishTail copies the log's tail into status every second while the
+// build runs, so `slipway logs -f` can follow it through a watch.
+func (c *Controller) publishTail(ctx context.Context, b *api.Build, t *tailBuffer) func() {
+	done := make(chan struct{})
+	var once sync.Once
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		last := ""
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if s := t.String(); s != last {
+					last = s
+					_ = c.setStatus(ctx, b, func(st *api.BuildStatus) { st.LogTail = s })
+				}
+			}
+		}
+	}()
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// build runs one Docker-strategy build and returns the pushed reference.
+func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (ref, dgst, phase, reason string, err error) {
+	ds := b.Spec.Strategy.DockerStrategy
+	to := b.Spec.Output.To
+	if to == nil || to.Kind != "ImageStreamTag" {
+		return "", "", api.BuildError, "InvalidOutput", errors.New("the output must be an ImageStreamTag")
+	}
+	outNS := to.Namespace
+	if outNS == "" {
+		outNS = b.Namespace
+	}
+	if outNS != b.Namespace {
+		return "", "", api.BuildError, "InvalidOutput", errors.New("builds push only into their own project")
+	}
+	stream, tag, ok := strings.Cut(to.Name, ":")
+	if !ok {
+		tag = "latest"
+	}
+	dockerfile := b.Spec.Source.Dockerfile
+	var baseRef string
+	if ds != nil && ds.From != nil {
+		baseRef, err = c.resolveFrom(ctx, b.Namespace, ds.From)
+		if err != nil {
+			return "", "", api.BuildFailed, "InvalidBaseImage", err
+		}
+		if dockerfile, err = replaceLastFrom(dockerfile, baseRef); err != nil {
+			return "", "", api.BuildFailed, "InvalidDockerfile", err
+		}
+		fmt.Fprintf(logs, "Base image %s/%s resolved to %s\n", b.Namespace, ds.From.Name, baseRef)
+		_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.BaseImage = baseRef })
+	}
+	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
+		return "", "", api.BuildError, "BuilderAccountFailed", err
+	}
+	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, time.Hour)
+	if err != nil {
+		return "", "", api.BuildError, "TokenFailed", err
+	}
+	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
+
+	dir, err := os.MkdirTemp("", "slipway-build-")
+	if err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o600); err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	ctxFS, err := fsutil.NewFS(dir)
+	if err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	cl, err := c.Daemon.Client(ctx, 30*time.Second)
+	if err != nil {
+		return "", "", api.BuildError, "BuildkitUnavailable", err
+	}
+	defer cl.Close()
+
+	target := c.Registry + "/" + b.Namespace + "/" + stream + ":" + tag
+	attrs := map[string]string{"filename": "Dockerfile", "label:io.openshift.build.name": b.Name, "label:io.openshift.build.namespace": b.Namespace}
+	if ds != nil {
+		for _, a := range ds.BuildArgs {
+			attrs["build-arg:"+a.Name] = a.Value
+		}
+	}
+	exportAttrs := map[string]string{"name": target, "push": "true", "registry.insecure": "true"}
+	if baseRef != "" {
+		exportAttrs["annotation.org.opencontainers.image.base.name"] = c.Registry + "/" + b.Namespace + "/" + ds.From.Name
+		exportAttrs["annotation.org.opencontainers.image.base.digest"] = baseRef[strings.LastIndex(baseRef, "@")+1:]
+	}
+	registryHost := c.Registry
+	auth := authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
+		AuthConfigProvider: func(_ context.Context, host string, _ []string, _ authprovider.ExpireCachedAuthCheck) (types.AuthConfig, error) {
+			if host != registryHost {
+				return types.AuthConfig{}, nil
+			}
+			return types.AuthConfig{Username: BuilderServiceAccount, Password: secret}, nil
+		},
+	})
+	ch := make(chan *bk.SolveStatus)
+	disp, err := progressui.NewDisplay(logs, progressui.PlainMode)
+	if err != nil {
+		return "", "", api.BuildError, "LogFailed", err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = disp.UpdateFrom(context.WithoutCancel(ctx), ch)
+	}()
+	resp, err := cl.Solve(ctx, nil, bk.SolveOpt{
+		Frontend:      "dockerfile.v0",
+		FrontendAttrs: attrs,
+		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": ctxFS},
+		Exports:       []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
+		Session:       []session.Attachable{auth},
+	}, ch)
+	wg.Wait()
+	if err != nil {
+		return "", "", api.BuildFailed, "BuildFailed", err
+	}
+	dgst = resp.ExporterResponse["containerimage.digest"]
+	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, dgst, "", "", nil
+}
+
+// resolveFrom turns the strategy's from into a digest reference.
+func (c *Controller) resolveFrom(ctx context.Context, ns string, from *api.ObjectReference) (string, error) {
+	switch from.Kind {
+	case "DockerImage":
+		return from.Name, nil
+	case "ImageStreamTag":
+	default:
+		return "", fmt.Errorf("from.kind %q is not ImageStreamTag or DockerImage", from.Kind)
+	}
+	src := from.Namespace
+	if src == "" {
+		src = ns
+	}
+	stream, tag, ok := strings.Cut(from.Name, ":")
+	if !ok {
+		tag = "latest"
+	}
+	o, err := c.Store.Get(ctx, api.ImageStreams, src, stream)
+	if err != nil {
+		return "", fmt.Errorf("base image stream %s/%s: %w", src, stream, err)
+	}
+	ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
+	if !ok {
+		return "", fmt.Errorf("base image %s/%s:%s has no image yet; push one first", src, stream, tag)
+	}
+	return c.Registry + "/" + src + "/" + stream + "@" + ev.Image, nil
+}
+
+// ensureBuilder makes the project's builder service account and lets it
+// push (image-builder), as OpenShift does for every project.
+func (c *Controller) ensureBuilder(ctx context.Context, ns string) error {
+	sa := &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: BuilderServiceAccount, Namespace: ns}}
+	if err := c.Store.Create(ctx, api.ServiceAccounts, sa); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	rb := &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "system-image-builders", Namespace: ns},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: rbac.ImageBuilder},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: BuilderServiceAccount, Namespace: ns}},
+	}
+	if err := c.Store.Create(ctx, api.RoleBindings, rb); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	// A binding made a moment ago may not be in the authorizer's cache
+	// yet; wait for it rather than fail the first build of a project.
+	who := identity.Info{Name: api.ServiceAccountUser(ns, BuilderServiceAccount), Groups: []string{identity.GroupAuthenticated}}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if ok, _ := c.Authz.Authorize(who, rbac.Attributes{Verb: "update", Resource: "imagestreams", Subresource: "layers", Namespace: ns}); ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the builder service account of %s has no push rights; check rolebinding system-image-builders", ns)
+}
+
+// replaceLastFrom points the Dockerfile's last FROM at ref, keeping its
+// stage name, as OpenShift's Docker strategy does.
+func replaceLastFrom(dockerfile, ref string) (string, error) {
+	res, err := parser.Parse(strings.NewReader(dockerfile))
+	if err != nil {
+		return "", fmt.Errorf("the Dockerfile does not parse: %w", err)
+	}
+	var last *parser.Node
+	for _, n := range res.AST.Children {
+		if strings.EqualFold(n.Value, "from") {
+			last = n
+		}
+	}
+	if last == nil {
+		return "", errors.New("the Dockerfile has no FROM")
+	}
+	lines := strings.Split(dockerfile, "\n")
+	line := "FROM " + ref
+	if n := last.Next; n != nil && n.Next != nil && strings.EqualFold(n.Next.Value, "as") && n.Next.Next != nil {
+		line += " AS " + n.Next.Next.Value
+	}
+	for i := last.StartLine; i < last.EndLine; i++ {
+		lines[i] = "" // continuation lines of a multi-line FROM
+	}
+	lines[last.StartLine-1] = line
+	return strings.Join(lines, "\n"), nil
+}
+
+// tailBuffer keeps the last max bytes written.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	if extra := t.buf.Len() - t.max; extra > 0 {
+		t.buf.Next(extra)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}

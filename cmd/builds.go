@@ -1,0 +1,206 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
+	"slipway.dev/slipway/client"
+)
+
+func startBuildCmd() *cobra.Command {
+	var wait, follow bool
+	c := &cobra.Command{
+		Use:   "start-build BUILDCONFIG",
+		Short: "Start a new build of a build config",
+		Example: `  slipway start-build web
+  slipway start-build web --follow     # stream the log until it ends
+  slipway start-build web --wait       # exit non-zero if the build fails`,
+		Args: exactArgs(1, "a build config name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, cfg, err := connect()
+			if err != nil {
+				return err
+			}
+			ns, err := cfg.project()
+			if err != nil {
+				return err
+			}
+			b, err := instantiate(c.Context(), cl, ns, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "build/%s started\n", b.Name)
+			if !wait && !follow {
+				return nil
+			}
+			return followBuild(c.Context(), cl, ns, b.Name, follow, c.OutOrStdout())
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "F", false, "stream the build log until the build ends")
+	c.Flags().BoolVarP(&wait, "wait", "w", false, "wait for the build to end; exit non-zero if it fails")
+	return c
+}
+
+// instantiate bumps the config's lastVersion (compare-and-swap) and makes
+// Build NAME-N with a copy of the config's spec.
+func instantiate(ctx context.Context, cl *client.Client, ns, name string) (*api.Build, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		o, err := cl.Get(ctx, api.BuildConfigs, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		bc := o.(*api.BuildConfig)
+		bc.Status.LastVersion++
+		if err := cl.UpdateStatus(ctx, api.BuildConfigs, bc); api.IsConflict(err) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		b := &api.Build{
+			ObjectMeta: api.ObjectMeta{
+				Name: fmt.Sprintf("%s-%d", name, bc.Status.LastVersion), Namespace: ns,
+				Labels: map[string]string{builders.BuildConfigLabel: name},
+			},
+			Spec: api.BuildSpec{Source: bc.Spec.Source, Strategy: bc.Spec.Strategy, Output: bc.Spec.Output},
+		}
+		if err := cl.Create(ctx, api.Builds, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("build config %s kept changing under us; try again", name)
+}
+
+// followBuild waits for a build to end, printing its log as it grows when
+// follow is set.
+func followBuild(ctx context.Context, cl *client.Client, ns, name string, follow bool, out io.Writer) error {
+	ch, err := cl.Watch(ctx, api.Builds, ns, "", client.ListOptions{Name: name})
+	if err != nil {
+		return err
+	}
+	printed := ""
+	for ev := range ch {
+		if ev.Err != nil {
+			return ev.Err
+		}
+		b := ev.Object.(*api.Build)
+		if follow {
+			printed = printNew(out, printed, b.Status.LogTail)
+		}
+		if api.IsFinished(b.Status.Phase) {
+			if b.Status.Phase != api.BuildComplete {
+				return fmt.Errorf("build %s %s (%s): %s", name, strings.ToLower(b.Status.Phase), b.Status.Reason, b.Status.Message)
+			}
+			fmt.Fprintf(out, "build/%s complete: %s\n", name, b.Status.OutputDockerImageReference)
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// printNew prints what the tail gained since the last print. The tail is a
+// window of the log's end, so find where the old text ends in the new.
+func printNew(out io.Writer, old, cur string) string {
+	if cur == old {
+		return old
+	}
+	if strings.HasPrefix(cur, old) {
+		fmt.Fprint(out, cur[len(old):])
+		return cur
+	}
+	for i := 0; i < len(old); i++ {
+		if strings.HasPrefix(cur, old[i:]) {
+			fmt.Fprint(out, cur[len(old)-i:])
+			return cur
+		}
+	}
+	fmt.Fprint(out, cur)
+	return cur
+}
+
+func cancelBuildCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "cancel-build BUILD",
+		Short:   "Cancel a running or pending build",
+		Example: "  slipway cancel-build web-3",
+		Args:    exactArgs(1, "a build name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, cfg, err := connect()
+			if err != nil {
+				return err
+			}
+			ns, err := cfg.project()
+			if err != nil {
+				return err
+			}
+			name := strings.TrimPrefix(args[0], "build/")
+			for attempt := 0; attempt < 10; attempt++ {
+				o, err := cl.Get(c.Context(), api.Builds, ns, name)
+				if err != nil {
+					return err
+				}
+				b := o.(*api.Build)
+				if api.IsFinished(b.Status.Phase) {
+					return fmt.Errorf("build %s already ended (%s)", name, b.Status.Phase)
+				}
+				b.Status.Cancelled = true
+				if err := cl.UpdateStatus(c.Context(), api.Builds, b); api.IsConflict(err) {
+					continue
+				} else if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.OutOrStdout(), "build/%s cancelling\n", name)
+				return nil
+			}
+			return fmt.Errorf("build %s kept changing; try again", name)
+		},
+	}
+}
+
+func logsCmd() *cobra.Command {
+	var follow bool
+	c := &cobra.Command{
+		Use:   "logs build/NAME",
+		Short: "Show a build's log",
+		Example: `  slipway logs build/web-3
+  slipway logs -f build/web-4`,
+		Args: exactArgs(1, "build/NAME"),
+		RunE: func(c *cobra.Command, args []string) error {
+			name, ok := strings.CutPrefix(args[0], "build/")
+			if !ok {
+				if _, err := strconv.Atoi(args[0]); err == nil || !strings.Contains(args[0], "-") {
+					return usagef("logs shows builds today: slipway logs build/NAME")
+				}
+				name = args[0]
+			}
+			cl, cfg, err := connect()
+			if err != nil {
+				return err
+			}
+			ns, err := cfg.project()
+			if err != nil {
+				return err
+			}
+			o, err := cl.Get(c.Context(), api.Builds, ns, name)
+			if err != nil {
+				return err
+			}
+			b := o.(*api.Build)
+			if !follow || api.IsFinished(b.Status.Phase) {
+				fmt.Fprint(c.OutOrStdout(), b.Status.LogTail)
+				return nil
+			}
+			return followBuild(c.Context(), cl, ns, name, true, c.OutOrStdout())
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the build ends")
+	return c
+}
+
