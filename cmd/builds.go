@@ -203,4 +203,3 @@ func logsCmd() *cobra.Command {
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the build ends")
 	return c
 }
-

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/imagestreams"
+)
+
+// buildkitd returns the repository's bin/buildkitd, building it from the
+// pinned module if `make build` has not.
+func buildkitd(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../bin/buildkitd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		out, err := exec.Command("go", "build", "-o", p, "github.com/moby/buildkit/cmd/buildkitd").CombinedOutput()
+		if err != nil {
+			t.Fatalf("building buildkitd: %v\n%s", err, out)
+		}
+	}
+	return p
+}
+
+// busyboxImage is FROM scratch plus Debian's static busybox at /bin/busybox.
+func busyboxImage(t *testing.T) v1.Image {
+	t.Helper()
+	bb, err := os.ReadFile("/usr/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static is missing (make test-deps installs it): %v", err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
+	tw.Write(bb)
+	tw.Close()
+	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.ConfigFile(img, &v1.ConfigFile{OS: "linux", Architecture: runtime.GOARCH, RootFS: v1.RootFS{Type: "layers", DiffIDs: mustDiffIDs(t, img)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func mustDiffIDs(t *testing.T, img v1.Image) []v1.Hash {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cf.RootFS.DiffIDs
+}
+
+func waitBuild(t *testing.T, cl *client.Client, ns, name string) *api.Build {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		o, err := cl.Get(context.Background(), api.Builds, ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := o.(*api.Build); api.IsFinished(b.Status.Phase) {
+			return b
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("build %s did not finish in 3 minutes", name)
+	return nil
+}
+
+// TestDockerfileBuild runs a Dockerfile with a RUN step on the supervised
+// buildkitd, on a base resolved from an image stream tag, and checks where
+// the result went and what it records; then a failing build.
+func TestDockerfileBuild(t *testing.T) {
+	dir, addr := t.TempDir(), freePort(t)
+	p := startServer(t, dir, addr, "--buildkitd", buildkitd(t))
+	admin := p.admin(t)
+	ctx := context.Background()
+	if err := admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "bld"}}); err != nil {
+		t.Fatal(err)
+	}
+	base := busyboxImage(t)
+	baseRef, _ := name.ParseReference(p.registry+"/bld/base:1", name.Insecure)
+	auth := remote.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()})
+	if err := remote.Write(baseRef, base, auth); err != nil {
+		t.Fatal(err)
+	}
+	baseDigest, _ := base.Digest()
+
+	c := cli{t: t, config: filepath.Join(t.TempDir(), "config")}
+	c.ok("login", p.url(), "-u", "admin", "-p", p.adminPassword(t), "--certificate-authority", p.caFile())
+	c.ok("project", "bld")
+	bc := filepath.Join(t.TempDir(), "bc.yaml")
+	os.WriteFile(bc, []byte(`kind: BuildConfig
+metadata: {name: web}
+spec:
+  source:
+    dockerfile: |
+      FROM example.invalid/replaced-by-the-base
+      RUN ["/bin/busybox", "sh", "-c", "echo built > /built"]
+  strategy:
+    type: Docker
+    dockerStrategy:
+      from: {kind: ImageStreamTag, name: "base:1"}
+  output:
+    to: {kind: ImageStreamTag, name: "web:latest"}
+---
+kind: BuildConfig
+metadata: {name: broken}
+spec:
+  source:
+    dockerfile: |
+      FROM scratch
+      RUN ["/bin/busybox", "false"]
+  strategy:
+    type: Docker
+    dockerStrategy:
+      from: {kind: ImageStreamTag, name: "base:1"}
+  output:
+    to: {kind: ImageStreamTag, name: "broken:latest"}
+`), 0o600)
+	c.ok("apply", "-f", bc)
+	out := c.ok("start-build", "web", "--follow")
+	if !strings.Contains(out, "resolved to "+p.registry+"/bld/base@"+baseDigest.String()) {
+		t.Errorf("build log does not show the base resolved to its digest:\n%s", out)
+	}
+	b := waitBuild(t, admin, "bld", "web-1")
+	if b.Status.Phase != api.BuildComplete {
+		t.Fatalf("web-1 = %s (%s): %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+	}
+	o, err := admin.Get(ctx, api.ImageStreams, "bld", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, ok := imagestreams.Latest(o.(*api.ImageStream), "latest")
+	if !ok || ev.Image != b.Status.OutputDigest || ev.By != "system:serviceaccount:bld:builder" {
+		t.Errorf("web:latest = %+v, want %s pushed by the builder account", ev, b.Status.OutputDigest)
+	}
+	webRef, _ := name.ParseReference(p.registry+"/bld/web:latest", name.Insecure)
+	img, err := remote.Image(webRef, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Annotations["org.opencontainers.image.base.digest"]; got != baseDigest.String() {
+		t.Errorf("output annotation base.digest = %q, want %s", got, baseDigest)
+	}
+	cfg, _ := img.ConfigFile()
+	if cfg.Config.Labels["io.openshift.build.name"] != "web-1" {
+		t.Errorf("output label io.openshift.build.name = %q, want web-1", cfg.Config.Labels["io.openshift.build.name"])
+	}
+	layers, _ := img.Layers()
+	if len(layers) != 2 {
+		t.Errorf("output has %d layers, want the base's and the RUN step's", len(layers))
+	}
+
+	// A failing RUN fails the build with its reason and keeps the log.
+	_, errOut, err := c.run("", "start-build", "broken", "--wait")
+	if err == nil || !strings.Contains(errOut, "failed") {
+		t.Errorf("start-build broken --wait: err=%v stderr=%q, want a failure", err, errOut)
+	}
+	bb := waitBuild(t, admin, "bld", "broken-1")
+	if bb.Status.Phase != api.BuildFailed || bb.Status.Reason != "BuildFailed" || !strings.Contains(bb.Status.LogTail, "error") {
+		t.Errorf("broken-1 = %s/%s, log %q; want Failed/BuildFailed with the error in the log", bb.Status.Phase, bb.Status.Reason, bb.Status.LogTail)
+	}
+	if _, err := admin.Get(ctx, api.ImageStreams, "bld", "broken"); !api.IsNotFound(err) {
+		t.Errorf("a failed build created its output stream: %v", err)
+	}
+	if got := c.ok("get", "builds"); !strings.Contains(got, "Complete") || !strings.Contains(got, "Failed") {
+		t.Errorf("get builds = %q", got)
+	}
+}
