@@ -21,6 +21,14 @@ type BuildConfigSpec struct {
 	// History limits: how many finished builds to keep. Defaults 5 and 5.
 	SuccessfulBuildsHistoryLimit *int32 `json:"successfulBuildsHistoryLimit,omitempty"`
 	FailedBuildsHistoryLimit     *int32 `json:"failedBuildsHistoryLimit,omitempty"`
+	// Triggers start builds: ConfigChange when the config is created,
+	// ImageChange when the strategy's base image tag moves.
+	Triggers []BuildTrigger `json:"triggers,omitempty"`
+}
+
+// BuildTrigger is one reason to start a build.
+type BuildTrigger struct {
+	Type string `json:"type"` // ConfigChange or ImageChange
 }
 
 // BuildSource is where the build context comes from. Today: an inline
@@ -62,6 +70,9 @@ type BuildOutput struct {
 // BuildConfigStatus counts builds.
 type BuildConfigStatus struct {
 	LastVersion int64 `json:"lastVersion"`
+	// LastTriggeredImage is the base digest the ImageChange trigger last
+	// built from; a build starts when the base tag points elsewhere.
+	LastTriggeredImage string `json:"lastTriggeredImage,omitempty"`
 }
 
 // Build is one run of a BuildConfig.
@@ -134,6 +145,17 @@ var (
 			}
 			if bc.Spec.Output.To == nil || bc.Spec.Output.To.Kind != "ImageStreamTag" {
 				errs.Add("spec.output.to", FieldValueRequired, "the output must be an ImageStreamTag, such as {kind: ImageStreamTag, name: app:latest}")
+			}
+			for i, t := range bc.Spec.Triggers {
+				switch t.Type {
+				case "ConfigChange":
+				case "ImageChange":
+					if ds := bc.Spec.Strategy.DockerStrategy; ds == nil || ds.From == nil || ds.From.Kind != "ImageStreamTag" {
+						errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "an ImageChange trigger needs spec.strategy.dockerStrategy.from to be an ImageStreamTag")
+					}
+				default:
+					errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "must be ConfigChange or ImageChange, not %q", t.Type)
+				}
 			}
 			switch bc.Spec.RunPolicy {
 			case "", "Serial", "SerialLatestOnly", "Parallel":

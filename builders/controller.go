@@ -59,6 +59,7 @@ type Controller struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
+	builds  *store.Informer
 }
 
 // BuilderServiceAccount is the identity builds push as.
@@ -73,11 +74,21 @@ func (c *Controller) Run(ctx context.Context) {
 	inf := store.NewInformer(c.Store, api.Builds)
 	q := store.NewWorkQueue()
 	inf.AddHandler(func(ev store.Event) {
-		if ev.Type != api.Deleted {
-			m := ev.Object.GetObjectMeta()
-			q.Add(m.Namespace + "/" + m.Name)
+		if ev.Type == api.Deleted {
+			return
+		}
+		b := ev.Object.(*api.Build)
+		q.Add(b.Namespace + "/" + b.Name)
+		// A build that ends may let the next one of its config start.
+		if api.IsFinished(b.Status.Phase) {
+			for _, o := range inf.List(b.Namespace) {
+				if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] && !api.IsFinished(other.Status.Phase) {
+					q.Add(other.Namespace + "/" + other.Name)
+				}
+			}
 		}
 	})
+	c.builds = inf
 	go inf.Run(ctx)
 	go func() { <-ctx.Done(); q.Shutdown() }()
 	for {
@@ -102,6 +113,9 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	c.mu.Unlock()
 	switch {
 	case api.IsFinished(b.Status.Phase):
+		if name := b.Labels[BuildConfigLabel]; name != "" {
+			c.prune(ctx, b.Namespace, name, c.siblings(b))
+		}
 		return nil
 	case b.Status.Cancelled && running:
 		cancel()
@@ -116,7 +130,10 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	case b.Status.Phase == "" || b.Status.Phase == api.BuildNew:
 		return c.setStatus(ctx, b, func(s *api.BuildStatus) { s.Phase, s.Reason = api.BuildPending, "" })
 	}
-	// Pending: start it.
+	// Pending: start it, unless the config's run policy says to wait.
+	if wait, err := c.applyRunPolicy(ctx, b); wait || err != nil {
+		return err
+	}
 	bctx, cancelBuild := context.WithCancel(ctx)
 	c.mu.Lock()
 	c.running[key] = cancelBuild
@@ -131,6 +148,52 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 		c.run(bctx, ctx, b)
 	}()
 	return nil
+}
+
+// siblings are the builds of the same config.
+func (c *Controller) siblings(b *api.Build) []*api.Build {
+	var out []*api.Build
+	for _, o := range c.builds.List(b.Namespace) {
+		if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] {
+			out = append(out, other)
+		}
+	}
+	return out
+}
+
+// applyRunPolicy reports whether b must wait: Serial runs a config's builds
+// one at a time in order; SerialLatestOnly also cancels older builds that
+// have not started; Parallel never waits.
+func (c *Controller) applyRunPolicy(ctx context.Context, b *api.Build) (bool, error) {
+	name := b.Labels[BuildConfigLabel]
+	if name == "" {
+		return false, nil
+	}
+	o, err := c.Store.Get(ctx, api.BuildConfigs, b.Namespace, name)
+	if err != nil {
+		return false, nil // the config is gone: nothing to order against
+	}
+	policy := o.(*api.BuildConfig).Spec.RunPolicy
+	if policy == "Parallel" {
+		return false, nil
+	}
+	wait := false
+	for _, other := range c.siblings(b) {
+		if other.Name == b.Name || api.IsFinished(other.Status.Phase) {
+			continue
+		}
+		older := buildNumber(other) < buildNumber(b)
+		if policy == "SerialLatestOnly" && older && other.Status.Phase != api.BuildRunning {
+			if err := c.setStatus(ctx, other, func(s *api.BuildStatus) { s.Cancelled = true }); err != nil {
+				return true, err
+			}
+			continue
+		}
+		if other.Status.Phase == api.BuildRunning || older {
+			wait = true
+		}
+	}
+	return wait, nil
 }
 
 func (c *Controller) setStatus(ctx context.Context, b *api.Build, fn func(*api.BuildStatus)) error {
@@ -284,7 +347,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	}
 	exportAttrs := map[string]string{"name": target, "push": "true", "registry.insecure": "true"}
 	if baseRef != "" {
-		exportAttrs["annotation.org.opencontainers.image.base.name"] = c.Registry + "/" + b.Namespace + "/" + ds.From.Name
+		exportAttrs["annotation.org.opencontainers.image.base.name"] = baseRef[:strings.LastIndex(baseRef, "@")]
 		exportAttrs["annotation.org.opencontainers.image.base.digest"] = baseRef[strings.LastIndex(baseRef, "@")+1:]
 	}
 	registryHost := c.Registry
@@ -324,16 +387,23 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 
 // resolveFrom turns the strategy's from into a digest reference.
 func (c *Controller) resolveFrom(ctx context.Context, ns string, from *api.ObjectReference) (string, error) {
-	switch from.Kind {
-	case "DockerImage":
-		return from.Name, nil
-	case "ImageStreamTag":
-	default:
-		return "", fmt.Errorf("from.kind %q is not ImageStreamTag or DockerImage", from.Kind)
-	}
 	src := from.Namespace
 	if src == "" {
 		src = ns
+	}
+	switch from.Kind {
+	case "DockerImage":
+		return from.Name, nil
+	case "ImageStreamImage":
+		// Pinned by a trigger: the digest it saw, newest wins.
+		stream, digest, ok := strings.Cut(from.Name, "@")
+		if !ok {
+			return "", fmt.Errorf("from %q is not STREAM@DIGEST", from.Name)
+		}
+		return c.Registry + "/" + src + "/" + stream + "@" + digest, nil
+	case "ImageStreamTag":
+	default:
+		return "", fmt.Errorf("from.kind %q is not ImageStreamTag, ImageStreamImage or DockerImage", from.Kind)
 	}
 	stream, tag, ok := strings.Cut(from.Name, ":")
 	if !ok {

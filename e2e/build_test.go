@@ -84,11 +84,11 @@ func waitBuild(t *testing.T, cl *client.Client, ns, name string) *api.Build {
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		o, err := cl.Get(context.Background(), api.Builds, ns, name)
-		if err != nil {
+		if err != nil && !api.IsNotFound(err) {
 			t.Fatal(err)
 		}
-		if b := o.(*api.Build); api.IsFinished(b.Status.Phase) {
-			return b
+		if err == nil && api.IsFinished(o.(*api.Build).Status.Phase) {
+			return o.(*api.Build)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

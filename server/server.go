@@ -251,6 +251,7 @@ func (s *Server) startBuilds(ctx context.Context) {
 	}
 	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds")}
 	go c.Run(ctx)
+	go (&builders.Triggers{Store: s.Store}).Run(ctx)
 }
 
 // startRegistryOnly runs the caches the registry needs (tokens, RBAC,

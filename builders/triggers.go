@@ -1,0 +1,211 @@
+package builders
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/store"
+)
+
+// Triggers starts builds when a config is created (ConfigChange) and when
+// its base image tag moves (ImageChange). It is level-based: for each
+// config it compares the base tag's digest with the digest it last built
+// from, so a burst of pushes yields one build per digest it sees, the
+// newest wins, and a compare-and-swap on the config means no duplicates
+// even with several controllers.
+type Triggers struct {
+	Store *store.Store
+}
+
+// Run reconciles build triggers until ctx ends.
+func (tr *Triggers) Run(ctx context.Context) {
+	configs := store.NewInformer(tr.Store, api.BuildConfigs)
+	streams := store.NewInformer(tr.Store, api.ImageStreams)
+	q := store.NewWorkQueue()
+	configs.AddHandler(func(ev store.Event) {
+		if ev.Type != api.Deleted {
+			m := ev.Object.GetObjectMeta()
+			q.Add(m.Namespace + "/" + m.Name)
+		}
+	})
+	streams.AddHandler(func(ev store.Event) {
+		if ev.Type == api.Deleted {
+			return
+		}
+		m := ev.Object.GetObjectMeta()
+		for _, o := range configs.List("") {
+			bc := o.(*api.BuildConfig)
+			if from := baseTag(bc); from != nil && from.ns == m.Namespace && from.stream == m.Name {
+				q.Add(bc.Namespace + "/" + bc.Name)
+			}
+		}
+	})
+	go configs.Run(ctx)
+	go streams.Run(ctx)
+	go func() { <-ctx.Done(); q.Shutdown() }()
+	for {
+		key, ok := q.Get()
+		if !ok {
+			return
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		o, found := configs.Get(ns, name)
+		var err error
+		if found {
+			err = tr.reconcile(ctx, o.(*api.BuildConfig))
+			if err != nil && ctx.Err() == nil {
+				slog.Warn("builders: trigger failed; will retry", "buildconfig", key, "err", err)
+			}
+		}
+		q.Done(key, err)
+	}
+}
+
+type tagRef struct{ ns, stream, tag string }
+
+// baseTag is the ImageStreamTag an ImageChange trigger follows.
+func baseTag(bc *api.BuildConfig) *tagRef {
+	has := false
+	for _, t := range bc.Spec.Triggers {
+		has = has || t.Type == "ImageChange"
+	}
+	ds := bc.Spec.Strategy.DockerStrategy
+	if !has || ds == nil || ds.From == nil || ds.From.Kind != "ImageStreamTag" {
+		return nil
+	}
+	ns := ds.From.Namespace
+	if ns == "" {
+		ns = bc.Namespace
+	}
+	stream, tag, ok := strings.Cut(ds.From.Name, ":")
+	if !ok {
+		tag = "latest"
+	}
+	return &tagRef{ns, stream, tag}
+}
+
+func (tr *Triggers) reconcile(ctx context.Context, bc *api.BuildConfig) error {
+	configChange := false
+	for _, t := range bc.Spec.Triggers {
+		configChange = configChange || t.Type == "ConfigChange"
+	}
+	from := baseTag(bc)
+	var digest string
+	if from != nil {
+		o, err := tr.Store.Get(ctx, api.ImageStreams, from.ns, from.stream)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err == nil {
+			if ev, ok := imagestreams.Latest(o.(*api.ImageStream), from.tag); ok {
+				digest = ev.Image
+			}
+		}
+	}
+	switch {
+	case digest != "" && digest != bc.Status.LastTriggeredImage:
+		_, err := Instantiate(ctx, tr.Store, bc.Namespace, bc.Name, digest, "ImageChange")
+		return err
+	case configChange && bc.Status.LastVersion == 0 && (from == nil || digest != ""):
+		_, err := Instantiate(ctx, tr.Store, bc.Namespace, bc.Name, digest, "ConfigChange")
+		return err
+	}
+	return nil
+}
+
+// CauseAnnotation says why a build started.
+const CauseAnnotation = "slipway.dev/build-cause"
+
+// Instantiate makes the next Build of a config. With base set it pins the
+// build's base to that digest and records it as the last triggered image,
+// in the same compare-and-swap that takes the build number; a config whose
+// LastTriggeredImage already is base makes no build.
+func Instantiate(ctx context.Context, s *store.Store, ns, name, base, cause string) (*api.Build, error) {
+	var bc *api.BuildConfig
+	skip := false
+	_, err := s.GuaranteedUpdate(ctx, api.BuildConfigs, ns, name, store.UpdateOptions{Status: true}, func(o api.Object) error {
+		bc = o.(*api.BuildConfig)
+		skip = cause == "ImageChange" && bc.Status.LastTriggeredImage == base
+		if skip {
+			return nil
+		}
+		bc.Status.LastVersion++
+		if base != "" {
+			bc.Status.LastTriggeredImage = base
+		}
+		return nil
+	})
+	if err != nil || skip {
+		return nil, err
+	}
+	spec := api.BuildSpec{Source: bc.Spec.Source, Strategy: bc.Spec.Strategy, Output: bc.Spec.Output}
+	if base != "" && spec.Strategy.DockerStrategy != nil && spec.Strategy.DockerStrategy.From != nil {
+		ds := *spec.Strategy.DockerStrategy
+		from := *ds.From
+		stream, _, _ := strings.Cut(from.Name, ":")
+		from.Kind, from.Name = "ImageStreamImage", stream+"@"+base
+		ds.From = &from
+		spec.Strategy.DockerStrategy = &ds
+	}
+	b := &api.Build{
+		ObjectMeta: api.ObjectMeta{
+			Name: fmt.Sprintf("%s-%d", name, bc.Status.LastVersion), Namespace: ns,
+			Labels:      map[string]string{BuildConfigLabel: name},
+			Annotations: map[string]string{CauseAnnotation: cause},
+		},
+		Spec: spec,
+	}
+	if err := s.Create(ctx, api.Builds, b); err != nil && !errors.Is(err, store.ErrExists) {
+		return nil, err
+	}
+	return b, nil
+}
+
+// buildNumber is N of NAME-N.
+func buildNumber(b *api.Build) int {
+	n, _ := strconv.Atoi(b.Name[strings.LastIndex(b.Name, "-")+1:])
+	return n
+}
+
+// prune deletes the oldest finished builds of a config beyond its history
+// limits (default 5 successful and 5 failed).
+func (c *Controller) prune(ctx context.Context, ns, bcName string, builds []*api.Build) {
+	o, err := c.Store.Get(ctx, api.BuildConfigs, ns, bcName)
+	if err != nil {
+		return
+	}
+	bc := o.(*api.BuildConfig)
+	limit := func(p *int32) int {
+		if p == nil {
+			return 5
+		}
+		return int(*p)
+	}
+	var ok, failed []*api.Build
+	for _, b := range builds {
+		switch {
+		case b.Status.Phase == api.BuildComplete:
+			ok = append(ok, b)
+		case api.IsFinished(b.Status.Phase):
+			failed = append(failed, b)
+		}
+	}
+	for _, set := range []struct {
+		builds []*api.Build
+		keep   int
+	}{{ok, limit(bc.Spec.SuccessfulBuildsHistoryLimit)}, {failed, limit(bc.Spec.FailedBuildsHistoryLimit)}} {
+		sort.Slice(set.builds, func(i, j int) bool { return buildNumber(set.builds[i]) < buildNumber(set.builds[j]) })
+		for i := 0; i < len(set.builds)-set.keep; i++ {
+			if _, err := c.Store.Delete(ctx, api.Builds, ns, set.builds[i].Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+				slog.Warn("builders: pruning a build", "build", set.builds[i].Name, "err", err)
+			}
+		}
+	}
+}
