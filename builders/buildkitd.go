@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"syscall"
 	"time"
 
 	bk "github.com/moby/buildkit/client"
@@ -55,9 +57,15 @@ func (d *Daemon) Run(ctx context.Context) {
 			"--oci-worker=true", "--containerd-worker=false")
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		// If slipway dies without cleaning up (kill -9), take buildkitd
+		// with it. The death signal follows the thread that started the
+		// child, so this goroutine keeps its thread until the child ends.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		runtime.LockOSThread()
 		cmd.WaitDelay = 10 * time.Second
 		start := time.Now()
 		err := cmd.Run()
+		runtime.UnlockOSThread()
 		if log != nil {
 			log.Close()
 		}
