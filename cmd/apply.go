@@ -241,11 +241,7 @@ func createServiceAccountCmd() *cobra.Command {
 		Example: "  slipway create serviceaccount ci-robot -n myproject",
 		Args:    exactArgs(1, "a service account name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, cfg, err := connect()
-			if err != nil {
-				return err
-			}
-			ns, err := cfg.project()
+			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}
@@ -268,11 +264,7 @@ func createTokenCmd() *cobra.Command {
   TOKEN=$(slipway create token ci-robot -n myproject --duration 1h | tail -1)`,
 		Args: exactArgs(1, "a service account name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, cfg, err := connect()
-			if err != nil {
-				return err
-			}
-			ns, err := cfg.project()
+			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}

@@ -24,11 +24,7 @@ func startBuildCmd() *cobra.Command {
   slipway start-build web --wait       # exit non-zero if the build fails`,
 		Args: exactArgs(1, "a build config name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, cfg, err := connect()
-			if err != nil {
-				return err
-			}
-			ns, err := cfg.project()
+			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}
@@ -132,11 +128,7 @@ func cancelBuildCmd() *cobra.Command {
 		Example: "  slipway cancel-build web-3",
 		Args:    exactArgs(1, "a build name"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, cfg, err := connect()
-			if err != nil {
-				return err
-			}
-			ns, err := cfg.project()
+			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}
@@ -180,11 +172,7 @@ func logsCmd() *cobra.Command {
 				}
 				name = args[0]
 			}
-			cl, cfg, err := connect()
-			if err != nil {
-				return err
-			}
-			ns, err := cfg.project()
+			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}

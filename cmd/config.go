@@ -115,3 +115,13 @@ func (c *Config) project() (string, error) {
 	}
 	return "", usagef("no project selected: pass -n PROJECT, or pick one with `slipway project NAME` (create one with `slipway new-project NAME`)")
 }
+
+// connectProject is connect for commands that work inside one project.
+func connectProject() (*client.Client, string, error) {
+	cl, cfg, err := connect()
+	if err != nil {
+		return nil, "", err
+	}
+	ns, err := cfg.project()
+	return cl, ns, err
+}

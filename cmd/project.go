@@ -136,11 +136,7 @@ func roleCmd(add bool) *cobra.Command {
 		Example: "  slipway policy " + use[:len(use)-10] + " view bob -n shop\n  slipway policy " + use[:len(use)-10] + " image-puller -z deployer -n shop",
 		Args:    exactArgs(2, "a role and a subject"),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, cfg, err := connect()
-			if err != nil {
-				return err
-			}
-			ns, err := cfg.project()
+			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}
