@@ -106,6 +106,26 @@ linked into the destination repository on the server; nothing is copied.`,
 			if len(args) < 2 {
 				return usagef("tag needs a source and at least one destination; see 'slipway tag --help'")
 			}
+			if isExternal(args[0]) {
+				if alias {
+					return usagef("--alias follows tags in this registry; to follow an external image use `slipway import-image --scheduled`")
+				}
+				for _, a := range args[1:] {
+					dst, err := parseImageRef(a, currentProject(cfg), true)
+					if err != nil {
+						return err
+					}
+					from := &api.ObjectReference{Kind: "DockerImage", Name: args[0]}
+					gen, err := setSpecTagGen(c.Context(), cl, dst, from, false, me.Name)
+					if err != nil {
+						return err
+					}
+					if err := waitImport(c.Context(), cl, dst, args[0], gen, c.OutOrStdout()); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
 			src, err := parseImageRef(args[0], currentProject(cfg), false)
 			if err != nil {
 				return err
@@ -163,6 +183,13 @@ linked into the destination repository on the server; nothing is copied.`,
 // setSpecTag writes a spec tag on the destination stream, creating the
 // stream if needed, with compare-and-swap retries.
 func setSpecTag(ctx context.Context, cl *client.Client, dst imageRef, from *api.ObjectReference, alias bool, by string) error {
+	_, err := setSpecTagGen(ctx, cl, dst, from, alias, by)
+	return err
+}
+
+// setSpecTagGen is setSpecTag that also reports the stream's generation
+// after the write, to wait for the server's answer to it.
+func setSpecTagGen(ctx context.Context, cl *client.Client, dst imageRef, from *api.ObjectReference, alias bool, by string) (int64, error) {
 	want := api.TagReference{Name: dst.tag, From: from, Alias: alias, Annotations: map[string]string{registry.TaggedByAnnotation: by}}
 	for attempt := 0; attempt < 10; attempt++ {
 		o, err := cl.Get(ctx, api.ImageStreams, dst.project, dst.stream)
@@ -172,10 +199,10 @@ func setSpecTag(ctx context.Context, cl *client.Client, dst imageRef, from *api.
 			if api.IsReason(err, api.ReasonAlreadyExists) {
 				continue
 			}
-			return err
+			return is.Generation, err
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		is := o.(*api.ImageStream)
 		is.Spec.Tags = slices.DeleteFunc(is.Spec.Tags, func(t api.TagReference) bool { return t.Name == dst.tag })
@@ -184,9 +211,9 @@ func setSpecTag(ctx context.Context, cl *client.Client, dst imageRef, from *api.
 		if api.IsConflict(err) {
 			continue
 		}
-		return err
+		return is.Generation, err
 	}
-	return fmt.Errorf("%s kept changing under us; try again", dst)
+	return 0, fmt.Errorf("%s kept changing under us; try again", dst)
 }
 
 // waitTag waits until the server has linked the image and moved the tag,
@@ -446,35 +473,7 @@ allowed their range. Errors are recorded on the tag; see 'slipway describe is'.`
 				fmt.Fprintf(c.OutOrStdout(), "Importing every tag of %s into %s/%s; see `slipway describe is %s`.\n", from, ref.project, ref.stream, ref.stream)
 				return nil
 			}
-			// Wait for the server's answer for this tag.
-			deadline := time.Now().Add(2 * time.Minute)
-			for time.Now().Before(deadline) {
-				o, err := cl.Get(c.Context(), api.ImageStreams, ref.project, ref.stream)
-				if err != nil {
-					return err
-				}
-				for _, t := range o.(*api.ImageStream).Status.Tags {
-					if t.Tag != ref.tag {
-						continue
-					}
-					if len(t.Conditions) == 0 || t.Conditions[0].Generation < gen {
-						continue
-					}
-					if t.Conditions[0].Status == "False" {
-						return fmt.Errorf("import of %s failed: %s", from, t.Conditions[0].Message)
-					}
-					if len(t.Items) > 0 {
-						fmt.Fprintf(c.OutOrStdout(), "Imported %s into %s as %s (%s).\n", from, ref, t.Items[0].Image, t.Conditions[0].Reason)
-						return nil
-					}
-				}
-				select {
-				case <-c.Context().Done():
-					return c.Context().Err()
-				case <-time.After(300 * time.Millisecond):
-				}
-			}
-			return fmt.Errorf("the import of %s has not finished; check `slipway describe is %s`", from, ref.stream)
+			return waitImport(c.Context(), cl, ref, from, gen, c.OutOrStdout())
 		},
 	}
 	c.Flags().StringVar(&from, "from", "", "external image to import, REGISTRY/REPOSITORY[:TAG]")
@@ -482,4 +481,41 @@ allowed their range. Errors are recorded on the tag; see 'slipway describe is'.`
 	c.Flags().BoolVar(&scheduled, "scheduled", false, "look for changes periodically and import them")
 	c.Flags().BoolVar(&insecure, "insecure", false, "allow plain HTTP or unverified TLS to the source")
 	return c
+}
+
+// waitImport waits for the server's answer to an import of from into ref:
+// the tag's condition for the stream's generation gen or later.
+func waitImport(ctx context.Context, cl *client.Client, ref imageRef, from string, gen int64, out io.Writer) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		o, err := cl.Get(ctx, api.ImageStreams, ref.project, ref.stream)
+		if err != nil {
+			return err
+		}
+		for _, t := range o.(*api.ImageStream).Status.Tags {
+			if t.Tag != ref.tag || len(t.Conditions) == 0 || t.Conditions[0].Generation < gen {
+				continue
+			}
+			if t.Conditions[0].Status == "False" {
+				return fmt.Errorf("import of %s failed: %s", from, t.Conditions[0].Message)
+			}
+			if len(t.Items) > 0 {
+				fmt.Fprintf(out, "Imported %s into %s as %s (%s).\n", from, ref, t.Items[0].Image, t.Conditions[0].Reason)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the import of %s has not finished; check `slipway describe is %s`", from, ref.stream)
+}
+
+// isExternal reports whether a tag source names another registry: its
+// first component is a host (has a dot or a port, or is localhost).
+func isExternal(src string) bool {
+	first, _, ok := strings.Cut(src, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
 }
