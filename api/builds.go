@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // BuildConfig says how to turn source into an image: where the source is,
 // which strategy builds it, on which base, and which tag receives it.
@@ -28,16 +32,26 @@ type BuildConfigSpec struct {
 
 // BuildTrigger is one reason to start a build.
 type BuildTrigger struct {
-	Type string `json:"type"` // ConfigChange or ImageChange
+	Type string `json:"type"` // ConfigChange, ImageChange, Generic or GitHub
+	// Secret authenticates webhooks: it is part of the webhook URL, and
+	// GitHub deliveries must also be signed with it.
+	Secret string `json:"secret,omitempty"`
 }
 
-// BuildSource is where the build context comes from. Today: an inline
-// Dockerfile.
+// BuildSource is where the build context comes from: a git repository,
+// an inline Dockerfile, or both (the inline Dockerfile wins).
 type BuildSource struct {
+	Git *GitBuildSource `json:"git,omitempty"`
 	// Dockerfile is the Dockerfile itself, inline.
 	Dockerfile string `json:"dockerfile,omitempty"`
 	// ContextDir is the directory inside the source to build from.
 	ContextDir string `json:"contextDir,omitempty"`
+}
+
+// GitBuildSource is a repository and a ref (branch, tag or commit).
+type GitBuildSource struct {
+	URI string `json:"uri"`
+	Ref string `json:"ref,omitempty"`
 }
 
 // BuildStrategy names how to build. Today: Docker (BuildKit's Dockerfile
@@ -115,6 +129,8 @@ type BuildStatus struct {
 	// OutputDockerImageReference is where the image went, by digest.
 	OutputDockerImageReference string `json:"outputDockerImageReference,omitempty"`
 	OutputDigest               string `json:"outputDigest,omitempty"`
+	// Revision is the commit a git build built.
+	Revision string `json:"revision,omitempty"`
 	// LogTail is the end of the build log.
 	LogTail string `json:"logTail,omitempty"`
 }
@@ -140,8 +156,14 @@ var (
 			if bc.Spec.Strategy.Type != "Docker" {
 				errs.Add("spec.strategy.type", FieldValueInvalid, "only Docker is supported today, not %q", bc.Spec.Strategy.Type)
 			}
-			if bc.Spec.Source.Dockerfile == "" {
-				errs.Add("spec.source.dockerfile", FieldValueRequired, "give the Dockerfile inline")
+			if bc.Spec.Source.Dockerfile == "" && bc.Spec.Source.Git == nil {
+				errs.Add("spec.source", FieldValueRequired, "give a git repository or an inline Dockerfile")
+			}
+			if g := bc.Spec.Source.Git; g != nil && !strings.HasPrefix(g.URI, "https://") && !strings.HasPrefix(g.URI, "http://") {
+				errs.Add("spec.source.git.uri", FieldValueInvalid, "must be an http(s) URL; other transports could read the server's own files")
+			}
+			if d := bc.Spec.Source.ContextDir; d != "" && (strings.HasPrefix(d, "/") || slices.Contains(strings.Split(d, "/"), "..")) {
+				errs.Add("spec.source.contextDir", FieldValueInvalid, "must be a relative path inside the source, without ..")
 			}
 			if bc.Spec.Output.To == nil || bc.Spec.Output.To.Kind != "ImageStreamTag" {
 				errs.Add("spec.output.to", FieldValueRequired, "the output must be an ImageStreamTag, such as {kind: ImageStreamTag, name: app:latest}")
@@ -149,12 +171,16 @@ var (
 			for i, t := range bc.Spec.Triggers {
 				switch t.Type {
 				case "ConfigChange":
+				case "Generic", "GitHub":
+					if len(t.Secret) < 16 {
+						errs.Add(fieldIndex("spec.triggers", i, "secret"), FieldValueInvalid, "a webhook needs a secret of at least 16 characters")
+					}
 				case "ImageChange":
 					if ds := bc.Spec.Strategy.DockerStrategy; ds == nil || ds.From == nil || ds.From.Kind != "ImageStreamTag" {
 						errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "an ImageChange trigger needs spec.strategy.dockerStrategy.from to be an ImageStreamTag")
 					}
 				default:
-					errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "must be ConfigChange or ImageChange, not %q", t.Type)
+					errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "must be ConfigChange, ImageChange, Generic or GitHub, not %q", t.Type)
 				}
 			}
 			switch bc.Spec.RunPolicy {

@@ -38,6 +38,9 @@ type Config struct {
 	// Metrics is where request metrics are registered. Default: a new
 	// registry with the Go and process collectors.
 	Metrics *prometheus.Registry
+	// Webhooks, if set, serves /webhooks/ without platform
+	// authentication: it checks its own secrets.
+	Webhooks http.Handler
 }
 
 // Validate fills defaults.
@@ -194,6 +197,9 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"apiVersion": api.APIVersion})
 	})
 	mux.Handle("GET /metrics", s.authenticated(s.requireCluster("get", "metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))))
+	if s.cfg.Webhooks != nil {
+		mux.Handle("/webhooks/", http.MaxBytesHandler(s.cfg.Webhooks, 1<<20))
+	}
 	mux.HandleFunc("POST /oauth/token", s.login)
 	mux.Handle("POST /oauth/revoke", s.authenticated(http.HandlerFunc(s.revoke)))
 	mux.Handle("GET "+APIPrefix+"/users/~", s.authenticated(http.HandlerFunc(s.whoami)))

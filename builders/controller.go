@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,9 @@ type Controller struct {
 	Registry string // host:port of the integrated registry
 	// LogDir keeps full build logs. Required.
 	LogDir string
+	// GitTransport carries git fetches; the server passes the import
+	// guard, so builds clone only from allowed, non-internal hosts.
+	GitTransport http.RoundTripper
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -71,6 +75,7 @@ const BuildConfigLabel = "slipway.dev/buildconfig"
 // Run reconciles Builds until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
 	c.running = map[string]context.CancelFunc{}
+	guardGit(c.GitTransport)
 	inf := store.NewInformer(c.Store, api.Builds)
 	q := store.NewWorkQueue()
 	inf.AddHandler(func(ev store.Event) {
@@ -298,7 +303,49 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	if !ok {
 		tag = "latest"
 	}
+	dir, err := os.MkdirTemp("", "slipway-build-")
+	if err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	defer os.RemoveAll(dir)
+	contextPath := filepath.Join(dir, "context")
+	if err := os.MkdirAll(contextPath, 0o700); err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	var revision string
+	if g := b.Spec.Source.Git; g != nil {
+		fmt.Fprintf(logs, "Cloning %s %s\n", g.URI, g.Ref)
+		if revision, err = clone(ctx, g, contextPath, nil); err != nil {
+			return "", "", api.BuildFailed, "FetchSourceFailed", err
+		}
+		fmt.Fprintf(logs, "Commit %s\n", revision)
+		_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.Revision = revision })
+	}
+	if d := b.Spec.Source.ContextDir; d != "" {
+		// The context dir must really be inside the source: a symlink in
+		// the repository must not hand the server's files to the build.
+		root, _ := filepath.EvalSymlinks(contextPath)
+		real, err := filepath.EvalSymlinks(filepath.Join(contextPath, filepath.Clean(d)))
+		if err != nil || (real != root && !strings.HasPrefix(real, root+string(filepath.Separator))) {
+			return "", "", api.BuildFailed, "InvalidContextDir", fmt.Errorf("context directory %q is not a directory inside the source", d)
+		}
+		contextPath = real
+	}
 	dockerfile := b.Spec.Source.Dockerfile
+	if dockerfile == "" {
+		// Read through os.Root, so a symlinked Dockerfile cannot reach
+		// outside the checked-out source.
+		root, err := os.OpenRoot(contextPath)
+		if err != nil {
+			return "", "", api.BuildFailed, "InvalidContextDir", fmt.Errorf("context directory %q: %w", b.Spec.Source.ContextDir, err)
+		}
+		data, err := root.ReadFile("Dockerfile")
+		root.Close()
+		if err != nil {
+			return "", "", api.BuildFailed, "InvalidDockerfile", fmt.Errorf("the source has no readable Dockerfile in %q: %w", b.Spec.Source.ContextDir, err)
+		}
+		dockerfile = string(data)
+	}
 	var baseRef string
 	if ds != nil && ds.From != nil {
 		baseRef, err = c.resolveFrom(ctx, b.Namespace, ds.From)
@@ -320,15 +367,18 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	}
 	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
 
-	dir, err := os.MkdirTemp("", "slipway-build-")
+	dfDir := filepath.Join(dir, "dockerfile")
+	if err := os.MkdirAll(dfDir, 0o700); err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	if err := os.WriteFile(filepath.Join(dfDir, "Dockerfile"), []byte(dockerfile), 0o600); err != nil {
+		return "", "", api.BuildError, "ContextFailed", err
+	}
+	ctxFS, err := fsutil.NewFS(contextPath)
 	if err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
+		return "", "", api.BuildError, "InvalidContextDir", err
 	}
-	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o600); err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
-	}
-	ctxFS, err := fsutil.NewFS(dir)
+	dfFS, err := fsutil.NewFS(dfDir)
 	if err != nil {
 		return "", "", api.BuildError, "ContextFailed", err
 	}
@@ -346,6 +396,12 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		}
 	}
 	exportAttrs := map[string]string{"name": target, "push": "true", "registry.insecure": "true"}
+	if g := b.Spec.Source.Git; g != nil {
+		attrs["label:io.openshift.build.source-location"] = g.URI
+		attrs["label:io.openshift.build.commit.id"] = revision
+		exportAttrs["annotation.org.opencontainers.image.source"] = g.URI
+		exportAttrs["annotation.org.opencontainers.image.revision"] = revision
+	}
 	if baseRef != "" {
 		exportAttrs["annotation.org.opencontainers.image.base.name"] = baseRef[:strings.LastIndex(baseRef, "@")]
 		exportAttrs["annotation.org.opencontainers.image.base.digest"] = baseRef[strings.LastIndex(baseRef, "@")+1:]
@@ -373,7 +429,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	resp, err := cl.Solve(ctx, nil, bk.SolveOpt{
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
-		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": ctxFS},
+		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
 		Exports:       []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
 		Session:       []session.Attachable{auth},
 	}, ch)

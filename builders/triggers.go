@@ -128,6 +128,11 @@ const CauseAnnotation = "slipway.dev/build-cause"
 // in the same compare-and-swap that takes the build number; a config whose
 // LastTriggeredImage already is base makes no build.
 func Instantiate(ctx context.Context, s *store.Store, ns, name, base, cause string) (*api.Build, error) {
+	return instantiateAt(ctx, s, ns, name, base, cause, "")
+}
+
+// instantiateAt is Instantiate that also pins a git source to commit.
+func instantiateAt(ctx context.Context, s *store.Store, ns, name, base, cause, commit string) (*api.Build, error) {
 	var bc *api.BuildConfig
 	skip := false
 	_, err := s.GuaranteedUpdate(ctx, api.BuildConfigs, ns, name, store.UpdateOptions{Status: true}, func(o api.Object) error {
@@ -153,6 +158,11 @@ func Instantiate(ctx context.Context, s *store.Store, ns, name, base, cause stri
 		from.Kind, from.Name = "ImageStreamImage", stream+"@"+base
 		ds.From = &from
 		spec.Strategy.DockerStrategy = &ds
+	}
+	if commit != "" && spec.Source.Git != nil {
+		g := *spec.Source.Git
+		g.Ref = commit
+		spec.Source.Git = &g
 	}
 	b := &api.Build{
 		ObjectMeta: api.ObjectMeta{

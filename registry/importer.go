@@ -113,6 +113,13 @@ func (g *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return g.base.RoundTrip(req)
 }
 
+// GuardedTransport is the transport imports use, for other fetchers of
+// outside content (git sources of builds): every host must be allowed, and
+// every address dialled must not be internal unless allowed.
+func GuardedTransport(p ImportPolicy, insecure bool) http.RoundTripper {
+	return newGuardedTransport(p, insecure)
+}
+
 // importTag brings the image REF names into is:tag and moves the tag.
 func (r *Registry) importTag(ctx context.Context, is *api.ImageStream, t api.TagReference) error {
 	opts := []name.Option{}

@@ -167,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.audit, err = os.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
 		return nil, fmt.Errorf("server: audit log: %w", err)
 	}
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit})
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}})
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +249,8 @@ func (s *Server) startBuilds(ctx context.Context) {
 	if bin != "" {
 		go d.Run(ctx)
 	}
-	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds")}
+	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds"),
+		GitTransport: registry.GuardedTransport(s.cfg.Import, false)}
 	go c.Run(ctx)
 	go (&builders.Triggers{Store: s.Store}).Run(ctx)
 }
