@@ -42,10 +42,20 @@ type BuildTrigger struct {
 // an inline Dockerfile, or both (the inline Dockerfile wins).
 type BuildSource struct {
 	Git *GitBuildSource `json:"git,omitempty"`
+	// Binary is an uploaded archive (start-build --from-dir), stored as a
+	// blob in the build's project. On a config, an empty binary: {} says
+	// the source always comes that way.
+	Binary *BinaryBuildSource `json:"binary,omitempty"`
 	// Dockerfile is the Dockerfile itself, inline.
 	Dockerfile string `json:"dockerfile,omitempty"`
 	// ContextDir is the directory inside the source to build from.
 	ContextDir string `json:"contextDir,omitempty"`
+}
+
+// BinaryBuildSource names an uploaded tar archive by repository and digest.
+type BinaryBuildSource struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
 }
 
 // GitBuildSource is a repository and a ref (branch, tag or commit).
@@ -156,8 +166,8 @@ var (
 			if bc.Spec.Strategy.Type != "Docker" {
 				errs.Add("spec.strategy.type", FieldValueInvalid, "only Docker is supported today, not %q", bc.Spec.Strategy.Type)
 			}
-			if bc.Spec.Source.Dockerfile == "" && bc.Spec.Source.Git == nil {
-				errs.Add("spec.source", FieldValueRequired, "give a git repository or an inline Dockerfile")
+			if bc.Spec.Source.Dockerfile == "" && bc.Spec.Source.Git == nil && bc.Spec.Source.Binary == nil {
+				errs.Add("spec.source", FieldValueRequired, "give a git repository, an inline Dockerfile, or binary: {} for uploads")
 			}
 			if g := bc.Spec.Source.Git; g != nil && !strings.HasPrefix(g.URI, "https://") && !strings.HasPrefix(g.URI, "http://") {
 				errs.Add("spec.source.git.uri", FieldValueInvalid, "must be an http(s) URL; other transports could read the server's own files")

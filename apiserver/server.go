@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,7 +74,12 @@ type Server struct {
 	metrics   *metrics
 	ready     chan struct{}
 	runCtx    context.Context // ends at shutdown; watches end with it
+	registry  atomic.Value    // host:port of the integrated registry, for /version
 }
+
+// SetRegistryHost tells clients, through /version, where the integrated
+// registry is.
+func (s *Server) SetRegistryHost(host string) { s.registry.Store(host) }
 
 // New returns a Server. Call Run to start its caches and controllers.
 func New(cfg Config) (*Server, error) {
@@ -194,7 +200,8 @@ func (s *Server) Handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"apiVersion": api.APIVersion})
+		reg, _ := s.registry.Load().(string)
+		writeJSON(w, http.StatusOK, map[string]string{"apiVersion": api.APIVersion, "registry": reg})
 	})
 	mux.Handle("GET /metrics", s.authenticated(s.requireCluster("get", "metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))))
 	if s.cfg.Webhooks != nil {

@@ -313,7 +313,17 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		return "", "", api.BuildError, "ContextFailed", err
 	}
 	var revision string
-	if g := b.Spec.Source.Git; g != nil {
+	if bin := b.Spec.Source.Binary; bin != nil && bin.Digest == "" {
+		return "", "", api.BuildFailed, "NoSourceUploaded", errors.New("this build config takes its source from `slipway start-build --from-dir DIR`")
+	} else if bin != nil {
+		if err := c.fetchBinary(ctx, b, bin, contextPath, logs); err != nil {
+			reason := "FetchSourceFailed"
+			if errors.Is(err, ErrHostileArchive) {
+				reason = "InvalidSourceArchive"
+			}
+			return "", "", api.BuildFailed, reason, err
+		}
+	} else if g := b.Spec.Source.Git; g != nil {
 		fmt.Fprintf(logs, "Cloning %s %s\n", g.URI, g.Ref)
 		if revision, err = clone(ctx, g, contextPath, nil); err != nil {
 			return "", "", api.BuildFailed, "FetchSourceFailed", err
@@ -439,6 +449,37 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	}
 	dgst = resp.ExporterResponse["containerimage.digest"]
 	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, dgst, "", "", nil
+}
+
+// fetchBinary downloads an uploaded archive from the build's own project,
+// as the builder account, and unpacks it safely.
+func (c *Controller) fetchBinary(ctx context.Context, b *api.Build, bin *api.BinaryBuildSource, dir string, logs io.Writer) error {
+	if !strings.HasPrefix(bin.Repository, b.Namespace+"/") || len(api.ValidateDigestName(bin.Digest)) > 0 {
+		return fmt.Errorf("the uploaded source must be a blob of project %s", b.Namespace)
+	}
+	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
+		return err
+	}
+	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Registry+"/v2/"+bin.Repository+"/blobs/"+bin.Digest, nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(BuilderServiceAccount, secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetching the uploaded source %s@%s: %s", bin.Repository, bin.Digest, resp.Status)
+	}
+	fmt.Fprintf(logs, "Unpacking the uploaded source %s\n", bin.Digest)
+	return extractContext(io.LimitReader(resp.Body, MaxContextBytes+1<<20), dir)
 }
 
 // resolveFrom turns the strategy's from into a digest reference.

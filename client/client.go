@@ -302,6 +302,20 @@ func (c *Client) Revoke(ctx context.Context) error {
 	return c.doJSON(ctx, http.MethodPost, "/oauth/revoke", nil, nil, "", nil)
 }
 
+// RegistryHost asks the server where its integrated registry is.
+func (c *Client) RegistryHost(ctx context.Context) (string, error) {
+	var v struct {
+		Registry string `json:"registry"`
+	}
+	if err := c.doJSON(ctx, http.MethodGet, "/version", nil, nil, "", &v); err != nil {
+		return "", err
+	}
+	if v.Registry == "" {
+		return "", errors.New("the server does not run a registry")
+	}
+	return v.Registry, nil
+}
+
 // WhoAmI returns the caller's user name and groups.
 func (c *Client) WhoAmI(ctx context.Context) (*api.User, error) {
 	var u api.User

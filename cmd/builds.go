@@ -1,12 +1,19 @@
 package cmd
 
 import (
+	"archive/tar"
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/spf13/cobra"
 
 	"slipway.dev/slipway/api"
@@ -16,6 +23,7 @@ import (
 
 func startBuildCmd() *cobra.Command {
 	var wait, follow bool
+	var fromDir string
 	c := &cobra.Command{
 		Use:   "start-build BUILDCONFIG",
 		Short: "Start a new build of a build config",
@@ -28,7 +36,13 @@ func startBuildCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := instantiate(c.Context(), cl, ns, args[0])
+			var bin *api.BinaryBuildSource
+			if fromDir != "" {
+				if bin, err = uploadDir(c.Context(), cl, ns, args[0], fromDir, c.ErrOrStderr()); err != nil {
+					return err
+				}
+			}
+			b, err := instantiate(c.Context(), cl, ns, args[0], bin)
 			if err != nil {
 				return err
 			}
@@ -41,12 +55,13 @@ func startBuildCmd() *cobra.Command {
 	}
 	c.Flags().BoolVarP(&follow, "follow", "F", false, "stream the build log until the build ends")
 	c.Flags().BoolVarP(&wait, "wait", "w", false, "wait for the build to end; exit non-zero if it fails")
+	c.Flags().StringVar(&fromDir, "from-dir", "", "upload this directory as the build's source")
 	return c
 }
 
 // instantiate bumps the config's lastVersion (compare-and-swap) and makes
 // Build NAME-N with a copy of the config's spec.
-func instantiate(ctx context.Context, cl *client.Client, ns, name string) (*api.Build, error) {
+func instantiate(ctx context.Context, cl *client.Client, ns, name string, bin *api.BinaryBuildSource) (*api.Build, error) {
 	for attempt := 0; attempt < 10; attempt++ {
 		o, err := cl.Get(ctx, api.BuildConfigs, ns, name)
 		if err != nil {
@@ -65,6 +80,9 @@ func instantiate(ctx context.Context, cl *client.Client, ns, name string) (*api.
 				Labels: map[string]string{builders.BuildConfigLabel: name},
 			},
 			Spec: api.BuildSpec{Source: bc.Spec.Source, Strategy: bc.Spec.Strategy, Output: bc.Spec.Output},
+		}
+		if bin != nil {
+			b.Spec.Source.Binary, b.Spec.Source.Git = bin, nil
 		}
 		if err := cl.Create(ctx, api.Builds, b); err != nil {
 			return nil, err
@@ -190,4 +208,59 @@ func logsCmd() *cobra.Command {
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the build ends")
 	return c
+}
+
+// uploadDir archives dir (without .git) and stores it as a blob in the
+// project's NAME-source repository, for the build to fetch.
+func uploadDir(ctx context.Context, cl *client.Client, ns, bc, dir string, progress io.Writer) (*api.BinaryBuildSource, error) {
+	host, err := cl.RegistryHost(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp("", "slipway-upload-*.tar")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	root := os.DirFS(dir)
+	if err := tw.AddFS(skipGit{root}); err != nil {
+		return nil, fmt.Errorf("archiving %s: %w", dir, err)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromFile(f.Name())
+	if err != nil {
+		return nil, err
+	}
+	repo, err := name.NewRepository(host+"/"+ns+"/"+bc+"-source", name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	size, _ := layer.Size()
+	fmt.Fprintf(progress, "Uploading %s (%d bytes compressed)\n", dir, size)
+	if err := remote.WriteLayer(repo, layer, remote.WithAuth(&authn.Basic{Username: "slipway", Password: cl.Token()}), remote.WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("uploading the source: %w", err)
+	}
+	d, err := layer.Digest()
+	if err != nil {
+		return nil, err
+	}
+	return &api.BinaryBuildSource{Repository: ns + "/" + bc + "-source", Digest: d.String()}, nil
+}
+
+// skipGit leaves .git directories out of an upload.
+type skipGit struct{ fs.FS }
+
+func (s skipGit) ReadDir(name string) ([]fs.DirEntry, error) {
+	ents, err := fs.ReadDir(s.FS, name)
+	out := ents[:0]
+	for _, e := range ents {
+		if e.Name() != ".git" {
+			out = append(out, e)
+		}
+	}
+	return out, err
 }

@@ -286,6 +286,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		host = "127.0.0.1"
 	}
 	s.RegistryHost = net.JoinHostPort(host, port)
+	s.API.SetRegistryHost(s.RegistryHost)
 	s.Registry, err = registry.New(ctx, registry.Config{
 		Store:   s.Store,
 		Authn:   s.API.Authenticator(),
