@@ -67,8 +67,29 @@ type GitBuildSource struct {
 // BuildStrategy names how to build. Today: Docker (BuildKit's Dockerfile
 // frontend).
 type BuildStrategy struct {
-	Type           string               `json:"type"`
+	Type           string               `json:"type"` // Docker or Source
 	DockerStrategy *DockerBuildStrategy `json:"dockerStrategy,omitempty"`
+	SourceStrategy *SourceBuildStrategy `json:"sourceStrategy,omitempty"`
+}
+
+// SourceBuildStrategy is Source-to-Image: From is a builder image whose
+// assemble script turns the source into the new image, and whose run
+// script becomes its command.
+type SourceBuildStrategy struct {
+	From *ObjectReference `json:"from"`
+	Env  []EnvVar         `json:"env,omitempty"`
+}
+
+// BaseImage is the image a strategy builds on: the Docker strategy's from,
+// or the Source strategy's builder image. Nil when there is none.
+func (s BuildStrategy) BaseImage() *ObjectReference {
+	switch {
+	case s.DockerStrategy != nil:
+		return s.DockerStrategy.From
+	case s.SourceStrategy != nil:
+		return s.SourceStrategy.From
+	}
+	return nil
 }
 
 // DockerBuildStrategy builds a Dockerfile.
@@ -163,8 +184,16 @@ var (
 		Validate: func(o Object) FieldErrors {
 			bc := o.(*BuildConfig)
 			var errs FieldErrors
-			if bc.Spec.Strategy.Type != "Docker" {
-				errs.Add("spec.strategy.type", FieldValueInvalid, "only Docker is supported today, not %q", bc.Spec.Strategy.Type)
+			switch st := bc.Spec.Strategy; {
+			case st.Type == "Docker":
+			case st.Type == "Source" && (st.SourceStrategy == nil || st.SourceStrategy.From == nil):
+				errs.Add("spec.strategy.sourceStrategy.from", FieldValueRequired, "Source builds need a builder image")
+			case st.Type == "Source":
+				if bc.Spec.Source.Dockerfile != "" {
+					errs.Add("spec.source.dockerfile", FieldValueInvalid, "Source builds run the builder's assemble script, not a Dockerfile")
+				}
+			default:
+				errs.Add("spec.strategy.type", FieldValueInvalid, "must be Docker or Source, not %q", st.Type)
 			}
 			if bc.Spec.Source.Dockerfile == "" && bc.Spec.Source.Git == nil && bc.Spec.Source.Binary == nil {
 				errs.Add("spec.source", FieldValueRequired, "give a git repository, an inline Dockerfile, or binary: {} for uploads")
@@ -186,8 +215,8 @@ var (
 						errs.Add(fieldIndex("spec.triggers", i, "secret"), FieldValueInvalid, "a webhook needs a secret of at least 16 characters")
 					}
 				case "ImageChange":
-					if ds := bc.Spec.Strategy.DockerStrategy; ds == nil || ds.From == nil || ds.From.Kind != "ImageStreamTag" {
-						errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "an ImageChange trigger needs spec.strategy.dockerStrategy.from to be an ImageStreamTag")
+					if from := bc.Spec.Strategy.BaseImage(); from == nil || from.Kind != "ImageStreamTag" {
+						errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "an ImageChange trigger needs the strategy's from to be an ImageStreamTag")
 					}
 				default:
 					errs.Add(fieldIndex("spec.triggers", i, "type"), FieldValueInvalid, "must be ConfigChange, ImageChange, Generic or GitHub, not %q", t.Type)

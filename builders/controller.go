@@ -341,8 +341,9 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		}
 		contextPath = real
 	}
+	s2i := b.Spec.Strategy.Type == "Source"
 	dockerfile := b.Spec.Source.Dockerfile
-	if dockerfile == "" {
+	if dockerfile == "" && !s2i {
 		// Read through os.Root, so a symlinked Dockerfile cannot reach
 		// outside the checked-out source.
 		root, err := os.OpenRoot(contextPath)
@@ -357,16 +358,21 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		dockerfile = string(data)
 	}
 	var baseRef string
-	if ds != nil && ds.From != nil {
-		baseRef, err = c.resolveFrom(ctx, b.Namespace, ds.From)
+	if from := b.Spec.Strategy.BaseImage(); from != nil {
+		baseRef, err = c.resolveFrom(ctx, b.Namespace, from)
 		if err != nil {
 			return "", "", api.BuildFailed, "InvalidBaseImage", err
 		}
-		if dockerfile, err = replaceLastFrom(dockerfile, baseRef); err != nil {
-			return "", "", api.BuildFailed, "InvalidDockerfile", err
+		if !s2i {
+			if dockerfile, err = replaceLastFrom(dockerfile, baseRef); err != nil {
+				return "", "", api.BuildFailed, "InvalidDockerfile", err
+			}
 		}
-		fmt.Fprintf(logs, "Base image %s/%s resolved to %s\n", b.Namespace, ds.From.Name, baseRef)
+		fmt.Fprintf(logs, "Base image %s resolved to %s\n", from.Name, baseRef)
 		_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.BaseImage = baseRef })
+	}
+	if s2i && baseRef == "" {
+		return "", "", api.BuildFailed, "InvalidBaseImage", errors.New("Source builds need a builder image")
 	}
 	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
 		return "", "", api.BuildError, "BuilderAccountFailed", err
@@ -436,19 +442,56 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		defer wg.Done()
 		_, _ = disp.UpdateFrom(context.WithoutCancel(ctx), ch)
 	}()
-	resp, err := cl.Solve(ctx, nil, bk.SolveOpt{
-		Frontend:      "dockerfile.v0",
-		FrontendAttrs: attrs,
-		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-		Exports:       []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
-		Session:       []session.Attachable{auth},
-	}, ch)
+	var resp *bk.SolveResponse
+	if s2i {
+		base, berr := c.baseImageRecord(ctx, b, baseRef)
+		if berr != nil {
+			close(ch)
+			wg.Wait()
+			return "", "", api.BuildFailed, "InvalidBaseImage", berr
+		}
+		labels := map[string]string{}
+		for k, v := range attrs {
+			if l, ok := strings.CutPrefix(k, "label:"); ok {
+				labels[l] = v
+			}
+		}
+		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, ch)
+	} else {
+		resp, err = cl.Solve(ctx, nil, bk.SolveOpt{
+			Frontend:      "dockerfile.v0",
+			FrontendAttrs: attrs,
+			LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
+			Exports:       []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
+			Session:       []session.Attachable{auth},
+		}, ch)
+	}
 	wg.Wait()
 	if err != nil {
 		return "", "", api.BuildFailed, "BuildFailed", err
 	}
 	dgst = resp.ExporterResponse["containerimage.digest"]
 	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, dgst, "", "", nil
+}
+
+// baseImageRecord finds the Image record of a resolved base reference
+// (REGISTRY/PROJECT/STREAM@DIGEST), for the builder image's labels.
+func (c *Controller) baseImageRecord(ctx context.Context, b *api.Build, ref string) (*api.Image, error) {
+	rest, ok := strings.CutPrefix(ref, c.Registry+"/")
+	at := strings.LastIndex(rest, "@")
+	if !ok || at < 0 {
+		return nil, fmt.Errorf("builder image %s is not in the integrated registry; import it first", ref)
+	}
+	project, _, _ := strings.Cut(rest[:at], "/")
+	o, err := c.Store.Get(ctx, api.Images, project, rest[at+1:])
+	if err != nil {
+		return nil, fmt.Errorf("builder image %s has no record: %w", ref, err)
+	}
+	img := o.(*api.Image)
+	if img.Config == nil {
+		img.Config = &api.ImageConfig{}
+	}
+	return img, nil
 }
 
 // fetchBinary downloads an uploaded archive from the build's own project,

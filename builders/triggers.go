@@ -76,15 +76,15 @@ func baseTag(bc *api.BuildConfig) *tagRef {
 	for _, t := range bc.Spec.Triggers {
 		has = has || t.Type == "ImageChange"
 	}
-	ds := bc.Spec.Strategy.DockerStrategy
-	if !has || ds == nil || ds.From == nil || ds.From.Kind != "ImageStreamTag" {
+	from := bc.Spec.Strategy.BaseImage()
+	if !has || from == nil || from.Kind != "ImageStreamTag" {
 		return nil
 	}
-	ns := ds.From.Namespace
+	ns := from.Namespace
 	if ns == "" {
 		ns = bc.Namespace
 	}
-	stream, tag, ok := strings.Cut(ds.From.Name, ":")
+	stream, tag, ok := strings.Cut(from.Name, ":")
 	if !ok {
 		tag = "latest"
 	}
@@ -151,13 +151,19 @@ func instantiateAt(ctx context.Context, s *store.Store, ns, name, base, cause, c
 		return nil, err
 	}
 	spec := api.BuildSpec{Source: bc.Spec.Source, Strategy: bc.Spec.Strategy, Output: bc.Spec.Output}
-	if base != "" && spec.Strategy.DockerStrategy != nil && spec.Strategy.DockerStrategy.From != nil {
-		ds := *spec.Strategy.DockerStrategy
-		from := *ds.From
+	if base != "" && spec.Strategy.BaseImage() != nil {
+		from := *spec.Strategy.BaseImage()
 		stream, _, _ := strings.Cut(from.Name, ":")
 		from.Kind, from.Name = "ImageStreamImage", stream+"@"+base
-		ds.From = &from
-		spec.Strategy.DockerStrategy = &ds
+		if ds := spec.Strategy.DockerStrategy; ds != nil {
+			d := *ds
+			d.From = &from
+			spec.Strategy.DockerStrategy = &d
+		} else {
+			s := *spec.Strategy.SourceStrategy
+			s.From = &from
+			spec.Strategy.SourceStrategy = &s
+		}
 	}
 	if commit != "" && spec.Source.Git != nil {
 		g := *spec.Source.Git
