@@ -60,10 +60,14 @@ type Controller struct {
 	// GitTransport carries git fetches; the server passes the import
 	// guard, so builds clone only from allowed, non-internal hosts.
 	GitTransport http.RoundTripper
+	// MaxRunning bounds builds running at once on this node. Default 4.
+	MaxRunning int
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
+	waiting map[string]bool // pending builds held back by MaxRunning
 	builds  *store.Informer
+	queue   *store.WorkQueue
 }
 
 // BuilderServiceAccount is the identity builds push as.
@@ -74,10 +78,14 @@ const BuildConfigLabel = "slipway.dev/buildconfig"
 
 // Run reconciles Builds until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
-	c.running = map[string]context.CancelFunc{}
+	c.running, c.waiting = map[string]context.CancelFunc{}, map[string]bool{}
+	if c.MaxRunning == 0 {
+		c.MaxRunning = 4
+	}
 	guardGit(c.GitTransport)
 	inf := store.NewInformer(c.Store, api.Builds)
 	q := store.NewWorkQueue()
+	c.queue = q
 	inf.AddHandler(func(ev store.Event) {
 		if ev.Type == api.Deleted {
 			return
@@ -139,16 +147,30 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	if wait, err := c.applyRunPolicy(ctx, b); wait || err != nil {
 		return err
 	}
-	bctx, cancelBuild := context.WithCancel(ctx)
 	c.mu.Lock()
+	if len(c.running) >= c.MaxRunning {
+		c.waiting[key] = true
+		c.mu.Unlock()
+		return nil
+	}
+	delete(c.waiting, key)
+	bctx, cancelBuild := context.WithCancel(ctx)
 	c.running[key] = cancelBuild
 	c.mu.Unlock()
 	go func() {
 		defer func() {
 			c.mu.Lock()
 			delete(c.running, key)
+			var next []string
+			for k := range c.waiting {
+				next = append(next, k)
+			}
 			c.mu.Unlock()
 			cancelBuild()
+			// A slot is free: look at the builds that waited for one.
+			for _, k := range next {
+				c.queue.Add(k)
+			}
 		}()
 		c.run(bctx, ctx, b)
 	}()

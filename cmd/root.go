@@ -55,7 +55,7 @@ Start everything on this machine, then log in:
 		getCmd(), describeCmd(), applyCmd(), createCmd(), deleteCmd(),
 		policyCmd(), apiResourcesCmd(),
 		tagCmd(), rollbackCmd(), importImageCmd(),
-		startBuildCmd(), cancelBuildCmd(), logsCmd(),
+		startBuildCmd(), cancelBuildCmd(), logsCmd(), rebuildCmd(),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usagef("%v\nSee '%s --help' for usage.", err, c.CommandPath())

@@ -235,11 +235,11 @@ func (s *Server) tlsConfig() *tls.Config {
 // a buildkitd the server still starts; builds then fail with a reason that
 // says what to do.
 func (s *Server) startBuilds(ctx context.Context) {
-	if s.cfg.Buildkitd == "none" {
-		return
-	}
 	bin := s.cfg.Buildkitd
-	if bin == "" {
+	if bin == "none" {
+		// No BuildKit: rebases still run; builds fail saying why.
+		bin = ""
+	} else if bin == "" {
 		var err error
 		if bin, err = builders.FindBuildkitd(); err != nil {
 			slog.Warn("builds are off", "err", err)
