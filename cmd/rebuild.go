@@ -308,4 +308,3 @@ func upToDate(ctx context.Context, cl *client.Client, it rebuildItem) bool {
 	}
 	return false
 }
-
