@@ -143,10 +143,10 @@ func Latest(is *api.ImageStream, tag string) (api.TagEvent, bool) {
 	return api.TagEvent{}, false
 }
 
-// Untag removes a tag and its history.
-func (r *Recorder) Untag(ctx context.Context, project, stream, tag string) error {
+// Untag removes a tag and its history, and returns the stream as stored.
+func (r *Recorder) Untag(ctx context.Context, project, stream, tag string) (*api.ImageStream, error) {
 	found := false
-	_, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
+	obj, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		is := o.(*api.ImageStream)
 		found = false
 		is.Status.Tags = slices.DeleteFunc(is.Status.Tags, func(t api.NamedTagEventList) bool {
@@ -159,9 +159,12 @@ func (r *Recorder) Untag(ctx context.Context, project, stream, tag string) error
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !found) {
-		return fmt.Errorf("%s/%s:%s: %w", project, stream, tag, ErrTagNotFound)
+		return nil, fmt.Errorf("%s/%s:%s: %w", project, stream, tag, ErrTagNotFound)
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return obj.(*api.ImageStream), nil
 }
 
 // Rollback moves a tag back to history entry n (0 is the current one) by

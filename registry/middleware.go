@@ -298,12 +298,15 @@ func (t *tags) Lookup(ctx context.Context, desc v1.Descriptor) ([]string, error)
 
 func (t *tags) Untag(ctx context.Context, tag string) error {
 	r := t.repo
-	if err := r.reg.recorder.Untag(ctx, r.project, r.stream, tag); err != nil {
+	is, err := r.reg.recorder.Untag(ctx, r.project, r.stream, tag)
+	if err != nil {
 		if errors.Is(err, imagestreams.ErrTagNotFound) {
 			return distribution.ErrTagUnknown{Tag: tag}
 		}
 		return err
 	}
+	// The next read of this tag on this replica must not find it.
+	r.reg.waitStreams(ctx, is)
 	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) {
 		return err
 	}
