@@ -68,10 +68,16 @@ func (s *Server) deleteProject(ctx context.Context, name string) (api.Object, er
 	if err != nil {
 		return nil, err
 	}
+	marked := obj
 	obj, err = s.store.GuaranteedUpdate(ctx, api.Projects, "", name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		o.(*api.Project).Status.Phase = api.ProjectTerminating
 		return nil
 	})
+	if errors.Is(err, store.ErrNotFound) {
+		// The finalizer saw the deletion timestamp and finished first.
+		marked.(*api.Project).Status.Phase = api.ProjectTerminating
+		obj, err = marked, nil
+	}
 	if err != nil {
 		return nil, err
 	}
