@@ -103,20 +103,7 @@ func (c *Controller) Run(ctx context.Context) {
 	})
 	c.builds = inf
 	go inf.Run(ctx)
-	go func() { <-ctx.Done(); q.Shutdown() }()
-	for {
-		key, ok := q.Get()
-		if !ok {
-			return
-		}
-		ns, name, _ := strings.Cut(key, "/")
-		o, found := inf.Get(ns, name)
-		var err error
-		if found {
-			err = c.reconcile(ctx, o.(*api.Build))
-		}
-		q.Done(key, err)
-	}
+	q.Process(ctx, inf, "builders: build", func(o api.Object) error { return c.reconcile(ctx, o.(*api.Build)) })
 }
 
 func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {

@@ -49,23 +49,7 @@ func (tr *Triggers) Run(ctx context.Context) {
 	})
 	go configs.Run(ctx)
 	go streams.Run(ctx)
-	go func() { <-ctx.Done(); q.Shutdown() }()
-	for {
-		key, ok := q.Get()
-		if !ok {
-			return
-		}
-		ns, name, _ := strings.Cut(key, "/")
-		o, found := configs.Get(ns, name)
-		var err error
-		if found {
-			err = tr.reconcile(ctx, o.(*api.BuildConfig))
-			if err != nil && ctx.Err() == nil {
-				slog.Warn("builders: trigger failed; will retry", "buildconfig", key, "err", err)
-			}
-		}
-		q.Done(key, err)
-	}
+	q.Process(ctx, configs, "builders: trigger", func(o api.Object) error { return tr.reconcile(ctx, o.(*api.BuildConfig)) })
 }
 
 type tagRef struct{ ns, stream, tag string }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -93,24 +92,7 @@ func (r *Registry) Run(ctx context.Context) {
 			}
 		}
 	}()
-	go func() { <-ctx.Done(); q.Shutdown() }()
-	for {
-		key, ok := q.Get()
-		if !ok {
-			return
-		}
-		ns, name, _ := strings.Cut(key, "/")
-		o, found := inf.Get(ns, name)
-		if !found {
-			q.Done(key, nil)
-			continue
-		}
-		err := r.reconcileTags(ctx, o.(*api.ImageStream))
-		if err != nil && ctx.Err() == nil {
-			slog.Warn("registry: tagging failed; will retry", "stream", key, "err", err)
-		}
-		q.Done(key, err)
-	}
+	q.Process(ctx, inf, "registry: tagging", func(o api.Object) error { return r.reconcileTags(ctx, o.(*api.ImageStream)) })
 }
 
 // ImportRequestedAnnotation on a spec tag asks for a fresh import; its

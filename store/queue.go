@@ -1,8 +1,13 @@
 package store
 
 import (
+	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
+
+	"slipway.dev/slipway/api"
 )
 
 // WorkQueue hands out each key to one worker at a time, merges repeated
@@ -86,4 +91,27 @@ func (q *WorkQueue) Shutdown() {
 	q.closed = true
 	q.mu.Unlock()
 	q.cond.Broadcast()
+}
+
+// Process hands each queued key's cached object to reconcile, one at a
+// time, until ctx ends: the worker loop of every controller. A key whose
+// object is gone is done (NotFound means done); an error retries the key
+// with backoff, and is logged with what.
+func (q *WorkQueue) Process(ctx context.Context, inf *Informer, what string, reconcile func(api.Object) error) {
+	go func() { <-ctx.Done(); q.Shutdown() }()
+	for {
+		key, ok := q.Get()
+		if !ok {
+			return
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		o, found := inf.Get(ns, name)
+		var err error
+		if found {
+			if err = reconcile(o); err != nil && ctx.Err() == nil {
+				slog.Warn(what+" failed; will retry", "key", key, "err", err)
+			}
+		}
+		q.Done(key, err)
+	}
 }
