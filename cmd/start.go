@@ -77,32 +77,10 @@ Log in as admin:
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
 	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra host names or IPs for the serving certificate")
-	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
-	f.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "your own serving certificate (PEM) instead of one from the platform CA")
-	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
+	registryFlags(f, &cfg)
 	f.StringVar(&cfg.Buildkitd, "buildkitd", "", `buildkitd binary for builds (default: next to slipway, then PATH; "none" turns builds off)`)
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, such as {s3: {bucket: …}} (default: filesystem under the data dir)")
-	importFlags(f, &cfg)
-	var dataDir string
-	rotate := &cobra.Command{
-		Use:     "rotate-key",
-		Short:   "Make a new signing key for registry tokens",
-		Long:    "Make a new key for signing registry tokens. Registries sign with it within a minute; tokens signed with the old key stay valid until they expire (5 minutes), after which old key files may be deleted.",
-		Example: "  slipway registry rotate-key --data-dir slipway.local",
-		Args:    cobra.NoArgs,
-		RunE: func(c *cobra.Command, args []string) error {
-			kid, err := registry.RotateKeys(filepath.Join(dataDir, "registry", "token-keys"))
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.OutOrStdout(), "New registry token key %s.\n", kid)
-			return nil
-		},
-	}
-	rotate.Flags().StringVar(&dataDir, "data-dir", "slipway.local", "the server's data directory")
-	c.AddCommand(rotate)
 	return c
 }
 
@@ -125,6 +103,15 @@ func (f storageFlag) Set(path string) error {
 	}
 	*f.s = st
 	return nil
+}
+
+// registryFlags are the registry's flags, shared by start and registry.
+func registryFlags(f *pflag.FlagSet, cfg *server.Config) {
+	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "your own serving certificate (PEM) instead of one from the platform CA")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
+	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, such as {s3: {bucket: …}} (default: filesystem under the data dir)")
+	importFlags(f, cfg)
 }
 
 // importFlags sets where import-image may reach.
@@ -169,13 +156,9 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory holding the registry's keys, secret and (by default) storage")
-	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
-	f.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "your own serving certificate (PEM) instead of one from the platform CA")
-	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
-	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section (default: filesystem under the data dir)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
-	importFlags(f, &cfg)
+	registryFlags(f, &cfg)
 	var dataDir string
 	rotate := &cobra.Command{
 		Use:     "rotate-key",

@@ -184,13 +184,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("server: creating the admin user: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	go s.API.Run(runCtx)
-	select {
-	case <-s.API.Ready():
-	case <-bootCtx.Done():
-		return nil, errors.New("server: caches did not sync within 60s; is etcd healthy?")
+	runCtx, err := s.runCaches(bootCtx)
+	if err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -255,16 +251,26 @@ func (s *Server) startBuilds(ctx context.Context) {
 	go (&builders.Triggers{Store: s.Store}).Run(ctx)
 }
 
-// startRegistryOnly runs the caches the registry needs (tokens, RBAC,
-// projects) and the registry, without serving the API.
-func (s *Server) startRegistryOnly(bootCtx context.Context) (*Server, error) {
+// runCaches starts the API's caches and controllers and waits until the
+// caches have synced.
+func (s *Server) runCaches(bootCtx context.Context) (context.Context, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go s.API.Run(runCtx)
 	select {
 	case <-s.API.Ready():
+		return runCtx, nil
 	case <-bootCtx.Done():
 		return nil, errors.New("server: caches did not sync within 60s; is etcd healthy?")
+	}
+}
+
+// startRegistryOnly runs the caches the registry needs (tokens, RBAC,
+// projects) and the registry, without serving the API.
+func (s *Server) startRegistryOnly(bootCtx context.Context) (*Server, error) {
+	runCtx, err := s.runCaches(bootCtx)
+	if err != nil {
+		return nil, err
 	}
 	if err := s.startRegistry(runCtx); err != nil {
 		return nil, err
