@@ -28,6 +28,24 @@ type BuildConfigSpec struct {
 	// Triggers start builds: ConfigChange when the config is created,
 	// ImageChange when the strategy's base image tag moves.
 	Triggers []BuildTrigger `json:"triggers,omitempty"`
+	// Rebase says the image's upper layers do not depend on the base
+	// (static binaries, buildpack-style apps): when the base moves, the
+	// new base is swapped in under the current output's layers instead of
+	// running a build. Builds fall back to a full build when the output
+	// has no image yet or does not record its base.
+	Rebase bool `json:"rebase,omitempty"`
+	// PostCommit runs in the new image before it is pushed; the build
+	// fails, and nothing is pushed, if it exits non-zero.
+	PostCommit *BuildPostCommit `json:"postCommit,omitempty"`
+}
+
+// BuildPostCommit is a test run in the new image, as in OpenShift: Script
+// runs under /bin/sh -c; otherwise Command (or the image's entrypoint) runs
+// with Args.
+type BuildPostCommit struct {
+	Script  string   `json:"script,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Args    []string `json:"args,omitempty"`
 }
 
 // BuildTrigger is one reason to start a build.
@@ -130,9 +148,16 @@ type Build struct {
 
 // BuildSpec is the config's spec as it was when the build was made.
 type BuildSpec struct {
-	Source   BuildSource   `json:"source"`
-	Strategy BuildStrategy `json:"strategy"`
-	Output   BuildOutput   `json:"output"`
+	Source     BuildSource      `json:"source"`
+	Strategy   BuildStrategy    `json:"strategy"`
+	Output     BuildOutput      `json:"output"`
+	Rebase     bool             `json:"rebase,omitempty"`
+	PostCommit *BuildPostCommit `json:"postCommit,omitempty"`
+}
+
+// BuildSpec is what a new Build of the config copies.
+func (s *BuildConfigSpec) BuildSpec() BuildSpec {
+	return BuildSpec{Source: s.Source, Strategy: s.Strategy, Output: s.Output, Rebase: s.Rebase, PostCommit: s.PostCommit}
 }
 
 // Build phases.
@@ -160,6 +185,9 @@ type BuildStatus struct {
 	// OutputDockerImageReference is where the image went, by digest.
 	OutputDockerImageReference string `json:"outputDockerImageReference,omitempty"`
 	OutputDigest               string `json:"outputDigest,omitempty"`
+	// RebasedFrom is the digest a rebase build swapped the base under; the
+	// new digest is OutputDigest.
+	RebasedFrom string `json:"rebasedFrom,omitempty"`
 	// Revision is the commit a git build built.
 	Revision string `json:"revision,omitempty"`
 	// LogTail is the end of the build log.

@@ -221,6 +221,9 @@ func (c *Controller) setStatus(ctx context.Context, b *api.Build, fn func(*api.B
 func (c *Controller) finish(ctx context.Context, b *api.Build, phase, reason, msg, ref, dgst string) error {
 	now := time.Now().UTC().Truncate(time.Second)
 	return c.setStatus(ctx, b, func(s *api.BuildStatus) {
+		if api.IsFinished(s.Phase) {
+			return // decided already: the cache that sent us here was stale
+		}
 		s.Phase, s.Reason, s.Message = phase, reason, msg
 		s.CompletionTimestamp = &now
 		if ref != "" {
@@ -311,6 +314,17 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	stream, tag, ok := strings.Cut(to.Name, ":")
 	if !ok {
 		tag = "latest"
+	}
+	if b.Spec.Rebase {
+		ref, dgst, err := c.tryRebase(ctx, b, stream, tag, logs)
+		switch {
+		case err == nil:
+			return ref, dgst, "", "", nil
+		case errors.Is(err, errNoRebase):
+			fmt.Fprintf(logs, "Not rebasing (%v); running a full build\n", err)
+		default:
+			return "", "", api.BuildFailed, "RebaseFailed", err
+		}
 	}
 	dir, err := os.MkdirTemp("", "slipway-build-")
 	if err != nil {
@@ -481,6 +495,35 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	}
 	dgst = resp.ExporterResponse["containerimage.digest"]
 	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, dgst, "", "", nil
+}
+
+// tryRebase runs the rebase strategy: resolve the base, and swap it in
+// under the output's current image.
+func (c *Controller) tryRebase(ctx context.Context, b *api.Build, stream, tag string, logs io.Writer) (ref, dgst string, err error) {
+	from := b.Spec.Strategy.BaseImage()
+	if from == nil {
+		return "", "", fmt.Errorf("%w: the strategy has no base image", errNoRebase)
+	}
+	baseRef, err := c.resolveFrom(ctx, b.Namespace, from)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %v", errNoRebase, err) // the full build reports it
+	}
+	fmt.Fprintf(logs, "Base image %s resolved to %s\n", from.Name, baseRef)
+	_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.BaseImage = baseRef })
+	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
+		return "", "", err
+	}
+	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
+	if err != nil {
+		return "", "", err
+	}
+	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
+	ref, dgst, from0, err := c.rebase(ctx, b, baseRef, stream, tag, secret, logs)
+	if err != nil {
+		return "", "", err
+	}
+	_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.RebasedFrom = from0 })
+	return ref, dgst, nil
 }
 
 // baseImageRecord finds the Image record of a resolved base reference

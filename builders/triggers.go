@@ -134,7 +134,7 @@ func instantiateAt(ctx context.Context, s *store.Store, ns, name, base, cause, c
 	if err != nil || skip {
 		return nil, err
 	}
-	spec := api.BuildSpec{Source: bc.Spec.Source, Strategy: bc.Spec.Strategy, Output: bc.Spec.Output}
+	spec := bc.Spec.BuildSpec()
 	if base != "" && spec.Strategy.BaseImage() != nil {
 		from := *spec.Strategy.BaseImage()
 		stream, _, _ := strings.Cut(from.Name, ":")

@@ -79,7 +79,7 @@ func instantiate(ctx context.Context, cl *client.Client, ns, name string, bin *a
 				Name: fmt.Sprintf("%s-%d", name, bc.Status.LastVersion), Namespace: ns,
 				Labels: map[string]string{builders.BuildConfigLabel: name},
 			},
-			Spec: api.BuildSpec{Source: bc.Spec.Source, Strategy: bc.Spec.Strategy, Output: bc.Spec.Output},
+			Spec: bc.Spec.BuildSpec(),
 		}
 		if bin != nil {
 			b.Spec.Source.Binary, b.Spec.Source.Git = bin, nil
