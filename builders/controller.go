@@ -23,6 +23,7 @@ import (
 
 	"github.com/docker/cli/cli/config/types"
 	bk "github.com/moby/buildkit/client"
+	gateway "github.com/moby/buildkit/frontend/gateway/client"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/auth/authprovider"
@@ -466,6 +467,14 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		_, _ = disp.UpdateFrom(context.WithoutCancel(ctx), ch)
 	}()
 	var resp *bk.SolveResponse
+	var hookErr error
+	hook := func(ctx context.Context, gw gateway.Client, res *gateway.Result) error {
+		if b.Spec.PostCommit == nil {
+			return nil
+		}
+		hookErr = runPostCommit(ctx, gw, res, b.Spec.PostCommit)
+		return hookErr
+	}
 	if s2i {
 		base, berr := c.baseImageRecord(ctx, b, baseRef)
 		if berr != nil {
@@ -479,17 +488,26 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 				labels[l] = v
 			}
 		}
-		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, ch)
+		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, hook, ch)
 	} else {
-		resp, err = cl.Solve(ctx, nil, bk.SolveOpt{
-			Frontend:      "dockerfile.v0",
-			FrontendAttrs: attrs,
-			LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-			Exports:       []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
-			Session:       []session.Attachable{auth},
+		// Through the gateway, so the post-commit hook runs on the result
+		// before the export pushes it.
+		resp, err = cl.Build(ctx, bk.SolveOpt{
+			LocalMounts: map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
+			Exports:     []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
+			Session:     []session.Attachable{auth},
+		}, "slipway-docker", func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
+			res, err := gw.Solve(ctx, gateway.SolveRequest{Frontend: "dockerfile.v0", FrontendOpt: attrs})
+			if err != nil {
+				return nil, err
+			}
+			return res, hook(ctx, gw, res)
 		}, ch)
 	}
 	wg.Wait()
+	if hookErr != nil {
+		return "", "", api.BuildFailed, "PostCommitHookFailed", fmt.Errorf("the postCommit hook failed, so nothing was pushed: %w", hookErr)
+	}
 	if err != nil {
 		return "", "", api.BuildFailed, "BuildFailed", err
 	}

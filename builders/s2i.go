@@ -58,7 +58,8 @@ func planS2I(cfg *api.ImageConfig) (s2iPlan, error) {
 // solveS2I builds with LLB: copy the source into DEST/src, run assemble as
 // the image's user, and export with run as the command.
 func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, baseRef string, base *api.Image, ctxFS fsutil.FS,
-	exportAttrs map[string]string, labels map[string]string, auth session.Attachable, ch chan *bk.SolveStatus) (*bk.SolveResponse, error) {
+	exportAttrs map[string]string, labels map[string]string, auth session.Attachable,
+	hook func(context.Context, gateway.Client, *gateway.Result) error, ch chan *bk.SolveStatus) (*bk.SolveResponse, error) {
 	plan, err := planS2I(base.Config)
 	if err != nil {
 		close(ch)
@@ -128,6 +129,6 @@ func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, 
 			return nil, err
 		}
 		res.AddMeta(exptypes.ExporterImageConfigKey, cfgJSON)
-		return res, nil
+		return res, hook(ctx, gw, res)
 	}, ch)
 }

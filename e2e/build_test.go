@@ -146,6 +146,39 @@ spec:
       from: {kind: ImageStreamTag, name: "base:1"}
   output:
     to: {kind: ImageStreamTag, name: "broken:latest"}
+---
+kind: BuildConfig
+metadata: {name: tested}
+spec:
+  source:
+    dockerfile: |
+      FROM scratch
+      RUN ["/bin/busybox", "sh", "-c", "echo built > /built"]
+  postCommit:
+    command: ["/bin/busybox", "sh", "-c", "test -f /built && echo hook-saw-built"]
+  strategy:
+    type: Docker
+    dockerStrategy:
+      from: {kind: ImageStreamTag, name: "base:1"}
+  output:
+    to: {kind: ImageStreamTag, name: "tested:latest"}
+---
+kind: BuildConfig
+metadata: {name: untested}
+spec:
+  source:
+    dockerfile: |
+      FROM scratch
+      RUN ["/bin/busybox", "sh", "-c", "echo built > /built"]
+  postCommit:
+    command: ["/bin/busybox", "sh", "-c"]
+    args: ["echo hook-says-no; exit 3"]
+  strategy:
+    type: Docker
+    dockerStrategy:
+      from: {kind: ImageStreamTag, name: "base:1"}
+  output:
+    to: {kind: ImageStreamTag, name: "untested:latest"}
 `), 0o600)
 	c.ok("apply", "-f", bc)
 	out := c.ok("start-build", "web", "--follow")
@@ -199,5 +232,21 @@ spec:
 	}
 	if got := c.ok("get", "builds"); !strings.Contains(got, "Complete") || !strings.Contains(got, "Failed") {
 		t.Errorf("get builds = %q", got)
+	}
+
+	// The postCommit hook runs in the new image before the push: passing,
+	// the image is pushed; failing, the build fails and nothing is pushed.
+	c.ok("start-build", "tested", "--wait")
+	tb := waitBuild(t, admin, "bld", "tested-1")
+	if tb.Status.Phase != api.BuildComplete || !strings.Contains(tb.Status.LogTail, "hook-saw-built") {
+		t.Errorf("tested-1 = %s (%s), log:\n%s\nwant Complete with the hook's output", tb.Status.Phase, tb.Status.Message, tb.Status.LogTail)
+	}
+	c.run("", "start-build", "untested", "--wait")
+	ub := waitBuild(t, admin, "bld", "untested-1")
+	if ub.Status.Phase != api.BuildFailed || ub.Status.Reason != "PostCommitHookFailed" || !strings.Contains(ub.Status.LogTail, "hook-says-no") {
+		t.Errorf("untested-1 = %s/%s: %s, log:\n%s\nwant Failed/PostCommitHookFailed with the hook's output", ub.Status.Phase, ub.Status.Reason, ub.Status.Message, ub.Status.LogTail)
+	}
+	if _, err := admin.Get(ctx, api.ImageStreams, "bld", "untested"); !api.IsNotFound(err) {
+		t.Errorf("a build whose hook failed pushed its output: %v", err)
 	}
 }
