@@ -96,6 +96,10 @@ type BuildStrategy struct {
 type SourceBuildStrategy struct {
 	From *ObjectReference `json:"from"`
 	Env  []EnvVar         `json:"env,omitempty"`
+	// Incremental runs the previous image's save-artifacts script and
+	// hands its output to assemble in DEST/artifacts, as s2i does. Needs
+	// /bin/sh in the image.
+	Incremental bool `json:"incremental,omitempty"`
 }
 
 // BaseImage is the image a strategy builds on: the Docker strategy's from,

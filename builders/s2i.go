@@ -16,6 +16,7 @@ import (
 	"github.com/tonistiigi/fsutil"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/imagestreams"
 )
 
 // Source-to-Image, as BuildKit LLB: the builder image's assemble script runs
@@ -72,6 +73,13 @@ func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, 
 		copyOpts.ChownOpt = &llb.ChownOpt{User: &llb.UserOpt{Name: plan.user}}
 	}
 	st := llb.Image(baseRef).File(llb.Copy(llb.Local("context"), "/", src, copyOpts))
+	if ss != nil && ss.Incremental {
+		if prev := c.previousOutput(ctx, b); prev != "" {
+			st = st.File(llb.Copy(saveArtifacts(prev, plan), "/artifacts.tar*", plan.dest+"/artifacts/", &llb.CopyInfo{
+				AllowWildcard: true, AllowEmptyWildcard: true, AttemptUnpack: true, CreateDestPath: true, ChownOpt: copyOpts.ChownOpt,
+			}))
+		}
+	}
 	runOpts := []llb.RunOption{llb.Args([]string{plan.scripts + "/assemble"}), llb.Dir(src), llb.WithCustomName("assemble")}
 	if plan.user != "" {
 		runOpts = append(runOpts, llb.User(plan.user))
@@ -131,4 +139,38 @@ func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, 
 		res.AddMeta(exptypes.ExporterImageConfigKey, cfgJSON)
 		return res, hook(ctx, gw, res)
 	}, ch)
+}
+
+// saveArtifacts runs save-artifacts in the previous image, when it has
+// one, and returns a state holding its tar stream as /artifacts.tar.
+func saveArtifacts(prevRef string, plan s2iPlan) llb.State {
+	script := plan.scripts + "/save-artifacts"
+	opts := []llb.RunOption{
+		llb.Args([]string{"/bin/sh", "-c", "if [ -x " + script + " ]; then " + script + " > /slipway-artifacts/artifacts.tar; fi"}),
+		llb.WithCustomName("save-artifacts from the previous image"),
+		llb.AddMount("/slipway-artifacts", llb.Scratch()),
+	}
+	if plan.user != "" {
+		opts = append(opts, llb.User(plan.user))
+	}
+	return llb.Image(prevRef).Run(opts...).GetMount("/slipway-artifacts")
+}
+
+// previousOutput is the image the build's output tag holds now, by
+// digest, or "" for a first build.
+func (c *Controller) previousOutput(ctx context.Context, b *api.Build) string {
+	to := b.Spec.Output.To
+	stream, tag, ok := strings.Cut(to.Name, ":")
+	if !ok {
+		tag = "latest"
+	}
+	o, err := c.Store.Get(ctx, api.ImageStreams, b.Namespace, stream)
+	if err != nil {
+		return ""
+	}
+	ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
+	if !ok {
+		return ""
+	}
+	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + ev.Image
 }

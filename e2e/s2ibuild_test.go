@@ -24,14 +24,19 @@ func s2iBuilderImage(t *testing.T) v1.Image {
 	t.Helper()
 	script := func(body string) string { return "#!/bin/busybox sh\n" + body + "\n" }
 	files := map[string]string{
-		"usr/libexec/s2i/assemble": script("set -e\n/bin/busybox mkdir -p /app\n/bin/busybox cp -r /tmp/src/. /app/\necho assembled > /app/ASSEMBLED"),
-		"usr/libexec/s2i/run":      script("exec /bin/busybox cat /app/ASSEMBLED /app/greeting.txt"),
+		// assemble counts builds: an incremental build finds the last
+		// count in the artifacts save-artifacts kept.
+		"usr/libexec/s2i/assemble": script("set -e\n/bin/busybox mkdir -p /app\n/bin/busybox cp -r /tmp/src/. /app/\necho assembled > /app/ASSEMBLED\n" +
+			"n=0; [ -f /tmp/artifacts/count ] && n=$(/bin/busybox cat /tmp/artifacts/count)\necho $((n+1)) > /app/count"),
+		"usr/libexec/s2i/run":            script("exec /bin/busybox cat /app/ASSEMBLED /app/greeting.txt /app/count"),
+		"usr/libexec/s2i/save-artifacts": script("cd /app && exec /bin/busybox tar -cf - count"),
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, d := range []string{"usr/", "usr/libexec/", "usr/libexec/s2i/", "tmp/"} {
 		tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o1777})
 	}
+	tw.WriteHeader(&tar.Header{Name: "bin/sh", Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	for name, body := range files {
 		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(body))})
 		tw.Write([]byte(body))
@@ -76,7 +81,7 @@ func TestSourceToImageBuild(t *testing.T) {
 		ObjectMeta: api.ObjectMeta{Name: "site", Namespace: "s2i"},
 		Spec: api.BuildConfigSpec{
 			Source:   api.BuildSource{Binary: &api.BinaryBuildSource{}},
-			Strategy: api.BuildStrategy{Type: "Source", SourceStrategy: &api.SourceBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Name: "builder:1"}}},
+			Strategy: api.BuildStrategy{Type: "Source", SourceStrategy: &api.SourceBuildStrategy{Incremental: true, From: &api.ObjectReference{Kind: "ImageStreamTag", Name: "builder:1"}}},
 			Output:   api.BuildOutput{To: &api.ObjectReference{Kind: "ImageStreamTag", Name: "site:latest"}},
 		},
 	}
@@ -110,7 +115,18 @@ func TestSourceToImageBuild(t *testing.T) {
 	dc := newDockerCLI(t)
 	dc.login(p.registry, "admin", admin.Token())
 	out := dc.ok("run", "--rm", "--network", "none", p.registry+"/s2i/site:latest")
-	if !strings.Contains(out, "assembled") || !strings.Contains(out, "hello from source") {
-		t.Errorf("running the S2I image printed %q, want the assemble marker and the source's file", out)
+	if !strings.Contains(out, "assembled") || !strings.Contains(out, "hello from source") || !strings.HasSuffix(out, "\n1\n") {
+		t.Errorf("running the S2I image printed %q, want the assemble marker, the source's file and build count 1", out)
+	}
+
+	// Incremental: the second build gets the first's artifacts.
+	c.ok("start-build", "site", "--from-dir", src, "--wait")
+	b2 := waitBuild(t, admin, "s2i", "site-2")
+	if b2.Status.Phase != api.BuildComplete || !strings.Contains(b2.Status.LogTail, "save-artifacts") {
+		t.Fatalf("site-2 = %s (%s): %s\n%s", b2.Status.Phase, b2.Status.Reason, b2.Status.Message, b2.Status.LogTail)
+	}
+	out = dc.ok("run", "--rm", "--network", "none", p.registry+"/s2i/site@"+b2.Status.OutputDigest)
+	if !strings.HasSuffix(out, "\n2\n") {
+		t.Errorf("the incremental build printed %q, want build count 2 from the saved artifacts", out)
 	}
 }
