@@ -413,3 +413,38 @@ func validatePodSpec(path string, s *PodSpec) FieldErrors {
 	}
 	return errs
 }
+
+// Labels and annotations the cluster controllers put on pods.
+const (
+	// ControllerLabel names the ReplicationController that made a pod;
+	// the scheduler spreads pods with the same value.
+	ControllerLabel = "slipway.dev/controller"
+	// TerminatingAnnotation marks a pod being scaled down: endpoints drop
+	// it at once, and it is deleted after a grace period, so the proxy
+	// stops sending it requests before it stops.
+	TerminatingAnnotation = "slipway.dev/terminating"
+)
+
+// PodReady reports whether a pod's Ready condition is True.
+func PodReady(p *Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == "Ready" {
+			return c.Status == ConditionTrue
+		}
+	}
+	return false
+}
+
+// SelectorMatches reports whether labels carry every key=value of sel. An
+// empty selector matches nothing.
+func SelectorMatches(sel, labels map[string]string) bool {
+	if len(sel) == 0 {
+		return false
+	}
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

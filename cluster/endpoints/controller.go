@@ -1,0 +1,101 @@
+// Package endpoints keeps each Service's Endpoints: the addresses of the
+// ready pods its selector matches, with the service's target ports. The
+// service proxy on every node balances across them.
+package endpoints
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"sort"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/store"
+)
+
+// Controller reconciles Endpoints from Services and Pods.
+type Controller struct {
+	Store *store.Store
+
+	pods, services, endpoints *store.Informer
+}
+
+// Run reconciles until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	c.pods = store.NewInformer(c.Store, api.Pods)
+	c.services = store.NewInformer(c.Store, api.Services)
+	c.endpoints = store.NewInformer(c.Store, api.EndpointsResource)
+	q := store.NewWorkQueue()
+	c.services.AddHandler(func(ev store.Event) {
+		o := ev.Object.GetObjectMeta()
+		if ev.Type == api.Deleted {
+			// The service is gone: so are its endpoints.
+			go func() {
+				if _, err := c.Store.Delete(ctx, api.EndpointsResource, o.Namespace, o.Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+					slog.Warn("endpoints: deleting the endpoints of a deleted service", "service", o.Namespace+"/"+o.Name, "err", err)
+				}
+			}()
+			return
+		}
+		q.Add(o.Namespace + "/" + o.Name)
+	})
+	c.pods.AddHandler(func(ev store.Event) {
+		p := ev.Object.(*api.Pod)
+		for _, o := range c.services.List(p.Namespace) {
+			if api.SelectorMatches(o.(*api.Service).Spec.Selector, p.Labels) {
+				q.Add(p.Namespace + "/" + o.GetObjectMeta().Name)
+			}
+		}
+	})
+	go c.pods.Run(ctx)
+	go c.endpoints.Run(ctx)
+	go c.services.Run(ctx)
+	q.Process(ctx, c.services, "endpoints: service", func(o api.Object) error { return c.reconcile(ctx, o.(*api.Service)) })
+}
+
+// Subsets computes what a service's endpoints should hold.
+func Subsets(svc *api.Service, pods []api.Object) []api.EndpointSubset {
+	var addrs []api.EndpointAddress
+	for _, o := range pods {
+		p := o.(*api.Pod)
+		if !api.SelectorMatches(svc.Spec.Selector, p.Labels) || p.Status.PodIP == "" || !api.PodReady(p) ||
+			p.Annotations[api.TerminatingAnnotation] != "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		addrs = append(addrs, api.EndpointAddress{IP: p.Status.PodIP, NodeName: p.Spec.NodeName, PodName: p.Name})
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].PodName < addrs[j].PodName })
+	var ports []api.ServicePort
+	for _, sp := range svc.Spec.Ports {
+		p := sp
+		if p.TargetPort == 0 {
+			p.TargetPort = p.Port
+		}
+		if p.Protocol == "" {
+			p.Protocol = "TCP"
+		}
+		ports = append(ports, p)
+	}
+	return []api.EndpointSubset{{Addresses: addrs, Ports: ports}}
+}
+
+func (c *Controller) reconcile(ctx context.Context, svc *api.Service) error {
+	want := Subsets(svc, c.pods.List(svc.Namespace))
+	cur, ok := c.endpoints.Get(svc.Namespace, svc.Name)
+	if !ok {
+		ep := &api.Endpoints{ObjectMeta: api.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace}, Subsets: want}
+		return c.Store.Create(ctx, api.EndpointsResource, ep) // ErrExists: a stale cache; the retry updates
+	}
+	if reflect.DeepEqual(cur.(*api.Endpoints).Subsets, want) {
+		return nil
+	}
+	_, err := c.Store.GuaranteedUpdate(ctx, api.EndpointsResource, svc.Namespace, svc.Name, store.UpdateOptions{}, func(o api.Object) error {
+		o.(*api.Endpoints).Subsets = want
+		return nil
+	})
+	return err
+}

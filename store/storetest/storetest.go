@@ -1,0 +1,86 @@
+// Package storetest gives tests a store on a real embedded etcd member,
+// one per test binary, with every store under its own key prefix:
+//
+//	func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
+//
+//	func TestX(t *testing.T) {
+//		s := storetest.New(t)
+//		ctx := storetest.Context(t)
+//		...
+//	}
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"slipway.dev/slipway/store"
+	"slipway.dev/slipway/store/etcd"
+)
+
+var (
+	shared *clientv3.Client
+	runs   atomic.Int64
+)
+
+// Main starts the member, runs the tests, and stops it. It returns the
+// exit code for os.Exit.
+func Main(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "storetest-etcd-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	member, err := etcd.Start(etcd.Config{Dir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer member.Close()
+	c, err := etcd.Client(member.ClientURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Close()
+	shared = c
+	return m.Run()
+}
+
+// New returns a store under a prefix no other store of this process uses.
+func New(t testing.TB) *store.Store {
+	t.Helper()
+	if shared == nil {
+		t.Fatal("storetest: call storetest.Main from TestMain")
+	}
+	return store.New(shared, store.WithPrefix(fmt.Sprintf("/t/%d/%s/", runs.Add(1), t.Name())))
+}
+
+// Context bounds a test so that a hang fails instead of blocking the
+// binary. It is not a timing assertion.
+func Context(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Eventually polls cond every 20ms until it holds, failing the test with
+// what when ctx ends first.
+func Eventually(t testing.TB, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting until %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
