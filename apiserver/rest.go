@@ -33,6 +33,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case info.Subresource == "":
 	case info.Subresource == "status" && res.HasStatus && info.Verb != "create" && info.Verb != "delete":
 	case info.Subresource == "token" && res == api.ServiceAccounts && info.Verb == "create":
+	case res == api.Pods && (info.Subresource == "log" && info.Verb == "get" || info.Subresource == "exec" && info.Verb == "create"):
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
 		return
@@ -63,6 +64,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := r.Context()
+	if res == api.Pods && (info.Subresource == "log" || info.Subresource == "exec") {
+		s.servePod(w, r, info)
+		return
+	}
 	switch info.Verb {
 	case "get":
 		obj, err := s.store.Get(ctx, res, info.Namespace, info.Name)
@@ -549,4 +554,37 @@ func (s *Server) admitSpecTags(ctx context.Context, u identity.Info, ns string, 
 		}
 	}
 	return nil
+}
+
+// PodGateway reaches the node agent that runs a pod, for its log and for
+// exec.
+type PodGateway interface {
+	ServePod(w http.ResponseWriter, r *http.Request, pod *api.Pod, subresource string)
+}
+
+// servePod hands pods/log and pods/exec to the pod's node agent.
+func (s *Server) servePod(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	obj, err := s.store.Get(r.Context(), api.Pods, info.Namespace, info.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pod := obj.(*api.Pod)
+	switch {
+	case s.cfg.Pods == nil:
+		writeStatus(w, api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "this API server cannot reach node agents"))
+	case pod.Spec.NodeName == "":
+		writeStatus(w, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "pod %s is not on a node yet (%s); see `slipway describe pod %s`", pod.Name, podReason(pod), pod.Name))
+	default:
+		s.cfg.Pods.ServePod(w, r, pod, info.Subresource)
+	}
+}
+
+func podReason(p *api.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == "PodScheduled" && c.Message != "" {
+			return c.Message
+		}
+	}
+	return "waiting for the scheduler"
 }

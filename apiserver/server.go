@@ -42,6 +42,9 @@ type Config struct {
 	// Webhooks, if set, serves /webhooks/ without platform
 	// authentication: it checks its own secrets.
 	Webhooks http.Handler
+	// Pods reaches node agents for pods/log and pods/exec. Nil answers
+	// 503.
+	Pods PodGateway
 }
 
 // Validate fills defaults.
