@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -176,38 +175,55 @@ func cancelBuildCmd() *cobra.Command {
 
 func logsCmd() *cobra.Command {
 	var follow bool
+	var container string
 	c := &cobra.Command{
-		Use:   "logs build/NAME",
-		Short: "Show a build's log",
-		Example: `  slipway logs build/web-3
+		Use:   "logs [-f] POD [-c CONTAINER] | build/NAME",
+		Short: "Show a pod container's log or a build's log",
+		Example: `  slipway logs web-2-x7k2p
+  slipway logs -f web-2-x7k2p -c sidecar
   slipway logs -f build/web-4`,
-		Args: exactArgs(1, "build/NAME"),
+		Args: exactArgs(1, "a pod or build/NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
-			name, ok := strings.CutPrefix(args[0], "build/")
-			if !ok {
-				if _, err := strconv.Atoi(args[0]); err == nil || !strings.Contains(args[0], "-") {
-					return usagef("logs shows builds today: slipway logs build/NAME")
-				}
-				name = args[0]
-			}
 			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}
-			o, err := cl.Get(c.Context(), api.Builds, ns, name)
-			if err != nil {
+			kind, name, ok := strings.Cut(args[0], "/")
+			if !ok {
+				kind, name = "pod", args[0]
+			}
+			switch kind {
+			case "pod", "pods", "po":
+				err := cl.PodLogs(c.Context(), ns, name, container, follow, c.OutOrStdout())
+				if !ok && api.IsNotFound(err) {
+					// A bare name that is not a pod may be a build.
+					if _, berr := cl.Get(c.Context(), api.Builds, ns, name); berr == nil {
+						return buildLogs(c, cl, ns, name, follow)
+					}
+				}
 				return err
+			case "build", "builds":
+				return buildLogs(c, cl, ns, name, follow)
 			}
-			b := o.(*api.Build)
-			if !follow || api.IsFinished(b.Status.Phase) {
-				fmt.Fprint(c.OutOrStdout(), b.Status.LogTail)
-				return nil
-			}
-			return followBuild(c.Context(), cl, ns, name, true, c.OutOrStdout())
+			return usagef("logs shows pods (POD or pod/NAME) and builds (build/NAME), not %q", kind)
 		},
 	}
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the build ends")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the container or build ends")
+	c.Flags().StringVarP(&container, "container", "c", "", "the pod's container (default: its first)")
 	return c
+}
+
+func buildLogs(c *cobra.Command, cl *client.Client, ns, name string, follow bool) error {
+	o, err := cl.Get(c.Context(), api.Builds, ns, name)
+	if err != nil {
+		return err
+	}
+	b := o.(*api.Build)
+	if !follow || api.IsFinished(b.Status.Phase) {
+		fmt.Fprint(c.OutOrStdout(), b.Status.LogTail)
+		return nil
+	}
+	return followBuild(c.Context(), cl, ns, name, true, c.OutOrStdout())
 }
 
 // uploadDir archives dir (without .git) and stores it as a blob in the

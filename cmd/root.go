@@ -56,6 +56,7 @@ Start everything on this machine, then log in:
 		policyCmd(), apiResourcesCmd(),
 		tagCmd(), rollbackCmd(), importImageCmd(),
 		startBuildCmd(), cancelBuildCmd(), logsCmd(), rebuildCmd(),
+		rolloutCmd(), scaleCmd(), execCmd(),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usagef("%v\nSee '%s --help' for usage.", err, c.CommandPath())

@@ -15,8 +15,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.Root().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", cmd.Friendly(err))
+		code := cmd.ExitCode(err)
+		if code == 1 {
+			fmt.Fprintln(os.Stderr, "error:", cmd.Friendly(err))
+		}
 		stop()
-		os.Exit(1)
+		os.Exit(code)
 	}
 }
