@@ -235,9 +235,10 @@ type Service struct {
 	Spec       ServiceSpec `json:"spec"`
 }
 
-// ServiceSpec is the selector and ports. ClusterIP is where the node's
-// proxy listens (the node's address); each port is proxied on NodePort
-// there.
+// ServiceSpec is the selector and ports. ClusterIP is a virtual address
+// from the service range (default 10.43.0.0/16), assigned when the service
+// is made; every node's proxy listens on it and balances across the
+// service's endpoints.
 type ServiceSpec struct {
 	Selector  map[string]string `json:"selector"`
 	Ports     []ServicePort     `json:"ports"`

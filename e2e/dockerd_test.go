@@ -3,27 +3,23 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"slipway.dev/slipway/cluster/runtime/dockertest"
 )
 
-// The docker tests share one private dockerd, started on first use and
-// stopped by TestMain. It never touches the machine's own daemon: its data
-// root, exec root (with its own containerd), pid file, socket and config
-// file all live in one temporary directory. --bridge=none means no docker0,
-// no iptables rules and nothing shared with another dockerd on the host;
-// builds and `docker run` still work (containers get only a loopback), and
-// pulls and pushes are made by the daemon itself, which reaches the
-// registry on 127.0.0.1 (docker trusts 127.0.0.0/8 over plain HTTP).
+// The docker tests share one private dockerd (cluster/runtime/dockertest),
+// started on first use and stopped by TestMain. It never touches the
+// machine's own daemon. Pulls and pushes are made by the daemon itself,
+// which reaches the registry on 127.0.0.1 (docker trusts 127.0.0.0/8 over
+// plain HTTP).
 
 const baseImageRef = "slipway-e2e/busybox:base"
 
@@ -42,7 +38,7 @@ var (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if theDockerd != nil {
-		if err := theDockerd.stop(); err != nil {
+		if err := theDockerd.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: stopping the private dockerd:", err)
 		}
 	}
@@ -52,129 +48,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type dockerd struct {
-	dir  string
-	sock string
-	cmd  *exec.Cmd
-	done chan error
-	log  string
-}
+// dockerd is the package's private engine. Its default network is the
+// bridge slpwe2e0 (10.215.0.1/24), which the tests make, so pods get
+// addresses the host reaches directly; builds, pulls and pushes work as
+// before.
+type dockerd = dockertest.Daemon
 
-const depsHint = "run `make test-deps` (hack/install-deps.sh test) to install docker.io, runc, skopeo and busybox-static"
+const depsHint = dockertest.DepsHint
+
+// e2e's bridge: another package's tests may run their own at once.
+const (
+	e2eBridge = "slpwe2e0"
+	e2eCIDR   = "10.215.0.1/24"
+)
 
 // dockerDaemon returns the package's private dockerd, starting it once.
 func dockerDaemon(t *testing.T) *dockerd {
 	t.Helper()
-	dockerOnce.Do(func() { theDockerd, dockerErr = startDockerd() })
+	dockerOnce.Do(func() { theDockerd, dockerErr = dockertest.Start(dockertest.Options{Bridge: e2eBridge, CIDR: e2eCIDR}) })
 	if dockerErr != nil {
 		t.Fatal(dockerErr)
 	}
 	return theDockerd
-}
-
-func startDockerd() (*dockerd, error) {
-	for _, tool := range []string{"dockerd", "docker", "containerd", "runc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is not installed: %s", tool, depsHint)
-		}
-	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the docker tests start their own dockerd, which needs root: run them as root")
-	}
-	dir, err := os.MkdirTemp("", "slipway-e2e-dockerd")
-	if err != nil {
-		return nil, err
-	}
-	d := &dockerd{dir: dir, sock: filepath.Join(dir, "docker.sock"), done: make(chan error, 1), log: filepath.Join(dir, "dockerd.log")}
-	// An empty config file, so that /etc/docker/daemon.json cannot clash
-	// with the flags.
-	cfg := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(d.log)
-	if err != nil {
-		return nil, err
-	}
-	d.cmd = exec.Command("dockerd",
-		"--config-file", cfg,
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "docker.pid"),
-		"--host", "unix://"+d.sock,
-		"--bridge=none", "--iptables=false",
-	)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// If the test binary dies without running TestMain's cleanup (a
-	// timeout panic, a kill), the kernel stops dockerd. Pdeathsig fires
-	// when the forking thread exits, so that thread stays locked to this
-	// goroutine for as long as dockerd runs.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := d.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		d.done <- d.cmd.Wait()
-		logf.Close()
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("starting dockerd: %w", err)
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case err := <-d.done:
-			d.done <- err
-			return nil, fmt.Errorf("dockerd exited at start: %v\n%s", err, d.logTail())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := exec.CommandContext(ctx, "docker", "-H", "unix://"+d.sock, "version", "--format", "{{.Server.Version}}").Run()
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		if time.Now().After(deadline) {
-			_ = d.stop()
-			return nil, fmt.Errorf("dockerd did not answer `docker version` within 90s\n%s", d.logTail())
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func (d *dockerd) logTail() string {
-	b, _ := os.ReadFile(d.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// stop shuts dockerd down gracefully (it unmounts its layers and stops
-// its containerd), kills it if it takes too long, and removes its files.
-func (d *dockerd) stop() error {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case err = <-d.done:
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		err = fmt.Errorf("dockerd ignored SIGTERM for 30s; killed: %v", <-d.done)
-	}
-	if err != nil && !isSignalExit(err) {
-		return err
-	}
-	return os.RemoveAll(d.dir)
-}
-
-func isSignalExit(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee) && !ee.Exited()
 }
 
 // dockerCLI runs the docker CLI against the private daemon with its own
@@ -194,7 +89,7 @@ func newDockerCLI(t *testing.T) dockerCLI {
 func (c dockerCLI) run(stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", append([]string{"-H", "unix://" + c.d.sock}, args...)...)
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"-H", c.d.Host()}, args...)...)
 	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+c.config, "DOCKER_BUILDKIT=0", "DOCKER_CLI_HINTS=false")
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
@@ -267,7 +162,7 @@ func baseImage(t *testing.T) string {
 			baseErr = err
 			return
 		}
-		ctxDir := filepath.Join(c.d.dir, "base-context")
+		ctxDir := filepath.Join(c.d.Dir, "base-context")
 		if err := os.MkdirAll(ctxDir, 0o755); err != nil {
 			baseErr = err
 			return

@@ -1,0 +1,195 @@
+// Package dockertest starts a private Docker engine for tests: its own
+// data root, exec root (with its own containerd), pid file, socket and
+// config, so it never touches the machine's daemon. With a Bridge, the
+// test makes that Linux bridge and the engine uses it as its default
+// network, so containers get addresses the host reaches directly;
+// --iptables=false, --ip-masq=false and --ip-forward=false leave the
+// host's firewall and sysctls alone. Without one the engine has no
+// network (--bridge=none): builds, pulls and pushes still work.
+package dockertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DepsHint says how to install what the engine needs.
+const DepsHint = "run `make test-deps` (hack/install-deps.sh test) to install docker.io, runc, skopeo and busybox-static"
+
+// Options choose the engine's network.
+type Options struct {
+	// Bridge is the name of a Linux bridge to make, such as "slpwe2e0";
+	// empty means no network.
+	Bridge string
+	// CIDR is the bridge's address, such as "10.215.0.1/24".
+	CIDR string
+}
+
+// Daemon is a running private dockerd.
+type Daemon struct {
+	Dir  string // everything it owns
+	Sock string // its API socket
+	opts Options
+	cmd  *exec.Cmd
+	done chan error
+	log  string
+}
+
+// Host is the engine's address for DOCKER_HOST and clients.
+func (d *Daemon) Host() string { return "unix://" + d.Sock }
+
+func ipLink(args ...string) error {
+	out, err := exec.Command("ip", append([]string{"link"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip link %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// Start starts a daemon and waits until it answers.
+func Start(o Options) (*Daemon, error) {
+	tools := []string{"dockerd", "docker", "containerd", "runc"}
+	if o.Bridge != "" {
+		tools = append(tools, "ip")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is not installed: %s", tool, DepsHint)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("dockertest: a private dockerd needs root: run the tests as root")
+	}
+	if o.Bridge != "" {
+		_ = ipLink("del", o.Bridge) // left by a killed run, with its old address
+		if err := ipLink("add", o.Bridge, "type", "bridge"); err != nil {
+			return nil, err
+		}
+		if out, err := exec.Command("ip", "addr", "add", o.CIDR, "dev", o.Bridge).CombinedOutput(); err != nil {
+			_ = ipLink("del", o.Bridge)
+			return nil, fmt.Errorf("ip addr add %s: %v: %s", o.CIDR, err, out)
+		}
+		if err := ipLink("set", o.Bridge, "up"); err != nil {
+			_ = ipLink("del", o.Bridge)
+			return nil, err
+		}
+	}
+	d, err := run(o)
+	if err != nil && o.Bridge != "" {
+		_ = ipLink("del", o.Bridge)
+	}
+	return d, err
+}
+
+func run(o Options) (*Daemon, error) {
+	dir, err := os.MkdirTemp("", "slipway-dockerd")
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{Dir: dir, Sock: filepath.Join(dir, "docker.sock"), opts: o, done: make(chan error, 1), log: filepath.Join(dir, "dockerd.log")}
+	// An empty config file, so that /etc/docker/daemon.json cannot clash
+	// with the flags.
+	cfg := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"--config-file", cfg,
+		"--data-root", filepath.Join(dir, "data"),
+		"--exec-root", filepath.Join(dir, "exec"),
+		"--pidfile", filepath.Join(dir, "docker.pid"),
+		"--host", d.Host(),
+		"--iptables=false", "--ip6tables=false",
+	}
+	if o.Bridge != "" {
+		args = append(args, "--bridge="+o.Bridge, "--ip-masq=false", "--ip-forward=false")
+	} else {
+		args = append(args, "--bridge=none")
+	}
+	d.cmd = exec.Command("dockerd", args...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	// If the test binary dies without its cleanup (a timeout panic, a
+	// kill), the kernel stops dockerd. Pdeathsig fires when the forking
+	// thread exits, so that thread stays locked to this goroutine for as
+	// long as dockerd runs.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := d.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		d.done <- d.cmd.Wait()
+		logf.Close()
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting dockerd: %w", err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			return nil, fmt.Errorf("dockerd exited at start: %v\n%s", err, d.LogTail())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := exec.CommandContext(ctx, "docker", "-H", d.Host(), "version", "--format", "{{.Server.Version}}").Run()
+		cancel()
+		if err == nil {
+			return d, nil
+		}
+		if time.Now().After(deadline) {
+			_ = d.Stop()
+			return nil, fmt.Errorf("dockerd did not answer `docker version` within 90s\n%s", d.LogTail())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// LogTail is the end of the daemon's log, for failure messages.
+func (d *Daemon) LogTail() string {
+	b, _ := os.ReadFile(d.log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Stop shuts the daemon down gracefully (it unmounts its layers and stops
+// its containerd), kills it if it takes too long, and removes its files
+// and bridge.
+func (d *Daemon) Stop() error {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-d.done:
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		err = fmt.Errorf("dockerd ignored SIGTERM for 30s; killed: %v", <-d.done)
+	}
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && !ee.Exited()) {
+		return err
+	}
+	errs := []error{os.RemoveAll(d.Dir)}
+	if d.opts.Bridge != "" {
+		errs = append(errs, ipLink("del", d.opts.Bridge))
+	}
+	return errors.Join(errs...)
+}
