@@ -1,6 +1,7 @@
-// Package endpoints keeps each Service's Endpoints: the addresses of the
-// ready pods its selector matches, with the service's target ports. The
-// service proxy on every node balances across them.
+// Package endpoints keeps each Service's address and Endpoints: it gives
+// a new service a ClusterIP from the service range, and lists the
+// addresses of the ready pods its selector matches, with the service's
+// target ports. The service proxy on every node balances across them.
 package endpoints
 
 import (
@@ -11,12 +12,15 @@ import (
 	"sort"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/store"
 )
 
 // Controller reconciles Endpoints from Services and Pods.
 type Controller struct {
 	Store *store.Store
+	// IPs hands out ClusterIPs. Required.
+	IPs *proxy.Allocator
 
 	pods, services, endpoints *store.Informer
 }
@@ -83,7 +87,39 @@ func Subsets(svc *api.Service, pods []api.Object) []api.EndpointSubset {
 	return []api.EndpointSubset{{Addresses: addrs, Ports: ports}}
 }
 
+// assignIP gives svc the lowest free ClusterIP, and waits until the cache
+// shows it, so the next service sees it taken. One worker runs at a time.
+func (c *Controller) assignIP(ctx context.Context, svc *api.Service) error {
+	var taken []string
+	for _, o := range c.services.List("") {
+		if ip := o.(*api.Service).Spec.ClusterIP; ip != "" {
+			taken = append(taken, ip)
+		}
+	}
+	ip, err := c.IPs.AllocateClusterIP(taken)
+	if err != nil {
+		return err
+	}
+	o, err := c.Store.GuaranteedUpdate(ctx, api.Services, svc.Namespace, svc.Name, store.UpdateOptions{}, func(o api.Object) error {
+		s := o.(*api.Service)
+		if s.Spec.ClusterIP == "" {
+			s.Spec.ClusterIP = ip
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if rv, err := store.ParseResourceVersion(o.GetObjectMeta().ResourceVersion); err == nil {
+		return c.services.WaitFor(ctx, rv)
+	}
+	return nil
+}
+
 func (c *Controller) reconcile(ctx context.Context, svc *api.Service) error {
+	if svc.Spec.ClusterIP == "" {
+		return c.assignIP(ctx, svc)
+	}
 	want := Subsets(svc, c.pods.List(svc.Namespace))
 	cur, ok := c.endpoints.Get(svc.Namespace, svc.Name)
 	if !ok {

@@ -3,9 +3,11 @@ package endpoints
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/storetest"
 )
@@ -19,7 +21,11 @@ func TestEndpointsFollowReadyPods(t *testing.T) {
 	ctx := storetest.Context(t)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go (&Controller{Store: s}).Run(runCtx)
+	alloc, err := proxy.NewAllocator("10.43.0.0/16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go (&Controller{Store: s, IPs: alloc}).Run(runCtx)
 
 	svc := &api.Service{ObjectMeta: api.ObjectMeta{Name: "backend", Namespace: "ns"},
 		Spec: api.ServiceSpec{Selector: map[string]string{"app": "be"}, Ports: []api.ServicePort{{Port: 80, TargetPort: 8080}}}}
@@ -67,6 +73,20 @@ func TestEndpointsFollowReadyPods(t *testing.T) {
 		return out
 	}
 	storetest.Eventually(t, ctx, "endpoints list a and d", func() bool { return ips() == "10.0.0.1 10.0.0.4 " })
+	// It has an address from the range; a second service gets another.
+	other := &api.Service{ObjectMeta: api.ObjectMeta{Name: "other", Namespace: "ns"},
+		Spec: api.ServiceSpec{Selector: map[string]string{"app": "other"}, Ports: []api.ServicePort{{Port: 80}}}}
+	if err := s.Create(ctx, api.Services, other); err != nil {
+		t.Fatal(err)
+	}
+	clusterIP := func(name string) string {
+		o, _ := s.Get(ctx, api.Services, "ns", name)
+		return o.(*api.Service).Spec.ClusterIP
+	}
+	storetest.Eventually(t, ctx, "both services have addresses", func() bool { return clusterIP("other") != "" })
+	if a, b := clusterIP("backend"), clusterIP("other"); a == b || !strings.HasPrefix(a, "10.43.") || !strings.HasPrefix(b, "10.43.") {
+		t.Errorf("cluster IPs = %q and %q, want two different addresses in 10.43.0.0/16", a, b)
+	}
 
 	// b becomes ready; a is marked terminating.
 	s.GuaranteedUpdate(ctx, api.Pods, "ns", "b", store.UpdateOptions{Status: true}, func(o api.Object) error {
