@@ -142,6 +142,12 @@ type UpdateOptions struct {
 	// MarkDeleted lets the update set metadata.deletionTimestamp, which is
 	// otherwise the server's: clients can never set or clear it.
 	MarkDeleted bool
+	// WithStatus writes status together with the rest of the object, in
+	// one compare-and-swap, for a controller that must change both at once
+	// (the scheduler's bind sets spec.nodeName and PodScheduled=True).
+	// Status takes precedence over it. The API never sets it: clients
+	// write status through the status subresource.
+	WithStatus bool
 }
 
 // Update replaces an object. When obj carries a resourceVersion the update
@@ -231,7 +237,7 @@ func (s *Store) merge(r *api.Resource, old []byte, obj api.Object, opts UpdateOp
 		newMeta = oldMeta
 	} else {
 		out = n
-		if r.HasStatus {
+		if r.HasStatus && !opts.WithStatus {
 			if st, ok := o["status"]; ok {
 				out["status"] = st
 			} else {

@@ -243,6 +243,21 @@ func TestUpdateSemantics(t *testing.T) {
 			want: func(p *api.Project) { p.Status.Phase = api.ProjectTerminating },
 		},
 		{
+			name: "update with status writes both",
+			opts: store.UpdateOptions{WithStatus: true},
+			mutate: func(p *api.Project) {
+				p.Status.Phase = api.ProjectTerminating
+				p.Spec.Public = true
+			},
+			want: func(p *api.Project) { p.Status.Phase = api.ProjectTerminating; p.Spec.Public = true; p.Generation = 2 },
+		},
+		{
+			name:   "status update wins over with status",
+			opts:   store.UpdateOptions{Status: true, WithStatus: true},
+			mutate: func(p *api.Project) { p.Status.Phase = api.ProjectTerminating; p.Spec.Public = true },
+			want:   func(p *api.Project) { p.Status.Phase = api.ProjectTerminating },
+		},
+		{
 			name: "status update ignores metadata",
 			opts: store.UpdateOptions{Status: true},
 			mutate: func(p *api.Project) {
