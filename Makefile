@@ -29,6 +29,8 @@ test-deps:
 
 # Runs in the foreground; Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
 start: build
+	@hack/install-deps.sh start
+	@hack/ensure-docker.sh $(DATA)
 	./$(BIN) start --data-dir $(DATA) --listen $(LISTEN)
 
 # Every test: unit, API, store, and end-to-end against the real binary.
@@ -46,6 +48,9 @@ e2e: test-deps build
 bench: build
 	$(GO) run ./bench/apibench
 	$(GO) run ./bench/registrybench
+	$(GO) run ./bench/buildbench
+	$(GO) run ./bench/schedbench
+	$(GO) run ./bench/proxybench
 
 clean:
 	rm -rf bin

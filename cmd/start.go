@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v2"
 
+	"slipway.dev/slipway/cluster/runtime"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/server"
 )
@@ -81,7 +82,81 @@ Log in as admin:
 	f.StringVar(&cfg.Buildkitd, "buildkitd", "", `buildkitd binary for builds (default: next to slipway, then PATH; "none" turns builds off)`)
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&cfg.Node.Disabled, "no-node", false, "run no pods in this process (nodes join with `slipway node`)")
+	f.DurationVar(&cfg.NodeGracePeriod, "node-grace-period", 40*time.Second, "how long a node may miss heartbeats before it is NotReady")
+	f.DurationVar(&cfg.PodEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long pods of a NotReady node wait before they are made again elsewhere")
+	nodeFlags(f, &cfg.Node)
 	return c
+}
+
+// nodeFlags are the node role's flags, shared by start and node.
+func nodeFlags(f *pflag.FlagSet, n *server.NodeConfig) {
+	f.StringVar(&n.DockerHost, "docker-host", "", "Docker engine that runs pods (default: $DOCKER_HOST, then /var/run/docker.sock)")
+	f.StringVar(&n.Name, "node-name", "", "this node's name (default: the host name)")
+	f.StringVar(&n.Address, "node-address", "", "this node's address, for pods' hostIP (default 127.0.0.1)")
+	f.StringVar(&n.ContainerPrefix, "container-prefix", "slipway", "prefix of this node's container names, to share an engine with other nodes")
+	f.StringVar(&n.Network, "pod-network", "bridge", "Docker network pods attach to")
+	f.StringVar(&n.ServiceCIDR, "service-cidr", "10.43.0.0/16", "range of service ClusterIPs")
+	f.BoolVar(&n.NoProxy, "no-proxy", false, "run no service proxy on this node (another on the machine serves it)")
+	f.StringToStringVar(&n.Labels, "node-labels", nil, "labels of this node, for nodeSelector: zone=a,disk=ssd")
+}
+
+func nodeCmd() *cobra.Command {
+	var cfg server.Config
+	var etcd string
+	c := &cobra.Command{
+		Use:   "node",
+		Short: "Run a node: the agent that runs pods on Docker, and the service proxy",
+		Long: `Run the node role against the cluster's etcd: register this machine as a Node,
+run the pods the scheduler binds to it on the Docker engine, and proxy
+services. DATA_DIR must hold the cluster's node-token (shared with the API
+servers, as the registry keys are); pods' volumes live under DATA_DIR/node.`,
+		Example: `  slipway node --data-dir /shared/slipway --node-name worker-1 \
+      --etcd-endpoints http://10.0.0.1:2379 --registry 10.0.0.1:5000 --listen :10250
+
+  # A second node on the same machine and engine
+  slipway node --data-dir ./slipway.local --node-name second --container-prefix second \
+      --no-proxy --etcd-endpoints http://127.0.0.1:2379 --registry 127.0.0.1:5000`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+			if etcd != "" {
+				cfg.EtcdEndpoints = strings.Split(etcd, ",")
+			}
+			abs, err := filepath.Abs(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			cfg.DataDir, cfg.NodeOnly = abs, true
+			srv, err := server.Start(c.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "Slipway node %s is running.\n", cfg.Node.Name)
+			return srv.Wait(c.Context())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory with the cluster's node-token; pod volumes go under it")
+	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
+	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	f.StringVar(&cfg.RegistryHost, "registry", "", "host:port of the cluster's registry (required)")
+	f.StringVar(&cfg.Node.Listen, "listen", "", "address to serve pod logs and exec to API servers, such as :10250")
+	nodeFlags(f, &cfg.Node)
+	return c
+}
+
+// pauseCmd is each pod's sandbox process: it holds the pod's network
+// namespace and reaps orphans until it is stopped.
+func pauseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "pause",
+		Short:   "Hold a pod's namespaces (run by the node agent in each pod's sandbox)",
+		Example: "  slipway pause",
+		Hidden:  true,
+		Args:    cobra.NoArgs,
+		Run:     func(*cobra.Command, []string) { runtime.PauseMain() },
+	}
 }
 
 // storageFlag reads a distribution storage configuration from a YAML file.

@@ -12,7 +12,9 @@ need_go() {
 
 # Debian packages per profile. Later features add to these lists.
 build_pkgs=(ca-certificates git runc)
-test_pkgs=("${build_pkgs[@]}" docker.io runc skopeo busybox-static iptables)
+# start runs pods on Docker; the proxy needs iproute2 only for diagnosis.
+start_pkgs=("${build_pkgs[@]}" docker.io iproute2)
+test_pkgs=("${start_pkgs[@]}" skopeo busybox-static iptables)
 
 apt_install() {
   local missing=()
@@ -30,6 +32,7 @@ apt_install() {
 need_go
 case "$profile" in
   build) apt_install "${build_pkgs[@]}" ;;
+  start) apt_install "${start_pkgs[@]}" ;;
   test)  apt_install "${test_pkgs[@]}" ;;
   *) echo "unknown profile $profile" >&2; exit 2 ;;
 esac

@@ -25,6 +25,7 @@ import (
 	"slipway.dev/slipway/apiserver"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/store"
@@ -73,6 +74,16 @@ type Config struct {
 	// Out receives what an operator must see once, such as the admin
 	// password. Default os.Stdout.
 	Out io.Writer
+	// Node is the node role that `slipway start` runs in process.
+	Node NodeConfig
+	// NodeOnly runs only the node role (`slipway node`) against the
+	// cluster's etcd; RegistryHost names the cluster's registry.
+	NodeOnly     bool
+	RegistryHost string
+	// NodeGracePeriod is how long a node may miss heartbeats before it is
+	// NotReady (default 40s); PodEvictionTimeout is how long its pods then
+	// wait before they are made again elsewhere (default 30s).
+	NodeGracePeriod, PodEvictionTimeout time.Duration
 }
 
 // Validate fills defaults and checks what is required.
@@ -94,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout
+	}
+	if c.NodeOnly && (len(c.EtcdEndpoints) == 0 || c.RegistryHost == "") {
+		return errors.New("server: the node role needs --etcd-endpoints of the cluster's etcd and --registry of its registry (host:port)")
 	}
 	if c.RegistryOnly && len(c.EtcdEndpoints) == 0 {
 		return errors.New("server: the registry role needs --etcd-endpoints of the cluster's etcd")
@@ -118,8 +132,12 @@ type Server struct {
 	http         *http.Server
 	audit        *os.File
 	cancel       context.CancelFunc
-	done         chan struct{}
-	errc         chan error
+	nodeToken    string
+	pods         *podGateway
+	// Agent is the in-process node agent, when one runs.
+	Agent *node.Agent
+	done  chan struct{}
+	errc  chan error
 }
 
 // Start brings up etcd, the API and the controllers, and returns once the
@@ -167,7 +185,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.audit, err = os.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
 		return nil, fmt.Errorf("server: audit log: %w", err)
 	}
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}})
+	if s.nodeToken, err = nodeToken(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	s.pods = &podGateway{token: s.nodeToken, store: s.Store}
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods})
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +200,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.RegistryOnly {
 		return s.startRegistryOnly(bootCtx)
+	}
+	if cfg.NodeOnly {
+		return s.startNodeOnly(bootCtx)
 	}
 	if err := s.API.Authenticator().Bootstrap(bootCtx, cfg.DataDir, func(password, file string) {
 		fmt.Fprintf(cfg.Out, "\nCreated user \"admin\" with password: %s\n(shown once; also saved in %s, mode 0600)\n\n", password, file)
@@ -201,6 +226,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.startRegistry(runCtx); err != nil {
 		ln.Close()
 		return nil, err
+	}
+	if err := s.startClusterControllers(runCtx); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if !cfg.Node.Disabled {
+		if err := s.startNode(runCtx); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {

@@ -1,0 +1,334 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/cluster/endpoints"
+	"slipway.dev/slipway/cluster/node"
+	"slipway.dev/slipway/cluster/proxy"
+	"slipway.dev/slipway/cluster/replication"
+	"slipway.dev/slipway/cluster/runtime"
+	"slipway.dev/slipway/cluster/scheduler"
+	"slipway.dev/slipway/deploy"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// NodeConfig configures the node role: the agent that runs pods on a
+// Docker engine, and the service proxy.
+type NodeConfig struct {
+	// Disabled keeps the node role out of `slipway start`.
+	Disabled bool
+	// DockerHost is the engine, such as unix:///var/run/docker.sock.
+	// Default: DOCKER_HOST, else the engine's default socket.
+	DockerHost string
+	// Name is the Node's name. Default: the host name.
+	Name string
+	// Address is the node's address for pods' hostIP. Default 127.0.0.1.
+	Address string
+	// ContainerPrefix tells this agent's containers from others' on the
+	// same engine. Default "slipway".
+	ContainerPrefix string
+	// Network is the Docker network pods attach to. Default "bridge".
+	Network string
+	// Listen, if set, serves the agent's log and exec endpoints for API
+	// servers in other processes, such as ":10250".
+	Listen string
+	// NoProxy keeps the service proxy off (a second agent on the same
+	// machine shares the first's).
+	NoProxy bool
+	// ServiceCIDR is the ClusterIP range. Default 10.43.0.0/16.
+	ServiceCIDR string
+	// Labels are the Node's labels.
+	Labels map[string]string
+	// HeartbeatInterval; default 10s.
+	HeartbeatInterval time.Duration
+}
+
+// podGateway hands pods/log and pods/exec to the agent that runs the pod:
+// this process's own, or another's over HTTP with the node token.
+type podGateway struct {
+	mu     sync.Mutex
+	local  *node.Agent
+	name   string
+	token  string
+	store  *store.Store
+	client *http.Client
+}
+
+func (g *podGateway) setLocal(a *node.Agent, name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.local, g.name = a, name
+}
+
+func (g *podGateway) ServePod(w http.ResponseWriter, r *http.Request, pod *api.Pod, sub string) {
+	g.mu.Lock()
+	local, name := g.local, g.name
+	g.mu.Unlock()
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = "/pods/" + pod.Namespace + "/" + pod.Name + "/" + sub
+	r2.Header.Set("Authorization", "Bearer "+g.token)
+	if local != nil && pod.Spec.NodeName == name {
+		local.Handler().ServeHTTP(w, r2)
+		return
+	}
+	o, err := g.store.Get(r.Context(), api.Nodes, "", pod.Spec.NodeName)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("node %s of pod %s: %v", pod.Spec.NodeName, pod.Name, err), http.StatusBadGateway)
+		return
+	}
+	addr := o.(*api.Node).Annotations[AgentEndpointAnnotation]
+	if addr == "" {
+		http.Error(w, fmt.Sprintf("node %s does not serve logs and exec to other processes; start it with --listen", pod.Spec.NodeName), http.StatusBadGateway)
+		return
+	}
+	target, err := url.Parse(addr)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	rp.ServeHTTP(w, r2)
+}
+
+// AgentEndpointAnnotation on a Node is where its agent serves logs and
+// exec, such as http://10.0.0.5:10250.
+const AgentEndpointAnnotation = "slipway.dev/agent-endpoint"
+
+// nodeToken is the secret API servers present to node agents, shared
+// through the data dir as the registry's keys are.
+func nodeToken(dataDir string) (string, error) {
+	p := filepath.Join(dataDir, "node-token")
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("server: node token: %w", err)
+	}
+	return tok, nil
+}
+
+// startClusterControllers runs the scheduler, the node lifecycle, the
+// replication, endpoints and deployment controllers.
+func (s *Server) startClusterControllers(ctx context.Context) error {
+	sch, err := scheduler.New(scheduler.Config{Store: s.Store})
+	if err != nil {
+		return err
+	}
+	go sch.Run(ctx)
+	lc, err := scheduler.NewNodeLifecycle(scheduler.LifecycleConfig{Store: s.Store, GracePeriod: s.cfg.NodeGracePeriod, EvictionTimeout: s.cfg.PodEvictionTimeout})
+	if err != nil {
+		return err
+	}
+	go lc.Run(ctx)
+	go (&replication.Manager{Store: s.Store}).Run(ctx)
+	ips, err := proxy.NewAllocator(s.cfg.Node.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("server: --service-cidr: %w", err)
+	}
+	go (&endpoints.Controller{Store: s.Store, IPs: ips}).Run(ctx)
+	go (&deploy.Controller{Store: s.Store, Registry: s.RegistryHost}).Run(ctx)
+	return nil
+}
+
+// StartNode runs the node role: an agent on the Docker engine and, unless
+// turned off, the service proxy. It returns the agent.
+func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error)) (*node.Agent, error) {
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Name = strings.ToLower(h)
+	}
+	if cfg.Address == "" {
+		cfg.Address = "127.0.0.1"
+	}
+	if cfg.ContainerPrefix == "" {
+		cfg.ContainerPrefix = "slipway"
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	rt, err := runtime.NewDocker(runtime.Config{
+		Host: cfg.DockerHost, Prefix: cfg.ContainerPrefix, DataDir: filepath.Join(dataDir, "node"),
+		Network: cfg.Network, PauseBinary: self, PauseArgs: []string{"pause"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	agentCfg := node.Config{
+		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
+		HeartbeatInterval: cfg.HeartbeatInterval, ServerToken: token, RegistryAuth: auth,
+	}
+	agent, err := node.New(agentCfg)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
+			slog.Error("node agent stopped", "err", err)
+		}
+	}()
+	if cfg.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
+		}
+		srv := &http.Server{Handler: agent.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { <-ctx.Done(); srv.Close() }()
+		go func() { _ = srv.Serve(ln) }()
+		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			host = cfg.Address
+		}
+		endpoint := "http://" + net.JoinHostPort(host, port)
+		go annotateNode(ctx, st, cfg.Name, endpoint)
+	}
+	if !cfg.NoProxy {
+		vips, err := proxy.NewDummy("slipway0")
+		if err != nil {
+			return nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
+		}
+		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR})
+		if err != nil {
+			return nil, err
+		}
+		go px.Run(ctx)
+	}
+	return agent, nil
+}
+
+// annotateNode records where the agent serves logs and exec, once the
+// agent has registered the Node.
+func annotateNode(ctx context.Context, st *store.Store, name, endpoint string) {
+	for ctx.Err() == nil {
+		_, err := st.GuaranteedUpdate(ctx, api.Nodes, "", name, store.UpdateOptions{}, func(o api.Object) error {
+			n := o.(*api.Node)
+			if n.Annotations == nil {
+				n.Annotations = map[string]string{}
+			}
+			n.Annotations[AgentEndpointAnnotation] = endpoint
+			return nil
+		})
+		if err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// PullerServiceAccount is the account nodes pull a project's images as.
+const PullerServiceAccount = "deployer"
+
+// pullAuth returns the X-Registry-Auth for a pod's image: a short-lived
+// token of its own project's deployer account, so a pod can only run
+// images its project may pull. Images outside the integrated registry
+// are pulled anonymously.
+func (s *Server) pullAuth(ctx context.Context, pod *api.Pod, image string) (string, error) {
+	if !strings.HasPrefix(image, s.RegistryHost+"/") {
+		return "", nil
+	}
+	ns := pod.Namespace
+	sa := &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: PullerServiceAccount, Namespace: ns}}
+	if err := s.Store.Create(ctx, api.ServiceAccounts, sa); err != nil && !errors.Is(err, store.ErrExists) {
+		return "", err
+	}
+	rb := &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "system-image-pullers", Namespace: ns},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: rbac.ImagePuller},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: PullerServiceAccount, Namespace: ns}},
+	}
+	if err := s.Store.Create(ctx, api.RoleBindings, rb); err != nil && !errors.Is(err, store.ErrExists) {
+		return "", err
+	}
+	who := identity.Info{Name: api.ServiceAccountUser(ns, PullerServiceAccount), Groups: []string{identity.GroupAuthenticated}}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ok, _ := s.API.Authorizer().Authorize(who, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: ns}); ok {
+			break
+		}
+	}
+	secret, _, err := s.API.Authenticator().IssueServiceAccountToken(ctx, ns, PullerServiceAccount, 10*time.Minute)
+	if err != nil {
+		return "", err
+	}
+	data, _ := json.Marshal(map[string]string{"username": PullerServiceAccount, "password": secret, "serveraddress": s.RegistryHost})
+	return base64.URLEncoding.EncodeToString(data), nil
+}
+
+// startNode runs this process's node agent when a Docker engine answers;
+// without one, pods wait for a node to join (`slipway node`).
+func (s *Server) startNode(ctx context.Context) error {
+	if err := pingDocker(ctx, s.cfg.Node.DockerHost); err != nil {
+		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
+		return nil
+	}
+	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth)
+	if err != nil {
+		return err
+	}
+	s.Agent = agent
+	name := s.cfg.Node.Name
+	if name == "" {
+		h, _ := os.Hostname()
+		name = strings.ToLower(h)
+	}
+	s.pods.setLocal(agent, name)
+	return nil
+}
+
+// pingDocker checks that an engine answers at host.
+func pingDocker(ctx context.Context, host string) error {
+	rt, err := runtime.NewDocker(runtime.Config{Host: host, Prefix: "ping", DataDir: os.TempDir(), PauseBinary: "/bin/true"})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = rt.ListPods(pctx)
+	return err
+}
+
+// startNodeOnly runs the caches that pull tokens need, and the node role.
+func (s *Server) startNodeOnly(bootCtx context.Context) (*Server, error) {
+	runCtx, err := s.runCaches(bootCtx)
+	if err != nil {
+		return nil, err
+	}
+	s.RegistryHost = s.cfg.RegistryHost
+	if err := pingDocker(runCtx, s.cfg.Node.DockerHost); err != nil {
+		return nil, fmt.Errorf("node: no Docker engine answers at %q: %w (install docker.io and start it, or pass --docker-host)", s.cfg.Node.DockerHost, err)
+	}
+	if s.Agent, err = StartNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth); err != nil {
+		return nil, err
+	}
+	slog.Info("slipway node is running", "node", s.cfg.Node.Name, "etcd", strings.Join(s.cfg.EtcdEndpoints, ","))
+	return s, nil
+}
