@@ -279,7 +279,8 @@ var (
 		Name: "nodes", Kind: "Node", ShortNames: []string{"no"}, HasStatus: true,
 		New: func() Object { return &Node{} },
 		Columns: []Column{
-			{Header: "STATUS", Path: "status.conditions.0.status"},
+			{Header: "READY", Path: "status.conditions[type=Ready].status"},
+			{Header: "REASON", Path: "status.conditions[type=Ready].reason"},
 			{Header: "ADDRESS", Path: "status.address", Wide: true},
 		},
 	})
@@ -291,6 +292,7 @@ var (
 		},
 		Columns: []Column{
 			{Header: "STATUS", Path: "status.phase"},
+			{Header: "READY", Path: "status.conditions[type=Ready].status"},
 			{Header: "REASON", Path: "status.reason"},
 			{Header: "IP", Path: "status.podIP", Wide: true},
 			{Header: "NODE", Path: "spec.nodeName", Wide: true},

@@ -140,14 +140,29 @@ func toMap(o any) map[string]any {
 	return m
 }
 
+// lookupPath follows a dotted path; a part may select a list element by
+// a field, as in status.conditions[type=Ready].status.
 func lookupPath(m map[string]any, path string) any {
 	var cur any = m
 	for _, part := range strings.Split(path, ".") {
+		part, sel, _ := strings.Cut(part, "[")
 		mm, ok := cur.(map[string]any)
 		if !ok {
 			return nil
 		}
 		cur = mm[part]
+		if sel == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(strings.TrimSuffix(sel, "]"), "=")
+		list, _ := cur.([]any)
+		cur = nil
+		for _, x := range list {
+			if e, ok := x.(map[string]any); ok && fmt.Sprint(e[k]) == v {
+				cur = e
+				break
+			}
+		}
 	}
 	return cur
 }
