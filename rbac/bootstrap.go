@@ -36,13 +36,25 @@ const (
 // do what is an admin's business.
 var rbacResources = []string{"roles", "rolebindings"}
 
+// trustResources are read-only for edit: an editor must not weaken the
+// project's policy, swap its signing keys or rewrite scan results.
+var trustResources = []string{"imagepolicies", "signingkeys", "imagescans"}
+
 // BootstrapRoles are the built-in ClusterRoles, derived from the resource
 // registry so that a resource added later is covered by edit and view
 // without touching this file.
 func BootstrapRoles() []*api.ClusterRole {
-	var ns []string
+	var ns, readOnly []string
 	for _, r := range api.Resources() {
-		if r.Namespaced && !slices.Contains(rbacResources, r.Name) {
+		switch {
+		case !r.Namespaced || slices.Contains(rbacResources, r.Name):
+		case slices.Contains(trustResources, r.Name):
+			readOnly = append(readOnly, r.Name)
+		case r.Name == "promotions":
+			// Editors may ask for a promotion; only the controller
+			// writes its status, and approving needs the promote verb.
+			ns = append(ns, r.Name)
+		default:
 			ns = append(ns, r.Name, r.Name+"/*")
 		}
 	}
@@ -58,9 +70,10 @@ func BootstrapRoles() []*api.ClusterRole {
 		role(Admin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}),
 		role(Edit,
 			api.PolicyRule{Verbs: WriteVerbs, Resources: ns},
+			api.PolicyRule{Verbs: ReadVerbs, Resources: readOnly},
 			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}}),
 		role(View,
-			api.PolicyRule{Verbs: ReadVerbs, Resources: ns},
+			api.PolicyRule{Verbs: ReadVerbs, Resources: append(append([]string(nil), ns...), readOnly...)},
 			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}}),
 		role(ImagePuller, api.PolicyRule{Verbs: []string{"get"}, Resources: []string{layers}}),
 		role(ImagePusher, api.PolicyRule{Verbs: []string{"get", "update"}, Resources: []string{layers}}),
