@@ -86,6 +86,9 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	}
 	for _, o := range opts {
 		if wt, ok := o.(distribution.WithTagOption); ok && wt.Tag != "" {
+			if err := m.repo.mayMoveTag(ctx, wt.Tag); err != nil {
+				return "", err
+			}
 			if err := m.repo.mayCreateStream(ctx); err != nil {
 				return "", err
 			}
@@ -182,6 +185,9 @@ func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
 		return errcode.ErrorCodeUnknown.WithMessage("injected fault before tag move")
 	}
 	r := t.repo
+	if err := r.mayMoveTag(ctx, tag); err != nil {
+		return err
+	}
 	who := identity.FromContext(ctx)
 	is, err := r.reg.recorder.MoveTag(ctx, r.project, r.stream, tag, desc.Digest.String(), who.Name, func() error {
 		if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {
@@ -297,6 +303,9 @@ func (t *tags) Lookup(ctx context.Context, desc v1.Descriptor) ([]string, error)
 }
 
 func (t *tags) Untag(ctx context.Context, tag string) error {
+	if err := t.repo.mayMoveTag(ctx, tag); err != nil {
+		return err
+	}
 	r := t.repo
 	is, err := r.reg.recorder.Untag(ctx, r.project, r.stream, tag)
 	if err != nil {
@@ -327,4 +336,37 @@ func (r *repository) mayCreateStream(ctx context.Context) error {
 		return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s may push to %s but not create the image stream %q; ask for the edit role", who.Name, r.project, r.stream))
 	}
 	return nil
+}
+
+// PromoterServiceAccount is the account promotions push as; only it may
+// move a tag that a pipeline stage owns.
+const PromoterServiceAccount = "promoter"
+
+// PromotedTag returns the pipeline whose stage (other than the first,
+// which receives pushes) owns project/stream:tag, or "".
+func PromotedTag(pipelines []api.Object, project, stream, tag string) string {
+	for _, o := range pipelines {
+		p := o.(*api.Pipeline)
+		if p.Spec.Stream != stream {
+			continue
+		}
+		for i, st := range p.Spec.Stages {
+			if i > 0 && st.Project == project && st.Tag == tag {
+				return p.Namespace + "/" + p.Name
+			}
+		}
+	}
+	return ""
+}
+
+// mayMoveTag refuses to move a promoted tag for anyone but the promoter.
+func (r *repository) mayMoveTag(ctx context.Context, tag string) error {
+	pl := PromotedTag(r.reg.pipelines.List(""), r.project, r.stream, tag)
+	if pl == "" {
+		return nil
+	}
+	if who := identity.FromContext(ctx); who.Name == api.ServiceAccountUser(r.project, PromoterServiceAccount) {
+		return nil
+	}
+	return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s/%s:%s is a stage of pipeline %s: only a promotion moves it; use `slipway promote`", r.project, r.stream, tag, pl))
 }

@@ -149,6 +149,8 @@ type Registry struct {
 	// streams caches ImageStreams: tag reads come from here, and each
 	// push waits until it shows its own tag move.
 	streams *store.Informer
+	// pipelines say which tags only a promotion may move.
+	pipelines *store.Informer
 
 	mu  sync.Mutex
 	due map[string]bool // scheduled imports whose time has come
@@ -165,7 +167,7 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		return nil, err
 	}
 	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
-		streams: store.NewInformer(cfg.Store, api.ImageStreams)}
+		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines)}
 	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
 		return nil, fmt.Errorf("registry: token keys: %w", err)
 	}

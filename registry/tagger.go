@@ -71,6 +71,7 @@ func (r *Registry) Run(ctx context.Context) {
 		}
 	})
 	go inf.Run(ctx)
+	go r.pipelines.Run(ctx)
 	go func() {
 		// Scheduled imports: look again every interval.
 		t := time.NewTicker(r.cfg.Import.Interval)
