@@ -10,7 +10,7 @@ SOURCES := $(shell find . -name '*.go' -not -path './bench/*' 2>/dev/null) go.mo
 
 .PHONY: build start test unit e2e bench deps test-deps clean
 
-build: $(BIN) bin/buildkitd
+build: $(BIN) bin/buildkitd bin/cosign
 
 $(BIN): $(SOURCES)
 	@hack/install-deps.sh build
@@ -21,10 +21,22 @@ bin/buildkitd: go.mod go.sum
 	@hack/install-deps.sh build
 	$(GO) build -o bin/buildkitd github.com/moby/buildkit/cmd/buildkitd
 
+# cosign, pinned in go.mod as a tool: the tests verify Slipway's
+# signatures with the stock CLI.
+bin/cosign: go.mod go.sum
+	@hack/install-deps.sh build
+	$(GO) build -o bin/cosign github.com/sigstore/cosign/v2/cmd/cosign
+
 deps:
 	@hack/install-deps.sh build
 
-test-deps:
+test-# cosign, pinned in go.mod as a tool: the tests verify Slipway's
+# signatures with the stock CLI.
+bin/cosign: go.mod go.sum
+	@hack/install-deps.sh build
+	$(GO) build -o bin/cosign github.com/sigstore/cosign/v2/cmd/cosign
+
+deps:
 	@hack/install-deps.sh test
 
 # Runs in the foreground; Ctrl-C (SIGINT) or SIGTERM stops it gracefully.

@@ -34,6 +34,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case info.Subresource == "status" && res.HasStatus && info.Verb != "create" && info.Verb != "delete":
 	case info.Subresource == "token" && res == api.ServiceAccounts && info.Verb == "create":
 	case res == api.Pods && (info.Subresource == "log" && info.Verb == "get" || info.Subresource == "exec" && info.Verb == "create"):
+	case res == api.Promotions && info.Subresource == "approve" && info.Verb == "create":
+		s.approve(w, r, info)
+		return
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
 		return
@@ -587,4 +590,55 @@ func podReason(p *api.Pod) string {
 		}
 	}
 	return "waiting for the scheduler"
+}
+
+// approve records an approval of a promotion. The permission is the
+// promote verb in the stage's project, not anything in the pipeline's.
+func (s *Server) approve(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	ctx := r.Context()
+	u := identity.FromContext(ctx)
+	obj, err := s.store.Get(ctx, api.Promotions, info.Namespace, info.Name)
+	if err != nil {
+		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "get", Resource: "promotions", Namespace: info.Namespace}); !ok {
+			writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s may not read promotions in %s", u.Name, info.Namespace))
+			return
+		}
+		writeError(w, err)
+		return
+	}
+	p := obj.(*api.Promotion)
+	po, err := s.store.Get(ctx, api.Pipelines, p.Namespace, p.Spec.Pipeline)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	target := ""
+	for _, st := range po.(*api.Pipeline).Spec.Stages {
+		if st.Name == p.Spec.To {
+			target = st.Project
+		}
+	}
+	if ok, why := s.authz.Authorize(u, rbac.Attributes{Verb: "promote", Resource: "promotions", Namespace: target}); !ok || target == "" {
+		writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s may not approve promotions into %s (%s); ask someone with the promote permission there, such as its admin", u.Name, target, why))
+		return
+	}
+	if p.Status.Phase == api.PromotionComplete || p.Status.Phase == api.PromotionRefused || p.Status.Phase == api.PromotionFailed {
+		writeStatus(w, api.NewStatus(http.StatusConflict, api.ReasonConflict, "promotion %s is already %s", p.Name, p.Status.Phase))
+		return
+	}
+	out, err := s.store.GuaranteedUpdate(ctx, api.Promotions, p.Namespace, p.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
+		st := &o.(*api.Promotion).Status
+		for _, a := range st.Approvals {
+			if a.User == u.Name {
+				return nil
+			}
+		}
+		st.Approvals = append(st.Approvals, api.Approval{User: u.Name, At: time.Now().UTC().Truncate(time.Second)})
+		return nil
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
