@@ -324,3 +324,18 @@ var (
 		},
 	})
 )
+
+// SigningKeySecret holds a SigningKey's private key, encrypted with the
+// server's key password. Hidden: the API never serves it.
+type SigningKeySecret struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata"`
+	// EncryptedPrivateKey is cosign's "ENCRYPTED SIGSTORE PRIVATE KEY".
+	EncryptedPrivateKey string `json:"encryptedPrivateKey"`
+}
+
+// SigningKeySecrets is the hidden resource.
+var SigningKeySecrets = Register(&Resource{
+	Name: "signingkeysecrets", Kind: "SigningKeySecret", Namespaced: true, Hidden: true,
+	New: func() Object { return &SigningKeySecret{} },
+})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -37,6 +38,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case res == api.Promotions && info.Subresource == "approve" && info.Verb == "create":
 		s.approve(w, r, info)
 		return
+	case res == api.SigningKeys && info.Subresource == "sign" && info.Verb == "create":
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
 		return
@@ -69,6 +71,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if res == api.Pods && (info.Subresource == "log" || info.Subresource == "exec") {
 		s.servePod(w, r, info)
+		return
+	}
+	if res == api.SigningKeys && info.Subresource == "sign" {
+		s.sign(w, r, info)
 		return
 	}
 	switch info.Verb {
@@ -641,4 +647,29 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, info *requestIn
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// ImageSigner signs an image of a project with one of its keys.
+type ImageSigner interface {
+	Sign(ctx context.Context, project, key, image string) error
+}
+
+// sign is POST signingkeys/NAME/sign {"image": "REGISTRY/PROJECT/STREAM@sha256:…"}.
+func (s *Server) sign(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	if s.cfg.Signer == nil {
+		writeStatus(w, api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "this API server cannot sign"))
+		return
+	}
+	var req struct {
+		Image string `json:"image"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Image == "" {
+		writeStatus(w, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body must be {\"image\": \"REGISTRY/PROJECT/STREAM@sha256:…\"}"))
+		return
+	}
+	if err := s.cfg.Signer.Sign(r.Context(), info.Namespace, info.Name, req.Image); err != nil {
+		writeStatus(w, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"signed": req.Image, "key": info.Namespace + "/" + info.Name})
 }

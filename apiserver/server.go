@@ -45,6 +45,8 @@ type Config struct {
 	// Pods reaches node agents for pods/log and pods/exec. Nil answers
 	// 503.
 	Pods PodGateway
+	// Signer signs images with a project's key (signingkeys/NAME/sign).
+	Signer ImageSigner
 }
 
 // Validate fills defaults.

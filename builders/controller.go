@@ -63,6 +63,9 @@ type Controller struct {
 	GitTransport http.RoundTripper
 	// MaxRunning bounds builds running at once on this node. Default 4.
 	MaxRunning int
+	// Sign, if set, signs and attests each pushed output (ref is by
+	// digest). It reports whether it signed; an error fails the build.
+	Sign func(ctx context.Context, b *api.Build, ref string) (bool, error)
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -268,6 +271,19 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 		_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
 		fail(phase, reason, err.Error())
 		return
+	}
+	if c.Sign != nil {
+		signed, err := c.Sign(ctx, b, ref)
+		switch {
+		case err != nil:
+			fmt.Fprintf(logs, "\nerror: signing %s: %v\n", ref, err)
+			_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String(); s.OutputDockerImageReference, s.OutputDigest = ref, dgst })
+			fail(api.BuildFailed, "SigningFailed", "pushed "+ref+" but could not sign it: "+err.Error())
+			return
+		case signed:
+			fmt.Fprintf(logs, "Signed %s and attached its SLSA provenance\n", ref)
+			_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
+		}
 	}
 	if err := c.finish(parent, b, api.BuildComplete, "", "pushed "+ref, ref, dgst); err != nil {
 		slog.Error("builders: recording a finished build", "build", b.Name, "err", err)

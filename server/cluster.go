@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/cluster/endpoints"
 	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/cluster/proxy"
@@ -158,7 +159,7 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 
 // StartNode runs the node role: an agent on the Docker engine and, unless
 // turned off, the service proxy. It returns the agent.
-func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error)) (*node.Agent, error) {
+func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
 	if cfg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -185,7 +186,7 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	}
 	agentCfg := node.Config{
 		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
-		HeartbeatInterval: cfg.HeartbeatInterval, ServerToken: token, RegistryAuth: auth,
+		HeartbeatInterval: cfg.HeartbeatInterval, ServerToken: token, RegistryAuth: auth, Admit: admit,
 	}
 	agent, err := node.New(agentCfg)
 	if err != nil {
@@ -247,6 +248,43 @@ func annotateNode(ctx context.Context, st *store.Store, name, endpoint string) {
 // PullerServiceAccount is the account nodes pull a project's images as.
 const PullerServiceAccount = "deployer"
 
+// ensureAccount makes a project's service account with a cluster role in
+// the project, and waits until the authorizer sees the binding.
+func (s *Server) ensureAccount(ctx context.Context, ns, name, role, binding string, check rbac.Attributes) error {
+	sa := &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: name, Namespace: ns}}
+	if err := s.Store.Create(ctx, api.ServiceAccounts, sa); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	rb := &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: binding, Namespace: ns},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: role},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: name, Namespace: ns}},
+	}
+	if err := s.Store.Create(ctx, api.RoleBindings, rb); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	who := identity.Info{Name: api.ServiceAccountUser(ns, name), Groups: []string{identity.GroupAuthenticated}}
+	check.Namespace = ns
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if ok, _ := s.API.Authorizer().Authorize(who, check); ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("service account %s/%s has no rights yet; check role binding %s", ns, name, binding)
+}
+
+// ensurePuller makes the project's deployer account, which may pull.
+func (s *Server) ensurePuller(ctx context.Context, ns string) error {
+	return s.ensureAccount(ctx, ns, PullerServiceAccount, rbac.ImagePuller, "system-image-pullers",
+		rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers"})
+}
+
+// ensureBuilderAccount makes the project's builder account, which may push.
+func (s *Server) ensureBuilderAccount(ctx context.Context, ns string) error {
+	return s.ensureAccount(ctx, ns, builders.BuilderServiceAccount, rbac.ImageBuilder, "system-image-builders",
+		rbac.Attributes{Verb: "update", Resource: "imagestreams", Subresource: "layers"})
+}
+
 // pullAuth returns the X-Registry-Auth for a pod's image: a short-lived
 // token of its own project's deployer account, so a pod can only run
 // images its project may pull. Images outside the integrated registry
@@ -255,26 +293,10 @@ func (s *Server) pullAuth(ctx context.Context, pod *api.Pod, image string) (stri
 	if !strings.HasPrefix(image, s.RegistryHost+"/") {
 		return "", nil
 	}
-	ns := pod.Namespace
-	sa := &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: PullerServiceAccount, Namespace: ns}}
-	if err := s.Store.Create(ctx, api.ServiceAccounts, sa); err != nil && !errors.Is(err, store.ErrExists) {
+	if err := s.ensurePuller(ctx, pod.Namespace); err != nil {
 		return "", err
 	}
-	rb := &api.RoleBinding{
-		ObjectMeta: api.ObjectMeta{Name: "system-image-pullers", Namespace: ns},
-		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: rbac.ImagePuller},
-		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: PullerServiceAccount, Namespace: ns}},
-	}
-	if err := s.Store.Create(ctx, api.RoleBindings, rb); err != nil && !errors.Is(err, store.ErrExists) {
-		return "", err
-	}
-	who := identity.Info{Name: api.ServiceAccountUser(ns, PullerServiceAccount), Groups: []string{identity.GroupAuthenticated}}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if ok, _ := s.API.Authorizer().Authorize(who, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: ns}); ok {
-			break
-		}
-	}
-	secret, _, err := s.API.Authenticator().IssueServiceAccountToken(ctx, ns, PullerServiceAccount, 10*time.Minute)
+	secret, _, err := s.API.Authenticator().IssueServiceAccountToken(ctx, pod.Namespace, PullerServiceAccount, 10*time.Minute)
 	if err != nil {
 		return "", err
 	}
@@ -289,7 +311,7 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth)
+	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}
@@ -326,7 +348,7 @@ func (s *Server) startNodeOnly(bootCtx context.Context) (*Server, error) {
 	if err := pingDocker(runCtx, s.cfg.Node.DockerHost); err != nil {
 		return nil, fmt.Errorf("node: no Docker engine answers at %q: %w (install docker.io and start it, or pass --docker-host)", s.cfg.Node.DockerHost, err)
 	}
-	if s.Agent, err = StartNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth); err != nil {
+	if s.Agent, err = StartNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit); err != nil {
 		return nil, err
 	}
 	slog.Info("slipway node is running", "node", s.cfg.Node.Name, "etcd", strings.Join(s.cfg.EtcdEndpoints, ","))

@@ -134,6 +134,7 @@ type Server struct {
 	cancel       context.CancelFunc
 	nodeToken    string
 	pods         *podGateway
+	trust        *trust
 	// Agent is the in-process node agent, when one runs.
 	Agent *node.Agent
 	done  chan struct{}
@@ -189,7 +190,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.pods = &podGateway{token: s.nodeToken, store: s.Store}
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods})
+	if s.trust, err = s.newTrust(); err != nil {
+		return nil, err
+	}
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust})
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +231,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ln.Close()
 		return nil, err
 	}
+	s.startTrust(runCtx)
 	if err := s.startClusterControllers(runCtx); err != nil {
 		ln.Close()
 		return nil, err
@@ -281,7 +286,7 @@ func (s *Server) startBuilds(ctx context.Context) {
 		go d.Run(ctx)
 	}
 	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds"),
-		GitTransport: registry.GuardedTransport(s.cfg.Import, false)}
+		GitTransport: registry.GuardedTransport(s.cfg.Import, false), Sign: s.trust.signBuild}
 	go c.Run(ctx)
 	go (&builders.Triggers{Store: s.Store}).Run(ctx)
 }

@@ -1,0 +1,235 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/policies"
+	"slipway.dev/slipway/promote"
+	"slipway.dev/slipway/signing"
+	"slipway.dev/slipway/store"
+)
+
+// DefaultSigningKey is the key builds sign their output with, when the
+// project has one.
+const DefaultSigningKey = "default"
+
+// trust holds the signing keyring and the policy checker.
+type trust struct {
+	s       *Server
+	keyring *signing.Keyring
+	checker *policies.Checker
+}
+
+// keyPassword encrypts signing keys at rest; it lives in the data dir,
+// shared with the server's peers as the registry keys are.
+func keyPassword(dataDir string) ([]byte, error) {
+	p := filepath.Join(dataDir, "signing-key-password")
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return nil, err
+	}
+	pw := hex.EncodeToString(buf)
+	if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("server: signing key password: %w", err)
+	}
+	return []byte(pw), nil
+}
+
+func (s *Server) newTrust() (*trust, error) {
+	pw, err := keyPassword(s.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	t := &trust{s: s, keyring: &signing.Keyring{Store: s.Store, Password: pw}}
+	t.checker = &policies.Checker{Verifier: t, Keys: t.keyring}
+	return t, nil
+}
+
+// startTrust runs the keyring and the promotion controller.
+func (s *Server) startTrust(ctx context.Context) {
+	go s.trust.keyring.Run(ctx)
+	go (&promote.Controller{Store: s.Store, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker}).Run(ctx)
+}
+
+// auth is a short-lived pull identity for the project an image ref is in.
+func (t *trust) auth(ctx context.Context, ref string) (signing.Option, func(), error) {
+	rest, ok := strings.CutPrefix(ref, t.s.RegistryHost+"/")
+	if !ok {
+		return signing.WithAuth(authn.Anonymous), func() {}, nil
+	}
+	project, _, _ := strings.Cut(rest, "/")
+	if err := t.s.ensurePuller(ctx, project); err != nil {
+		return nil, nil, err
+	}
+	secret, _, err := t.s.API.Authenticator().IssueServiceAccountToken(ctx, project, PullerServiceAccount, 5*time.Minute)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() { _, _ = t.s.API.Authenticator().Revoke(context.WithoutCancel(ctx), secret) }
+	return signing.WithAuth(&authn.Basic{Username: PullerServiceAccount, Password: secret}), done, nil
+}
+
+// VerifySignature implements policies.Verifier against the registry.
+func (t *trust) VerifySignature(ctx context.Context, ref string, keys [][]byte) (string, error) {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	opt, done, err := t.auth(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	res, err := signing.Verify(ctx, d, keys, opt)
+	if err != nil {
+		return "", err
+	}
+	return res.KeyFingerprint, nil
+}
+
+// VerifyAttestation implements policies.Verifier against the registry.
+func (t *trust) VerifyAttestation(ctx context.Context, ref string, keys [][]byte, predicateType string) (string, error) {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	opt, done, err := t.auth(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	res, err := signing.VerifyAttestation(ctx, d, keys, predicateType, opt)
+	if err != nil {
+		return "", err
+	}
+	return res.KeyFingerprint, nil
+}
+
+// pushAuth is a short-lived push identity for a project (its builder).
+func (t *trust) pushAuth(ctx context.Context, project string) (signing.Option, func(), error) {
+	secret, _, err := t.s.API.Authenticator().IssueServiceAccountToken(ctx, project, "builder", 5*time.Minute)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() { _, _ = t.s.API.Authenticator().Revoke(context.WithoutCancel(ctx), secret) }
+	return signing.WithAuth(&authn.Basic{Username: "builder", Password: secret}), done, nil
+}
+
+// SignImage signs image (REGISTRY/PROJECT/STREAM@DIGEST, in the key's own
+// project) with the project's key, and attaches provenance when given.
+func (t *trust) SignImage(ctx context.Context, project, key, image string, prov *signing.Provenance) error {
+	rest, ok := strings.CutPrefix(image, t.s.RegistryHost+"/")
+	if !ok || !strings.HasPrefix(rest, project+"/") {
+		return fmt.Errorf("%s is not an image of project %s in the integrated registry; keys sign their own project's images", image, project)
+	}
+	ref, err := name.ParseReference(image, name.Insecure)
+	if err != nil {
+		return err
+	}
+	if _, ok := ref.(name.Digest); !ok {
+		return fmt.Errorf("sign by digest: %s is a tag, which can move; name the image as REPOSITORY@sha256:…", image)
+	}
+	signer, err := t.keyring.Signer(ctx, project, key)
+	if err != nil {
+		return err
+	}
+	if err := t.s.ensureBuilderAccount(ctx, project); err != nil {
+		return err
+	}
+	opt, done, err := t.pushAuth(ctx, project)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := signing.Sign(ctx, ref, signer, opt); err != nil {
+		return err
+	}
+	if prov != nil {
+		st, err := prov.Statement()
+		if err != nil {
+			return err
+		}
+		return signing.Attest(ctx, ref, signer, st, opt)
+	}
+	return nil
+}
+
+// Admit is the node agent's policy check: every image of the pod must
+// pass its project's policies, by digest.
+func (t *trust) Admit(ctx context.Context, pod *api.Pod) error {
+	items, _, err := t.s.Store.List(ctx, api.ImagePolicies, pod.Namespace, store.ListOptions{})
+	if err != nil || len(items) == 0 {
+		return err
+	}
+	var pols []*api.ImagePolicy
+	for _, o := range items {
+		pols = append(pols, o.(*api.ImagePolicy))
+	}
+	for _, c := range pod.Spec.Containers {
+		var scan *api.ImageScan
+		if rest, ok := strings.CutPrefix(c.Image, t.s.RegistryHost+"/"); ok {
+			project, _, _ := strings.Cut(rest, "/")
+			if at := strings.LastIndex(c.Image, "@"); at > 0 {
+				if o, err := t.s.Store.Get(ctx, api.ImageScans, project, c.Image[at+1:]); err == nil {
+					scan = o.(*api.ImageScan)
+				}
+			}
+		}
+		if d := t.checker.Check(ctx, pols, c.Image, scan); !d.Allowed {
+			return fmt.Errorf("container %s: image %s breaks the policy of %s: %s", c.Name, c.Image, pod.Namespace, d.Reason())
+		}
+	}
+	return nil
+}
+
+// Sign is `slipway sign`: the project's key signs one of its images.
+func (t *trust) Sign(ctx context.Context, project, key, image string) error {
+	return t.SignImage(ctx, project, key, image, nil)
+}
+
+// signBuild signs a build's output with the project's default key, when
+// it has one, and attests the build's provenance.
+func (t *trust) signBuild(ctx context.Context, b *api.Build, ref string) (bool, error) {
+	if _, err := t.s.Store.Get(ctx, api.SigningKeys, b.Namespace, DefaultSigningKey); err != nil {
+		return false, nil
+	}
+	prov := &signing.Provenance{
+		BuilderID: t.s.URL, BuildName: b.Namespace + "/" + b.Name, Strategy: b.Spec.Strategy.Type,
+		BuildArgs: map[string]string{}, Internal: map[string]any{"registry": t.s.RegistryHost},
+	}
+	if g := b.Spec.Source.Git; g != nil {
+		prov.SourceRepo, prov.SourceCommit = g.URI, b.Status.Revision
+	}
+	if ds := b.Spec.Strategy.DockerStrategy; ds != nil {
+		for _, a := range ds.BuildArgs {
+			prov.BuildArgs[a.Name] = a.Value
+		}
+	}
+	if base := b.Status.BaseImage; base != "" {
+		if at := strings.LastIndex(base, "@"); at > 0 {
+			prov.BaseImages = []signing.Image{{Name: base[:at], Digest: base[at+1:]}}
+		}
+	}
+	if b.Status.StartTimestamp != nil {
+		prov.StartedOn = *b.Status.StartTimestamp
+	}
+	prov.FinishedOn = time.Now().UTC()
+	if err := t.SignImage(ctx, b.Namespace, DefaultSigningKey, ref, prov); err != nil {
+		return false, err
+	}
+	return true, nil
+}
