@@ -125,3 +125,6 @@ func (fe FieldErrors) Invalid(kind, name string) error {
 	s.Details = &StatusDetails{Name: name, Kind: kind, Causes: causes}
 	return s
 }
+
+// IsAlreadyExists reports whether err is a 409 for a name that is taken.
+func IsAlreadyExists(err error) bool { return IsReason(err, ReasonAlreadyExists) }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,10 +13,18 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/policies"
 	"slipway.dev/slipway/promote"
+	"slipway.dev/slipway/scan"
 	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/store"
 )
@@ -62,6 +71,7 @@ func (s *Server) newTrust() (*trust, error) {
 // startTrust runs the keyring and the promotion controller.
 func (s *Server) startTrust(ctx context.Context) {
 	go s.trust.keyring.Run(ctx)
+	go (&scan.Controller{Store: s.Store, Registry: scanRegistry{s.trust}}).Run(ctx)
 	go (&promote.Controller{Store: s.Store, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker}).Run(ctx)
 }
 
@@ -232,4 +242,135 @@ func (t *trust) signBuild(ctx context.Context, b *api.Build, ref string) (bool, 
 		return false, err
 	}
 	return true, nil
+}
+
+// scanRegistry is the scanner's access to the registry: it reads as the
+// image's project's deployer account and writes SBOMs as its builder.
+type scanRegistry struct{ t *trust }
+
+func (r scanRegistry) remoteOpts(ctx context.Context, ref string, push bool) ([]remote.Option, func(), error) {
+	rest, _ := strings.CutPrefix(ref, r.t.s.RegistryHost+"/")
+	project, _, _ := strings.Cut(rest, "/")
+	user, ensure := PullerServiceAccount, r.t.s.ensurePuller
+	if push {
+		user, ensure = builders.BuilderServiceAccount, r.t.s.ensureBuilderAccount
+	}
+	if err := ensure(ctx, project); err != nil {
+		return nil, nil, err
+	}
+	secret, _, err := r.t.s.API.Authenticator().IssueServiceAccountToken(ctx, project, user, 10*time.Minute)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() { _, _ = r.t.s.API.Authenticator().Revoke(context.WithoutCancel(ctx), secret) }
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: user, Password: secret})}, done, nil
+}
+
+func (r scanRegistry) Image(ctx context.Context, ref string) (v1.Image, error) {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	// The layers are read after this returns, so the token is left to
+	// expire (10 minutes) rather than revoked.
+	opts, _, err := r.remoteOpts(ctx, ref, false)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Image(d, opts...)
+}
+
+// SBOMMediaType is the media type of stored SBOMs.
+const SBOMMediaType = "application/vnd.cyclonedx+json"
+
+func (r scanRegistry) PutSBOM(ctx context.Context, ref string, doc []byte) (string, error) {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	opts, done, err := r.remoteOpts(ctx, ref, true)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	desc, err := remote.Head(d, opts...)
+	if err != nil {
+		return "", err
+	}
+	layer := static.NewLayer(doc, SBOMMediaType)
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{Layer: layer})
+	if err != nil {
+		return "", err
+	}
+	img = mutate.ConfigMediaType(img, types.MediaType("application/vnd.oci.empty.v1+json"))
+	img = mutate.Subject(img, v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}).(v1.Image)
+	img = mutate.Annotations(img, map[string]string{"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339)}).(v1.Image)
+	sd, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(d.Context().Digest(sd.String()), img, opts...); err != nil {
+		return "", err
+	}
+	return sd.String(), nil
+}
+
+func (r scanRegistry) GetSBOM(ctx context.Context, repo, digest string) ([]byte, error) {
+	d, err := name.NewDigest(repo+"@"+digest, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	opts, done, err := r.remoteOpts(ctx, repo, false)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	img, err := remote.Image(d, opts...)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := img.Layers()
+	if err != nil || len(ls) != 1 {
+		return nil, fmt.Errorf("SBOM %s: want one layer: %v", digest, err)
+	}
+	rc, err := ls[0].Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, 64<<20))
+}
+
+func (r scanRegistry) Fetch(ctx context.Context, ref, path string) error {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	opts, done, err := r.remoteOpts(ctx, ref, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	img, err := remote.Image(d, opts...)
+	if err != nil {
+		return err
+	}
+	ls, err := img.Layers()
+	if err != nil || len(ls) != 1 {
+		return fmt.Errorf("%s: a database artifact has one layer: %v", ref, err)
+	}
+	rc, err := ls[0].Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
