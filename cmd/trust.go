@@ -467,4 +467,3 @@ func historyCmd() *cobra.Command {
 	c.Flags().StringVarP(&output, "output", "o", "", "json or yaml")
 	return c
 }
-
