@@ -1,3 +1,5 @@
-// Package cluster holds the scheduler, node agent, service proxy and
-// deployer. It is built by the deploy issue (#5); nothing is here yet.
+// Package cluster is the home of the parts that run pods: runtime (the
+// Docker engine behind a small interface), node (the kubelet-style agent),
+// scheduler (binding and node lifecycle), replication, endpoints and
+// proxy (services).
 package cluster
