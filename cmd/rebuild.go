@@ -27,6 +27,9 @@ type rebuildItem struct {
 	Wave    int    `json:"wave"`
 	Base    string `json:"base"`   // PROJECT/STREAM:TAG it builds on
 	Output  string `json:"output"` // PROJECT/STREAM:TAG it writes
+	// Severity is the worst finding in the output's current image, when
+	// it has been scanned: within a wave, the worst go first.
+	Severity string `json:"severity,omitempty"`
 }
 
 // rebuildPlan is the dependency order of a rebuild.
@@ -34,6 +37,8 @@ type rebuildPlan struct {
 	Base   string        `json:"base"`
 	Items  []rebuildItem `json:"buildConfigs"`
 	Images []string      `json:"pushedImages"` // pushed images built on the base, which builds won't update
+	// Deployments roll out by themselves when a tag they follow moves.
+	Deployments []string `json:"deployments,omitempty"`
 }
 
 func tagKey(ns string, ref *api.ObjectReference) string {
@@ -95,11 +100,36 @@ func planRebuild(ctx context.Context, cl *client.Client, base string) (*rebuildP
 			items = append(items, rebuildItem{Project: bc.Namespace, Name: bc.Name, Wave: wave, Base: from, Output: out})
 			next[out] = true
 		}
+		for i := range items {
+			items[i].Severity = worstFinding(ctx, cl, items[i].Output)
+		}
 		sort.Slice(items, func(i, j int) bool {
+			if a, b := api.SeverityRank(items[i].Severity), api.SeverityRank(items[j].Severity); a != b {
+				return a > b
+			}
 			return items[i].Project+"/"+items[i].Name < items[j].Project+"/"+items[j].Name
 		})
 		plan.Items = append(plan.Items, items...)
 		frontier = next
+	}
+	// Deployments that follow the base or any output.
+	tags := map[string]bool{base: true}
+	for _, it := range plan.Items {
+		tags[it.Output] = true
+	}
+	for _, p := range projects {
+		dcs, _, err := cl.List(ctx, api.DeploymentConfigs, p.GetObjectMeta().Name, client.ListOptions{})
+		if err != nil {
+			continue
+		}
+		for _, o := range dcs {
+			dc := o.(*api.DeploymentConfig)
+			for _, t := range dc.Spec.Triggers {
+				if ic := t.ImageChangeParams; ic != nil && ic.Automatic && tags[tagKey(dc.Namespace, &ic.From)] {
+					plan.Deployments = append(plan.Deployments, dc.Namespace+"/"+dc.Name+" (follows "+tagKey(dc.Namespace, &ic.From)+")")
+				}
+			}
+		}
 	}
 	// Pushed images that name the base (any digest it had) in their
 	// annotations: builds will not change them; their owners must.
@@ -189,7 +219,17 @@ func printPlan(out io.Writer, plan *rebuildPlan, format string) error {
 			wave = it.Wave
 			fmt.Fprintf(out, "wave %d:\n", wave)
 		}
-		fmt.Fprintf(out, "  %s/%s\t%s -> %s\n", it.Project, it.Name, it.Base, it.Output)
+		sev := ""
+		if it.Severity != "" {
+			sev = "\t[worst finding: " + it.Severity + "]"
+		}
+		fmt.Fprintf(out, "  %s/%s\t%s -> %s%s\n", it.Project, it.Name, it.Base, it.Output, sev)
+	}
+	if len(plan.Deployments) > 0 {
+		fmt.Fprintf(out, "Deployments that roll out when these tags move:\n")
+		for _, d := range plan.Deployments {
+			fmt.Fprintf(out, "  %s\n", d)
+		}
 	}
 	if len(plan.Images) > 0 {
 		fmt.Fprintf(out, "Pushed images on this base that no build config makes (rebuild them yourself):\n")
@@ -307,4 +347,30 @@ func upToDate(ctx context.Context, cl *client.Client, it rebuildItem) bool {
 		}
 	}
 	return false
+}
+
+// worstFinding is the highest severity among the findings of the image an
+// output tag (PROJECT/STREAM:TAG) holds, or "" when it has none or no scan.
+func worstFinding(ctx context.Context, cl *client.Client, output string) string {
+	project, rest, _ := strings.Cut(output, "/")
+	stream, tag, _ := strings.Cut(rest, ":")
+	o, err := cl.Get(ctx, api.ImageStreams, project, stream)
+	if err != nil {
+		return ""
+	}
+	ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
+	if !ok {
+		return ""
+	}
+	so, err := cl.Get(ctx, api.ImageScans, project, ev.Image)
+	if err != nil {
+		return ""
+	}
+	worst := ""
+	for _, f := range so.(*api.ImageScan).Status.Findings {
+		if worst == "" || api.SeverityRank(f.Severity) > api.SeverityRank(worst) {
+			worst = f.Severity
+		}
+	}
+	return worst
 }

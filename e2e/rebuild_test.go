@@ -50,6 +50,20 @@ func TestRebuildDryRunOrdersWaves(t *testing.T) {
 	mk("team", "web-debug", &api.ObjectReference{Kind: "ImageStreamTag", Name: "web:latest"})
 	mk("team", "unrelated", &api.ObjectReference{Kind: "ImageStreamTag", Name: "other:1"})
 
+	// A deployment that follows web's output is listed too.
+	dc := &api.DeploymentConfig{
+		ObjectMeta: api.ObjectMeta{Name: "site", Namespace: "team"},
+		Spec: api.DeploymentConfigSpec{
+			Replicas: 1, Selector: map[string]string{"app": "site"},
+			Template: &api.PodTemplateSpec{ObjectMeta: api.ObjectMeta{Labels: map[string]string{"app": "site"}},
+				Spec: api.PodSpec{Containers: []api.Container{{Name: "web", Image: "web:latest"}}}},
+			Triggers: []api.DeploymentTrigger{{Type: "ImageChange", ImageChangeParams: &api.DeploymentTriggerImageChangeParams{
+				Automatic: true, ContainerNames: []string{"web"}, From: api.ObjectReference{Kind: "ImageStreamTag", Name: "web:latest"}}}},
+		},
+	}
+	if err := admin.Create(ctx, api.DeploymentConfigs, dc); err != nil {
+		t.Fatal(err)
+	}
 	c := cli{t: t, config: filepath.Join(t.TempDir(), "config")}
 	c.ok("login", p.url(), "-u", "admin", "-p", p.adminPassword(t), "--certificate-authority", p.caFile())
 	var plan struct {
@@ -57,6 +71,7 @@ func TestRebuildDryRunOrdersWaves(t *testing.T) {
 			Name string
 			Wave int
 		} `json:"buildConfigs"`
+		Deployments []string `json:"deployments"`
 	}
 	if err := json.Unmarshal([]byte(c.ok("rebuild", "--base", "base/debian:12", "--dry-run", "-o", "json")), &plan); err != nil {
 		t.Fatal(err)
@@ -72,6 +87,9 @@ func TestRebuildDryRunOrdersWaves(t *testing.T) {
 		if plan.Items[i].Name != w.name || plan.Items[i].Wave != w.wave {
 			t.Errorf("dry run item %d = %+v, want %s in wave %d", i, plan.Items[i], w.name, w.wave)
 		}
+	}
+	if len(plan.Deployments) != 1 || plan.Deployments[0] != "team/site (follows team/web:latest)" {
+		t.Errorf("dry run deployments = %q, want team/site following team/web:latest", plan.Deployments)
 	}
 	if builds, _, _ := admin.List(ctx, api.Builds, "team", client.ListOptions{}); len(builds) != 0 {
 		t.Errorf("the dry run started %d builds", len(builds))
