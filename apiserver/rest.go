@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -39,6 +41,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		s.approve(w, r, info)
 		return
 	case res == api.SigningKeys && info.Subresource == "sign" && info.Verb == "create":
+	case res == api.Builds && info.Subresource == "log" && info.Verb == "get":
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
 		return
@@ -71,6 +74,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if res == api.Pods && (info.Subresource == "log" || info.Subresource == "exec") {
 		s.servePod(w, r, info)
+		return
+	}
+	if res == api.Builds && info.Subresource == "log" {
+		s.buildLog(w, r, info)
 		return
 	}
 	if res == api.SigningKeys && info.Subresource == "sign" {
@@ -672,4 +679,24 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request, info *requestInfo)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"signed": req.Image, "key": info.Namespace + "/" + info.Name})
+}
+
+// buildLog serves a build's whole log, kept after the build.
+func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	if _, err := s.store.Get(r.Context(), api.Builds, info.Namespace, info.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	if s.cfg.BuildLogs == "" {
+		writeStatus(w, api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "this API server keeps no build logs; read status.logTail"))
+		return
+	}
+	f, err := os.Open(filepath.Join(s.cfg.BuildLogs, info.Namespace, info.Name+".log"))
+	if err != nil {
+		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "build %s has no log yet", info.Name))
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.Copy(w, f)
 }

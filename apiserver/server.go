@@ -47,6 +47,8 @@ type Config struct {
 	Pods PodGateway
 	// Signer signs images with a project's key (signingkeys/NAME/sign).
 	Signer ImageSigner
+	// BuildLogs is the directory of full build logs (builds/NAME/log).
+	BuildLogs string
 }
 
 // Validate fills defaults.

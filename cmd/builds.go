@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"strings"
 
@@ -220,8 +221,16 @@ func buildLogs(c *cobra.Command, cl *client.Client, ns, name string, follow bool
 	}
 	b := o.(*api.Build)
 	if !follow || api.IsFinished(b.Status.Phase) {
-		fmt.Fprint(c.OutOrStdout(), b.Status.LogTail)
-		return nil
+		// The whole log, kept after the build; the tail if the server
+		// keeps none.
+		resp, err := cl.Do(c.Context(), http.MethodGet, client.Path(api.Builds, ns, name, "log"), nil, nil, "")
+		if err != nil {
+			fmt.Fprint(c.OutOrStdout(), b.Status.LogTail)
+			return nil
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(c.OutOrStdout(), resp.Body)
+		return err
 	}
 	return followBuild(c.Context(), cl, ns, name, true, c.OutOrStdout())
 }

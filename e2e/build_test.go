@@ -189,6 +189,10 @@ spec:
 	if b.Status.Phase != api.BuildComplete {
 		t.Fatalf("web-1 = %s (%s): %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
 	}
+	// The whole log is kept after the build.
+	if full := c.ok("logs", "build/web-1"); !strings.Contains(full, "Base image base:1 resolved to") || len(full) < len(b.Status.LogTail) {
+		t.Errorf("logs build/web-1 (%d bytes) is not the whole log:\n%s", len(full), full)
+	}
 	o, err := admin.Get(ctx, api.ImageStreams, "bld", "web")
 	if err != nil {
 		t.Fatal(err)

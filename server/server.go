@@ -193,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.trust, err = s.newTrust(); err != nil {
 		return nil, err
 	}
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust})
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds")})
 	if err != nil {
 		return nil, err
 	}
