@@ -56,10 +56,11 @@ type dockerd = dockertest.Daemon
 
 const depsHint = dockertest.DepsHint
 
-// e2e's bridge: another package's tests may run their own at once.
-const (
-	e2eBridge = "slpwe2e0"
-	e2eCIDR   = "10.215.0.1/24"
+// e2e's bridge is named for the test process, so that two runs of these
+// tests (and other packages' tests) can each have their own at once.
+var (
+	e2eBridge = fmt.Sprintf("slpwe%d", os.Getpid()%100000)
+	e2eCIDR   = fmt.Sprintf("10.215.%d.1/24", os.Getpid()%250)
 )
 
 // dockerDaemon returns the package's private dockerd, starting it once.
