@@ -394,7 +394,12 @@ func (p *Proxy) removeStaleVIPs(services *store.Informer) {
 			used[ip.Unmap().String()] = true
 		}
 	}
+	cidr, _ := netip.ParsePrefix(p.cfg.ServiceCIDR)
 	for _, ip := range held {
+		a, err := netip.ParseAddr(ip)
+		if err != nil || !cidr.Contains(a) {
+			continue // another proxy's range, on the same machine
+		}
 		if !used[ip] {
 			if err := p.cfg.VIPs.Remove(ip); err != nil {
 				slog.Warn("proxy: stale cluster IP not removed", "clusterIP", ip, "err", err)
