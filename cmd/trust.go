@@ -21,7 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/spf13/cobra"
 
@@ -75,10 +75,12 @@ func vulndbCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			layer, err := tarball.LayerFromFile(path, tarball.WithMediaType("application/zip"))
+			// The zip is the blob, as is: not gzipped again.
+			data, err := os.ReadFile(path)
 			if err != nil {
 				return err
 			}
+			layer := static.NewLayer(data, "application/zip")
 			img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{Layer: layer})
 			if err != nil {
 				return err

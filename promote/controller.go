@@ -124,6 +124,13 @@ func (c *Controller) finish(ctx context.Context, p *api.Promotion, phase, msg st
 }
 
 func (c *Controller) reconcile(ctx context.Context, p *api.Promotion) error {
+	// Read it fresh: a promotion acts once, and the cache may not show
+	// what the last pass wrote yet.
+	fresh, err := c.Store.Get(ctx, api.Promotions, p.Namespace, p.Name)
+	if err != nil {
+		return nil
+	}
+	p = fresh.(*api.Promotion)
 	switch p.Status.Phase {
 	case api.PromotionComplete, api.PromotionRefused, api.PromotionFailed:
 		return nil
@@ -189,15 +196,19 @@ func (c *Controller) reconcile(ctx context.Context, p *api.Promotion) error {
 		return nil
 	}
 	target := c.Registry + "/" + to.Project + "/" + stream
-	if err := c.copy(ctx, from.Project, to.Project, source, target, digest, to.Tag); err != nil {
+	moveTag, err := c.copy(ctx, from.Project, to.Project, source, target, digest, to.Tag)
+	if err != nil {
 		slog.Warn("promote: copy failed", "promotion", p.Namespace+"/"+p.Name, "err", err)
 		return c.finish(ctx, p, api.PromotionFailed, "copying "+source+" to "+target+": "+err.Error(), d.Checks)
 	}
-	// Verified again where it now lives.
-	pols, scan = c.policyInputs(ctx, to.Project, to.Project, digest)
+	// Verified again where it now lives, before the tag moves.
+	pols, scan = c.policyInputs(ctx, to.Project, from.Project, digest)
 	d2 := c.Policies.Check(ctx, pols, target+"@"+digest, scan)
 	if !d2.Allowed {
-		return c.finish(ctx, p, api.PromotionFailed, "copied, but the copy in "+to.Project+" fails its policy: "+d2.Reason(), d2.Checks)
+		return c.finish(ctx, p, api.PromotionFailed, "copied, but the copy in "+to.Project+" fails its policy, so "+to.Tag+" did not move: "+d2.Reason(), d2.Checks)
+	}
+	if err := moveTag(); err != nil {
+		return c.finish(ctx, p, api.PromotionFailed, "moving "+target+":"+to.Tag+": "+err.Error(), d2.Checks)
 	}
 	rev := c.revision(p.Namespace, p.Spec.Pipeline, p.Spec.To) + 1
 	now := c.now().UTC()
@@ -298,27 +309,28 @@ func (c *Controller) ensurePromoter(ctx context.Context, from, to string) error 
 }
 
 // copy puts the image and its referrers into the target repository by
-// digest (the registry mounts every blob), then moves the stage's tag.
-func (c *Controller) copy(ctx context.Context, fromProject, toProject, source, target, digest, tag string) error {
+// digest (the registry mounts every blob). It returns the step that moves
+// the stage's tag, for after the copy is verified; its token lives ten
+// minutes.
+func (c *Controller) copy(ctx context.Context, fromProject, toProject, source, target, digest, tag string) (func() error, error) {
 	if err := c.ensurePromoter(ctx, fromProject, toProject); err != nil {
-		return err
+		return nil, err
 	}
 	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, toProject, registry.PromoterServiceAccount, 10*time.Minute)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: registry.PromoterServiceAccount, Password: secret})}
 	src, err := name.NewDigest(source, name.Insecure)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dstRepo, err := name.NewRepository(target, name.Insecure)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := copyManifest(src, dstRepo.Digest(digest), opts); err != nil {
-		return err
+		return nil, err
 	}
 	// Referrers travel with the image: the OCI referrers of its digest,
 	// and cosign's tag layout (sha256-HEX.sig, .att, .sbom).
@@ -326,7 +338,7 @@ func (c *Controller) copy(ctx context.Context, fromProject, toProject, source, t
 		if m, err := idx.IndexManifest(); err == nil {
 			for _, d := range m.Manifests {
 				if err := copyManifest(src.Context().Digest(d.Digest.String()), dstRepo.Digest(d.Digest.String()), opts); err != nil {
-					return fmt.Errorf("referrer %s: %w", d.Digest, err)
+					return nil, fmt.Errorf("referrer %s: %w", d.Digest, err)
 				}
 			}
 		}
@@ -339,17 +351,20 @@ func (c *Controller) copy(ctx context.Context, fromProject, toProject, source, t
 			continue
 		}
 		if err := copyManifest(src.Context().Digest(desc.Digest.String()), dstRepo.Digest(desc.Digest.String()), opts); err != nil {
-			return fmt.Errorf("%s: %w", t, err)
+			return nil, fmt.Errorf("%s: %w", t, err)
 		}
 		if err := remote.Tag(dstRepo.Tag(t), desc, opts...); err != nil {
-			return fmt.Errorf("%s: %w", t, err)
+			return nil, fmt.Errorf("%s: %w", t, err)
 		}
 	}
-	desc, err := remote.Get(dstRepo.Digest(digest), opts...)
-	if err != nil {
-		return err
-	}
-	return remote.Tag(dstRepo.Tag(tag), desc, opts...)
+	return func() error {
+		defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
+		desc, err := remote.Get(dstRepo.Digest(digest), opts...)
+		if err != nil {
+			return err
+		}
+		return remote.Tag(dstRepo.Tag(tag), desc, opts...)
+	}, nil
 }
 
 // copyManifest writes one manifest (image or index) and its blobs.
@@ -376,4 +391,3 @@ func copyManifest(src name.Digest, dst name.Digest, opts []remote.Option) error 
 func MayApprove(authz Authorizer, u identity.Info, targetProject string) (bool, string) {
 	return authz.Authorize(u, rbac.Attributes{Verb: "promote", Resource: "promotions", Namespace: targetProject})
 }
-

@@ -77,8 +77,17 @@ func (c *Controller) Run(ctx context.Context) {
 // scannable: an image manifest with a config, not a referrer artifact
 // (signatures, attestations, SBOMs).
 func scannable(img *api.Image) bool {
-	return img.Config != nil && img.Subject == "" && img.ArtifactType == "" && len(img.Layers) > 0 &&
-		!strings.Contains(img.DockerImageReference, ":sha256-")
+	if img.Config == nil || img.Subject != "" || img.ArtifactType != "" || len(img.Layers) == 0 {
+		return false
+	}
+	// Only filesystem layers: cosign's .sig/.att manifests and other
+	// artifacts carry JSON or zip layers.
+	for _, l := range img.Layers {
+		if !strings.Contains(l.MediaType, "tar") && !strings.Contains(l.MediaType, "rootfs") {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
@@ -90,6 +99,14 @@ func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
 	}
 	if err := c.Store.Create(ctx, api.ImageScans, &api.ImageScan{ObjectMeta: api.ObjectMeta{Name: img.Name, Namespace: img.Namespace}}); err != nil && !errors.Is(err, store.ErrExists) {
 		return err
+	}
+	// The same digest scanned in another project (a promotion copies the
+	// image and its SBOM referrer): take that scan, read no layer.
+	for _, o := range c.scans.List("") {
+		if other := o.(*api.ImageScan); other.Name == img.Name && other.Namespace != img.Namespace && other.Status.Phase == "Scanned" && other.Status.SBOMDigest != "" {
+			st := other.Status
+			return c.setScan(ctx, img.Namespace, img.Name, func(s *api.ImageScanStatus) { *s = st })
+		}
 	}
 	ref := img.DockerImageReference
 	start := time.Now()
@@ -110,7 +127,7 @@ func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
 	}
 	now := time.Now().UTC().Truncate(time.Second)
 	c.mu.RLock()
-	db, version := c.db, c.dbVersion
+	db, version := c.db, c.dbVersion[strings.LastIndex(c.dbVersion, "@")+1:]
 	c.mu.RUnlock()
 	slog.Info("scan: image scanned", "image", ref, "packages", len(sbom.Packages), "took", time.Since(start).Round(time.Millisecond))
 	return c.setScan(ctx, img.Namespace, img.Name, func(s *api.ImageScanStatus) {

@@ -303,8 +303,8 @@ func (r scanRegistry) PutSBOM(ctx context.Context, ref string, doc []byte) (stri
 		return "", err
 	}
 	img = mutate.ConfigMediaType(img, types.MediaType("application/vnd.oci.empty.v1+json"))
-	img = mutate.Subject(img, v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}).(v1.Image)
 	img = mutate.Annotations(img, map[string]string{"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339)}).(v1.Image)
+	img = mutate.Subject(img, v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}).(v1.Image)
 	sd, err := img.Digest()
 	if err != nil {
 		return "", err
@@ -359,7 +359,7 @@ func (r scanRegistry) Fetch(ctx context.Context, ref, path string) error {
 	if err != nil || len(ls) != 1 {
 		return fmt.Errorf("%s: a database artifact has one layer: %v", ref, err)
 	}
-	rc, err := ls[0].Compressed()
+	rc, err := ls[0].Compressed() // the blob as stored: the zip itself
 	if err != nil {
 		return err
 	}
