@@ -99,6 +99,7 @@ func nodeFlags(f *pflag.FlagSet, n *server.NodeConfig) {
 	f.StringVar(&n.ServiceCIDR, "service-cidr", "10.43.0.0/16", "range of service ClusterIPs")
 	f.BoolVar(&n.NoProxy, "no-proxy", false, "run no service proxy on this node (another on the machine serves it)")
 	f.StringToStringVar(&n.Labels, "node-labels", nil, "labels of this node, for nodeSelector: zone=a,disk=ssd")
+	f.DurationVar(&n.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this node renews its Ready condition (keep it under half of the server's --node-grace-period)")
 }
 
 func nodeCmd() *cobra.Command {

@@ -428,9 +428,17 @@ func (c *Controller) scale(ctx context.Context, ns, name string, n int32) error 
 	return err
 }
 
+// errFinished: a revision's rollout ended already; it is never restarted.
+var errFinished = errors.New("deploy: the revision's rollout has ended")
+
 func (c *Controller) setPhase(ctx context.Context, ns, name, phase, reason string) error {
 	_, err := c.Store.GuaranteedUpdate(ctx, api.ReplicationControllers, ns, name, store.UpdateOptions{}, func(o api.Object) error {
 		rc := o.(*api.ReplicationController)
+		switch rc.Annotations[api.DeploymentPhaseAnnotation] {
+		case api.DeploymentComplete, api.DeploymentFailed:
+			// A stale cache sent a finished revision back here.
+			return errFinished
+		}
 		rc.Annotations[api.DeploymentPhaseAnnotation] = phase
 		if reason != "" {
 			rc.Annotations[api.DeploymentReasonAnnotation] = reason

@@ -49,7 +49,9 @@ func (c *Controller) rollout(ctx context.Context, ns, dcName, revision string) e
 		return nil
 	}
 	dc := o.(*api.DeploymentConfig)
-	if err := c.setPhase(ctx, ns, revision, api.DeploymentRunning, ""); err != nil {
+	if err := c.setPhase(ctx, ns, revision, api.DeploymentRunning, ""); errors.Is(err, errFinished) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	timeout := 600 * time.Second

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -108,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeOnly && (len(c.EtcdEndpoints) == 0 || c.RegistryHost == "") {
 		return errors.New("server: the node role needs --etcd-endpoints of the cluster's etcd and --registry of its registry (host:port)")
+	}
+	if hb, grace := cmp.Or(c.Node.HeartbeatInterval, 10*time.Second), cmp.Or(c.NodeGracePeriod, 40*time.Second); !c.NodeOnly && grace < 2*hb {
+		return fmt.Errorf("server: --node-grace-period %s must be at least twice the heartbeat interval (%s), or healthy nodes flap to NotReady", grace, hb)
 	}
 	if c.RegistryOnly && len(c.EtcdEndpoints) == 0 {
 		return errors.New("server: the registry role needs --etcd-endpoints of the cluster's etcd")
