@@ -339,3 +339,21 @@ var SigningKeySecrets = Register(&Resource{
 	Name: "signingkeysecrets", Kind: "SigningKeySecret", Namespaced: true, Hidden: true,
 	New: func() Object { return &SigningKeySecret{} },
 })
+
+// PromotedTag returns the pipeline (NAMESPACE/NAME) whose stage, other than
+// the first (which receives pushes), owns project/stream:tag, or "". Only
+// a promotion may move such a tag.
+func PromotedTag(pipelines []Object, project, stream, tag string) string {
+	for _, o := range pipelines {
+		p := o.(*Pipeline)
+		if p.Spec.Stream != stream {
+			continue
+		}
+		for i, st := range p.Spec.Stages {
+			if i > 0 && st.Project == project && st.Tag == tag {
+				return p.Namespace + "/" + p.Name
+			}
+		}
+	}
+	return ""
+}

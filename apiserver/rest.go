@@ -457,6 +457,11 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInf
 // admit runs the checks that depend on more than one object: RBAC writes
 // must not escalate.
 func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	if is, ok := obj.(*api.ImageStream); ok {
+		if err := s.admitPromotedTags(ctx, u, info.Namespace, is); err != nil {
+			return err
+		}
+	}
 	if info.Subresource == "status" {
 		return nil
 	}
@@ -699,4 +704,56 @@ func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, info *requestI
 	defer f.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.Copy(w, f)
+}
+
+// admitPromotedTags refuses to change, through the API, a tag that a
+// pipeline stage owns (its history or its spec tag): only the project's
+// promoter account moves those, through a promotion.
+func (s *Server) admitPromotedTags(ctx context.Context, u identity.Info, ns string, is *api.ImageStream) error {
+	if u.Name == api.ServiceAccountUser(ns, "promoter") {
+		return nil
+	}
+	pipelines, _, err := s.store.List(ctx, api.Pipelines, "", store.ListOptions{})
+	if err != nil || len(pipelines) == 0 {
+		return err
+	}
+	var old *api.ImageStream
+	if o, err := s.store.Get(ctx, api.ImageStreams, ns, is.Name); err == nil {
+		old = o.(*api.ImageStream)
+	} else {
+		old = &api.ImageStream{}
+	}
+	tagState := func(x *api.ImageStream, tag string) string {
+		st := ""
+		for _, t := range x.Status.Tags {
+			if t.Tag == tag {
+				st += fmt.Sprintf("%d:", len(t.Items))
+				if len(t.Items) > 0 {
+					st += t.Items[0].Image
+				}
+			}
+		}
+		for _, t := range x.Spec.Tags {
+			if t.Name == tag {
+				b, _ := json.Marshal(t)
+				st += "|" + string(b)
+			}
+		}
+		return st
+	}
+	tags := map[string]bool{}
+	for _, x := range []*api.ImageStream{old, is} {
+		for _, t := range x.Status.Tags {
+			tags[t.Tag] = true
+		}
+		for _, t := range x.Spec.Tags {
+			tags[t.Name] = true
+		}
+	}
+	for tag := range tags {
+		if pl := api.PromotedTag(pipelines, ns, is.Name, tag); pl != "" && tagState(old, tag) != tagState(is, tag) {
+			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s/%s:%s is a stage of pipeline %s: only a promotion moves it; use `slipway promote`", ns, is.Name, tag, pl)
+		}
+	}
+	return nil
 }

@@ -575,6 +575,8 @@ spec:
 		t.Errorf("admin's push to prod/app:prod = %v; want DENIED naming the pipeline", err)
 	}
 	t.Logf("admin's push to prod/app:prod: %v", err)
+	// Nor through the API: a rollback of the tag's history is refused too.
+	s.cli.fails("only a promotion moves it", "rollback", "is/app:prod", "--to", "1", "-n", "prod")
 	if got := s.tagDigest("prod/app:prod"); got != critical {
 		t.Errorf("prod/app:prod = %s after the denied push, want %s", got, critical)
 	}

@@ -342,21 +342,9 @@ func (r *repository) mayCreateStream(ctx context.Context) error {
 // move a tag that a pipeline stage owns.
 const PromoterServiceAccount = "promoter"
 
-// PromotedTag returns the pipeline whose stage (other than the first,
-// which receives pushes) owns project/stream:tag, or "".
+// PromotedTag is api.PromotedTag.
 func PromotedTag(pipelines []api.Object, project, stream, tag string) string {
-	for _, o := range pipelines {
-		p := o.(*api.Pipeline)
-		if p.Spec.Stream != stream {
-			continue
-		}
-		for i, st := range p.Spec.Stages {
-			if i > 0 && st.Project == project && st.Tag == tag {
-				return p.Namespace + "/" + p.Name
-			}
-		}
-	}
-	return ""
+	return api.PromotedTag(pipelines, project, stream, tag)
 }
 
 // mayMoveTag refuses to move a promoted tag for anyone but the promoter.
