@@ -30,13 +30,7 @@ bin/cosign: go.mod go.sum
 deps:
 	@hack/install-deps.sh build
 
-test-# cosign, pinned in go.mod as a tool: the tests verify Slipway's
-# signatures with the stock CLI.
-bin/cosign: go.mod go.sum
-	@hack/install-deps.sh build
-	$(GO) build -o bin/cosign github.com/sigstore/cosign/v2/cmd/cosign
-
-deps:
+test-deps:
 	@hack/install-deps.sh test
 
 # Runs in the foreground; Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
