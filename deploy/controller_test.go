@@ -32,6 +32,9 @@ func fakeKubelet(ctx context.Context, s *store.Store, never string) {
 			}
 			if p.Spec.RestartPolicy == "Never" {
 				phase = api.PodSucceeded
+				if strings.Contains(strings.Join(p.Spec.Containers[0].Command, " "), "exit 1") {
+					phase = api.PodFailed
+				}
 			}
 			s.GuaranteedUpdate(ctx, api.Pods, "ns", p.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 				o.(*api.Pod).Status = api.PodStatus{Phase: phase, PodIP: "10.0.0.9", Conditions: []api.PodCondition{{Type: "Ready", Status: ready}}}
@@ -139,5 +142,104 @@ func TestImageTriggeredRollouts(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if rc := revision(t, ctx, s, "app-4"); rc != nil {
 		t.Errorf("a fourth revision appeared: %s", rc.Annotations[api.DeploymentCauseAnnotation])
+	}
+}
+
+// TestRecreateWithHooks: Recreate scales the old revision to zero before
+// the new one comes up, runs pre, mid and post hooks as pods, and a failed
+// Abort hook fails the rollout and rolls back.
+func TestRecreateWithHooks(t *testing.T) {
+	s := storetest.New(t)
+	ctx := storetest.Context(t)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go (&replication.Manager{Store: s, Grace: 10 * time.Millisecond}).Run(runCtx)
+	go (&Controller{Store: s, Registry: "reg:5000", Poll: 50 * time.Millisecond}).Run(runCtx)
+	go fakeKubelet(runCtx, s, "")
+
+	hook := func(cmd string) *api.LifecycleHook {
+		return &api.LifecycleHook{ExecNewPod: &api.ExecNewPod{ContainerName: "web", Command: []string{"/bin/sh", "-c", cmd}}}
+	}
+	timeout := int64(5)
+	dc := &api.DeploymentConfig{
+		ObjectMeta: api.ObjectMeta{Name: "db", Namespace: "ns"},
+		Spec: api.DeploymentConfigSpec{
+			Replicas: 2, Selector: map[string]string{"app": "db"},
+			Template: &api.PodTemplateSpec{
+				ObjectMeta: api.ObjectMeta{Labels: map[string]string{"app": "db"}},
+				Spec:       api.PodSpec{Containers: []api.Container{{Name: "web", Image: "reg:5000/ns/db@sha256:111"}}},
+			},
+			Strategy: api.DeploymentStrategy{Type: "Recreate", RecreateParams: &api.RecreateDeploymentParams{
+				TimeoutSeconds: &timeout, Pre: hook("migrate"), Mid: hook("mid"), Post: hook("post")}},
+			Triggers: []api.DeploymentTrigger{{Type: "ConfigChange"}},
+		},
+	}
+	if err := s.Create(ctx, api.DeploymentConfigs, dc); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Eventually(t, ctx, "revision 1 completes", func() bool { return phase(t, ctx, s, "db-1") == api.DeploymentComplete })
+	for _, h := range []string{"pre", "mid", "post"} {
+		o, err := s.Get(ctx, api.Pods, "ns", "db-1-hook-"+h)
+		if err != nil {
+			t.Fatalf("hook pod %s: %v", h, err)
+		}
+		if p := o.(*api.Pod); p.Spec.RestartPolicy != "Never" || p.Spec.Containers[0].Image != "reg:5000/ns/db@sha256:111" {
+			t.Errorf("hook pod %s = %+v, want the revision's image, never restarted", h, p.Spec)
+		}
+	}
+
+	// A new template: old pods must be gone before new ones exist.
+	sawOverlap := false
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		for watchCtx.Err() == nil {
+			items, _, _ := s.List(watchCtx, api.Pods, "ns", store.ListOptions{})
+			old, cur := 0, 0
+			for _, o := range items {
+				switch o.(*api.Pod).Labels[api.DeploymentLabel] {
+				case "db-1":
+					old++
+				case "db-2":
+					cur++
+				}
+			}
+			if old > 0 && cur > 0 {
+				sawOverlap = true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	if _, err := s.GuaranteedUpdate(ctx, api.DeploymentConfigs, "ns", "db", store.UpdateOptions{}, func(o api.Object) error {
+		o.(*api.DeploymentConfig).Spec.Template.Spec.Containers[0].Image = "reg:5000/ns/db@sha256:222"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Eventually(t, ctx, "revision 2 completes", func() bool { return phase(t, ctx, s, "db-2") == api.DeploymentComplete })
+	stopWatch()
+	if sawOverlap {
+		t.Error("Recreate ran old and new pods at the same time")
+	}
+	if rc := revision(t, ctx, s, "db-2"); !strings.HasPrefix(rc.Annotations[api.DeploymentCauseAnnotation], "config change") {
+		t.Errorf("revision 2's cause = %q, want a config change", rc.Annotations[api.DeploymentCauseAnnotation])
+	}
+
+	// A pre hook that fails (policy Abort) fails revision 3; revision 2
+	// keeps serving.
+	if _, err := s.GuaranteedUpdate(ctx, api.DeploymentConfigs, "ns", "db", store.UpdateOptions{}, func(o api.Object) error {
+		d := o.(*api.DeploymentConfig)
+		d.Spec.Template.Spec.Containers[0].Image = "reg:5000/ns/db@sha256:333"
+		d.Spec.Strategy.RecreateParams.Pre = hook("exit 1")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Eventually(t, ctx, "revision 3 fails", func() bool { return phase(t, ctx, s, "db-3") == api.DeploymentFailed })
+	if r := revision(t, ctx, s, "db-3").Annotations[api.DeploymentReasonAnnotation]; !strings.Contains(r, "pre hook") || !strings.Contains(r, "rolled back to db-2") {
+		t.Errorf("revision 3's reason = %q, want the pre hook's failure and the rollback", r)
+	}
+	if rc := revision(t, ctx, s, "db-2"); rc.Spec.Replicas != 2 {
+		t.Errorf("revision 2 wants %d replicas after the failed rollout, want 2", rc.Spec.Replicas)
 	}
 }
