@@ -357,3 +357,27 @@ func PromotedTag(pipelines []Object, project, stream, tag string) string {
 	}
 	return ""
 }
+
+// Event records something that happened to an object, for people to read
+// (`slipway get events`): new vulnerability findings, for example.
+type Event struct {
+	TypeMeta       `json:",inline"`
+	ObjectMeta     `json:"metadata"`
+	InvolvedObject ObjectReference `json:"involvedObject"`
+	Reason         string          `json:"reason"`
+	Message        string          `json:"message"`
+	Type           string          `json:"type,omitempty"` // Normal or Warning
+	Time           time.Time       `json:"time"`
+}
+
+// Events is the resource.
+var Events = Register(&Resource{
+	Name: "events", Kind: "Event", ShortNames: []string{"ev"}, Namespaced: true,
+	New: func() Object { return &Event{} },
+	Columns: []Column{
+		{Header: "TYPE", Path: "type"},
+		{Header: "REASON", Path: "reason"},
+		{Header: "OBJECT", Path: "involvedObject.name"},
+		{Header: "MESSAGE", Path: "message"},
+	},
+})

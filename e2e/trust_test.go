@@ -181,6 +181,17 @@ func TestFindingsAndDatabaseUpdate(t *testing.T) {
 			t.Errorf("matchedAt of %s went from %v to %v", d, b.MatchedAt, a.MatchedAt)
 		}
 	}
+	// The update is announced: an event names the new finding and the
+	// tag that holds the image.
+	var evs string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if evs = s.cli.ok("get", "events", "-n", "scan"); strings.Contains(evs, "NewFindings") && strings.Contains(evs, "DSA-9002-1") && strings.Contains(evs, "app:clean") {
+			break
+		}
+	}
+	if !strings.Contains(evs, "NewFindings") || !strings.Contains(evs, "DSA-9002-1") || !strings.Contains(evs, "app:clean") {
+		t.Errorf("get events after the update:\n%s\nwant a NewFindings event naming DSA-9002-1 and the tag app:clean", evs)
+	}
 	// Only the two images were scanned: not their SBOMs, not the
 	// database artifacts.
 	t.Run("the scanner skips SBOMs and databases", func(t *testing.T) {

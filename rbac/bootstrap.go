@@ -38,7 +38,7 @@ var rbacResources = []string{"roles", "rolebindings"}
 
 // trustResources are read-only for edit: an editor must not weaken the
 // project's policy, swap its signing keys or rewrite scan results.
-var trustResources = []string{"imagepolicies", "signingkeys", "imagescans"}
+var trustResources = []string{"imagepolicies", "signingkeys", "imagescans", "events"}
 
 // BootstrapRoles are the built-in ClusterRoles, derived from the resource
 // registry so that a resource added later is covered by edit and view

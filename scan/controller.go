@@ -222,8 +222,24 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 			slog.Warn("scan: a stored SBOM does not parse", "image", ref, "err", err)
 			continue
 		}
-		if err := c.setScan(ctx, sc.Namespace, sc.Name, func(s *api.ImageScanStatus) { applyMatch(s, db, version, sbom, now) }); err != nil {
+		before := map[string]bool{}
+		for _, f := range sc.Status.Findings {
+			before[f.ID+"|"+f.Package] = true
+		}
+		var added []string
+		if err := c.setScan(ctx, sc.Namespace, sc.Name, func(s *api.ImageScanStatus) {
+			applyMatch(s, db, version, sbom, now)
+			added = nil
+			for _, f := range s.Findings {
+				if !before[f.ID+"|"+f.Package] {
+					added = append(added, fmt.Sprintf("%s %s in %s %s", f.Severity, f.ID, f.Package, f.Version))
+				}
+			}
+		}); err != nil {
 			return err
+		}
+		if len(added) > 0 {
+			c.event(ctx, sc.Namespace, sc.Name, ref, added, now)
 		}
 		n++
 	}
@@ -234,3 +250,52 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 // DatabaseSourceAnnotation on the VulnerabilityDatabase is the artifact
 // (REGISTRY/PROJECT/STREAM@DIGEST) holding the OSV export, as a zip.
 const DatabaseSourceAnnotation = "slipway.dev/source"
+
+// event records new findings of a stored image, naming the tags that hold
+// it and the deployments that run it.
+func (c *Controller) event(ctx context.Context, ns, digest, ref string, added []string, now time.Time) {
+	var tags, deployments []string
+	if items, _, err := c.Store.List(ctx, api.ImageStreams, ns, store.ListOptions{}); err == nil {
+		for _, o := range items {
+			is := o.(*api.ImageStream)
+			for _, t := range is.Status.Tags {
+				if len(t.Items) > 0 && t.Items[0].Image == digest {
+					tags = append(tags, is.Name+":"+t.Tag)
+				}
+			}
+		}
+	}
+	if items, _, err := c.Store.List(ctx, api.ReplicationControllers, "", store.ListOptions{}); err == nil {
+		for _, o := range items {
+			rc := o.(*api.ReplicationController)
+			if rc.Spec.Replicas == 0 || rc.Spec.Template == nil {
+				continue
+			}
+			for _, ct := range rc.Spec.Template.Spec.Containers {
+				if strings.HasSuffix(ct.Image, "@"+digest) {
+					name := rc.Namespace + "/" + rc.Name
+					if dc := rc.Annotations[api.DeploymentConfigAnnotation]; dc != "" {
+						name = rc.Namespace + "/dc/" + dc
+					}
+					deployments = append(deployments, name)
+				}
+			}
+		}
+	}
+	msg := fmt.Sprintf("%d new finding(s) in %s: %s", len(added), ref, strings.Join(added, ", "))
+	if len(tags) > 0 {
+		msg += "; tags: " + strings.Join(tags, ", ")
+	}
+	if len(deployments) > 0 {
+		msg += "; running in: " + strings.Join(deployments, ", ")
+	}
+	ev := &api.Event{
+		ObjectMeta:     api.ObjectMeta{Name: fmt.Sprintf("newfindings-%s-%d", strings.ReplaceAll(digest, ":", "-")[:20], time.Now().UnixNano()), Namespace: ns},
+		InvolvedObject: api.ObjectReference{Kind: "ImageScan", Name: digest, Namespace: ns},
+		Reason:         "NewFindings", Type: "Warning", Message: msg, Time: now,
+	}
+	if err := c.Store.Create(ctx, api.Events, ev); err != nil {
+		slog.Warn("scan: recording an event", "err", err)
+	}
+	slog.Warn("scan: new findings", "project", ns, "message", msg)
+}
