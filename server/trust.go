@@ -302,7 +302,8 @@ func (r scanRegistry) PutSBOM(ctx context.Context, ref string, doc []byte) (stri
 	if err != nil {
 		return "", err
 	}
-	img = mutate.ConfigMediaType(img, types.MediaType("application/vnd.oci.empty.v1+json"))
+	// The config's media type is the artifact type referrers report.
+	img = mutate.ConfigMediaType(img, types.MediaType(SBOMMediaType))
 	img = mutate.Annotations(img, map[string]string{"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339)}).(v1.Image)
 	img = mutate.Subject(img, v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}).(v1.Image)
 	sd, err := img.Digest()
