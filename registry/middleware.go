@@ -94,14 +94,14 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 			}
 		}
 	}
-	if m.repo.reg.cfg.Faults.hit("before-manifest-put") {
+	if m.repo.reg.cfg.Faults.hit(ctx, "before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
 	dgst, err := m.ManifestService.Put(ctx, man, opts...)
 	if err != nil {
 		return "", err
 	}
-	if m.repo.reg.cfg.Faults.hit("before-image-record") {
+	if m.repo.reg.cfg.Faults.hit(ctx, "before-image-record") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before image record")
 	}
 	var config []byte
@@ -181,7 +181,7 @@ type tags struct {
 // tag link. Tags are read from the ImageStream, so the tag becomes visible
 // exactly when its record does.
 func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
-	if t.repo.reg.cfg.Faults.hit("before-tag-move") {
+	if t.repo.reg.cfg.Faults.hit(ctx, "before-tag-move") {
 		return errcode.ErrorCodeUnknown.WithMessage("injected fault before tag move")
 	}
 	r := t.repo
@@ -199,7 +199,7 @@ func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
 		return err
 	}
 	r.reg.waitStreams(ctx, is)
-	if t.repo.reg.cfg.Faults.hit("after-tag-move") {
+	if t.repo.reg.cfg.Faults.hit(ctx, "after-tag-move") {
 		return errcode.ErrorCodeUnknown.WithMessage("injected fault after tag move")
 	}
 	return t.TagService.Tag(ctx, tag, desc)
