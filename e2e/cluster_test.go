@@ -484,6 +484,13 @@ done`
 		t.Errorf("GET %slocal.txt = %q, %v; want \"served by web\"", podURL, body, err)
 	}
 
+	// Pods reach each other by pod IP: the sidecar fetches a backend
+	// replica straight from its address, with no service in between.
+	direct := c.cli.ok("exec", "web", "-c", "sidecar", "--", "sh", "-c", "timeout 5 wget -q -O - http://"+backends[0].Status.PodIP+":8080/")
+	if strings.TrimSpace(direct) != backends[0].Name {
+		t.Errorf("sidecar → %s:8080 (pod IP of %s) = %q, want its hostname", backends[0].Status.PodIP, backends[0].Name, direct)
+	}
+
 	// A killed container is restarted in the same pod.
 	victim := backends[0]
 	before := victim.Status.ContainerStatuses[0]

@@ -82,11 +82,27 @@ func Start(o Options) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	if o.Bridge != "" {
+		// With br_netfilter loaded, bridged traffic crosses the FORWARD
+		// chain, whose policy another Docker engine may have set to DROP:
+		// let pods on this bridge reach each other.
+		forward(o.Bridge, "-I")
+	}
 	d, err := run(o)
 	if err != nil && o.Bridge != "" {
+		forward(o.Bridge, "-D")
 		_ = ipLink("del", o.Bridge)
 	}
 	return d, err
+}
+
+// forward inserts (-I) or deletes (-D) the rule that accepts traffic
+// between two ports of bridge. Without iptables there is nothing to do.
+func forward(bridge, op string) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return
+	}
+	_ = exec.Command("iptables", op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT").Run()
 }
 
 func run(o Options) (*Daemon, error) {
@@ -189,6 +205,7 @@ func (d *Daemon) Stop() error {
 	}
 	errs := []error{os.RemoveAll(d.Dir)}
 	if d.opts.Bridge != "" {
+		forward(d.opts.Bridge, "-D")
 		errs = append(errs, ipLink("del", d.opts.Bridge))
 	}
 	return errors.Join(errs...)
