@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/imagestreams"
 )
@@ -118,6 +119,19 @@ func TestDockerfileBuild(t *testing.T) {
 	c := cli{t: t, config: filepath.Join(t.TempDir(), "config")}
 	c.ok("login", p.url(), "-u", "admin", "-p", p.adminPassword(t), "--certificate-authority", p.caFile())
 	c.ok("project", "bld")
+	// With a "default" signing key, builds sign and attest their output.
+	if err := admin.Create(ctx, api.SigningKeys, &api.SigningKey{ObjectMeta: api.ObjectMeta{Name: "default", Namespace: "bld"}}); err != nil {
+		t.Fatal(err)
+	}
+	var pub []byte
+	for deadline := time.Now().Add(30 * time.Second); len(pub) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if o, err := admin.Get(ctx, api.SigningKeys, "bld", "default"); err == nil {
+			pub = []byte(o.(*api.SigningKey).PublicKey)
+		}
+	}
+	if len(pub) == 0 {
+		t.Fatal("the signing key got no key pair")
+	}
 	bc := filepath.Join(t.TempDir(), "bc.yaml")
 	os.WriteFile(bc, []byte(`kind: BuildConfig
 metadata: {name: web}
@@ -188,6 +202,21 @@ spec:
 	b := waitBuild(t, admin, "bld", "web-1")
 	if b.Status.Phase != api.BuildComplete {
 		t.Fatalf("web-1 = %s (%s): %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+	}
+	// The output is signed, with SLSA provenance naming the base digest.
+	outRef, err := name.NewDigest(b.Status.OutputDockerImageReference, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signAuth := signing.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()})
+	if _, err := signing.Verify(ctx, outRef, [][]byte{pub}, signAuth); err != nil {
+		t.Errorf("the build's output is not signed by the project's default key: %v\n%s", err, b.Status.LogTail)
+	}
+	if _, err := signing.VerifyAttestation(ctx, outRef, [][]byte{pub}, signing.PredicateSLSAProvenance, signAuth); err != nil {
+		t.Errorf("the build's output has no signed provenance: %v", err)
+	}
+	if !strings.Contains(b.Status.LogTail, "Signed "+b.Status.OutputDockerImageReference+" and attached its SLSA provenance") {
+		t.Errorf("the build log does not say it signed the output:\n%s", b.Status.LogTail)
 	}
 	// The whole log is kept after the build.
 	if full := c.ok("logs", "build/web-1"); !strings.Contains(full, "Base image base:1 resolved to") || len(full) < len(b.Status.LogTail) {
