@@ -277,7 +277,10 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 		switch {
 		case err != nil:
 			fmt.Fprintf(logs, "\nerror: signing %s: %v\n", ref, err)
-			_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String(); s.OutputDockerImageReference, s.OutputDigest = ref, dgst })
+			_ = c.setStatus(parent, b, func(s *api.BuildStatus) {
+				s.LogTail = tail.String()
+				s.OutputDockerImageReference, s.OutputDigest = ref, dgst
+			})
 			fail(api.BuildFailed, "SigningFailed", "pushed "+ref+" but could not sign it: "+err.Error())
 			return
 		case signed:

@@ -21,9 +21,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"slipway.dev/slipway/api"
-	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/signing"
 )
 
 // buildkitd returns the repository's bin/buildkitd, building it from the

@@ -113,7 +113,7 @@ func (c *Checker) checkOne(ctx context.Context, p *api.ImagePolicy, ref string, 
 		host, _, _ := strings.Cut(ref, "/")
 		ok := slices.Contains(regs, host)
 		out = append(out, api.PolicyCheck{Rule: name + ": allowedRegistries", Passed: ok,
-			Message: map[bool]string{true: "registry " + host + " is allowed", false: "registry " + host + " is not in " + strings.Join(regs, ", ")}[ok],
+			Message:  map[bool]string{true: "registry " + host + " is allowed", false: "registry " + host + " is not in " + strings.Join(regs, ", ")}[ok],
 			Evidence: ref})
 	}
 	if len(p.Spec.RequireSignatures) > 0 || len(p.Spec.RequireAttestations) > 0 {
