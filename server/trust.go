@@ -64,7 +64,7 @@ func (s *Server) newTrust() (*trust, error) {
 		return nil, err
 	}
 	t := &trust{s: s, keyring: &signing.Keyring{Store: s.Store, Password: pw}}
-	t.checker = &policies.Checker{Verifier: t, Keys: t.keyring}
+	t.checker = t.newChecker()
 	return t, nil
 }
 
@@ -91,42 +91,6 @@ func (t *trust) auth(ctx context.Context, ref string) (signing.Option, func(), e
 	}
 	done := func() { _, _ = t.s.API.Authenticator().Revoke(context.WithoutCancel(ctx), secret) }
 	return signing.WithAuth(&authn.Basic{Username: PullerServiceAccount, Password: secret}), done, nil
-}
-
-// VerifySignature implements policies.Verifier against the registry.
-func (t *trust) VerifySignature(ctx context.Context, ref string, keys [][]byte) (string, error) {
-	d, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return "", err
-	}
-	opt, done, err := t.auth(ctx, ref)
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	res, err := signing.Verify(ctx, d, keys, opt)
-	if err != nil {
-		return "", err
-	}
-	return res.KeyFingerprint, nil
-}
-
-// VerifyAttestation implements policies.Verifier against the registry.
-func (t *trust) VerifyAttestation(ctx context.Context, ref string, keys [][]byte, predicateType string) (string, error) {
-	d, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return "", err
-	}
-	opt, done, err := t.auth(ctx, ref)
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	res, err := signing.VerifyAttestation(ctx, d, keys, predicateType, opt)
-	if err != nil {
-		return "", err
-	}
-	return res.KeyFingerprint, nil
 }
 
 // pushAuth is a short-lived push identity for a project (its builder).
@@ -374,4 +338,13 @@ func (r scanRegistry) Fetch(ctx context.Context, ref, path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// NewPolicyChecker returns a policy checker with an empty cache that
+// verifies against this server's registry and keys, as promotions and
+// the node agent do.
+func (s *Server) NewPolicyChecker() *policies.Checker { return s.trust.newChecker() }
+
+func (t *trust) newChecker() *policies.Checker {
+	return &policies.Checker{Verifier: signing.RegistryVerifier{Auth: t.auth}, Keys: t.keyring}
 }

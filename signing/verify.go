@@ -361,3 +361,42 @@ func where(d name.Digest, o *options, attestations bool) string {
 	}
 	return "looked in " + sigTag(d)
 }
+
+// RegistryVerifier checks signatures and attestations of images named as
+// REGISTRY/PROJECT/STREAM@DIGEST strings (policies.Verifier), with
+// credentials from Auth for each image.
+type RegistryVerifier struct {
+	// Auth returns the credentials to read ref, and a func to call when
+	// done with them.
+	Auth func(ctx context.Context, ref string) (Option, func(), error)
+}
+
+// VerifySignature returns the fingerprint of the key that signed ref.
+func (v RegistryVerifier) VerifySignature(ctx context.Context, ref string, keys [][]byte) (string, error) {
+	return v.verify(ctx, ref, func(d name.Digest, opt Option) (*Result, error) { return Verify(ctx, d, keys, opt) })
+}
+
+// VerifyAttestation returns the fingerprint of the key that signed ref's
+// attestation of predicateType.
+func (v RegistryVerifier) VerifyAttestation(ctx context.Context, ref string, keys [][]byte, predicateType string) (string, error) {
+	return v.verify(ctx, ref, func(d name.Digest, opt Option) (*Result, error) {
+		return VerifyAttestation(ctx, d, keys, predicateType, opt)
+	})
+}
+
+func (v RegistryVerifier) verify(ctx context.Context, ref string, check func(name.Digest, Option) (*Result, error)) (string, error) {
+	d, err := name.NewDigest(ref, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	opt, done, err := v.Auth(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	res, err := check(d, opt)
+	if err != nil {
+		return "", err
+	}
+	return res.KeyFingerprint, nil
+}

@@ -40,7 +40,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -159,9 +158,8 @@ func run(warmN, coldN, cosignRuns int, cosignBin string) error {
 		return err
 	}
 	pols := []*api.ImagePolicy{o.(*api.ImagePolicy)}
-	keys := &signing.Keyring{Store: srv.Store} // resolving keys needs no password
 	newChecker := func() *policies.Checker {
-		return &policies.Checker{Verifier: &verifier{srv: srv}, Keys: keys}
+		return srv.NewPolicyChecker()
 	}
 	check := func(c *policies.Checker) error {
 		if d := c.Check(ctx, pols, ref.String(), scan); !d.Allowed {
@@ -277,57 +275,6 @@ func run(warmN, coldN, cosignRuns int, cosignBin string) error {
 	}
 	fmt.Printf("\nGoal warm < 10 ms: %s (p50 %s ms).\n", goal, ms(pct(warm, 50)))
 	return nil
-}
-
-// verifier is the server's policies.Verifier (server/trust.go), rebuilt
-// from its exported parts: a short-lived pull token of the image's
-// project per verification, revoked afterwards, and signing.Verify
-// against the integrated registry.
-type verifier struct{ srv *server.Server }
-
-func (v *verifier) token(ctx context.Context, ref string) (signing.Option, func(), error) {
-	rest, _ := strings.CutPrefix(ref, v.srv.RegistryHost+"/")
-	proj, _, _ := strings.Cut(rest, "/")
-	secret, _, err := v.srv.API.Authenticator().IssueServiceAccountToken(ctx, proj, server.PullerServiceAccount, 5*time.Minute)
-	if err != nil {
-		return nil, nil, err
-	}
-	done := func() { _, _ = v.srv.API.Authenticator().Revoke(context.WithoutCancel(ctx), secret) }
-	return signing.WithAuth(&authn.Basic{Username: server.PullerServiceAccount, Password: secret}), done, nil
-}
-
-func (v *verifier) VerifySignature(ctx context.Context, ref string, keys [][]byte) (string, error) {
-	d, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return "", err
-	}
-	opt, done, err := v.token(ctx, ref)
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	res, err := signing.Verify(ctx, d, keys, opt)
-	if err != nil {
-		return "", err
-	}
-	return res.KeyFingerprint, nil
-}
-
-func (v *verifier) VerifyAttestation(ctx context.Context, ref string, keys [][]byte, predicateType string) (string, error) {
-	d, err := name.NewDigest(ref, name.Insecure)
-	if err != nil {
-		return "", err
-	}
-	opt, done, err := v.token(ctx, ref)
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	res, err := signing.VerifyAttestation(ctx, d, keys, predicateType, opt)
-	if err != nil {
-		return "", err
-	}
-	return res.KeyFingerprint, nil
 }
 
 func poll(ctx context.Context, what string, cond func() (bool, error)) error {
