@@ -5,53 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/store"
-	"slipway.dev/slipway/store/etcd"
+	"slipway.dev/slipway/store/storetest"
 )
 
-// One embedded etcd member serves the whole test binary; every test works
-// under its own key prefix.
-var sharedClient *clientv3.Client
-
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "scheduler-test-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	member, err := etcd.Start(etcd.Config{Dir: dir})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer member.Close()
-	c, err := etcd.Client(member.ClientURL)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer c.Close()
-	sharedClient = c
-	return m.Run()
-}
-
-var runs atomic.Int64
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
 
 // newStore returns a store isolated under a prefix unique to the test.
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	return store.New(sharedClient, store.WithPrefix(fmt.Sprintf("/t/%d/%s/", runs.Add(1), t.Name())))
-}
+func newStore(t *testing.T) *store.Store { return storetest.New(t) }
 
 // testContext bounds a test so that a hang fails instead of blocking the
 // binary; it is not a timing assertion.
