@@ -45,7 +45,7 @@ func newRuntime(t *testing.T) *runtime.Docker {
 		t.Fatal(err)
 	}
 	rt, err := runtime.NewDocker(runtime.Config{
-		Host: "unix://" + d.sock, Prefix: fmt.Sprintf("node%d", runs.Add(1)), DataDir: t.TempDir(),
+		Host: d.Host(), Prefix: fmt.Sprintf("node%d", runs.Add(1)), DataDir: t.TempDir(),
 		PauseBinary: exe, PauseArgs: []string{"pause"}, StopTimeout: 2 * time.Second,
 	})
 	if err != nil {

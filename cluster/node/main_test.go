@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -12,14 +11,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -32,12 +27,12 @@ import (
 	"github.com/moby/moby/api/pkg/authconfig"
 	mobyregistry "github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/cluster/runtime"
+	"slipway.dev/slipway/cluster/runtime/dockertest"
 	"slipway.dev/slipway/store"
-	"slipway.dev/slipway/store/etcd"
+	"slipway.dev/slipway/store/storetest"
 )
 
 // The tests run against one embedded etcd (each test under its own key
@@ -64,8 +59,6 @@ const (
 )
 
 var (
-	sharedClient *clientv3.Client
-
 	dockerOnce sync.Once
 	theDockerd *dockerd
 	dockerErr  error
@@ -85,206 +78,40 @@ func TestMain(m *testing.M) {
 		runtime.PauseMain()
 		return
 	}
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "node-test-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	member, err := etcd.Start(etcd.Config{Dir: dir})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer member.Close()
-	c, err := etcd.Client(member.ClientURL)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer c.Close()
-	sharedClient = c
-	code := m.Run()
+	code := storetest.Main(m)
 	if regServer != nil {
 		regServer.Close()
 	}
 	if theDockerd != nil {
-		if err := theDockerd.stop(); err != nil {
+		if err := theDockerd.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "node: stopping the private dockerd:", err)
 		}
 	}
-	return code
+	os.Exit(code)
 }
 
 var runs atomic.Int64
 
 // newStore returns a store isolated under a prefix unique to the test.
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	return store.New(sharedClient, store.WithPrefix(fmt.Sprintf("/t/%d/%s/", runs.Add(1), t.Name())))
-}
+func newStore(t *testing.T) *store.Store { return storetest.New(t) }
 
-type dockerd struct {
-	dir  string
-	sock string
-	cmd  *exec.Cmd
-	done chan error
-	log  string
-}
+// dockerd is the private engine, on the bridge testBridge.
+type dockerd = dockertest.Daemon
 
 func dockerDaemon(t *testing.T) *dockerd {
 	t.Helper()
-	dockerOnce.Do(func() { theDockerd, dockerErr = startDockerd() })
+	dockerOnce.Do(func() {
+		theDockerd, dockerErr = dockertest.Start(dockertest.Options{Bridge: testBridge, CIDR: testBridgeIP})
+	})
 	if dockerErr != nil {
 		t.Fatal(dockerErr)
 	}
 	return theDockerd
 }
 
-func ipLink(args ...string) error {
-	out, err := exec.Command("ip", append([]string{"link"}, args...)...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip link %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-func startDockerd() (*dockerd, error) {
-	for _, tool := range []string{"dockerd", "containerd", "runc", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is not installed: %s", tool, depsHint)
-		}
-	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the node tests start their own dockerd and bridge, which needs root: run them as root")
-	}
-	// A bridge left by a killed run would carry its old address.
-	_ = ipLink("del", testBridge)
-	if err := ipLink("add", testBridge, "type", "bridge"); err != nil {
-		return nil, err
-	}
-	if out, err := exec.Command("ip", "addr", "add", testBridgeIP, "dev", testBridge).CombinedOutput(); err != nil {
-		_ = ipLink("del", testBridge)
-		return nil, fmt.Errorf("ip addr add: %v: %s", err, out)
-	}
-	if err := ipLink("set", testBridge, "up"); err != nil {
-		_ = ipLink("del", testBridge)
-		return nil, err
-	}
-	d, err := runDockerd()
-	if err != nil {
-		_ = ipLink("del", testBridge)
-	}
-	return d, err
-}
-
-func runDockerd() (*dockerd, error) {
-	dir, err := os.MkdirTemp("", "slipway-node-dockerd")
-	if err != nil {
-		return nil, err
-	}
-	d := &dockerd{dir: dir, sock: filepath.Join(dir, "docker.sock"), done: make(chan error, 1), log: filepath.Join(dir, "dockerd.log")}
-	// An empty config file, so that /etc/docker/daemon.json cannot clash
-	// with the flags.
-	cfg := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(d.log)
-	if err != nil {
-		return nil, err
-	}
-	d.cmd = exec.Command("dockerd",
-		"--config-file", cfg,
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "docker.pid"),
-		"--host", "unix://"+d.sock,
-		"--bridge="+testBridge,
-		"--iptables=false", "--ip-masq=false", "--ip6tables=false", "--ip-forward=false",
-	)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// If the test binary dies without TestMain's cleanup, the kernel stops
-	// dockerd. Pdeathsig fires when the forking thread exits, so that
-	// thread stays locked to this goroutine for as long as dockerd runs.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	started := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		if err := d.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		d.done <- d.cmd.Wait()
-		logf.Close()
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("starting dockerd: %w", err)
-	}
-	cli, err := client.New(client.WithHost("unix://" + d.sock))
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case err := <-d.done:
-			d.done <- err
-			return nil, fmt.Errorf("dockerd exited at start: %v\n%s", err, d.logTail())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := cli.Ping(ctx, client.PingOptions{})
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		if time.Now().After(deadline) {
-			_ = d.stop()
-			return nil, fmt.Errorf("dockerd did not answer a ping within 90s: %v\n%s", err, d.logTail())
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func (d *dockerd) logTail() string {
-	b, _ := os.ReadFile(d.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// stop shuts dockerd down gracefully, kills it if it takes too long, and
-// removes its files and the bridge.
-func (d *dockerd) stop() error {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case err = <-d.done:
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		err = fmt.Errorf("dockerd ignored SIGTERM for 30s; killed: %v", <-d.done)
-	}
-	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && !ee.Exited()) {
-		return err
-	}
-	return errors.Join(os.RemoveAll(d.dir), ipLink("del", testBridge))
-}
-
-// dockerClient is a client of the private dockerd, for what the tests do
-// behind the agent's back (killing a container).
 func dockerClient(t *testing.T) *client.Client {
 	t.Helper()
-	cli, err := client.New(client.WithHost("unix://" + dockerDaemon(t).sock))
+	cli, err := client.New(client.WithHost(dockerDaemon(t).Host()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func newRuntime(t *testing.T, prefix, dataDir string) *Docker {
 		t.Fatal(err)
 	}
 	r, err := NewDocker(Config{
-		Host: "unix://" + d.sock, Prefix: prefix, DataDir: dataDir,
+		Host: d.Host(), Prefix: prefix, DataDir: dataDir,
 		PauseBinary: exe, PauseArgs: []string{"pause"}, StopTimeout: 2 * time.Second,
 	})
 	if err != nil {

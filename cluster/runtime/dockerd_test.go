@@ -3,8 +3,6 @@ package runtime
 import (
 	"archive/tar"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -12,13 +10,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -30,7 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/api/pkg/authconfig"
 	mobyregistry "github.com/moby/moby/api/types/registry"
-	"github.com/moby/moby/client"
+
+	"slipway.dev/slipway/cluster/runtime/dockertest"
 )
 
 // The tests share one private dockerd, started on first use and stopped
@@ -80,165 +75,27 @@ func TestMain(m *testing.M) {
 		regServer.Close()
 	}
 	if theDockerd != nil {
-		if err := theDockerd.stop(); err != nil {
+		if err := theDockerd.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "runtime: stopping the private dockerd:", err)
 		}
 	}
 	os.Exit(code)
 }
 
-type dockerd struct {
-	dir  string
-	sock string
-	cmd  *exec.Cmd
-	done chan error
-	log  string
-}
+// dockerd is the private engine, on the bridge testBridge.
+type dockerd = dockertest.Daemon
 
-const depsHint = "run `make test-deps` (hack/install-deps.sh test) to install docker.io, runc and busybox-static"
+const depsHint = dockertest.DepsHint
 
 func dockerDaemon(t *testing.T) *dockerd {
 	t.Helper()
-	dockerOnce.Do(func() { theDockerd, dockerErr = startDockerd() })
+	dockerOnce.Do(func() {
+		theDockerd, dockerErr = dockertest.Start(dockertest.Options{Bridge: testBridge, CIDR: testBridgeIP})
+	})
 	if dockerErr != nil {
 		t.Fatal(dockerErr)
 	}
 	return theDockerd
-}
-
-func ipLink(args ...string) error {
-	out, err := exec.Command("ip", append([]string{"link"}, args...)...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip link %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-func startDockerd() (*dockerd, error) {
-	for _, tool := range []string{"dockerd", "containerd", "runc", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is not installed: %s", tool, depsHint)
-		}
-	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the runtime tests start their own dockerd and bridge, which needs root: run them as root")
-	}
-	// A bridge left by a killed run would carry its old address.
-	_ = ipLink("del", testBridge)
-	if err := ipLink("add", testBridge, "type", "bridge"); err != nil {
-		return nil, err
-	}
-	if out, err := exec.Command("ip", "addr", "add", testBridgeIP, "dev", testBridge).CombinedOutput(); err != nil {
-		_ = ipLink("del", testBridge)
-		return nil, fmt.Errorf("ip addr add: %v: %s", err, out)
-	}
-	if err := ipLink("set", testBridge, "up"); err != nil {
-		_ = ipLink("del", testBridge)
-		return nil, err
-	}
-	d, err := runDockerd()
-	if err != nil {
-		_ = ipLink("del", testBridge)
-	}
-	return d, err
-}
-
-func runDockerd() (*dockerd, error) {
-	dir, err := os.MkdirTemp("", "slipway-runtime-dockerd")
-	if err != nil {
-		return nil, err
-	}
-	d := &dockerd{dir: dir, sock: filepath.Join(dir, "docker.sock"), done: make(chan error, 1), log: filepath.Join(dir, "dockerd.log")}
-	// An empty config file, so that /etc/docker/daemon.json cannot clash
-	// with the flags.
-	cfg := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(d.log)
-	if err != nil {
-		return nil, err
-	}
-	d.cmd = exec.Command("dockerd",
-		"--config-file", cfg,
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "docker.pid"),
-		"--host", "unix://"+d.sock,
-		"--bridge="+testBridge,
-		"--iptables=false", "--ip-masq=false", "--ip6tables=false", "--ip-forward=false",
-	)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// If the test binary dies without TestMain's cleanup, the kernel stops
-	// dockerd. Pdeathsig fires when the forking thread exits, so that
-	// thread stays locked to this goroutine for as long as dockerd runs.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	started := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		if err := d.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		d.done <- d.cmd.Wait()
-		logf.Close()
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("starting dockerd: %w", err)
-	}
-	cli, err := client.New(client.WithHost("unix://" + d.sock))
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case err := <-d.done:
-			d.done <- err
-			return nil, fmt.Errorf("dockerd exited at start: %v\n%s", err, d.logTail())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := cli.Ping(ctx, client.PingOptions{})
-		cancel()
-		if err == nil {
-			return d, nil
-		}
-		if time.Now().After(deadline) {
-			_ = d.stop()
-			return nil, fmt.Errorf("dockerd did not answer a ping within 90s: %v\n%s", err, d.logTail())
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-func (d *dockerd) logTail() string {
-	b, _ := os.ReadFile(d.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 30 {
-		lines = lines[len(lines)-30:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// stop shuts dockerd down gracefully, kills it if it takes too long, and
-// removes its files and the bridge.
-func (d *dockerd) stop() error {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case err = <-d.done:
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		err = fmt.Errorf("dockerd ignored SIGTERM for 30s; killed: %v", <-d.done)
-	}
-	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && !ee.Exited()) {
-		return err
-	}
-	return errors.Join(os.RemoveAll(d.dir), ipLink("del", testBridge))
 }
 
 // busybox returns the test image's reference and the credentials to pull
