@@ -333,7 +333,13 @@ func (r scanRegistry) Fetch(ctx context.Context, ref, path string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, rc); err != nil {
+	// Bounded: a database larger than this is a mistake, not a database.
+	const maxDB = 4 << 30
+	n, err := io.Copy(f, io.LimitReader(rc, maxDB+1))
+	if err == nil && n > maxDB {
+		err = fmt.Errorf("%s is over %d GiB; import a smaller export, such as one ecosystem's zip", ref, maxDB>>30)
+	}
+	if err != nil {
 		f.Close()
 		return err
 	}
