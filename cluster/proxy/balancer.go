@@ -21,6 +21,7 @@ type balancer struct {
 	name       string // "ns/svc:port", for errors and logs
 	timeout    time.Duration
 	quarantine time.Duration
+	allow      func(service, endpoint string) error // checked before each dial; nil allows all
 
 	mu        sync.Mutex
 	endpoints []string             // host:port, sorted
@@ -28,8 +29,8 @@ type balancer struct {
 	failed    map[string]time.Time // endpoint → end of its quarantine
 }
 
-func newBalancer(name string, timeout, quarantine time.Duration) *balancer {
-	return &balancer{name: name, timeout: timeout, quarantine: quarantine, failed: map[string]time.Time{}}
+func newBalancer(name string, timeout, quarantine time.Duration, allow func(service, endpoint string) error) *balancer {
+	return &balancer{name: name, timeout: timeout, quarantine: quarantine, allow: allow, failed: map[string]time.Time{}}
 }
 
 // set replaces the endpoints. Connections already made are not touched.
@@ -98,7 +99,9 @@ func (b *balancer) recovered(ep string) {
 }
 
 // dial connects to the next endpoint that answers, trying each at most
-// once with the dial timeout. It returns the endpoint it reached.
+// once with the dial timeout. It returns the endpoint it reached. An
+// endpoint allow refuses is skipped, and not quarantined: refusal is not
+// a fault of its health, and is asked again at every dial.
 func (b *balancer) dial(ctx context.Context, network string) (net.Conn, string, error) {
 	eps := b.order(time.Now())
 	if len(eps) == 0 {
@@ -107,6 +110,12 @@ func (b *balancer) dial(ctx context.Context, network string) (net.Conn, string, 
 	d := net.Dialer{Timeout: b.timeout}
 	var errs []error
 	for _, ep := range eps {
+		if b.allow != nil {
+			if err := b.allow(b.name, ep); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		c, err := d.DialContext(ctx, network, ep)
 		if err == nil {
 			b.recovered(ep)

@@ -177,6 +177,27 @@ func (d *Dummy) List() ([]string, error) {
 	return out, nil
 }
 
+// RejectRange makes the kernel refuse, on this host, traffic to every
+// address of cidr that is not local: an "unreachable" route for the range
+// in the main table. Cluster IPs on the interface are local addresses,
+// found in the local table first, so they are served; any other address
+// of the range (a service that was deleted, or never was) fails at once
+// with "no route to host", for host processes and for pods whose packets
+// the host would forward, instead of leaving the node by the default
+// route. The route outlives the interface and the proxy, as the cluster
+// IPs do. Idempotent.
+func (d *Dummy) RejectRange(cidr netip.Prefix) error {
+	cidr = cidr.Masked()
+	r := &netlink.Route{
+		Dst:  &net.IPNet{IP: cidr.Addr().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), cidr.Addr().BitLen())},
+		Type: unix.RTN_UNREACHABLE,
+	}
+	if err := netlink.RouteReplace(r); err != nil {
+		return fmt.Errorf("proxy: reject route for the service range %s: %w", cidr, err)
+	}
+	return nil
+}
+
 // Delete removes the interface and every address on it.
 func (d *Dummy) Delete() error {
 	d.mu.Lock()

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/store"
@@ -68,7 +67,7 @@ func (r *recordingVIPs) calls() []string {
 }
 
 // startProxy runs a proxy over st until the test ends, serving the
-// loopback range unless cfg says otherwise. The cleanup fails the test if
+// loopback range and dialing any endpoint unless cfg says otherwise. The cleanup fails the test if
 // Run does not return once stopped.
 func startProxy(t *testing.T, cfg proxy.Config) {
 	t.Helper()
@@ -77,6 +76,9 @@ func startProxy(t *testing.T, cfg proxy.Config) {
 	}
 	if cfg.ServiceCIDR == "" {
 		cfg.ServiceCIDR = loopbackRange
+	}
+	if cfg.Endpoints == nil {
+		cfg.Endpoints = proxy.AnyEndpoint // the backends listen on loopback
 	}
 	p, err := proxy.New(cfg)
 	if err != nil {

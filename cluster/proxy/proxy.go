@@ -19,6 +19,13 @@
 //   - With no endpoints, TCP connections are reset and UDP datagrams are
 //     dropped.
 //
+//   - An endpoint address is checked at every dial (Config.Endpoints): by
+//     default loopback, link-local, multicast, service-range and the
+//     host's own addresses are never dialed, whoever wrote the Endpoints.
+//     A refusal is logged and counted (Refused).
+//   - On a node (Dummy), an address of the service range that no service
+//     holds is unreachable on the host: refused at once, never routed out.
+//
 // What it does not: endpoints see the proxy's address, not the client's;
 // there is no session affinity across connections; the cluster IPs stay
 // on the host when the proxy stops (with no listener, a client is refused
@@ -67,6 +74,11 @@ type Config struct {
 	// UDPIdleTimeout ends a UDP session with no datagram either way for
 	// this long. Default 30s.
 	UDPIdleTimeout time.Duration
+	// Endpoints is asked before every dial to an endpoint address; the
+	// addresses it refuses are skipped, logged and counted (Refused).
+	// Default HostileEndpoints(ServiceCIDR): no loopback, link-local,
+	// host or service addresses.
+	Endpoints EndpointPolicy
 }
 
 // Validate checks the config and fills in defaults.
@@ -84,6 +96,9 @@ func (c *Config) Validate() error {
 	c.DialTimeout = cmp.Or(c.DialTimeout, time.Second)
 	c.Quarantine = cmp.Or(c.Quarantine, 5*time.Second)
 	c.UDPIdleTimeout = cmp.Or(c.UDPIdleTimeout, 30*time.Second)
+	if c.Endpoints == nil {
+		c.Endpoints = HostileEndpoints(netip.MustParsePrefix(c.ServiceCIDR).Masked())
+	}
 	if c.DialTimeout < 0 || c.Quarantine < 0 || c.UDPIdleTimeout < 0 {
 		return errors.New("proxy: config: timeouts must not be negative")
 	}
@@ -105,6 +120,8 @@ type Proxy struct {
 	connMu sync.Mutex
 	closed bool
 	conns  map[*net.TCPConn]struct{}
+
+	refused refusals
 }
 
 // listenKey is what a listener is bound to.
@@ -127,6 +144,12 @@ type servicePort struct {
 // left by an earlier run can be removed.
 type vipLister interface {
 	List() ([]string, error)
+}
+
+// rangeRejecter is a VIPs that can make the host refuse the addresses of
+// the service range it does not hold (Dummy.RejectRange).
+type rangeRejecter interface {
+	RejectRange(cidr netip.Prefix) error
 }
 
 // New returns a proxy; Run starts it.
@@ -173,6 +196,11 @@ func (p *Proxy) Run(ctx context.Context) {
 		return
 	}
 	p.removeStaleVIPs(services)
+	if r, ok := p.cfg.VIPs.(rangeRejecter); ok {
+		if err := r.RejectRange(p.cidr); err != nil {
+			slog.Warn("proxy: addresses of the service range that no service holds may be routed off this host", "range", p.cidr, "err", err)
+		}
+	}
 	go func() { <-ctx.Done(); q.Shutdown() }()
 	for {
 		key, ok := q.Get()
@@ -326,7 +354,7 @@ func (p *Proxy) open(k listenKey, name string) (*servicePort, error) {
 	if err := p.acquireVIP(k.ip); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	lb := newBalancer(name, p.cfg.DialTimeout, p.cfg.Quarantine)
+	lb := newBalancer(name, p.cfg.DialTimeout, p.cfg.Quarantine, p.allow)
 	addr := net.JoinHostPort(k.ip, strconv.Itoa(k.port))
 	var lc net.ListenConfig
 	switch k.proto {
@@ -350,6 +378,21 @@ func (p *Proxy) open(k listenKey, name string) (*servicePort, error) {
 		go u.serve()
 		return &servicePort{lb: lb, close: u.close}, nil
 	}
+}
+
+// allow asks the endpoint policy about one endpoint ("host:port") of a
+// service port, and records a refusal.
+func (p *Proxy) allow(service, endpoint string) error {
+	ap, err := netip.ParseAddrPort(endpoint)
+	if err == nil {
+		err = p.cfg.Endpoints(ap.Addr())
+	} else {
+		err = fmt.Errorf("%w: %q is not an address and port", ErrEndpointRefused, endpoint)
+	}
+	if err != nil {
+		p.refused.record(service, endpoint, err)
+	}
+	return err
 }
 
 // acquireVIP and releaseVIP count the service ports on each cluster IP,

@@ -290,7 +290,7 @@ func TestClusterIPOutsideRangeIsNotServed(t *testing.T) {
 
 func TestStopClosesListenersAndConnections(t *testing.T) {
 	ctx, st := testContext(t), newStore(t)
-	p, err := proxy.New(proxy.Config{Store: st, VIPs: proxy.Loopback{}, ServiceCIDR: loopbackRange})
+	p, err := proxy.New(proxy.Config{Store: st, VIPs: proxy.Loopback{}, ServiceCIDR: loopbackRange, Endpoints: proxy.AnyEndpoint})
 	if err != nil {
 		t.Fatal(err)
 	}
