@@ -18,7 +18,6 @@
 //     and ends after an idle timeout (30s).
 //   - With no endpoints, TCP connections are reset and UDP datagrams are
 //     dropped.
-//
 //   - An endpoint address is checked at every dial (Config.Endpoints): by
 //     default loopback, link-local, multicast, service-range and the
 //     host's own addresses are never dialed, whoever wrote the Endpoints.
