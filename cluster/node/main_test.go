@@ -85,6 +85,7 @@ func TestMain(m *testing.M) {
 	if theDockerd != nil {
 		if err := theDockerd.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "node: stopping the private dockerd:", err)
+			code = 1 // it must leave nothing behind
 		}
 	}
 	os.Exit(code)

@@ -53,8 +53,10 @@ func newRuntime(t *testing.T, prefix, dataDir string) *Docker {
 	return r
 }
 
+// testCtx bounds a call so that a hang fails instead of blocking the
+// binary; generous, for a loaded 2-core machine.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -70,21 +72,24 @@ func sh(name, image, script string, mounts ...api.VolumeMount) api.Container {
 	return api.Container{Name: name, Image: image, Command: []string{"sh", "-c", script}, VolumeMounts: mounts}
 }
 
-// eventually polls f until it reports done, for at most a minute: the
+// eventually polls f until it reports done, for at most waitLimit: the
 // bounded wait for something asynchronous (a server starting, a
-// container exiting), not a timing assertion.
+// container exiting), not a timing assertion. The limit is generous: the
+// suite runs its packages and their dockerds at once on two cores.
 func eventually(t *testing.T, what string, f func() (bool, error)) {
 	t.Helper()
 	var last error
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		done, err := f()
 		if done {
 			return
 		}
 		last = err
 	}
-	t.Fatalf("waited a minute for %s; last error: %v", what, last)
+	t.Fatalf("waited %s for %s; last error: %v", waitLimit, what, last)
 }
+
+const waitLimit = 4 * time.Minute
 
 func podStatus(t *testing.T, r Runtime, uid string) *PodStatus {
 	t.Helper()

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -187,26 +188,131 @@ func (d *Daemon) LogTail() string {
 	return strings.Join(lines, "\n")
 }
 
-// Stop shuts the daemon down gracefully (it unmounts its layers and stops
-// its containerd), kills it if it takes too long, and removes its files
-// and bridge.
+// Stop shuts the daemon down and leaves nothing behind: it removes every
+// container first (so the engine unmounts their layers, shm and network
+// namespaces itself), stops the daemon gracefully (it stops its
+// containerd), kills it if it takes too long, ends any shim still running
+// from its directory, detaches whatever is still mounted under its
+// directory, and removes its files, its bridge and its FORWARD rule.
 func (d *Daemon) Stop() error {
+	var errs []error
+	if err := d.removeContainers(); err != nil {
+		errs = append(errs, err)
+	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	var err error
 	select {
 	case err = <-d.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		_ = d.cmd.Process.Kill()
-		err = fmt.Errorf("dockerd ignored SIGTERM for 30s; killed: %v", <-d.done)
+		err = fmt.Errorf("dockerd ignored SIGTERM for 60s; killed: %v", <-d.done)
 	}
 	var ee *exec.ExitError
 	if err != nil && !(errors.As(err, &ee) && !ee.Exited()) {
-		return err
+		errs = append(errs, err)
 	}
-	errs := []error{os.RemoveAll(d.Dir)}
+	d.killStrays()
+	errs = append(errs, d.unmountAll(), removeAll(d.Dir))
 	if d.opts.Bridge != "" {
 		forward(d.opts.Bridge, "-D")
 		errs = append(errs, ipLink("del", d.opts.Bridge))
 	}
 	return errors.Join(errs...)
+}
+
+// removeContainers force-removes every container of the daemon, with
+// their anonymous volumes.
+func (d *Daemon) removeContainers() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "-H", d.Host(), "ps", "-aq").Output()
+	if err != nil {
+		return fmt.Errorf("listing the containers before stopping: %v", err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "docker", append([]string{"-H", d.Host(), "rm", "-f", "-v"}, ids...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("removing %d containers before stopping: %v: %s", len(ids), err, out)
+	}
+	return nil
+}
+
+// killStrays kills processes still running from the daemon's directory
+// (a containerd or shim that outlived a killed dockerd).
+func (d *Daemon) killStrays() {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), d.Dir+"/") {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(p, "/proc/%d/cmdline", &pid); err == nil && pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// unmountAll detaches every mount point under the daemon's directory,
+// deepest first.
+func (d *Daemon) unmountAll() error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == d.Dir || strings.HasPrefix(mp, d.Dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	// Longest first: children before their parents.
+	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
+	var errs []error
+	for _, mp := range points {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var c int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &c); err == nil {
+				b.WriteByte(byte(c))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// removeAll removes dir, retrying for a while: a detached mount can take
+// a moment to let go of its files.
+func removeAll(dir string) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = os.RemoveAll(dir); err == nil {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("removing the daemon's directory: %w", err)
 }
