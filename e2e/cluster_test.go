@@ -37,6 +37,9 @@ import (
 // containers) and its own service range; its containers are removed when
 // it ends, even if the server was killed.
 
+// loadFactor stretches waitFor's deadlines for a loaded machine.
+const loadFactor = 4
+
 // serviceRanges hands each cluster test its own /24 of service addresses.
 var serviceRanges atomic.Int32
 
@@ -201,8 +204,15 @@ func (c *cluster) apply(manifest string) {
 
 // waitFor polls cond until it holds; on timeout the test fails with the
 // last state cond described.
+//
+// timeout is what the step takes on an idle machine, give or take; the
+// wait allows loadFactor times that, because the whole suite runs its
+// packages, dockerds and builds at once on two cores. A deadline only
+// bounds how long a failure takes to report, so a generous one costs a
+// passing run nothing.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
+	timeout *= loadFactor
 	deadline := time.Now().Add(timeout)
 	last := ""
 	for {
@@ -549,7 +559,7 @@ func TestNodeLoss(t *testing.T) {
 	}
 	t.Cleanup(func() { removeContainers(t, c.d, "node-b") }) // after the kill below
 	nodeB := exec.Command(binary(t), "node", "--data-dir", c.p.dataDir,
-		"--etcd-endpoints", "http://"+etcdAddrs.Client, "--registry", c.p.registry,
+		"--etcd-endpoints", "https://"+etcdAddrs.Client, "--registry", c.p.registry,
 		"--node-name", "node-b", "--container-prefix", "node-b", "--no-proxy",
 		"--docker-host", c.d.Host(), "--listen", freePort(t), "--heartbeat-interval", "2s")
 	var out bytes.Buffer

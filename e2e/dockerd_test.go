@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 	if theDockerd != nil {
 		if err := theDockerd.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: stopping the private dockerd:", err)
+			code = 1 // it must leave nothing behind
 		}
 	}
 	if binPath != "" { // binary()'s build, ~50 MB per run
@@ -87,16 +88,22 @@ func newDockerCLI(t *testing.T) dockerCLI {
 	return dockerCLI{t: t, d: dockerDaemon(t), config: t.TempDir()}
 }
 
+// run runs docker and returns its standard output; a failure's error
+// carries what it printed on standard error. The CLI prints warnings there
+// (such as "IPv4 forwarding is disabled" on a machine that just booted),
+// so they never mix with the output a test compares.
 func (c dockerCLI) run(stdin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", append([]string{"-H", c.d.Host()}, args...)...)
 	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+c.config, "DOCKER_BUILDKIT=0", "DOCKER_CLI_HINTS=false")
 	cmd.Stdin = strings.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%w\n%s", err, errOut.String())
+	}
+	return out.String(), nil
 }
 
 func (c dockerCLI) ok(args ...string) string {
@@ -108,14 +115,15 @@ func (c dockerCLI) ok(args ...string) string {
 	return out
 }
 
-// fails runs docker, wants it to fail, and returns its output.
+// fails runs docker, wants it to fail, and returns what it printed on
+// both outputs.
 func (c dockerCLI) fails(args ...string) string {
 	c.t.Helper()
 	out, err := c.run("", args...)
 	if err == nil {
 		c.t.Fatalf("docker %s succeeded, want a failure\n%s", strings.Join(args, " "), out)
 	}
-	return out
+	return out + err.Error()
 }
 
 func (c dockerCLI) login(registry, user, token string) {
