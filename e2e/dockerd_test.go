@@ -59,15 +59,12 @@ const depsHint = dockertest.DepsHint
 
 // e2e's bridge is named for the test process, so that two runs of these
 // tests (and other packages' tests) can each have their own at once.
-var (
-	e2eBridge = fmt.Sprintf("slpwe%d", os.Getpid()%100000)
-	e2eCIDR   = fmt.Sprintf("10.215.%d.1/24", os.Getpid()%250)
-)
+var e2eNet = dockertest.PerProcess("slpwe", "10.215")
 
 // dockerDaemon returns the package's private dockerd, starting it once.
 func dockerDaemon(t *testing.T) *dockerd {
 	t.Helper()
-	dockerOnce.Do(func() { theDockerd, dockerErr = dockertest.Start(dockertest.Options{Bridge: e2eBridge, CIDR: e2eCIDR}) })
+	dockerOnce.Do(func() { theDockerd, dockerErr = dockertest.Start(e2eNet) })
 	if dockerErr != nil {
 		t.Fatal(dockerErr)
 	}

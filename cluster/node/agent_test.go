@@ -21,9 +21,8 @@ import (
 )
 
 const (
-	testNode    = "node-1"
-	testAddress = "10.214.0.1"
-	testToken   = "node-token-for-tests"
+	testNode  = "node-1"
+	testToken = "node-token-for-tests"
 )
 
 // testContext bounds a test so that a hang fails instead of blocking the

@@ -38,10 +38,11 @@ import (
 // The tests run against one embedded etcd (each test under its own key
 // prefix) and one private dockerd, started on first use: its data root,
 // exec root, socket and config live in one temporary directory, and its
-// default bridge is slpwnode0, a Linux bridge the test makes with
-// 10.214.0.1/24 so that pods get addresses the host (and so the agent's
-// probes) reach directly. The runtime package's tests use slpwtest0 and
-// 10.213.0.0/24, so both can run at once. --iptables=false,
+// default bridge is slpwnodePID, a Linux bridge the test makes in
+// 10.214.0.0/16 (a /24 per process) so that pods get addresses the host
+// (and so the agent's probes) reach directly. The runtime package's tests
+// use slpwtestPID in 10.213.0.0/16, so both, and two runs of either, can
+// run at once. --iptables=false,
 // --ip-masq=false and --ip-forward=false leave the host's firewall and
 // sysctls alone.
 //
@@ -50,12 +51,16 @@ import (
 // HTTP as it trusts 127.0.0.0/8: the host's static busybox, FROM scratch.
 
 const (
-	testBridge   = "slpwnode0"
-	testBridgeIP = "10.214.0.1/24"
-	testSubnet   = "10.214.0."
-	regUser      = "puller"
-	regPass      = "s3cret"
-	depsHint     = "run `make test-deps` (hack/install-deps.sh test) to install docker.io, runc and busybox-static"
+	regUser  = "puller"
+	regPass  = "s3cret"
+	depsHint = "run `make test-deps` (hack/install-deps.sh test) to install docker.io, runc and busybox-static"
+)
+
+// The bridge and subnet of this test process (slpwnodePID, 10.214.N.0/24).
+var (
+	testNet     = dockertest.PerProcess("slpwnode", "10.214")
+	testSubnet  = testNet.Subnet()
+	testAddress = testNet.Gateway()
 )
 
 var (
@@ -96,13 +101,13 @@ var runs atomic.Int64
 // newStore returns a store isolated under a prefix unique to the test.
 func newStore(t *testing.T) *store.Store { return storetest.New(t) }
 
-// dockerd is the private engine, on the bridge testBridge.
+// dockerd is the private engine, on the bridge testNet.
 type dockerd = dockertest.Daemon
 
 func dockerDaemon(t *testing.T) *dockerd {
 	t.Helper()
 	dockerOnce.Do(func() {
-		theDockerd, dockerErr = dockertest.Start(dockertest.Options{Bridge: testBridge, CIDR: testBridgeIP})
+		theDockerd, dockerErr = dockertest.Start(testNet)
 	})
 	if dockerErr != nil {
 		t.Fatal(dockerErr)

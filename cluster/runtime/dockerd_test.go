@@ -32,7 +32,7 @@ import (
 // by TestMain, like e2e's: its data root, exec root (with its own
 // containerd), pid file, socket and config live in one temporary
 // directory. Unlike e2e's it has a network: its default bridge is
-// slpwtest0, a Linux bridge the test makes with 10.213.0.1/24, so pods get
+// slpwtestPID, a Linux bridge the test makes in 10.213.0.0/16, so pods get
 // addresses the host reaches directly. --iptables=false, --ip-masq=false
 // and --ip-forward=false leave the host's firewall and sysctls alone;
 // host ports are published by docker-proxy.
@@ -43,11 +43,14 @@ import (
 // busybox, FROM scratch.
 
 const (
-	testBridge   = "slpwtest0"
-	testBridgeIP = "10.213.0.1/24"
-	testSubnet   = "10.213.0."
-	regUser      = "puller"
-	regPass      = "s3cret"
+	regUser = "puller"
+	regPass = "s3cret"
+)
+
+// The bridge and subnet of this test process (slpwtestPID, 10.213.N.0/24).
+var (
+	testNet    = dockertest.PerProcess("slpwtest", "10.213")
+	testSubnet = testNet.Subnet()
 )
 
 var (
@@ -83,7 +86,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// dockerd is the private engine, on the bridge testBridge.
+// dockerd is the private engine, on the bridge testNet.
 type dockerd = dockertest.Daemon
 
 const depsHint = dockertest.DepsHint
@@ -91,7 +94,7 @@ const depsHint = dockertest.DepsHint
 func dockerDaemon(t *testing.T) *dockerd {
 	t.Helper()
 	dockerOnce.Do(func() {
-		theDockerd, dockerErr = dockertest.Start(dockertest.Options{Bridge: testBridge, CIDR: testBridgeIP})
+		theDockerd, dockerErr = dockertest.Start(testNet)
 	})
 	if dockerErr != nil {
 		t.Fatal(dockerErr)

@@ -34,6 +34,26 @@ type Options struct {
 	CIDR string
 }
 
+// PerProcess returns Options for a bridge of this test process's own:
+// its name is prefix and the process ID, and its /24 is
+// NET.(pid mod 250).0/24 with the bridge at .1, for NET a /16 such as
+// "10.214". Two packages, or two runs of one package, then never share
+// (or delete) each other's bridge.
+func PerProcess(prefix, net string) Options {
+	pid := os.Getpid()
+	return Options{
+		Bridge: fmt.Sprintf("%s%d", prefix, pid%100000),
+		CIDR:   fmt.Sprintf("%s.%d.1/24", net, pid%250),
+	}
+}
+
+// Gateway is the bridge's own address ("10.214.7.1"); Subnet is the
+// prefix of its pods' addresses ("10.214.7.").
+func (o Options) Gateway() string { return strings.TrimSuffix(o.CIDR, "/24") }
+
+// Subnet is the prefix every address on the bridge starts with.
+func (o Options) Subnet() string { return strings.TrimSuffix(o.Gateway(), "1") }
+
 // Daemon is a running private dockerd.
 type Daemon struct {
 	Dir  string // everything it owns
