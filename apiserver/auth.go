@@ -3,10 +3,12 @@ package apiserver
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
 
@@ -80,6 +82,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *reque
 		writeError(w, badField("spec.expirationSeconds", "must be a positive number of seconds up to %d (10 years); 0 means the default of one year", maxTokenSeconds))
 		return
 	}
+	if err := s.mayMintToken(identity.FromContext(r.Context()), info.Namespace, info.Name); err != nil {
+		writeError(w, err)
+		return
+	}
 	secret, tok, err := s.authn.IssueServiceAccountToken(r.Context(), info.Namespace, info.Name, time.Duration(req.Spec.ExpirationSeconds)*time.Second)
 	if err != nil {
 		writeError(w, err)
@@ -89,6 +95,26 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *reque
 	req.TypeMeta = api.TypeMeta{APIVersion: api.APIVersion, Kind: "TokenRequest"}
 	req.Status = api.TokenRequestStatus{Token: secret, ExpirationTimestamp: tok.Spec.ExpiresAt}
 	writeJSON(w, http.StatusCreated, req)
+}
+
+// PlatformServiceAccounts are the accounts the platform itself acts as in
+// every project: the builder pushes builds, the deployer pulls for nodes,
+// the promoter moves pipeline stage tags past their gates, the scanner
+// reads images. Their rights are the platform's, so a project's users
+// (editors and admins alike) may not mint their tokens; only a
+// cluster-wide grant of create serviceaccounts/token (cluster-admin) may.
+var PlatformServiceAccounts = []string{"builder", "deployer", "promoter", "scanner"}
+
+// mayMintToken refuses a token for a platform account to anyone without a
+// cluster-wide right to mint tokens.
+func (s *Server) mayMintToken(u identity.Info, project, sa string) error {
+	if !slices.Contains(PlatformServiceAccounts, sa) {
+		return nil
+	}
+	if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token"}); ok {
+		return nil
+	}
+	return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s/%s is a platform account: its tokens carry the platform's rights (pushing builds, moving promoted tags), so only a cluster admin may mint one; make your own service account (slipway create sa NAME) and grant it a role instead", project, sa)
 }
 
 // maxTokenSeconds bounds service-account token lifetimes at ten years.
