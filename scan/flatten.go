@@ -33,13 +33,16 @@ const maxOSReleaseBytes = 64 << 10
 // flatten streams the image's flattened filesystem (mutate.Extract applies
 // whiteouts and keeps the uppermost version of each path) and keeps in
 // memory only the files one of the extractors asks for, plus every link.
+// Every layer's entries are checked as they stream in (boundedImage): names
+// and link targets of at most PATH_MAX, and a budget for all of them; the
+// links and directories kept count against the memory budget.
 //
 // mutate.Extract refuses entries whose names leave the root ("../x") and
 // drops relative links that do; absolute names and absolute link targets
 // are kept and mean "inside the image" (see memFS). Nothing is written to
 // disk.
 func flatten(ctx context.Context, img v1.Image, exts []filesystem.Extractor, o options) (*memFS, error) {
-	rc := mutate.Extract(img)
+	rc := mutate.Extract(boundedImage{Image: img, b: &metaBudget{left: o.maxMetaBytes, max: o.maxMetaBytes}})
 	defer rc.Close() // stops the extracting goroutine if we return early
 	cr := &countingReader{ctx: ctx, r: rc, max: o.maxImageBytes}
 	tr := tar.NewReader(cr)
@@ -73,10 +76,16 @@ func flatten(ctx context.Context, img v1.Image, exts []filesystem.Extractor, o o
 			if hdr.Linkname != "" {
 				m.addLink(name, hdr.Linkname)
 			}
+			if kept+m.meta > o.maxKeptBytes {
+				return nil, fmt.Errorf("%w: links, package databases and Go binaries exceed %d bytes", ErrTooLarge, o.maxKeptBytes)
+			}
 			continue
 		case tar.TypeLink:
 			if target := cleanName(hdr.Linkname); target != "" && target != name {
 				m.addLink(name, "/"+target)
+			}
+			if kept+m.meta > o.maxKeptBytes {
+				return nil, fmt.Errorf("%w: links, package databases and Go binaries exceed %d bytes", ErrTooLarge, o.maxKeptBytes)
 			}
 			continue
 		case tar.TypeReg:
@@ -115,8 +124,8 @@ func flatten(ctx context.Context, img v1.Image, exts []filesystem.Extractor, o o
 		if !keep && !bytes.Contains(buf, goBuildInfoMagic) {
 			continue
 		}
-		if kept += hdr.Size; kept > o.maxKeptBytes {
-			return nil, fmt.Errorf("%w: package databases and Go binaries exceed %d bytes", ErrTooLarge, o.maxKeptBytes)
+		if kept += hdr.Size; kept+m.meta > o.maxKeptBytes {
+			return nil, fmt.Errorf("%w: links, package databases and Go binaries exceed %d bytes", ErrTooLarge, o.maxKeptBytes)
 		}
 		m.addFile(name, bytes.Clone(buf), info.Mode(), hdr.ModTime)
 	}

@@ -29,6 +29,9 @@ type memFS struct {
 	files map[string]*memFile
 	links map[string]string   // path -> link target as written in the tar
 	dirs  map[string][]string // dir -> names of its children, sorted by freeze
+	// meta is what the links, directories and names cost, which
+	// flatten counts against the memory budget with the files' bytes.
+	meta int64
 }
 
 type memFile struct {
@@ -52,6 +55,7 @@ func (m *memFS) addFile(name string, data []byte, mode fs.FileMode, mtime time.T
 		dir := path.Dir(name)
 		m.ensureDir(dir)
 		m.dirs[dir] = append(m.dirs[dir], path.Base(name))
+		m.meta += int64(len(name) + entryOverhead)
 	}
 	m.files[name] = &memFile{name: path.Base(name), data: data, mode: mode.Perm(), mtime: mtime}
 }
@@ -60,7 +64,11 @@ func (m *memFS) addFile(name string, data []byte, mode fs.FileMode, mtime time.T
 // etc/ of a Debian image, which holds only the os-release link, can be
 // opened) but the link itself is not listed.
 func (m *memFS) addLink(name, target string) {
+	if old, ok := m.links[name]; ok {
+		m.meta -= int64(len(name) + len(old) + entryOverhead)
+	}
 	m.links[name] = target
+	m.meta += int64(len(name) + len(target) + entryOverhead)
 	m.ensureDir(path.Dir(name))
 }
 
@@ -69,6 +77,7 @@ func (m *memFS) ensureDir(d string) {
 		return
 	}
 	m.dirs[d] = nil
+	m.meta += int64(len(d) + entryOverhead)
 	parent := path.Dir(d)
 	m.ensureDir(parent)
 	m.dirs[parent] = append(m.dirs[parent], path.Base(d))

@@ -94,6 +94,7 @@ type options struct {
 	maxImageBytes int64
 	maxFileBytes  int64
 	maxKeptBytes  int64
+	maxMetaBytes  int64
 }
 
 // WithMaxImageBytes bounds the uncompressed bytes read from all layers
@@ -154,7 +155,7 @@ func extractors() ([]filesystem.Extractor, error) {
 // An image whose layers name paths outside the root ("../x") is refused.
 // The limits are set by options; ctx cancels the read.
 func NewSBOM(ctx context.Context, img v1.Image, opts ...Option) (*SBOM, error) {
-	o := options{maxImageBytes: 16 << 30, maxFileBytes: 512 << 20, maxKeptBytes: 2 << 30}
+	o := options{maxImageBytes: 16 << 30, maxFileBytes: 512 << 20, maxKeptBytes: 2 << 30, maxMetaBytes: 128 << 20}
 	for _, opt := range opts {
 		opt(&o)
 	}
