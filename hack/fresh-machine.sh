@@ -32,7 +32,7 @@ RUNS=${RUNS:-1}
 KEEP=${KEEP:-0}
 CACHE=${CACHE:-/var/cache/slipway-fresh}
 SUITE=bookworm
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 
 [ "$(id -u)" -eq 0 ] || { echo "fresh-machine: run as root (debootstrap, namespaces)" >&2; exit 2; }
 [ -x /usr/local/go/bin/go ] || { echo "fresh-machine: Go is not in /usr/local/go" >&2; exit 2; }
