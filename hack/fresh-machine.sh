@@ -179,11 +179,13 @@ for run in $(seq 1 "$RUNS"); do
     say "whole log: $WORK/make-test-$run.log"
   fi
   # What the run left behind: private dockerds' directories and mounts,
-  # bridges, FORWARD rules. A clean run leaves nothing.
+  # links (bridges, dummies, veths), routes, FORWARD rules. A clean run
+  # leaves nothing.
   left=$(
     ls -d "$root"/tmp/slipway-* 2>/dev/null | sed 's/^/directory: /'
     inside awk -v r="$root/tmp/" 'index($5, r) == 1 {print "mount: " $5}' /proc/self/mountinfo
-    inside ip -o link show type bridge | awk -F': ' '{print "bridge: " $2}'
+    inside ip -o link | awk -F': ' '$2 != "lo" && $2 != "tap0" {print "link: " $2}'
+    inside ip -o route show table all | grep -v -E 'dev (lo|tap0)( |$)' | sed 's/^/route: /'
     inside iptables -S FORWARD 2>/dev/null | grep -v '^-P' | sed 's/^/rule: /'
   )
   if [ -n "$left" ]; then
