@@ -288,15 +288,28 @@ func (s *Server) ensureBuilderAccount(ctx context.Context, ns string) error {
 		rbac.Attributes{Verb: "update", Resource: "imagestreams", Subresource: "layers"})
 }
 
+// ErrPullDenied is a pod whose project may not pull its image.
+var ErrPullDenied = errors.New("unauthorized: the pod's project may not pull this image")
+
 // pullAuth returns the X-Registry-Auth for a pod's image: a short-lived
 // token of its own project's deployer account, so a pod can only run
 // images its project may pull. Images outside the integrated registry
 // are pulled anonymously.
+//
+// It also decides the pull itself, with the registry's rule (a public
+// project, or get imagestreams/layers there for the deployer): the engine
+// serves a digest it has cached from its own manifest store without
+// asking the registry, so another project's pods having pulled the image
+// here must not let this one run it. A refusal fails the pull (the pod
+// shows ErrImagePull) and is asked again with back-off.
 func (s *Server) pullAuth(ctx context.Context, pod *api.Pod, image string) (string, error) {
 	if !strings.HasPrefix(image, s.RegistryHost+"/") {
 		return "", nil
 	}
 	if err := s.ensurePuller(ctx, pod.Namespace); err != nil {
+		return "", err
+	}
+	if err := s.mayPull(ctx, pod.Namespace, strings.TrimPrefix(image, s.RegistryHost+"/")); err != nil {
 		return "", err
 	}
 	secret, _, err := s.API.Authenticator().IssueServiceAccountToken(ctx, pod.Namespace, PullerServiceAccount, 10*time.Minute)
@@ -305,6 +318,31 @@ func (s *Server) pullAuth(ctx context.Context, pod *api.Pod, image string) (stri
 	}
 	data, _ := json.Marshal(map[string]string{"username": PullerServiceAccount, "password": secret, "serveraddress": s.RegistryHost})
 	return base64.URLEncoding.EncodeToString(data), nil
+}
+
+// mayPull applies the registry's pull rule to repo (PROJECT/STREAM with a
+// tag or digest) for the deployer account of project ns.
+func (s *Server) mayPull(ctx context.Context, ns, repo string) error {
+	project, _, ok := strings.Cut(repo, "/")
+	if !ok || project == "" {
+		return fmt.Errorf("%w: %s names no project (want %s/PROJECT/STREAM)", ErrPullDenied, repo, s.RegistryHost)
+	}
+	if project == ns {
+		return nil // ensurePuller has just checked it
+	}
+	if p, err := s.API.Project(ctx, project); err == nil && p.Spec.Public {
+		return nil
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err // transient: the agent asks again
+	}
+	// The groups the authenticator gives the deployer's token.
+	who := identity.Info{Name: api.ServiceAccountUser(ns, PullerServiceAccount), Groups: []string{
+		identity.GroupAuthenticated, identity.GroupServiceAccounts, identity.GroupServiceAccounts + ":" + ns,
+	}}
+	if ok, _ := s.API.Authorizer().Authorize(who, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: project}); ok {
+		return nil
+	}
+	return fmt.Errorf("%w: project %s may not pull from project %s; an admin of %s can grant it with a RoleBinding of image-puller to %s", ErrPullDenied, ns, project, project, who.Name)
 }
 
 // startNode runs this process's node agent when a Docker engine answers;

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
@@ -120,13 +121,26 @@ const (
 )
 
 // EnsureImage implements Runtime.
+//
+// With credentials it always pulls, as Kubernetes' AlwaysPullImages
+// does: the engine keeps one image cache for every project on the node,
+// and a pull is where the registry checks that these credentials (the
+// pod's own project's) may read the image. Without the pull, a pod could
+// name another project's private image by digest and run it from the
+// cache once that project's pods had brought it here. Layers already
+// present are not fetched again; a registry that cannot be reached fails
+// the pull, so a pod whose image is only cached does not start then.
+//
+// Without credentials a present image is used, but only under the very
+// name it was pulled or tagged as: the engine also resolves an image ID,
+// an ID prefix, or (on some stores) another name with the same digest to
+// a cached image, which would reach a private image with no pull at all.
 func (d *Docker) EnsureImage(ctx context.Context, ref, auth string) error {
-	_, err := d.cli.ImageInspect(ctx, ref)
-	if err == nil {
-		return nil
-	}
-	if !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("runtime: image %s: %w", ref, err)
+	if auth == "" {
+		ok, err := d.hasImage(ctx, ref)
+		if err != nil || ok {
+			return err
+		}
 	}
 	resp, err := d.cli.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: auth})
 	if err == nil {
@@ -137,6 +151,47 @@ func (d *Docker) EnsureImage(ctx context.Context, ref, auth string) error {
 		return fmt.Errorf("%w: %s: %w", ErrImagePull, ref, err)
 	}
 	return nil
+}
+
+// hasImage reports whether the engine holds ref under that name: one of
+// the image's tags, or for a digest reference one of its repo digests.
+func (d *Docker) hasImage(ctx context.Context, ref string) (bool, error) {
+	img, err := d.cli.ImageInspect(ctx, ref)
+	if cerrdefs.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("runtime: image %s: %w", ref, err)
+	}
+	want, ok := refKey(ref)
+	if !ok {
+		return false, nil // an image ID, not a name: pull it by name or not at all
+	}
+	for _, have := range slices.Concat(img.RepoTags, img.RepoDigests) {
+		if k, ok := refKey(have); ok && k == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// refKey is a reference's normalized name: NAME@DIGEST for a digest
+// reference (a tag beside the digest is ignored, as the engine does),
+// NAME:TAG otherwise, with the implicit :latest.
+func refKey(ref string) (string, bool) {
+	if r, err := reference.ParseAnyReference(ref); err == nil {
+		if _, ok := r.(reference.Named); !ok {
+			return "", false // an image ID: "sha256:…" or 64 hex digits
+		}
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", false
+	}
+	if c, ok := named.(reference.Canonical); ok {
+		return c.Name() + "@" + c.Digest().String(), true
+	}
+	return reference.TagNameOnly(named).String(), true
 }
 
 // SyncPod implements Runtime.

@@ -23,11 +23,13 @@ import (
 // and back-off are the agent's: the runtime starts what it is told and
 // reports what it sees.
 type Runtime interface {
-	// EnsureImage makes the image ref present on the node, pulling it if
-	// it is not (a present image is never pulled again: refs that move
-	// should be digests). auth is the base64url-encoded JSON credentials
-	// that the Docker API takes in X-Registry-Auth, or "" for anonymous.
-	// A failed pull wraps ErrImagePull.
+	// EnsureImage makes the image ref present on the node. auth is the
+	// base64url-encoded JSON credentials that the Docker API takes in
+	// X-Registry-Auth, or "" for anonymous. With auth it always pulls, so
+	// the registry checks those credentials even when the image is cached
+	// (the cache is shared by every project on the node); anonymous, an
+	// image present under the name ref is not pulled again (refs that
+	// move should be digests). A failed pull wraps ErrImagePull.
 	EnsureImage(ctx context.Context, ref, auth string) error
 
 	// SyncPod makes the pod run: it creates and starts the sandbox if the
