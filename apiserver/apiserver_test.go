@@ -118,6 +118,7 @@ func runSuite(t *testing.T, env *servertest.Env) {
 	s := newSuite(t, env)
 	s.setupTeam(t, "pa")
 	t.Run("RBACMatrix", s.testRBACMatrix)
+	t.Run("StatusMatrix", s.testStatusMatrix)
 	t.Run("Tenancy", s.testTenancy)
 	t.Run("Authentication", s.testAuthentication)
 	t.Run("Escalation", s.testEscalation)

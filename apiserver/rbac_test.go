@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"slipway.dev/slipway/api"
@@ -298,11 +299,14 @@ func (s *suite) testEscalation(t *testing.T) {
 	})
 
 	t.Run("cluster-admin bound in a project stays in it", func(t *testing.T) {
-		// Alice holds every verb on every resource in pesc, so binding
-		// cluster-admin there grants nothing she lacks: a RoleBinding
-		// confines it to pesc.
-		mustCode(t, "alice binds cluster-admin to bob in pesc",
-			alice.post(t, nsPath("pesc", "rolebindings"), binding("bob-ca", "ClusterRole", "cluster-admin", user("bob"))), http.StatusCreated)
+		// Alice holds every verb on every resource in pesc but not status
+		// subresources, which cluster-admin reaches (*/status): she may
+		// not bind it. A cluster admin may, and a RoleBinding confines it
+		// to pesc.
+		checkStatus(t, "alice binds cluster-admin to bob in pesc",
+			alice.post(t, nsPath("pesc", "rolebindings"), binding("bob-ca", "ClusterRole", "cluster-admin", user("bob"))), http.StatusForbidden, api.ReasonForbidden, "*/status")
+		mustCode(t, "admin binds cluster-admin to bob in pesc",
+			s.as("admin").post(t, nsPath("pesc", "rolebindings"), binding("bob-ca", "ClusterRole", "cluster-admin", user("bob"))), http.StatusCreated)
 		checkCode(t, "bob lists bindings in pesc", bob.get(t, nsPath("pesc", "rolebindings")), http.StatusOK)
 		for _, tc := range []struct{ what, method, path string }{
 			{"list clusterrolebindings", "GET", clusterPath("clusterrolebindings")},
@@ -496,4 +500,87 @@ func randomToken() string {
 	b := make([]byte, 32)
 	rand.Read(b)
 	return "sha256~" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// testStatusMatrix checks who may write status subresources in "pa" (M7):
+// nobody but a cluster admin for what controllers and nodes record, and
+// for the three the CLI writes (build configs, builds, image streams)
+// project editors and admins, but only the fields the CLI changes. Every
+// refused write must change nothing.
+func (s *suite) testStatusMatrix(t *testing.T) {
+	admin := s.as("admin")
+	container := []map[string]any{{"name": "c", "image": "busybox"}}
+	fixtures := map[string]any{
+		"pods": map[string]any{"metadata": map[string]any{"name": "st"}, "spec": map[string]any{"containers": container}},
+		"replicationcontrollers": map[string]any{"metadata": map[string]any{"name": "st"}, "spec": map[string]any{
+			"replicas": 0, "selector": map[string]string{"app": "st"},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]string{"app": "st"}}, "spec": map[string]any{"containers": container}}}},
+		"imagestreams": map[string]any{"metadata": map[string]any{"name": "st"}},
+		"buildconfigs": map[string]any{"metadata": map[string]any{"name": "st"}, "spec": map[string]any{
+			"source":   map[string]any{"dockerfile": "FROM scratch\n"},
+			"strategy": map[string]any{"type": "Docker", "dockerStrategy": map[string]any{}},
+			"output":   map[string]any{"to": map[string]any{"kind": "ImageStreamTag", "name": "st:latest"}}}},
+		"promotions": map[string]any{"metadata": map[string]any{"name": "st"}, "spec": map[string]any{"pipeline": "none", "to": "prod"}},
+	}
+	// forge is a status change that only the platform may make.
+	forge := map[string]map[string]any{
+		"pods":                   {"phase": "Running", "podIP": "127.0.0.1"},
+		"replicationcontrollers": {"replicas": 3, "readyReplicas": 3},
+		"imagestreams":           {"dockerImageRepository": "evil.example/x"},
+		"buildconfigs":           {"lastVersion": 0, "lastTriggeredImage": "sha256:" + strings.Repeat("1", 64)},
+		"promotions":             {"phase": "Complete"},
+	}
+	// userWritable are the status subresources edit and admin may write.
+	userWritable := map[string]bool{"imagestreams": true, "buildconfigs": true}
+	for res, body := range fixtures {
+		mustCode(t, "fixture "+res, admin.post(t, nsPath("pa", res), body), http.StatusCreated)
+	}
+	for res := range fixtures {
+		for _, u := range append(matrixUsers, "admin") {
+			t.Run(fmt.Sprintf("%s_status_%s", res, u), func(t *testing.T) {
+				c := s.as(u)
+				path := nsPath("pa", res, "st", "status")
+				before := admin.get(t, nsPath("pa", res, "st"))
+				mustCode(t, "admin reads "+res, before, http.StatusOK)
+				var obj map[string]any
+				mustDecode(t, before, &obj)
+				readable := u != "dave"
+				checkCode(t, u+" reads "+res+"/status", c.get(t, path), map[bool]int{true: http.StatusOK, false: http.StatusForbidden}[readable])
+
+				// The same status back: allowed where RBAC grants it.
+				wantSame := u == "admin" || (userWritable[res] && (u == "alice" || u == "carol"))
+				r := c.put(t, path, obj)
+				if !(u == "admin" && r.Code == http.StatusConflict) { // a controller may have written it since
+					checkCode(t, u+" PUTs "+res+"/status unchanged", r, map[bool]int{true: http.StatusOK, false: http.StatusForbidden}[wantSame])
+				}
+
+				// A forged status: only the cluster admin.
+				cur := admin.get(t, nsPath("pa", res, "st"))
+				mustDecode(t, cur, &obj)
+				st, _ := obj["status"].(map[string]any)
+				if st == nil {
+					st = map[string]any{}
+				}
+				for k, v := range forge[res] {
+					st[k] = v
+				}
+				obj["status"] = st
+				r = c.put(t, path, obj)
+				if u == "admin" {
+					if r.Code != http.StatusConflict {
+						checkCode(t, "cluster admin forges "+res+"/status", r, http.StatusOK)
+					}
+					return
+				}
+				checkStatus(t, u+" forges "+res+"/status", r, http.StatusForbidden, api.ReasonForbidden, "")
+				after := admin.get(t, nsPath("pa", res, "st"))
+				var a, b map[string]any
+				mustDecode(t, after, &a)
+				mustDecode(t, cur, &b)
+				if fmt.Sprint(a["status"]) != fmt.Sprint(b["status"]) {
+					t.Errorf("%s's refused status write changed %s: %v, was %v", u, res, a["status"], b["status"])
+				}
+			})
+		}
+	}
 }

@@ -78,7 +78,10 @@ func (s *suite) testCompareAndSwap(t *testing.T) {
 	})
 
 	t.Run("project status", func(t *testing.T) {
+		// Status is the platform's: a cluster admin writes it here, and
+		// the project's own admin may not (M7).
 		path := projectPath("pcas")
+		root := s.as("admin")
 		get := func() api.Project {
 			t.Helper()
 			r := alice.get(t, path)
@@ -96,7 +99,7 @@ func (s *suite) testCompareAndSwap(t *testing.T) {
 		p.Status.Phase = "Custom"
 		p.Spec.DisplayName = "set through status"
 		p.Labels = map[string]string{"through": "status"}
-		r := alice.put(t, path+"/status", &p)
+		r := root.put(t, path+"/status", &p)
 		mustCode(t, "PUT status", r, http.StatusOK)
 		statusAnswer := decodeProject(t, r)
 		if got := get(); got.Status.Phase != "Custom" || got.Spec.DisplayName != orig.Spec.DisplayName || got.Labels["through"] != "" || got.Generation != orig.Generation {
@@ -124,9 +127,9 @@ func (s *suite) testCompareAndSwap(t *testing.T) {
 
 		p = orig // stale
 		p.Status.Phase = "Stale"
-		checkStatus(t, "PUT status with a stale resourceVersion", alice.put(t, path+"/status", &p), http.StatusConflict, api.ReasonConflict, "")
+		checkStatus(t, "PUT status with a stale resourceVersion", root.put(t, path+"/status", &p), http.StatusConflict, api.ReasonConflict, "")
 
-		r = alice.patch(t, path+"/status", map[string]any{"status": map[string]string{"phase": api.ProjectActive}, "spec": map[string]string{"displayName": "patched through status"}})
+		r = root.patch(t, path+"/status", map[string]any{"status": map[string]string{"phase": api.ProjectActive}, "spec": map[string]string{"displayName": "patched through status"}})
 		mustCode(t, "PATCH status", r, http.StatusOK)
 		if got := get(); got.Status.Phase != api.ProjectActive || got.Spec.DisplayName != "set through the main resource" {
 			t.Errorf("PATCH status: got phase %q displayName %q, want Active and the display name unchanged", got.Status.Phase, got.Spec.DisplayName)
@@ -136,6 +139,7 @@ func (s *suite) testCompareAndSwap(t *testing.T) {
 		if got := get(); got.Status.Phase != api.ProjectActive {
 			t.Errorf("PATCH main resource: got phase %q, want Active (status is ignored)", got.Status.Phase)
 		}
+		checkStatus(t, "alice (admin of pcas) PUTs status", alice.put(t, path+"/status", &p), http.StatusForbidden, api.ReasonForbidden, "")
 		checkStatus(t, "carol (no rights in pcas) PUTs status", s.as("carol").put(t, path+"/status", &p), http.StatusForbidden, api.ReasonForbidden, "")
 		checkStatus(t, "status of a service account", alice.put(t, nsPath("pcas", "serviceaccounts", "x", "status"), serviceAccount("x")), http.StatusNotFound, api.ReasonNotFound, "subresource")
 	})

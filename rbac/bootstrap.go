@@ -40,12 +40,27 @@ var rbacResources = []string{"roles", "rolebindings"}
 // project's policy, swap its signing keys or rewrite scan results.
 var trustResources = []string{"imagepolicies", "signingkeys", "imagescans", "events"}
 
+// UserStatus are the status subresources project users (edit, admin) may
+// write. The API server admits from them only what the CLI changes:
+// lastVersion of a build config, cancelled of a build, and an image
+// stream tag's deletion or rollback to an image it already held.
+var UserStatus = []string{"buildconfigs/status", "builds/status", "imagestreams/status"}
+
 // BootstrapRoles are the built-in ClusterRoles, derived from the resource
 // registry so that a resource added later is covered by edit and view
 // without touching this file.
+//
+// Status subresources are written by controllers and nodes (through the
+// store) and by cluster admins: no wildcard reaches them (see
+// resourceMatches). Project users read them, and write only the
+// userStatus ones, where the API server lets through just the fields the
+// CLI changes (start-build, cancel-build, tag deletion, rollback).
 func BootstrapRoles() []*api.ClusterRole {
-	var ns, readOnly []string
+	var ns, readOnly, statusRead []string
 	for _, r := range api.Resources() {
+		if r.Namespaced && r.HasStatus {
+			statusRead = append(statusRead, r.Name+"/"+StatusSubresource)
+		}
 		switch {
 		case !r.Namespaced || slices.Contains(rbacResources, r.Name):
 		case slices.Contains(trustResources, r.Name):
@@ -58,6 +73,8 @@ func BootstrapRoles() []*api.ClusterRole {
 			ns = append(ns, r.Name, r.Name+"/*")
 		}
 	}
+	statusWrite := api.PolicyRule{Verbs: []string{"update", "patch"}, Resources: UserStatus}
+	statusGet := api.PolicyRule{Verbs: []string{"get"}, Resources: statusRead}
 	role := func(name string, rules ...api.PolicyRule) *api.ClusterRole {
 		return &api.ClusterRole{
 			ObjectMeta: api.ObjectMeta{Name: name, Labels: map[string]string{"slipway.dev/bootstrap": "true"}},
@@ -66,15 +83,17 @@ func BootstrapRoles() []*api.ClusterRole {
 	}
 	layers := "imagestreams/layers"
 	return []*api.ClusterRole{
-		role(ClusterAdmin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}),
-		role(Admin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}),
+		role(ClusterAdmin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*", "*/" + StatusSubresource}}),
+		role(Admin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}, statusWrite, statusGet),
 		role(Edit,
 			api.PolicyRule{Verbs: WriteVerbs, Resources: ns},
 			api.PolicyRule{Verbs: ReadVerbs, Resources: readOnly},
-			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}}),
+			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}},
+			statusWrite, statusGet),
 		role(View,
 			api.PolicyRule{Verbs: ReadVerbs, Resources: append(append([]string(nil), ns...), readOnly...)},
-			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}}),
+			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}},
+			statusGet),
 		role(ImagePuller, api.PolicyRule{Verbs: []string{"get"}, Resources: []string{layers}}),
 		role(ImagePusher, api.PolicyRule{Verbs: []string{"get", "update"}, Resources: []string{layers}}),
 		role(ImageBuilder,

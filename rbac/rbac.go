@@ -196,13 +196,21 @@ func ruleAllows(r api.PolicyRule, verb, res, name string) bool {
 	return len(r.ResourceNames) == 0 || (name != "" && contains(r.ResourceNames, name))
 }
 
-// resourceMatches: "*" matches anything, "builds/*" any subresource of
-// builds, otherwise an exact match.
+// resourceMatches: "*" matches any resource and subresource, "builds/*"
+// any subresource of builds, otherwise an exact match. Status subresources
+// are the exception: they belong to controllers and nodes, so no wildcard
+// but "*/status" (or "builds/status" itself) reaches them.
 func resourceMatches(held []string, res string) bool {
-	base, _, isSub := strings.Cut(res, "/")
+	base, sub, isSub := strings.Cut(res, "/")
 	for _, h := range held {
 		switch {
-		case h == "*", h == res:
+		case h == res:
+			return true
+		case sub == StatusSubresource:
+			if h == "*/"+StatusSubresource {
+				return true
+			}
+		case h == "*":
 			return true
 		case isSub && h == base+"/*":
 			return true
@@ -210,6 +218,9 @@ func resourceMatches(held []string, res string) bool {
 	}
 	return false
 }
+
+// StatusSubresource is the one subresource wildcards do not reach.
+const StatusSubresource = "status"
 
 func matchesSubject(subjects []api.Subject, u identity.Info, bindingNS string) bool {
 	for _, s := range subjects {
