@@ -219,10 +219,13 @@ type PromotionStatus struct {
 	Evidence  map[string]string `json:"evidence,omitempty"`
 }
 
-// Approval is one user's yes.
+// Approval is one user's yes to a promotion into Project. It counts only
+// while the stage still goes to Project and the user still holds the
+// promote permission there.
 type Approval struct {
-	User string    `json:"user"`
-	At   time.Time `json:"at"`
+	User    string    `json:"user"`
+	Project string    `json:"project,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // PolicyCheck is one rule's result and the evidence it used.
@@ -340,17 +343,38 @@ var SigningKeySecrets = Register(&Resource{
 	New: func() Object { return &SigningKeySecret{} },
 })
 
+// PipelineOwnerAnnotation records, on a Pipeline, the user the API server
+// admitted it for: the last writer of its spec, who held the promote
+// permission in every stage's project at the time. The server sets it;
+// what a client sends is overwritten. Promotions act as this user.
+const PipelineOwnerAnnotation = "slipway.dev/pipeline-owner"
+
+// PipelineOwner is who a pipeline acts for, or "" for one the API server
+// never admitted (written before owners were recorded), which counts for
+// nothing until it is applied again.
+func PipelineOwner(p *Pipeline) string { return p.Annotations[PipelineOwnerAnnotation] }
+
 // PromotedTag returns the pipeline (NAMESPACE/NAME) whose stage, other than
 // the first (which receives pushes), owns project/stream:tag, or "". Only
-// a promotion may move such a tag.
+// a promotion may move such a tag. Pipelines without a recorded owner own
+// nothing: another tenant's pipeline cannot lock a tag unless the API
+// server admitted it, which needs the promote permission in that project.
 func PromotedTag(pipelines []Object, project, stream, tag string) string {
+	return PromotedTagFor(pipelines, project, stream, tag, nil)
+}
+
+// PromotedTagFor is PromotedTag that also asks mayOwn (when not nil)
+// whether the pipeline's owner may still own a stage in project, so a
+// pipeline whose owner lost the promote permission there releases the tag.
+func PromotedTagFor(pipelines []Object, project, stream, tag string, mayOwn func(owner, project string) bool) string {
 	for _, o := range pipelines {
 		p := o.(*Pipeline)
-		if p.Spec.Stream != stream {
+		owner := PipelineOwner(p)
+		if p.Spec.Stream != stream || owner == "" {
 			continue
 		}
 		for i, st := range p.Spec.Stages {
-			if i > 0 && st.Project == project && st.Tag == tag {
+			if i > 0 && st.Project == project && st.Tag == tag && (mayOwn == nil || mayOwn(owner, project)) {
 				return p.Namespace + "/" + p.Name
 			}
 		}

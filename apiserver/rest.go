@@ -455,7 +455,8 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInf
 }
 
 // admit runs the checks that depend on more than one object: RBAC writes
-// must not escalate.
+// must not escalate, and nothing a project's user writes may reach into
+// another project or forge what the platform records (tenancy.go).
 func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
 	if is, ok := obj.(*api.ImageStream); ok {
 		if err := s.admitPromotedTags(ctx, u, info.Namespace, is); err != nil {
@@ -463,11 +464,21 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		}
 	}
 	if info.Subresource == "status" {
-		return nil
+		return s.admitStatus(ctx, u, info, obj)
 	}
 	var grant []api.PolicyRule
 	ns := info.Namespace
 	switch o := obj.(type) {
+	case *api.Pipeline:
+		return s.admitPipeline(ctx, u, o)
+	case *api.Promotion:
+		if info.Verb == "create" {
+			// Who asked is the server's to record.
+			o.Status.Requester = u.Name
+		}
+		return nil
+	case *api.Endpoints:
+		return s.admitEndpoints(ctx, u, o)
 	case *api.Role:
 		grant = o.Rules
 	case *api.ClusterRole:
@@ -647,11 +658,11 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, info *requestIn
 	out, err := s.store.GuaranteedUpdate(ctx, api.Promotions, p.Namespace, p.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		st := &o.(*api.Promotion).Status
 		for _, a := range st.Approvals {
-			if a.User == u.Name {
+			if a.User == u.Name && a.Project == target {
 				return nil
 			}
 		}
-		st.Approvals = append(st.Approvals, api.Approval{User: u.Name, At: time.Now().UTC().Truncate(time.Second)})
+		st.Approvals = append(st.Approvals, api.Approval{User: u.Name, Project: target, At: time.Now().UTC().Truncate(time.Second)})
 		return nil
 	})
 	if err != nil {
@@ -751,7 +762,7 @@ func (s *Server) admitPromotedTags(ctx context.Context, u identity.Info, ns stri
 		}
 	}
 	for tag := range tags {
-		if pl := api.PromotedTag(pipelines, ns, is.Name, tag); pl != "" && tagState(old, tag) != tagState(is, tag) {
+		if pl := api.PromotedTagFor(pipelines, ns, is.Name, tag, s.mayOwnStage(ctx)); pl != "" && tagState(old, tag) != tagState(is, tag) {
 			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s/%s:%s is a stage of pipeline %s: only a promotion moves it; use `slipway promote`", ns, is.Name, tag, pl)
 		}
 	}

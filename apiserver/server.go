@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,6 +51,9 @@ type Config struct {
 	Signer ImageSigner
 	// BuildLogs is the directory of full build logs (builds/NAME/log).
 	BuildLogs string
+	// ServiceCIDR is the range of service ClusterIPs, which Endpoints
+	// may never name. Default 10.43.0.0/16 (proxy.DefaultServiceCIDR).
+	ServiceCIDR string
 }
 
 // Validate fills defaults.
@@ -58,6 +63,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit == nil {
 		c.Audit = io.Discard
+	}
+	if c.ServiceCIDR == "" {
+		c.ServiceCIDR = "10.43.0.0/16"
+	}
+	if _, _, err := net.ParseCIDR(c.ServiceCIDR); err != nil {
+		return fmt.Errorf("apiserver: service CIDR: %w", err)
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 3 << 20

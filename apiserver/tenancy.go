@@ -1,0 +1,247 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"slices"
+	"time"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
+)
+
+// Tenant isolation admission (issue 11): what a project's users write may
+// not reach into another project, nor forge what the platform records.
+
+// mayPromote reports whether u holds the promote permission in project,
+// the permission approving a promotion into it needs.
+func (s *Server) mayPromote(u identity.Info, project string) bool {
+	ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "promote", Resource: "promotions", Namespace: project})
+	return ok
+}
+
+// clusterWide reports whether u holds at cluster scope what at asks, such
+// as a cluster admin does; a project's bindings do not count.
+func (s *Server) clusterWide(u identity.Info, at rbac.Attributes) bool {
+	at.Namespace = ""
+	ok, _ := s.authz.Authorize(u, at)
+	return ok
+}
+
+// infoOf is the identity of a user or service account by name, with the
+// groups its tokens would carry, for acting as a pipeline's owner.
+func (s *Server) infoOf(ctx context.Context, name string) identity.Info {
+	groups := []string{identity.GroupAuthenticated}
+	if p, _, ok := api.SplitServiceAccountUser(name); ok {
+		groups = append(groups, identity.GroupServiceAccounts, identity.GroupServiceAccounts+":"+p)
+	} else if o, ok := s.informers[api.Users].Get("", name); ok {
+		groups = append(groups, o.(*api.User).Groups...)
+	} else if o, err := s.store.Get(ctx, api.Users, "", name); err == nil {
+		groups = append(groups, o.(*api.User).Groups...)
+	}
+	return identity.Info{Name: name, Groups: groups}
+}
+
+// admitPipeline lets a pipeline name only projects where its writer holds
+// the promote permission: its promotions read the source stage's images
+// and move the target stage's tag with the platform's promoter account.
+// The writer becomes the pipeline's owner (api.PipelineOwnerAnnotation),
+// whom promotions act as. A write that leaves the spec as it was keeps the
+// owner and needs no such right.
+func (s *Server) admitPipeline(ctx context.Context, u identity.Info, p *api.Pipeline) error {
+	owner := u.Name
+	if o, err := s.store.Get(ctx, api.Pipelines, p.Namespace, p.Name); err == nil {
+		old := o.(*api.Pipeline)
+		if reflect.DeepEqual(old.Spec, p.Spec) && api.PipelineOwner(old) != "" {
+			owner = api.PipelineOwner(old)
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if owner == u.Name {
+		var missing []string
+		for _, st := range p.Spec.Stages {
+			if !slices.Contains(missing, st.Project) && !s.mayPromote(u, st.Project) {
+				missing = append(missing, st.Project)
+			}
+		}
+		if len(missing) > 0 {
+			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "pipeline %s names project %s, where %s may not promote: a pipeline may name only projects where its author holds the promote permission (admin), since its promotions read from and push into them; ask an admin of %s to grant you admin there or to write the pipeline", p.Name, missing[0], u.Name, missing[0])
+		}
+	}
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations[api.PipelineOwnerAnnotation] = owner
+	return nil
+}
+
+// mayOwnStage reports whether a pipeline owner may still own a stage in
+// project (api.PromotedTagFor).
+func (s *Server) mayOwnStage(ctx context.Context) func(owner, project string) bool {
+	return func(owner, project string) bool { return s.mayPromote(s.infoOf(ctx, owner), project) }
+}
+
+// admitStatus limits status writes by project users. Status is what
+// controllers and nodes observed; they write it through the store, and
+// cluster admins may write it all. RBAC gives project users only the
+// rbac.UserStatus subresources, and of those this admits only what the
+// CLI changes: a build config's lastVersion (start-build), a build's
+// cancelled (cancel-build), and an image stream tag's deletion or
+// rollback to an image the tag already held, stamped with the server's
+// time and the writer's name (so history cannot be backdated past a
+// stage's minSoak).
+func (s *Server) admitStatus(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	res := info.Resource
+	if s.clusterWide(u, rbac.Attributes{Verb: info.Verb, Resource: res.Name, Subresource: rbac.StatusSubresource}) {
+		return nil
+	}
+	m := obj.GetObjectMeta()
+	o, err := s.store.Get(ctx, res, m.Namespace, m.Name)
+	if err != nil {
+		return err
+	}
+	refuse := func(format string, args ...any) error {
+		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s %s: %s; the rest of its status is the platform's to write", res.Kind, m.Name, fmt.Sprintf(format, args...))
+	}
+	switch cur := o.(type) {
+	case *api.BuildConfig:
+		next := obj.(*api.BuildConfig).Status
+		if next.LastTriggeredImage != cur.Status.LastTriggeredImage || next.LastVersion < cur.Status.LastVersion {
+			return refuse("you may only raise status.lastVersion (slipway start-build)")
+		}
+	case *api.Build:
+		next := obj.(*api.Build).Status
+		want := cur.Status
+		want.Cancelled = want.Cancelled || next.Cancelled
+		if !reflect.DeepEqual(next, want) {
+			return refuse("you may only set status.cancelled (slipway cancel-build)")
+		}
+	case *api.ImageStream:
+		return s.admitTagHistory(u, obj.(*api.ImageStream), cur, refuse)
+	default:
+		return refuse("only controllers and nodes write it")
+	}
+	return nil
+}
+
+// admitTagHistory lets a user delete a tag's history or put an image the
+// tag already held back at its head; every other change is refused.
+func (s *Server) admitTagHistory(u identity.Info, next, cur *api.ImageStream, refuse func(string, ...any) error) error {
+	if next.Status.DockerImageRepository != cur.Status.DockerImageRepository {
+		return refuse("status.dockerImageRepository is set by the registry")
+	}
+	old := map[string]api.NamedTagEventList{}
+	for _, t := range cur.Status.Tags {
+		old[t.Tag] = t
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for i := range next.Status.Tags {
+		t := &next.Status.Tags[i]
+		prev, ok := old[t.Tag]
+		if !ok {
+			return refuse("tag %s has no history to change; push, tag or import an image to make it", t.Tag)
+		}
+		if !reflect.DeepEqual(t.Conditions, prev.Conditions) {
+			return refuse("the conditions of tag %s are the importer's", t.Tag)
+		}
+		added := len(t.Items) - len(prev.Items)
+		if added < 0 || !reflect.DeepEqual(t.Items[added:], prev.Items) {
+			return refuse("the history of tag %s may only be deleted, or gain at its head an image it held before (slipway rollback)", t.Tag)
+		}
+		for j := range t.Items[:added] {
+			ev := &t.Items[j]
+			held := slices.ContainsFunc(prev.Items, func(e api.TagEvent) bool {
+				return e.Image == ev.Image && e.DockerImageReference == ev.DockerImageReference
+			})
+			if !held {
+				return refuse("tag %s never held %s; push or tag it instead", t.Tag, ev.Image)
+			}
+			ev.Created, ev.By = now, u.Name
+		}
+	}
+	return nil
+}
+
+// ExternalEndpoints is the permission, held cluster-wide (a ClusterRole
+// bound with a ClusterRoleBinding; cluster-admin holds it), to point a
+// service's manual Endpoints at addresses that are not pods of its
+// project, such as a database outside the cluster:
+//
+//	rules: [{verbs: [create], resources: [endpoints/external]}]
+//
+// A RoleBinding in a project does not grant it.
+var ExternalEndpoints = rbac.Attributes{Verb: "create", Resource: "endpoints", Subresource: "external"}
+
+// admitEndpoints keeps Endpoints from becoming a relay into places their
+// project may not reach: the service proxy dials them from the node, as
+// root, in the host's network. The Endpoints of a service with a selector
+// are the endpoints controller's alone. Manual ones (for a service without
+// a selector) may name pods of the same project, or, for someone holding
+// ExternalEndpoints, other addresses; never loopback, link-local,
+// unspecified, multicast or service addresses.
+func (s *Server) admitEndpoints(ctx context.Context, u identity.Info, ep *api.Endpoints) error {
+	o, err := s.store.Get(ctx, api.Services, ep.Namespace, ep.Name)
+	switch {
+	case err == nil && len(o.(*api.Service).Spec.Selector) > 0:
+		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "the endpoints of service %s are kept by the endpoints controller from its selector; to list addresses by hand, remove the service's selector first", ep.Name)
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	_, serviceNet, err := net.ParseCIDR(s.cfg.ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	var podIPs map[string]bool
+	external := s.clusterWide(u, ExternalEndpoints)
+	var fe api.FieldErrors
+	for i, sub := range ep.Subsets {
+		for j, a := range sub.Addresses {
+			field := fmt.Sprintf("subsets[%d].addresses[%d].ip", i, j)
+			ip := net.ParseIP(a.IP)
+			switch {
+			case ip == nil:
+				fe.Add(field, api.FieldValueInvalid, "%q is not an IP address", a.IP)
+			case ip.IsLoopback(), ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(), ip.IsUnspecified(), ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+				fe.Add(field, api.FieldValueInvalid, "%s is a loopback, link-local, unspecified or multicast address; endpoints name pods or outside services", a.IP)
+			case serviceNet.Contains(ip):
+				fe.Add(field, api.FieldValueInvalid, "%s is in the service range %s; point at the pods behind that service instead", a.IP, s.cfg.ServiceCIDR)
+			case external:
+			default:
+				if podIPs == nil {
+					if podIPs, err = s.podIPs(ctx, ep.Namespace); err != nil {
+						return err
+					}
+				}
+				if !podIPs[ip.String()] {
+					return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "endpoints %s: %s (%s) is not a pod of project %s; manual endpoints may name only this project's pods, and an outside address needs a cluster admin (create endpoints/external, cluster-wide)", ep.Name, a.IP, field, ep.Namespace)
+				}
+			}
+		}
+	}
+	if len(fe) > 0 {
+		return fe.Invalid(api.EndpointsResource.Kind, ep.Name)
+	}
+	return nil
+}
+
+// podIPs are the addresses of project ns's pods.
+func (s *Server) podIPs(ctx context.Context, ns string) (map[string]bool, error) {
+	items, _, err := s.store.List(ctx, api.Pods, ns, store.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	ips := map[string]bool{}
+	for _, o := range items {
+		if ip := net.ParseIP(o.(*api.Pod).Status.PodIP); ip != nil {
+			ips[ip.String()] = true
+		}
+	}
+	return ips, nil
+}
