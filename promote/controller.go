@@ -144,6 +144,12 @@ func (c *Controller) reconcile(ctx context.Context, p *api.Promotion) error {
 	if err != nil {
 		return c.finish(ctx, p, api.PromotionFailed, err.Error(), nil)
 	}
+	// The controller reads and writes both projects with the platform's
+	// rights, so it acts only for a pipeline owner who may promote in
+	// both, checked again at every pass: rights go away.
+	if msg := c.ownerMayPromote(ctx, pl, from.Project, to.Project); msg != "" {
+		return c.finish(ctx, p, api.PromotionRefused, msg, nil)
+	}
 	stream := pl.Spec.Stream
 	// The image: by digest, fixed when the promotion is first seen.
 	digest := p.Spec.Image
@@ -187,8 +193,10 @@ func (c *Controller) reconcile(ctx context.Context, p *api.Promotion) error {
 			return nil
 		}
 	}
-	// Gate: approval.
-	if to.RequireApproval && len(p.Status.Approvals) == 0 {
+	// Gate: approval, by someone who may still promote into this
+	// stage's project (the pipeline may have been pointed elsewhere
+	// since).
+	if to.RequireApproval && !c.approved(ctx, p, to.Project) {
 		msg := fmt.Sprintf("waiting for approval by a user with the promote permission in %s: slipway approve %s", to.Project, p.Name)
 		if p.Status.Message != msg {
 			return c.setStatus(ctx, p, func(s *api.PromotionStatus) { s.Message, s.Checks = msg, d.Checks })
@@ -220,6 +228,48 @@ func (c *Controller) reconcile(ctx context.Context, p *api.Promotion) error {
 			s.Evidence["scan"] = fmt.Sprintf("%s with database %s: %v", scan.Name, scan.Status.DBVersion, scan.Status.Counts)
 		}
 	})
+}
+
+// ownerMayPromote returns why the pipeline's owner may not promote from
+// one project into another, or "" if they may.
+func (c *Controller) ownerMayPromote(ctx context.Context, pl *api.Pipeline, projects ...string) string {
+	owner := api.PipelineOwner(pl)
+	if owner == "" {
+		return fmt.Sprintf("pipeline %s has no recorded owner (it was written before owners were recorded); apply it again so the API server checks and records you as its owner", pl.Name)
+	}
+	who := c.identityOf(ctx, owner)
+	for _, project := range projects {
+		if ok, _ := MayApprove(c.Authz, who, project); !ok {
+			return fmt.Sprintf("the owner of pipeline %s, %s, may no longer promote in project %s; an admin of %s must grant the promote permission (admin) there, or someone who holds it there must apply the pipeline again", pl.Name, owner, project, project)
+		}
+	}
+	return ""
+}
+
+// identityOf is the identity a user or service account name
+// authenticates as: its groups as its tokens would carry them.
+func (c *Controller) identityOf(ctx context.Context, name string) identity.Info {
+	groups := []string{identity.GroupAuthenticated}
+	if p, _, ok := api.SplitServiceAccountUser(name); ok {
+		groups = append(groups, identity.GroupServiceAccounts, identity.GroupServiceAccounts+":"+p)
+	} else if o, err := c.Store.Get(ctx, api.Users, "", name); err == nil {
+		groups = append(groups, o.(*api.User).Groups...)
+	}
+	return identity.Info{Name: name, Groups: groups}
+}
+
+// approved reports whether someone approved the promotion into project and
+// still holds the promote permission there.
+func (c *Controller) approved(ctx context.Context, p *api.Promotion, project string) bool {
+	for _, a := range p.Status.Approvals {
+		if a.Project != project {
+			continue
+		}
+		if ok, _ := MayApprove(c.Authz, c.identityOf(ctx, a.User), project); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // revision counts the completed promotions into a stage.
