@@ -29,7 +29,9 @@ func startCmd() *cobra.Command {
 		Long: `Run all of Slipway in one process.
 
 etcd is embedded, with its data under --data-dir, unless --etcd-endpoints
-names an external cluster. The API serves HTTPS with a certificate signed by a
+names an external cluster. The embedded etcd serves only https clients that
+present a certificate of its own CA (DATA_DIR/pki/etcd); roles that share the
+data directory (slipway node, slipway registry) use it without flags. The API serves HTTPS with a certificate signed by a
 CA that Slipway generates into DATA_DIR/pki. At first start an "admin" user is
 created; its password is printed once and saved in DATA_DIR/admin-password.
 SIGTERM or Ctrl-C shuts down gracefully; a restart keeps all state.`,
@@ -38,7 +40,9 @@ SIGTERM or Ctrl-C shuts down gracefully; a restart keeps all state.`,
 
   # Against an external etcd cluster, with users from an htpasswd file
   slipway start --data-dir /var/lib/slipway \
-      --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379 \
+      --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379,https://10.0.0.3:2379 \
+      --etcd-cafile /etc/slipway/etcd-ca.crt --etcd-certfile /etc/slipway/etcd-client.crt \
+      --etcd-keyfile /etc/slipway/etcd-client.key \
       --htpasswd /etc/slipway/users.htpasswd`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -77,9 +81,11 @@ Log in as admin:
 	f.StringVar(&cfg.Listen, "listen", ":8443", "HTTPS address of the API")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	etcdTLSFlags(f, &cfg)
 	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra host names or IPs for the serving certificate")
 	registryFlags(f, &cfg)
 	f.StringVar(&cfg.Buildkitd, "buildkitd", "", `buildkitd binary for builds (default: next to slipway, then PATH; "none" turns builds off)`)
+	f.StringSliceVar(&cfg.BuildDenyCIDRs, "build-deny-cidr", nil, "address ranges build steps must not reach, such as the cluster's node network (the host itself, link-local addresses and etcd are always denied)")
 	f.StringVar(&cfg.HTPasswd, "htpasswd", "", "htpasswd file (bcrypt) of users who may log in")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&cfg.Node.Disabled, "no-node", false, "run no pods in this process (nodes join with `slipway node`)")
@@ -87,6 +93,13 @@ Log in as admin:
 	f.DurationVar(&cfg.PodEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long pods of a NotReady node wait before they are made again elsewhere")
 	nodeFlags(f, &cfg.Node)
 	return c
+}
+
+// etcdTLSFlags are the client certificate flags for --etcd-endpoints.
+func etcdTLSFlags(f *pflag.FlagSet, cfg *server.Config) {
+	f.StringVar(&cfg.EtcdTLS.CAFile, "etcd-cafile", "", "CA that signs etcd's serving certificate (default for https endpoints: DATA_DIR/pki/etcd/ca.crt, which the embedded etcd makes)")
+	f.StringVar(&cfg.EtcdTLS.CertFile, "etcd-certfile", "", "client certificate to present to etcd (default for https endpoints: DATA_DIR/pki/etcd/client.crt)")
+	f.StringVar(&cfg.EtcdTLS.KeyFile, "etcd-keyfile", "", "key of --etcd-certfile (default for https endpoints: DATA_DIR/pki/etcd/client.key)")
 }
 
 // nodeFlags are the node role's flags, shared by start and node.
@@ -113,11 +126,11 @@ run the pods the scheduler binds to it on the Docker engine, and proxy
 services. DATA_DIR must hold the cluster's node-token (shared with the API
 servers, as the registry keys are); pods' volumes live under DATA_DIR/node.`,
 		Example: `  slipway node --data-dir /shared/slipway --node-name worker-1 \
-      --etcd-endpoints http://10.0.0.1:2379 --registry 10.0.0.1:5000 --listen :10250
+      --etcd-endpoints https://10.0.0.1:2379 --registry 10.0.0.1:5000 --listen :10250
 
   # A second node on the same machine and engine
   slipway node --data-dir ./slipway.local --node-name second --container-prefix second \
-      --no-proxy --etcd-endpoints http://127.0.0.1:2379 --registry 127.0.0.1:5000`,
+      --no-proxy --etcd-endpoints https://127.0.0.1:2379 --registry 127.0.0.1:5000`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
@@ -141,6 +154,7 @@ servers, as the registry keys are); pods' volumes live under DATA_DIR/node.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory with the cluster's node-token; pod volumes go under it")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	etcdTLSFlags(f, &cfg)
 	f.StringVar(&cfg.RegistryHost, "registry", "", "host:port of the cluster's registry (required)")
 	f.StringVar(&cfg.Node.Listen, "listen", "", "address to serve pod logs and exec to API servers, such as :10250")
 	nodeFlags(f, &cfg.Node)
@@ -214,7 +228,7 @@ func registryCmd() *cobra.Command {
 share the registry storage (--data-dir on shared storage, or an object store)
 and so the token keys and HTTP secret under DATA_DIR/registry.`,
 		Example: `  slipway registry --data-dir /shared/slipway --registry-listen :5000 \
-      --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379`,
+      --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379,https://10.0.0.3:2379`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
@@ -234,6 +248,7 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory holding the registry's keys, secret and (by default) storage")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
+	etcdTLSFlags(f, &cfg)
 	registryFlags(f, &cfg)
 	var dataDir string
 	rotate := &cobra.Command{

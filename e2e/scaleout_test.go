@@ -39,7 +39,7 @@ func TestRegistryRoleScalesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg2 := freePort(t)
-	cmd := exec.Command(binary(t), "registry", "--data-dir", dir, "--registry-listen", reg2, "--etcd-endpoints", "http://"+etcdAddrs.Client)
+	cmd := exec.Command(binary(t), "registry", "--data-dir", dir, "--registry-listen", reg2, "--etcd-endpoints", "https://"+etcdAddrs.Client)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

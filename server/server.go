@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,9 @@ type Config struct {
 	Listen string
 	// EtcdEndpoints selects an external etcd cluster; empty embeds one.
 	EtcdEndpoints []string
+	// EtcdTLS is the client certificate for EtcdEndpoints. Default, for
+	// https endpoints: the one the embedded etcd made in DataDir/pki/etcd.
+	EtcdTLS etcd.TLSFiles
 	// EtcdPrefix is the key prefix in etcd. Default "/slipway/".
 	EtcdPrefix string
 	// Hostnames are extra names and addresses for the serving certificate;
@@ -68,6 +72,10 @@ type Config struct {
 	// Buildkitd is the buildkitd binary builds run on. Default: found next
 	// to slipway or on PATH; "none" turns builds off.
 	Buildkitd string
+	// BuildDenyCIDRs are ranges build steps must not reach, besides the
+	// host itself and link-local addresses (always denied): the cluster's
+	// other nodes, say. The hosts of EtcdEndpoints are always denied.
+	BuildDenyCIDRs []string
 	// TLSCertFile and TLSKeyFile are a certificate of your own for the
 	// API and a non-loopback registry. Default: one signed by the
 	// platform CA in DataDir/pki.
@@ -112,6 +120,11 @@ func (c *Config) Validate() error {
 	}
 	if hb, grace := cmp.Or(c.Node.HeartbeatInterval, 10*time.Second), cmp.Or(c.NodeGracePeriod, 40*time.Second); !c.NodeOnly && grace < 2*hb {
 		return fmt.Errorf("server: --node-grace-period %s must be at least twice the heartbeat interval (%s), or healthy nodes flap to NotReady", grace, hb)
+	}
+	if !c.EtcdTLS.IsZero() {
+		if err := c.EtcdTLS.Check(); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
 	}
 	if c.RegistryOnly && len(c.EtcdEndpoints) == 0 {
 		return errors.New("server: the registry role needs --etcd-endpoints of the cluster's etcd")
@@ -168,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		endpoints = []string{s.member.ClientURL}
 		// Same process: skip gRPC and TCP altogether.
 		s.client = s.member.InProcessClient()
-	} else if s.client, err = etcd.Client(endpoints...); err != nil {
+	} else if s.client, err = etcd.ClientTLS(s.etcdClientTLS(), endpoints...); err != nil {
 		return nil, err
 	}
 	s.Store = store.New(s.client, store.WithPrefix(cfg.EtcdPrefix))
@@ -204,7 +217,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	bootCtx, cancelBoot := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelBoot()
 	if err := rbac.Bootstrap(bootCtx, s.Store); err != nil {
-		return nil, fmt.Errorf("server: etcd at %s is not answering (%w); check --etcd-endpoints", strings.Join(endpoints, ","), err)
+		hint := "check --etcd-endpoints"
+		if s.member == nil && s.etcdClientTLS().IsZero() {
+			hint += "; the embedded etcd of `slipway start` serves only https:// clients with a certificate: give --etcd-cafile, --etcd-certfile and --etcd-keyfile (DATA/pki/etcd/ca.crt, client.crt, client.key), or share its data directory"
+		}
+		return nil, fmt.Errorf("server: etcd at %s is not answering (%w); %s", strings.Join(endpoints, ","), err, hint)
 	}
 	if cfg.RegistryOnly {
 		return s.startRegistryOnly(bootCtx)
@@ -285,7 +302,7 @@ func (s *Server) startBuilds(ctx context.Context) {
 			slog.Warn("builds are off", "err", err)
 		}
 	}
-	d := &builders.Daemon{Binary: bin, Root: filepath.Join(s.cfg.DataDir, "buildkit")}
+	d := &builders.Daemon{Binary: bin, Root: filepath.Join(s.cfg.DataDir, "buildkit"), DenyCIDRs: s.buildDenyCIDRs()}
 	if bin != "" {
 		go d.Run(ctx)
 	}
@@ -293,6 +310,25 @@ func (s *Server) startBuilds(ctx context.Context) {
 		GitTransport: registry.GuardedTransport(s.cfg.Import, false), Sign: s.trust.signBuild}
 	go c.Run(ctx)
 	go (&builders.Triggers{Store: s.Store}).Run(ctx)
+}
+
+// buildDenyCIDRs are BuildDenyCIDRs and the etcd endpoints' addresses.
+func (s *Server) buildDenyCIDRs() []string {
+	out := append([]string{}, s.cfg.BuildDenyCIDRs...)
+	for _, ep := range s.cfg.EtcdEndpoints {
+		u, err := url.Parse(ep)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(u.Hostname()); ip != nil && !ip.IsLoopback() {
+			bits := 32
+			if ip.To4() == nil {
+				bits = 128
+			}
+			out = append(out, fmt.Sprintf("%s/%d", ip, bits))
+		}
+	}
+	return out
 }
 
 // runCaches starts the API's caches and controllers and waits until the
@@ -394,7 +430,44 @@ func (s *Server) startEmbeddedEtcd() (*etcd.Member, error) {
 			return nil, err
 		}
 	}
-	return etcd.Start(etcd.Config{Name: "slipway", Dir: filepath.Join(s.cfg.DataDir, "etcd"), ClientAddr: addrs.Client, PeerAddr: addrs.Peer})
+	// Clients and peers need a certificate of etcd's own CA: build steps,
+	// pods and other local users must not talk to it. The server itself
+	// uses the in-process client; roles sharing the data directory use
+	// the client certificate.
+	pki, err := etcd.EnsurePKI(filepath.Join(s.cfg.DataDir, "pki", "etcd"))
+	if err != nil {
+		return nil, err
+	}
+	return etcd.Start(etcd.Config{Name: "slipway", Dir: filepath.Join(s.cfg.DataDir, "etcd"), ClientAddr: addrs.Client, PeerAddr: addrs.Peer, TLS: &pki.Member})
+}
+
+// etcdClientTLS is the client certificate for external endpoints: the
+// configured one, else (for https endpoints) the one an embedded etcd made
+// in the shared data directory.
+func (s *Server) etcdClientTLS() etcd.TLSFiles {
+	if !s.cfg.EtcdTLS.IsZero() {
+		return s.cfg.EtcdTLS
+	}
+	for _, ep := range s.cfg.EtcdEndpoints {
+		if !strings.HasPrefix(ep, "https://") {
+			return etcd.TLSFiles{}
+		}
+	}
+	if f, ok := etcd.ExistingPKI(filepath.Join(s.cfg.DataDir, "pki", "etcd")); ok {
+		return f
+	}
+	return etcd.TLSFiles{}
+}
+
+// EtcdClientTLS is the client certificate for EtcdEndpoints, for tools
+// and benchmarks on the same machine; zero for plain HTTP.
+func (s *Server) EtcdClientTLS() etcd.TLSFiles {
+	if s.member != nil {
+		if f, ok := etcd.ExistingPKI(filepath.Join(s.cfg.DataDir, "pki", "etcd")); ok {
+			return f
+		}
+	}
+	return s.etcdClientTLS()
 }
 
 // Wait blocks until the server fails or ctx ends, then shuts down

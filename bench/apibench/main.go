@@ -52,7 +52,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer srv.Close()
-	raw, err := etcd.Client(srv.EtcdEndpoints()...)
+	raw, err := etcd.ClientTLS(srv.EtcdClientTLS(), srv.EtcdEndpoints()...)
 	if err != nil {
 		log.Fatal(err)
 	}

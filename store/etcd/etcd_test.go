@@ -3,11 +3,13 @@ package etcd_test
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"slipway.dev/slipway/store/etcd"
 )
@@ -170,5 +172,79 @@ func TestStartCluster(t *testing.T) {
 		if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].ModRevision != put.Header.Revision {
 			t.Errorf("Get(/k) via %s = %v, %v; want the put at revision %d", u, resp, err, put.Header.Revision)
 		}
+	}
+}
+
+// TestStartTLS: a member with TLS serves only clients that present a
+// certificate from its CA; plain HTTP, TLS without a certificate, and a
+// certificate from another CA are refused.
+func TestStartTLS(t *testing.T) {
+	pki, err := etcd.EnsurePKI(filepath.Join(t.TempDir(), "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := etcd.EnsurePKI(filepath.Join(t.TempDir(), "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := etcd.Start(etcd.Config{Name: "tls", Dir: t.TempDir(), TLS: &pki.Member})
+	if err != nil {
+		t.Fatalf("Start = %v", err)
+	}
+	defer m.Close()
+	if !strings.HasPrefix(m.ClientURL, "https://127.0.0.1:") || !strings.HasPrefix(m.PeerURL, "https://127.0.0.1:") {
+		t.Fatalf("member = %+v, want https URLs", m)
+	}
+	try := func(c *clientv3.Client) error {
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, err := c.Put(ctx, "/k", "v")
+		return err
+	}
+	ok, err := etcd.ClientTLS(pki.Client, m.ClientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := try(ok); err != nil {
+		t.Fatalf("Put with the client certificate = %v", err)
+	}
+	hostPort := strings.TrimPrefix(m.ClientURL, "https://")
+	clientCfg, _ := pki.Client.ClientConfig()
+	noCert := clientCfg.Clone()
+	noCert.Certificates = nil
+	otherCfg, _ := other.Client.ClientConfig()
+	otherCfg.RootCAs = clientCfg.RootCAs // trusts the member, but its certificate is from another CA
+	for _, tc := range []struct {
+		name string
+		cfg  clientv3.Config
+	}{
+		{"plain http", clientv3.Config{Endpoints: []string{"http://" + hostPort}}},
+		{"tls without a certificate", clientv3.Config{Endpoints: []string{m.ClientURL}, TLS: noCert}},
+		{"certificate of another CA", clientv3.Config{Endpoints: []string{m.ClientURL}, TLS: otherCfg}},
+	} {
+		tc.cfg.DialTimeout = 5 * time.Second
+		c, err := clientv3.New(tc.cfg)
+		if err != nil {
+			continue
+		}
+		if err := try(c); err == nil {
+			t.Errorf("%s: Put succeeded, want it refused", tc.name)
+		}
+	}
+	if _, err := etcd.ClientTLS(pki.Client, "http://"+hostPort); err == nil || !strings.Contains(err.Error(), "https://"+hostPort) {
+		t.Errorf("ClientTLS(http://) = %v, want an error saying to use https://", err)
+	}
+	// A second EnsurePKI keeps the certificates: restarts keep working.
+	again, err := etcd.EnsurePKI(filepath.Dir(pki.Member.CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := etcd.ClientTLS(again.Client, m.ClientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := try(c2); err != nil {
+		t.Errorf("Put after EnsurePKI again = %v", err)
 	}
 }
