@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -365,6 +364,11 @@ func execCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "exec POD [-c CONTAINER] -- COMMAND [ARGS...]",
 		Short: "Run a command in a pod's container",
+		Long: `Run a command in a pod's container and print its output as it comes.
+
+The node stops a command whose output passes 16 MiB (stdout and stderr
+together) or that runs longer than an hour, and this command then fails
+saying so; write large output to a file in the container instead.`,
 		Example: `  slipway exec web-1-x7k2p -- ls /app
   slipway exec web-1-x7k2p -c sidecar -- cat /shared/state`,
 		Args: cobra.MinimumNArgs(2),
@@ -376,14 +380,12 @@ func execCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := cl.PodExec(c.Context(), ns, args[0], container, args[1:])
+			code, err := cl.PodExecStream(c.Context(), ns, args[0], container, args[1:], c.OutOrStdout(), c.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			io.WriteString(c.OutOrStdout(), res.Stdout)
-			io.WriteString(c.ErrOrStderr(), res.Stderr)
-			if res.ExitCode != 0 {
-				return &exitError{code: res.ExitCode}
+			if code != 0 {
+				return &exitError{code: code}
 			}
 			return nil
 		},

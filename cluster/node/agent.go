@@ -82,6 +82,14 @@ type Config struct {
 	// ServerToken is the bearer token the API server presents to
 	// Handler. Handler refuses every request while it is empty.
 	ServerToken string
+	// ExecOutputLimit caps what one exec may print, stdout and stderr
+	// together; past it the command is stopped and the caller told why.
+	// Output is streamed, so the cap bounds time on the wire and what a
+	// caller that buffers must hold, not the agent's memory. Default
+	// 16 MiB.
+	ExecOutputLimit int64
+	// ExecTimeout stops an exec that runs longer. Default 1 hour.
+	ExecTimeout time.Duration
 }
 
 // Validate fills in defaults and checks what is required.
@@ -97,7 +105,7 @@ func (c *Config) Validate() error {
 	if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {
 		return fmt.Errorf("node: node name %q: %s", c.NodeName, msgs[0])
 	}
-	if c.MaxPods < 0 || c.HeartbeatInterval < 0 || c.SyncInterval < 0 || c.BackOff < 0 || c.MaxBackOff < 0 || c.Workers < 0 {
+	if c.MaxPods < 0 || c.HeartbeatInterval < 0 || c.SyncInterval < 0 || c.BackOff < 0 || c.MaxBackOff < 0 || c.Workers < 0 || c.ExecOutputLimit < 0 || c.ExecTimeout < 0 {
 		return errors.New("node: counts and intervals must not be negative")
 	}
 	c.MaxPods = cmp.Or(c.MaxPods, 110)
@@ -106,6 +114,8 @@ func (c *Config) Validate() error {
 	c.BackOff = cmp.Or(c.BackOff, 10*time.Second)
 	c.MaxBackOff = max(cmp.Or(c.MaxBackOff, 5*time.Minute), c.BackOff)
 	c.Workers = cmp.Or(c.Workers, 4)
+	c.ExecOutputLimit = cmp.Or(c.ExecOutputLimit, DefaultExecOutputLimit)
+	c.ExecTimeout = cmp.Or(c.ExecTimeout, time.Hour)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/cluster/runtime"
@@ -73,18 +75,73 @@ type ExecRequest struct {
 	Command []string `json:"command"`
 }
 
-// ExecResult is its answer.
+// ExecResult is its answer without ?stream=1.
 type ExecResult struct {
 	Stdout   string `json:"stdout"`
 	Stderr   string `json:"stderr"`
 	ExitCode int    `json:"exitCode"`
+	// Error says why the command was stopped before its end (output
+	// limit, deadline); ExitCode is then meaningless.
+	Error string `json:"error,omitempty"`
 }
+
+// ExecStatus ends a streamed exec: the command's exit code, or why it was
+// stopped.
+type ExecStatus struct {
+	ExitCode int `json:"exitCode"`
+	// Error says why the command was stopped before its end; ExitCode is
+	// then meaningless.
+	Error string `json:"error,omitempty"`
+	// Reason is ReasonOutputLimit or ReasonTimeout when Error is set.
+	Reason string `json:"reason,omitempty"`
+}
+
+// ExecStreamType is the Content-Type of a streamed exec answer
+// (?stream=1): frames of an 8-byte header (the stream: 1 stdout, 2
+// stderr, 3 status; three zero bytes; the payload's length, big-endian
+// uint32) and the payload, as in Docker's attach stream. Output comes as
+// it is printed, in frames of at most 32 KiB; the last frame is stream 3,
+// an ExecStatus as JSON. A stream that ends without it was cut off.
+const ExecStreamType = "application/vnd.slipway.exec-stream"
+
+// Frame streams of ExecStreamType.
+const (
+	StreamStdout = 1
+	StreamStderr = 2
+	StreamStatus = 3
+)
+
+// Reasons of an ExecStatus.
+const (
+	ReasonOutputLimit = "OutputLimit"
+	ReasonTimeout     = "Timeout"
+)
+
+// DefaultExecOutputLimit is Config.ExecOutputLimit's default.
+const DefaultExecOutputLimit = 16 << 20
+
+// jsonExecOutputLimit caps the output an ExecResult holds: the answer is
+// built in memory (and JSON may escape each byte to six), so it stays
+// small; a caller that wants more asks for the stream.
+const jsonExecOutputLimit = 1 << 20
+
+// Errors that stop an exec.
+var (
+	ErrExecOutputLimit = errors.New("node: exec output limit reached")
+	ErrExecTimeout     = errors.New("node: exec deadline passed")
+)
+
+const maxFrame = 32 << 10
 
 // Handler serves the agent's API to the API server, which proxies the
 // CLI's logs and exec to it:
 //
 //	GET  /pods/{ns}/{name}/log?container=C&follow=1   the logs, streamed as they come with follow
-//	POST /pods/{ns}/{name}/exec?container=C           body ExecRequest, answer ExecResult
+//	POST /pods/{ns}/{name}/exec?container=C           body ExecRequest, answer ExecResult (output up to 1 MiB)
+//	POST /pods/{ns}/{name}/exec?container=C&stream=1  body ExecRequest, answer streamed as ExecStreamType
+//
+// An exec is stopped once its output passes Config.ExecOutputLimit or it
+// runs past Config.ExecTimeout; the answer then carries the error.
 //
 // Every request must carry "Authorization: Bearer " + Config.ServerToken;
 // others get 401. A pod not on this node or an unknown container is 404.
@@ -146,14 +203,177 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node: a command is required", http.StatusBadRequest)
 		return
 	}
-	var stdout, stderr bytes.Buffer
-	code, err := a.Exec(r.Context(), r.PathValue("ns"), r.PathValue("name"), r.URL.Query().Get("container"), req.Command, &stdout, &stderr)
-	if err != nil {
-		httpError(w, err)
+	q := r.URL.Query()
+	stream, _ := strconv.ParseBool(q.Get("stream"))
+	limit := a.cfg.ExecOutputLimit
+	if !stream {
+		limit = min(limit, jsonExecOutputLimit)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ExecTimeout)
+	defer cancel()
+	lim := &outputLimit{left: limit, stop: cancel}
+	run := func(stdout, stderr io.Writer) (int, error) {
+		code, err := a.Exec(ctx, r.PathValue("ns"), r.PathValue("name"), q.Get("container"), req.Command, lim.wrap(stdout), lim.wrap(stderr))
+		switch {
+		case lim.reached():
+			return code, fmt.Errorf("%w: the command printed more than %s and was stopped; write large output to a file in the container instead", ErrExecOutputLimit, sizeString(limit))
+		case err != nil && r.Context().Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return code, fmt.Errorf("%w: the command ran longer than %s and was stopped", ErrExecTimeout, a.cfg.ExecTimeout)
+		}
+		return code, err
+	}
+	pod := r.PathValue("ns") + "/" + r.PathValue("name")
+	if !stream {
+		var stdout, stderr bytes.Buffer
+		code, err := run(&stdout, &stderr)
+		res := ExecResult{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: code}
+		switch {
+		case stopped(err):
+			slog.Warn("node: exec stopped", "pod", pod, "err", err)
+			res.Error = err.Error()
+		case err != nil:
+			httpError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(res)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(ExecResult{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: code})
+	fw := &frameWriter{w: w, rc: http.NewResponseController(w)}
+	code, err := run(fw.stream(StreamStdout), fw.stream(StreamStderr))
+	st := ExecStatus{ExitCode: code}
+	switch {
+	case stopped(err):
+		slog.Warn("node: exec stopped", "pod", pod, "err", err)
+		st = ExecStatus{Error: err.Error(), Reason: ReasonTimeout}
+		if errors.Is(err, ErrExecOutputLimit) {
+			st.Reason = ReasonOutputLimit
+		}
+	case err != nil && !fw.started():
+		httpError(w, err)
+		return
+	case err != nil:
+		if r.Context().Err() != nil {
+			return // the caller went away
+		}
+		st = ExecStatus{Error: err.Error()}
+	}
+	data, _ := json.Marshal(st)
+	fw.frame(StreamStatus, data)
+}
+
+func stopped(err error) bool {
+	return errors.Is(err, ErrExecOutputLimit) || errors.Is(err, ErrExecTimeout)
+}
+
+func sizeString(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// outputLimit counts the output of one exec, stdout and stderr together.
+// The write that passes the limit writes what fits, stops the command
+// (stop cancels its context, which ends the attach and the process) and
+// fails.
+type outputLimit struct {
+	mu   sync.Mutex
+	left int64
+	hit  bool
+	stop context.CancelFunc
+}
+
+func (l *outputLimit) wrap(w io.Writer) io.Writer { return &limitedWriter{l: l, w: w} }
+
+func (l *outputLimit) reached() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hit
+}
+
+type limitedWriter struct {
+	l *outputLimit
+	w io.Writer
+}
+
+func (lw *limitedWriter) Write(p []byte) (int, error) {
+	l := lw.l
+	l.mu.Lock()
+	n := min(int64(len(p)), l.left)
+	l.left -= n
+	if n < int64(len(p)) {
+		l.hit = true
+	}
+	hit := l.hit
+	l.mu.Unlock()
+	if n > 0 {
+		if _, err := lw.w.Write(p[:n]); err != nil {
+			return 0, err
+		}
+	}
+	if hit {
+		l.stop()
+		return int(n), ErrExecOutputLimit
+	}
+	return len(p), nil
+}
+
+// frameWriter writes ExecStreamType frames, each sent at once. The
+// response's status and type are set by the first frame, so an error
+// before any output can still be a plain HTTP error.
+type frameWriter struct {
+	mu    sync.Mutex
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	wrote bool
+}
+
+func (f *frameWriter) started() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wrote
+}
+
+func (f *frameWriter) frame(stream byte, p []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.wrote {
+		f.wrote = true
+		f.w.Header().Set("Content-Type", ExecStreamType)
+		f.w.Header().Set("X-Content-Type-Options", "nosniff")
+	}
+	var hdr [8]byte
+	hdr[0] = stream
+	for first := true; first || len(p) > 0; first = false {
+		chunk := p[:min(len(p), maxFrame)]
+		p = p[len(chunk):]
+		binary.BigEndian.PutUint32(hdr[4:], uint32(len(chunk)))
+		if _, err := f.w.Write(hdr[:]); err != nil {
+			return err
+		}
+		if _, err := f.w.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return f.rc.Flush()
+}
+
+type frameStream struct {
+	f  *frameWriter
+	id byte
+}
+
+func (f *frameWriter) stream(id byte) io.Writer { return frameStream{f: f, id: id} }
+
+func (s frameStream) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := s.f.frame(s.id, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func httpError(w http.ResponseWriter, err error) {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -396,6 +398,9 @@ func (d *Docker) Exec(ctx context.Context, uid, name string, cmd []string, stdou
 	stop := context.AfterFunc(ctx, att.Close)
 	defer stop()
 	if _, err := stdcopy.StdCopy(cmp.Or(stdout, io.Discard), cmp.Or(stderr, io.Discard), att.Reader); err != nil {
+		// Ended by ctx or by a writer that wants no more (an output
+		// limit): the process would live on, blocked on a full pipe.
+		d.stopExec(ex.ID, c.ID)
 		return 0, fmt.Errorf("runtime: exec in %s: %w", name, cmp.Or(ctx.Err(), err))
 	}
 	// The stream ends when the process does; the exit code is recorded
@@ -410,10 +415,69 @@ func (d *Docker) Exec(ctx context.Context, uid, name string, cmd []string, stdou
 		}
 		select {
 		case <-ctx.Done():
+			d.stopExec(ex.ID, c.ID)
 			return 0, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// stopExec kills what an exec still runs: its process and every
+// descendant. The engine has no call to stop an exec, and closing the
+// attach leaves the process running (blocked once its output pipe is
+// full), so it is killed by the host PID the engine reports, after
+// checking in /proc that the PID is in the container's cgroup (a PID
+// from an engine in another PID namespace is not ours to kill). Where
+// that check fails it logs, and the process lives on.
+func (d *Docker) stopExec(execID, containerID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := d.cli.ExecInspect(ctx, execID, client.ExecInspectOptions{})
+	if err != nil || !res.Running || res.PID <= 0 {
+		return
+	}
+	cg, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(res.PID), "cgroup"))
+	if err != nil || !strings.Contains(string(cg), containerID) {
+		slog.Warn("runtime: a stopped exec's process could not be killed; it may run on in the container", "container", containerID, "pid", res.PID, "err", err)
+		return
+	}
+	for _, pid := range descendants(res.PID) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// descendants is pid and every process below it, from one pass over
+// /proc, so that killing a parent first cannot hide its children.
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
 }
 
 // startSandbox creates and starts the pod's pause container, which holds

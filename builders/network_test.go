@@ -1,0 +1,50 @@
+package builders
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestBuildNetRules: the rules drop, from the build bridge only, traffic to
+// any host address, to link-local and denied ranges, and input to the host;
+// a dead daemon's rules are recognised from what `iptables -S` prints.
+func TestBuildNetRules(t *testing.T) {
+	n := &buildNet{Bridge: "slipbkabc123", Subnet: "10.217.9.0/24", chain: "SLIPWAY-BUILD-abc123", root: "/data/buildkit",
+		deny: append(append([]string{}, linkLocal...), "10.0.0.0/24")}
+	_, jumps, body := n.rules(false)
+	var all []string
+	for _, r := range append(jumps, body...) {
+		all = append(all, strings.Join(r, " "))
+	}
+	got := strings.Join(all, "\n")
+	for _, want := range []string{
+		"-t raw PREROUTING -i slipbkabc123 -m comment --comment slipway-build:10.217.9.0/24:/data/buildkit -j SLIPWAY-BUILD-abc123",
+		"-t filter INPUT -i slipbkabc123 -m comment --comment slipway-build:10.217.9.0/24:/data/buildkit -j SLIPWAY-BUILD-abc123",
+		"-t raw -A SLIPWAY-BUILD-abc123 -m addrtype --dst-type LOCAL -j DROP",
+		"-t raw -A SLIPWAY-BUILD-abc123 -d 169.254.0.0/16 -j DROP",
+		"-t raw -A SLIPWAY-BUILD-abc123 -d 10.0.0.0/24 -j DROP",
+		"-t filter -A SLIPWAY-BUILD-abc123 -j DROP",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rules lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "fe80::/10") {
+		t.Errorf("IPv4 rules name an IPv6 range:\n%s", got)
+	}
+	_, _, body6 := n.rules(true)
+	if !strings.Contains(strings.Join(body6[1], " "), "fe80::/10") {
+		t.Errorf("IPv6 rules do not drop link-local: %v", body6)
+	}
+
+	line := `-A INPUT -i slipbkabc123 -m comment --comment "slipway-build:10.217.9.0/24:/data/buildkit" -j SLIPWAY-BUILD-abc123`
+	m := staleRule.FindStringSubmatch(line)
+	if m == nil || m[2] != "slipbkabc123" || m[3] != "10.217.9.0/24" || m[4] != "/data/buildkit" || m[5] != "SLIPWAY-BUILD-abc123" {
+		t.Errorf("staleRule(%s) = %q", line, m)
+	}
+	want := []string{"POSTROUTING", "-s", "10.217.9.2/32", "-m", "comment", "--comment", `name: "buildkit" id: "x"`, "-j", "CNI-0e9a"}
+	if got := splitRule(`POSTROUTING -s 10.217.9.2/32 -m comment --comment "name: \"buildkit\" id: \"x\"" -j CNI-0e9a`); !reflect.DeepEqual(got, want) {
+		t.Errorf("splitRule = %q, want %q", got, want)
+	}
+}
