@@ -184,6 +184,69 @@ func TestSecurityTenancy(t *testing.T) {
 			}
 			x.noPromoterBinding(t, "vic2")
 		}},
+		{"L10 project admin forges an approval in promotion status", func(t *testing.T) {
+			p := pipeline("mal", "gated", "mal:latest", "mal:qa")
+			p.Spec.Stages[1].RequireApproval = true
+			if err := x.mallory.Create(ctx, api.Pipelines, p); err != nil {
+				t.Fatal(err)
+			}
+			pr := &api.Promotion{ObjectMeta: api.ObjectMeta{Name: "gated-1", Namespace: "mal"}, Spec: api.PromotionSpec{Pipeline: "gated", To: "s1"}}
+			if err := x.mallory.Create(ctx, api.Promotions, pr); err != nil {
+				t.Fatal(err)
+			}
+			o, err := x.mallory.Get(ctx, api.Promotions, "mal", "gated-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr = o.(*api.Promotion)
+			if pr.Status.Requester != "mallory" {
+				t.Errorf("promotion requester = %q, want mallory (recorded by the server)", pr.Status.Requester)
+			}
+			pr.Status.Approvals = append(pr.Status.Approvals, api.Approval{User: "admin", At: time.Now()})
+			pr.Status.Phase = api.PromotionComplete
+			forbidden(t, "mallory writes promotions/gated-1/status", x.mallory.UpdateStatus(ctx, api.Promotions, pr))
+		}},
+		{"L10 an approval does not follow a pipeline retargeted to another project", func(t *testing.T) {
+			if err := x.mallory.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "mal2"}}); err != nil {
+				t.Fatal(err)
+			}
+			img, _ := random.Image(256, 1)
+			if err := remote.Write(mustRef(t, s.ref("mal/app:latest")), img, s.auth); err != nil {
+				t.Fatal(err)
+			}
+			p := pipeline("mal", "retarget", "mal:latest", "mal:qa")
+			p.Spec.Stages[1].RequireApproval = true
+			p.Spec.Stages[1].MinSoak = api.Duration{Duration: time.Hour}
+			if err := x.mallory.Create(ctx, api.Pipelines, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := x.mallory.Create(ctx, api.Promotions, &api.Promotion{ObjectMeta: api.ObjectMeta{Name: "retarget-1", Namespace: "mal"}, Spec: api.PromotionSpec{Pipeline: "retarget", To: "s1"}}); err != nil {
+				t.Fatal(err)
+			}
+			s.waitPromotion("mal", "retarget-1", "soaks", func(p *api.Promotion) bool { return strings.HasPrefix(p.Status.Message, "soaking") })
+			resp, err := x.mallory.Do(ctx, http.MethodPost, client.Path(api.Promotions, "mal", "retarget-1", "approve"), nil, []byte("{}"), "application/json")
+			if err != nil {
+				t.Fatalf("mallory approves into mal: %v", err)
+			}
+			resp.Body.Close()
+			// The stage now goes to mal2, without a soak: the approval
+			// given for mal must not count there.
+			o, err := x.mallory.Get(ctx, api.Pipelines, "mal", "retarget")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p = o.(*api.Pipeline)
+			p.Spec.Stages[1].Project, p.Spec.Stages[1].MinSoak = "mal2", api.Duration{}
+			if err := x.mallory.Update(ctx, api.Pipelines, p); err != nil {
+				t.Fatal(err)
+			}
+			pr := s.waitPromotion("mal", "retarget-1", "moves past the soak", func(p *api.Promotion) bool {
+				return !strings.HasPrefix(p.Status.Message, "soaking")
+			})
+			if pr.Status.Phase != api.PromotionPending || !strings.Contains(pr.Status.Message, "waiting for approval") || !strings.Contains(pr.Status.Message, "mal2") {
+				t.Errorf("after retargeting to mal2: %s %q, want Pending, waiting for approval in mal2", pr.Status.Phase, pr.Status.Message)
+			}
+		}},
 		{"H1 editor mints a token for the promoter account", func(t *testing.T) {
 			for _, sa := range []string{"promoter", "builder", "deployer", "scanner"} {
 				_ = x.bob.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: sa, Namespace: "prod"}})
