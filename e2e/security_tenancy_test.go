@@ -328,6 +328,40 @@ func TestSecurityTenancy(t *testing.T) {
 			rc.Status.ReadyReplicas = 5
 			forbidden(t, "bob writes replicationcontrollers/rc/status", x.bob.UpdateStatus(ctx, api.ReplicationControllers, rc))
 		}},
+		{"M7 an editor's rollback and tag deletion still work, stamped by the server", func(t *testing.T) {
+			var digests []string
+			for i := 0; i < 2; i++ {
+				img, _ := random.Image(256, 1)
+				d, _ := img.Digest()
+				if err := remote.Write(mustRef(t, s.ref("prod/web:rb")), img, s.auth); err != nil {
+					t.Fatal(err)
+				}
+				digests = append(digests, d.String())
+			}
+			bob := s.login("bob", "bobpw")
+			start := time.Now().Add(-time.Minute)
+			bob.ok("rollback", "is/prod/web:rb", "--to", "1")
+			o, err := s.admin.Get(ctx, api.ImageStreams, "prod", "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tag := range o.(*api.ImageStream).Status.Tags {
+				if tag.Tag != "rb" {
+					continue
+				}
+				head := tag.Items[0]
+				if head.Image != digests[0] || head.By != "bob" || head.Created.Before(start) {
+					t.Errorf("after bob's rollback, prod/web:rb's head is %+v; want %s by bob, created now", head, digests[0])
+				}
+			}
+			bob.ok("tag", "-d", "prod/web:rb")
+			o, _ = s.admin.Get(ctx, api.ImageStreams, "prod", "web")
+			for _, tag := range o.(*api.ImageStream).Status.Tags {
+				if tag.Tag == "rb" {
+					t.Errorf("after bob's tag -d, prod/web:rb still has history %+v", tag.Items)
+				}
+			}
+		}},
 		{"C3 editor writes endpoints of a service with a selector", func(t *testing.T) {
 			if err := x.bob.Create(ctx, api.Services, &api.Service{ObjectMeta: api.ObjectMeta{Name: "sel", Namespace: "prod"}, Spec: api.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []api.ServicePort{{Port: 80}}}}); err != nil {
 				t.Fatal(err)
