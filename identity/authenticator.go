@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -64,14 +63,28 @@ func (c *Config) Validate() error {
 }
 
 // Authenticator turns tokens and passwords into subjects.
-type Authenticator struct{ cfg Config }
+type Authenticator struct {
+	cfg     Config
+	limiter *loginLimiter
+}
 
 // New returns an Authenticator.
 func New(cfg Config) (*Authenticator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Authenticator{cfg: cfg}, nil
+	a := &Authenticator{cfg: cfg, limiter: newLoginLimiter(cfg.Now)}
+	if cfg.Users != nil {
+		cfg.Users.AddHandler(func(ev store.Event) {
+			if ev.Type == api.Deleted {
+				go a.userDeleted(ev.Object)
+			}
+		})
+	}
+	if cfg.HTPasswd != "" {
+		warnHTPasswd(cfg.HTPasswd)
+	}
+	return a, nil
 }
 
 func (a *Authenticator) passwordKey(user string) string {
@@ -104,11 +117,106 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, secret string) (I
 		}
 		return infoFor(tok.Spec.User, nil), nil
 	}
+	u, err := a.user(ctx, tok)
+	if err != nil {
+		return Info{}, err
+	}
 	var extra []string
-	if u, err := a.lookup(ctx, a.cfg.Users, api.Users, "", tok.Spec.User); err == nil {
-		extra = u.(*api.User).Groups
+	if u != nil {
+		extra = u.Groups
 	}
 	return infoFor(tok.Spec.User, extra), nil
+}
+
+// user returns the User a login token belongs to. A token whose User was
+// deleted, or replaced by a new User of the same name, is refused and
+// deleted: deleting a User is how an admin revokes their tokens. The
+// bootstrap admin is the exception, so that deleting the admin User cannot
+// lock everybody out; its User is made again at the next start.
+func (a *Authenticator) user(ctx context.Context, tok *api.Token) (*api.User, error) {
+	want := tok.Labels[UserUIDLabel] // empty on tokens issued before users were bound
+	var u *api.User
+	if a.cfg.Users != nil {
+		if o, ok := a.cfg.Users.Get("", tok.Spec.User); ok && (want == "" || o.GetObjectMeta().UID == want) {
+			u = o.(*api.User)
+		}
+	}
+	if u == nil {
+		// A cache miss or a different UID: the cache may be behind.
+		o, err := a.cfg.Store.Get(ctx, api.Users, "", tok.Spec.User)
+		switch {
+		case err == nil && (want == "" || o.GetObjectMeta().UID == want):
+			u = o.(*api.User)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		}
+	}
+	if u != nil || tok.Spec.User == AdminUser {
+		return u, nil
+	}
+	// Best effort: the holder presented it, so it is not needed again.
+	if _, err := a.cfg.Store.Delete(ctx, api.Tokens, "", tok.Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+		slog.Warn("identity: deleting the token of a deleted user", "user", tok.Spec.User, "err", err)
+	}
+	return nil, fmt.Errorf("%w: user %q no longer exists; log in again", ErrUnauthenticated, tok.Spec.User)
+}
+
+// UserUIDLabel on a login token binds it to its User: a new User of the
+// same name does not revive tokens of the one deleted.
+const UserUIDLabel = "slipway.dev/user-uid"
+
+// RevokeUserTokens deletes every token of user, a user name or
+// system:serviceaccount:PROJECT:NAME, and returns how many it deleted and
+// the revision of the last deletion, so callers can wait for caches to see
+// it. It is for admins who must cut someone off without deleting them;
+// deleting a User (or a service account) also kills its tokens.
+func (a *Authenticator) RevokeUserTokens(ctx context.Context, user string) (n int, rev int64, err error) {
+	return a.revokeTokens(ctx, func(t *api.Token) bool { return t.Spec.User == user })
+}
+
+func (a *Authenticator) revokeTokens(ctx context.Context, match func(*api.Token) bool) (n int, rev int64, err error) {
+	// Read etcd, not the cache: a token issued a moment ago must go too.
+	toks, _, err := a.cfg.Store.List(ctx, api.Tokens, "", store.ListOptions{})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, o := range toks {
+		t := o.(*api.Token)
+		if !match(t) {
+			continue
+		}
+		d, err := a.cfg.Store.Delete(ctx, api.Tokens, "", t.Name, "")
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, rev, fmt.Errorf("identity: revoke tokens: %w", err)
+		}
+		n++
+		if r, err := strconv.ParseInt(d.GetObjectMeta().ResourceVersion, 10, 64); err == nil && r > rev {
+			rev = r
+		}
+	}
+	return n, rev, nil
+}
+
+// userDeleted deletes the tokens of a deleted User. Tokens bound to a newer
+// User of the same name stay.
+func (a *Authenticator) userDeleted(u api.Object) {
+	m := u.GetObjectMeta()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, _, err := a.revokeTokens(ctx, func(t *api.Token) bool {
+		uid := t.Labels[UserUIDLabel]
+		return t.Spec.User == m.Name && (uid == "" || uid == m.UID)
+	})
+	if err != nil {
+		slog.Warn("identity: deleting the tokens of a deleted user; they are refused anyway", "user", m.Name, "err", err)
+		return
+	}
+	if n > 0 {
+		slog.Info("identity: deleted the tokens of a deleted user", "user", m.Name, "tokens", n)
+	}
 }
 
 // lookup reads the cache and falls back to etcd on a miss, because another
@@ -128,8 +236,24 @@ func (a *Authenticator) lookup(ctx context.Context, inf *store.Informer, r *api.
 
 // Login checks a user's password and issues a token. Users in the htpasswd
 // file get a User object on their first login.
+//
+// Failed logins are throttled per user name and per client address (see
+// WithClientAddr): past a burst, Login answers a *ThrottledError, without
+// checking the password, until the caller has waited.
 func (a *Authenticator) Login(ctx context.Context, user, password string) (secret string, tok *api.Token, err error) {
+	// User names are at most 63 characters; longer ones share a bucket
+	// rather than fill memory.
+	keys := []string{"user:" + user[:min(len(user), 64)]}
+	if c := clientAddr(ctx); c != "" {
+		keys = append(keys, "client:"+c)
+	}
+	if err := a.limiter.allow(keys); err != nil {
+		return "", nil, err
+	}
 	identity, err := a.checkPassword(ctx, user, password)
+	if errors.Is(err, ErrBadPassword) {
+		a.limiter.fail(keys)
+	}
 	if err != nil {
 		return "", nil, err
 	}
@@ -137,10 +261,17 @@ func (a *Authenticator) Login(ctx context.Context, user, password string) (secre
 	if err := api.Users.ValidateObject(u); err != nil {
 		return "", nil, fmt.Errorf("%w: user name %q cannot be used: %v", ErrBadPassword, user, err)
 	}
-	if err := a.cfg.Store.Create(ctx, api.Users, u); err != nil && !errors.Is(err, store.ErrExists) {
+	err = a.cfg.Store.Create(ctx, api.Users, u)
+	if errors.Is(err, store.ErrExists) {
+		var o api.Object
+		if o, err = a.cfg.Store.Get(ctx, api.Users, "", user); err == nil {
+			u = o.(*api.User)
+		}
+	}
+	if err != nil {
 		return "", nil, err
 	}
-	return a.issue(ctx, user, "login", a.cfg.LoginTTL, "")
+	return a.issueFor(ctx, user, "login", a.cfg.LoginTTL, "", u.UID)
 }
 
 // IssueServiceAccountToken makes a token for an existing service account.
@@ -156,9 +287,19 @@ func (a *Authenticator) IssueServiceAccountToken(ctx context.Context, project, s
 }
 
 func (a *Authenticator) issue(ctx context.Context, user, desc string, ttl time.Duration, saUID string) (string, *api.Token, error) {
+	return a.issueFor(ctx, user, desc, ttl, saUID, "")
+}
+
+func (a *Authenticator) issueFor(ctx context.Context, user, desc string, ttl time.Duration, saUID, userUID string) (string, *api.Token, error) {
 	secret, name := NewToken()
 	tok := tokenObject(name, user, desc, ttl, a.cfg.Now())
 	tok.Spec.ServiceAccountUID = saUID
+	if userUID != "" {
+		if tok.Labels == nil {
+			tok.Labels = map[string]string{}
+		}
+		tok.Labels[UserUIDLabel] = userUID
+	}
 	if err := a.cfg.Store.Create(ctx, api.Tokens, tok); err != nil {
 		return "", nil, fmt.Errorf("identity: issue token for %s: %w", describe(user), err)
 	}
@@ -221,8 +362,9 @@ func (a *Authenticator) checkPassword(ctx context.Context, user, password string
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
 
 // checkHTPasswd looks user up in an htpasswd file. Only bcrypt ($2y$, $2a$,
-// $2b$) and {SHA} entries are accepted; others are refused with a log line,
-// since MD5-crypt and crypt(3) are too weak to honour.
+// $2b$) entries are accepted; others are refused with a log line. {SHA} is
+// one unsalted SHA-1: a leaked file gives up its passwords to a lookup
+// table, so it is refused like MD5-crypt and crypt(3).
 func checkHTPasswd(path, user, password string) (ok, found bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -241,11 +383,11 @@ func checkHTPasswd(path, user, password string) (ok, found bool, err error) {
 		switch {
 		case strings.HasPrefix(hash, "$2"):
 			return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil, true, nil
-		case strings.HasPrefix(hash, "{SHA}"):
-			sum := sha1.Sum([]byte(password))
-			return constantTimeEqual(hash[5:], base64.StdEncoding.EncodeToString(sum[:])), true, nil
 		default:
-			return false, true, fmt.Errorf("htpasswd entry for %q uses an unsupported hash; regenerate it with `htpasswd -B`", user)
+			// Spend a bcrypt anyway, so refused entries can't be told
+			// from wrong passwords by timing.
+			_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+			return false, true, unsupportedHash(user, hash)
 		}
 	}
 	return false, false, sc.Err()
