@@ -25,6 +25,7 @@ import (
 	"slipway.dev/slipway/policies"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
+	"slipway.dev/slipway/scan"
 	"slipway.dev/slipway/store"
 )
 
@@ -315,20 +316,18 @@ func (c *Controller) arrival(ctx context.Context, project, stream, tag, digest s
 	return first, current, nil
 }
 
-// policyInputs reads the target project's policies and the image's scan
-// (kept in the project the image is in).
-func (c *Controller) policyInputs(ctx context.Context, target, imageProject, digest string) ([]*api.ImagePolicy, *api.ImageScan) {
+// policyInputs reads the target project's policies and the scan of the
+// digest: the scanner's own record (scan.Lookup), not an ImageScan of a
+// project, which that project's users could write.
+func (c *Controller) policyInputs(ctx context.Context, target, _, digest string) ([]*api.ImagePolicy, *api.ImageScan) {
 	var pols []*api.ImagePolicy
 	if items, _, err := c.Store.List(ctx, api.ImagePolicies, target, store.ListOptions{}); err == nil {
 		for _, o := range items {
 			pols = append(pols, o.(*api.ImagePolicy))
 		}
 	}
-	var scan *api.ImageScan
-	if o, err := c.Store.Get(ctx, api.ImageScans, imageProject, digest); err == nil {
-		scan = o.(*api.ImageScan)
-	}
-	return pols, scan
+	sc, _ := scan.Lookup(ctx, c.Store, digest) // an error reads as "no scan", which refuses
+	return pols, sc
 }
 
 // ensurePromoter makes the target project's promoter account, lets it

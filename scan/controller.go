@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -40,6 +42,9 @@ const DatabaseName = "default"
 type Controller struct {
 	Store    *store.Store
 	Registry Registry
+	// RegistryHost is the integrated registry's host: only images in it
+	// are scanned.
+	RegistryHost string
 
 	mu        sync.RWMutex
 	db        *DB
@@ -94,21 +99,85 @@ func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
 	if !scannable(img) || img.DockerImageReference == "" {
 		return nil
 	}
-	if o, ok := c.scans.Get(img.Namespace, img.Name); ok && o.(*api.ImageScan).Status.SBOMDigest != "" {
+	if !c.ownRef(img) {
+		// Image records are written by the registry, but a project's
+		// admin can write one too: its reference must name the record's
+		// own digest in the record's own project, or the scanner would
+		// read another project's image, or another image, for it.
+		slog.Warn("scan: an image record names another image; not scanned", "project", img.Namespace, "image", img.Name, "reference", img.DockerImageReference)
 		return nil
 	}
-	if err := c.Store.Create(ctx, api.ImageScans, &api.ImageScan{ObjectMeta: api.ObjectMeta{Name: img.Name, Namespace: img.Namespace}}); err != nil && !errors.Is(err, store.ErrExists) {
+	// The scan of a digest is the platform's record (ScanRecord), which
+	// only this controller writes: a project's ImageScan is its copy, and
+	// nothing a project's users write is ever read back as a scan. The
+	// same digest pushed or promoted into another project takes the
+	// record and reads no layer.
+	rec, err := c.record(ctx, img.Name)
+	if err != nil {
 		return err
 	}
-	// The same digest scanned in another project (a promotion copies the
-	// image and its SBOM referrer): take that scan, read no layer.
-	for _, o := range c.scans.List("") {
-		if other := o.(*api.ImageScan); other.Name == img.Name && other.Namespace != img.Namespace && other.Status.Phase == "Scanned" && other.Status.SBOMDigest != "" {
-			st := other.Status
-			return c.setScan(ctx, img.Namespace, img.Name, func(s *api.ImageScanStatus) { *s = st })
+	if rec == nil || rec.Status.Phase != PhaseScanned {
+		if rec, err = c.scanLayers(ctx, img); err != nil {
+			return err
 		}
 	}
+	return c.copyScan(ctx, img.Namespace, img.Name, rec.Status)
+}
+
+// ownRef says img's reference is REGISTRY/PROJECT/STREAM@DIGEST with the
+// integrated registry, the record's own project and the record's digest.
+func (c *Controller) ownRef(img *api.Image) bool {
+	rest, ok := strings.CutPrefix(img.DockerImageReference, c.RegistryHost+"/"+img.Namespace+"/")
+	if c.RegistryHost == "" || !ok {
+		return false
+	}
+	stream, digest, ok := strings.Cut(rest, "@")
+	return ok && stream != "" && digest == img.Name && !strings.ContainsAny(stream, "@:")
+}
+
+// Scan phases.
+const (
+	PhaseScanned = "Scanned"
+	PhaseFailed  = "Failed"
+)
+
+// NoDatabaseMessage is the scan message while no vulnerability database is
+// loaded: the packages are known, the findings are not.
+const NoDatabaseMessage = "findings unknown: no vulnerability database is loaded; a cluster admin imports one with `slipway vulndb import FILE.zip`"
+
+// record reads the platform's record of digest; nil if there is none.
+func (c *Controller) record(ctx context.Context, digest string) (*api.ScanRecord, error) {
+	o, err := c.Store.Get(ctx, api.ScanRecords, "", digest)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return o.(*api.ScanRecord), nil
+}
+
+// Lookup returns the platform's scan of an image digest as an ImageScan
+// (for policies.Checker), or nil when the digest has no scan yet. It reads
+// the scanner's own record, never a project's ImageScan, which is a copy:
+// admission and promotion use it so that no project's data, and no other
+// project's, can stand in for a scan.
+func Lookup(ctx context.Context, st *store.Store, digest string) (*api.ImageScan, error) {
+	o, err := st.Get(ctx, api.ScanRecords, "", digest)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.ImageScan{ObjectMeta: api.ObjectMeta{Name: digest}, Status: o.(*api.ScanRecord).Status}, nil
+}
+
+// scanLayers reads the image's layers, stores its SBOM as a referrer of
+// it, matches it and writes the record.
+func (c *Controller) scanLayers(ctx context.Context, img *api.Image) (*api.ScanRecord, error) {
 	ref := img.DockerImageReference
+	repo := ref[:strings.LastIndex(ref, "@")]
 	start := time.Now()
 	image, err := c.Registry.Image(ctx, ref)
 	var sbom *SBOM
@@ -119,27 +188,72 @@ func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
 		// A hostile or unreadable image is a finding in itself: the
 		// policy treats Failed as unscanned and refuses it.
 		slog.Warn("scan: image failed", "image", ref, "err", err)
-		return c.setScan(ctx, img.Namespace, img.Name, func(s *api.ImageScanStatus) { s.Phase, s.Message = "Failed", err.Error() })
+		return c.setRecord(ctx, img.Name, func(r *api.ScanRecord) {
+			r.Repository, r.Status = "", api.ImageScanStatus{Phase: PhaseFailed, Message: err.Error()}
+		})
 	}
 	sd, err := c.Registry.PutSBOM(ctx, ref, sbom.JSON())
 	if err != nil {
-		return fmt.Errorf("scan: storing the SBOM of %s: %w", ref, err)
+		return nil, fmt.Errorf("scan: storing the SBOM of %s: %w", ref, err)
 	}
 	now := time.Now().UTC().Truncate(time.Second)
-	c.mu.RLock()
-	db, version := c.db, c.dbVersion[strings.LastIndex(c.dbVersion, "@")+1:]
-	c.mu.RUnlock()
 	slog.Info("scan: image scanned", "image", ref, "packages", len(sbom.Packages), "took", time.Since(start).Round(time.Millisecond))
-	return c.setScan(ctx, img.Namespace, img.Name, func(s *api.ImageScanStatus) {
-		s.Phase, s.Message, s.SBOMDigest, s.Packages, s.ScannedAt = "Scanned", "", sd, len(sbom.Packages), &now
+	return c.setRecord(ctx, img.Name, func(r *api.ScanRecord) {
+		r.Repository = repo
+		s := &r.Status
+		s.Phase, s.Message, s.SBOMDigest, s.Packages, s.ScannedAt = PhaseScanned, "", sd, len(sbom.Packages), &now
+		// The database is read as the record is written, so a database
+		// loaded while the layers were read is not missed.
+		c.mu.RLock()
+		db, version := c.db, c.version()
+		c.mu.RUnlock()
 		applyMatch(s, db, version, sbom, now)
 	})
+}
+
+// version is the loaded database's version (its artifact digest); c.mu is
+// held.
+func (c *Controller) version() string {
+	return c.dbVersion[strings.LastIndex(c.dbVersion, "@")+1:]
+}
+
+// setRecord creates or updates the record of digest.
+func (c *Controller) setRecord(ctx context.Context, digest string, fn func(*api.ScanRecord)) (*api.ScanRecord, error) {
+	r := &api.ScanRecord{ObjectMeta: api.ObjectMeta{Name: digest}}
+	fn(r)
+	err := c.Store.Create(ctx, api.ScanRecords, r)
+	if err == nil {
+		return r, nil
+	}
+	if !errors.Is(err, store.ErrExists) {
+		return nil, err
+	}
+	o, err := c.Store.GuaranteedUpdate(ctx, api.ScanRecords, "", digest, store.UpdateOptions{}, func(o api.Object) error {
+		fn(o.(*api.ScanRecord))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return o.(*api.ScanRecord), nil
+}
+
+// copyScan makes the project's ImageScan of digest show st, the record.
+func (c *Controller) copyScan(ctx context.Context, ns, digest string, st api.ImageScanStatus) error {
+	if o, ok := c.scans.Get(ns, digest); ok && reflect.DeepEqual(o.(*api.ImageScan).Status, st) {
+		return nil
+	}
+	if err := c.Store.Create(ctx, api.ImageScans, &api.ImageScan{ObjectMeta: api.ObjectMeta{Name: digest, Namespace: ns}}); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	return c.setScan(ctx, ns, digest, func(s *api.ImageScanStatus) { *s = st })
 }
 
 func applyMatch(s *api.ImageScanStatus, db *DB, version string, sbom *SBOM, now time.Time) {
 	s.Findings, s.Counts = nil, map[string]int{}
 	if db == nil {
-		s.DBVersion = ""
+		// Unknown, not clean: policies refuse a scan without a database.
+		s.DBVersion, s.Message = "", NoDatabaseMessage
 		return
 	}
 	for _, f := range db.Match(sbom) {
@@ -197,62 +311,114 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 	}); err != nil {
 		return err
 	}
-	// Match every stored SBOM again: the SBOM referrer is read, never a
-	// layer.
+	// Match every record's SBOM again: the SBOM referrer is read, never a
+	// layer. Listed from the store, not a cache, so a record written just
+	// before the database was swapped in is not missed.
 	start := time.Now()
+	recs, _, err := c.Store.List(ctx, api.ScanRecords, "", store.ListOptions{})
+	if err != nil {
+		return err
+	}
 	n := 0
-	for _, o := range c.scans.List("") {
-		sc := o.(*api.ImageScan)
-		if sc.Status.SBOMDigest == "" {
+	for _, o := range recs {
+		rec := o.(*api.ScanRecord)
+		if rec.Status.Phase != PhaseScanned || rec.Status.SBOMDigest == "" || rec.Repository == "" {
 			continue
 		}
-		rec, ok := c.images.Get(sc.Namespace, sc.Name)
-		if !ok {
-			continue
-		}
-		ref := rec.(*api.Image).DockerImageReference
-		repo := ref[:strings.LastIndex(ref, "@")]
-		doc, err := c.Registry.GetSBOM(ctx, repo, sc.Status.SBOMDigest)
+		sbom, repo, err := c.storedSBOM(ctx, rec)
 		if err != nil {
-			slog.Warn("scan: reading a stored SBOM", "image", ref, "err", err)
-			continue
-		}
-		sbom, err := ParseSBOM(doc)
-		if err != nil {
-			slog.Warn("scan: a stored SBOM does not parse", "image", ref, "err", err)
+			// Every copy of the SBOM is gone (its projects were deleted,
+			// say): the findings stay those of the last database, and
+			// say so.
+			slog.Warn("scan: reading a stored SBOM", "image", rec.Repository+"@"+rec.Name, "err", err)
+			msg := fmt.Sprintf("not matched with database %s: the SBOM could not be read (%v); push the image again to scan it", version, err)
+			updated, err := c.setRecord(ctx, rec.Name, func(r *api.ScanRecord) { r.Status.Message = msg })
+			if err != nil {
+				return err
+			}
+			c.copyAll(ctx, rec.Name, updated.Status, nil, now)
 			continue
 		}
 		before := map[string]bool{}
-		for _, f := range sc.Status.Findings {
+		for _, f := range rec.Status.Findings {
 			before[f.ID+"|"+f.Package] = true
 		}
 		var added []string
-		if err := c.setScan(ctx, sc.Namespace, sc.Name, func(s *api.ImageScanStatus) {
-			applyMatch(s, db, version, sbom, now)
+		updated, err := c.setRecord(ctx, rec.Name, func(r *api.ScanRecord) {
+			r.Repository = repo
+			r.Status.Message = ""
+			applyMatch(&r.Status, db, version, sbom, now)
 			added = nil
-			for _, f := range s.Findings {
+			for _, f := range r.Status.Findings {
 				if !before[f.ID+"|"+f.Package] {
 					added = append(added, fmt.Sprintf("%s %s in %s %s", f.Severity, f.ID, f.Package, f.Version))
 				}
 			}
-		}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
-		if len(added) > 0 {
-			c.event(ctx, sc.Namespace, sc.Name, ref, added, now)
-		}
+		c.copyAll(ctx, rec.Name, updated.Status, added, now)
 		n++
 	}
 	slog.Info("scan: database loaded; stored SBOMs matched again", "version", version, "advisories", db.Len(), "sboms", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
+// storedSBOM reads the SBOM the record names: from the repository the
+// scanner wrote it to, or else from another project holding the digest (a
+// promotion copies the SBOM referrer with the image). Read by digest, so
+// the document is the one the scanner made.
+func (c *Controller) storedSBOM(ctx context.Context, rec *api.ScanRecord) (*SBOM, string, error) {
+	repos := []string{rec.Repository}
+	for _, o := range c.images.List("") {
+		if img := o.(*api.Image); img.Name == rec.Name && c.ownRef(img) {
+			if r := img.DockerImageReference[:strings.LastIndex(img.DockerImageReference, "@")]; !slices.Contains(repos, r) {
+				repos = append(repos, r)
+			}
+		}
+	}
+	var first error
+	for _, repo := range repos {
+		doc, err := c.Registry.GetSBOM(ctx, repo, rec.Status.SBOMDigest)
+		if err == nil {
+			var sbom *SBOM
+			if sbom, err = ParseSBOM(doc); err == nil {
+				return sbom, repo, nil
+			}
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, "", first
+}
+
+// copyAll copies a record to every project that holds the digest, and
+// tells each of them about new findings.
+func (c *Controller) copyAll(ctx context.Context, digest string, st api.ImageScanStatus, added []string, now time.Time) {
+	for _, o := range c.images.List("") {
+		img := o.(*api.Image)
+		if img.Name != digest || !scannable(img) || !c.ownRef(img) {
+			continue
+		}
+		if err := c.copyScan(ctx, img.Namespace, digest, st); err != nil {
+			slog.Warn("scan: copying a scan", "project", img.Namespace, "image", digest, "err", err)
+			continue
+		}
+		if len(added) > 0 {
+			c.event(ctx, img.Namespace, digest, img.DockerImageReference, added, now)
+		}
+	}
+}
+
 // DatabaseSourceAnnotation on the VulnerabilityDatabase is the artifact
 // (REGISTRY/PROJECT/STREAM@DIGEST) holding the OSV export, as a zip.
 const DatabaseSourceAnnotation = "slipway.dev/source"
 
-// event records new findings of a stored image, naming the tags that hold
-// it and the deployments that run it.
+// event records new findings of a stored image in project ns, naming the
+// tags that hold it and the deployments that run it there: only ns's own,
+// as the event is ns's to read.
 func (c *Controller) event(ctx context.Context, ns, digest, ref string, added []string, now time.Time) {
 	var tags, deployments []string
 	if items, _, err := c.Store.List(ctx, api.ImageStreams, ns, store.ListOptions{}); err == nil {
@@ -265,10 +431,10 @@ func (c *Controller) event(ctx context.Context, ns, digest, ref string, added []
 			}
 		}
 	}
-	if items, _, err := c.Store.List(ctx, api.ReplicationControllers, "", store.ListOptions{}); err == nil {
+	if items, _, err := c.Store.List(ctx, api.ReplicationControllers, ns, store.ListOptions{}); err == nil {
 		for _, o := range items {
 			rc := o.(*api.ReplicationController)
-			if rc.Spec.Replicas == 0 || rc.Spec.Template == nil {
+			if rc.Namespace != ns || rc.Spec.Replicas == 0 || rc.Spec.Template == nil {
 				continue
 			}
 			for _, ct := range rc.Spec.Template.Spec.Containers {

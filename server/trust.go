@@ -71,7 +71,7 @@ func (s *Server) newTrust() (*trust, error) {
 // startTrust runs the keyring and the promotion controller.
 func (s *Server) startTrust(ctx context.Context) {
 	go s.trust.keyring.Run(ctx)
-	go (&scan.Controller{Store: s.Store, Registry: scanRegistry{s.trust}}).Run(ctx)
+	go (&scan.Controller{Store: s.Store, Registry: scanRegistry{s.trust}, RegistryHost: s.RegistryHost}).Run(ctx)
 	go (&promote.Controller{Store: s.Store, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker}).Run(ctx)
 }
 
@@ -154,16 +154,16 @@ func (t *trust) Admit(ctx context.Context, pod *api.Pod) error {
 		pols = append(pols, o.(*api.ImagePolicy))
 	}
 	for _, c := range pod.Spec.Containers {
-		var scan *api.ImageScan
-		if rest, ok := strings.CutPrefix(c.Image, t.s.RegistryHost+"/"); ok {
-			project, _, _ := strings.Cut(rest, "/")
-			if at := strings.LastIndex(c.Image, "@"); at > 0 {
-				if o, err := t.s.Store.Get(ctx, api.ImageScans, project, c.Image[at+1:]); err == nil {
-					scan = o.(*api.ImageScan)
-				}
+		// The scan is the platform's record of the digest, not an
+		// ImageScan of a project (which its users could write), neither
+		// the image's project's nor the pod's.
+		var sc *api.ImageScan
+		if at := strings.LastIndex(c.Image, "@"); at > 0 {
+			if sc, err = scan.Lookup(ctx, t.s.Store, c.Image[at+1:]); err != nil {
+				return fmt.Errorf("container %s: reading the scan of %s: %w", c.Name, c.Image, err)
 			}
 		}
-		if d := t.checker.Check(ctx, pols, c.Image, scan); !d.Allowed {
+		if d := t.checker.Check(ctx, pols, c.Image, sc); !d.Allowed {
 			return fmt.Errorf("container %s: image %s breaks the policy of %s: %s", c.Name, c.Image, pod.Namespace, d.Reason())
 		}
 	}
