@@ -31,8 +31,9 @@ import (
 	"slipway.dev/slipway/scan"
 )
 
-// VulnDBProject holds imported vulnerability databases.
-const VulnDBProject = "vulndb"
+// VulnDBProject holds imported vulnerability databases; the name is
+// reserved, so only a cluster admin can create it.
+const VulnDBProject = api.VulnDBProject
 
 func vulndbCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -68,7 +69,14 @@ func vulndbCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := cl.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: VulnDBProject}}); err != nil && !api.IsAlreadyExists(err) {
+			if err := cl.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: VulnDBProject}}); api.IsAlreadyExists(err) {
+				// Made by an earlier import, or by someone else before
+				// the name was reserved: whoever holds a role there
+				// could replace or delete the database.
+				if err := vulndbProjectIsPlatforms(ctx, cl); err != nil {
+					return err
+				}
+			} else if err != nil {
 				return fmt.Errorf("making project %s for the database: %w", VulnDBProject, err)
 			}
 			host, err := cl.RegistryHost(ctx)
@@ -111,6 +119,42 @@ func vulndbCmd() *cobra.Command {
 	}
 	c.AddCommand(imp)
 	return c
+}
+
+// vulndbProjectIsPlatforms refuses a vulndb project in which anyone but
+// cluster admins and the project's own service accounts holds a role.
+func vulndbProjectIsPlatforms(ctx context.Context, cl *client.Client) error {
+	me, err := cl.WhoAmI(ctx)
+	if err != nil {
+		return err
+	}
+	admins := map[api.Subject]bool{{Kind: api.SubjectUser, Name: me.Name}: true}
+	crbs, _, err := cl.List(ctx, api.ClusterRoleBindings, "", client.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("checking who holds roles in project %s: %w", VulnDBProject, err)
+	}
+	for _, o := range crbs {
+		if b := o.(*api.ClusterRoleBinding); b.RoleRef.Name == "cluster-admin" {
+			for _, sub := range b.Subjects {
+				admins[sub] = true
+			}
+		}
+	}
+	rbs, _, err := cl.List(ctx, api.RoleBindings, VulnDBProject, client.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("checking who holds roles in project %s: %w", VulnDBProject, err)
+	}
+	for _, o := range rbs {
+		b := o.(*api.RoleBinding)
+		for _, sub := range b.Subjects {
+			if admins[sub] || (sub.Kind == api.SubjectServiceAccount && sub.Namespace == VulnDBProject) {
+				continue
+			}
+			return fmt.Errorf("project %s, where the cluster's vulnerability database is kept, grants %s to %s %s (rolebinding %s), who could replace or delete the database; "+
+				"a cluster admin deletes the project (slipway delete project %s) and imports again", VulnDBProject, b.RoleRef.Name, strings.ToLower(sub.Kind), sub.Name, b.Name, VulnDBProject)
+		}
+	}
+	return nil
 }
 
 // zipDir packs a directory's .json files into a temporary zip.
@@ -229,7 +273,14 @@ func scanCmd() *cobra.Command {
 					counts = append(counts, fmt.Sprintf("%d %s", n, api.Severities[i]))
 				}
 			}
-			fmt.Fprintf(out, "Findings:  %s\n", orNone(strings.Join(counts, ", ")))
+			switch {
+			case st.Phase == scan.PhaseScanned && st.DBVersion == "":
+				fmt.Fprintf(out, "Findings:  unknown: no vulnerability database was loaded; a cluster admin runs `slipway vulndb import FILE.zip`\n")
+			case st.Phase != scan.PhaseScanned:
+				fmt.Fprintf(out, "Findings:  unknown\n")
+			default:
+				fmt.Fprintf(out, "Findings:  %s\n", orNone(strings.Join(counts, ", ")))
+			}
 			if len(st.Findings) > 0 {
 				tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
 				fmt.Fprintln(tw, "\nSEVERITY\tID\tPACKAGE\tVERSION\tFIXED IN\tSUMMARY")

@@ -189,8 +189,20 @@ func (c *Checker) trustChecks(ctx context.Context, p *api.ImagePolicy, ref strin
 // project's VEX ignores with the policy's maximum.
 func severityCheck(name string, p *api.ImagePolicy, scan *api.ImageScan, now time.Time) api.PolicyCheck {
 	chk := api.PolicyCheck{Rule: name + ": maxSeverity " + p.Spec.MaxSeverity}
-	if scan == nil || scan.Status.Phase != "Scanned" {
+	switch {
+	case scan == nil || scan.Status.Phase == "":
 		chk.Message = "the image has no scan yet; findings are unknown"
+		return chk
+	case scan.Status.Phase != "Scanned":
+		chk.Message = "the image's scan " + strings.ToLower(scan.Status.Phase) + "; findings are unknown"
+		if scan.Status.Message != "" {
+			chk.Message += ": " + scan.Status.Message
+		}
+		return chk
+	case scan.Status.DBVersion == "":
+		// No database means unknown findings, never none: fail closed.
+		chk.Evidence = "scan " + scan.Name + " without a vulnerability database"
+		chk.Message = "findings are unknown: the image was scanned while no vulnerability database was loaded; a cluster admin imports one with `slipway vulndb import FILE.zip` and stored scans are matched again"
 		return chk
 	}
 	chk.Evidence = fmt.Sprintf("scan %s with database %s", scan.Name, scan.Status.DBVersion)

@@ -93,3 +93,28 @@ func TestCheck(t *testing.T) {
 		t.Error("a project without policies refused an image")
 	}
 }
+
+// M1: a scan made while no vulnerability database was loaded has no
+// findings because nothing was matched, not because there are none:
+// maxSeverity refuses it and says how to load a database. Failed scans
+// are refused with their reason.
+func TestMaxSeverityFailsClosedWithoutDatabase(t *testing.T) {
+	c := &Checker{}
+	pols := []*api.ImagePolicy{{ObjectMeta: api.ObjectMeta{Name: "p", Namespace: "prod"}, Spec: api.ImagePolicySpec{MaxSeverity: "HIGH"}}}
+	ref := "reg:5000/prod/app@sha256:aaa"
+	for _, tc := range []struct {
+		name   string
+		status api.ImageScanStatus
+		want   string
+	}{
+		{"scanned without a database", api.ImageScanStatus{Phase: "Scanned", Packages: 3}, "slipway vulndb import"},
+		{"failed", api.ImageScanStatus{Phase: "Failed", Message: "scan: image too large: link target over 4096 bytes"}, "link target over 4096 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := &api.ImageScan{ObjectMeta: api.ObjectMeta{Name: "sha256:aaa"}, Status: tc.status}
+			if d := c.Check(context.Background(), pols, ref, sc); d.Allowed || !strings.Contains(d.Reason(), tc.want) {
+				t.Errorf("allowed=%v reason=%q; want a refusal that says %q", d.Allowed, d.Reason(), tc.want)
+			}
+		})
+	}
+}
