@@ -17,6 +17,7 @@ import (
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/store"
 )
 
 // route is what an OCI distribution path names.
@@ -30,6 +31,9 @@ var (
 	nameComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
 	tagRe         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 	digestRe      = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
+	// contentRangeRe is the chunked-upload range the spec defines; 18
+	// digits keep both ends within int64.
+	contentRangeRe = regexp.MustCompile(`^[0-9]{1,18}-[0-9]{1,18}$`)
 )
 
 // parseRoute splits /v2/<name>/<kind>/<ref>. The name may hold slashes, so
@@ -53,8 +57,11 @@ func parseRoute(path string) (route, *ociError) {
 		}
 		rt.name, rt.reference = rest[:i], rest[i+len(k):]
 		rt.kind = strings.Trim(k, "/")
-		if k == "/blobs/uploads/" {
+		switch k {
+		case "/blobs/uploads/":
 			rt.kind = "uploads"
+		case "/tags/list":
+			rt.kind = "tags"
 		}
 		break
 	}
@@ -189,24 +196,36 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	default:
 		project := strings.SplitN(rt.name, "/", 2)[0]
+		actions := requiredActions(req.Method)
 		p, err := r.cfg.Project(ctx, project)
-		if err != nil {
-			if who.IsAnonymous() {
-				r.challenge(w, req, rt, "", "authentication required")
-				return
-			}
-			ociErr(http.StatusNotFound, "NAME_UNKNOWN", "project %q does not exist; create it with `slipway new-project %s`", project, project).write(w)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			ociErr(http.StatusServiceUnavailable, "UNAVAILABLE", "the registry cannot read project %q right now; try again", project).write(w)
 			return
 		}
-		actions := requiredActions(req.Method)
+		if err != nil {
+			// A missing project is denied like a private one, so that
+			// project names cannot be probed; only those who may see
+			// every project hear that it does not exist.
+			if ok, _ := r.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "get", Resource: "projects"}); ok && !who.IsAnonymous() {
+				ociErr(http.StatusNotFound, "NAME_UNKNOWN", "project %q does not exist; create it with `slipway new-project %s`", project, project).write(w)
+				return
+			}
+			r.deny(w, req, rt, who, denied(who, actions[0], rt.name))
+			return
+		}
 		for _, a := range actions {
 			if !r.allowed(who, tok, p, rt.name, a) {
-				r.deny(w, req, rt, who, fmt.Sprintf("requested access to the resource is denied: %s may not %s %s", who.Name, a, rt.name))
+				r.deny(w, req, rt, who, denied(who, a, rt.name))
 				return
 			}
 		}
 		if rt.kind == "uploads" && req.Method == http.MethodPost {
 			r.checkMount(req, who, tok)
+		}
+		if cr := req.Header.Get("Content-Range"); cr != "" && rt.kind == "uploads" && !contentRangeRe.MatchString(cr) {
+			// distribution answers 500 to a range it cannot parse.
+			ociErr(http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", "Content-Range %q is not START-END (byte offsets, END inclusive, such as 0-1023)", trunc(cr)).write(w)
+			return
 		}
 		if rt.kind == "referrers" {
 			if req.Method != http.MethodGet && req.Method != http.MethodHead {
@@ -220,6 +239,13 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	ctx = identity.WithInfo(ctx, who)
 	ctx = context.WithValue(ctx, responseKey, w)
 	r.serveApp(w, req.WithContext(ctx), rt)
+}
+
+// denied is the message for a refused action: the same whether or not the
+// project exists.
+func denied(who identity.Info, action, repo string) string {
+	project, _, _ := strings.Cut(repo, "/")
+	return fmt.Sprintf("requested access to the resource is denied: %s may not %s %s; ask an admin of project %q for access, or create the project with `slipway new-project %s` if it does not exist", who.Name, action, repo, project, project)
 }
 
 func requiredActions(method string) []string {
@@ -330,7 +356,10 @@ func scopeFor(rt route, req *http.Request) string {
 		return ""
 	}
 	s := "repository:" + rt.name + ":" + strings.Join(requiredActions(req.Method), ",")
-	if from := req.URL.Query().Get("from"); from != "" && rt.kind == "uploads" {
+	// checkMount drops a "from" that is not a repository name, so the
+	// scope names only valid ones; that also keeps the challenge a clean
+	// quoted-string.
+	if from := req.URL.Query().Get("from"); from != "" && rt.kind == "uploads" && checkName(from) == nil {
 		s += " repository:" + from + ":pull"
 	}
 	return s

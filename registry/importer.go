@@ -70,10 +70,60 @@ func (p ImportPolicy) addrAllowed(ip netip.Addr) bool {
 			return true
 		}
 	}
-	internal := ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(ip) // carrier-grade NAT, often cloud metadata
-	return !internal
+	return !internalAddr(ip)
+}
+
+// internalRanges are special-purpose ranges (RFC 6890 and successors) that
+// netip's predicates do not cover but that never hold a public registry.
+var internalRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"; Linux dials 0.x as local
+	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT, often cloud metadata
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // documentation
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking, used inside networks
+	netip.MustParsePrefix("198.51.100.0/24"), // documentation
+	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and 255.255.255.255
+	netip.MustParsePrefix("100::/64"),        // discard-only
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+}
+
+// internalAddr reports whether ip is loopback, private, link-local,
+// multicast, unspecified or special-purpose, looking inside the IPv6 forms
+// that carry an IPv4 address: NAT64 (64:ff9b::/96 and the local-use
+// 64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32, whose client
+// address is stored inverted) and IPv4-compatible (::a.b.c.d).
+func internalAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+		return true
+	}
+	for _, p := range internalRanges {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	if !ip.Is6() {
+		return false
+	}
+	b := ip.As16()
+	var v4 [4]byte
+	switch {
+	case netip.MustParsePrefix("64:ff9b::/96").Contains(ip), netip.MustParsePrefix("64:ff9b:1::/48").Contains(ip):
+		copy(v4[:], b[12:])
+	case netip.MustParsePrefix("2002::/16").Contains(ip):
+		copy(v4[:], b[2:6])
+	case netip.MustParsePrefix("2001::/32").Contains(ip):
+		for i := range v4 {
+			v4[i] = b[12+i] ^ 0xff
+		}
+	case netip.MustParsePrefix("::/96").Contains(ip):
+		copy(v4[:], b[12:])
+	default:
+		return false
+	}
+	return internalAddr(netip.AddrFrom4(v4))
 }
 
 // guardedTransport enforces the policy on every request and connection.
@@ -222,10 +272,14 @@ func (r *Registry) storeRemote(ctx context.Context, repo string, ref name.Refere
 		if err != nil {
 			return err
 		}
+		refs := make([]v1.Descriptor, 0, len(mf.Layers))
+		for _, l := range mf.Layers {
+			refs = append(refs, v1.Descriptor{Digest: digest.Digest(l.Digest.String()), URLs: l.URLs})
+		}
+		if err := checkForeign(refs); err != nil {
+			return err
+		}
 		for i, l := range layers {
-			if len(mf.Layers[i].URLs) > 0 {
-				continue // non-distributable: not ours to copy
-			}
 			d, err := l.Digest()
 			if err != nil {
 				return err

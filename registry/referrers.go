@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,18 +31,24 @@ func (x *referrers) add(ctx context.Context, repo, subject string, d v1.Descript
 	return err
 }
 
-// remove drops a deleted manifest from every subject's list in repo.
+// remove drops a deleted manifest from every subject's list in repo. Keys
+// are referrers/REPO/SUBJECT/DIGEST; the prefix referrers/REPO/ also holds
+// the keys of nested repositories (REPO/more/...), which are not ours:
+// a subject is a digest, so our keys have exactly two parts after it.
 func (x *referrers) remove(ctx context.Context, repo, dgst string) error {
-	resp, err := x.store.Client().Get(ctx, x.store.Prefix()+"referrers/"+repo+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	prefix := x.store.Prefix() + "referrers/" + repo + "/"
+	resp, err := x.store.Client().Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return err
 	}
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
-		if len(k) > len(dgst) && k[len(k)-len(dgst)-1:] == "/"+dgst {
-			if _, err := x.store.Client().Delete(ctx, k); err != nil {
-				return err
-			}
+		subject, d, ok := strings.Cut(strings.TrimPrefix(k, prefix), "/")
+		if !ok || d != dgst || strings.Contains(subject, "/") || !strings.Contains(subject, ":") {
+			continue
+		}
+		if _, err := x.store.Client().Delete(ctx, k); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -196,8 +196,10 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	dc.HTTP.Secret = secret
 	dc.HTTP.RelativeURLs = true
 	dc.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}
-	// Non-distributable layers point at foreign URLs; accept http(s) ones.
-	dc.Validation.Manifests.URLs.Allow = []string{`^https?://`}
+	// Non-distributable layers point at foreign URLs, which readers of
+	// the image would fetch from inside the platform: refuse them all
+	// (checkForeign says why before distribution does).
+	dc.Validation.Manifests.URLs.Deny = []string{`.*`}
 	// Index children are checked by the middleware, which also finds
 	// children pushed by sha512 digest.
 	dc.Validation.Manifests.Indexes.Platforms = "none"

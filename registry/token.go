@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +49,23 @@ type keySet struct {
 	// loaded is when the directory was last read; signing re-reads it
 	// now and then so a rotation by another process takes effect.
 	loaded time.Time
+	// lastMiss is when a token with an unknown kid last made us reread
+	// the directory: anyone can send such tokens, so at most one a second
+	// may.
+	lastMiss time.Time
+	now      func() time.Time
 }
+
+const (
+	// maxKidLen bounds the key ids we look at; ours are "k" and a
+	// UnixNano timestamp.
+	maxKidLen = 24
+	// missReloadEvery is how often an unknown kid may reload the keys.
+	missReloadEvery = time.Second
+	// maxTokenLen bounds the registry JWTs we parse. Ours carry one grant
+	// per scope asked for, a few hundred bytes each.
+	maxTokenLen = 64 << 10
+)
 
 // RotateKeys makes a new signing key in dir (DATA_DIR/registry/token-keys).
 // Running registries start signing with it within a minute; tokens signed
@@ -65,7 +82,7 @@ func loadKeys(dir string) (*keySet, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ks := &keySet{dir: dir}
+	ks := &keySet{dir: dir, now: time.Now}
 	if err := ks.reload(); err != nil {
 		return nil, err
 	}
@@ -108,7 +125,7 @@ func (ks *keySet) reload() error {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.keys = keys
-	ks.loaded = time.Now()
+	ks.loaded = ks.now()
 	ks.cur = ""
 	if len(names) > 0 {
 		ks.cur = names[len(names)-1]
@@ -140,7 +157,7 @@ func (ks *keySet) Rotate() (string, error) {
 
 func (ks *keySet) sign(c *claims) (string, error) {
 	ks.mu.RLock()
-	stale := time.Since(ks.loaded) > time.Minute
+	stale := ks.now().Sub(ks.loaded) > time.Minute
 	ks.mu.RUnlock()
 	if stale {
 		if err := ks.reload(); err != nil {
@@ -159,13 +176,16 @@ var errBadToken = errors.New("registry: invalid token")
 
 // verify checks signature, algorithm, issuer, audience and lifetime.
 func (ks *keySet) verify(raw, service string) (*claims, error) {
+	if len(raw) > maxTokenLen {
+		return nil, fmt.Errorf("%w: over %d bytes", errBadToken, maxTokenLen)
+	}
 	c := &claims{}
 	_, err := jwt.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		ks.mu.RLock()
 		k, ok := ks.keys[kid]
 		ks.mu.RUnlock()
-		if !ok {
+		if !ok && ks.mayReload(kid) {
 			// A key made by another replica since we loaded.
 			if err := ks.reload(); err == nil {
 				ks.mu.RLock()
@@ -174,7 +194,7 @@ func (ks *keySet) verify(raw, service string) (*claims, error) {
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("unknown key id %q", kid)
+			return nil, fmt.Errorf("unknown key id %q", trunc(kid))
 		}
 		return &k.PublicKey, nil
 	},
@@ -188,6 +208,41 @@ func (ks *keySet) verify(raw, service string) (*claims, error) {
 		return nil, fmt.Errorf("%w: %v", errBadToken, err)
 	}
 	return c, nil
+}
+
+// mayReload decides whether an unknown kid is worth rereading the key
+// directory for, and if so claims the reload. Only a kid of our own form
+// can name a key, and a rotation elsewhere makes one newer than ours and
+// not in the future. Any other kid reloads only if our keys are over a
+// minute old (a replica with a skewed clock). Either way, at most once per
+// missReloadEvery.
+func (ks *keySet) mayReload(kid string) bool {
+	n, ok := kidTime(kid)
+	if !ok {
+		return false
+	}
+	now := ks.now()
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	cur, _ := kidTime(ks.cur)
+	fresh := n > cur && n <= now.Add(time.Minute).UnixNano()
+	if !fresh && now.Sub(ks.loaded) <= time.Minute {
+		return false
+	}
+	if now.Sub(ks.lastMiss) < missReloadEvery {
+		return false
+	}
+	ks.lastMiss = now
+	return true
+}
+
+// kidTime reads the creation time in a kid of ours, "k<UnixNano>".
+func kidTime(kid string) (int64, bool) {
+	if len(kid) < 2 || len(kid) > maxKidLen || kid[0] != 'k' {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(kid[1:], 10, 64)
+	return n, err == nil && n > 0 && kid[1] != '+'
 }
 
 // allows reports whether the token grants action on repository name.
