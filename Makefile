@@ -6,9 +6,10 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := bin/slipway
 DATA    ?= slipway.local
 LISTEN  ?= :8443
+FUZZTIME ?= 10s
 SOURCES := $(shell find . -name '*.go' -not -path './bench/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: build start test unit e2e bench deps test-deps clean
+.PHONY: build start test unit e2e fuzz bench deps test-deps clean
 
 build: $(BIN) bin/buildkitd bin/cosign
 
@@ -46,6 +47,10 @@ test: test-deps build
 
 unit: build
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
+
+# Every fuzz target for FUZZTIME each (default 10s); CI runs it after test.
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) hack/fuzz.sh
 
 e2e: test-deps build
 	$(GO) test -count=1 -timeout 15m -v ./e2e/...

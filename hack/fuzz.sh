@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target in the tree for a bounded time each
+# (FUZZTIME, default 10s): `make fuzz`, and CI after `make test`. The seed
+# corpora already run in `make test` as ordinary tests; this searches past
+# them. A crasher is written to the package's testdata/fuzz/FuzzX/ by go
+# test, which fails the run: commit it with the fix, and it stays a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-10s}
+status=0
+while IFS=: read -r file _ line; do
+  name=$(sed -E 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/' <<<"$line")
+  pkg=$(dirname "$file")
+  echo "fuzz: $pkg $name for $FUZZTIME"
+  if ! $GO test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+    status=1
+    echo "fuzz: $pkg $name FAILED:"
+    tail -30 /tmp/fuzz-$$.log
+  fi
+done < <(grep -rn --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . | sort)
+rm -f /tmp/fuzz-$$.log
+exit $status
