@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -37,7 +38,18 @@ type BuildConfigSpec struct {
 	// PostCommit runs in the new image before it is pushed; the build
 	// fails, and nothing is pushed, if it exits non-zero.
 	PostCommit *BuildPostCommit `json:"postCommit,omitempty"`
+	// CompletionDeadlineSeconds bounds how long a build may run once it
+	// has started; past it the build fails with reason DeadlineExceeded.
+	// Default DefaultBuildDeadline.
+	CompletionDeadlineSeconds *int64 `json:"completionDeadlineSeconds,omitempty"`
 }
+
+// DefaultBuildDeadline is how long a build may run when its spec does not
+// say, and MaxBuildDeadline is the most a spec may ask for.
+const (
+	DefaultBuildDeadline = time.Hour
+	MaxBuildDeadline     = 24 * time.Hour
+)
 
 // BuildPostCommit is a test run in the new image, as in OpenShift: Script
 // runs under /bin/sh -c; otherwise Command (or the image's entrypoint) runs
@@ -157,11 +169,21 @@ type BuildSpec struct {
 	Output     BuildOutput      `json:"output"`
 	Rebase     bool             `json:"rebase,omitempty"`
 	PostCommit *BuildPostCommit `json:"postCommit,omitempty"`
+	// CompletionDeadlineSeconds: see BuildConfigSpec.
+	CompletionDeadlineSeconds *int64 `json:"completionDeadlineSeconds,omitempty"`
+}
+
+// Deadline is how long the build may run.
+func (s *BuildSpec) Deadline() time.Duration {
+	if s.CompletionDeadlineSeconds == nil || *s.CompletionDeadlineSeconds <= 0 {
+		return DefaultBuildDeadline
+	}
+	return min(time.Duration(*s.CompletionDeadlineSeconds)*time.Second, MaxBuildDeadline)
 }
 
 // BuildSpec is what a new Build of the config copies.
 func (s *BuildConfigSpec) BuildSpec() BuildSpec {
-	return BuildSpec{Source: s.Source, Strategy: s.Strategy, Output: s.Output, Rebase: s.Rebase, PostCommit: s.PostCommit}
+	return BuildSpec{Source: s.Source, Strategy: s.Strategy, Output: s.Output, Rebase: s.Rebase, PostCommit: s.PostCommit, CompletionDeadlineSeconds: s.CompletionDeadlineSeconds}
 }
 
 // Build phases.
@@ -198,6 +220,54 @@ type BuildStatus struct {
 	LogTail string `json:"logTail,omitempty"`
 }
 
+// ValidGitURI says what is wrong with a git source URI, or "" when it is
+// an http(s) URL with a host. Other transports would read the server's own
+// files (file://, plain paths), use its SSH keys (ssh://, user@host:path)
+// or dial past the import guard (git://).
+func ValidGitURI(uri string) string {
+	u, err := url.Parse(uri)
+	switch {
+	case err != nil:
+		return "must be an http(s) URL: " + err.Error()
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be an http(s) URL such as https://github.com/org/repo.git; other transports (file://, ssh://, git://, local paths) could read the server's own files or keys"
+	case u.Host == "":
+		return "must name a host, as in https://github.com/org/repo.git"
+	}
+	return ""
+}
+
+// RedactURI drops the user and password from a URL, for labels, logs and
+// provenance; other strings are returned as they are.
+func RedactURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.User == nil {
+		return uri
+	}
+	u.User = nil
+	return u.String()
+}
+
+func validateSource(errs *FieldErrors, src BuildSource) {
+	if g := src.Git; g != nil {
+		if msg := ValidGitURI(g.URI); msg != "" {
+			errs.Add("spec.source.git.uri", FieldValueInvalid, "%s", msg)
+		}
+		if strings.HasPrefix(g.Ref, "-") {
+			errs.Add("spec.source.git.ref", FieldValueInvalid, "must be a branch, tag or commit, not an option")
+		}
+	}
+	if d := src.ContextDir; d != "" && (strings.HasPrefix(d, "/") || slices.Contains(strings.Split(d, "/"), "..")) {
+		errs.Add("spec.source.contextDir", FieldValueInvalid, "must be a relative path inside the source, without ..")
+	}
+}
+
+func validateDeadline(errs *FieldErrors, secs *int64) {
+	if secs != nil && (*secs <= 0 || time.Duration(*secs)*time.Second > MaxBuildDeadline) {
+		errs.Add("spec.completionDeadlineSeconds", FieldValueInvalid, "must be between 1 and %d seconds (%s)", int64(MaxBuildDeadline/time.Second), MaxBuildDeadline)
+	}
+}
+
 // IsFinished reports whether a phase is final.
 func IsFinished(phase string) bool {
 	switch phase {
@@ -230,12 +300,8 @@ var (
 			if bc.Spec.Source.Dockerfile == "" && bc.Spec.Source.Git == nil && bc.Spec.Source.Binary == nil {
 				errs.Add("spec.source", FieldValueRequired, "give a git repository, an inline Dockerfile, or binary: {} for uploads")
 			}
-			if g := bc.Spec.Source.Git; g != nil && !strings.HasPrefix(g.URI, "https://") && !strings.HasPrefix(g.URI, "http://") {
-				errs.Add("spec.source.git.uri", FieldValueInvalid, "must be an http(s) URL; other transports could read the server's own files")
-			}
-			if d := bc.Spec.Source.ContextDir; d != "" && (strings.HasPrefix(d, "/") || slices.Contains(strings.Split(d, "/"), "..")) {
-				errs.Add("spec.source.contextDir", FieldValueInvalid, "must be a relative path inside the source, without ..")
-			}
+			validateSource(&errs, bc.Spec.Source)
+			validateDeadline(&errs, bc.Spec.CompletionDeadlineSeconds)
 			if bc.Spec.Output.To == nil || bc.Spec.Output.To.Kind != "ImageStreamTag" {
 				errs.Add("spec.output.to", FieldValueRequired, "the output must be an ImageStreamTag, such as {kind: ImageStreamTag, name: app:latest}")
 			}
@@ -266,6 +332,15 @@ var (
 	Builds = Register(&Resource{
 		Name: "builds", Kind: "Build", Namespaced: true, HasStatus: true,
 		New: func() Object { return &Build{} },
+		// Builds are also made directly (`slipway start-build` makes them
+		// client-side), so they are held to the same rules as configs.
+		Validate: func(o Object) FieldErrors {
+			b := o.(*Build)
+			var errs FieldErrors
+			validateSource(&errs, b.Spec.Source)
+			validateDeadline(&errs, b.Spec.CompletionDeadlineSeconds)
+			return errs
+		},
 		Columns: []Column{
 			{Header: "STATUS", Path: "status.phase"},
 			{Header: "REASON", Path: "status.reason"},

@@ -23,6 +23,7 @@ import (
 
 	"github.com/docker/cli/cli/config/types"
 	bk "github.com/moby/buildkit/client"
+	dfbuilder "github.com/moby/buildkit/frontend/dockerfile/builder"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	gateway "github.com/moby/buildkit/frontend/gateway/client"
 	"github.com/moby/buildkit/session"
@@ -63,6 +64,11 @@ type Controller struct {
 	GitTransport http.RoundTripper
 	// MaxRunning bounds builds running at once on this node. Default 4.
 	MaxRunning int
+	// MaxRunningPerProject bounds one project's share of MaxRunning, so
+	// that one project cannot hold every slot while others wait. Default
+	// half of MaxRunning (at least 1). When a slot frees, the waiting
+	// build of the project with the fewest running builds takes it.
+	MaxRunningPerProject int
 	// Sign, if set, signs and attests each pushed output (ref is by
 	// digest). It reports whether it signed; an error fails the build.
 	Sign func(ctx context.Context, b *api.Build, ref string) (bool, error)
@@ -86,12 +92,18 @@ func (c *Controller) Run(ctx context.Context) {
 	if c.MaxRunning == 0 {
 		c.MaxRunning = 4
 	}
+	if c.MaxRunningPerProject == 0 {
+		c.MaxRunningPerProject = max(1, c.MaxRunning/2)
+	}
 	guardGit(c.GitTransport)
 	inf := store.NewInformer(c.Store, api.Builds)
 	q := store.NewWorkQueue()
 	c.queue = q
 	inf.AddHandler(func(ev store.Event) {
 		if ev.Type == api.Deleted {
+			c.mu.Lock()
+			delete(c.waiting, ev.Object.GetObjectMeta().Namespace+"/"+ev.Object.GetObjectMeta().Name)
+			c.mu.Unlock()
 			return
 		}
 		b := ev.Object.(*api.Build)
@@ -115,6 +127,11 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	c.mu.Lock()
 	cancel, running := c.running[key]
 	c.mu.Unlock()
+	if api.IsFinished(b.Status.Phase) || b.Status.Cancelled {
+		c.mu.Lock()
+		delete(c.waiting, key)
+		c.mu.Unlock()
+	}
 	switch {
 	case api.IsFinished(b.Status.Phase):
 		if name := b.Labels[BuildConfigLabel]; name != "" {
@@ -139,13 +156,17 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 		return err
 	}
 	c.mu.Lock()
-	if len(c.running) >= c.MaxRunning {
+	if ok, first := c.mayStartLocked(b.Namespace); !ok {
 		c.waiting[key] = true
 		c.mu.Unlock()
+		for _, k := range first {
+			c.queue.Add(k)
+		}
 		return nil
 	}
 	delete(c.waiting, key)
-	bctx, cancelBuild := context.WithCancel(ctx)
+	deadline := b.Spec.Deadline()
+	bctx, cancelBuild := context.WithTimeoutCause(ctx, deadline, &deadlineError{deadline})
 	c.running[key] = cancelBuild
 	c.mu.Unlock()
 	go func() {
@@ -166,6 +187,49 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 		c.run(bctx, ctx, b)
 	}()
 	return nil
+}
+
+// mayStartLocked reports whether a build of project ns may take a slot
+// now: one is free, the project is under its share, and no other project
+// with fewer builds running waits (those it returns, to look at first).
+func (c *Controller) mayStartLocked(ns string) (bool, []string) {
+	if len(c.running) >= c.MaxRunning {
+		return false, nil
+	}
+	runningIn := func(ns string) int {
+		n := 0
+		for k := range c.running {
+			if projectOf(k) == ns {
+				n++
+			}
+		}
+		return n
+	}
+	mine := runningIn(ns)
+	if mine >= c.MaxRunningPerProject {
+		return false, nil
+	}
+	var first []string
+	for k := range c.waiting {
+		if other := projectOf(k); other != ns {
+			if n := runningIn(other); n < mine && n < c.MaxRunningPerProject {
+				first = append(first, k)
+			}
+		}
+	}
+	return len(first) == 0, first
+}
+
+func projectOf(key string) string {
+	ns, _, _ := strings.Cut(key, "/")
+	return ns
+}
+
+// deadlineError ends a build that ran past its completionDeadlineSeconds.
+type deadlineError struct{ d time.Duration }
+
+func (e *deadlineError) Error() string {
+	return fmt.Sprintf("the build ran past its deadline of %s (spec.completionDeadlineSeconds); make it faster or raise the deadline", e.d)
 }
 
 // siblings are the builds of the same config.
@@ -240,7 +304,11 @@ func (c *Controller) finish(ctx context.Context, b *api.Build, phase, reason, ms
 func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 	now := time.Now().UTC().Truncate(time.Second)
 	fail := func(phase, reason, msg string) {
-		if ctx.Err() != nil && parent.Err() == nil {
+		var de *deadlineError
+		switch {
+		case ctx.Err() != nil && parent.Err() == nil && errors.As(context.Cause(ctx), &de):
+			phase, reason, msg = api.BuildFailed, "DeadlineExceeded", de.Error()
+		case ctx.Err() != nil && parent.Err() == nil:
 			phase, reason, msg = api.BuildCancelled, "CancelledBuild", "the build was cancelled"
 		}
 		if err := c.finish(parent, b, phase, reason, msg, "", ""); err != nil {
@@ -267,13 +335,17 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 	stopTail()
 	_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
 	if err != nil {
+		var de *deadlineError
+		if errors.As(context.Cause(ctx), &de) {
+			err = de
+		}
 		fmt.Fprintf(logs, "\nerror: %v\n", err)
 		_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
 		fail(phase, reason, err.Error())
 		return
 	}
 	if c.Sign != nil {
-		signed, err := c.Sign(ctx, b, ref)
+		signed, err := c.Sign(ctx, redacted(b), ref)
 		switch {
 		case err != nil:
 			fmt.Fprintf(logs, "\nerror: signing %s: %v\n", ref, err)
@@ -291,6 +363,19 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 	if err := c.finish(parent, b, api.BuildComplete, "", "pushed "+ref, ref, dgst); err != nil {
 		slog.Error("builders: recording a finished build", "build", b.Name, "err", err)
 	}
+}
+
+// redacted is b without credentials in its git URI, for provenance.
+func redacted(b *api.Build) *api.Build {
+	g := b.Spec.Source.Git
+	if g == nil || api.RedactURI(g.URI) == g.URI {
+		return b
+	}
+	c := *b
+	gc := *g
+	gc.URI = api.RedactURI(g.URI)
+	c.Spec.Source.Git = &gc
+	return &c
 }
 
 // publishTail copies the log's tail into status every second while the
@@ -367,7 +452,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 			return "", "", api.BuildFailed, reason, err
 		}
 	} else if g := b.Spec.Source.Git; g != nil {
-		fmt.Fprintf(logs, "Cloning %s %s\n", g.URI, g.Ref)
+		fmt.Fprintf(logs, "Cloning %s %s\n", api.RedactURI(g.URI), g.Ref)
 		if revision, err = clone(ctx, g, contextPath, nil); err != nil {
 			return "", "", api.BuildFailed, "FetchSourceFailed", err
 		}
@@ -456,9 +541,9 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	}
 	exportAttrs := map[string]string{"name": target, "push": "true", "registry.insecure": "true"}
 	if g := b.Spec.Source.Git; g != nil {
-		attrs["label:io.openshift.build.source-location"] = g.URI
+		attrs["label:io.openshift.build.source-location"] = api.RedactURI(g.URI)
 		attrs["label:io.openshift.build.commit.id"] = revision
-		exportAttrs["annotation.org.opencontainers.image.source"] = g.URI
+		exportAttrs["annotation.org.opencontainers.image.source"] = api.RedactURI(g.URI)
 		exportAttrs["annotation.org.opencontainers.image.revision"] = revision
 	}
 	if baseRef != "" {
@@ -511,12 +596,20 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	} else {
 		// Through the gateway, so the post-commit hook runs on the result
 		// before the export pushes it.
+		// The Dockerfile frontend runs here, not in buildkitd, so that
+		// scopedGateway can keep cache mounts per project. "cmdline" says
+		// it is not to forward to another frontend image.
+		if _, _, _, ok := parser.DetectSyntax([]byte(dockerfile)); ok {
+			fmt.Fprintf(logs, "Ignoring the Dockerfile's `# syntax=` line: builds use Slipway's own Dockerfile frontend\n")
+		}
+		attrs["cmdline"] = "slipway"
 		resp, err = cl.Build(ctx, bk.SolveOpt{
-			LocalMounts: map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-			Exports:     []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
-			Session:     []session.Attachable{auth},
+			LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
+			Exports:       []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
+			Session:       []session.Attachable{auth},
+			FrontendAttrs: attrs,
 		}, "slipway-docker", func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
-			res, err := gw.Solve(ctx, gateway.SolveRequest{Frontend: "dockerfile.v0", FrontendOpt: attrs})
+			res, err := dfbuilder.Build(ctx, &scopedGateway{Client: gw, prefix: cacheScope(b.Namespace)})
 			if err != nil {
 				return nil, err
 			}

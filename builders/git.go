@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 
 	git "github.com/go-git/go-git/v5"
@@ -43,6 +45,12 @@ func guardGit(rt http.RoundTripper) {
 		})}
 		client.InstallProtocol("https", githttp.NewClient(hc))
 		client.InstallProtocol("http", githttp.NewClient(hc))
+		// Nothing else: file:// (and plain paths) would run the host's
+		// git-upload-pack on the server's own files, ssh:// would use the
+		// server's keys and agent, and git:// would dial past the guard.
+		for _, scheme := range []string{"file", "ssh", "git"} {
+			client.InstallProtocol(scheme, nil)
+		}
 	})
 }
 
@@ -52,8 +60,27 @@ func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 
 var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
-// clone fetches src into dir and returns the commit checked out.
+// clone fetches src into dir and returns the commit checked out. Only
+// http(s) URLs are fetched, whatever the API let through. Credentials in
+// the URL are used for the fetch but appear in no error and are not left
+// in the checkout's .git/config.
 func clone(ctx context.Context, src *api.GitBuildSource, dir string, progress *os.File) (string, error) {
+	if msg := api.ValidGitURI(src.URI); msg != "" {
+		return "", fmt.Errorf("git URI %q %s", api.RedactURI(src.URI), msg)
+	}
+	rev, err := cloneURI(ctx, src, dir, progress)
+	if err != nil && src.URI != api.RedactURI(src.URI) {
+		err = errors.New(strings.ReplaceAll(err.Error(), src.URI, api.RedactURI(src.URI)))
+		if u, perr := url.Parse(src.URI); perr == nil {
+			if pw, ok := u.User.Password(); ok && pw != "" {
+				err = errors.New(strings.ReplaceAll(err.Error(), pw, "REDACTED"))
+			}
+		}
+	}
+	return rev, err
+}
+
+func cloneURI(ctx context.Context, src *api.GitBuildSource, dir string, progress *os.File) (string, error) {
 	opts := &git.CloneOptions{URL: src.URI, Tags: git.NoTags}
 	if progress != nil {
 		opts.Progress = progress
@@ -86,6 +113,18 @@ func clone(ctx context.Context, src *api.GitBuildSource, dir string, progress *o
 		}
 		if err := wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(ref)}); err != nil {
 			return "", fmt.Errorf("checking out %s: %w", ref, err)
+		}
+	}
+	if redacted := api.RedactURI(src.URI); redacted != src.URI {
+		cfg, err := repo.Config()
+		if err != nil {
+			return "", err
+		}
+		for _, r := range cfg.Remotes {
+			r.URLs = []string{redacted}
+		}
+		if err := repo.SetConfig(cfg); err != nil {
+			return "", err
 		}
 	}
 	head, err := repo.Head()

@@ -1,0 +1,107 @@
+package builders
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	gateway "github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/solver/pb"
+	digest "github.com/opencontainers/go-digest"
+	"google.golang.org/protobuf/proto"
+)
+
+// One buildkitd serves every project, and BuildKit shares `RUN
+// --mount=type=cache` by id (default: the target path) across all of its
+// builds. So the Dockerfile frontend runs here, in Slipway, through
+// scopedGateway, which rewrites every cache mount's id in the LLB it
+// solves to one under the build's project: a project reads and writes only
+// its own caches.
+
+// cacheScope is the cache-id prefix of a project.
+func cacheScope(project string) string { return "slipway/" + project + "/" }
+
+// scopedGateway passes a gateway client through, namespacing cache mounts
+// and refusing other frontends (which would make LLB Slipway never sees).
+type scopedGateway struct {
+	gateway.Client
+	prefix string
+}
+
+func (g *scopedGateway) Solve(ctx context.Context, req gateway.SolveRequest) (*gateway.Result, error) {
+	if req.Frontend != "" {
+		return nil, fmt.Errorf("builds cannot run the frontend %q (a `# syntax=` line or BUILDKIT_SYNTAX): Slipway builds with its own Dockerfile frontend, so that caches stay per project", req.Frontend)
+	}
+	if req.Definition != nil {
+		def, err := scopeCacheMounts(req.Definition, g.prefix)
+		if err != nil {
+			return nil, err
+		}
+		req.Definition = def
+	}
+	return g.Client.Solve(ctx, req)
+}
+
+// scopeCacheMounts returns def with every cache mount's id under prefix.
+// Ops are keyed by the digest of their bytes, so a changed op changes its
+// digest, and every op that takes it as input, and the metadata keyed by
+// it, follow.
+func scopeCacheMounts(def *pb.Definition, prefix string) (*pb.Definition, error) {
+	out := &pb.Definition{Metadata: map[string]*pb.OpMetadata{}}
+	renamed := map[string]string{} // old digest → new
+	for _, dt := range def.Def {
+		var op pb.Op
+		if err := proto.Unmarshal(dt, &op); err != nil {
+			return nil, fmt.Errorf("builders: reading LLB: %w", err)
+		}
+		changed := false
+		for _, in := range op.Inputs {
+			if d, ok := renamed[in.Digest]; ok {
+				in.Digest, changed = d, true
+			}
+		}
+		if ex := op.GetExec(); ex != nil {
+			for _, m := range ex.Mounts {
+				if m.MountType != pb.MountType_CACHE {
+					continue
+				}
+				if m.CacheOpt == nil {
+					m.CacheOpt = &pb.CacheOpt{}
+				}
+				id := m.CacheOpt.ID
+				if id == "" {
+					id = m.Dest
+				}
+				m.CacheOpt.ID, changed = prefix+id, true
+			}
+		}
+		old := digest.FromBytes(dt).String()
+		if changed {
+			var err error
+			if dt, err = (proto.MarshalOptions{Deterministic: true}).Marshal(&op); err != nil {
+				return nil, fmt.Errorf("builders: writing LLB: %w", err)
+			}
+			renamed[old] = digest.FromBytes(dt).String()
+		}
+		out.Def = append(out.Def, dt)
+	}
+	key := func(k string) string {
+		if n, ok := renamed[k]; ok {
+			return n
+		}
+		return k
+	}
+	for k, v := range def.Metadata {
+		out.Metadata[key(k)] = v
+	}
+	if def.Source != nil {
+		out.Source = &pb.Source{Infos: def.Source.Infos, Locations: map[string]*pb.Locations{}}
+		for k, v := range def.Source.Locations {
+			out.Source.Locations[key(k)] = v
+		}
+	}
+	if len(out.Def) == 0 && len(def.Def) != 0 {
+		return nil, errors.New("builders: empty LLB")
+	}
+	return out, nil
+}
