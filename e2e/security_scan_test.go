@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -237,4 +238,105 @@ func eventMessages(t *testing.T, c *client.Client, ns string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSecurityScanAdmission: H5's second half, at the node agent. mallory
+// is an editor of the victim project vic, whose policy allows nothing above
+// HIGH, and admin of her own project mal. She runs in vic an image of mal
+// whose ImageScan in mal says "no findings": the node agent must judge the
+// image by the platform's scan of the digest, not by mal's ImageScan.
+func TestSecurityScanAdmission(t *testing.T) {
+	d := dockerDaemon(t)
+	const node = "sec-scan-admit"
+	t.Cleanup(func() { trustRemoveContainers(t, d, node) })
+	ht := htpasswdFile(t, map[string]string{"mallory": "pw-mallory"})
+	s := startTrustServer(t, "--htpasswd", ht, "--docker-host", d.Host(), "--node-name", node, "--container-prefix", node, "--no-proxy")
+	ctx := context.Background()
+	mallory := s.client("mallory", "pw-mallory")
+	if err := mallory.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "mal"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.projects("vic")
+	s.apply("vic", "kind: ImagePolicy\nmetadata: {name: no-critical}\nspec:\n  maxSeverity: HIGH\n")
+	if err := s.admin.Create(ctx, api.RoleBindings, &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "mallory-edit", Namespace: "vic"},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "edit"},
+		Subjects:   []api.Subject{{Kind: api.SubjectUser, Name: "mallory"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// mal lets vic's pods pull from it.
+	if err := mallory.Create(ctx, api.RoleBindings, &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "vic-pulls", Namespace: "mal"},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "image-puller"},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "deployer", Namespace: "vic"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db := s.importDB(writeOSVDir(t, opensslAdvisory()))
+	malAuth := remote.WithAuth(&authn.Basic{Username: "mallory", Password: mallory.Token()})
+	push := func(repoTag string, img v1.Image) string {
+		t.Helper()
+		if err := remote.Write(mustRef(t, s.ref("mal/"+repoTag)), img, malAuth); err != nil {
+			t.Fatal(err)
+		}
+		dg := digestOf(t, img)
+		s.waitScan("mal", dg, "matched with "+db, func(sc *api.ImageScan) bool { return sc.Status.DBVersion == db })
+		return dg
+	}
+	clean := push("app:clean", debianImage(t, "admit-clean", [2]string{"openssl", fixedOpenSSL}))
+	vuln := push("app:vuln", debianImage(t, "admit-vuln", [2]string{"openssl", vulnOpenSSL}))
+	// mallory's forged scan of the vulnerable image: no findings.
+	o, err := s.admin.Get(ctx, api.ImageScans, "mal", vuln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := o.(*api.ImageScan)
+	sc.Status.Findings, sc.Status.Counts = nil, map[string]int{}
+	if err := mallory.UpdateStatus(ctx, api.ImageScans, sc); err != nil {
+		t.Logf("mallory cannot write ImageScan status (%v); the cluster admin forges it for her", err)
+		if err := s.admin.UpdateStatus(ctx, api.ImageScans, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.waitScan("mal", vuln, "forged to no findings", func(sc *api.ImageScan) bool { return len(sc.Status.Findings) == 0 })
+
+	for _, name := range []string{"clean", "forged"} {
+		image := s.ref("mal/app@" + map[string]string{"clean": clean, "forged": vuln}[name])
+		if err := mallory.Create(ctx, api.Pods, &api.Pod{
+			ObjectMeta: api.ObjectMeta{Name: name, Namespace: "vic"},
+			Spec:       api.PodSpec{Containers: []api.Container{{Name: "app", Image: image}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podState := func(name string) (*api.Pod, string) {
+		o, err := s.admin.Get(ctx, api.Pods, "vic", name)
+		if err != nil {
+			return nil, err.Error()
+		}
+		p := o.(*api.Pod)
+		return p, fmt.Sprintf("phase=%s reason=%s message=%q containers=%+v", p.Status.Phase, p.Status.Reason, p.Status.Message, p.Status.ContainerStatuses)
+	}
+	for _, row := range []struct {
+		name, pod string
+		denied    bool
+	}{
+		{"a clean image of mal runs in vic (the pull itself is allowed)", "clean", false},
+		{"H5 the node agent refuses an image whose scan is forged in the image's project", "forged", true},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			trustWait(t, 3*time.Minute, "pod "+row.pod+" runs or is refused", func() (bool, string) {
+				p, st := podState(row.pod)
+				return p != nil && (p.Status.Reason == "PolicyDenied" || p.Status.Phase == api.PodRunning), st
+			})
+			p, st := podState(row.pod)
+			if denied := p.Status.Reason == "PolicyDenied"; denied != row.denied {
+				t.Fatalf("pod %s: %s; want denied=%v", row.pod, st, row.denied)
+			}
+			if row.denied && !strings.Contains(p.Status.Message, "CRITICAL DSA-9001-1") {
+				t.Errorf("pod %s refused with %q; want the CRITICAL finding named", row.pod, p.Status.Message)
+			}
+		})
+	}
 }
