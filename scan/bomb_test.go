@@ -104,6 +104,9 @@ func TestHostileMetadataBombs(t *testing.T) {
 		{"M4 names 200 deep", 40, func(i int) *tar.Header {
 			return &tar.Header{Name: strings.Repeat("d/", 200) + fmt.Sprint(i), Typeflag: tar.TypeSymlink, Linkname: "x"}
 		}, nil, "directories deep"},
+		{"M4 many long, deep names (the flattening walks every parent of each)", 1000, func(i int) *tar.Header {
+			return &tar.Header{Name: strings.Repeat(strings.Repeat("d", 30)+"/", 127) + fmt.Sprint(i), Typeflag: tar.TypeReg}
+		}, []scan.Option{scan.WithMaxMetadataBytes(8 << 20)}, "too deep to flatten"},
 		{"M4 many legal links over the metadata budget", 2000, func(i int) *tar.Header {
 			return &tar.Header{Name: fmt.Sprintf("m/%d-%s", i, strings.Repeat("n", 3000)), Typeflag: tar.TypeSymlink, Linkname: strings.Repeat("t", 4000)}
 		}, []scan.Option{scan.WithMaxMetadataBytes(4 << 20)}, "exceed"},

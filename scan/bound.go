@@ -35,11 +35,23 @@ const (
 // files with long paths.
 func WithMaxMetadataBytes(n int64) Option { return func(o *options) { o.maxMetaBytes = n } }
 
+// walkFactor sets the second budget of an image, for the work of walking
+// its paths: the flattening looks up every parent directory of every entry,
+// which costs about the name's length times its depth, so a few thousand
+// long, deep names would keep the scanner busy for minutes. Real images
+// (a million files, a few directories deep) stay far below it.
+const walkFactor = 8
+
 // metaBudget is the metadata budget of one image, shared by its layers.
 type metaBudget struct {
-	mu   sync.Mutex
-	left int64
-	max  int64
+	mu       sync.Mutex
+	left     int64
+	max      int64
+	walkLeft int64
+}
+
+func newMetaBudget(max int64) *metaBudget {
+	return &metaBudget{left: max, max: max, walkLeft: max * walkFactor}
 }
 
 // charge checks one tar entry of layer i against the limits.
@@ -50,7 +62,8 @@ func (b *metaBudget) charge(i int, hdr *tar.Header) error {
 	if n := len(hdr.Linkname); n > maxPathBytes {
 		return fmt.Errorf("%w: layer %d: the link target of %q is %d bytes; link targets are at most %d", ErrTooLarge, i, short64(hdr.Name), n, maxPathBytes)
 	}
-	if d := strings.Count(strings.Trim(hdr.Name, "/"), "/") + 1; d > maxPathDepth {
+	d := strings.Count(strings.Trim(hdr.Name, "/"), "/") + 1
+	if d > maxPathDepth {
 		return fmt.Errorf("%w: layer %d: %q is %d directories deep; at most %d", ErrTooLarge, i, short64(hdr.Name), d, maxPathDepth)
 	}
 	b.mu.Lock()
@@ -58,6 +71,10 @@ func (b *metaBudget) charge(i int, hdr *tar.Header) error {
 	b.left -= int64(len(hdr.Name) + len(hdr.Linkname) + entryOverhead)
 	if b.left < 0 {
 		return fmt.Errorf("%w: layer %d: the names and link targets of the image's entries exceed %d bytes", ErrTooLarge, i, b.max)
+	}
+	b.walkLeft -= int64(len(hdr.Name)+entryOverhead) * int64(d)
+	if b.walkLeft < 0 {
+		return fmt.Errorf("%w: layer %d: the image's paths are too many, too long and too deep to flatten (their lengths times their depths exceed %d)", ErrTooLarge, i, b.max*walkFactor)
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ const maxOSReleaseBytes = 64 << 10
 // are kept and mean "inside the image" (see memFS). Nothing is written to
 // disk.
 func flatten(ctx context.Context, img v1.Image, exts []filesystem.Extractor, o options) (*memFS, error) {
-	rc := mutate.Extract(boundedImage{Image: img, b: &metaBudget{left: o.maxMetaBytes, max: o.maxMetaBytes}})
+	rc := mutate.Extract(boundedImage{Image: img, b: newMetaBudget(o.maxMetaBytes)})
 	defer rc.Close() // stops the extracting goroutine if we return early
 	cr := &countingReader{ctx: ctx, r: rc, max: o.maxImageBytes}
 	tr := tar.NewReader(cr)
