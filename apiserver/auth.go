@@ -2,8 +2,10 @@ package apiserver
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"slipway.dev/slipway/api"
@@ -29,8 +31,16 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setUser(r, user)
-	secret, tok, err := s.authn.Login(r.Context(), user, pass)
+	ctx := r.Context()
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		ctx = identity.WithClientAddr(ctx, host) // failed logins are throttled per client too
+	}
+	secret, tok, err := s.authn.Login(ctx, user, pass)
 	if err != nil {
+		var te *identity.ThrottledError
+		if errors.As(err, &te) {
+			w.Header().Set("Retry-After", strconv.Itoa(te.RetryAfterSeconds()))
+		}
 		if errors.Is(err, identity.ErrBadPassword) {
 			writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "wrong user name or password"))
 			return
