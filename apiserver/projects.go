@@ -89,8 +89,37 @@ func (s *Server) deleteProject(ctx context.Context, name string) (api.Object, er
 
 // finalizeProject deletes every namespaced object of a terminating project,
 // the tokens of its service accounts, and then the project. It is
-// idempotent.
+// idempotent, and leaves alone a project of the same name made after the
+// deletion finished (the finalizer's queue holds names, not objects).
 func (s *Server) finalizeProject(ctx context.Context, name string) error {
+	o, err := s.store.Get(ctx, api.Projects, "", name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Finished already, by the other path; wait for the caches below.
+	case err != nil:
+		return err
+	case o.GetObjectMeta().DeletionTimestamp == nil:
+		return nil
+	default:
+		if err := s.deleteContents(ctx, name); err != nil {
+			return err
+		}
+	}
+	// Whoever finished the deletion (this call or the finalizer), answer
+	// only once this server's caches no longer hold anything of the
+	// project, so the next request sees it gone.
+	s.waitUntil(ctx, func() bool {
+		_, has := s.informers[api.Projects].Get("", name)
+		return !has && len(s.informers[api.RoleBindings].List(name)) == 0 &&
+			len(s.informers[api.ServiceAccounts].List(name)) == 0
+	})
+	return nil
+}
+
+// deleteContents deletes a terminating project's objects, its service
+// accounts' tokens and the project. Nobody can make the project again
+// until the last step, so nothing new is lost.
+func (s *Server) deleteContents(ctx context.Context, name string) error {
 	for _, r := range api.Resources() {
 		if !r.Namespaced {
 			continue
@@ -113,14 +142,6 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	// Whoever finished the deletion (this call or the finalizer), answer
-	// only once this server's caches no longer hold anything of the
-	// project, so the next request sees it gone.
-	s.waitUntil(ctx, func() bool {
-		_, has := s.informers[api.Projects].Get("", name)
-		return !has && len(s.informers[api.RoleBindings].List(name)) == 0 &&
-			len(s.informers[api.ServiceAccounts].List(name)) == 0
-	})
 	return nil
 }
 
