@@ -479,6 +479,8 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		return nil
 	case *api.Endpoints:
 		return s.admitEndpoints(ctx, u, o)
+	case *api.Service:
+		return s.admitService(ctx, u, o)
 	case *api.Role:
 		grant = o.Rules
 	case *api.ClusterRole:

@@ -245,3 +245,42 @@ func (s *Server) podIPs(ctx context.Context, ns string) (map[string]bool, error)
 	}
 	return ips, nil
 }
+
+// admitService keeps spec.clusterIP the allocator's (L9): every node's
+// proxy listens on it, so a chosen address could duplicate another
+// project's and take its traffic after a proxy restart. A write that
+// leaves clusterIP out keeps the assigned one; changing an assigned one
+// is refused. Only a cluster admin may choose one, and not one in use.
+func (s *Server) admitService(ctx context.Context, u identity.Info, svc *api.Service) error {
+	cur := ""
+	if o, err := s.store.Get(ctx, api.Services, svc.Namespace, svc.Name); err == nil {
+		cur = o.(*api.Service).Spec.ClusterIP
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	want := svc.Spec.ClusterIP
+	switch {
+	case cur != "" && want == "":
+		svc.Spec.ClusterIP = cur
+		return nil
+	case want == cur, want == "", want == "None" && cur == "":
+		return nil
+	case cur != "":
+		return badField("spec.clusterIP", "service %s has cluster IP %s, assigned by the server; it cannot change: leave spec.clusterIP out, or delete and re-create the service for a new address", svc.Name, cur)
+	case !s.clusterWide(u, rbac.Attributes{Verb: "create", Resource: "services"}):
+		return badField("spec.clusterIP", "the server assigns cluster IPs from the service range; leave spec.clusterIP out (or set \"None\" for no address)")
+	}
+	if net.ParseIP(want) == nil {
+		return badField("spec.clusterIP", "%q is not an IP address", want)
+	}
+	items, _, err := s.store.List(ctx, api.Services, "", store.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, o := range items {
+		if other := o.(*api.Service); other.Spec.ClusterIP == want && (other.Namespace != svc.Namespace || other.Name != svc.Name) {
+			return badField("spec.clusterIP", "cluster IP %s is taken by service %s/%s; leave spec.clusterIP out to get a free one", want, other.Namespace, other.Name)
+		}
+	}
+	return nil
+}

@@ -362,6 +362,48 @@ func TestSecurityTenancy(t *testing.T) {
 				}
 			}
 		}},
+		{"L9 editor takes another project's service cluster IP", func(t *testing.T) {
+			if err := x.victim.Create(ctx, api.Services, &api.Service{ObjectMeta: api.ObjectMeta{Name: "db", Namespace: "vic"}, Spec: api.ServiceSpec{Selector: map[string]string{"app": "db"}, Ports: []api.ServicePort{{Port: 5432}}}}); err != nil {
+				t.Fatal(err)
+			}
+			var vip string
+			trustWait(t, time.Minute, "vic/db gets a cluster IP", func() (bool, string) {
+				o, err := s.admin.Get(ctx, api.Services, "vic", "db")
+				if err != nil {
+					return false, err.Error()
+				}
+				vip = o.(*api.Service).Spec.ClusterIP
+				return vip != "", fmt.Sprintf("%+v", o.(*api.Service).Spec)
+			})
+			err := x.bob.Create(ctx, api.Services, &api.Service{ObjectMeta: api.ObjectMeta{Name: "db", Namespace: "prod"}, Spec: api.ServiceSpec{ClusterIP: vip, Ports: []api.ServicePort{{Port: 5432}}}})
+			forbidden(t, "bob creates a service on vic/db's cluster IP "+vip, err, http.StatusBadRequest)
+			if err := x.bob.Create(ctx, api.Services, &api.Service{ObjectMeta: api.ObjectMeta{Name: "db2", Namespace: "prod"}, Spec: api.ServiceSpec{Ports: []api.ServicePort{{Port: 5432}}}}); err != nil {
+				t.Fatal(err)
+			}
+			var mine *api.Service
+			trustWait(t, time.Minute, "prod/db2 gets a cluster IP", func() (bool, string) {
+				o, err := x.bob.Get(ctx, api.Services, "prod", "db2")
+				if err != nil {
+					return false, err.Error()
+				}
+				mine = o.(*api.Service)
+				return mine.Spec.ClusterIP != "", fmt.Sprintf("%+v", mine.Spec)
+			})
+			own := mine.Spec.ClusterIP
+			mine.Spec.ClusterIP = vip
+			forbidden(t, "bob moves prod/db2 onto vic/db's cluster IP", x.bob.Update(ctx, api.Services, mine), http.StatusBadRequest)
+			// Leaving clusterIP out (as a manifest does) keeps the assigned one.
+			o, _ := x.bob.Get(ctx, api.Services, "prod", "db2")
+			mine = o.(*api.Service)
+			mine.Spec.ClusterIP = ""
+			mine.Spec.Ports[0].Port = 5433
+			if err := x.bob.Update(ctx, api.Services, mine); err != nil {
+				t.Fatalf("bob updates prod/db2 without a clusterIP: %v", err)
+			}
+			if o, _ := s.admin.Get(ctx, api.Services, "prod", "db2"); o.(*api.Service).Spec.ClusterIP != own {
+				t.Errorf("prod/db2's cluster IP after an update without one: %q, want %s", o.(*api.Service).Spec.ClusterIP, own)
+			}
+		}},
 		{"C3 editor writes endpoints of a service with a selector", func(t *testing.T) {
 			if err := x.bob.Create(ctx, api.Services, &api.Service{ObjectMeta: api.ObjectMeta{Name: "sel", Namespace: "prod"}, Spec: api.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []api.ServicePort{{Port: 80}}}}); err != nil {
 				t.Fatal(err)
