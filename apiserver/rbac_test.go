@@ -521,6 +521,10 @@ func (s *suite) testStatusMatrix(t *testing.T) {
 			"strategy": map[string]any{"type": "Docker", "dockerStrategy": map[string]any{}},
 			"output":   map[string]any{"to": map[string]any{"kind": "ImageStreamTag", "name": "st:latest"}}}},
 		"promotions": map[string]any{"metadata": map[string]any{"name": "st"}, "spec": map[string]any{"pipeline": "none", "to": "prod"}},
+		"builds": map[string]any{"metadata": map[string]any{"name": "st"}, "spec": map[string]any{
+			"source":   map[string]any{"dockerfile": "FROM scratch\n"},
+			"strategy": map[string]any{"type": "Docker", "dockerStrategy": map[string]any{}},
+			"output":   map[string]any{"to": map[string]any{"kind": "ImageStreamTag", "name": "st:latest"}}}},
 	}
 	// forge is a status change that only the platform may make.
 	forge := map[string]map[string]any{
@@ -529,9 +533,10 @@ func (s *suite) testStatusMatrix(t *testing.T) {
 		"imagestreams":           {"dockerImageRepository": "evil.example/x"},
 		"buildconfigs":           {"lastVersion": 0, "lastTriggeredImage": "sha256:" + strings.Repeat("1", 64)},
 		"promotions":             {"phase": "Complete"},
+		"builds":                 {"phase": "Complete", "outputDigest": "sha256:" + strings.Repeat("2", 64)},
 	}
 	// userWritable are the status subresources edit and admin may write.
-	userWritable := map[string]bool{"imagestreams": true, "buildconfigs": true}
+	userWritable := map[string]bool{"imagestreams": true, "buildconfigs": true, "builds": true}
 	for res, body := range fixtures {
 		mustCode(t, "fixture "+res, admin.post(t, nsPath("pa", res), body), http.StatusCreated)
 	}
@@ -583,4 +588,25 @@ func (s *suite) testStatusMatrix(t *testing.T) {
 			})
 		}
 	}
+	t.Run("editor cancels a build", func(t *testing.T) {
+		// cancel-build's write; the build controller may write too, so a
+		// conflict is read again.
+		for attempt := 0; ; attempt++ {
+			r := admin.get(t, nsPath("pa", "builds", "st"))
+			var b map[string]any
+			mustDecode(t, r, &b)
+			st, _ := b["status"].(map[string]any)
+			if st == nil {
+				st = map[string]any{}
+			}
+			st["cancelled"] = true
+			b["status"] = st
+			r = s.as("carol").put(t, nsPath("pa", "builds", "st", "status"), b)
+			if r.Code == http.StatusConflict && attempt < 10 {
+				continue
+			}
+			checkCode(t, "carol sets builds/st/status cancelled", r, http.StatusOK)
+			return
+		}
+	})
 }
