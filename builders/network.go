@@ -99,6 +99,9 @@ func (d *Daemon) setupNetwork() (*buildNet, error) {
 	for _, tool := range n.families() {
 		removeStaleRules(tool)
 	}
+	if v, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil || strings.TrimSpace(string(v)) != "1" {
+		slog.Warn("build steps can reach each other on the build bridge: load br_netfilter and set net.bridge.bridge-nf-call-iptables=1 so that the firewall sees bridged traffic")
+	}
 	if err := n.install(); err != nil {
 		n.teardown()
 		return nil, err
@@ -273,6 +276,12 @@ func (n *buildNet) rules(v6 bool) (chains [][2]string, jumps, body [][]string) {
 		append(append([]string{"-t", "filter", "INPUT", "-i", n.Bridge}, owner...), "-j", n.chain),
 	}
 	body = [][]string{{"-t", "raw", "-A", n.chain, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DROP"}}
+	if !v6 {
+		// Steps of other builds, other projects' included, share the
+		// bridge: with br_netfilter, frames bridged between them pass
+		// here too, and are dropped.
+		body = append(body, []string{"-t", "raw", "-A", n.chain, "-d", n.Subnet, "-j", "DROP"})
+	}
 	for _, c := range n.deny {
 		ip, _, _ := net.ParseCIDR(c)
 		if (ip.To4() == nil) == v6 {

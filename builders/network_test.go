@@ -1,6 +1,7 @@
 package builders
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ func TestBuildNetRules(t *testing.T) {
 		"-t raw -A SLIPWAY-BUILD-abc123 -m addrtype --dst-type LOCAL -j DROP",
 		"-t raw -A SLIPWAY-BUILD-abc123 -d 169.254.0.0/16 -j DROP",
 		"-t raw -A SLIPWAY-BUILD-abc123 -d 10.0.0.0/24 -j DROP",
+		"-t raw -A SLIPWAY-BUILD-abc123 -d 10.217.9.0/24 -j DROP",
 		"-t filter -A SLIPWAY-BUILD-abc123 -j DROP",
 	} {
 		if !strings.Contains(got, want) {
@@ -34,7 +36,7 @@ func TestBuildNetRules(t *testing.T) {
 		t.Errorf("IPv4 rules name an IPv6 range:\n%s", got)
 	}
 	_, _, body6 := n.rules(true)
-	if !strings.Contains(strings.Join(body6[1], " "), "fe80::/10") {
+	if !strings.Contains(strings.Join(body6[1], " "), "fe80::/10") || strings.Contains(fmt.Sprint(body6), "10.217.9.0/24") {
 		t.Errorf("IPv6 rules do not drop link-local: %v", body6)
 	}
 

@@ -201,7 +201,31 @@ func gateway() string {
 	return "0.0.0.0"
 }
 
+// serve: listen on every address for the given seconds and say where.
+func serve(secs string) {
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		fmt.Println("SERVE-FAILED", err)
+		os.Exit(1)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			fmt.Printf("SERVING %s\n", net.JoinHostPort(n.IP.String(), port))
+			break
+		}
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "other-build-reached") }))
+	d, _ := time.ParseDuration(secs + "s")
+	time.Sleep(d)
+}
+
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "serve" {
+		serve(os.Args[2])
+		return
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err == nil {
 		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "self-reached") }))
@@ -368,6 +392,52 @@ func TestSecurityBuild(t *testing.T) {
 				if err == nil {
 					t.Errorf("etcd at %s answered a client without a certificate: %d keys", cfg.Endpoints[0], resp.Count)
 				}
+			}
+		}},
+		{"C2 a build step reaches another project's build step", func(t *testing.T) {
+			prober := proberImage(t)
+			for _, pc := range []struct {
+				c  *client.Client
+				ns string
+			}{{e.victim, "vic"}, {e.mallory, "mal"}} {
+				auth := remote.WithAuth(&authn.Basic{Username: "x", Password: pc.c.Token()})
+				if err := remote.Write(mustRef(t, e.p.registry+"/"+pc.ns+"/prober:1"), prober, auth); err != nil {
+					t.Fatal(err)
+				}
+			}
+			from := api.BuildStrategy{Type: "Docker", DockerStrategy: &api.DockerBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Name: "prober:1"}}}
+			if err := e.build(e.victim, "vic", "serving", api.BuildSpec{Strategy: from,
+				Source: api.BuildSource{Dockerfile: "FROM prober\nRUN [\"/probe\", \"serve\", \"120\"]\n"}}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if o, err := e.admin.Get(ctx, api.Builds, "vic", "serving"); err == nil {
+					b := o.(*api.Build)
+					b.Status.Cancelled = true
+					_ = e.admin.UpdateStatus(ctx, api.Builds, b)
+				}
+			})
+			var addr string
+			waitFor(t, 2*time.Minute, "the victim's build step serves", func() (bool, string) {
+				o, err := e.admin.Get(ctx, api.Builds, "vic", "serving")
+				if err != nil {
+					return false, err.Error()
+				}
+				b := o.(*api.Build)
+				if _, rest, ok := strings.Cut(b.Status.LogTail, "SERVING "); ok {
+					addr, _, _ = strings.Cut(rest, "\n")
+					return true, ""
+				}
+				return false, b.Status.Phase + "\n" + b.Status.LogTail
+			})
+			cmd, _ := json.Marshal([]string{"/probe", "peer=http://" + strings.TrimSpace(addr) + "/"})
+			b := e.mustBuild(t, e.mallory, "mal", "peer", api.BuildSpec{Strategy: from,
+				Source: api.BuildSource{Dockerfile: "FROM prober\nRUN " + string(cmd) + "\n"}})
+			if b.Status.Phase != api.BuildComplete || !strings.Contains(b.Status.LogTail, "PROBE peer ") {
+				t.Fatalf("mallory's probe build = %s/%s %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+			}
+			if strings.Contains(b.Status.LogTail, "PROBE peer REACHED") {
+				t.Errorf("mallory's build step reached the victim's build step at %s:\n%s", addr, b.Status.LogTail)
 			}
 		}},
 		{"M3 a direct Build clones a file:// repository of the server", refused("file://" + e.gitRepo)},
