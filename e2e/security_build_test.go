@@ -440,6 +440,22 @@ func TestSecurityBuild(t *testing.T) {
 				t.Errorf("mallory's build step reached the victim's build step at %s:\n%s", addr, b.Status.LogTail)
 			}
 		}},
+		{"C2 a build step asks for the host network or an insecure sandbox", func(t *testing.T) {
+			probe(t) // pushes mal/prober:1
+			from := api.BuildStrategy{Type: "Docker", DockerStrategy: &api.DockerBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Name: "prober:1"}}}
+			cmd, _ := json.Marshal([]string{"/probe", "loopback=http://127.0.0.1:" + e.hostListenPort + "/"})
+			for i, flag := range []string{"--network=host", "--security=insecure"} {
+				n := fmt.Sprintf("entitled-%d", i)
+				b := e.mustBuild(t, e.mallory, "mal", n, api.BuildSpec{Strategy: from,
+					Source: api.BuildSource{Dockerfile: "FROM prober\nRUN " + flag + " " + string(cmd) + "\n"}})
+				if strings.Contains(b.Status.LogTail, "PROBE loopback REACHED") {
+					t.Errorf("RUN %s reached the host's loopback:\n%s", flag, b.Status.LogTail)
+				}
+				if b.Status.Phase == api.BuildComplete {
+					t.Errorf("RUN %s built; want it refused (no entitlements)\n%s", flag, b.Status.LogTail)
+				}
+			}
+		}},
 		{"M3 a direct Build clones a file:// repository of the server", refused("file://" + e.gitRepo)},
 		{"M3 a direct Build clones over ssh://", refused("ssh://git@127.0.0.1:22/app.git")},
 		{"M3 a direct Build clones over git://", refused("git://127.0.0.1:9418/app.git")},
