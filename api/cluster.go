@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -352,6 +353,28 @@ var (
 	EndpointsResource = Register(&Resource{
 		Name: "endpoints", Kind: "Endpoints", ShortNames: []string{"ep"}, Namespaced: true,
 		New: func() Object { return &Endpoints{} },
+		// Which addresses a writer may name is the API server's
+		// admission (apiserver/tenancy.go); this is only their shape.
+		Validate: func(o Object) FieldErrors {
+			var errs FieldErrors
+			for i, sub := range o.(*Endpoints).Subsets {
+				sp := fieldIndex("subsets", i, "")
+				for j, a := range sub.Addresses {
+					if net.ParseIP(a.IP) == nil {
+						errs.Add(fieldIndex(sp+"addresses", j, "ip"), FieldValueInvalid, "%q is not an IP address", a.IP)
+					}
+				}
+				for j, p := range sub.Ports {
+					if p.Port < 1 || p.Port > 65535 || p.TargetPort < 0 || p.TargetPort > 65535 {
+						errs.Add(fieldIndex(sp+"ports", j, ""), FieldValueInvalid, "ports must be 1-65535")
+					}
+					if p.Protocol != "" && p.Protocol != "TCP" && p.Protocol != "UDP" {
+						errs.Add(fieldIndex(sp+"ports", j, "protocol"), FieldValueInvalid, "must be TCP or UDP")
+					}
+				}
+			}
+			return errs
+		},
 	})
 )
 
