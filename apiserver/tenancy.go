@@ -107,6 +107,10 @@ func (s *Server) admitStatus(ctx context.Context, u identity.Info, info *request
 	if err != nil {
 		return err
 	}
+	if rv := o.GetObjectMeta().ResourceVersion; m.ResourceVersion != "" && m.ResourceVersion != rv {
+		// Judged against what the writer saw, not what came since.
+		return fmt.Errorf("%s %q: the write is for resourceVersion %s but the object is at %s; read it again: %w", res.Kind, m.Name, m.ResourceVersion, rv, store.ErrConflict)
+	}
 	refuse := func(format string, args ...any) error {
 		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s %s: %s; the rest of its status is the platform's to write", res.Kind, m.Name, fmt.Sprintf(format, args...))
 	}
