@@ -46,6 +46,10 @@ type Controller struct {
 	// are scanned.
 	RegistryHost string
 
+	// work is held by a scan and by the removal of a record, so that a
+	// record is never removed under a scan that has just written it.
+	work sync.Mutex
+
 	mu        sync.RWMutex
 	db        *DB
 	dbVersion string
@@ -107,6 +111,8 @@ func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
 		slog.Warn("scan: an image record names another image; not scanned", "project", img.Namespace, "image", img.Name, "reference", img.DockerImageReference)
 		return nil
 	}
+	c.work.Lock()
+	defer c.work.Unlock()
 	// The scan of a digest is the platform's record (ScanRecord), which
 	// only this controller writes: a project's ImageScan is its copy, and
 	// nothing a project's users write is ever read back as a scan. The
@@ -280,6 +286,12 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 	if src == "" {
 		return nil
 	}
+	if c.RegistryHost != "" && !strings.HasPrefix(src, c.RegistryHost+"/"+api.VulnDBProject+"/") {
+		// Only cluster admins can make the vulndb project (its name is
+		// reserved); another project's users could replace or delete
+		// what they hold.
+		return fmt.Errorf("scan: the database %s is not in project %s of the integrated registry; import it with `slipway vulndb import FILE.zip`", src, api.VulnDBProject)
+	}
 	c.mu.RLock()
 	same := c.dbVersion == src
 	c.mu.RUnlock()
@@ -319,9 +331,24 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 	if err != nil {
 		return err
 	}
+	imgs, _, err := c.Store.List(ctx, api.Images, "", store.ListOptions{})
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, o := range imgs {
+		live[o.GetObjectMeta().Name] = true
+	}
 	n := 0
 	for _, o := range recs {
 		rec := o.(*api.ScanRecord)
+		if !live[rec.Name] {
+			// No project holds the digest any more.
+			if err := c.dropRecord(ctx, rec.Name); err != nil {
+				return err
+			}
+			continue
+		}
 		if rec.Status.Phase != PhaseScanned || rec.Status.SBOMDigest == "" || rec.Repository == "" {
 			continue
 		}
@@ -362,6 +389,23 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 		n++
 	}
 	slog.Info("scan: database loaded; stored SBOMs matched again", "version", version, "advisories", db.Len(), "sboms", n, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// dropRecord removes the record of a digest no Image holds. An Image made
+// since the list was read is in the cache by the time it is scanned, and
+// one made after this check is scanned afresh.
+func (c *Controller) dropRecord(ctx context.Context, digest string) error {
+	c.work.Lock()
+	defer c.work.Unlock()
+	for _, o := range c.images.List("") {
+		if o.GetObjectMeta().Name == digest {
+			return nil
+		}
+	}
+	if _, err := c.Store.Delete(ctx, api.ScanRecords, "", digest, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	return nil
 }
 
