@@ -131,63 +131,15 @@ func TestSecurityNode(t *testing.T) {
 		}},
 
 		{"C3 an Endpoints written by hand points a service at the host's loopback", func(t *testing.T) {
-			// What only the host reaches: etcd, the agent, the registry.
-			var hits atomic.Int64
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				hits.Add(1)
-				fmt.Fprint(w, "host-only secret")
-			})}
-			go srv.Serve(ln)
-			t.Cleanup(func() { srv.Close() })
-			port := int32(ln.Addr().(*net.TCPAddr).Port)
-
-			svc := &api.Service{
-				ObjectMeta: api.ObjectMeta{Name: "steal", Namespace: "mal"},
-				Spec:       api.ServiceSpec{Ports: []api.ServicePort{{Name: "http", Port: 80, TargetPort: port}}},
-			}
-			if err := mal.Create(ctx, api.Services, svc); err != nil {
-				t.Fatal(err)
-			}
-			subsets := []api.EndpointSubset{{Addresses: []api.EndpointAddress{{IP: "127.0.0.1"}}, Ports: []api.ServicePort{{Name: "http", Port: port}}}}
-			var werr error
-			if o, err := mal.Get(ctx, api.EndpointsResource, "mal", "steal"); err == nil {
-				ep := o.(*api.Endpoints)
-				ep.Subsets = subsets
-				werr = mal.Update(ctx, api.EndpointsResource, ep)
-			} else {
-				werr = mal.Create(ctx, api.EndpointsResource, &api.Endpoints{ObjectMeta: api.ObjectMeta{Name: "steal", Namespace: "mal"}, Subsets: subsets})
-			}
-			if werr != nil {
-				t.Logf("the API refused the Endpoints (also fine; the proxy is checked by cluster/proxy's tests): %v", werr)
-				return
-			}
-			var ip string
-			waitFor(t, 30*time.Second, "service steal gets a cluster IP", func() (bool, string) {
-				o, err := mal.Get(ctx, api.Services, "mal", "steal")
-				if err != nil {
-					return false, err.Error()
-				}
-				ip = o.(*api.Service).Spec.ClusterIP
-				return ip != "", "no cluster IP yet"
-			})
-			url := "http://" + net.JoinHostPort(ip, "80") + "/"
-			// The proxy took the connection and refused the endpoint: its
-			// log says so. Until then, nothing must answer.
-			waitFor(t, time.Minute, "the proxy refuses the loopback endpoint of mal/steal", func() (bool, string) {
-				body, err := get(url, 2*time.Second)
-				if err == nil {
-					t.Fatalf("GET %s = %q: the proxy relayed a cluster IP to the host's loopback", url, body)
-				}
-				log := c.p.out.String()
-				return strings.Contains(log, "endpoint refused") && strings.Contains(log, "mal/steal"), err.Error()
-			})
-			if n := hits.Load(); n != 0 {
-				t.Errorf("the host's loopback listener got %d requests through the proxy, want 0", n)
-			}
+			stealThroughProxy(t, c, mal, "mal", "steal-lo", "127.0.0.1")
+		}},
+		{"C3 an Endpoints written by hand points a service at the node's own address", func(t *testing.T) {
+			stealThroughProxy(t, c, mal, "mal", "steal-host", nodeAddress(t))
+		}},
+		// The API lets a cluster admin name outside addresses; the proxy
+		// still never dials the node's own.
+		{"C3 a cluster admin's outside Endpoints name the node's own address", func(t *testing.T) {
+			stealThroughProxy(t, c, c.admin, c.ns, "steal-admin", nodeAddress(t))
 		}},
 
 		{"C3 a service-range address with no service is refused on the host, not routed out", func(t *testing.T) {
@@ -222,6 +174,99 @@ func TestSecurityNode(t *testing.T) {
 	} {
 		t.Run(tc.name, tc.run)
 	}
+}
+
+// stealThroughProxy is the C3 attack: a Service of project ns without a
+// selector, and its Endpoints written by hand to ip, where a listener of
+// the host (all addresses: what only the host reaches, such as etcd or
+// the agent) answers. The API may refuse the Endpoints; if it takes them,
+// the proxy must refuse to dial them, and say so in its log.
+func stealThroughProxy(t *testing.T, c *cluster, mal *client.Client, ns, name, ip string) {
+	ctx := context.Background()
+	var hits atomic.Int64
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprint(w, "host-only secret")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	port := int32(ln.Addr().(*net.TCPAddr).Port)
+
+	svc := &api.Service{
+		ObjectMeta: api.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       api.ServiceSpec{Ports: []api.ServicePort{{Name: "http", Port: 80, TargetPort: port}}},
+	}
+	if err := mal.Create(ctx, api.Services, svc); err != nil {
+		t.Fatal(err)
+	}
+	subsets := []api.EndpointSubset{{Addresses: []api.EndpointAddress{{IP: ip}}, Ports: []api.ServicePort{{Name: "http", Port: port}}}}
+	// The endpoints controller may create the object meanwhile: a
+	// conflict is retried, anything else is the API's answer.
+	var werr error
+	for range 5 {
+		if o, err := mal.Get(ctx, api.EndpointsResource, ns, name); err == nil {
+			ep := o.(*api.Endpoints)
+			ep.Subsets = subsets
+			werr = mal.Update(ctx, api.EndpointsResource, ep)
+		} else {
+			werr = mal.Create(ctx, api.EndpointsResource, &api.Endpoints{ObjectMeta: api.ObjectMeta{Name: name, Namespace: ns}, Subsets: subsets})
+		}
+		if st, ok := api.StatusFor(werr); !ok || st.Code != http.StatusConflict {
+			break
+		}
+	}
+	if werr != nil {
+		t.Logf("the API refused the Endpoints (also fine; the proxy is checked by cluster/proxy's tests): %v", werr)
+		return
+	}
+	var clusterIP string
+	waitFor(t, 30*time.Second, "service "+name+" gets a cluster IP", func() (bool, string) {
+		o, err := mal.Get(ctx, api.Services, ns, name)
+		if err != nil {
+			return false, err.Error()
+		}
+		clusterIP = o.(*api.Service).Spec.ClusterIP
+		return clusterIP != "", "no cluster IP yet"
+	})
+	url := "http://" + net.JoinHostPort(clusterIP, "80") + "/"
+	// The proxy took the connection and refused the endpoint: its log
+	// says so. Until then, nothing must answer.
+	waitFor(t, time.Minute, "the proxy refuses endpoint "+ip+" of "+ns+"/"+name, func() (bool, string) {
+		body, err := get(url, 2*time.Second)
+		if err == nil {
+			t.Fatalf("GET %s = %q: the proxy relayed a cluster IP to %s, an address of the host", url, body, ip)
+		}
+		log := c.p.out.String()
+		return strings.Contains(log, "endpoint refused") && strings.Contains(log, ns+"/"+name), err.Error()
+	})
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the host's listener got %d requests through the proxy, want 0", n)
+	}
+	t.Logf("the API took the Endpoints %s/%s (%s); the proxy refused to dial them", ns, name, ip)
+}
+
+// nodeAddress is an IPv4 address of this host other than loopback and
+// link-local: the node's own address.
+func nodeAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			ip, _ := netip.AddrFromSlice(n.IP)
+			if ip = ip.Unmap(); ip.Is4() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !strings.HasPrefix(ip.String(), "10.43.") {
+				return ip.String()
+			}
+		}
+	}
+	t.Skip("this host has no IPv4 address but loopback and cluster IPs")
+	return ""
 }
 
 // securityClient logs an htpasswd user in through the Go client.
