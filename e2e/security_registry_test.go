@@ -235,7 +235,7 @@ func TestSecurityRegistry(t *testing.T) {
 				code, _, body := s.reg(http.MethodPut, "/v2/vic/foreign/manifests/x", "admin", s.admin.Token(), []byte(m), map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
 				if code != http.StatusBadRequest || ociCode(body) != "MANIFEST_INVALID" {
 					t.Errorf("PUT a manifest with a %s layer listing internal URLs = %d %s, want 400 MANIFEST_INVALID", mt, code, body)
-				} else if !strings.Contains(body, "foreign") {
+				} else if !strings.Contains(body, "push") {
 					t.Errorf("refusal %s does not say what to do", body)
 				}
 			}

@@ -274,12 +274,15 @@ func (r *Registry) storeRemote(ctx context.Context, repo string, ref name.Refere
 		}
 		refs := make([]v1.Descriptor, 0, len(mf.Layers))
 		for _, l := range mf.Layers {
-			refs = append(refs, v1.Descriptor{Digest: digest.Digest(l.Digest.String()), URLs: l.URLs})
+			refs = append(refs, v1.Descriptor{Digest: digest.Digest(l.Digest.String()), MediaType: string(l.MediaType), URLs: l.URLs})
 		}
 		if err := checkForeign(refs); err != nil {
 			return err
 		}
 		for i, l := range layers {
+			if len(mf.Layers[i].URLs) > 0 {
+				continue // non-distributable: not ours to copy
+			}
 			d, err := l.Digest()
 			if err != nil {
 				return err

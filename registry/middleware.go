@@ -134,19 +134,6 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	return dgst, nil
 }
 
-// checkForeign refuses descriptors with foreign URLs (non-distributable
-// layers). Whoever later reads the image from here (the scanner, a node,
-// a client) would fetch those URLs, so accepting one lets any pusher point
-// the platform at internal addresses.
-func checkForeign(refs []v1.Descriptor) error {
-	for _, d := range refs {
-		if len(d.URLs) > 0 {
-			return errcode.ErrorCodeManifestInvalid.WithMessage(fmt.Sprintf("layer %s lists foreign URLs (%s); this registry does not accept foreign or non-distributable layers: push the layer's content instead (for Docker, allow-nondistributable-artifacts for this registry)", d.Digest, trunc(d.URLs[0])))
-		}
-	}
-	return nil
-}
-
 // checkChildren requires every manifest an index lists to exist in this
 // repository. distribution's own check is off because it cannot see
 // children pushed by sha512 digest; this one translates them.

@@ -197,9 +197,9 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	dc.HTTP.RelativeURLs = true
 	dc.HTTP.Headers = http.Header{"X-Content-Type-Options": {"nosniff"}}
 	// Non-distributable layers point at foreign URLs, which readers of
-	// the image would fetch from inside the platform: refuse them all
-	// (checkForeign says why before distribution does).
-	dc.Validation.Manifests.URLs.Deny = []string{`.*`}
+	// the image fetch from inside the platform; checkForeign (foreign.go)
+	// decides which, before distribution sees them.
+	dc.Validation.Manifests.URLs.Allow = []string{`^https://`}
 	// Index children are checked by the middleware, which also finds
 	// children pushed by sha512 digest.
 	dc.Validation.Manifests.Indexes.Platforms = "none"

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -101,3 +102,30 @@ func TestKeyReloadOnUnknownKid(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// L7: the platform's readers fetch only from the registry itself.
+func TestRegistryOnlyTransport(t *testing.T) {
+	var hit []string
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		hit = append(hit, r.URL.Host)
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
+	})
+	tr := RegistryOnlyTransport("127.0.0.1:5000", base)
+	for _, u := range []string{"http://127.0.0.1:5000/v2/", "https://store.example.com/x", "http://127.0.0.1:2379/version", "http://127.0.0.1/v2/"} {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		resp, err := tr.RoundTrip(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if want := strings.HasPrefix(u, "http://127.0.0.1:5000/"); (err == nil) != want {
+			t.Errorf("RoundTrip(%s) = %v, want allowed %v", u, err, want)
+		}
+	}
+	if len(hit) != 1 {
+		t.Errorf("requests that reached the network: %v, want only the registry", hit)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

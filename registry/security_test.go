@@ -37,19 +37,43 @@ func TestMissingProjectAnswersLikePrivate(t *testing.T) {
 	}
 }
 
-func TestForeignLayerURLsRefused(t *testing.T) {
+func TestForeignLayerURLs(t *testing.T) {
 	h := start(t)
 	h.project(t, "alice", "l7", false)
 	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
 	cd := h.uploadBlobOK(t, "alice", "l7/app", cfg)
 	layer := h.uploadBlobOK(t, "alice", "l7/app", []byte("layer"))
-	for i, mt := range []string{"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"} {
+	const nd = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+	for i, tc := range []struct {
+		mediaType, url string
+		ok             bool
+	}{
+		{nd, "http://127.0.0.1:2379/version", false},
+		{nd, "https://169.254.169.254/latest/meta-data/", false},
+		{nd, "https://localhost/x", false},
+		{nd, "https://0x7f.1/x", false},
+		{nd, "https://127.1/x", false},
+		{nd, "https://[::ffff:10.0.0.1]/x", false},
+		{nd, "https://metadata.google.internal/x", false},
+		{nd, "https://store.example.com:8443/x", false},
+		{nd, "https://user:pw@store.example.com/x", false},
+		{"application/vnd.oci.image.layer.v1.tar+gzip", "https://store.example.com/x", false},
+		{"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "https://10.0.0.1/x", false},
+		// What the OCI conformance suite pushes.
+		{nd, "https://store.example.com/blobs/sha256/x", true},
+	} {
 		m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},`+
-			`"layers":[{"mediaType":%q,"digest":%q,"size":5,"urls":["http://127.0.0.1:2379/version"]}]}`, ociManifestType, cd, len(cfg), mt, layer)
+			`"layers":[{"mediaType":%q,"digest":%q,"size":5,"urls":[%q]}]}`, ociManifestType, cd, len(cfg), tc.mediaType, layer, tc.url)
 		tag := fmt.Sprintf("t%d", i)
 		r := h.putManifest(t, "alice", "l7/app", tag, ociManifestType, []byte(m))
-		if r.code != http.StatusBadRequest || r.errCode() != "MANIFEST_INVALID" || !strings.Contains(string(r.body), "foreign") {
-			t.Errorf("PUT a manifest with a %s layer with URLs: got %v, want 400 MANIFEST_INVALID saying why", mt, r)
+		if tc.ok {
+			if r.code != http.StatusCreated {
+				t.Errorf("PUT a %s layer with URL %s: got %v, want 201", tc.mediaType, tc.url, r)
+			}
+			continue
+		}
+		if r.code != http.StatusBadRequest || r.errCode() != "MANIFEST_INVALID" || !strings.Contains(string(r.body), "refused") && !strings.Contains(string(r.body), "only non-distributable") {
+			t.Errorf("PUT a %s layer with URL %s: got %v, want 400 MANIFEST_INVALID saying why", tc.mediaType, tc.url, r)
 		}
 		if items := h.history(t, "l7", "app", tag); items != nil {
 			t.Errorf("refused manifest moved tag %s: %+v", tag, items)
