@@ -24,6 +24,7 @@ import (
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/policies"
 	"slipway.dev/slipway/promote"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/scan"
 	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/store"
@@ -227,7 +228,10 @@ func (r scanRegistry) remoteOpts(ctx context.Context, ref string, push bool) ([]
 		return nil, nil, err
 	}
 	done := func() { _, _ = r.t.s.API.Authenticator().Revoke(context.WithoutCancel(ctx), secret) }
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: user, Password: secret})}, done, nil
+	// Only ever the registry itself: a foreign layer's URL is never fetched
+	// from inside the platform (L7).
+	tr := registry.RegistryOnlyTransport(r.t.s.RegistryHost, nil)
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: user, Password: secret}), remote.WithTransport(tr)}, done, nil
 }
 
 func (r scanRegistry) Image(ctx context.Context, ref string) (v1.Image, error) {
