@@ -101,7 +101,11 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	case o.GetObjectMeta().DeletionTimestamp == nil:
 		return nil
 	default:
-		if err := s.deleteContents(ctx, name); err != nil {
+		owner := store.Owner{Resource: api.Projects, Name: name, UID: o.GetObjectMeta().UID}
+		if err := s.deleteContents(ctx, owner); errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+			// Finished by another server, and perhaps made again since:
+			// what the new project holds is not ours to delete.
+		} else if err != nil {
 			return err
 		}
 	}
@@ -117,14 +121,17 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 }
 
 // deleteContents deletes a terminating project's objects, its service
-// accounts' tokens and the project. Nobody can make the project again
-// until the last step, so nothing new is lost.
-func (s *Server) deleteContents(ctx context.Context, name string) error {
+// accounts' tokens and the project. Every delete is guarded by the
+// project's own incarnation (owner): another API server may have finished
+// the deletion and a user made the project again since, and that new
+// project's objects must survive this server's late finalizer.
+func (s *Server) deleteContents(ctx context.Context, owner store.Owner) error {
+	name := owner.Name
 	for _, r := range api.Resources() {
 		if !r.Namespaced {
 			continue
 		}
-		if _, err := s.store.DeleteAll(ctx, r, name); err != nil {
+		if _, err := s.store.DeleteAllOwned(ctx, r, name, owner); err != nil {
 			return fmt.Errorf("deleting %s of project %q: %w", r.Name, name, err)
 		}
 	}
@@ -138,11 +145,7 @@ func (s *Server) deleteContents(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	_, err = s.store.Delete(ctx, api.Projects, "", name, "")
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	return nil
+	return s.store.DeleteOwned(ctx, owner)
 }
 
 // waitUntil polls this server's caches for up to five seconds.

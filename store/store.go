@@ -357,6 +357,83 @@ func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int6
 	return resp.Deleted, nil
 }
 
+// Owner names one incarnation of an object: an operation guarded by it
+// happens only while that very object exists, not another of the same
+// name made since. (etcd keeps a key's create revision for as long as the
+// key lives, so the guard is a compare on it, checked in the same
+// transaction as the operation.)
+type Owner struct {
+	Resource        *api.Resource
+	Namespace, Name string
+	UID             string
+}
+
+// ownerRevision is the create revision of owner's key, if the object
+// there is owner (same UID).
+func (s *Store) ownerRevision(ctx context.Context, o Owner) (string, int64, error) {
+	key := s.Key(o.Resource, o.Namespace, o.Name)
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return "", 0, wrapEtcd(err, o.Resource, o.Name)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, fmt.Errorf("%s %q: %w", o.Resource.Kind, o.Name, ErrNotFound)
+	}
+	cur, err := decode(o.Resource, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	if err != nil {
+		return "", 0, err
+	}
+	if cur.GetObjectMeta().UID != o.UID {
+		return "", 0, fmt.Errorf("%s %q is another object (uid %s) than %s: %w", o.Resource.Kind, o.Name, cur.GetObjectMeta().UID, o.UID, ErrConflict)
+	}
+	return key, resp.Kvs[0].CreateRevision, nil
+}
+
+// DeleteAllOwned is DeleteAll, done only while owner exists (in the same
+// etcd transaction). It fails with ErrNotFound or ErrConflict, and deletes
+// nothing, when owner is gone or was replaced by another object of its
+// name: a project's finalizer never deletes what a project made again
+// under the same name holds.
+func (s *Store) DeleteAllOwned(ctx context.Context, r *api.Resource, ns string, owner Owner) (int64, error) {
+	if !r.Namespaced || ns == "" {
+		return 0, fmt.Errorf("store: DeleteAllOwned needs a namespaced resource and a project: %w", ErrInvalid)
+	}
+	key, rev, err := s.ownerRevision(ctx, owner)
+	if err != nil {
+		return 0, err
+	}
+	txn, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return 0, wrapEtcd(err, r, ns)
+	}
+	if !txn.Succeeded {
+		return 0, fmt.Errorf("%s %q was replaced: %w", owner.Resource.Kind, owner.Name, ErrConflict)
+	}
+	return txn.Responses[0].GetResponseDeleteRange().Deleted, nil
+}
+
+// DeleteOwned deletes owner itself, if it is still that object.
+func (s *Store) DeleteOwned(ctx context.Context, owner Owner) error {
+	key, rev, err := s.ownerRevision(ctx, owner)
+	if err != nil {
+		return err
+	}
+	txn, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return wrapEtcd(err, owner.Resource, owner.Name)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("%s %q was replaced: %w", owner.Resource.Kind, owner.Name, ErrConflict)
+	}
+	return nil
+}
+
 // ListOptions narrow and page a List.
 type ListOptions struct {
 	Selector labels.Selector // nil means everything
