@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBuildNetRules: the rules drop, from the build bridge only, traffic to
@@ -48,5 +49,16 @@ func TestBuildNetRules(t *testing.T) {
 	want := []string{"POSTROUTING", "-s", "10.217.9.2/32", "-m", "comment", "--comment", `name: "buildkit" id: "x"`, "-j", "CNI-0e9a"}
 	if got := splitRule(`POSTROUTING -s 10.217.9.2/32 -m comment --comment "name: \"buildkit\" id: \"x\"" -j CNI-0e9a`); !reflect.DeepEqual(got, want) {
 		t.Errorf("splitRule = %q, want %q", got, want)
+	}
+}
+
+// TestNoFallbackToHostNetwork: without the CNI plugins buildkitd does not
+// start, and builds are told why and what to install.
+func TestNoFallbackToHostNetwork(t *testing.T) {
+	d := &Daemon{Binary: "/nonexistent/buildkitd", Root: t.TempDir(), CNIBinDir: t.TempDir()}
+	d.Run(t.Context()) // returns at once: nothing to isolate builds with
+	_, err := d.Client(t.Context(), 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "cannot be isolated") || !strings.Contains(err.Error(), "containernetworking-plugins") {
+		t.Errorf("Client() = %v, want an error saying builds are off and to install containernetworking-plugins", err)
 	}
 }
