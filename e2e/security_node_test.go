@@ -143,6 +143,14 @@ func TestSecurityNode(t *testing.T) {
 		}},
 
 		{"C3 a service-range address with no service is refused on the host, not routed out", func(t *testing.T) {
+			// A service of the victim's, to learn the range by.
+			if err := c.admin.Create(ctx, api.Services, &api.Service{
+				ObjectMeta: api.ObjectMeta{Name: "vault", Namespace: c.ns},
+				Spec:       api.ServiceSpec{Selector: map[string]string{"app": "vault"}, Ports: []api.ServicePort{{Port: 80}}},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			c.serviceURL("vault")
 			items, _, err := c.admin.List(ctx, api.Services, "", client.ListOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -166,7 +174,10 @@ func TestSecurityNode(t *testing.T) {
 					break
 				}
 			}
-			_, err = net.DialTimeout("tcp", net.JoinHostPort(free, "80"), 10*time.Second)
+			conn, err := net.DialTimeout("tcp", net.JoinHostPort(free, "80"), 10*time.Second)
+			if err == nil {
+				conn.Close()
+			}
 			if !errors.Is(err, syscall.EHOSTUNREACH) {
 				t.Errorf("dial %s:80 (in the service range, no service) = %v, want EHOSTUNREACH from the host's reject route", free, err)
 			}
