@@ -116,15 +116,26 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *reque
 var PlatformServiceAccounts = []string{"builder", "deployer", "promoter", "scanner"}
 
 // mayMintToken refuses a token for a platform account to anyone without a
-// cluster-wide right to mint tokens.
+// cluster-wide right to mint tokens, and a token for any account to
+// someone who does not hold everything the account holds: a token is
+// acting as the account, so an editor must not become a robot an admin
+// granted more, here or in another project.
 func (s *Server) mayMintToken(u identity.Info, project, sa string) error {
-	if !slices.Contains(PlatformServiceAccounts, sa) {
-		return nil
+	if slices.Contains(PlatformServiceAccounts, sa) {
+		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token"}); !ok {
+			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s/%s is a platform account: its tokens carry the platform's rights (pushing builds, moving promoted tags), so only a cluster admin may mint one; make your own service account (slipway create sa NAME) and grant it a role instead", project, sa)
+		}
 	}
-	if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "create", Resource: "serviceaccounts", Subresource: "token"}); ok {
-		return nil
+	name := api.ServiceAccountUser(project, sa)
+	target := identity.Info{Name: name, Groups: []string{identity.GroupAuthenticated, identity.GroupServiceAccounts, identity.GroupServiceAccounts + ":" + project}}
+	if err := s.authz.CheckActAs(u, target); err != nil {
+		why := err.Error()
+		if len(why) > 240 {
+			why = why[:240] + "…"
+		}
+		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "a token for %s would act with permissions %s does not hold (%s); ask someone who holds them, such as the admin who granted them, to mint it", name, u.Name, why)
 	}
-	return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s/%s is a platform account: its tokens carry the platform's rights (pushing builds, moving promoted tags), so only a cluster admin may mint one; make your own service account (slipway create sa NAME) and grant it a role instead", project, sa)
+	return nil
 }
 
 // maxTokenSeconds bounds service-account token lifetimes at ten years.

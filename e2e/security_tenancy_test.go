@@ -270,6 +270,31 @@ func TestSecurityTenancy(t *testing.T) {
 				t.Errorf("cluster-admin mints a token for mal's promoter: %v", err)
 			}
 		}},
+		{"H1 editor mints a token for a service account granted more than the editor holds", func(t *testing.T) {
+			for _, sa := range []string{"robot", "deploybot", "ci2"} {
+				if err := s.admin.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: sa, Namespace: "prod"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			saSubject := func(name string) []api.Subject {
+				return []api.Subject{{Kind: api.SubjectServiceAccount, Name: name, Namespace: "prod"}}
+			}
+			// An admin made robot admin of prod, and victim let deploybot
+			// edit vic.
+			if err := s.admin.Create(ctx, api.RoleBindings, &api.RoleBinding{ObjectMeta: api.ObjectMeta{Name: "robot-admin", Namespace: "prod"}, RoleRef: api.RoleRef{Kind: "ClusterRole", Name: "admin"}, Subjects: saSubject("robot")}); err != nil {
+				t.Fatal(err)
+			}
+			if err := x.victim.Create(ctx, api.RoleBindings, &api.RoleBinding{ObjectMeta: api.ObjectMeta{Name: "prod-deploybot", Namespace: "vic"}, RoleRef: api.RoleRef{Kind: "ClusterRole", Name: "edit"}, Subjects: saSubject("deploybot")}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := x.bob.CreateToken(ctx, "prod", "robot", time.Hour)
+			forbidden(t, "bob (edit in prod) mints a token for robot (admin in prod)", err)
+			_, err = x.bob.CreateToken(ctx, "prod", "deploybot", time.Hour)
+			forbidden(t, "bob (edit in prod) mints a token for deploybot (edit in vic)", err)
+			if _, err := x.bob.CreateToken(ctx, "prod", "ci2", time.Hour); err != nil {
+				t.Errorf("bob mints a token for ci2, which holds nothing he lacks: %v", err)
+			}
+		}},
 		{"M7 editor backdates image stream tag history (skips minSoak)", func(t *testing.T) {
 			o, err := x.bob.Get(ctx, api.ImageStreams, "prod", "web")
 			if err != nil {

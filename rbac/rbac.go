@@ -256,3 +256,25 @@ func allIn(names, held []string) bool {
 	}
 	return true
 }
+
+// CheckActAs fails with ErrEscalation unless u holds every permission
+// target holds, cluster-wide and in every project where a binding names
+// target: acting as someone (with a token minted for them) must not give
+// more than u has. Target's groups count, as its tokens would carry them.
+func (a *Authorizer) CheckActAs(u, target identity.Info) error {
+	if err := a.CheckEscalation(u, "", a.RulesFor(target, "")); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, o := range a.RoleBindings.List("") {
+		b := o.(*api.RoleBinding)
+		if seen[b.Namespace] || !matchesSubject(b.Subjects, target, b.Namespace) {
+			continue
+		}
+		seen[b.Namespace] = true
+		if err := a.CheckEscalation(u, b.Namespace, a.RulesFor(target, b.Namespace)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
