@@ -5,6 +5,11 @@
 // (signatures, attestations, SBOMs) travel with it, it is verified again
 // in the target, and the stage's tag moves. Who asked, who approved, when,
 // why and the evidence are recorded on the Promotion.
+//
+// The controller reads and pushes with the platform's rights, so it acts
+// only for the pipeline's owner (api.PipelineOwner, recorded by the API
+// server), and only while the owner holds the promote permission in both
+// stages' projects; an approval counts for the project it was given for.
 package promote
 
 import (
