@@ -69,6 +69,10 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	// server is killed: nothing is left to make the containers again.
 	t.Cleanup(func() { removeContainers(t, d, node) })
 	cidr := fmt.Sprintf("10.43.%d.0/24", 100+serviceRanges.Add(1))
+	// The proxy makes the host refuse the range's addresses that no
+	// service holds (an "unreachable" route, which outlives it, as a
+	// node's should); the test leaves the machine as it found it.
+	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "unreachable", cidr).Run() })
 	args := append([]string{
 		"--docker-host", d.Host(), "--node-name", node, "--container-prefix", node,
 		"--buildkitd", "none", "--service-cidr", cidr,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"syscall"
 	"testing"
@@ -57,6 +58,9 @@ func TestDummyVIPs(t *testing.T) {
 	}
 
 	ctx, st := testContext(t), newStore(t)
+	// The proxy adds a reject route for the range, which outlives it on
+	// a node; the test removes it.
+	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "unreachable", proxy.DefaultServiceCIDR).Run() })
 	startProxy(t, proxy.Config{Store: st, VIPs: d, ServiceCIDR: proxy.DefaultServiceCIDR})
 	a := httpBackend(t, "a")
 	port := freePort(t, "127.0.0.1", "tcp")

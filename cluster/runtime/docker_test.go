@@ -400,8 +400,10 @@ func TestImages(t *testing.T) {
 	if err := r.EnsureImage(ctx, authOnly, auth); err != nil {
 		t.Errorf("EnsureImage(%s) with the right credentials = %v", authOnly, err)
 	}
-	if err := r.EnsureImage(ctx, authOnly, pullAuth(regUser, "wrong")); err != nil {
-		t.Errorf("EnsureImage(%s) of a present image = %v, want nil (no pull)", authOnly, err)
+	// Present on the engine, but wrong credentials: the pull is tried
+	// again (rights are rechecked, as with AlwaysPullImages) and fails.
+	if err := r.EnsureImage(ctx, authOnly, pullAuth(regUser, "wrong")); !errors.Is(err, ErrImagePull) {
+		t.Errorf("EnsureImage(%s) of a present image with wrong credentials = %v, want ErrImagePull (rights rechecked)", authOnly, err)
 	}
 
 	if err := r.EnsureImage(ctx, img, auth); err != nil {
