@@ -170,6 +170,9 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	if cfg.Address == "" {
 		cfg.Address = "127.0.0.1"
 	}
+	for _, w := range node.HostWarnings() {
+		slog.Warn(w, "node", cfg.Name)
+	}
 	if cfg.ContainerPrefix == "" {
 		cfg.ContainerPrefix = "slipway"
 	}
