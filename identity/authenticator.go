@@ -243,9 +243,9 @@ func (a *Authenticator) lookup(ctx context.Context, inf *store.Informer, r *api.
 func (a *Authenticator) Login(ctx context.Context, user, password string) (secret string, tok *api.Token, err error) {
 	// User names are at most 63 characters; longer ones share a bucket
 	// rather than fill memory.
-	keys := []string{"user:" + user[:min(len(user), 64)]}
+	keys := []limitKey{{"user:" + user[:min(len(user), 64)], userLimit}}
 	if c := clientAddr(ctx); c != "" {
-		keys = append(keys, "client:"+c)
+		keys = append(keys, limitKey{"client:" + c, clientLimit})
 	}
 	if err := a.limiter.allow(keys); err != nil {
 		return "", nil, err

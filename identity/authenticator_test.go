@@ -171,7 +171,7 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatal(err)
 	}
 	from := WithClientAddr(ctx, "192.0.2.7")
-	for i := 0; i < loginBurst; i++ {
+	for i := 0; i < int(clientLimit.burst); i++ {
 		if _, _, err := a.Login(from, user, "wrong"); !errors.Is(err, ErrBadPassword) {
 			t.Fatalf("failure %d: Login = %v, want ErrBadPassword", i+1, err)
 		}
@@ -179,13 +179,13 @@ func TestLoginThrottle(t *testing.T) {
 	_, _, err := a.Login(from, user, "right")
 	var te *ThrottledError
 	if !errors.As(err, &te) {
-		t.Fatalf("Login after %d failures = %v, want a ThrottledError", loginBurst, err)
+		t.Fatalf("Login after %v failures = %v, want a ThrottledError", clientLimit.burst, err)
 	}
 	if st, ok := api.StatusFor(err); !ok || st.Code != http.StatusTooManyRequests {
 		t.Errorf("throttled login's status = %+v, want 429", st)
 	}
-	if got := te.RetryAfterSeconds(); got != int(loginInterval/time.Second) {
-		t.Errorf("RetryAfterSeconds = %d, want %d", got, int(loginInterval/time.Second))
+	if got := te.RetryAfterSeconds(); got != int(clientLimit.every/time.Second) {
+		t.Errorf("RetryAfterSeconds = %d, want %d", got, int(clientLimit.every/time.Second))
 	}
 	// Another user from the same client is throttled too: the client's
 	// bucket is empty.
@@ -193,9 +193,31 @@ func TestLoginThrottle(t *testing.T) {
 		t.Errorf("another user from the throttled client: %v, want a ThrottledError", err)
 	}
 	// After Retry-After, one more attempt is allowed.
-	c.add(loginInterval)
+	c.add(clientLimit.every)
 	if _, _, err := a.Login(from, user, "right"); err != nil {
 		t.Errorf("Login after waiting Retry-After = %v, want success", err)
+	}
+}
+
+// One guessing address cannot lock a user out for everybody: the user's
+// bucket outlasts any one client's.
+func TestLoginThrottleOneClientNoLockout(t *testing.T) {
+	ctx := storetest.Context(t)
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	a := newAuth(t, Config{Now: c.now})
+	user := "l6b-" + time.Now().Format("150405.000000")
+	if err := a.SetPassword(ctx, user, "right"); err != nil {
+		t.Fatal(err)
+	}
+	guesser := WithClientAddr(ctx, "192.0.2.66")
+	// A steady guesser: every failure its bucket allows, for three minutes.
+	for i := 0; i < 3*60/int(clientLimit.every/time.Second)+int(clientLimit.burst); i++ {
+		if _, _, err := a.Login(guesser, user, "wrong"); errors.As(err, new(*ThrottledError)) {
+			c.add(clientLimit.every)
+		}
+	}
+	if _, _, err := a.Login(WithClientAddr(ctx, "198.51.100.1"), user, "right"); err != nil {
+		t.Errorf("the user's own login from elsewhere during the guessing = %v, want success", err)
 	}
 }
 
@@ -204,7 +226,7 @@ func TestLoginThrottleBounded(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	l := newLoginLimiter(c.now)
 	for i := 0; i < maxBuckets*2; i++ {
-		l.fail([]string{"user:" + string(rune('a'+i%26)) + time.Duration(i).String()})
+		l.fail([]limitKey{{"user:" + time.Duration(i).String(), userLimit}})
 	}
 	if len(l.buckets) > maxBuckets {
 		t.Errorf("buckets = %d, want at most %d", len(l.buckets), maxBuckets)

@@ -16,19 +16,32 @@ import (
 	"slipway.dev/slipway/api"
 )
 
-// Login throttling: each user name and each client address has a bucket of
-// failed attempts that refills at a steady rate. A login whose bucket is
+// Login throttling: each client address and each user name has a bucket
+// of failed attempts that refills at a steady rate. A login whose bucket is
 // empty is answered at once, without spending a bcrypt, so one client can
 // neither guess passwords quickly nor burn the server's CPU. The user
-// bucket bounds guessing spread over many addresses. Its price is that a
-// guesser also slows down the victim's own password logins (not their
-// tokens) while the guessing goes on; a lockout would be worse. Buckets
-// live in one server's memory: each API server throttles on its own.
-const (
-	loginBurst    = 10              // failures allowed at once
-	loginInterval = 6 * time.Second // one more failure allowed this often
-	maxBuckets    = 10000           // distinct names and addresses remembered
+// bucket is larger: it bounds guessing spread over many addresses, and one
+// address alone cannot empty it faster than it refills, so a single
+// guesser cannot lock the victim (or admin) out of password logins; tokens
+// are never affected. Buckets live in one server's memory: each API server
+// throttles on its own.
+type limit struct {
+	burst float64       // failures allowed at once
+	every time.Duration // one more failure allowed this often
+}
+
+var (
+	clientLimit = limit{burst: 10, every: 6 * time.Second} // 10 a minute per address
+	userLimit   = limit{burst: 30, every: 2 * time.Second} // 30 a minute per name
 )
+
+// maxBuckets bounds the names and addresses remembered.
+const maxBuckets = 10000
+
+type limitKey struct {
+	key string
+	limit
+}
 
 // ThrottledError answers a login that came too soon after too many
 // failures. It carries a 429 Status for the API to send, with RetryAfter
@@ -52,6 +65,7 @@ func (e *ThrottledError) RetryAfterSeconds() int {
 type bucket struct {
 	tokens float64
 	at     time.Time
+	limit
 }
 
 type loginLimiter struct {
@@ -64,19 +78,20 @@ func newLoginLimiter(now func() time.Time) *loginLimiter {
 	return &loginLimiter{now: now, buckets: map[string]*bucket{}}
 }
 
-// level refills b up to now and returns it; mu must be held.
-func (l *loginLimiter) level(key string, now time.Time) *bucket {
-	b, ok := l.buckets[key]
+// level refills k's bucket up to now and returns it; mu must be held. An
+// unknown key's bucket is full and not stored.
+func (l *loginLimiter) level(k limitKey, now time.Time) *bucket {
+	b, ok := l.buckets[k.key]
 	if !ok {
-		return &bucket{tokens: loginBurst, at: now}
+		return &bucket{tokens: k.burst, at: now, limit: k.limit}
 	}
-	b.tokens = min(loginBurst, b.tokens+float64(now.Sub(b.at))/float64(loginInterval))
+	b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.at))/float64(b.every))
 	b.at = now
 	return b
 }
 
 // allow refuses with a *ThrottledError when any key's bucket is empty.
-func (l *loginLimiter) allow(keys []string) error {
+func (l *loginLimiter) allow(keys []limitKey) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -84,7 +99,7 @@ func (l *loginLimiter) allow(keys []string) error {
 	for _, k := range keys {
 		b := l.level(k, now)
 		if b.tokens < 1 {
-			wait = max(wait, time.Duration((1-b.tokens)*float64(loginInterval)))
+			wait = max(wait, time.Duration((1-b.tokens)*float64(b.every)))
 		}
 	}
 	if wait == 0 {
@@ -96,14 +111,14 @@ func (l *loginLimiter) allow(keys []string) error {
 }
 
 // fail takes one attempt from each key's bucket.
-func (l *loginLimiter) fail(keys []string) {
+func (l *loginLimiter) fail(keys []limitKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	for _, k := range keys {
 		b := l.level(k, now)
 		b.tokens--
-		l.buckets[k] = b
+		l.buckets[k.key] = b
 	}
 	if len(l.buckets) > maxBuckets {
 		l.prune(now)
@@ -111,11 +126,11 @@ func (l *loginLimiter) fail(keys []string) {
 }
 
 // prune forgets full buckets, which say nothing, and if that is not
-// enough, the fullest ones: a flood of names must not grow memory without
-// bound, and the emptiest buckets are the ones that throttle someone.
+// enough, those not throttling anyone now: a flood of names must not grow
+// memory without bound.
 func (l *loginLimiter) prune(now time.Time) {
-	for k := range l.buckets {
-		if l.level(k, now).tokens >= loginBurst {
+	for k, b := range l.buckets {
+		if l.level(limitKey{key: k, limit: b.limit}, now).tokens >= b.burst {
 			delete(l.buckets, k)
 		}
 	}
