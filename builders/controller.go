@@ -158,9 +158,17 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	c.mu.Lock()
 	if ok, first := c.mayStartLocked(b.Namespace); !ok {
 		c.waiting[key] = true
+		msg := fmt.Sprintf("waiting for a build slot: %d of %d are taken, and a project runs at most %d at once", len(c.running), c.MaxRunning, c.MaxRunningPerProject)
 		c.mu.Unlock()
 		for _, k := range first {
 			c.queue.Add(k)
+		}
+		if b.Status.Message != msg {
+			return c.setStatus(ctx, b, func(s *api.BuildStatus) {
+				if s.Phase == api.BuildPending {
+					s.Message = msg
+				}
+			})
 		}
 		return nil
 	}
@@ -315,7 +323,7 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 			slog.Error("builders: recording a failed build", "build", b.Name, "err", err)
 		}
 	}
-	if err := c.setStatus(parent, b, func(s *api.BuildStatus) { s.Phase, s.StartTimestamp = api.BuildRunning, &now }); err != nil {
+	if err := c.setStatus(parent, b, func(s *api.BuildStatus) { s.Phase, s.StartTimestamp, s.Message = api.BuildRunning, &now, "" }); err != nil {
 		return
 	}
 	logPath := filepath.Join(c.LogDir, b.Namespace, b.Name+".log")

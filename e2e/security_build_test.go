@@ -553,6 +553,17 @@ RUN --mount=type=cache,target=/cache ["/bin/busybox", "sh", "-c", "echo CACHE-SA
 			if b.Status.Phase != api.BuildComplete {
 				t.Errorf("the victim's build = %s/%s %s while mallory's were %s", b.Status.Phase, b.Status.Reason, b.Status.Message, phases())
 			}
+			// Mallory's builds beyond her share wait, and say why.
+			waitFor(t, time.Minute, "a waiting hog says it waits for a slot", func() (bool, string) {
+				for _, n := range hogs {
+					if o, err := e.admin.Get(ctx, api.Builds, "mal", n); err == nil {
+						if st := o.(*api.Build).Status; st.Phase == api.BuildPending && strings.Contains(st.Message, "waiting for a build slot") {
+							return true, ""
+						}
+					}
+				}
+				return false, phases()
+			})
 		}},
 	} {
 		t.Run(row.name, row.run)
