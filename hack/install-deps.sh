@@ -11,10 +11,14 @@ need_go() {
 }
 
 # Debian packages per profile. Later features add to these lists.
-build_pkgs=(ca-certificates git runc)
+# Builds run their RUN steps on BuildKit's CNI bridge, in a network
+# namespace of their own, with iptables rules that keep them off the host:
+# containernetworking-plugins (bridge, host-local, loopback, firewall in
+# /usr/lib/cni) and iptables.
+build_pkgs=(ca-certificates git runc containernetworking-plugins iptables)
 # start runs pods on Docker; the proxy needs iproute2 only for diagnosis.
 start_pkgs=("${build_pkgs[@]}" docker.io iproute2)
-test_pkgs=("${start_pkgs[@]}" skopeo busybox-static iptables)
+test_pkgs=("${start_pkgs[@]}" skopeo busybox-static)
 
 apt_install() {
   local missing=()
