@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
+
+	"slipway.dev/slipway/store/storetest"
 )
 
 // shared holds what tests build once: the Go binary.
@@ -32,7 +34,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	shared = dir
-	code := m.Run()
+	code := storetest.Main(m) // the controller's tests need a store
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
