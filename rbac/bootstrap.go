@@ -62,7 +62,8 @@ func BootstrapRoles() []*api.ClusterRole {
 			statusRead = append(statusRead, r.Name+"/"+StatusSubresource)
 		}
 		switch {
-		case !r.Namespaced || slices.Contains(rbacResources, r.Name):
+		case !r.Namespaced || r.Hidden || slices.Contains(rbacResources, r.Name):
+			// Hidden resources (signing key secrets) are never served.
 		case slices.Contains(trustResources, r.Name):
 			readOnly = append(readOnly, r.Name)
 		case r.Name == "promotions":
