@@ -204,7 +204,13 @@ for run in $(seq 1 "$RUNS"); do
     inside awk -v r="$root/tmp/" 'index($5, r) == 1 {print "mount: " $5}' /proc/self/mountinfo
     inside ip -o link | awk -F': ' '$2 != "lo" && $2 != "tap0" {print "link: " $2}'
     inside ip -o route show table all | grep -v -E 'dev (lo|tap0)( |$)' | sed 's/^/route: /'
-    inside iptables -S FORWARD 2>/dev/null | grep -v '^-P' | sed 's/^/rule: /'
+    # Every table: rules and chains the project made (CNI's own shared
+    # chains, CNI-FORWARD and the like, are the plugins' and stay).
+    for tool in iptables ip6tables; do
+      inside $tool-save 2>/dev/null | grep -E '^(-A|:)' | grep -v -E '^:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ' |
+        grep -v -E '^:CNI-(FORWARD|ADMIN|ISOLATION-STAGE-[12]) |^-A FORWARD .*-j CNI-(FORWARD|ISOLATION-STAGE-1)$|^-A CNI-(FORWARD|ADMIN|ISOLATION-STAGE-[12]) ' |
+        sed "s/^/$tool: /"
+    done
   )
   if [ -n "$left" ]; then
     status=1
