@@ -35,6 +35,12 @@ func (s *Server) Project(ctx context.Context, name string) (*api.Project, error)
 // createProject creates a project and makes its creator the project's admin,
 // as OpenShift's self-provisioner flow does.
 func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Project) error {
+	// Reserved names (vulndb, slipway-*, …) are the platform's: only a
+	// cluster admin, who may delete any project, creates them.
+	clusterAdmin, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "delete", Resource: "projects"})
+	if err := api.CheckProjectName(p.Name, clusterAdmin); err != nil {
+		return err
+	}
 	p.Status = api.ProjectStatus{Phase: api.ProjectActive}
 	p.DeletionTimestamp = nil
 	if err := s.store.Create(ctx, api.Projects, p); err != nil {
