@@ -94,8 +94,10 @@ func decodeStrict(res *api.Resource, data []byte, obj any) error {
 		}
 		return st
 	}
-	if dec.More() {
-		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body holds more than one JSON value; send one object per request")
+	// Only white space may follow the object: More alone misses a stray
+	// "}" or "]".
+	if _, err := dec.Token(); err != io.EOF {
+		return api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "the body holds more than one JSON value, or text after the object; send one object per request")
 	}
 	return nil
 }
