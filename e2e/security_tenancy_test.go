@@ -330,15 +330,22 @@ func TestSecurityTenancy(t *testing.T) {
 			if err := x.bob.Create(ctx, api.BuildConfigs, bc); err != nil {
 				t.Fatalf("create build config: %v", err)
 			}
-			o, _ := x.bob.Get(ctx, api.BuildConfigs, "prod", "web")
-			bc = o.(*api.BuildConfig)
-			bc.Status.LastTriggeredImage = "sha256:" + strings.Repeat("1", 64)
-			forbidden(t, "bob writes buildconfigs/web/status lastTriggeredImage", x.bob.UpdateStatus(ctx, api.BuildConfigs, bc), http.StatusUnprocessableEntity)
+			writeBC := func(change func(*api.BuildConfig)) error {
+				return retryConflict(func() error {
+					o, err := x.bob.Get(ctx, api.BuildConfigs, "prod", "web")
+					if err != nil {
+						return err
+					}
+					bc := o.(*api.BuildConfig)
+					change(bc)
+					return x.bob.UpdateStatus(ctx, api.BuildConfigs, bc)
+				})
+			}
+			forbidden(t, "bob writes buildconfigs/web/status lastTriggeredImage", writeBC(func(bc *api.BuildConfig) {
+				bc.Status.LastTriggeredImage = "sha256:" + strings.Repeat("1", 64)
+			}))
 			// start-build's compare-and-swap of lastVersion still works.
-			o, _ = x.bob.Get(ctx, api.BuildConfigs, "prod", "web")
-			bc = o.(*api.BuildConfig)
-			bc.Status.LastVersion++
-			if err := x.bob.UpdateStatus(ctx, api.BuildConfigs, bc); err != nil {
+			if err := writeBC(func(bc *api.BuildConfig) { bc.Status.LastVersion++ }); err != nil {
 				t.Errorf("bob bumps lastVersion (start-build): %v", err)
 			}
 			rc := &api.ReplicationController{ObjectMeta: api.ObjectMeta{Name: "rc", Namespace: "prod"}, Spec: api.ReplicationControllerSpec{
@@ -348,7 +355,7 @@ func TestSecurityTenancy(t *testing.T) {
 			if err := x.bob.Create(ctx, api.ReplicationControllers, rc); err != nil {
 				t.Fatal(err)
 			}
-			o, _ = x.bob.Get(ctx, api.ReplicationControllers, "prod", "rc")
+			o, _ := x.bob.Get(ctx, api.ReplicationControllers, "prod", "rc")
 			rc = o.(*api.ReplicationController)
 			rc.Status.ReadyReplicas = 5
 			forbidden(t, "bob writes replicationcontrollers/rc/status", x.bob.UpdateStatus(ctx, api.ReplicationControllers, rc))
@@ -459,6 +466,16 @@ func TestSecurityTenancy(t *testing.T) {
 
 // pipelineOwnerAnnotation is api.PipelineOwnerAnnotation.
 const pipelineOwnerAnnotation = "slipway.dev/pipeline-owner"
+
+// retryConflict runs write again while it answers 409: a controller
+// wrote the object between the read and the write.
+func retryConflict(write func() error) error {
+	for attempt := 0; ; attempt++ {
+		if err := write(); !api.IsConflict(err) || attempt == 10 {
+			return err
+		}
+	}
+}
 
 // putEndpoints points the Endpoints of service ns/name at ip as c,
 // creating them if the endpoints controller has not yet.
