@@ -202,7 +202,7 @@ func createCmd() *cobra.Command {
 		Use:   "create -f FILE",
 		Short: "Create resources from files, or a service account or token",
 		Example: `  slipway create -f project.yaml
-  slipway create serviceaccount builder -n myproject
+  slipway create serviceaccount ci-robot -n myproject
   slipway create token builder -n myproject`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -289,7 +289,7 @@ func deleteCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "delete RESOURCE NAME... | -f FILE",
 		Short: "Delete resources; deleting a project deletes everything in it",
-		Example: `  slipway delete serviceaccount builder -n myproject
+		Example: `  slipway delete serviceaccount ci-robot -n myproject
   slipway delete project myproject
   slipway delete -f roles.yaml`,
 		ValidArgsFunction: completeTypes,
