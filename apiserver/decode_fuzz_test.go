@@ -24,7 +24,7 @@ func FuzzDecodeStrict(f *testing.F) {
 		`{"kind":"Project","apiVersion":"v1","metadata":{"name":"p"}}`,
 		`{"metadata":{"name":"s","namespace":"p"},"spec":{"tags":[{"name":"latest","from":{"kind":"DockerImage","name":"x/y:1"}}]}}`,
 		`{"metadata":{"name":"b"},"roleRef":{"kind":"ClusterRole","name":"edit"},"subjects":[{"kind":"User","name":"u"}]}`,
-		`{"metadata":{"name":"p"}} {"metadata":{"name":"q"}}`, `{"metadata":{"name":"p"}} x`,
+		`{"metadata":{"name":"p"}} {"metadata":{"name":"q"}}`, `{"metadata":{"name":"p"}} x`, `{"metadata":{"name":"p"}}]`, `{}}`,
 		`{"metadata":{"name":"p","bogus":1}}`, `{"kind":"Pod"}`, `{"apiVersion":"v2"}`, `[]`, `null`, `"x"`, `{"metadata":null}`,
 		"kind: Project\nmetadata:\n  name: p\n", "a: 1\na: 2\n", "metadata: {name: p}\n---\nmetadata: {name: q}\n", "- 1\n- 2\n",
 		"metadata:\n  name: &a p\n  namespace: *a\n", "? [a]\n: b\n", "{\"metadata\":{\"name\":\"\\ud800\"}}",
