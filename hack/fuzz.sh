@@ -2,7 +2,8 @@
 # Runs every Go fuzz target in the tree for a bounded time each
 # (FUZZTIME, default 10s): `make fuzz`, and CI after `make test`. The seed
 # corpora already run in `make test` as ordinary tests; this searches past
-# them. A crasher is written to the package's testdata/fuzz/FuzzX/ by go
+# them. Minimizing new inputs is off (-fuzzminimizetime=0): on the tar
+# targets it stalls the run at 0 execs/s. A crasher is written to the package's testdata/fuzz/FuzzX/ by go
 # test, which fails the run: commit it with the fix, and it stays a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ while IFS=: read -r file _ line; do
   name=$(sed -E 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/' <<<"$line")
   pkg=$(dirname "$file")
   echo "fuzz: $pkg $name for $FUZZTIME"
-  if ! $GO test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+  if ! $GO test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime=0 "$pkg" >/tmp/fuzz-$$.log 2>&1; then
     status=1
     echo "fuzz: $pkg $name FAILED:"
     tail -30 /tmp/fuzz-$$.log
