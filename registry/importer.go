@@ -305,16 +305,19 @@ func (r *Registry) storeRemote(ctx context.Context, repo string, ref name.Refere
 	if err != nil {
 		return err
 	}
+	img, err := imagestreams.ImageFromManifest(desc.Digest.String(), string(desc.MediaType), desc.Manifest, config)
+	if err != nil {
+		return err
+	}
+	if err := imagestreams.CheckImageMetadata(img); err != nil {
+		return err
+	}
 	got, err := ms.Put(ctx, man)
 	if err != nil {
 		return err
 	}
 	if got.String() != desc.Digest.String() {
 		return fmt.Errorf("stored manifest has digest %s, the source says %s", got, desc.Digest)
-	}
-	img, err := imagestreams.ImageFromManifest(got.String(), string(desc.MediaType), desc.Manifest, config)
-	if err != nil {
-		return err
 	}
 	project, stream, _ := strings.Cut(repo, "/")
 	img.DockerImageReference = r.recorder.Reference(project, stream, got.String())

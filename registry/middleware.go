@@ -97,6 +97,23 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 			}
 		}
 	}
+	// The Image record is made, and its size checked (what it keeps of
+	// the config and annotations lives in etcd), before anything is
+	// stored: a refused push leaves nothing behind.
+	var config []byte
+	for _, d := range man.References() {
+		if imagestreams.IsImageConfig(d.MediaType) && d.Size <= maxConfig {
+			config, _ = m.repo.Repository.Blobs(ctx).Get(ctx, d.Digest)
+			break
+		}
+	}
+	img, err := imagestreams.ImageFromManifest(digest.FromBytes(payload).String(), mediaType, payload, config)
+	if err != nil {
+		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
+	}
+	if err := imagestreams.CheckImageMetadata(img); err != nil {
+		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
+	}
 	if m.repo.reg.cfg.Faults.hit(ctx, "before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
@@ -107,16 +124,12 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	if m.repo.reg.cfg.Faults.hit(ctx, "before-image-record") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before image record")
 	}
-	var config []byte
-	for _, d := range man.References() {
-		if imagestreams.IsImageConfig(d.MediaType) && d.Size <= maxConfig {
-			config, _ = m.repo.Repository.Blobs(ctx).Get(ctx, d.Digest)
-			break
+	if dgst.String() != img.Name {
+		// distribution names a manifest by the canonical digest of its
+		// bytes, as above; should that ever differ, the record follows it.
+		if img, err = imagestreams.ImageFromManifest(dgst.String(), mediaType, payload, config); err != nil {
+			return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
 		}
-	}
-	img, err := imagestreams.ImageFromManifest(dgst.String(), mediaType, payload, config)
-	if err != nil {
-		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
 	}
 	img.DockerImageReference = m.repo.reg.recorder.Reference(m.repo.project, m.repo.stream, dgst.String())
 	if err := m.repo.reg.recorder.RecordImage(ctx, m.repo.project, img); err != nil {
