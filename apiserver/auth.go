@@ -144,3 +144,26 @@ const maxTokenSeconds = 10 * 365 * 24 * 3600
 func decodeStrictAny(kind string, data []byte, v any) error {
 	return decodeStrict(&api.Resource{Kind: kind}, data, v)
 }
+
+// revokeUserTokens answers POST users/NAME/revoke-tokens: every token of
+// that user is deleted, so their sessions end at once without deleting
+// the user. RBAC allows it to whoever may create users/revoke-tokens:
+// cluster admins. It answers how many it revoked, after this server's
+// caches have seen the last deletion, so the next request with any of
+// them is refused.
+func (s *Server) revokeUserTokens(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	if _, err := s.store.Get(r.Context(), api.Users, "", info.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	n, rev, err := s.authn.RevokeUserTokens(r.Context(), info.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if n > 0 {
+		s.waitCache(r.Context(), api.Tokens, rev)
+	}
+	writeJSON(w, http.StatusOK, &api.Status{TypeMeta: api.TypeMeta{APIVersion: "v1", Kind: "Status"}, Status: "Success", Code: http.StatusOK,
+		Message: "revoked " + strconv.Itoa(n) + " token(s) of user " + info.Name})
+}

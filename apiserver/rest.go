@@ -42,6 +42,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		return
 	case res == api.SigningKeys && info.Subresource == "sign" && info.Verb == "create":
 	case res == api.Builds && info.Subresource == "log" && info.Verb == "get":
+	case res == api.Users && info.Subresource == "revoke-tokens" && info.Verb == "create":
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
 		return
@@ -99,6 +100,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case "create":
 		if info.Subresource == "token" {
 			s.createToken(w, r, info)
+			return
+		}
+		if info.Subresource == "revoke-tokens" {
+			s.revokeUserTokens(w, r, info)
 			return
 		}
 		s.create(w, r, info)

@@ -316,6 +316,14 @@ func (c *Client) RegistryHost(ctx context.Context) (string, error) {
 	return v.Registry, nil
 }
 
+// RevokeUserTokens ends every session of user (a user name) by deleting
+// all its tokens, and says how many went. Cluster admins only.
+func (c *Client) RevokeUserTokens(ctx context.Context, user string) (string, error) {
+	var st api.Status
+	err := c.doJSON(ctx, http.MethodPost, "/apis/"+api.Group+"/"+api.Version+"/users/"+url.PathEscape(user)+"/revoke-tokens", nil, struct{}{}, "application/json", &st)
+	return st.Message, err
+}
+
 // WhoAmI returns the caller's user name and groups.
 func (c *Client) WhoAmI(ctx context.Context) (*api.User, error) {
 	var u api.User

@@ -203,3 +203,31 @@ func roleCmd(add bool) *cobra.Command {
 	c.Flags().BoolVar(&group, "group", false, "the subject is a group")
 	return c
 }
+
+// admCmd holds cluster administration verbs.
+func admCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:     "adm",
+		Short:   "Administer the cluster (cluster admins)",
+		Example: "  slipway adm revoke-tokens alice",
+	}
+	c.AddCommand(&cobra.Command{
+		Use:     "revoke-tokens USER",
+		Short:   "End every session of a user: delete all their tokens, without deleting the user",
+		Example: "  slipway adm revoke-tokens alice\n  # alice logs in again with her password to get a new token",
+		Args:    exactArgs(1, "a user name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, _, err := connect()
+			if err != nil {
+				return err
+			}
+			msg, err := cl.RevokeUserTokens(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), msg)
+			return nil
+		},
+	})
+	return c
+}

@@ -53,7 +53,7 @@ Start everything on this machine, then log in:
 		loginCmd(), logoutCmd(), whoamiCmd(),
 		newProjectCmd(), projectCmd(), projectsCmd(),
 		getCmd(), describeCmd(), applyCmd(), createCmd(), deleteCmd(),
-		policyCmd(), apiResourcesCmd(),
+		policyCmd(), admCmd(), apiResourcesCmd(),
 		tagCmd(), rollbackCmd(), importImageCmd(),
 		startBuildCmd(), cancelBuildCmd(), logsCmd(), rebuildCmd(),
 		rolloutCmd(), scaleCmd(), execCmd(),

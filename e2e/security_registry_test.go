@@ -133,6 +133,32 @@ func TestSecurityRegistry(t *testing.T) {
 		name string
 		run  func(t *testing.T, s *secRegistry)
 	}{
+		{"M6 an admin revokes another user's tokens without deleting the user; a user cannot revoke someone else's", func(t *testing.T, s *secRegistry) {
+			victim := s.client("victim", "victimpw")
+			if _, err := mal.RevokeUserTokens(ctx, "victim"); err == nil || !strings.Contains(err.Error(), "forbidden") && !strings.Contains(err.Error(), "cannot") {
+				t.Errorf("mallory revokes victim's tokens: err = %v, want 403", err)
+			}
+			if _, err := victim.WhoAmI(ctx); err != nil {
+				t.Fatalf("victim's token after mallory's attempt: %v, want it still valid", err)
+			}
+			out := s.cli.ok("adm", "revoke-tokens", "victim")
+			if !strings.Contains(out, "revoked") {
+				t.Errorf("slipway adm revoke-tokens victim printed %q", out)
+			}
+			if _, err := victim.WhoAmI(ctx); err == nil {
+				t.Errorf("victim's token works after the admin revoked it")
+			}
+			if code, _, body := s.reg(http.MethodGet, "/v2/", "victim", victim.Token(), nil, nil); code != http.StatusUnauthorized {
+				t.Errorf("registry GET /v2/ with the revoked token = %d %s, want 401", code, body)
+			}
+			if _, err := s.admin.Get(ctx, api.Users, "", "victim"); err != nil {
+				t.Errorf("the user after revoking its tokens: %v, want it kept", err)
+			}
+			if again := s.client("victim", "victimpw"); again.Token() == "" {
+				t.Errorf("victim cannot log in again after the revoke")
+			}
+			s.cli.fails("not found", "adm", "revoke-tokens", "nobody")
+		}},
 		{"M6 a deleted user's login token is refused, and a new user of that name does not revive it", func(t *testing.T, s *secRegistry) {
 			leaver := s.client("leaver", "leaverpw")
 			if _, err := leaver.WhoAmI(ctx); err != nil {
