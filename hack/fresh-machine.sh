@@ -97,14 +97,40 @@ fi
 say "cloning $(git -C "$repo" rev-parse --short HEAD) into /root/slipway"
 git clone -q "$repo" "$root/root/slipway"
 
-# The namespaces: init of the PID namespace is a sleep; when it goes,
-# the kernel ends everything else in there.
-unshare --net --mount --pid --fork --propagation private sleep infinity &
+# The namespaces. Their init (PID 1) mounts what a booted machine has
+# under the new root and then makes it the root of the mount namespace
+# with pivot_root, as a machine's / is: not a chroot. (Under a chroot,
+# runc's exec joins the container's mount namespace but lands in the
+# chroot's root: `docker exec` then runs the root's dash instead of the
+# container's shell, "sh: 1: busybox: not found", and sees the wrong
+# /tmp.) It ends as a sleep; when it goes, the kernel ends everything
+# else in there.
+unshare --net --mount --pid --fork --propagation private /bin/sh -c '
+  set -e
+  root=$1
+  echo 0 >/proc/sys/net/ipv4/ip_forward
+  ip link set lo up
+  mount --bind "$root" "$root"
+  mount -t proc proc "$root/proc"
+  mount -t sysfs sysfs "$root/sys"
+  mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
+  mount --rbind /dev "$root/dev"
+  mount -t tmpfs tmpfs "$root/run"
+  mount -t tmpfs tmpfs "$root/dev/shm"
+  mkdir -p "$root/.oldroot"
+  cd "$root"
+  pivot_root . .oldroot
+  cd /
+  umount -l /.oldroot
+  rmdir /.oldroot
+  exec sleep infinity
+' sh "$root" &
 holder=$!
 nsinit=""
-for _ in $(seq 1 50); do
+for _ in $(seq 1 100); do
   nsinit=$(pgrep -P "$holder" -x sleep || true)
   [ -n "$nsinit" ] && break
+  kill -0 "$holder" 2>/dev/null || break
   sleep 0.1
 done
 [ -n "$nsinit" ] || { echo "fresh-machine: the namespaces did not start" >&2; exit 1; }
@@ -157,27 +183,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM # then cleanup; waits below are interruptible
 
-inside /bin/sh -c '
-  set -e
-  echo 0 >/proc/sys/net/ipv4/ip_forward
-  root=$1
-  # The root a mount point of its own, as / is on a real machine: dockerd
-  # extracts layers in a mount namespace where it remounts / (MS_SLAVE |
-  # MS_REC), which fails with EINVAL on a plain directory.
-  mount --bind "$root" "$root"
-  mount -t proc proc "$root/proc"
-  mount -t sysfs sysfs "$root/sys"
-  mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
-  mount --rbind /dev "$root/dev"
-  mount -t tmpfs tmpfs "$root/run"
-  mount -t tmpfs tmpfs "$root/dev/shm"
-  ip link set lo up
-' sh "$root"
-for _ in $(seq 1 50); do inside ip -4 addr show tap0 2>/dev/null | grep -q inet && break; sleep 0.2; done
-say "inside: ip_forward=$(inside cat /proc/sys/net/ipv4/ip_forward), links: $(inside ip -o link | awk -F': ' '{printf "%s ", $2}')"
+# slirp4netns configures tap0 (10.0.2.100/24) and then says so.
+for _ in $(seq 1 100); do grep -q "sent tapfd" "$WORK/slirp.log" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+say "inside: ip_forward=$(inside cat /proc/sys/net/ipv4/ip_forward), links: $(inside ls /sys/class/net | tr '\n' ' '), root: $(inside ls / | tr '\n' ' ')"
 
 in_root() {
-  inside chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb \
+  inside /usr/bin/env -i HOME=/root TERM=dumb \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin \
     /bin/bash -c "cd /root/slipway && $1"
 }
@@ -201,7 +213,7 @@ for run in $(seq 1 "$RUNS"); do
   # leaves nothing.
   left=$(
     ls -d "$root"/tmp/slipway-* 2>/dev/null | sed 's/^/directory: /'
-    inside awk -v r="$root/tmp/" 'index($5, r) == 1 {print "mount: " $5}' /proc/self/mountinfo
+    inside awk 'index($5, "/tmp/") == 1 {print "mount: " $5}' /proc/self/mountinfo
     inside ip -o link | awk -F': ' '$2 != "lo" && $2 != "tap0" {print "link: " $2}'
     inside ip -o route show table all | grep -v -E 'dev (lo|tap0)( |$)' | sed 's/^/route: /'
     # Every table: rules and chains the project made (CNI's own shared
