@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/storetest"
