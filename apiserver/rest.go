@@ -500,6 +500,8 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		grant = rules
 	case *api.ImageStream:
 		return s.admitSpecTags(ctx, u, ns, o)
+	case *api.DeploymentConfig, *api.BuildConfig, *api.Build:
+		return s.admitImageRefs(ctx, u, ns, o)
 	case *api.ClusterRoleBinding:
 		rules, err := s.authz.ResolveRole(ctx, s.store, o.RoleRef, "")
 		if err != nil {
@@ -585,10 +587,7 @@ func (s *Server) admitSpecTags(ctx context.Context, u identity.Info, ns string, 
 		if t.From.Kind != "ImageStreamTag" && t.From.Kind != "ImageStreamImage" {
 			continue
 		}
-		if p, err := s.Project(ctx, t.From.Namespace); err == nil && p.Spec.Public {
-			continue
-		}
-		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: t.From.Namespace}); !ok {
+		if !s.mayPullFrom(ctx, u, t.From.Namespace) {
 			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "spec tag %q takes its image from project %s, where %s may not pull; ask for image-puller there", t.Name, t.From.Namespace, u.Name)
 		}
 	}
