@@ -496,7 +496,9 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	var baseRef string
 	if from := b.Spec.Strategy.BaseImage(); from != nil {
 		baseRef, err = c.resolveFrom(ctx, b.Namespace, from)
-		if err != nil {
+		if pd := (*pullDeniedError)(nil); errors.As(err, &pd) {
+			return "", "", api.BuildFailed, "ImagePullDenied", err
+		} else if err != nil {
 			return "", "", api.BuildFailed, "InvalidBaseImage", err
 		}
 		if !s2i {
@@ -715,11 +717,30 @@ func (c *Controller) fetchBinary(ctx context.Context, b *api.Build, bin *api.Bin
 	return extractContext(io.LimitReader(resp.Body, MaxContextBytes+1<<20), dir)
 }
 
-// resolveFrom turns the strategy's from into a digest reference.
+// pullDeniedError is a base image in a project the build's project may
+// not pull from.
+type pullDeniedError struct{ msg string }
+
+func (e *pullDeniedError) Error() string { return e.msg }
+
+// resolveFrom turns the strategy's from into a digest reference. A base in
+// another project, as a stream or on the integrated registry, is resolved
+// only while the build's project may pull from there (mayPullFrom).
 func (c *Controller) resolveFrom(ctx context.Context, ns string, from *api.ObjectReference) (string, error) {
 	src := from.Namespace
 	if src == "" {
 		src = ns
+	}
+	if from.Kind == "DockerImage" {
+		src = ns
+		if rest, ok := strings.CutPrefix(from.Name, c.Registry+"/"); ok {
+			src, _, _ = strings.Cut(rest, "/")
+		}
+	}
+	if src != ns {
+		if why := mayPullFrom(ctx, c.Store, c.Authz, ns, src); why != "" {
+			return "", &pullDeniedError{fmt.Sprintf("base image %s of project %s is not resolved: %s", from.Name, src, why)}
+		}
 	}
 	switch from.Kind {
 	case "DockerImage":

@@ -8,9 +8,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
 
@@ -20,8 +23,15 @@ import (
 // from, so a burst of pushes yields one build per digest it sees, the
 // newest wins, and a compare-and-swap on the config means no duplicates
 // even with several controllers.
+//
+// A base tag in another project is followed only while the config's
+// project may pull from there (mayPullFrom); otherwise the trigger does
+// not read the tag and records a Warning event NAME-pull-denied.
 type Triggers struct {
 	Store *store.Store
+	// Authz decides the pull right of a project's builder account.
+	// Without it, base tags of other projects are not followed.
+	Authz Authorizer
 }
 
 // Run reconciles build triggers until ctx ends.
@@ -82,6 +92,11 @@ func (tr *Triggers) reconcile(ctx context.Context, bc *api.BuildConfig) error {
 	}
 	from := baseTag(bc)
 	var digest string
+	if from != nil && from.ns != bc.Namespace {
+		if why := mayPullFrom(ctx, tr.Store, tr.Authz, bc.Namespace, from.ns); why != "" {
+			return tr.denied(ctx, bc, fmt.Sprintf("the ImageChange trigger does not follow %s/%s:%s: %s", from.ns, from.stream, from.tag, why))
+		}
+	}
 	if from != nil {
 		o, err := tr.Store.Get(ctx, api.ImageStreams, from.ns, from.stream)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -102,6 +117,39 @@ func (tr *Triggers) reconcile(ctx context.Context, bc *api.BuildConfig) error {
 		return err
 	}
 	return nil
+}
+
+// denied records, once per config, why its trigger does not follow its
+// base tag.
+func (tr *Triggers) denied(ctx context.Context, bc *api.BuildConfig, msg string) error {
+	ev := &api.Event{
+		ObjectMeta:     api.ObjectMeta{Name: bc.Name + "-pull-denied", Namespace: bc.Namespace},
+		InvolvedObject: api.ObjectReference{Kind: "BuildConfig", Name: bc.Name, Namespace: bc.Namespace},
+		Reason:         "ImagePullDenied", Type: "Warning", Message: msg, Time: time.Now().UTC(),
+	}
+	if err := tr.Store.Create(ctx, api.Events, ev); err != nil && !errors.Is(err, store.ErrExists) {
+		return err
+	}
+	slog.Warn("builders: trigger not followed", "project", bc.Namespace, "buildconfig", bc.Name, "message", msg)
+	return nil
+}
+
+// mayPullFrom says why project ns may not build on images of project
+// from, or "": from is public, or ns's builder account holds get
+// imagestreams/layers there, as the registry decides for its pulls.
+func mayPullFrom(ctx context.Context, s *store.Store, authz Authorizer, ns, from string) string {
+	if o, err := s.Get(ctx, api.Projects, "", from); err == nil && o.(*api.Project).Spec.Public {
+		return ""
+	}
+	who := identity.Info{Name: api.ServiceAccountUser(ns, BuilderServiceAccount), Groups: []string{
+		identity.GroupAuthenticated, identity.GroupServiceAccounts, identity.GroupServiceAccounts + ":" + ns,
+	}}
+	if authz != nil {
+		if ok, _ := authz.Authorize(who, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: from}); ok {
+			return ""
+		}
+	}
+	return fmt.Sprintf("project %s may not pull from project %s; an admin of %s can grant it with `slipway policy add-role-to-user image-puller %s -n %s`", ns, from, from, who.Name, from)
 }
 
 // CauseAnnotation says why a build started.

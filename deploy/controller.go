@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
 
@@ -34,12 +36,25 @@ const (
 	PreviousAnnotation = "slipway.dev/previous-revision"
 )
 
+// Authorizer answers RBAC questions from the server's caches.
+type Authorizer interface {
+	Authorize(u identity.Info, a rbac.Attributes) (bool, string)
+}
+
+// DeployerServiceAccount is the platform account of a project that pulls
+// its pods' images; the controller resolves ImageChange triggers as it.
+const DeployerServiceAccount = "deployer"
+
 // Controller makes revisions and runs their rollouts.
 type Controller struct {
 	Store *store.Store
 	// Registry is host:port of the integrated registry, for the digest
 	// references of resolved images.
 	Registry string
+	// Authz decides whether a project's deployer may pull from the
+	// project another one's trigger follows. Without it such triggers are
+	// not resolved.
+	Authz Authorizer
 	// Poll is how often a running rollout looks at its revisions. Default
 	// 250ms.
 	Poll time.Duration
@@ -127,8 +142,9 @@ func Version(rc *api.ReplicationController) int64 {
 // resolve returns the template with the images the triggers point at. An
 // automatic trigger takes its tag's newest digest; a manual one keeps the
 // image the latest revision runs. ok is false, with why, while a tag has
-// no image yet.
-func (c *Controller) resolve(dc *api.DeploymentConfig, latest *api.ReplicationController) (tpl *api.PodTemplateSpec, why string) {
+// no image yet, or reason ImagePullDenied while a trigger follows a
+// project that the config's own project may not pull from.
+func (c *Controller) resolve(ctx context.Context, dc *api.DeploymentConfig, latest *api.ReplicationController) (tpl *api.PodTemplateSpec, reason, why string) {
 	tpl = deepCopyTemplate(dc.Spec.Template)
 	for _, t := range dc.Spec.Triggers {
 		p := t.ImageChangeParams
@@ -138,13 +154,18 @@ func (c *Controller) resolve(dc *api.DeploymentConfig, latest *api.ReplicationCo
 		var image string
 		if p.Automatic {
 			ns, stream, tag := triggerStream(dc, p)
+			if ns != dc.Namespace {
+				if why := c.mayFollow(ctx, dc.Namespace, ns); why != "" {
+					return nil, "ImagePullDenied", fmt.Sprintf("trigger follows %s/%s:%s: %s", ns, stream, tag, why)
+				}
+			}
 			o, ok := c.streams.Get(ns, stream)
 			if !ok {
-				return nil, fmt.Sprintf("image stream %s/%s does not exist yet; push an image to it", ns, stream)
+				return nil, "WaitingForImage", fmt.Sprintf("image stream %s/%s does not exist yet; push an image to it", ns, stream)
 			}
 			ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
 			if !ok {
-				return nil, fmt.Sprintf("tag %s/%s:%s has no image yet; push one", ns, stream, tag)
+				return nil, "WaitingForImage", fmt.Sprintf("tag %s/%s:%s has no image yet; push one", ns, stream, tag)
 			}
 			image = c.Registry + "/" + ns + "/" + stream + "@" + ev.Image
 		}
@@ -168,7 +189,25 @@ func (c *Controller) resolve(dc *api.DeploymentConfig, latest *api.ReplicationCo
 			}
 		}
 	}
-	return tpl, ""
+	return tpl, "", ""
+}
+
+// mayFollow says why project ns may not take images from project from,
+// or "": from is public, or ns's deployer account may pull there, as the
+// registry and the node decide for its pods.
+func (c *Controller) mayFollow(ctx context.Context, ns, from string) string {
+	if o, err := c.Store.Get(ctx, api.Projects, "", from); err == nil && o.(*api.Project).Spec.Public {
+		return ""
+	}
+	who := identity.Info{Name: api.ServiceAccountUser(ns, DeployerServiceAccount), Groups: []string{
+		identity.GroupAuthenticated, identity.GroupServiceAccounts, identity.GroupServiceAccounts + ":" + ns,
+	}}
+	if c.Authz != nil {
+		if ok, _ := c.Authz.Authorize(who, rbac.Attributes{Verb: "get", Resource: "imagestreams", Subresource: "layers", Namespace: from}); ok {
+			return ""
+		}
+	}
+	return fmt.Sprintf("project %s may not pull from project %s; an admin of %s can grant it with `slipway policy add-role-to-user image-puller %s -n %s`", ns, from, from, who.Name, from)
 }
 
 func contains(list []string, s string) bool {
@@ -205,9 +244,9 @@ func (c *Controller) reconcile(ctx context.Context, dc *api.DeploymentConfig) er
 		latest = revs[len(revs)-1]
 	}
 	if !dc.Spec.Paused {
-		tpl, why := c.resolve(dc, latest)
+		tpl, reason, why := c.resolve(ctx, dc, latest)
 		if tpl == nil {
-			return c.setCondition(ctx, dc, "Progressing", api.ConditionFalse, "WaitingForImage", why)
+			return c.setCondition(ctx, dc, "Progressing", api.ConditionFalse, reason, why)
 		}
 		cause := c.cause(dc, latest, tpl)
 		if cause != "" {

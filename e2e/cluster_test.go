@@ -72,7 +72,7 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	// The proxy makes the host refuse the range's addresses that no
 	// service holds (an "unreachable" route, which outlives it, as a
 	// node's should); the test leaves the machine as it found it.
-	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "unreachable", cidr).Run() })
+	t.Cleanup(func() { removeServiceRange(t, cidr) })
 	args := append([]string{
 		"--docker-host", d.Host(), "--node-name", node, "--container-prefix", node,
 		"--buildkitd", "none", "--service-cidr", cidr,
@@ -111,6 +111,41 @@ func (c *cluster) dump() {
 	}
 	lines := strings.Split(strings.TrimSpace(c.p.out.String()), "\n")
 	c.t.Logf("server log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+}
+
+// removeServiceRange takes away what the cluster's proxy left on the
+// machine for its service range, as a node's proxy should leave it: the
+// range's reject route and its cluster IPs on slipway0, and slipway0
+// itself once no cluster IP is left on it.
+func removeServiceRange(t *testing.T, cidr string) {
+	_ = exec.Command("ip", "route", "del", "unreachable", cidr).Run()
+	_, rng, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return
+	}
+	iface, err := net.InterfaceByName("slipway0")
+	if err != nil {
+		return
+	}
+	addrs, _ := iface.Addrs()
+	left := 0
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil {
+			continue
+		}
+		if !rng.Contains(ipn.IP) {
+			left++
+			continue
+		}
+		ones, _ := ipn.Mask.Size()
+		if out, err := exec.Command("ip", "addr", "del", fmt.Sprintf("%s/%d", ipn.IP, ones), "dev", "slipway0").CombinedOutput(); err != nil {
+			t.Logf("removing cluster IP %s: %v: %s", ipn.IP, err, out)
+		}
+	}
+	if left == 0 {
+		_ = exec.Command("ip", "link", "del", "slipway0").Run()
+	}
 }
 
 // removeContainers removes every container an agent with this prefix

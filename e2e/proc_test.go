@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,7 +88,19 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *proc {
 	p := &proc{cmd: cmd, dataDir: dataDir, addr: addr, registry: reg.(string), out: &out, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if cmd.ProcessState != nil {
+			return
+		}
+		// Stopped as a user stops it, so that it takes down what it set
+		// up on the machine (buildkitd's network and firewall rules,
+		// temporary build directories); killed only if it hangs. Tests
+		// that kill -9 on purpose do so themselves.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.done:
+			p.done <- err
+		case <-time.After(30 * time.Second):
+			t.Logf("slipway start ignored SIGTERM for 30s; killing it")
 			_ = cmd.Process.Kill()
 			<-p.done
 		}

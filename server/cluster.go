@@ -153,7 +153,7 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 		return fmt.Errorf("server: --service-cidr: %w", err)
 	}
 	go (&endpoints.Controller{Store: s.Store, IPs: ips}).Run(ctx)
-	go (&deploy.Controller{Store: s.Store, Registry: s.RegistryHost}).Run(ctx)
+	go (&deploy.Controller{Store: s.Store, Registry: s.RegistryHost, Authz: s.API.Authorizer()}).Run(ctx)
 	return nil
 }
 
