@@ -1,10 +1,14 @@
 package apiserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -126,11 +130,23 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	return nil
 }
 
+// ProjectCleaner removes what a deleted project keeps outside the API's
+// objects, such as its registry repositories. CleanProject must be
+// idempotent: the finalizer calls it again after a crash or a failure.
+type ProjectCleaner interface {
+	CleanProject(ctx context.Context, project string) error
+}
+
 // deleteContents deletes a terminating project's objects, its service
-// accounts' tokens and the project. Every delete is guarded by the
-// project's own incarnation (owner): another API server may have finished
-// the deletion and a user made the project again since, and that new
-// project's objects must survive this server's late finalizer.
+// accounts' tokens, what it keeps outside etcd's objects (registry
+// repositories and referrers, build logs), the subjects of other projects'
+// bindings that name its service accounts, and then the project. Every
+// etcd delete of the project's own objects is guarded by the project's
+// incarnation (owner): another API server may have finished the deletion
+// and a user made the project again since, and that new project's objects
+// must survive this server's late finalizer. The steps outside the
+// project's prefix first check that owner still exists (Terminating, so
+// the registry and the API refuse new content in it).
 func (s *Server) deleteContents(ctx context.Context, owner store.Owner) error {
 	name := owner.Name
 	for _, r := range api.Resources() {
@@ -151,7 +167,126 @@ func (s *Server) deleteContents(ctx context.Context, owner store.Owner) error {
 			return err
 		}
 	}
+	if err := s.unbindServiceAccounts(ctx, owner); err != nil {
+		return err
+	}
+	if err := s.stillOwner(ctx, owner); err != nil {
+		return err
+	}
+	if s.cfg.ProjectCleaner != nil {
+		if err := s.cfg.ProjectCleaner.CleanProject(ctx, name); err != nil {
+			return fmt.Errorf("removing the registry content of project %q: %w", name, err)
+		}
+	}
+	if s.cfg.BuildLogs != "" {
+		if err := os.RemoveAll(filepath.Join(s.cfg.BuildLogs, name)); err != nil {
+			return fmt.Errorf("removing the build logs of project %q: %w", name, err)
+		}
+	}
 	return s.store.DeleteOwned(ctx, owner)
+}
+
+// stillOwner fails with ErrNotFound or ErrConflict once owner is gone or
+// was replaced by a project of the same name.
+func (s *Server) stillOwner(ctx context.Context, owner store.Owner) error {
+	o, err := s.store.Get(ctx, owner.Resource, "", owner.Name)
+	if err != nil {
+		return err
+	}
+	if o.GetObjectMeta().UID != owner.UID {
+		return fmt.Errorf("project %q was made again: %w", owner.Name, store.ErrConflict)
+	}
+	return nil
+}
+
+// unbindServiceAccounts removes, from the bindings of every other project
+// and from cluster bindings, the subjects that name a service account of
+// the deleted project (system-promoter-PROJECT, say), and deletes the
+// bindings left without subjects: a service account of the same name in a
+// project made again later must not inherit them.
+func (s *Server) unbindServiceAccounts(ctx context.Context, owner store.Owner) error {
+	project := owner.Name
+	names := func(subj api.Subject, bindingNS string) bool {
+		switch subj.Kind {
+		case api.SubjectServiceAccount:
+			return cmp.Or(subj.Namespace, bindingNS) == project
+		case api.SubjectUser:
+			p, _, ok := api.SplitServiceAccountUser(subj.Name)
+			return ok && p == project
+		}
+		return false
+	}
+	for _, r := range []*api.Resource{api.RoleBindings, api.ClusterRoleBindings} {
+		list, _, err := s.store.List(ctx, r, "", store.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, o := range list {
+			meta := o.GetObjectMeta()
+			if r.Namespaced && meta.Namespace == project || !slices.ContainsFunc(subjectsOf(o), func(subj api.Subject) bool { return names(subj, meta.Namespace) }) {
+				continue
+			}
+			if err := s.stillOwner(ctx, owner); err != nil {
+				return err
+			}
+			if err := s.dropSubjects(ctx, r, meta.Namespace, meta.Name, names); err != nil {
+				return fmt.Errorf("removing project %q's service accounts from %s %s/%s: %w", project, r.Name, meta.Namespace, meta.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// dropSubjects removes the subjects drop matches from one binding, and
+// deletes the binding when none are left: it would grant nothing.
+func (s *Server) dropSubjects(ctx context.Context, r *api.Resource, ns, name string, drop func(api.Subject, string) bool) error {
+	for ctx.Err() == nil {
+		cur, err := s.store.Get(ctx, r, ns, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		keep := slices.DeleteFunc(slices.Clone(subjectsOf(cur)), func(subj api.Subject) bool { return drop(subj, ns) })
+		if len(keep) == len(subjectsOf(cur)) {
+			return nil
+		}
+		if len(keep) == 0 {
+			_, err = s.store.Delete(ctx, r, ns, name, cur.GetObjectMeta().ResourceVersion)
+		} else {
+			setSubjects(cur, keep)
+			err = s.store.Update(ctx, r, cur, store.UpdateOptions{})
+		}
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			continue
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		default:
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func subjectsOf(o api.Object) []api.Subject {
+	switch b := o.(type) {
+	case *api.RoleBinding:
+		return b.Subjects
+	case *api.ClusterRoleBinding:
+		return b.Subjects
+	}
+	return nil
+}
+
+func setSubjects(o api.Object, subjects []api.Subject) {
+	switch b := o.(type) {
+	case *api.RoleBinding:
+		b.Subjects = subjects
+	case *api.ClusterRoleBinding:
+		b.Subjects = subjects
+	}
 }
 
 // waitUntil polls this server's caches for up to five seconds.

@@ -51,6 +51,10 @@ type Config struct {
 	Signer ImageSigner
 	// BuildLogs is the directory of full build logs (builds/NAME/log).
 	BuildLogs string
+	// ProjectCleaner removes what a deleted project keeps outside the
+	// API's objects (the registry's repositories and referrers). Nil:
+	// nothing to remove.
+	ProjectCleaner ProjectCleaner
 	// ServiceCIDR is the range of service ClusterIPs, which Endpoints
 	// may never name. Default 10.43.0.0/16 (proxy.DefaultServiceCIDR).
 	ServiceCIDR string

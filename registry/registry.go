@@ -27,6 +27,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/sirupsen/logrus"
@@ -148,7 +149,8 @@ type Registry struct {
 	keys     *keySet
 	recorder *imagestreams.Recorder
 	refs     *referrers
-	ns       distribution.Namespace // the App's storage, for server-side links
+	ns       distribution.Namespace      // the App's storage, for server-side links
+	driver   storagedriver.StorageDriver // the same storage, for removing a deleted project's repositories
 	// streams caches ImageStreams: tag reads come from here, and each
 	// push waits until it shows its own tag move.
 	streams *store.Informer
@@ -190,7 +192,10 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	}
 	dc.Storage["delete"] = configuration.Parameters{"enabled": true}
 	dc.Storage["redirect"] = configuration.Parameters{"disable": true}
-	dc.Storage["cache"] = configuration.Parameters{"blobdescriptor": "inmemory"}
+	// No blob descriptor cache: distribution's in-memory one answers for a
+	// repository's links after their files are gone, so a deleted
+	// project's manifests stayed pullable by digest from every registry
+	// process that had served them (M2).
 	// Uploads abandoned (or cut off by a crash) for a week are purged daily.
 	dc.Storage["maintenance"] = configuration.Parameters{"uploadpurging": map[any]any{"enabled": true, "age": "168h", "interval": "24h", "dryrun": false}}
 	dc.HTTP.Secret = secret

@@ -34,9 +34,9 @@ var registerCapture sync.Once
 // so server-side operations see exactly the same storage.
 func captureNamespace() {
 	registerCapture.Do(func() {
-		err := regmw.Register(captureName, func(ctx context.Context, ns distribution.Namespace, _ storagedriver.StorageDriver, opts map[string]any) (distribution.Namespace, error) {
+		err := regmw.Register(captureName, func(ctx context.Context, ns distribution.Namespace, d storagedriver.StorageDriver, opts map[string]any) (distribution.Namespace, error) {
 			if r, ok := opts["registry"].(*Registry); ok {
-				r.ns = ns
+				r.ns, r.driver = ns, d
 			}
 			return ns, nil
 		})

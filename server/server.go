@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -154,8 +155,11 @@ type Server struct {
 	trust        *trust
 	// Agent is the in-process node agent, when one runs.
 	Agent *node.Agent
-	done  chan struct{}
-	errc  chan error
+	// cleaner removes a deleted project's registry content, once the
+	// registry runs.
+	cleaner registryCleaner
+	done    chan struct{}
+	errc    chan error
 }
 
 // Start brings up etcd, the API and the controllers, and returns once the
@@ -210,7 +214,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.trust, err = s.newTrust(); err != nil {
 		return nil, err
 	}
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR})
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
+		ProjectCleaner: &s.cleaner})
 	if err != nil {
 		return nil, err
 	}
@@ -278,6 +283,20 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	slog.Info("slipway is serving", "api", s.URL, "registry", s.RegistryHost, "dataDir", cfg.DataDir, "etcd", strings.Join(endpoints, ","))
 	return s, nil
+}
+
+// registryCleaner hands the project finalizer to the registry, which is
+// made after the API. Until then, deletions fail and are retried.
+type registryCleaner struct {
+	reg atomic.Pointer[registry.Registry]
+}
+
+func (c *registryCleaner) CleanProject(ctx context.Context, project string) error {
+	r := c.reg.Load()
+	if r == nil {
+		return errors.New("the registry is not running yet")
+	}
+	return r.CleanProject(ctx, project)
 }
 
 func (s *Server) tlsConfig() *tls.Config {
@@ -388,6 +407,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	s.cleaner.reg.Store(s.Registry)
 	go s.Registry.Run(ctx)
 	s.startBuilds(ctx)
 	s.regHTTP = &http.Server{
