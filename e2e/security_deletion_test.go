@@ -218,3 +218,77 @@ func TestSecurityDeletion(t *testing.T) {
 		t.Run(row.name, row.run)
 	}
 }
+
+// TestSecurityDeletionVolumes runs pods: the victim's pod writes a secret
+// to a persistent volume; after the project is deleted and mallory makes
+// it again, her pod with the same claim finds nothing.
+func TestSecurityDeletionVolumes(t *testing.T) {
+	ht := htpasswdFile(t, map[string]string{"mallory": "mallorypw"})
+	c := startCluster(t, "secdelvol", "--htpasswd", ht)
+	ctx := context.Background()
+	if err := c.admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	img := podImage(t, nil, "sh", "-c", "echo db-password=hunter2 > /data/creds; exec sleep 100000")
+	if err := remote.Write(mustRef(t, c.p.registry+"/gone/app:1"), img, c.auth); err != nil {
+		t.Fatalf("push gone/app:1: %v", err)
+	}
+	pod := func(name, image string, cmd ...string) *api.Pod {
+		return &api.Pod{ObjectMeta: api.ObjectMeta{Name: name, Namespace: "gone"}, Spec: api.PodSpec{
+			Volumes: []api.Volume{{Name: "v", Persistent: &api.PersistentVolumeSource{ClaimName: "data"}}},
+			Containers: []api.Container{{Name: "c", Image: image, Command: cmd,
+				VolumeMounts: []api.VolumeMount{{Name: "v", MountPath: "/data"}}}}}}
+	}
+	if err := c.admin.Create(ctx, api.Pods, pod("w", c.p.registry+"/gone/app:1")); err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(c.p.dataDir, "node", "volumes", "gone", "data", "creds")
+	waitFor(t, 2*time.Minute, "the victim's pod to write its secret to the volume", func() (bool, string) {
+		b, err := os.ReadFile(creds)
+		p, _ := c.admin.Get(ctx, api.Pods, "gone", "w")
+		return err == nil && strings.Contains(string(b), "hunter2"), fmt.Sprintf("%s: %q %v; pod %+v", creds, b, err, p)
+	})
+	if _, err := c.admin.Delete(ctx, api.Projects, "", "gone"); err != nil {
+		t.Fatalf("delete project gone: %v", err)
+	}
+	mal := func() *client.Client {
+		ca, _ := os.ReadFile(c.p.caFile())
+		cl, _ := client.New(c.p.url(), client.WithCAData(ca))
+		resp, err := cl.Login(ctx, "mallory", "mallorypw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, _ = client.New(c.p.url(), client.WithCAData(ca), client.WithToken(resp.Token))
+		return cl
+	}()
+	waitFor(t, time.Minute, "mallory to make project gone again", func() (bool, string) {
+		err := mal.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "gone"}})
+		return err == nil, fmt.Sprint(err)
+	})
+	rows := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"M2 the deleted project's persistent volume is not mounted in the project made again", func(t *testing.T) {
+			reader := podImage(t, nil, "sh", "-c", "cat /data/creds; echo read-done; exec sleep 100000")
+			if err := remote.Write(mustRef(t, c.p.registry+"/gone/reader:1"), reader, remote.WithAuth(&authn.Basic{Username: "mallory", Password: mal.Token()})); err != nil {
+				t.Fatalf("mallory pushes gone/reader:1: %v", err)
+			}
+			if err := mal.Create(ctx, api.Pods, pod("r", c.p.registry+"/gone/reader:1")); err != nil {
+				t.Fatalf("mallory creates pod r: %v", err)
+			}
+			var logs bytes.Buffer
+			waitFor(t, 2*time.Minute, "mallory's pod to print what the volume holds", func() (bool, string) {
+				logs.Reset()
+				err := mal.PodLogs(ctx, "gone", "r", "c", false, &logs)
+				return err == nil && strings.Contains(logs.String(), "read-done"), fmt.Sprintf("logs %q, err %v", logs.String(), err)
+			})
+			if strings.Contains(logs.String(), "hunter2") {
+				t.Errorf("mallory's pod read the deleted project's volume: %q", logs.String())
+			}
+		}},
+	}
+	for _, row := range rows {
+		t.Run(row.name, row.run)
+	}
+}

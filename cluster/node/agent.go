@@ -125,6 +125,7 @@ type Agent struct {
 	rt       runtime.Runtime
 	pods     *store.Informer
 	services *store.Informer
+	projects *store.Informer // for removing a deleted project's volumes
 	queue    *store.WorkQueue
 	memory   int64 // bytes, from /proc/meminfo
 	kick     chan struct{}
@@ -152,6 +153,7 @@ func New(cfg Config) (*Agent, error) {
 		rt:       cfg.Runtime,
 		pods:     store.NewInformer(cfg.Store, api.Pods),
 		services: store.NewInformer(cfg.Store, api.Services),
+		projects: store.NewInformer(cfg.Store, api.Projects),
 		queue:    store.NewWorkQueue(),
 		memory:   mem,
 		kick:     make(chan struct{}, 1),
@@ -165,7 +167,48 @@ func New(cfg Config) (*Agent, error) {
 			a.queue.Add(key)
 		}
 	})
+	if vr, ok := cfg.Runtime.(volumeRemover); ok {
+		a.projects.AddHandler(func(ev store.Event) {
+			if ev.Type == api.Deleted {
+				go removeVolumes(vr, ev.Object.GetObjectMeta().Name)
+			}
+		})
+	}
 	return a, nil
+}
+
+// volumeRemover is a runtime that keeps persistent volumes per project.
+type volumeRemover interface {
+	VolumeProjects() ([]string, error)
+	RemoveProjectVolumes(namespace string) error
+}
+
+// removeVolumes removes a deleted project's persistent volumes. The
+// project's pods were deleted before it (the finalizer deletes a project
+// last), so its containers are going too.
+func removeVolumes(vr volumeRemover, project string) {
+	if err := vr.RemoveProjectVolumes(project); err != nil {
+		slog.Warn("node: removing a deleted project's volumes", "project", project, "err", err)
+	}
+}
+
+// sweepVolumes removes the volumes of projects deleted while this agent
+// was not watching, once the project cache is full.
+func (a *Agent) sweepVolumes() {
+	vr, ok := a.rt.(volumeRemover)
+	if !ok {
+		return
+	}
+	names, err := vr.VolumeProjects()
+	if err != nil {
+		slog.Warn("node: listing persistent volumes", "err", err)
+		return
+	}
+	for _, ns := range names {
+		if _, exists := a.projects.Get("", ns); !exists && len(a.pods.List(ns)) == 0 {
+			removeVolumes(vr, ns)
+		}
+	}
 }
 
 // Run registers the node and runs its pods until ctx ends. It returns nil
@@ -182,12 +225,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.heartbeats(ctx) })
 	wg.Go(func() { a.pods.Run(ctx) })
 	wg.Go(func() { a.services.Run(ctx) })
+	wg.Go(func() { a.projects.Run(ctx) })
 	// Nothing is synced before the caches are full and the runtime has
 	// been read: a pod missing from either would be taken for an orphan,
 	// or started twice.
-	if a.pods.WaitFor(ctx, 0) != nil || a.services.WaitFor(ctx, 0) != nil {
+	if a.pods.WaitFor(ctx, 0) != nil || a.services.WaitFor(ctx, 0) != nil || a.projects.WaitFor(ctx, 0) != nil {
 		return nil
 	}
+	a.sweepVolumes()
 	for {
 		err := a.relist(ctx)
 		if err == nil {

@@ -773,3 +773,36 @@ func checkUID(uid string) error {
 	}
 	return nil
 }
+
+// VolumeProjects lists the projects that have persistent volumes on this
+// node (DataDir/volumes/NAMESPACE).
+func (d *Docker) VolumeProjects() ([]string, error) {
+	es, err := os.ReadDir(filepath.Join(d.cfg.DataDir, "volumes"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("runtime: listing persistent volumes: %w", err)
+	}
+	var out []string
+	for _, e := range es {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// RemoveProjectVolumes removes every persistent volume of a deleted
+// project, so that a project made again under its name starts without the
+// old one's data (M2). Removing what is already gone succeeds.
+func (d *Docker) RemoveProjectVolumes(namespace string) error {
+	dir := d.volumeDir("volumes", namespace)
+	if dir == "" {
+		return fmt.Errorf("runtime: %q is not a project name", namespace)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("runtime: removing the persistent volumes of project %s: %w", namespace, err)
+	}
+	return nil
+}
