@@ -2,6 +2,7 @@ package imagestreams
 
 import (
 	"fmt"
+	"strings"
 
 	"slipway.dev/slipway/api"
 )
@@ -16,8 +17,8 @@ const MaxImageMetadataBytes = 64 << 10
 // CheckImageMetadata refuses an Image record whose annotations, labels,
 // environment, entrypoint and command are over MaxImageMetadataBytes
 // together, with an error that names the largest part. The registry calls
-// it on the record ImageFromManifest makes, on a manifest push and on an
-// import, before anything is stored.
+// BoundImageMetadata on the record ImageFromManifest makes, on a manifest
+// push and on an import, before anything is stored.
 func CheckImageMetadata(img *api.Image) error {
 	parts := map[string]int{}
 	for k, v := range img.ManifestAnnotations {
@@ -50,4 +51,50 @@ func CheckImageMetadata(img *api.Image) error {
 	}
 	return fmt.Errorf("image %s: its annotations, labels, environment, entrypoint and command are %d bytes together, over the %d KiB the registry records (the %s alone are %d bytes); keep large data in layers or in an artifact, not in the config or manifest",
 		img.Name, total, MaxImageMetadataBytes>>10, largest, parts[largest])
+}
+
+// TrimmedAnnotation marks an Image record whose metadata BoundImageMetadata
+// cut down; the manifest and config in the registry keep everything.
+const TrimmedAnnotation = "slipway.dev/metadata-trimmed"
+
+// BoundImageMetadata keeps an Image record within MaxImageMetadataBytes
+// and reports whether it had to cut. A manifest may carry megabytes of
+// annotations (the OCI conformance suite pushes 3.9 MB of them, and the
+// registry must take it), which the blob store keeps in full; only the
+// record in etcd is bounded. It first keeps just the keys the platform
+// reads (org.opencontainers.*, io.openshift.*, slipway.dev/*: the base
+// image, source and revision that drive rebuilds); if that is still too
+// much, the record keeps no annotations, labels, environment or command.
+// A trimmed record is annotated with TrimmedAnnotation.
+func BoundImageMetadata(img *api.Image) bool {
+	if CheckImageMetadata(img) == nil {
+		return false
+	}
+	platform := func(m map[string]string) map[string]string {
+		var out map[string]string
+		for k, v := range m {
+			if strings.HasPrefix(k, "org.opencontainers.") || strings.HasPrefix(k, "io.openshift.") || strings.HasPrefix(k, "slipway.dev/") {
+				if out == nil {
+					out = map[string]string{}
+				}
+				out[k] = v
+			}
+		}
+		return out
+	}
+	img.ManifestAnnotations = platform(img.ManifestAnnotations)
+	if c := img.Config; c != nil {
+		c.Labels = platform(c.Labels)
+	}
+	if CheckImageMetadata(img) != nil {
+		img.ManifestAnnotations = nil
+		if c := img.Config; c != nil {
+			c.Labels, c.Env, c.Entrypoint, c.Cmd, c.User, c.WorkingDir = nil, nil, nil, nil, "", ""
+		}
+	}
+	if img.Annotations == nil {
+		img.Annotations = map[string]string{}
+	}
+	img.Annotations[TrimmedAnnotation] = "true"
+	return true
 }

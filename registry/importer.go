@@ -309,9 +309,7 @@ func (r *Registry) storeRemote(ctx context.Context, repo string, ref name.Refere
 	if err != nil {
 		return err
 	}
-	if err := imagestreams.CheckImageMetadata(img); err != nil {
-		return err
-	}
+	imagestreams.BoundImageMetadata(img)
 	got, err := ms.Put(ctx, man)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -111,9 +112,7 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	if err != nil {
 		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
 	}
-	if err := imagestreams.CheckImageMetadata(img); err != nil {
-		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
-	}
+	trimmed := imagestreams.BoundImageMetadata(img)
 	if m.repo.reg.cfg.Faults.hit(ctx, "before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
@@ -130,6 +129,10 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 		if img, err = imagestreams.ImageFromManifest(dgst.String(), mediaType, payload, config); err != nil {
 			return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
 		}
+		trimmed = imagestreams.BoundImageMetadata(img)
+	}
+	if trimmed {
+		slog.Info("registry: the image record keeps only part of a large manifest's metadata", "repository", m.repo.project+"/"+m.repo.stream, "digest", dgst.String())
 	}
 	img.DockerImageReference = m.repo.reg.recorder.Reference(m.repo.project, m.repo.stream, dgst.String())
 	if err := m.repo.reg.recorder.RecordImage(ctx, m.repo.project, img); err != nil {
