@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slipway.dev/slipway/pki"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -446,7 +447,7 @@ func (s *Server) startEmbeddedEtcd() (*etcd.Member, error) {
 			return nil, err
 		}
 		data, _ := json.Marshal(addrs)
-		if err := writeAtomic(addrFile, data, 0o600); err != nil {
+		if err := pki.WriteAtomic(addrFile, data, 0o600); err != nil {
 			return nil, err
 		}
 	}
