@@ -120,6 +120,12 @@ func (c *Controller) reconcile(ctx context.Context, svc *api.Service) error {
 	if svc.Spec.ClusterIP == "" {
 		return c.assignIP(ctx, svc)
 	}
+	if len(svc.Spec.Selector) == 0 {
+		// No selector: its Endpoints are written by hand (admitted by the
+		// API server), as in Kubernetes; the controller never touches
+		// them. Writing the empty set here raced a manual write.
+		return nil
+	}
 	want := Subsets(svc, c.pods.List(svc.Namespace))
 	cur, ok := c.endpoints.Get(svc.Namespace, svc.Name)
 	if !ok {
