@@ -55,13 +55,18 @@ fuzz:
 e2e: test-deps build
 	$(GO) test -count=1 -timeout 15m -v ./e2e/...
 
-# One run of every benchmark; results go to BENCHMARKS.md by hand.
+# One run of every benchmark; each prints its ratios against its peer.
+# Results go to BENCHMARKS.md by hand.
 bench: build
+	@hack/install-deps.sh bench
 	$(GO) run ./bench/apibench
 	$(GO) run ./bench/registrybench
 	$(GO) run ./bench/buildbench
 	$(GO) run ./bench/schedbench
 	$(GO) run ./bench/proxybench
+	$(GO) run ./bench/deploybench
+	$(GO) run ./bench/policybench
+	$(GO) run ./bench/scanbench
 
 clean:
 	rm -rf bin

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a profile needs on a Debian machine, and nothing that is
-# already there. Profiles: build (make build/start), test (make test).
+# already there. Profiles: build (make build/start), test (make test),
+# bench (make bench).
 set -euo pipefail
 profile=${1:-build}
 
@@ -19,6 +20,8 @@ build_pkgs=(ca-certificates git runc containernetworking-plugins iptables)
 # start runs pods on Docker; the proxy needs iproute2 only for diagnosis.
 start_pkgs=("${build_pkgs[@]}" docker.io iproute2)
 test_pkgs=("${start_pkgs[@]}" skopeo busybox-static)
+# make bench counts fsyncs per push with strace.
+bench_pkgs=("${test_pkgs[@]}" strace)
 
 apt_install() {
   local missing=()
@@ -38,5 +41,6 @@ case "$profile" in
   build) apt_install "${build_pkgs[@]}" ;;
   start) apt_install "${start_pkgs[@]}" ;;
   test)  apt_install "${test_pkgs[@]}" ;;
+  bench) apt_install "${bench_pkgs[@]}" ;;
   *) echo "unknown profile $profile" >&2; exit 2 ;;
 esac

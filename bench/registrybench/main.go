@@ -3,24 +3,44 @@
 // distribution v3.1.2 registry built from the same module, in one run on
 // one machine, and prints a Markdown table of ratios for BENCHMARKS.md.
 //
-//	go run ./bench/registrybench [-big-mib 1024] [-small 1000]
+// It is built to be fair to the peer:
+//   - every digest and diff ID is computed before the clock starts (ggcr
+//     hashes a layer once, lazily, so whichever side pushed first used to
+//     pay the hashing for both);
+//   - each measurement runs in rounds, Slipway then distribution, A B A B A
+//     B, on fresh content each round, and the ratio is of the medians;
+//   - the peer's turn starts only after Slipway's scanner has scanned every
+//     image of the turn before, so the scanner does not run in the peer's
+//     time;
+//   - manifest GET has a ceiling row: the same client against a handler that
+//     only writes the manifest bytes and headers;
+//   - with strace on PATH, fsync-family system calls per small push are
+//     counted for each side (strace -f -c attached to this process during
+//     that side's pushes only, outside the timed rounds).
+//
+//	go run ./bench/registrybench [-big-mib 512] [-small 300] [-rounds 3]
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -32,7 +52,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sirupsen/logrus"
 
@@ -42,12 +62,15 @@ import (
 )
 
 func main() {
-	bigMiB := flag.Int("big-mib", 1024, "size of the large image in MiB, split into 10 layers")
-	small := flag.Int("small", 1000, "number of small images")
+	bigMiB := flag.Int("big-mib", 512, "size of the large image in MiB, split into 10 layers (one per round)")
+	small := flag.Int("small", 300, "small images per round")
 	conc := flag.Int("c", 8, "concurrent pushes of small images")
-	gets := flag.Int("gets", 5000, "manifest GETs")
+	gets := flag.Int("gets", 5000, "manifest GETs per round")
+	rounds := flag.Int("rounds", 3, "rounds per measurement (A B A B ...); the ratio is of the medians")
+	fsyncN := flag.Int("fsync-pushes", 100, "small pushes per side counted under strace (0: skip)")
 	flag.Parse()
 	log.SetFlags(0)
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	ctx := context.Background()
 
 	dir, err := os.MkdirTemp("", "registrybench")
@@ -84,50 +107,133 @@ func main() {
 	if err := admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "bench"}}); err != nil {
 		log.Fatal(err)
 	}
-	slip := target{name: "Slipway", host: srv.RegistryHost, repo: "bench/app", auth: &authn.Basic{Username: "admin", Password: admin.Token()}}
+	slip := target{name: "Slipway", host: srv.RegistryHost, repo: "bench/app", auth: &authn.Basic{Username: "admin", Password: admin.Token()}, cl: admin}
 
-	fmt.Printf("# registrybench: %d MiB in 10 layers, %d small images (%d concurrent), %d manifest GETs; %s\n\n", *bigMiB, *small, *conc, *gets, time.Now().UTC().Format(time.RFC3339))
-	fmt.Println("| measurement | Slipway | distribution | ratio (Slipway / distribution) |")
+	fmt.Printf("# registrybench: %d rounds (Slipway, distribution, alternating); %d MiB in 10 layers, %d small images (%d concurrent), %d manifest GETs per round; %s\n\n",
+		*rounds, *bigMiB, *small, *conc, *gets, time.Now().UTC().Format(time.RFC3339))
+	fmt.Println("| measurement | Slipway (median) | distribution (median) | ratio of medians (Slipway / distribution) |")
 	fmt.Println("|---|---|---|---|")
 
-	big := bigImage(*bigMiB)
 	size := float64(*bigMiB)
-	// Alternate the order so neither side always gets a warm page cache.
-	dPush := timeIt(func() error { return dist.push(big, "big") })
-	sPush := timeIt(func() error { return slip.push(big, "big") })
-	sPull := timeIt(func() error { return slip.pull("big") })
-	dPull := timeIt(func() error { return dist.pull("big") })
-	row("large push (MiB/s)", size/sPush.Seconds(), size/dPush.Seconds())
-	row("large pull (MiB/s)", size/sPull.Seconds(), size/dPull.Seconds())
+	bigs := make([]v1.Image, *rounds)
+	for r := range bigs {
+		bigs[r] = bigImage(*bigMiB) // digests computed here, not in the timed push
+	}
+	push := abab(*rounds, func(s *target, r int) float64 {
+		d := timeIt(func() error { return s.push(bigs[r], fmt.Sprintf("big-%d", r)) })
+		return size / d.Seconds()
+	}, &slip, &dist)
+	pull := abab(*rounds, func(s *target, r int) float64 {
+		d := timeIt(func() error { return s.pull(fmt.Sprintf("big-%d", r)) })
+		return size / d.Seconds()
+	}, &slip, &dist)
+	bigs = nil
+	push.row("large push (MiB/s)")
+	pull.row("large pull (MiB/s)")
 
-	imgs := smallImages(*small)
 	var lat []time.Duration
-	sSmall := timeIt(func() error {
-		var err error
-		lat, err = slip.pushMany(ctx, imgs, *conc, admin)
-		return err
-	})
-	dSmall := timeIt(func() error { _, err := dist.pushMany(ctx, imgs, *conc, nil); return err })
-	row("small image pushes (images/s)", float64(*small)/sSmall.Seconds(), float64(*small)/dSmall.Seconds())
+	smalls := abab(*rounds, func(s *target, r int) float64 {
+		imgs := smallImages(*small) // digests computed before the clock
+		var l []time.Duration
+		d := timeIt(func() error {
+			var err error
+			l, err = s.pushMany(ctx, fmt.Sprintf("r%d", r), imgs, *conc)
+			return err
+		})
+		lat = append(lat, l...)
+		return float64(*small) / d.Seconds()
+	}, &slip, &dist)
+	smalls.row("small image pushes (images/s)")
 
-	sGet := slip.manifestGets(*gets, 16)
-	dGet := dist.manifestGets(*gets, 16)
-	row("manifest GET (req/s)", sGet, dGet)
+	getURL := func(t *target) string { return "http://" + t.host + "/v2/" + t.repo + "-r0-0/manifests/s-0" }
+	mget := abab(*rounds, func(s *target, r int) float64 { return s.manifestGets(getURL(s), *gets, 16) }, &slip, &dist)
+	mget.row("manifest GET (req/s)")
+	ceil := ceiling(&dist, getURL(&dist), *gets, 16)
+	fmt.Printf("| manifest GET ceiling: the same client against a handler that only writes the bytes (req/s) | %.0f | %.0f | Slipway at %.2f of the ceiling, distribution at %.2f |\n",
+		ceil, ceil, mget.a/ceil, mget.b/ceil)
 
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		fmt.Printf("| push → ImageStream updated, p50 (ms) | %.2f | n/a | |\n", ms(lat[len(lat)/2]))
 		fmt.Printf("| push → ImageStream updated, p99 (ms) | %.2f | n/a | |\n", ms(lat[min(len(lat)-1, len(lat)*99/100)]))
 	}
-	fmt.Println("\nPush → ImageStream updated is measured from the start of the manifest PUT to the ImageStream watch event, over the small images.")
+
+	if *fsyncN > 0 {
+		if _, err := exec.LookPath("strace"); err != nil {
+			fmt.Printf("\nfsync per small push: skipped, strace is not installed (apt-get install strace).\n")
+		} else {
+			sf, df := fsyncsPerPush(ctx, &slip, *fsyncN, *conc), fsyncsPerPush(ctx, &dist, *fsyncN, *conc)
+			fmt.Printf("| fsync-family calls per small push (strace -f -c) | %.1f | %.1f | %.2f |\n", sf, df, sf/df)
+		}
+	}
+	fmt.Println("\nEach figure is the median of its rounds; rounds alternate Slipway and distribution on fresh content, with every digest computed before timing and Slipway's scanner drained before distribution's turn. Push → ImageStream updated is measured from the start of the manifest PUT to the ImageStream watch event, over the small images.")
 }
 
 type target struct {
 	name, host, repo string
 	auth             authn.Authenticator
+	cl               *client.Client // Slipway only: to watch streams and wait for scans
+	pushed           int            // images pushed so far (Slipway: scans to wait for)
 }
 
-func (t target) ref(tag string) name.Reference {
+// medians is one measurement's result: a is Slipway's median, b the peer's.
+type medians struct{ a, b float64 }
+
+func (m medians) row(what string) {
+	fmt.Printf("| %s | %.1f | %.1f | %.2f |\n", what, m.a, m.b, m.a/m.b)
+}
+
+// abab runs f for Slipway then the peer, rounds times, waiting for
+// Slipway's scanner to drain before each peer turn, and returns medians.
+func abab(rounds int, f func(t *target, round int) float64, slip, peer *target) medians {
+	var as, bs []float64
+	for r := range rounds {
+		as = append(as, f(slip, r))
+		slip.drainScans()
+		bs = append(bs, f(peer, r))
+	}
+	return medians{median(as), median(bs)}
+}
+
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	if len(xs) == 0 {
+		return 0
+	}
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+// drainScans waits until Slipway has an ImageScan with a phase for every
+// image it was given, so that the scanner is idle when the peer runs.
+func (t *target) drainScans() {
+	if t.cl == nil {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		n := 0
+		if items, _, err := t.cl.List(context.Background(), api.ImageScans, "bench", client.ListOptions{}); err == nil {
+			for _, o := range items {
+				if p := o.(*api.ImageScan).Status.Phase; p != "" && p != "Pending" {
+					n++
+				}
+			}
+		}
+		if n >= t.pushed {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Printf("warning: %d of %d scans done after 5 minutes; the peer runs with the scanner busy", n, t.pushed)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (t *target) ref(tag string) name.Reference {
 	r, err := name.ParseReference(t.host+"/"+t.repo+":"+tag, name.Insecure)
 	if err != nil {
 		log.Fatal(err)
@@ -135,7 +241,7 @@ func (t target) ref(tag string) name.Reference {
 	return r
 }
 
-func (t target) refIn(repo, tag string) name.Reference {
+func (t *target) refIn(repo, tag string) name.Reference {
 	r, err := name.ParseReference(t.host+"/"+repo+":"+tag, name.Insecure)
 	if err != nil {
 		log.Fatal(err)
@@ -143,11 +249,12 @@ func (t target) refIn(repo, tag string) name.Reference {
 	return r
 }
 
-func (t target) push(img v1.Image, tag string) error {
+func (t *target) push(img v1.Image, tag string) error {
+	t.pushed++
 	return remote.Write(t.ref(tag), img, remote.WithAuth(t.auth), remote.WithJobs(4))
 }
 
-func (t target) pull(tag string) error {
+func (t *target) pull(tag string) error {
 	img, err := remote.Image(t.ref(tag), remote.WithAuth(t.auth))
 	if err != nil {
 		return err
@@ -182,21 +289,23 @@ func (t target) pull(tag string) error {
 	return nil
 }
 
-// pushMany pushes images as tags s-0..s-n; with a client it also measures
-// how long after the start of each push its tag appears in the stream.
-func (t target) pushMany(ctx context.Context, imgs []v1.Image, conc int, cl *client.Client) ([]time.Duration, error) {
+// pushMany pushes images as tags s-0..s-n of streams REPO-PREFIX-0..19;
+// on Slipway it also measures how long after the start of each tag's
+// manifest PUT the tag appears in the stream.
+func (t *target) pushMany(ctx context.Context, prefix string, imgs []v1.Image, conc int) ([]time.Duration, error) {
 	started := make([]atomic.Int64, len(imgs))
 	var lat []time.Duration
 	var latMu sync.Mutex
 	done := make(chan struct{})
-	if cl != nil {
-		_, meta, err := cl.List(ctx, api.ImageStreams, "bench", client.ListOptions{})
+	streamPrefix := strings.TrimPrefix(t.repo, "bench/") + "-" + prefix + "-"
+	if t.cl != nil {
+		_, meta, err := t.cl.List(ctx, api.ImageStreams, "bench", client.ListOptions{})
 		if err != nil {
 			return nil, err
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		ch, err := cl.Watch(wctx, api.ImageStreams, "bench", meta.ResourceVersion, client.ListOptions{})
+		ch, err := t.cl.Watch(wctx, api.ImageStreams, "bench", meta.ResourceVersion, client.ListOptions{})
 		if err != nil {
 			return nil, err
 		}
@@ -208,16 +317,23 @@ func (t target) pushMany(ctx context.Context, imgs []v1.Image, conc int, cl *cli
 					return
 				}
 				now := time.Now().UnixNano()
-				for _, tg := range ev.Object.(*api.ImageStream).Status.Tags {
+				is := ev.Object.(*api.ImageStream)
+				if !strings.HasPrefix(is.Name, streamPrefix) {
+					continue
+				}
+				for _, tg := range is.Status.Tags {
 					var i int
-					if seen[tg.Tag] || !strings.HasPrefix(tg.Tag, "s-") {
+					key := is.Name + ":" + tg.Tag
+					if seen[key] || !strings.HasPrefix(tg.Tag, "s-") {
 						continue
 					}
-					seen[tg.Tag] = true
+					seen[key] = true
 					fmt.Sscanf(tg.Tag, "s-%d", &i)
-					latMu.Lock()
-					lat = append(lat, time.Duration(now-started[i].Load()))
-					latMu.Unlock()
+					if i < len(started) {
+						latMu.Lock()
+						lat = append(lat, time.Duration(now-started[i].Load()))
+						latMu.Unlock()
+					}
 				}
 				if len(seen) == len(imgs) {
 					return
@@ -227,6 +343,7 @@ func (t target) pushMany(ctx context.Context, imgs []v1.Image, conc int, cl *cli
 	} else {
 		close(done)
 	}
+	t.pushed += len(imgs)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -241,10 +358,10 @@ func (t target) pushMany(ctx context.Context, imgs []v1.Image, conc int, cl *cli
 				}
 				// Blobs first, then time only the manifest PUT that moves
 				// the tag, which is what updates the stream.
-				// 20 streams of 50 tags: a stream's whole tag list is
-				// rewritten on every tag move, so one stream of 1,000 tags
-				// would measure that instead (see BENCHMARKS.md).
-				ref := t.refIn(fmt.Sprintf("%s-%d", t.repo, i%20), fmt.Sprintf("s-%d", i))
+				// 20 streams: a stream's whole tag list is rewritten on
+				// every tag move, so one stream of many tags would measure
+				// that instead (see BENCHMARKS.md).
+				ref := t.refIn(fmt.Sprintf("%s-%s-%d", t.repo, prefix, i%20), fmt.Sprintf("s-%d", i))
 				if err := remote.Write(ref.Context().Digest(mustDigest(imgs[i]).String()), imgs[i], remote.WithAuth(t.auth)); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
@@ -261,24 +378,34 @@ func (t target) pushMany(ctx context.Context, imgs []v1.Image, conc int, cl *cli
 	if err := firstErr.Load(); err != nil {
 		return nil, err.(error)
 	}
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
+	if t.cl != nil {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
 	}
 	latMu.Lock()
 	defer latMu.Unlock()
 	return slices.Clone(lat), nil
 }
 
-func (t target) manifestGets(n, conc int) float64 {
+// manifestGets runs n GETs of url from conc clients that reuse one token,
+// as real clients do, and returns requests per second.
+func (t *target) manifestGets(url string, n, conc int) float64 {
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = conc
-	rt, err := transportFor(t, tr)
+	repo, err := name.NewRepository(t.host+"/"+t.repo+"-r0-0", name.Insecure)
 	if err != nil {
 		log.Fatal(err)
 	}
-	hc := &http.Client{Transport: rt}
-	url := "http://" + t.host + "/v2/" + t.repo + "-0/manifests/s-0"
+	rt, err := transport.NewWithContext(context.Background(), repo.Registry, t.auth, tr, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return getLoop(&http.Client{Transport: rt}, url, n, conc, t.name)
+}
+
+func getLoop(hc *http.Client, url string, n, conc int, who string) float64 {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -296,7 +423,7 @@ func (t target) manifestGets(n, conc int) float64 {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != 200 {
-					log.Fatalf("%s: manifest GET = %d", t.name, resp.StatusCode)
+					log.Fatalf("%s: manifest GET = %d", who, resp.StatusCode)
 				}
 			}
 		}()
@@ -305,44 +432,130 @@ func (t target) manifestGets(n, conc int) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// transportFor does the registry token dance once and returns a transport
-// that reuses the token, as real clients do.
-func transportFor(t target, base http.RoundTripper) (http.RoundTripper, error) {
-	repo, err := name.NewRepository(t.host+"/"+t.repo+"-0", name.Insecure)
+// ceiling serves the manifest that src answers at url, with its headers,
+// from a handler that does nothing else, and measures the same client
+// against it: what any registry could reach on this machine.
+func ceiling(src *target, url string, n, conc int) float64 {
+	resp, err := http.Get(url)
 	if err != nil {
-		return nil, err
+		log.Fatal(err)
 	}
-	return transportNew(repo, t.auth, base)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	hdr := resp.Header.Clone()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range hdr {
+			w.Header()[k] = v
+		}
+		w.Write(body)
+	}))
+	tr := remote.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = conc
+	return getLoop(&http.Client{Transport: tr}, "http://"+ln.Addr().String()+"/v2/x/manifests/s-0", n, conc, "ceiling")
 }
 
+// fsyncsPerPush counts fsync, fdatasync, sync_file_range and sync calls of
+// this whole process while t takes n small pushes, with strace attached
+// only for that time, after waiting for Slipway's scanner to go idle.
+func fsyncsPerPush(ctx context.Context, t *target, n, conc int) float64 {
+	imgs := smallImages(n)
+	out := filepath.Join(os.TempDir(), fmt.Sprintf("registrybench-strace-%d.txt", os.Getpid()))
+	defer os.Remove(out)
+	cmd := exec.Command("strace", "-f", "-c", "-e", "trace=fsync,fdatasync,sync_file_range,sync,syncfs", "-o", out, "-p", strconv.Itoa(os.Getpid()))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // strace attaches to every thread
+	if _, err := t.pushMany(ctx, fmt.Sprintf("fsync%d", t.pushed), imgs, conc); err != nil {
+		log.Fatal(err)
+	}
+	t.drainScans()
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	f, err := os.Open(out)
+	if err != nil {
+		log.Fatalf("strace: %v: %s", err, stderr.String())
+	}
+	defer f.Close()
+	calls := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// % time  seconds  usecs/call  calls  errors  syscall
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 5 {
+			continue
+		}
+		switch fs[len(fs)-1] {
+		case "fsync", "fdatasync", "sync_file_range", "sync", "syncfs":
+			if c, err := strconv.Atoi(fs[3]); err == nil {
+				calls += c
+			}
+		}
+	}
+	return float64(calls) / float64(n)
+}
+
+// bigImage is mib MiB of random data in 10 uncompressed layers, with every
+// digest and diff ID computed now, so no push pays for hashing.
 func bigImage(mib int) v1.Image {
 	img := empty.Image
 	per := mib << 20 / 10
-	for i := range 10 {
-		b := make([]byte, per)
-		rand.Read(b)
-		var err error
-		img, err = mutate.AppendLayers(img, static.NewLayer(b, types.OCIUncompressedLayer))
+	for range 10 {
+		l, err := random.Layer(int64(per), types.OCIUncompressedLayer)
 		if err != nil {
 			log.Fatal(err)
 		}
-		_ = i
+		img, err = mutate.AppendLayers(img, l)
+		if err != nil {
+			log.Fatal(err)
+		}
 	}
-	return img
+	return hashed(img)
 }
 
 func smallImages(n int) []v1.Image {
 	out := make([]v1.Image, n)
 	for i := range out {
-		b := make([]byte, 1024)
-		rand.Read(b)
-		img, err := mutate.AppendLayers(empty.Image, static.NewLayer(b, types.OCIUncompressedLayer))
+		l, err := random.Layer(1024, types.OCIUncompressedLayer)
 		if err != nil {
 			log.Fatal(err)
 		}
-		out[i] = img
+		img, err := mutate.AppendLayers(empty.Image, l)
+		if err != nil {
+			log.Fatal(err)
+		}
+		out[i] = hashed(img)
 	}
 	return out
+}
+
+// hashed computes (and so caches) every digest ggcr would compute during a
+// push: each layer's digest and diff ID, the config's and the manifest's.
+func hashed(img v1.Image) v1.Image {
+	layers, err := img.Layers()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, l := range layers {
+		if _, err := l.Digest(); err != nil {
+			log.Fatal(err)
+		}
+		if _, err := l.DiffID(); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if _, err := img.ConfigName(); err != nil {
+		log.Fatal(err)
+	}
+	mustDigest(img)
+	return img
 }
 
 func mustDigest(img v1.Image) v1.Hash {
@@ -369,12 +582,4 @@ func timeIt(f func() error) time.Duration {
 	return time.Since(start)
 }
 
-func row(what string, s, d float64) {
-	fmt.Printf("| %s | %.1f | %.1f | %.2f |\n", what, s, d, s/d)
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func transportNew(repo name.Repository, auth authn.Authenticator, base http.RoundTripper) (http.RoundTripper, error) {
-	return transport.NewWithContext(context.Background(), repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
-}
