@@ -3,6 +3,8 @@
 // distribution v3.1.2 registry built from the same module, in one run on
 // one machine, and prints a Markdown table of ratios for BENCHMARKS.md.
 //
+//	go run ./bench/registrybench [-big-mib 512] [-small 300] [-rounds 3]
+//
 // It is built to be fair to the peer:
 //   - every digest and diff ID is computed before the clock starts (ggcr
 //     hashes a layer once, lazily, so whichever side pushed first used to
@@ -12,13 +14,11 @@
 //   - the peer's turn starts only after Slipway's scanner has scanned every
 //     image of the turn before, so the scanner does not run in the peer's
 //     time;
-//   - manifest GET has a ceiling row: the same client against a handler that
-//     only writes the manifest bytes and headers;
+//   - manifest GET has a ceiling row: the same client against a handler
+//     that only writes the manifest bytes and headers;
 //   - with strace on PATH, fsync-family system calls per small push are
 //     counted for each side (strace -f -c attached to this process during
 //     that side's pushes only, outside the timed rounds).
-//
-//	go run ./bench/registrybench [-big-mib 512] [-small 300] [-rounds 3]
 package main
 
 import (
@@ -50,9 +50,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sirupsen/logrus"
 
