@@ -55,28 +55,51 @@ func readDocuments(files []string, in io.Reader) ([]document, error) {
 			if bytes.Equal(bytes.TrimSpace(j), []byte("null")) {
 				continue
 			}
-			var raw map[string]any
-			if err := json.Unmarshal(j, &raw); err != nil {
-				return nil, fmt.Errorf("%s is not an object: %w", where, err)
+			ds, err := decodeDocuments(j, where)
+			if err != nil {
+				return nil, err
 			}
-			kind, _ := raw["kind"].(string)
-			if kind == "" {
-				return nil, fmt.Errorf("%s has no kind", where)
-			}
-			res, ok := api.ForKind(kind)
-			if !ok || res.Hidden {
-				return nil, fmt.Errorf("%s: kind %q is unknown; see `slipway api-resources`", where, kind)
-			}
-			obj := res.NewObject()
-			dec := json.NewDecoder(bytes.NewReader(j))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(obj); err != nil {
-				return nil, fmt.Errorf("%s: %s %v", where, kind, strings.TrimPrefix(err.Error(), "json: "))
-			}
-			docs = append(docs, document{res: res, raw: raw, obj: obj, from: where})
+			docs = append(docs, ds...)
 		}
 	}
 	return docs, nil
+}
+
+// decodeDocuments decodes one JSON object as the object of its kind, or a
+// List (what `slipway process -o json` prints) as each of its items.
+func decodeDocuments(j []byte, where string) ([]document, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(j, &raw); err != nil {
+		return nil, fmt.Errorf("%s is not an object: %w", where, err)
+	}
+	kind, _ := raw["kind"].(string)
+	if kind == "" {
+		return nil, fmt.Errorf("%s has no kind", where)
+	}
+	if kind == "List" {
+		items, _ := raw["items"].([]any)
+		var docs []document
+		for i, it := range items {
+			b, _ := json.Marshal(it)
+			ds, err := decodeDocuments(b, fmt.Sprintf("%s item %d", where, i+1))
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, ds...)
+		}
+		return docs, nil
+	}
+	res, ok := api.ForKind(kind)
+	if !ok || res.Hidden {
+		return nil, fmt.Errorf("%s: kind %q is unknown; see `slipway api-resources`", where, kind)
+	}
+	obj := res.NewObject()
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		return nil, fmt.Errorf("%s: %s %v", where, kind, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return []document{{res: res, raw: raw, obj: obj, from: where}}, nil
 }
 
 func splitYAML(data []byte) [][]byte {
