@@ -30,6 +30,11 @@ type Limits struct {
 	// ByResource overrides PerKind by resource name ("images"); 0 there
 	// means no cap for that kind.
 	ByResource map[string]int64
+	// TagsPerStream caps the tags of one ImageStream and HistoryPerTag
+	// the history kept per tag (older entries are dropped). The store
+	// cannot see inside a stream: imagestreams.Recorder, which moves
+	// every tag, reads them here. 0 means that package's default.
+	TagsPerStream, HistoryPerTag int
 	// Hint tells the user who may raise the limit and how, as the last
 	// part of the error. Default "ask a cluster admin to raise the
 	// platform's limit".
@@ -159,6 +164,5 @@ func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name strin
 	return nil
 }
 
-// LimitHint is Limits.Hint, for limits kept outside the store (tags per
-// image stream) that say the same.
-func (s *Store) LimitHint() string { return s.limits.Hint }
+// Limits are the limits the store was made with.
+func (s *Store) Limits() Limits { return s.limits }
