@@ -166,3 +166,19 @@ func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name strin
 
 // Limits are the limits the store was made with.
 func (s *Store) Limits() Limits { return s.limits }
+
+// ErrNoSpace is returned when etcd refuses writes because its database
+// reached its quota (the NOSPACE alarm): every write of the platform
+// fails until an operator frees space. The error also carries a 507
+// api.Status.
+var ErrNoSpace = errors.New("store: etcd is out of space")
+
+type noSpaceError struct{}
+
+const noSpaceMessage = "etcd's database is full (NOSPACE alarm) and refuses every write of the platform; a cluster admin must free space: see /readyz for the sizes and the steps (delete objects, compact, defrag, `etcdctl alarm disarm`)"
+
+func (noSpaceError) Error() string { return noSpaceMessage }
+
+func (noSpaceError) Unwrap() []error {
+	return []error{ErrNoSpace, api.NewStatus(http.StatusInsufficientStorage, api.ReasonUnavailable, "%s", noSpaceMessage)}
+}

@@ -548,6 +548,8 @@ func wrapEtcd(err error, r *api.Resource, name string) error {
 		return fmt.Errorf("%s %q: %w", r.Kind, name, ErrTooLarge)
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return fmt.Errorf("%s: %w", r.Kind, ErrGone)
+	case errors.Is(err, rpctypes.ErrNoSpace), strings.Contains(err.Error(), rpctypes.ErrNoSpace.Error()):
+		return fmt.Errorf("%s %q: %w", r.Kind, name, noSpaceError{})
 	}
 	return fmt.Errorf("store: etcd: %s %q: %w", r.Kind, name, err)
 }
