@@ -88,3 +88,34 @@ slipway_etcd_db_quota_bytes{endpoint=""} 1.6777216e+07
 		t.Errorf("size gauges: %d, %v; want 2", n, err)
 	}
 }
+
+// Problem is fatal only for an alarm; a database past WarnFraction of its
+// quota is a warning that says what to do.
+func TestSpaceProblem(t *testing.T) {
+	const q = 100 << 20
+	tests := []struct {
+		name      string
+		sp        etcd.Space
+		wantFatal bool
+		wants     []string
+	}{
+		{"healthy", etcd.Space{Members: []etcd.MemberSpace{{DBSize: 10 << 20, Quota: q}}}, false, nil},
+		{"nearly full", etcd.Space{Members: []etcd.MemberSpace{{Endpoint: "https://e1:2379", DBSize: 85 << 20, DBInUse: 80 << 20, Quota: q}}}, false,
+			[]string{"at https://e1:2379", "85.0 MiB of its 100.0 MiB quota", "etcdctl defrag", "--etcd-quota-backend-bytes"}},
+		{"corrupt", etcd.Space{Members: []etcd.MemberSpace{{MemberID: 7, DBSize: 1, Quota: q}}, Alarms: []etcd.Alarm{{MemberID: 7, Type: "CORRUPT"}}}, true,
+			[]string{"CORRUPT on member 7", "snapshot", "etcdctl alarm disarm"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg, fatal := tt.sp.Problem()
+			if fatal != tt.wantFatal || (len(tt.wants) == 0) != (msg == "") {
+				t.Errorf("Problem() = %q, %v; want fatal %v and a message %v", msg, fatal, tt.wantFatal, len(tt.wants) > 0)
+			}
+			for _, w := range tt.wants {
+				if !strings.Contains(msg, w) {
+					t.Errorf("Problem() = %q, does not say %q", msg, w)
+				}
+			}
+		})
+	}
+}
