@@ -15,8 +15,10 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"slipway.dev/slipway/cluster/runtime"
+	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/server"
+	embedded "slipway.dev/slipway/store/etcd"
 )
 
 func startCmd() *cobra.Command {
@@ -92,7 +94,19 @@ Log in as admin:
 	f.DurationVar(&cfg.NodeGracePeriod, "node-grace-period", 40*time.Second, "how long a node may miss heartbeats before it is NotReady")
 	f.DurationVar(&cfg.PodEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long pods of a NotReady node wait before they are made again elsewhere")
 	nodeFlags(f, &cfg.Node)
+	limitFlags(f, &cfg)
+	f.Int64Var(&cfg.EtcdQuotaBackendBytes, "etcd-quota-backend-bytes", embedded.DefaultQuotaBackendBytes, "size of the embedded etcd's database past which it raises the NOSPACE alarm and refuses every write (reported in /readyz and metrics)")
+	f.StringVar(&cfg.EtcdCompactionRetention, "etcd-compaction-retention", embedded.DefaultCompactionRetention, `history the embedded etcd keeps: a duration ("5m", periodic compaction) or a number of revisions ("100000")`)
 	return c
+}
+
+// limitFlags are the platform's limits per project and per image stream,
+// for every role that writes objects (start, registry).
+func limitFlags(f *pflag.FlagSet, cfg *server.Config) {
+	f.Int64Var(&cfg.Limits.PerKind, "project-object-limit", server.DefaultProjectObjectLimit, "most objects of one kind a project may hold (creates past it are refused), so that no project can fill etcd")
+	f.StringToInt64Var(&cfg.Limits.ByResource, "project-object-limits", map[string]int64{"images": server.DefaultProjectImageLimit}, "per-kind overrides of --project-object-limit, such as images=50000,pods=10000 (0: no cap)")
+	f.IntVar(&cfg.Limits.TagsPerStream, "max-tags-per-stream", imagestreams.DefaultTagsPerStream, "most tags one image stream may hold; a push of a new tag past it is refused")
+	f.IntVar(&cfg.Limits.HistoryPerTag, "max-tag-history", imagestreams.DefaultHistoryPerTag, "history entries kept per tag; older ones are dropped")
 }
 
 // etcdTLSFlags are the client certificate flags for --etcd-endpoints.
@@ -250,6 +264,7 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
 	etcdTLSFlags(f, &cfg)
 	registryFlags(f, &cfg)
+	limitFlags(f, &cfg)
 	var dataDir string
 	rotate := &cobra.Command{
 		Use:     "rotate-key",

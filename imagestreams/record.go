@@ -8,6 +8,7 @@
 package imagestreams
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,8 +26,23 @@ import (
 // ErrTagNotFound is returned when a stream or tag does not exist.
 var ErrTagNotFound = errors.New("imagestreams: tag not found")
 
-// MaxHistory bounds a tag's history; the oldest entries are dropped.
-const MaxHistory = 200
+// Default limits inside one ImageStream, used when the store's Limits
+// leave them 0.
+const (
+	// DefaultHistoryPerTag bounds a tag's history; the oldest entries are
+	// dropped.
+	DefaultHistoryPerTag = 200
+	// DefaultTagsPerStream bounds the tags of one stream; a push of a new
+	// tag beyond it is refused.
+	DefaultTagsPerStream = 1000
+	// MaxHistoryBytes bounds the encoded history of all of a stream's tags
+	// together; past it the oldest entries (never a tag's current one) are
+	// dropped, longest history first. A stream is one etcd value, which
+	// etcd refuses above 4 MiB, so without it a busy stream would fail
+	// every push once its history grew (1000 tags of 200 entries of about
+	// 330 bytes are 66 MB).
+	MaxHistoryBytes = 1 << 20
+)
 
 // Recorder writes images and tag moves into the store.
 type Recorder struct {
@@ -81,7 +97,9 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 		obj, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
 			is := o.(*api.ImageStream)
 			ev.Generation = is.Generation
-			pushTag(is, tag, ev)
+			if err := r.pushTag(is, tag, ev); err != nil {
+				return err
+			}
 			is.Status.DockerImageRepository = r.registry() + "/" + project + "/" + stream
 			return nil
 		})
@@ -104,22 +122,60 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 	}
 }
 
+// limits are the tag and history limits: the store's, or the defaults.
+func (r *Recorder) limits() (tags, history int) {
+	l := r.Store.Limits()
+	return cmp.Or(l.TagsPerStream, DefaultTagsPerStream), cmp.Or(l.HistoryPerTag, DefaultHistoryPerTag)
+}
+
+// CheckTag refuses, before anything is stored, a push that would add a
+// tag to a stream already at the tag limit (a *store.LimitError). A
+// missing stream or an existing tag is fine; MoveTag checks again.
+func (r *Recorder) CheckTag(ctx context.Context, project, stream, tag string) error {
+	o, err := r.Store.Get(ctx, api.ImageStreams, project, stream)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return r.mayAddTag(o.(*api.ImageStream), tag)
+}
+
+func (r *Recorder) mayAddTag(is *api.ImageStream, tag string) error {
+	max, _ := r.limits()
+	if len(is.Status.Tags) < max || slices.ContainsFunc(is.Status.Tags, func(t api.NamedTagEventList) bool { return t.Tag == tag }) {
+		return nil
+	}
+	hint := r.Store.Limits().Hint
+	if hint == "" {
+		hint = "ask a cluster admin to raise the platform's limit"
+	}
+	return &store.LimitError{Project: is.Namespace, What: fmt.Sprintf("tags in image stream %q", is.Name), Limit: int64(max),
+		Hint: "use another image stream, or " + hint}
+}
+
 // pushTag puts ev at the head of tag's history unless the tag already
-// points at that digest.
-func pushTag(is *api.ImageStream, tag string, ev api.TagEvent) {
+// points at that digest. A new tag beyond the tag limit is refused.
+func (r *Recorder) pushTag(is *api.ImageStream, tag string, ev api.TagEvent) error {
+	_, history := r.limits()
+	defer trimHistory(is, MaxHistoryBytes)
 	for i := range is.Status.Tags {
 		t := &is.Status.Tags[i]
 		if t.Tag != tag {
 			continue
 		}
 		if len(t.Items) > 0 && t.Items[0].Image == ev.Image {
-			return
+			return nil
 		}
 		t.Items = append([]api.TagEvent{ev}, t.Items...)
-		if len(t.Items) > MaxHistory {
-			t.Items = t.Items[:MaxHistory]
+		if len(t.Items) > history {
+			t.Items = t.Items[:history]
 		}
-		return
+		return nil
+	}
+	if err := r.mayAddTag(is, tag); err != nil {
+		return err
 	}
 	is.Status.Tags = append(is.Status.Tags, api.NamedTagEventList{Tag: tag, Items: []api.TagEvent{ev}})
 	slices.SortFunc(is.Status.Tags, func(a, b api.NamedTagEventList) int {
@@ -131,6 +187,37 @@ func pushTag(is *api.ImageStream, tag string, ev api.TagEvent) {
 		}
 		return 0
 	})
+	return nil
+}
+
+// trimHistory drops the oldest history entries, from the tag with the
+// longest history first, until the stream's tag events encode to at most
+// budget bytes. A tag's current entry is never dropped.
+func trimHistory(is *api.ImageStream, budget int) {
+	size := func(ev api.TagEvent) int {
+		b, _ := json.Marshal(ev)
+		return len(b) + 1
+	}
+	total := 0
+	for _, t := range is.Status.Tags {
+		for _, ev := range t.Items {
+			total += size(ev)
+		}
+	}
+	for total > budget {
+		longest := -1
+		for i, t := range is.Status.Tags {
+			if len(t.Items) > 1 && (longest < 0 || len(t.Items) > len(is.Status.Tags[longest].Items)) {
+				longest = i
+			}
+		}
+		if longest < 0 {
+			return
+		}
+		t := &is.Status.Tags[longest]
+		total -= size(t.Items[len(t.Items)-1])
+		t.Items = t.Items[:len(t.Items)-1]
+	}
 }
 
 // Latest returns where a tag points now.

@@ -93,7 +93,7 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 			if err := m.repo.mayMoveTag(ctx, wt.Tag); err != nil {
 				return "", err
 			}
-			if err := m.repo.mayCreateStream(ctx); err != nil {
+			if err := m.repo.mayCreateStream(ctx, wt.Tag); err != nil {
 				return "", err
 			}
 		}
@@ -113,6 +113,9 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
 	}
 	trimmed := imagestreams.BoundImageMetadata(img)
+	if err := m.repo.reg.cfg.Store.CheckCreate(ctx, api.Images, m.repo.project, img.Name); err != nil {
+		return "", limitErr("", err)
+	}
 	if m.repo.reg.cfg.Faults.hit(ctx, "before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
@@ -136,7 +139,7 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	}
 	img.DockerImageReference = m.repo.reg.recorder.Reference(m.repo.project, m.repo.stream, dgst.String())
 	if err := m.repo.reg.recorder.RecordImage(ctx, m.repo.project, img); err != nil {
-		return "", errcode.ErrorCodeUnknown.WithMessage("recording the image: " + err.Error())
+		return "", limitErr("recording the image: ", err)
 	}
 	if img.Subject != "" {
 		desc := v1.Descriptor{MediaType: mediaType, Digest: dgst, Size: int64(len(payload)), ArtifactType: artifactType(payload), Annotations: img.ManifestAnnotations}
@@ -345,7 +348,10 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 // create a stream the pusher may not create. distribution wraps every
 // error from TagService.Tag as UNKNOWN (500), so Tag's own check cannot
 // answer 403; errors from ManifestService.Put pass through as they are.
-func (r *repository) mayCreateStream(ctx context.Context) error {
+func (r *repository) mayCreateStream(ctx context.Context, tag string) error {
+	if err := r.reg.recorder.CheckTag(ctx, r.project, r.stream, tag); err != nil {
+		return limitErr("", err)
+	}
 	_, err := r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil // it exists, or MoveTag will report the store's error
@@ -354,7 +360,20 @@ func (r *repository) mayCreateStream(ctx context.Context) error {
 	if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {
 		return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s may push to %s but not create the image stream %q; ask for the edit role", who.Name, r.project, r.stream))
 	}
+	if err := r.reg.cfg.Store.CheckCreate(ctx, api.ImageStreams, r.project, r.stream); err != nil {
+		return limitErr("", err)
+	}
 	return nil
+}
+
+// limitErr answers a platform limit (store.ErrLimit: objects per project,
+// tags per stream) as the spec's DENIED with the limit's message, which
+// says what to do; anything else as UNKNOWN.
+func limitErr(prefix string, err error) error {
+	if errors.Is(err, store.ErrLimit) {
+		return errcode.ErrorCodeDenied.WithMessage(err.Error())
+	}
+	return errcode.ErrorCodeUnknown.WithMessage(prefix + err.Error())
 }
 
 // PromoterServiceAccount is the account promotions push as; only it may

@@ -26,10 +26,12 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 
+	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/apiserver"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/cluster/node"
+	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/store"
@@ -91,16 +93,65 @@ type Config struct {
 	// cluster's etcd; RegistryHost names the cluster's registry.
 	NodeOnly     bool
 	RegistryHost string
+	// Limits are the platform's caps per project (objects of each kind)
+	// and per image stream (tags, history), so that no project fills
+	// etcd. Zero fields take the defaults below (DefaultLimits).
+	Limits store.Limits
+	// EtcdQuotaBackendBytes and EtcdCompactionRetention configure the
+	// embedded etcd (etcd.Config's QuotaBackendBytes and
+	// CompactionRetention; defaults 4 GiB and "5m"). An external
+	// cluster keeps its own settings; its space is reported all the same.
+	EtcdQuotaBackendBytes   int64
+	EtcdCompactionRetention string
 	// NodeGracePeriod is how long a node may miss heartbeats before it is
 	// NotReady (default 40s); PodEvictionTimeout is how long its pods then
 	// wait before they are made again elsewhere (default 30s).
 	NodeGracePeriod, PodEvictionTimeout time.Duration
 }
 
+// Default platform limits: large enough for real projects (a busy CI
+// project pushes a few thousand images before pruning), small enough
+// that one project's objects are a small part of etcd's quota.
+const (
+	DefaultProjectObjectLimit = 5000
+	DefaultProjectImageLimit  = 20000
+)
+
+// DefaultLimits fills the zero fields of l.
+func DefaultLimits(l store.Limits) store.Limits {
+	if l.PerKind == 0 {
+		l.PerKind = DefaultProjectObjectLimit
+	}
+	by := map[string]int64{"images": DefaultProjectImageLimit}
+	for k, v := range l.ByResource {
+		by[k] = v
+	}
+	l.ByResource = by
+	l.TagsPerStream = cmp.Or(l.TagsPerStream, imagestreams.DefaultTagsPerStream)
+	l.HistoryPerTag = cmp.Or(l.HistoryPerTag, imagestreams.DefaultHistoryPerTag)
+	if l.Hint == "" {
+		l.Hint = "ask a cluster admin to raise the platform's limits (slipway start --project-object-limit, --project-object-limits KIND=N, --max-tags-per-stream)"
+	}
+	return l
+}
+
 // Validate fills defaults and checks what is required.
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("server: --data-dir is required")
+	}
+	by := map[string]int64{}
+	for k, v := range c.Limits.ByResource {
+		r, ok := api.Lookup(k)
+		if !ok || !r.Namespaced || v < 0 {
+			return fmt.Errorf("server: --project-object-limits %s=%d: give a number of at least 0 (no cap) for a kind that lives in projects (images, imagestreams, pods, …)", k, v)
+		}
+		by[r.Name] = v
+	}
+	c.Limits.ByResource = by
+	c.Limits = DefaultLimits(c.Limits)
+	if c.Limits.PerKind < 0 || c.Limits.TagsPerStream < 0 || c.Limits.HistoryPerTag < 0 {
+		return fmt.Errorf("server: limits must be positive: --project-object-limit %d, --max-tags-per-stream %d, --max-tag-history %d", c.Limits.PerKind, c.Limits.TagsPerStream, c.Limits.HistoryPerTag)
 	}
 	if c.Listen == "" {
 		c.Listen = ":8443"
@@ -189,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	} else if s.client, err = etcd.ClientTLS(s.etcdClientTLS(), endpoints...); err != nil {
 		return nil, err
 	}
-	s.Store = store.New(s.client, store.WithPrefix(cfg.EtcdPrefix))
+	s.Store = store.New(s.client, store.WithPrefix(cfg.EtcdPrefix), store.WithLimits(cfg.Limits))
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Hostnames...)
 	if h, err := os.Hostname(); err == nil && h != "" {
 		hosts = append(hosts, h)
@@ -216,7 +267,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
-		ProjectCleaner: &s.cleaner})
+		ProjectCleaner: &s.cleaner, Metrics: s.metrics()})
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +300,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: listen on %s: %w (is another slipway running? use --listen)", cfg.Listen, err)
 	}
 	s.http = &http.Server{
-		Handler:           s.API.Handler(),
+		Handler:           s.readyz(s.API.Handler()),
 		TLSConfig:         s.tlsConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
@@ -459,7 +510,8 @@ func (s *Server) startEmbeddedEtcd() (*etcd.Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	return etcd.Start(etcd.Config{Name: "slipway", Dir: filepath.Join(s.cfg.DataDir, "etcd"), ClientAddr: addrs.Client, PeerAddr: addrs.Peer, TLS: &pki.Member})
+	return etcd.Start(etcd.Config{Name: "slipway", Dir: filepath.Join(s.cfg.DataDir, "etcd"), ClientAddr: addrs.Client, PeerAddr: addrs.Peer, TLS: &pki.Member,
+		QuotaBackendBytes: s.cfg.EtcdQuotaBackendBytes, CompactionRetention: s.cfg.EtcdCompactionRetention})
 }
 
 // etcdClientTLS is the client certificate for external endpoints: the

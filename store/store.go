@@ -48,6 +48,7 @@ type Store struct {
 	client *clientv3.Client
 	prefix string
 	now    func() time.Time
+	limits Limits
 }
 
 // Option configures a Store.
@@ -108,6 +109,9 @@ func (s *Store) Create(ctx context.Context, r *api.Resource, obj api.Object) err
 		return fmt.Errorf("store: encode %s %q: %w", r.Kind, m.Name, err)
 	}
 	key := s.Key(r, m.Namespace, m.Name)
+	if limit := s.limits.For(r); limit > 0 {
+		return s.createCounted(ctx, r, m, key, string(data), limit)
+	}
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(data))).
@@ -350,11 +354,13 @@ func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int6
 	if !r.Namespaced || ns == "" {
 		return 0, fmt.Errorf("store: DeleteAll needs a namespaced resource and a project: %w", ErrInvalid)
 	}
-	resp, err := s.client.Delete(ctx, s.keyPrefix(r, ns), clientv3.WithPrefix())
+	resp, err := s.client.Txn(ctx).
+		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns))).
+		Commit()
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)
 	}
-	return resp.Deleted, nil
+	return resp.Responses[0].GetResponseDeleteRange().Deleted, nil
 }
 
 // Owner names one incarnation of an object: an operation guarded by it
@@ -404,7 +410,7 @@ func (s *Store) DeleteAllOwned(ctx context.Context, r *api.Resource, ns string, 
 	}
 	txn, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix())).
+		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns))).
 		Commit()
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)
@@ -542,6 +548,8 @@ func wrapEtcd(err error, r *api.Resource, name string) error {
 		return fmt.Errorf("%s %q: %w", r.Kind, name, ErrTooLarge)
 	case errors.Is(err, rpctypes.ErrCompacted):
 		return fmt.Errorf("%s: %w", r.Kind, ErrGone)
+	case errors.Is(err, rpctypes.ErrNoSpace), strings.Contains(err.Error(), rpctypes.ErrNoSpace.Error()):
+		return fmt.Errorf("%s %q: %w", r.Kind, name, noSpaceError{})
 	}
 	return fmt.Errorf("store: etcd: %s %q: %w", r.Kind, name, err)
 }

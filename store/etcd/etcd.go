@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,16 @@ type Config struct {
 	// MaxRequestBytes bounds one write. Default 4 MiB, above the API's
 	// 3 MiB body limit so that the API, not etcd, answers oversized bodies.
 	MaxRequestBytes uint
+	// QuotaBackendBytes is the size of the database past which etcd
+	// raises NOSPACE and refuses every write until an operator frees
+	// space, defragments and disarms the alarm. Default
+	// DefaultQuotaBackendBytes.
+	QuotaBackendBytes int64
+	// CompactionRetention is how much history etcd keeps: a duration
+	// ("5m": periodic compaction) or a number of revisions ("100000").
+	// Watches resume only from revisions still kept (older ones answer
+	// 410 and clients relist). Default DefaultCompactionRetention.
+	CompactionRetention string
 	// Ready bounds the wait for the member to serve. Default 60s.
 	Ready time.Duration
 	// TLS, when set, serves clients and peers over TLS only and requires
@@ -48,10 +59,35 @@ type Config struct {
 	TLS *TLSFiles
 }
 
+// Defaults of Config.
+const (
+	// DefaultQuotaBackendBytes is 4 GiB: twice etcd's own default, half
+	// its recommended maximum. Compaction frees pages for reuse but only
+	// a defrag shrinks the file, so the quota is the most the file grows.
+	DefaultQuotaBackendBytes = 4 << 30
+	// DefaultCompactionRetention keeps five minutes of history, as
+	// Kubernetes' API server does: enough for watches to resume across a
+	// restart, and a write flood's old revisions are freed within
+	// minutes rather than after 100000 more revisions.
+	DefaultCompactionRetention = "5m"
+)
+
 // Validate fills defaults and checks what is required.
 func (c *Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("etcd: a data directory is required")
+	}
+	if c.QuotaBackendBytes == 0 {
+		c.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if c.QuotaBackendBytes < 0 {
+		return fmt.Errorf("etcd: the backend quota must be positive, not %d bytes", c.QuotaBackendBytes)
+	}
+	if c.CompactionRetention == "" {
+		c.CompactionRetention = DefaultCompactionRetention
+	}
+	if _, err := c.compactionMode(); err != nil {
+		return err
 	}
 	if c.Name == "" {
 		c.Name = "default"
@@ -69,6 +105,18 @@ func (c *Config) Validate() error {
 		c.Ready = 60 * time.Second
 	}
 	return nil
+}
+
+// compactionMode is etcd's mode for CompactionRetention: revision for a
+// number, periodic for a duration.
+func (c *Config) compactionMode() (string, error) {
+	if n, err := strconv.ParseInt(c.CompactionRetention, 10, 64); err == nil && n > 0 {
+		return embed.CompactorModeRevision, nil
+	}
+	if d, err := time.ParseDuration(c.CompactionRetention); err == nil && d > 0 {
+		return embed.CompactorModePeriodic, nil
+	}
+	return "", fmt.Errorf("etcd: compaction retention %q is neither a duration (5m) nor a number of revisions (100000)", c.CompactionRetention)
 }
 
 // FreeAddr resolves a host:0 address to a concrete free port. etcd needs
@@ -128,8 +176,9 @@ func Start(c Config) (*Member, error) {
 	cfg.MaxRequestBytes = c.MaxRequestBytes
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
-	cfg.AutoCompactionMode = embed.CompactorModeRevision
-	cfg.AutoCompactionRetention = "100000"
+	cfg.QuotaBackendBytes = c.QuotaBackendBytes
+	cfg.AutoCompactionMode, _ = c.compactionMode()
+	cfg.AutoCompactionRetention = c.CompactionRetention
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: start member %s in %s: %w", c.Name, c.Dir, err)

@@ -25,13 +25,16 @@ func TestConfigValidate(t *testing.T) {
 		{
 			"defaults",
 			etcd.Config{Dir: "/d"},
-			etcd.Config{Name: "default", Dir: "/d", ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", MaxRequestBytes: 4 << 20, Ready: 60 * time.Second},
+			etcd.Config{Name: "default", Dir: "/d", ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", MaxRequestBytes: 4 << 20, Ready: 60 * time.Second,
+				QuotaBackendBytes: etcd.DefaultQuotaBackendBytes, CompactionRetention: "5m"},
 			false,
 		},
+		{"negative quota", etcd.Config{Dir: "/d", QuotaBackendBytes: -1}, etcd.Config{}, true},
+		{"retention neither duration nor revisions", etcd.Config{Dir: "/d", CompactionRetention: "soon"}, etcd.Config{}, true},
 		{
 			"explicit values kept",
-			etcd.Config{Name: "m1", Dir: "/d", ClientAddr: "0.0.0.0:2379", PeerAddr: "0.0.0.0:2380", MaxRequestBytes: 1, Ready: time.Second, InitialCluster: "m1=http://x:2380"},
-			etcd.Config{Name: "m1", Dir: "/d", ClientAddr: "0.0.0.0:2379", PeerAddr: "0.0.0.0:2380", MaxRequestBytes: 1, Ready: time.Second, InitialCluster: "m1=http://x:2380"},
+			etcd.Config{Name: "m1", Dir: "/d", ClientAddr: "0.0.0.0:2379", PeerAddr: "0.0.0.0:2380", MaxRequestBytes: 1, Ready: time.Second, InitialCluster: "m1=http://x:2380", QuotaBackendBytes: 1 << 20, CompactionRetention: "100000"},
+			etcd.Config{Name: "m1", Dir: "/d", ClientAddr: "0.0.0.0:2379", PeerAddr: "0.0.0.0:2380", MaxRequestBytes: 1, Ready: time.Second, InitialCluster: "m1=http://x:2380", QuotaBackendBytes: 1 << 20, CompactionRetention: "100000"},
 			false,
 		},
 	}

@@ -55,12 +55,13 @@ func Main(m *testing.M) int {
 }
 
 // New returns a store under a prefix no other store of this process uses.
-func New(t testing.TB) *store.Store {
+// opts come after the prefix (a WithLimits, say).
+func New(t testing.TB, opts ...store.Option) *store.Store {
 	t.Helper()
 	if shared == nil {
 		t.Fatal("storetest: call storetest.Main from TestMain")
 	}
-	return store.New(shared, store.WithPrefix(fmt.Sprintf("/t/%d/%s/", runs.Add(1), t.Name())))
+	return store.New(shared, append([]store.Option{store.WithPrefix(fmt.Sprintf("/t/%d/%s/", runs.Add(1), t.Name()))}, opts...)...)
 }
 
 // Context bounds a test so that a hang fails instead of blocking the

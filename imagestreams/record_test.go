@@ -1,0 +1,98 @@
+package imagestreams
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/store"
+	"slipway.dev/slipway/store/storetest"
+)
+
+func digestN(i int) string { return fmt.Sprintf("sha256:%064x", i) }
+
+// M5: a stream holds at most TagsPerStream tags and HistoryPerTag entries
+// per tag; a new tag past the limit is refused with an error naming the
+// stream, the project and what to do, and existing tags still move.
+func TestRecorderTagAndHistoryLimits(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := storetest.New(t, store.WithLimits(store.Limits{TagsPerStream: 3, HistoryPerTag: 4, Hint: "ask a cluster admin to raise --max-tags-per-stream"}))
+	r := &Recorder{Store: s}
+	create := func() error { return nil }
+	for i, tag := range []string{"a", "b", "c"} {
+		if _, err := r.MoveTag(ctx, "mal", "app", tag, digestN(i), "mallory", create); err != nil {
+			t.Fatalf("MoveTag(%s) = %v", tag, err)
+		}
+	}
+	if err := r.CheckTag(ctx, "mal", "app", "d"); !errors.Is(err, store.ErrLimit) {
+		t.Errorf("CheckTag(4th tag) = %v, want ErrLimit", err)
+	}
+	_, err := r.MoveTag(ctx, "mal", "app", "d", digestN(9), "mallory", create)
+	if !errors.Is(err, store.ErrLimit) {
+		t.Fatalf("MoveTag(4th tag) = %v, want ErrLimit", err)
+	}
+	for _, want := range []string{`project "mal"`, `3 tags in image stream "app"`, "use another image stream", "--max-tags-per-stream"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("MoveTag(4th tag) error %q does not say %q", err, want)
+		}
+	}
+	if err := r.CheckTag(ctx, "mal", "app", "a"); err != nil {
+		t.Errorf("CheckTag(existing tag) = %v, want nil", err)
+	}
+	var is *api.ImageStream
+	for i := 10; i < 16; i++ {
+		if is, err = r.MoveTag(ctx, "mal", "app", "a", digestN(i), "mallory", create); err != nil {
+			t.Fatalf("MoveTag(existing tag a, %d) = %v", i, err)
+		}
+	}
+	for _, tg := range is.Status.Tags {
+		if tg.Tag == "a" && (len(tg.Items) != 4 || tg.Items[0].Image != digestN(15)) {
+			t.Errorf("tag a after 7 moves: %d entries, head %s; want 4, %s", len(tg.Items), tg.Items[0].Image, digestN(15))
+		}
+	}
+	if len(is.Status.Tags) != 3 {
+		t.Errorf("stream has %d tags, want 3", len(is.Status.Tags))
+	}
+	// Another stream has room of its own.
+	if _, err := r.MoveTag(ctx, "mal", "other", "d", digestN(9), "mallory", create); err != nil {
+		t.Errorf("MoveTag(other stream) = %v", err)
+	}
+}
+
+// A stream's history is bounded in bytes as well: the oldest entries go,
+// longest history first, and every tag keeps its current entry.
+func TestTrimHistoryKeepsStreamsWithinBudget(t *testing.T) {
+	is := &api.ImageStream{}
+	for i := range 40 {
+		tg := api.NamedTagEventList{Tag: fmt.Sprintf("t%02d", i)}
+		n := 1
+		if i < 4 {
+			n = 200
+		}
+		for j := range n {
+			tg.Items = append(tg.Items, api.TagEvent{Image: digestN(i*1000 + j), DockerImageReference: "127.0.0.1:5000/p/s@" + digestN(i*1000+j)})
+		}
+		is.Status.Tags = append(is.Status.Tags, tg)
+	}
+	const budget = 64 << 10
+	trimHistory(is, budget)
+	total := 0
+	for i, tg := range is.Status.Tags {
+		if len(tg.Items) == 0 || tg.Items[0].Image != digestN(i*1000) {
+			t.Fatalf("tag %s lost its current entry", tg.Tag)
+		}
+		for _, ev := range tg.Items {
+			b, _ := json.Marshal(ev)
+			total += len(b) + 1
+		}
+	}
+	if total > budget {
+		t.Errorf("history is %d bytes after trimHistory, want at most %d", total, budget)
+	}
+	if n := len(is.Status.Tags[0].Items); n < 2 || n == 200 {
+		t.Errorf("the longest history kept %d entries; want it trimmed but not to its head alone", n)
+	}
+}

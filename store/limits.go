@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"slipway.dev/slipway/api"
+)
+
+// ErrLimit is returned when a project already holds as many objects of a
+// kind as the platform allows. The error also carries a 403 api.Status, so
+// the API answers it without a mapping of its own.
+var ErrLimit = errors.New("store: project limit reached")
+
+// Limits caps how many objects of each namespaced kind one project may
+// hold, so that no project can fill etcd, whose space every project shares
+// (once etcd's backend quota is reached, every write of the platform
+// fails). It is a platform guard, not a quota users manage: one cap for
+// every kind, with overrides per kind. Cluster-scoped kinds are not
+// counted.
+type Limits struct {
+	// PerKind is the cap for a namespaced kind not in ByResource; 0 means
+	// no cap.
+	PerKind int64
+	// ByResource overrides PerKind by resource name ("images"); 0 there
+	// means no cap for that kind.
+	ByResource map[string]int64
+	// TagsPerStream caps the tags of one ImageStream and HistoryPerTag
+	// the history kept per tag (older entries are dropped). The store
+	// cannot see inside a stream: imagestreams.Recorder, which moves
+	// every tag, reads them here. 0 means that package's default.
+	TagsPerStream, HistoryPerTag int
+	// Hint tells the user who may raise the limit and how, as the last
+	// part of the error. Default "ask a cluster admin to raise the
+	// platform's limit".
+	Hint string
+}
+
+// For is the cap on r per project; 0 means none.
+func (l Limits) For(r *api.Resource) int64 {
+	if !r.Namespaced {
+		return 0
+	}
+	if n, ok := l.ByResource[r.Name]; ok {
+		return n
+	}
+	return l.PerKind
+}
+
+// WithLimits caps objects per project and kind on every Create. Default:
+// no caps.
+func WithLimits(l Limits) Option { return func(s *Store) { s.limits = l } }
+
+// LimitError says which limit a write hit, in which project, and what to
+// do about it. errors.Is(err, ErrLimit) holds for it.
+type LimitError struct {
+	Project string
+	// What is counted: "images", or "tags in image stream app".
+	What  string
+	Limit int64
+	// Hint is Limits.Hint.
+	Hint string
+}
+
+func (e *LimitError) Error() string {
+	hint := e.Hint
+	if hint == "" {
+		hint = "ask a cluster admin to raise the platform's limit"
+	}
+	return fmt.Sprintf("project %q already holds %d %s, the most the platform allows; delete those it no longer needs, or %s", e.Project, e.Limit, e.What, hint)
+}
+
+// Unwrap makes the error ErrLimit and a 403 Forbidden Status, as
+// Kubernetes answers an exceeded quota.
+func (e *LimitError) Unwrap() []error {
+	return []error{ErrLimit, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", e.Error())}
+}
+
+// fenceKey is bumped by every counted create of r in ns, in the same
+// transaction, so two creates that counted the same objects cannot both
+// commit: the loser counts again. It is deleted with the project's
+// objects (DeleteAll, DeleteAllOwned).
+func (s *Store) fenceKey(r *api.Resource, ns string) string {
+	return s.prefix + "createfence/" + r.Name + "/" + ns
+}
+
+// createCounted is Create under a limit. Counting is an index-only range
+// (WithCountOnly: etcd reads no values), and the create commits only if
+// no other counted create of the kind in the project committed since the
+// count, so concurrent creates never overshoot the limit. Deletes do not
+// touch the fence: they only lower the count.
+func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.ObjectMeta, key, data string, limit int64) error {
+	fence := s.fenceKey(r, m.Namespace)
+	for {
+		count, fenceRev, exists, err := s.count(ctx, r, m.Namespace, key)
+		if err != nil {
+			return wrapEtcd(err, r, m.Name)
+		}
+		if exists {
+			return fmt.Errorf("%s %q: %w", r.Kind, m.Name, ErrExists)
+		}
+		if count >= limit {
+			return &LimitError{Project: m.Namespace, What: r.Name, Limit: limit, Hint: s.limits.Hint}
+		}
+		resp, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev)).
+			Then(clientv3.OpPut(key, data), clientv3.OpPut(fence, "")).
+			Commit()
+		if err != nil {
+			return wrapEtcd(err, r, m.Name)
+		}
+		if resp.Succeeded {
+			m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// count reads, at one revision, how many objects of r project ns holds,
+// the fence's revision and whether key exists.
+func (s *Store) count(ctx context.Context, r *api.Resource, ns, key string) (count, fenceRev int64, exists bool, err error) {
+	resp, err := s.client.Txn(ctx).Then(
+		clientv3.OpGet(s.keyPrefix(r, ns), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(s.fenceKey(r, ns)),
+		clientv3.OpGet(key, clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return 0, 0, false, err
+	}
+	count = resp.Responses[0].GetResponseRange().Count
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		fenceRev = kvs[0].ModRevision
+	}
+	exists = resp.Responses[2].GetResponseRange().Count > 0
+	return count, fenceRev, exists, nil
+}
+
+// CheckCreate reports whether a Create of r named name in ns would be
+// refused by the limits: a *LimitError when the project is at its cap
+// and name does not exist yet, nil otherwise. Writers that store other
+// things before the object (the registry stores the manifest before its
+// Image record) call it first, so a refused push leaves nothing behind.
+// Create checks again.
+func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name string) error {
+	limit := s.limits.For(r)
+	if limit <= 0 {
+		return nil
+	}
+	count, _, exists, err := s.count(ctx, r, ns, s.Key(r, ns, name))
+	if err != nil {
+		return wrapEtcd(err, r, name)
+	}
+	if !exists && count >= limit {
+		return &LimitError{Project: ns, What: r.Name, Limit: limit, Hint: s.limits.Hint}
+	}
+	return nil
+}
+
+// Limits are the limits the store was made with.
+func (s *Store) Limits() Limits { return s.limits }
+
+// ErrNoSpace is returned when etcd refuses writes because its database
+// reached its quota (the NOSPACE alarm): every write of the platform
+// fails until an operator frees space. The error also carries a 507
+// api.Status.
+var ErrNoSpace = errors.New("store: etcd is out of space")
+
+type noSpaceError struct{}
+
+const noSpaceMessage = "etcd's database is full (NOSPACE alarm) and refuses every write of the platform; a cluster admin must free space: see /readyz for the sizes and the steps (delete objects, compact, defrag, `etcdctl alarm disarm`)"
+
+func (noSpaceError) Error() string { return noSpaceMessage }
+
+func (noSpaceError) Unwrap() []error {
+	return []error{ErrNoSpace, api.NewStatus(http.StatusInsufficientStorage, api.ReasonUnavailable, "%s", noSpaceMessage)}
+}

@@ -1,0 +1,116 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/store"
+)
+
+// M5: one project cannot hold more objects of a kind than the platform
+// allows; the refusal names the limit, the project and what to do, and
+// other projects and kinds are not affected.
+func TestLimitsCapObjectsPerProjectAndKind(t *testing.T) {
+	ctx := testContext(t)
+	s := store.New(sharedClient, store.WithPrefix(testPrefix(t)), store.WithLimits(store.Limits{
+		PerKind: 3, ByResource: map[string]int64{"roles": 0}, Hint: "ask a cluster admin to raise --project-object-limit",
+	}))
+	for i := range 3 {
+		mustCreate(t, ctx, s, api.ServiceAccounts, newSA("mal", fmt.Sprintf("sa%d", i), nil))
+	}
+	err := s.Create(ctx, api.ServiceAccounts, newSA("mal", "sa3", nil))
+	var le *store.LimitError
+	if !errors.Is(err, store.ErrLimit) || !errors.As(err, &le) {
+		t.Fatalf("Create(4th service account) = %v, want ErrLimit", err)
+	}
+	for _, want := range []string{`project "mal"`, "3 serviceaccounts", "delete those it no longer needs", "--project-object-limit"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Create(4th) error %q does not say %q", err, want)
+		}
+	}
+	if st, ok := api.StatusFor(err); !ok || st.Code != http.StatusForbidden {
+		t.Errorf("Create(4th): status %+v, want 403", st)
+	}
+	if _, err := s.Get(ctx, api.ServiceAccounts, "mal", "sa3"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get(refused object) = %v, want ErrNotFound: a refusal changes nothing", err)
+	}
+	// A name that exists is ErrExists, not the limit.
+	if err := s.Create(ctx, api.ServiceAccounts, newSA("mal", "sa0", nil)); !errors.Is(err, store.ErrExists) {
+		t.Errorf("Create(existing name at the cap) = %v, want ErrExists", err)
+	}
+	if err := s.CheckCreate(ctx, api.ServiceAccounts, "mal", "sa0"); err != nil {
+		t.Errorf("CheckCreate(existing name) = %v, want nil", err)
+	}
+	if err := s.CheckCreate(ctx, api.ServiceAccounts, "mal", "new"); !errors.Is(err, store.ErrLimit) {
+		t.Errorf("CheckCreate(new name at the cap) = %v, want ErrLimit", err)
+	}
+	// Other projects, kinds without a cap, and cluster-scoped kinds go on.
+	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("other", "sa0", nil))
+	for i := range 5 {
+		mustCreate(t, ctx, s, api.Roles, &api.Role{ObjectMeta: api.ObjectMeta{Namespace: "mal", Name: fmt.Sprintf("r%d", i)}})
+		mustCreate(t, ctx, s, api.Projects, newProject(fmt.Sprintf("p%d", i), ""))
+	}
+	// Deleting makes room.
+	if _, err := s.Delete(ctx, api.ServiceAccounts, "mal", "sa1", ""); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("mal", "sa3", nil))
+
+	// DeleteAll takes the fence key with the objects.
+	if n, err := s.DeleteAll(ctx, api.ServiceAccounts, "mal"); err != nil || n != 3 {
+		t.Fatalf("DeleteAll = %d, %v; want 3, nil", n, err)
+	}
+	resp, err := sharedClient.Get(ctx, s.Prefix()+"createfence/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, strings.TrimPrefix(string(kv.Key), s.Prefix()))
+	}
+	if want := []string{"createfence/serviceaccounts/other"}; fmt.Sprint(keys) != fmt.Sprint(want) {
+		t.Errorf("fence keys after DeleteAll = %v, want %v", keys, want)
+	}
+}
+
+// Concurrent creates in one project never overshoot the cap: each create
+// commits only if no other counted create committed since its count.
+func TestLimitsHoldUnderConcurrentCreates(t *testing.T) {
+	ctx := testContext(t)
+	s := store.New(sharedClient, store.WithPrefix(testPrefix(t)), store.WithLimits(store.Limits{PerKind: 5}))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created, refused := 0, 0
+	for i := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Create(ctx, api.ServiceAccounts, newSA("race", fmt.Sprintf("sa%d", i), nil))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				created++
+			case errors.Is(err, store.ErrLimit):
+				refused++
+			default:
+				t.Errorf("Create(sa%d) = %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	objs, _, err := s.List(ctx, api.ServiceAccounts, "race", store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created != 5 || refused != 19 || len(objs) != 5 {
+		t.Errorf("24 concurrent creates under a cap of 5: created %d, refused %d, stored %d; want 5, 19, 5", created, refused, len(objs))
+	}
+}
