@@ -10,9 +10,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,38 +221,16 @@ func TestSecurityDeletion(t *testing.T) {
 	}
 }
 
-// TestSecurityDeletionVolumes runs pods: the victim's pod writes a secret
-// to a persistent volume; after the project is deleted and mallory makes
-// it again, her pod with the same claim finds nothing.
+// TestSecurityDeletionVolumes runs pods on a node agent of its own (`slipway
+// node`, which it can stop): the victim's pod writes a secret to a
+// persistent volume; after the project is deleted and mallory makes it
+// again, her pod with the same claim finds nothing, also when the node was
+// down while the project was deleted and made again.
 func TestSecurityDeletionVolumes(t *testing.T) {
 	ht := htpasswdFile(t, map[string]string{"mallory": "mallorypw"})
-	c := startCluster(t, "secdelvol", "--htpasswd", ht)
+	c := startCluster(t, "secdelvol", "--htpasswd", ht, "--no-node")
+	node := startNodeProcess(t, c)
 	ctx := context.Background()
-	if err := c.admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "gone"}}); err != nil {
-		t.Fatal(err)
-	}
-	img := podImage(t, nil, "sh", "-c", "echo db-password=hunter2 > /data/creds; exec sleep 100000")
-	if err := remote.Write(mustRef(t, c.p.registry+"/gone/app:1"), img, c.auth); err != nil {
-		t.Fatalf("push gone/app:1: %v", err)
-	}
-	pod := func(name, image string, cmd ...string) *api.Pod {
-		return &api.Pod{ObjectMeta: api.ObjectMeta{Name: name, Namespace: "gone"}, Spec: api.PodSpec{
-			Volumes: []api.Volume{{Name: "v", Persistent: &api.PersistentVolumeSource{ClaimName: "data"}}},
-			Containers: []api.Container{{Name: "c", Image: image, Command: cmd,
-				VolumeMounts: []api.VolumeMount{{Name: "v", MountPath: "/data"}}}}}}
-	}
-	if err := c.admin.Create(ctx, api.Pods, pod("w", c.p.registry+"/gone/app:1")); err != nil {
-		t.Fatal(err)
-	}
-	creds := filepath.Join(c.p.dataDir, "node", "volumes", "gone", "data", "creds")
-	waitFor(t, 2*time.Minute, "the victim's pod to write its secret to the volume", func() (bool, string) {
-		b, err := os.ReadFile(creds)
-		p, _ := c.admin.Get(ctx, api.Pods, "gone", "w")
-		return err == nil && strings.Contains(string(b), "hunter2"), fmt.Sprintf("%s: %q %v; pod %+v", creds, b, err, p)
-	})
-	if _, err := c.admin.Delete(ctx, api.Projects, "", "gone"); err != nil {
-		t.Fatalf("delete project gone: %v", err)
-	}
 	mal := func() *client.Client {
 		ca, _ := os.ReadFile(c.p.caFile())
 		cl, _ := client.New(c.p.url(), client.WithCAData(ca))
@@ -261,34 +241,167 @@ func TestSecurityDeletionVolumes(t *testing.T) {
 		cl, _ = client.New(c.p.url(), client.WithCAData(ca), client.WithToken(resp.Token))
 		return cl
 	}()
-	waitFor(t, time.Minute, "mallory to make project gone again", func() (bool, string) {
-		err := mal.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "gone"}})
-		return err == nil, fmt.Sprint(err)
-	})
+	malAuth := remote.WithAuth(&authn.Basic{Username: "mallory", Password: mal.Token()})
+	pod := func(ns, name, image string) *api.Pod {
+		return &api.Pod{ObjectMeta: api.ObjectMeta{Name: name, Namespace: ns}, Spec: api.PodSpec{
+			Volumes: []api.Volume{{Name: "v", Persistent: &api.PersistentVolumeSource{ClaimName: "data"}}},
+			Containers: []api.Container{{Name: "c", Image: image,
+				VolumeMounts: []api.VolumeMount{{Name: "v", MountPath: "/data"}}}}}}
+	}
+	// logsSay waits until the pod's log holds want and returns the log.
+	logsSay := func(t *testing.T, cl *client.Client, ns, name, want string) string {
+		t.Helper()
+		var logs bytes.Buffer
+		waitFor(t, 3*time.Minute, "pod "+ns+"/"+name+" to print "+want, func() (bool, string) {
+			logs.Reset()
+			err := cl.PodLogs(ctx, ns, name, "c", false, &logs)
+			p, _ := c.admin.Get(ctx, api.Pods, ns, name)
+			return err == nil && strings.Contains(logs.String(), want), fmt.Sprintf("logs %q, err %v; pod %+v", logs.String(), err, p)
+		})
+		return logs.String()
+	}
+	// victimWrites makes project ns, whose pod writes a secret to its
+	// volume.
+	victimWrites := func(t *testing.T, ns string) {
+		if err := c.admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+		img := podImage(t, nil, "sh", "-c", "echo db-password=hunter2 > /data/creds && echo written; exec sleep 100000")
+		if err := remote.Write(mustRef(t, c.p.registry+"/"+ns+"/app:1"), img, c.auth); err != nil {
+			t.Fatalf("push %s/app:1: %v", ns, err)
+		}
+		if err := c.admin.Create(ctx, api.Pods, pod(ns, "w", c.p.registry+"/"+ns+"/app:1")); err != nil {
+			t.Fatal(err)
+		}
+		logsSay(t, c.admin, ns, "w", "written")
+	}
+	// remake waits for the deletion of ns and makes it again as mallory.
+	remake := func(t *testing.T, ns string) {
+		waitFor(t, time.Minute, "mallory to make project "+ns+" again", func() (bool, string) {
+			err := mal.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: ns}})
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	// malReads runs mallory's pod with the same claim in ns and fails if
+	// it reads the victim's secret.
+	malReads := func(t *testing.T, ns string) {
+		reader := podImage(t, nil, "sh", "-c", "cat /data/creds; echo read-done; exec sleep 100000")
+		if err := remote.Write(mustRef(t, c.p.registry+"/"+ns+"/reader:1"), reader, malAuth); err != nil {
+			t.Fatalf("mallory pushes %s/reader:1: %v", ns, err)
+		}
+		if err := mal.Create(ctx, api.Pods, pod(ns, "r", c.p.registry+"/"+ns+"/reader:1")); err != nil {
+			t.Fatalf("mallory creates pod r: %v", err)
+		}
+		if logs := logsSay(t, mal, ns, "r", "read-done"); strings.Contains(logs, "hunter2") {
+			t.Errorf("mallory's pod read the deleted project's volume: %q", logs)
+		}
+	}
 	rows := []struct {
 		name string
 		run  func(t *testing.T)
 	}{
 		{"M2 the deleted project's persistent volume is not mounted in the project made again", func(t *testing.T) {
-			reader := podImage(t, nil, "sh", "-c", "cat /data/creds; echo read-done; exec sleep 100000")
-			if err := remote.Write(mustRef(t, c.p.registry+"/gone/reader:1"), reader, remote.WithAuth(&authn.Basic{Username: "mallory", Password: mal.Token()})); err != nil {
-				t.Fatalf("mallory pushes gone/reader:1: %v", err)
+			victimWrites(t, "gone")
+			if _, err := c.admin.Delete(ctx, api.Projects, "", "gone"); err != nil {
+				t.Fatalf("delete project gone: %v", err)
 			}
-			if err := mal.Create(ctx, api.Pods, pod("r", c.p.registry+"/gone/reader:1")); err != nil {
-				t.Fatalf("mallory creates pod r: %v", err)
+			remake(t, "gone")
+			malReads(t, "gone")
+		}},
+		{"M2 a project deleted and made again while the node is down: the old volume is not mounted in the new one", func(t *testing.T) {
+			victimWrites(t, "race")
+			node.stop(t)
+			if _, err := c.admin.Delete(ctx, api.Projects, "", "race"); err != nil {
+				t.Fatalf("delete project race: %v", err)
 			}
-			var logs bytes.Buffer
-			waitFor(t, 2*time.Minute, "mallory's pod to print what the volume holds", func() (bool, string) {
-				logs.Reset()
-				err := mal.PodLogs(ctx, "gone", "r", "c", false, &logs)
-				return err == nil && strings.Contains(logs.String(), "read-done"), fmt.Sprintf("logs %q, err %v", logs.String(), err)
-			})
-			if strings.Contains(logs.String(), "hunter2") {
-				t.Errorf("mallory's pod read the deleted project's volume: %q", logs.String())
-			}
+			remake(t, "race")
+			node.start(t)
+			malReads(t, "race")
 		}},
 	}
 	for _, row := range rows {
 		t.Run(row.name, row.run)
 	}
+}
+
+// nodeProcess is a `slipway node` agent for a cluster started with
+// --no-node, under the cluster's node name and container prefix, that a
+// test stops and starts again.
+type nodeProcess struct {
+	c      *cluster
+	listen string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan struct{}
+}
+
+func startNodeProcess(t *testing.T, c *cluster) *nodeProcess {
+	n := &nodeProcess{c: c, listen: freePort(t)}
+	n.start(t)
+	t.Cleanup(func() {
+		if n.cmd != nil {
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+		}
+	})
+	return n
+}
+
+// start runs the agent and waits until its Node is ready.
+func (n *nodeProcess) start(t *testing.T) {
+	t.Helper()
+	var etcdAddrs struct{ Client string }
+	data, err := os.ReadFile(filepath.Join(n.c.p.dataDir, "etcd.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &etcdAddrs); err != nil || etcdAddrs.Client == "" {
+		t.Fatalf("etcd.json = %s, %v; want the embedded etcd's client address", data, err)
+	}
+	n.cmd = exec.Command(binary(t), "node", "--data-dir", n.c.p.dataDir,
+		"--etcd-endpoints", "https://"+etcdAddrs.Client, "--registry", n.c.p.registry,
+		"--node-name", n.c.node, "--container-prefix", n.c.node, "--no-proxy",
+		"--docker-host", n.c.d.Host(), "--listen", n.listen, "--heartbeat-interval", "2s")
+	n.out = &bytes.Buffer{}
+	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(n.cmd, n.exited)
+	out := n.out
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("slipway node output:\n%s", out.String())
+		}
+	})
+	since := time.Now()
+	waitFor(t, time.Minute, "node "+n.c.node+" is ready", func() (bool, string) {
+		o, err := n.c.admin.Get(context.Background(), api.Nodes, "", n.c.node)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, cd := range o.(*api.Node).Status.Conditions {
+			if cd.Type == "Ready" {
+				return cd.Status == api.ConditionTrue && cd.LastHeartbeatTime.After(since), fmt.Sprintf("%+v", cd)
+			}
+		}
+		return false, "no Ready condition"
+	})
+}
+
+// stop ends the agent with SIGTERM; its pods' containers keep running, as
+// when a node goes down.
+func (n *nodeProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.exited:
+	case <-time.After(time.Minute):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+	}
+	n.cmd = nil
 }

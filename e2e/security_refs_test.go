@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
@@ -209,8 +211,137 @@ func TestSecurityRefs(t *testing.T) {
 				}
 			}
 		}},
+		{"L11 with image-puller in vic, mallory mirrors vic/app:latest into mal with a spec tag", func(t *testing.T) {
+			if err := x.victim.Create(ctx, api.RoleBindings, mirrorGrant); err != nil {
+				t.Fatalf("victim grants image-puller in vic to mallory: %v", err)
+			}
+			mirror := &api.ImageStream{ObjectMeta: api.ObjectMeta{Name: "mirror", Namespace: "mal"}, Spec: api.ImageStreamSpec{Tags: []api.TagReference{{
+				Name: "latest", From: &api.ObjectReference{Kind: "ImageStreamTag", Namespace: "vic", Name: "app:latest"},
+			}}}}
+			if err := x.mallory.Create(ctx, api.ImageStreams, mirror); err != nil {
+				t.Fatalf("mallory creates mal/mirror following vic/app:latest: %v", err)
+			}
+			x.waitMirror(t, s.tagDigest("vic/app:latest"))
+			// While the grant lasts, the tag follows vic's pushes.
+			next, _ := random.Image(256, 1)
+			x.waitMirror(t, s.push("vic/app:latest", next))
+		}},
+		{"L11 the grant is removed: mal's spec tag no longer moves with vic's tag", func(t *testing.T) {
+			before := x.mirrorHead(t)
+			if _, err := x.victim.Delete(ctx, api.RoleBindings, "vic", mirrorGrant.Name); err != nil {
+				t.Fatal(err)
+			}
+			after, _ := random.Image(256, 1)
+			afterD := s.push("vic/app:latest", after)
+			cond := x.waitMirrorRefused(t, afterD)
+			t.Logf("mal/mirror:latest: %s: %s", cond.Reason, cond.Message)
+			if !strings.Contains(cond.Message, "mallory") || !strings.Contains(cond.Message, "image-puller") {
+				t.Errorf("condition %q does not say that mallory lacks image-puller in vic", cond.Message)
+			}
+			if got := x.mirrorHead(t); got != before {
+				t.Errorf("mal/mirror:latest = %s, want %s (where it was when the grant was removed)", got, before)
+			}
+			if _, err := s.admin.Get(ctx, api.Images, "mal", afterD); err == nil {
+				t.Errorf("mal has an Image record of vic's new digest %s", afterD)
+			}
+		}},
+		{"C1 a promotion's promoter moves a stage tag after the pipeline owner lost promote there", func(t *testing.T) {
+			x.bind(x.victim, "vic2", "mallory-admin", "admin", "mallory")
+			first, _ := random.Image(256, 1)
+			s.push("mal/app:latest", first)
+			if err := x.mallory.Create(ctx, api.Pipelines, pipeline("mal", "into-vic2", "mal:latest", "vic2:frommal")); err != nil {
+				t.Fatalf("mallory, admin in vic2, creates pipeline mal → vic2: %v", err)
+			}
+			if p := x.promoteAndWait(t, x.mallory, "mal", "into-vic2", "s1"); p.Status.Phase != api.PromotionComplete {
+				t.Fatalf("promotion while mallory is admin in vic2: %s %s, want Complete", p.Status.Phase, p.Status.Message)
+			}
+			// A promotion holds a promoter token (ten minutes) from the
+			// copy to the tag move; the owner's right can go in between.
+			tok, err := s.admin.CreateToken(ctx, "vic2", "promoter", 10*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := x.victim.Delete(ctx, api.RoleBindings, "vic2", "mallory-admin"); err != nil {
+				t.Fatal(err)
+			}
+			stale, _ := random.Image(256, 1)
+			promoter := remote.WithAuth(&authn.Basic{Username: "promoter", Password: tok.Status.Token})
+			err = remote.Write(mustRef(t, s.ref("vic2/app:frommal")), stale, promoter)
+			if err == nil || !strings.Contains(err.Error(), "DENIED") {
+				t.Errorf("the promoter moves vic2/app:frommal after mallory lost promote in vic2: err = %v, want DENIED", err)
+			} else {
+				t.Logf("promoter refused: %v", err)
+			}
+			// The victim's own push is no longer locked by mallory's stage.
+			own, _ := random.Image(256, 1)
+			victim := remote.WithAuth(&authn.Basic{Username: "victim", Password: x.victim.Token()})
+			if err := remote.Write(mustRef(t, s.ref("vic2/app:frommal")), own, victim); err != nil {
+				t.Errorf("victim pushes vic2/app:frommal after mallory lost promote in vic2: %v", err)
+			}
+		}},
 	}
 	for _, row := range rows {
 		t.Run(row.name, row.attack)
 	}
+}
+
+// mirrorGrant lets mallory pull from vic, for the spec tag rows (L11).
+var mirrorGrant = &api.RoleBinding{
+	ObjectMeta: api.ObjectMeta{Name: "mal-mirrors", Namespace: "vic"},
+	RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "image-puller"},
+	Subjects:   []api.Subject{{Kind: api.SubjectUser, Name: "mallory"}},
+}
+
+// mirrorTag is the status of mal/mirror:latest.
+func (x *tenancy) mirrorTag(t *testing.T) api.NamedTagEventList {
+	t.Helper()
+	o, err := x.s.admin.Get(context.Background(), api.ImageStreams, "mal", "mirror")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range o.(*api.ImageStream).Status.Tags {
+		if tg.Tag == "latest" {
+			return tg
+		}
+	}
+	return api.NamedTagEventList{}
+}
+
+// mirrorHead is the digest mal/mirror:latest points at, or "".
+func (x *tenancy) mirrorHead(t *testing.T) string {
+	t.Helper()
+	if tg := x.mirrorTag(t); len(tg.Items) > 0 {
+		return tg.Items[0].Image
+	}
+	return ""
+}
+
+// waitMirror waits until mal/mirror:latest points at d.
+func (x *tenancy) waitMirror(t *testing.T, d string) {
+	t.Helper()
+	trustWait(t, 2*time.Minute, "mal/mirror:latest follows vic/app:latest to "+d, func() (bool, string) {
+		tg := x.mirrorTag(t)
+		return len(tg.Items) > 0 && tg.Items[0].Image == d, fmt.Sprintf("%+v", tg)
+	})
+}
+
+// waitMirrorRefused waits until the tagger says it no longer follows vic
+// for mal/mirror:latest, and fails at once if the tag moves to d.
+func (x *tenancy) waitMirrorRefused(t *testing.T, d string) api.TagEventCondition {
+	t.Helper()
+	var cond api.TagEventCondition
+	trustWait(t, 2*time.Minute, "mal/mirror:latest says it no longer follows vic", func() (bool, string) {
+		tg := x.mirrorTag(t)
+		if len(tg.Items) > 0 && tg.Items[0].Image == d {
+			t.Fatalf("mal/mirror:latest moved to vic's new digest %s after mallory's grant was removed", d)
+		}
+		for _, c := range tg.Conditions {
+			if c.Status == "False" && c.Reason == "ImagePullDenied" {
+				cond = c
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", tg)
+	})
+	return cond
 }

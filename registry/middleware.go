@@ -385,14 +385,38 @@ func PromotedTag(pipelines []api.Object, project, stream, tag string) string {
 	return api.PromotedTag(pipelines, project, stream, tag)
 }
 
-// mayMoveTag refuses to move a promoted tag for anyone but the promoter.
+// mayMoveTag refuses to move a promoted tag for anyone but the promoter,
+// and lets the promoter move a stage's tag only for a pipeline whose owner
+// holds the promote permission in this project now: a promotion checks its
+// owner when it starts, and its promoter token lives on for minutes after
+// (promote.Controller), so a right removed since must stop the move here.
+// As in the API server (api.PromotedTagFor), a pipeline whose owner lost
+// that right no longer locks the tag against the project's own pushes.
+// When several pipelines own the tag, one owner with the right suffices:
+// the registry does not know which pipeline a promotion is for.
 func (r *repository) mayMoveTag(ctx context.Context, tag string) error {
-	pl := PromotedTag(r.reg.pipelines.List(""), r.project, r.stream, tag)
-	if pl == "" {
-		return nil
+	var owned, stale, staleWhy string
+	for _, o := range r.reg.pipelines.List("") {
+		pl := o.(*api.Pipeline)
+		if api.PromotedTag([]api.Object{pl}, r.project, r.stream, tag) == "" {
+			continue
+		}
+		why, err := r.reg.promoteDenied(ctx, api.PipelineOwner(pl), r.project)
+		if err != nil {
+			return errcode.ErrorCodeUnavailable.WithMessage(fmt.Sprintf("checking the owner of pipeline %s/%s: %v; try again", pl.Namespace, pl.Name, err))
+		}
+		if why == "" {
+			owned = pl.Namespace + "/" + pl.Name
+			break
+		}
+		stale, staleWhy = pl.Namespace+"/"+pl.Name, why
 	}
-	if who := identity.FromContext(ctx); who.Name == api.ServiceAccountUser(r.project, PromoterServiceAccount) {
-		return nil
+	promoter := identity.FromContext(ctx).Name == api.ServiceAccountUser(r.project, PromoterServiceAccount)
+	switch {
+	case owned != "" && !promoter:
+		return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s/%s:%s is a stage of pipeline %s: only a promotion moves it; use `slipway promote`", r.project, r.stream, tag, owned))
+	case owned == "" && stale != "" && promoter:
+		return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s/%s:%s is a stage of pipeline %s, and a promotion acts only for its owner: the owner %s", r.project, r.stream, tag, stale, staleWhy))
 	}
-	return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s/%s:%s is a stage of pipeline %s: only a promotion moves it; use `slipway promote`", r.project, r.stream, tag, pl))
+	return nil
 }

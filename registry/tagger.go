@@ -175,6 +175,17 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 		if srcNS == "" {
 			srcNS = is.Namespace
 		}
+		if (t.From.Kind == "ImageStreamTag" || t.From.Kind == "ImageStreamImage") && srcNS != is.Namespace {
+			why, err := r.authorDenied(ctx, t, srcNS)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if why != "" {
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, "ImagePullDenied", fmt.Sprintf("the tag no longer follows %s/%s: %s", srcNS, t.From.Name, why)))
+				continue
+			}
+		}
 		var srcStream, dgst string
 		switch t.From.Kind {
 		case "ImageStreamImage":
@@ -236,6 +247,24 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 		r.clearFailure(ctx, is, t.Name)
 	}
 	return errors.Join(errs...)
+}
+
+// authorDenied says why the author of spec tag t may not take images from
+// project src now, or "". The tagger links with the registry's rights, so
+// it acts only while the author the API server recorded when it admitted
+// the tag (TaggedByAnnotation) still exists and may pull from there: the
+// API server checked that once, and a binding removed since, or the
+// author deleted, ends the mirroring at the next move.
+func (r *Registry) authorDenied(ctx context.Context, t api.TagReference, src string) (string, error) {
+	by := t.Annotations[TaggedByAnnotation]
+	if by == "" {
+		return fmt.Sprintf("the tag has no recorded author (it was written before authors were recorded); tag it again (`slipway tag`) so the API server checks your pull right in %s", src), nil
+	}
+	why, err := r.pullDenied(ctx, by, src)
+	if why != "" {
+		why = "its author " + why + "; or someone who may pull from " + src + " can tag it again"
+	}
+	return why, err
 }
 
 // copyImage makes sure the Image record exists in the target project, so a

@@ -309,3 +309,45 @@ func TestTagErrorsRecorded(t *testing.T) {
 		})
 	})
 }
+
+// L11: a spec tag that takes its image from another project is followed
+// only while its author may still pull there: once the author's grant is
+// removed, or the author deleted, the tag stays where it was and its
+// condition says which grant is missing.
+func TestSpecTagAuthorLosesPullRight(t *testing.T) {
+	h := start(t)
+	h.project(t, "alice", "p1", false)
+	h.project(t, "bob", "b1", false)
+	h.project(t, "carol", "c1", false)
+	h.grant(t, "p1", "image-puller", "bob")
+	h.grant(t, "p1", "image-puller", "carol")
+	first := h.pushOK(t, "alice", "p1/app:v1", randomImage(t))
+	mirror := api.TagReference{Name: "mirror", From: &api.ObjectReference{Kind: "ImageStreamTag", Namespace: "p1", Name: "app:v1"}}
+	for _, u := range []string{"bob", "carol"} {
+		if err := h.setSpecTag(t, u, map[string]string{"bob": "b1", "carol": "c1"}[u], "app", mirror); err != nil {
+			t.Fatalf("%s mirrors p1/app:v1: %v", u, err)
+		}
+	}
+	h.waitHead(t, "b1", "app", "mirror", first)
+	h.waitHead(t, "c1", "app", "mirror", first)
+
+	if _, err := h.env.Admin.Delete(ctxT(t), api.RoleBindings, "p1", "image-puller-bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.env.Admin.Delete(ctxT(t), api.Users, "", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	second := h.pushOK(t, "alice", "p1/app:v1", randomImage(t))
+	for _, tc := range []struct{ project, want string }{
+		{"b1", "bob may no longer pull from project p1"},
+		{"c1", "user carol no longer exists"},
+	} {
+		c := h.waitFailed(t, tc.project, "app", "mirror")
+		if c.Reason != "ImagePullDenied" || !strings.Contains(c.Message, tc.want) {
+			t.Errorf("%s/app:mirror condition = %s %q, want ImagePullDenied saying %q", tc.project, c.Reason, c.Message, tc.want)
+		}
+		if st, _ := h.tagStatus(t, tc.project, "app", "mirror"); len(st.Items) == 0 || st.Items[0].Image != first {
+			t.Errorf("%s/app:mirror = %+v, want it left at %s (not %s)", tc.project, st.Items, first, second)
+		}
+	}
+}

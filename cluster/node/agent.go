@@ -169,44 +169,65 @@ func New(cfg Config) (*Agent, error) {
 	})
 	if vr, ok := cfg.Runtime.(volumeRemover); ok {
 		a.projects.AddHandler(func(ev store.Event) {
-			if ev.Type == api.Deleted {
-				go removeVolumes(vr, ev.Object.GetObjectMeta().Name)
+			if m := ev.Object.GetObjectMeta(); ev.Type == api.Deleted {
+				go removeVolumes(vr, m.Name, m.UID, m.Name)
 			}
 		})
 	}
 	return a, nil
 }
 
-// volumeRemover is a runtime that keeps persistent volumes per project.
+// volumeRemover is a runtime that keeps persistent volumes per project,
+// under a key: the project's UID (runtime.ProjectUIDAnnotation), or its
+// name for volumes made before they were keyed by UID.
 type volumeRemover interface {
 	VolumeProjects() ([]string, error)
-	RemoveProjectVolumes(namespace string) error
+	RemoveProjectVolumes(key string) error
 }
 
 // removeVolumes removes a deleted project's persistent volumes. The
 // project's pods were deleted before it (the finalizer deletes a project
 // last), so its containers are going too.
-func removeVolumes(vr volumeRemover, project string) {
-	if err := vr.RemoveProjectVolumes(project); err != nil {
-		slog.Warn("node: removing a deleted project's volumes", "project", project, "err", err)
+func removeVolumes(vr volumeRemover, project string, keys ...string) {
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		if err := vr.RemoveProjectVolumes(k); err != nil {
+			slog.Warn("node: removing a deleted project's volumes", "project", project, "key", k, "err", err)
+		}
 	}
 }
 
 // sweepVolumes removes the volumes of projects deleted while this agent
-// was not watching, once the project cache is full.
+// was not watching, once the project cache is full: volumes are kept
+// under their project's UID, so those of a project deleted and made
+// again under the same name go too. Volumes kept under the name of a
+// project that exists (made before volumes were keyed by UID) may be an
+// earlier project's of that name: they are no longer mounted, and left
+// for an admin to move or remove.
 func (a *Agent) sweepVolumes() {
 	vr, ok := a.rt.(volumeRemover)
 	if !ok {
 		return
 	}
-	names, err := vr.VolumeProjects()
+	keys, err := vr.VolumeProjects()
 	if err != nil {
 		slog.Warn("node: listing persistent volumes", "err", err)
 		return
 	}
-	for _, ns := range names {
-		if _, exists := a.projects.Get("", ns); !exists && len(a.pods.List(ns)) == 0 {
-			removeVolumes(vr, ns)
+	uids := map[string]bool{}
+	for _, o := range a.projects.List("") {
+		uids[o.GetObjectMeta().UID] = true
+	}
+	for _, k := range keys {
+		switch o, named := a.projects.Get("", k); {
+		case uids[k]:
+		case named:
+			slog.Warn("node: persistent volumes kept under a project's name are no longer mounted: they may be an earlier project's of that name; if they are this project's, move the directory to volumes/UID in the node's data directory",
+				"dir", "volumes/"+k, "project", k, "uid", o.GetObjectMeta().UID)
+		default:
+			removeVolumes(vr, k, k)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -208,12 +209,14 @@ func (a *Agent) syncPod(ctx context.Context, pod *api.Pod, rp *runtime.PodStatus
 	case !act:
 		ps.syncErr, ps.retry = "", backOff{} // the containers are as wanted
 	case ps.syncErr == "" || !ps.retry.blocked(now):
-		run := a.withEnv(pod)
-		var err error
-		if create {
+		run, err := a.runPod(ctx, pod)
+		if err == nil && create {
 			err = ignoreNotPresent(a.rt.SyncPod(ctx, run))
 		}
 		for _, name := range restarts {
+			if run == nil {
+				break
+			}
 			ps.container(name).restart.try(now, a.cfg.BackOff, a.cfg.MaxBackOff)
 			err = errors.Join(err, a.rt.RestartContainer(ctx, run, name))
 		}
@@ -325,6 +328,43 @@ func (a *Agent) mustRestart(pod *api.Pod, rc *runtime.ContainerStatus, cs *conta
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return rc.State == runtime.StateRunning && cs.unhealthyID == rc.ID
+}
+
+// runPod is the pod as the runtime gets it: with its project's services'
+// environment (withEnv) and, when it has persistent volumes, the UID of
+// its project (runtime.ProjectUIDAnnotation), which keys them. The project
+// is read from the store, not the cache, which may not have seen it
+// deleted and made again: it must exist, not be terminating, and be no
+// younger than the pod, so a pod left from an earlier project of the same
+// name gets no volume. Whatever the stored pod says of its project's UID
+// is dropped.
+func (a *Agent) runPod(ctx context.Context, pod *api.Pod) (*api.Pod, error) {
+	run := a.withEnv(pod)
+	if run == pod {
+		cp := *pod
+		run = &cp
+	}
+	run.Annotations = maps.Clone(pod.Annotations)
+	delete(run.Annotations, runtime.ProjectUIDAnnotation)
+	if !slices.ContainsFunc(pod.Spec.Volumes, func(v api.Volume) bool { return v.Persistent != nil }) {
+		return run, nil
+	}
+	o, err := a.cfg.Store.Get(ctx, api.Projects, "", pod.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("persistent volumes: reading project %s: %w", pod.Namespace, err)
+	}
+	p := o.(*api.Project)
+	switch {
+	case p.DeletionTimestamp != nil:
+		return nil, fmt.Errorf("persistent volumes: project %s is being deleted", pod.Namespace)
+	case pod.CreationTimestamp != nil && p.CreationTimestamp != nil && pod.CreationTimestamp.Before(*p.CreationTimestamp):
+		return nil, fmt.Errorf("persistent volumes: the pod is older than project %s, so it was left by an earlier project of that name", pod.Namespace)
+	}
+	if run.Annotations == nil {
+		run.Annotations = map[string]string{}
+	}
+	run.Annotations[runtime.ProjectUIDAnnotation] = p.UID
+	return run, nil
 }
 
 // withEnv returns the pod with the environment of the services in its

@@ -39,8 +39,9 @@ type Config struct {
 	// required.
 	Prefix string
 	// DataDir holds volumes: DataDir/pods/UID/volumes/NAME for emptyDir
-	// (removed with the pod) and DataDir/volumes/NAMESPACE/CLAIM for
-	// persistent volumes (kept). The engine must see the same paths.
+	// (removed with the pod) and DataDir/volumes/PROJECT-UID/CLAIM for
+	// persistent volumes (kept; see ProjectUIDAnnotation). The engine
+	// must see the same paths.
 	// Required.
 	DataDir string
 	// Network is the Docker network sandboxes attach to. Default "bridge".
@@ -581,7 +582,11 @@ func (d *Docker) mounts(pod *api.Pod, c *api.Container) ([]mount.Mount, error) {
 		var dir string
 		switch v := pod.Spec.Volumes[i]; {
 		case v.Persistent != nil:
-			dir = d.volumeDir("volumes", pod.Namespace, v.Persistent.ClaimName)
+			project := pod.Annotations[ProjectUIDAnnotation]
+			if checkUID(project) != nil {
+				return nil, fmt.Errorf("runtime: persistent volume %q of pod %s/%s: the pod does not name its project's UID (%s, set by the node agent)", vm.Name, pod.Namespace, pod.Name, ProjectUIDAnnotation)
+			}
+			dir = d.volumeDir("volumes", project, v.Persistent.ClaimName)
 		case v.EmptyDir != nil:
 			dir = d.volumeDir("pods", pod.UID, "volumes", v.Name)
 		}
@@ -774,8 +779,19 @@ func checkUID(uid string) error {
 	return nil
 }
 
-// VolumeProjects lists the projects that have persistent volumes on this
-// node (DataDir/volumes/NAMESPACE).
+// ProjectUIDAnnotation, on the pod handed to SyncPod and RestartContainer,
+// is the UID of the pod's project. Persistent volumes are kept per project
+// UID, not per name (DataDir/volumes/PROJECT-UID/CLAIM), so a project made
+// again under a deleted one's name never finds the old one's data, even
+// on a node that missed the deletion. The node agent sets it on its own
+// copy of the pod, from the project as the store has it; a value in the
+// stored pod is never used. A pod with a persistent volume and no project
+// UID is not started.
+const ProjectUIDAnnotation = "slipway.dev/project-uid"
+
+// VolumeProjects lists the keys of the projects that have persistent
+// volumes on this node (DataDir/volumes/KEY): project UIDs, and the names
+// of projects whose volumes were made before volumes were keyed by UID.
 func (d *Docker) VolumeProjects() ([]string, error) {
 	es, err := os.ReadDir(filepath.Join(d.cfg.DataDir, "volumes"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -793,16 +809,16 @@ func (d *Docker) VolumeProjects() ([]string, error) {
 	return out, nil
 }
 
-// RemoveProjectVolumes removes every persistent volume of a deleted
-// project, so that a project made again under its name starts without the
-// old one's data (M2). Removing what is already gone succeeds.
-func (d *Docker) RemoveProjectVolumes(namespace string) error {
-	dir := d.volumeDir("volumes", namespace)
+// RemoveProjectVolumes removes every persistent volume kept under key (a
+// project's UID, or an old name key; see VolumeProjects), for a project
+// that was deleted (M2). Removing what is already gone succeeds.
+func (d *Docker) RemoveProjectVolumes(key string) error {
+	dir := d.volumeDir("volumes", key)
 	if dir == "" {
-		return fmt.Errorf("runtime: %q is not a project name", namespace)
+		return fmt.Errorf("runtime: %q is not a project UID or name", key)
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("runtime: removing the persistent volumes of project %s: %w", namespace, err)
+		return fmt.Errorf("runtime: removing the persistent volumes under %s: %w", key, err)
 	}
 	return nil
 }

@@ -292,8 +292,10 @@ func TestResourceLimits(t *testing.T) {
 	}
 }
 
-// A persistent volume outlives its pod and is seen by the next one; the
-// pod's emptyDir does not.
+// A persistent volume outlives its pod and is seen by the next one of the
+// same project; the pod's emptyDir does not. Volumes are kept per project
+// UID: a project made again under the same name (a new UID) gets an empty
+// one, and a pod that names no project UID is not started.
 func TestPersistentVolume(t *testing.T) {
 	img, _ := busybox(t)
 	data := t.TempDir()
@@ -303,8 +305,17 @@ func TestPersistentVolume(t *testing.T) {
 		{Name: "data", Persistent: &api.PersistentVolumeSource{ClaimName: "claim"}},
 		{Name: "scratch", EmptyDir: &struct{}{}},
 	}
-	first := newPod("first", vols, sh("app", img, "echo kept > /data/file; touch /scratch/gone; exec sleep 3600",
-		api.VolumeMount{Name: "data", MountPath: "/data"}, api.VolumeMount{Name: "scratch", MountPath: "/scratch"}))
+	project := uuid.NewString()
+	inProject := func(p *api.Pod, uid string) *api.Pod {
+		p.Annotations = map[string]string{ProjectUIDAnnotation: uid}
+		return p
+	}
+	unnamed := newPod("unnamed", vols, sh("app", img, "exec sleep 3600", api.VolumeMount{Name: "data", MountPath: "/data"}))
+	if err := r.SyncPod(ctx, unnamed); err == nil || !strings.Contains(err.Error(), ProjectUIDAnnotation) {
+		t.Errorf("SyncPod of a pod with a persistent volume and no project UID = %v, want an error naming %s", err, ProjectUIDAnnotation)
+	}
+	first := inProject(newPod("first", vols, sh("app", img, "echo kept > /data/file; touch /scratch/gone; exec sleep 3600",
+		api.VolumeMount{Name: "data", MountPath: "/data"}, api.VolumeMount{Name: "scratch", MountPath: "/scratch"})), project)
 	syncPod(t, r, first)
 	eventually(t, "the first pod to write its files", func() (bool, error) {
 		_, _, code, err := execOut(t, r, first.UID, "app", "test", "-f", "/scratch/gone")
@@ -314,21 +325,28 @@ func TestPersistentVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	second := newPod("second", vols, sh("app", img, "cat /data/file; ls /scratch; exec sleep 3600",
-		api.VolumeMount{Name: "data", MountPath: "/data"}, api.VolumeMount{Name: "scratch", MountPath: "/scratch"}))
-	syncPod(t, r, second)
-	waitState(t, r, second.UID, "app", StateRunning)
-	var logs bytes.Buffer
-	eventually(t, "the second pod's output", func() (bool, error) {
-		logs.Reset()
-		err := r.Logs(ctx, second.UID, "app", false, &logs)
-		return err == nil && logs.Len() > 0, err
-	})
-	if logs.String() != "kept\n" {
-		t.Errorf("second pod printed %q, want the first pod's file (kept) and an empty emptyDir", logs.String())
+	reader := func(name, uid string) string {
+		p := inProject(newPod(name, vols, sh("app", img, "cat /data/file; ls /scratch; echo end; exec sleep 3600",
+			api.VolumeMount{Name: "data", MountPath: "/data"}, api.VolumeMount{Name: "scratch", MountPath: "/scratch"})), uid)
+		syncPod(t, r, p)
+		waitState(t, r, p.UID, "app", StateRunning)
+		var logs bytes.Buffer
+		eventually(t, "the output of pod "+name, func() (bool, error) {
+			logs.Reset()
+			err := r.Logs(ctx, p.UID, "app", false, &logs)
+			return err == nil && strings.Contains(logs.String(), "end\n"), err
+		})
+		return logs.String()
 	}
-	if b, err := os.ReadFile(filepath.Join(data, "volumes", "test", "claim", "file")); err != nil || string(b) != "kept\n" {
-		t.Errorf("DATA/volumes/test/claim/file = %q, %v", b, err)
+	if got := reader("second", project); got != "kept\nend\n" {
+		t.Errorf("second pod printed %q, want the first pod's file (kept) and an empty emptyDir", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "volumes", project, "claim", "file")); err != nil || string(b) != "kept\n" {
+		t.Errorf("DATA/volumes/%s/claim/file = %q, %v", project, b, err)
+	}
+	// The same namespace and claim, in a project made again (a new UID).
+	if got := reader("again", uuid.NewString()); strings.Contains(got, "kept") {
+		t.Errorf("a pod of project test made again printed %q: it read the earlier project's volume", got)
 	}
 }
 
