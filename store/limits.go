@@ -81,19 +81,28 @@ func (e *LimitError) Unwrap() []error {
 	return []error{ErrLimit, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", e.Error())}
 }
 
-// fenceKey is bumped by every counted create of r in ns, in the same
-// transaction, so two creates that counted the same objects cannot both
-// commit: the loser counts again. It is deleted with the project's
-// objects (DeleteAll, DeleteAllOwned).
+// fenceKey is bumped by every create of r in ns that commits near the
+// cap, in the same transaction, so two such creates that counted the same
+// objects cannot both commit: the loser counts again. It is deleted with
+// the project's objects (DeleteAll, DeleteAllOwned).
 func (s *Store) fenceKey(r *api.Resource, ns string) string {
 	return s.prefix + "createfence/" + r.Name + "/" + ns
 }
 
+// fenceMargin is how far below its cap a project's count must be for a
+// create to commit without the fence. Far from the cap, creates commit as
+// plain creates, concurrently (fencing every one made 32 concurrent
+// creates of one kind in one project retry each other into a crawl); only
+// within the margin do they serialize on the fence. The cap holds exactly
+// unless more than fenceMargin creates of one kind in one project are in
+// flight at once, and then it is overshot by at most the excess.
+const fenceMargin = 64
+
 // createCounted is Create under a limit. Counting is an index-only range
-// (WithCountOnly: etcd reads no values), and the create commits only if
-// no other counted create of the kind in the project committed since the
-// count, so concurrent creates never overshoot the limit. Deletes do not
-// touch the fence: they only lower the count.
+// (WithCountOnly: etcd reads no values). Near the cap the create commits
+// only if no other create of the kind in the project committed near the
+// cap since the count (the fence). Deletes do not touch the fence: they
+// only lower the count.
 func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.ObjectMeta, key, data string, limit int64) error {
 	fence := s.fenceKey(r, m.Namespace)
 	for {
@@ -107,10 +116,13 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 		if count >= limit {
 			return &LimitError{Project: m.Namespace, What: r.Name, Limit: limit, Hint: s.limits.Hint}
 		}
-		resp, err := s.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev)).
-			Then(clientv3.OpPut(key, data), clientv3.OpPut(fence, "")).
-			Commit()
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+		ops := []clientv3.Op{clientv3.OpPut(key, data)}
+		if count >= limit-fenceMargin {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev))
+			ops = append(ops, clientv3.OpPut(fence, ""))
+		}
+		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}

@@ -80,8 +80,9 @@ func TestLimitsCapObjectsPerProjectAndKind(t *testing.T) {
 	}
 }
 
-// Concurrent creates in one project never overshoot the cap: each create
-// commits only if no other counted create committed since its count.
+// Concurrent creates in one project near the cap never overshoot it: each
+// create commits only if no other create near the cap committed since its
+// count.
 func TestLimitsHoldUnderConcurrentCreates(t *testing.T) {
 	ctx := testContext(t)
 	s := store.New(sharedClient, store.WithPrefix(testPrefix(t)), store.WithLimits(store.Limits{PerKind: 5}))
@@ -112,5 +113,36 @@ func TestLimitsHoldUnderConcurrentCreates(t *testing.T) {
 	}
 	if created != 5 || refused != 19 || len(objs) != 5 {
 		t.Errorf("24 concurrent creates under a cap of 5: created %d, refused %d, stored %d; want 5, 19, 5", created, refused, len(objs))
+	}
+}
+
+// Far below the cap, creates commit as plain creates: they do not touch
+// the fence, so concurrent creates of one kind in one project do not
+// retry each other. Within the margin they take the fence.
+func TestLimitsFenceOnlyNearTheCap(t *testing.T) {
+	ctx := testContext(t)
+	prefix := testPrefix(t)
+	s := store.New(sharedClient, store.WithPrefix(prefix), store.WithLimits(store.Limits{PerKind: 1000}))
+	fenced := func() bool {
+		resp, err := sharedClient.Get(ctx, s.Prefix()+"createfence/serviceaccounts/far", clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count > 0
+	}
+	for i := range 10 {
+		if err := s.Create(ctx, api.ServiceAccounts, newSA("far", fmt.Sprintf("sa%d", i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fenced() {
+		t.Errorf("10 creates under a cap of 1000 wrote the fence; want plain creates far from the cap")
+	}
+	near := store.New(sharedClient, store.WithPrefix(prefix), store.WithLimits(store.Limits{PerKind: 20}))
+	if err := near.Create(ctx, api.ServiceAccounts, newSA("far", "sa-near", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !fenced() {
+		t.Errorf("a create 11 below a cap of 20 did not take the fence")
 	}
 }
