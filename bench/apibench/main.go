@@ -26,6 +26,7 @@ import (
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/server"
+	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
 )
 
@@ -35,6 +36,7 @@ func main() {
 	rate := flag.Int("rate", 1000, "events per second for the watch latency run")
 	secs := flag.Int("seconds", 5, "length of the watch latency run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the API create run here")
+	limit := flag.Int64("limit", 1_000_000, "the platform's cap on service accounts per project during the run (0: none, so creates are not counted)")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -47,6 +49,9 @@ func main() {
 	// etcd client on the same etcd's client port.
 	srv, err := server.Start(context.Background(), server.Config{
 		DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", Out: io.Discard,
+		// The creates below must not reach the platform's default cap of
+		// objects per project; with a cap they are counted as always.
+		Limits: store.Limits{ByResource: map[string]int64{"serviceaccounts": *limit}},
 	})
 	if err != nil {
 		log.Fatal(err)
