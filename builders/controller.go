@@ -543,7 +543,11 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	defer cl.Close()
 
 	target := c.Registry + "/" + b.Namespace + "/" + stream + ":" + tag
-	attrs := map[string]string{"filename": "Dockerfile", "label:io.openshift.build.name": b.Name, "label:io.openshift.build.namespace": b.Namespace}
+	// image-resolve-mode=pull: every image is resolved at the registry,
+	// never from the worker's image store; imageaccess.go says why that
+	// alone does not cover images by digest, and what does.
+	attrs := map[string]string{"filename": "Dockerfile", "image-resolve-mode": "pull",
+		"label:io.openshift.build.name": b.Name, "label:io.openshift.build.namespace": b.Namespace}
 	if ds != nil {
 		for _, a := range ds.BuildArgs {
 			attrs["build-arg:"+a.Name] = a.Value
@@ -569,6 +573,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 			return types.AuthConfig{Username: BuilderServiceAccount, Password: secret}, nil
 		},
 	})
+	access := newImageAccess(c.Registry, b.Namespace, secret)
 	ch := make(chan *bk.SolveStatus)
 	disp, err := progressui.NewDisplay(logs, progressui.PlainMode)
 	if err != nil {
@@ -602,7 +607,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 				labels[l] = v
 			}
 		}
-		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, hook, ch)
+		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, access, hook, ch)
 	} else {
 		// Through the gateway, so the post-commit hook runs on the result
 		// before the export pushes it.
@@ -619,7 +624,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 			Session:       []session.Attachable{auth},
 			FrontendAttrs: attrs,
 		}, "slipway-docker", func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
-			res, err := dfbuilder.Build(ctx, &scopedGateway{Client: gw, prefix: cacheScope(b.Namespace)})
+			res, err := dfbuilder.Build(ctx, &scopedGateway{Client: gw, prefix: cacheScope(b.Namespace), access: access})
 			if err != nil {
 				return nil, err
 			}
@@ -629,6 +634,9 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	wg.Wait()
 	if hookErr != nil {
 		return "", "", api.BuildFailed, "PostCommitHookFailed", fmt.Errorf("the postCommit hook failed, so nothing was pushed: %w", hookErr)
+	}
+	if denied := access.refusal(); err != nil && denied != nil {
+		return "", "", api.BuildFailed, "ImagePullDenied", denied
 	}
 	if err != nil {
 		return "", "", api.BuildFailed, "BuildFailed", err
