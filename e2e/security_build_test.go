@@ -584,6 +584,7 @@ RUN --mount=type=cache,target=/cache ["/bin/busybox", "sh", "-c", "echo CACHE-SA
 			})(t)
 		}},
 		{"H2 with image-puller granted in vic, mallory's build COPY --from the victim's base by digest works", e.pullsGrantedBase(pb)},
+		{"M7 a git build's provenance lacks the commit it cloned and the base it resolved", e.provenanceNamesCommitAndBase},
 	} {
 		t.Run(row.name, row.run)
 	}
