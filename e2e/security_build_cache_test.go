@@ -199,3 +199,41 @@ func (e *secBuildEnv) provenanceNamesCommitAndBase(t *testing.T) {
 		t.Errorf("the provenance has no start time: %s", res.Statement)
 	}
 }
+
+// noNetRaw is the C2 row: a RUN step reads its capability sets, and
+// CAP_NET_RAW (bit 13) is in none of them, while CAP_CHOWN (bit 0) is,
+// so the reading is real.
+func (e *secBuildEnv) noNetRaw(t *testing.T) {
+	nonce := fmt.Sprintf("%d", time.Now().UnixNano())
+	b := e.mustBuild(t, e.mallory, "mal", "caps", api.BuildSpec{Source: api.BuildSource{
+		Dockerfile: "FROM base\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo nonce " + nonce + "; /bin/busybox grep -E '^Cap(Eff|Prm|Bnd|Amb)' /proc/self/status\"]\n"}})
+	if b.Status.Phase != api.BuildComplete {
+		t.Fatalf("caps = %s/%s %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+	}
+	seen := 0
+	for _, line := range strings.Split(b.Status.LogTail, "\n") {
+		i := strings.Index(line, "Cap")
+		if i < 0 {
+			continue
+		}
+		set, hex, ok := strings.Cut(line[i:], ":")
+		if !ok || !strings.HasPrefix(set, "Cap") {
+			continue
+		}
+		var v uint64
+		if _, err := fmt.Sscanf(strings.TrimSpace(hex), "%x", &v); err != nil {
+			continue
+		}
+		seen++
+		t.Logf("%s: %016x", set, v)
+		if v&(1<<13) != 0 {
+			t.Errorf("a RUN step has CAP_NET_RAW in %s (%016x)", set, v)
+		}
+		if set == "CapEff" && v&1 == 0 {
+			t.Errorf("CapEff %016x has no CAP_CHOWN either: the step's capabilities were not read right", v)
+		}
+	}
+	if seen < 3 {
+		t.Fatalf("the step printed %d capability sets, want CapPrm, CapEff and CapBnd:\n%s", seen, b.Status.LogTail)
+	}
+}
