@@ -115,6 +115,15 @@ func scopeDefinition(def *pb.Definition, prefix string, image func(ref string)) 
 			}
 		}
 		if src := op.GetSource(); src != nil {
+			scheme, _, _ := strings.Cut(src.Identifier, "://")
+			switch scheme {
+			case "docker-image", "local":
+			default:
+				// buildkitd fetches these itself, from the host's network
+				// namespace: past the build network's firewall (C2), and
+				// for docker-image+blob from its shared content store (H2).
+				return nil, fmt.Errorf("builds cannot fetch a %s source (ADD of a URL, a git repository or an image blob): the build daemon would fetch it from the host's network, outside the build network; download it in a RUN step instead", scheme)
+			}
 			if ref, ok := strings.CutPrefix(src.Identifier, dockerImageScheme); ok {
 				image(ref)
 				if src.Attrs[pb.AttrImageResolveMode] != pb.AttrImageResolveModeForcePull {

@@ -130,3 +130,32 @@ func TestScopeDefinitionForcesPull(t *testing.T) {
 		t.Errorf("metadata: %d entries, want %d", len(scoped.Metadata), len(def.Metadata))
 	}
 }
+
+// TestScopeDefinitionRefusesDaemonFetches: sources buildkitd fetches
+// itself, from the host's network, are refused; images and local
+// contexts pass.
+func TestScopeDefinitionRefusesDaemonFetches(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		st   llb.State
+		ok   bool
+	}{
+		{"image", llb.Image("docker.io/library/busybox:latest"), true},
+		{"local", llb.Local("context"), true},
+		{"http", llb.HTTP("http://127.0.0.1:2379/version"), false},
+		{"https", llb.HTTP("https://169.254.169.254/latest/meta-data/"), false},
+		{"git", llb.Git("https://example.invalid/repo.git", "main"), false},
+	} {
+		def, err := tc.st.Marshal(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = scopeDefinition(def.ToPB(), cacheScope("mal"), func(string) {})
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: scopeDefinition = %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "RUN step") {
+			t.Errorf("%s: %v; want it to say what to do instead", tc.name, err)
+		}
+	}
+}

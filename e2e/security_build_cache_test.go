@@ -237,3 +237,18 @@ func (e *secBuildEnv) noNetRaw(t *testing.T) {
 		t.Fatalf("the step printed %d capability sets, want CapPrm, CapEff and CapBnd:\n%s", seen, b.Status.LogTail)
 	}
 }
+
+// addFromHost is a C2 row: ADD of a URL is fetched by buildkitd itself,
+// not by a RUN step, so not from the build network.
+func (e *secBuildEnv) addFromHost(t *testing.T) {
+	before := e.hostHits.Load()
+	url := "http://127.0.0.1:" + e.hostListenPort + fmt.Sprintf("/add-%d", time.Now().UnixNano())
+	b := e.mustBuild(t, e.mallory, "mal", "add-url", api.BuildSpec{Source: api.BuildSource{
+		Dockerfile: "FROM base\nADD " + url + " /fetched\nRUN [\"/bin/busybox\", \"cat\", \"/fetched\"]\n"}})
+	if hits := e.hostHits.Load() - before; hits > 0 || strings.Contains(b.Status.LogTail, "host-listener-reached") {
+		t.Errorf("ADD %s reached the host's loopback (%d requests): %s/%s %s\n%s", url, hits, b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+	}
+	if b.Status.Phase != api.BuildFailed || !strings.Contains(b.Status.Message, "RUN step") {
+		t.Errorf("add-url = %s/%s %q; want it refused, saying to download in a RUN step", b.Status.Phase, b.Status.Reason, b.Status.Message)
+	}
+}

@@ -460,6 +460,7 @@ func TestSecurityBuild(t *testing.T) {
 			}
 		}},
 		{"C2 RUN steps have no CAP_NET_RAW", e.noNetRaw},
+		{"C2 ADD of a URL reaches a listener on the host's loopback", e.addFromHost},
 		{"M3 a direct Build clones a file:// repository of the server", refused("file://" + e.gitRepo)},
 		{"M3 a direct Build clones over ssh://", refused("ssh://git@127.0.0.1:22/app.git")},
 		{"M3 a direct Build clones over git://", refused("git://127.0.0.1:9418/app.git")},
