@@ -70,14 +70,31 @@ type Controller struct {
 	// build of the project with the fewest running builds takes it.
 	MaxRunningPerProject int
 	// Sign, if set, signs and attests each pushed output (ref is by
-	// digest). It reports whether it signed; an error fails the build.
-	Sign func(ctx context.Context, b *api.Build, ref string) (bool, error)
+	// digest) with what this controller resolved for the build (r), not
+	// with b's status. It reports whether it signed; an error fails the
+	// build.
+	Sign func(ctx context.Context, b *api.Build, ref string, r Resolved) (bool, error)
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
 	waiting map[string]bool // pending builds held back by MaxRunning
 	builds  *store.Informer
 	queue   *store.WorkQueue
+}
+
+// Resolved is what the controller itself resolved while it ran a build,
+// the facts its provenance states. They are never read back from the
+// Build: its status is written as the build goes (a copy taken at the
+// start has none of them), and anything a user could write must not reach
+// a signed statement (M7).
+type Resolved struct {
+	// Revision is the commit that was cloned; "" without a git source.
+	Revision string
+	// BaseImage is the base the build started from,
+	// REGISTRY/PROJECT/STREAM@DIGEST; "" without one.
+	BaseImage string
+	// Started is when the build started running.
+	Started time.Time
 }
 
 // BuilderServiceAccount is the identity builds push as.
@@ -339,7 +356,8 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 	stopTail := c.publishTail(parent, b, tail)
 	defer stopTail()
 
-	ref, dgst, phase, reason, err := c.build(ctx, b, logs)
+	out, phase, reason, err := c.build(ctx, b, logs)
+	ref, dgst := out.ref, out.digest
 	stopTail()
 	_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
 	if err != nil {
@@ -353,7 +371,7 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 		return
 	}
 	if c.Sign != nil {
-		signed, err := c.Sign(ctx, redacted(b), ref)
+		signed, err := c.Sign(ctx, redacted(b), ref, Resolved{Revision: out.revision, BaseImage: out.base, Started: now})
 		switch {
 		case err != nil:
 			fmt.Fprintf(logs, "\nerror: signing %s: %v\n", ref, err)
@@ -410,59 +428,68 @@ func (c *Controller) publishTail(ctx context.Context, b *api.Build, t *tailBuffe
 	return func() { once.Do(func() { close(done) }) }
 }
 
-// build runs one Docker-strategy build and returns the pushed reference.
-func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (ref, dgst, phase, reason string, err error) {
+// built is what a build pushed, and what it resolved on the way.
+type built struct {
+	ref, digest    string // the output, REGISTRY/PROJECT/STREAM@DIGEST and DIGEST
+	revision, base string // the commit cloned and the base used (Resolved)
+}
+
+// build runs one build and returns what it pushed.
+func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (out built, phase, reason string, err error) {
+	fail := func(phase, reason string, err error) (built, string, string, error) {
+		return built{}, phase, reason, err
+	}
 	ds := b.Spec.Strategy.DockerStrategy
 	to := b.Spec.Output.To
 	if to == nil || to.Kind != "ImageStreamTag" {
-		return "", "", api.BuildError, "InvalidOutput", errors.New("the output must be an ImageStreamTag")
+		return fail(api.BuildError, "InvalidOutput", errors.New("the output must be an ImageStreamTag"))
 	}
 	outNS := to.Namespace
 	if outNS == "" {
 		outNS = b.Namespace
 	}
 	if outNS != b.Namespace {
-		return "", "", api.BuildError, "InvalidOutput", errors.New("builds push only into their own project")
+		return fail(api.BuildError, "InvalidOutput", errors.New("builds push only into their own project"))
 	}
 	stream, tag, ok := strings.Cut(to.Name, ":")
 	if !ok {
 		tag = "latest"
 	}
 	if b.Spec.Rebase {
-		ref, dgst, err := c.tryRebase(ctx, b, stream, tag, logs)
+		out, err := c.tryRebase(ctx, b, stream, tag, logs)
 		switch {
 		case err == nil:
-			return ref, dgst, "", "", nil
+			return out, "", "", nil
 		case errors.Is(err, errNoRebase):
 			fmt.Fprintf(logs, "Not rebasing (%v); running a full build\n", err)
 		default:
-			return "", "", api.BuildFailed, "RebaseFailed", err
+			return fail(api.BuildFailed, "RebaseFailed", err)
 		}
 	}
 	dir, err := os.MkdirTemp("", "slipway-build-")
 	if err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
+		return fail(api.BuildError, "ContextFailed", err)
 	}
 	defer os.RemoveAll(dir)
 	contextPath := filepath.Join(dir, "context")
 	if err := os.MkdirAll(contextPath, 0o700); err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
+		return fail(api.BuildError, "ContextFailed", err)
 	}
 	var revision string
 	if bin := b.Spec.Source.Binary; bin != nil && bin.Digest == "" {
-		return "", "", api.BuildFailed, "NoSourceUploaded", errors.New("this build config takes its source from `slipway start-build --from-dir DIR`")
+		return fail(api.BuildFailed, "NoSourceUploaded", errors.New("this build config takes its source from `slipway start-build --from-dir DIR`"))
 	} else if bin != nil {
 		if err := c.fetchBinary(ctx, b, bin, contextPath, logs); err != nil {
 			reason := "FetchSourceFailed"
 			if errors.Is(err, ErrHostileArchive) {
 				reason = "InvalidSourceArchive"
 			}
-			return "", "", api.BuildFailed, reason, err
+			return fail(api.BuildFailed, reason, err)
 		}
 	} else if g := b.Spec.Source.Git; g != nil {
 		fmt.Fprintf(logs, "Cloning %s %s\n", api.RedactURI(g.URI), g.Ref)
 		if revision, err = clone(ctx, g, contextPath, nil); err != nil {
-			return "", "", api.BuildFailed, "FetchSourceFailed", err
+			return fail(api.BuildFailed, "FetchSourceFailed", err)
 		}
 		fmt.Fprintf(logs, "Commit %s\n", revision)
 		_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.Revision = revision })
@@ -473,7 +500,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		root, _ := filepath.EvalSymlinks(contextPath)
 		real, err := filepath.EvalSymlinks(filepath.Join(contextPath, filepath.Clean(d)))
 		if err != nil || (real != root && !strings.HasPrefix(real, root+string(filepath.Separator))) {
-			return "", "", api.BuildFailed, "InvalidContextDir", fmt.Errorf("context directory %q is not a directory inside the source", d)
+			return fail(api.BuildFailed, "InvalidContextDir", fmt.Errorf("context directory %q is not a directory inside the source", d))
 		}
 		contextPath = real
 	}
@@ -484,12 +511,12 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		// outside the checked-out source.
 		root, err := os.OpenRoot(contextPath)
 		if err != nil {
-			return "", "", api.BuildFailed, "InvalidContextDir", fmt.Errorf("context directory %q: %w", b.Spec.Source.ContextDir, err)
+			return fail(api.BuildFailed, "InvalidContextDir", fmt.Errorf("context directory %q: %w", b.Spec.Source.ContextDir, err))
 		}
 		data, err := root.ReadFile("Dockerfile")
 		root.Close()
 		if err != nil {
-			return "", "", api.BuildFailed, "InvalidDockerfile", fmt.Errorf("the source has no readable Dockerfile in %q: %w", b.Spec.Source.ContextDir, err)
+			return fail(api.BuildFailed, "InvalidDockerfile", fmt.Errorf("the source has no readable Dockerfile in %q: %w", b.Spec.Source.ContextDir, err))
 		}
 		dockerfile = string(data)
 	}
@@ -497,53 +524,57 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	if from := b.Spec.Strategy.BaseImage(); from != nil {
 		baseRef, err = c.resolveFrom(ctx, b.Namespace, from)
 		if pd := (*pullDeniedError)(nil); errors.As(err, &pd) {
-			return "", "", api.BuildFailed, "ImagePullDenied", err
+			return fail(api.BuildFailed, "ImagePullDenied", err)
 		} else if err != nil {
-			return "", "", api.BuildFailed, "InvalidBaseImage", err
+			return fail(api.BuildFailed, "InvalidBaseImage", err)
 		}
 		if !s2i {
 			if dockerfile, err = replaceLastFrom(dockerfile, baseRef); err != nil {
-				return "", "", api.BuildFailed, "InvalidDockerfile", err
+				return fail(api.BuildFailed, "InvalidDockerfile", err)
 			}
 		}
 		fmt.Fprintf(logs, "Base image %s resolved to %s\n", from.Name, baseRef)
 		_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.BaseImage = baseRef })
 	}
 	if s2i && baseRef == "" {
-		return "", "", api.BuildFailed, "InvalidBaseImage", errors.New("Source builds need a builder image")
+		return fail(api.BuildFailed, "InvalidBaseImage", errors.New("Source builds need a builder image"))
 	}
 	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
-		return "", "", api.BuildError, "BuilderAccountFailed", err
+		return fail(api.BuildError, "BuilderAccountFailed", err)
 	}
 	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, time.Hour)
 	if err != nil {
-		return "", "", api.BuildError, "TokenFailed", err
+		return fail(api.BuildError, "TokenFailed", err)
 	}
 	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
 
 	dfDir := filepath.Join(dir, "dockerfile")
 	if err := os.MkdirAll(dfDir, 0o700); err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
+		return fail(api.BuildError, "ContextFailed", err)
 	}
 	if err := os.WriteFile(filepath.Join(dfDir, "Dockerfile"), []byte(dockerfile), 0o600); err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
+		return fail(api.BuildError, "ContextFailed", err)
 	}
 	ctxFS, err := fsutil.NewFS(contextPath)
 	if err != nil {
-		return "", "", api.BuildError, "InvalidContextDir", err
+		return fail(api.BuildError, "InvalidContextDir", err)
 	}
 	dfFS, err := fsutil.NewFS(dfDir)
 	if err != nil {
-		return "", "", api.BuildError, "ContextFailed", err
+		return fail(api.BuildError, "ContextFailed", err)
 	}
 	cl, err := c.Daemon.Client(ctx, 30*time.Second)
 	if err != nil {
-		return "", "", api.BuildError, "BuildkitUnavailable", err
+		return fail(api.BuildError, "BuildkitUnavailable", err)
 	}
 	defer cl.Close()
 
 	target := c.Registry + "/" + b.Namespace + "/" + stream + ":" + tag
-	attrs := map[string]string{"filename": "Dockerfile", "label:io.openshift.build.name": b.Name, "label:io.openshift.build.namespace": b.Namespace}
+	// image-resolve-mode=pull: every image is resolved at the registry,
+	// never from the worker's image store; imageaccess.go says why that
+	// alone does not cover images by digest, and what does.
+	attrs := map[string]string{"filename": "Dockerfile", "image-resolve-mode": "pull",
+		"label:io.openshift.build.name": b.Name, "label:io.openshift.build.namespace": b.Namespace}
 	if ds != nil {
 		for _, a := range ds.BuildArgs {
 			attrs["build-arg:"+a.Name] = a.Value
@@ -569,10 +600,11 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 			return types.AuthConfig{Username: BuilderServiceAccount, Password: secret}, nil
 		},
 	})
+	access := newImageAccess(c.Registry, b.Namespace, secret)
 	ch := make(chan *bk.SolveStatus)
 	disp, err := progressui.NewDisplay(logs, progressui.PlainMode)
 	if err != nil {
-		return "", "", api.BuildError, "LogFailed", err
+		return fail(api.BuildError, "LogFailed", err)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -594,7 +626,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 		if berr != nil {
 			close(ch)
 			wg.Wait()
-			return "", "", api.BuildFailed, "InvalidBaseImage", berr
+			return fail(api.BuildFailed, "InvalidBaseImage", berr)
 		}
 		labels := map[string]string{}
 		for k, v := range attrs {
@@ -602,7 +634,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 				labels[l] = v
 			}
 		}
-		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, hook, ch)
+		resp, err = c.solveS2I(ctx, cl, b, baseRef, base, ctxFS, exportAttrs, labels, auth, access, hook, ch)
 	} else {
 		// Through the gateway, so the post-commit hook runs on the result
 		// before the export pushes it.
@@ -619,7 +651,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 			Session:       []session.Attachable{auth},
 			FrontendAttrs: attrs,
 		}, "slipway-docker", func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
-			res, err := dfbuilder.Build(ctx, &scopedGateway{Client: gw, prefix: cacheScope(b.Namespace)})
+			res, err := dfbuilder.Build(ctx, &scopedGateway{Client: gw, prefix: cacheScope(b.Namespace), access: access})
 			if err != nil {
 				return nil, err
 			}
@@ -628,42 +660,45 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (r
 	}
 	wg.Wait()
 	if hookErr != nil {
-		return "", "", api.BuildFailed, "PostCommitHookFailed", fmt.Errorf("the postCommit hook failed, so nothing was pushed: %w", hookErr)
+		return fail(api.BuildFailed, "PostCommitHookFailed", fmt.Errorf("the postCommit hook failed, so nothing was pushed: %w", hookErr))
+	}
+	if denied := access.refusal(); err != nil && denied != nil {
+		return fail(api.BuildFailed, "ImagePullDenied", denied)
 	}
 	if err != nil {
-		return "", "", api.BuildFailed, "BuildFailed", err
+		return fail(api.BuildFailed, "BuildFailed", err)
 	}
-	dgst = resp.ExporterResponse["containerimage.digest"]
-	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, dgst, "", "", nil
+	dgst := resp.ExporterResponse["containerimage.digest"]
+	return built{ref: c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, digest: dgst, revision: revision, base: baseRef}, "", "", nil
 }
 
 // tryRebase runs the rebase strategy: resolve the base, and swap it in
 // under the output's current image.
-func (c *Controller) tryRebase(ctx context.Context, b *api.Build, stream, tag string, logs io.Writer) (ref, dgst string, err error) {
+func (c *Controller) tryRebase(ctx context.Context, b *api.Build, stream, tag string, logs io.Writer) (built, error) {
 	from := b.Spec.Strategy.BaseImage()
 	if from == nil {
-		return "", "", fmt.Errorf("%w: the strategy has no base image", errNoRebase)
+		return built{}, fmt.Errorf("%w: the strategy has no base image", errNoRebase)
 	}
 	baseRef, err := c.resolveFrom(ctx, b.Namespace, from)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %v", errNoRebase, err) // the full build reports it
+		return built{}, fmt.Errorf("%w: %v", errNoRebase, err) // the full build reports it
 	}
 	fmt.Fprintf(logs, "Base image %s resolved to %s\n", from.Name, baseRef)
 	_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.BaseImage = baseRef })
 	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
-		return "", "", err
+		return built{}, err
 	}
 	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
 	if err != nil {
-		return "", "", err
+		return built{}, err
 	}
 	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
 	ref, dgst, from0, err := c.rebase(ctx, b, baseRef, stream, tag, secret, logs)
 	if err != nil {
-		return "", "", err
+		return built{}, err
 	}
 	_ = c.setStatus(ctx, b, func(s *api.BuildStatus) { s.RebasedFrom = from0 })
-	return ref, dgst, nil
+	return built{ref: ref, digest: dgst, base: baseRef}, nil
 }
 
 // baseImageRecord finds the Image record of a resolved base reference

@@ -86,13 +86,18 @@ func (d *Daemon) setupNetwork() (*buildNet, error) {
 		}
 	}
 	n.chain = "SLIPWAY-BUILD-" + strings.TrimPrefix(n.Bridge, "slipbk")
+	runc, err := d.shim() // RUN steps without CAP_NET_RAW (runcshim.go)
+	if err != nil {
+		return nil, err
+	}
 	config := fmt.Sprintf(`# Written by Slipway at every start; edits are lost.
 [worker.oci]
   networkMode = "bridge"
   cniBinaryPath = %q
   bridgeName = %q
   bridgeSubnet = %q
-`, n.cniDir, n.Bridge, n.Subnet)
+  binary = %q
+`, n.cniDir, n.Bridge, n.Subnet, runc)
 	if err := os.WriteFile(n.configFile, []byte(config), 0o600); err != nil {
 		return nil, err
 	}

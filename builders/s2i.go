@@ -59,7 +59,7 @@ func planS2I(cfg *api.ImageConfig) (s2iPlan, error) {
 // solveS2I builds with LLB: copy the source into DEST/src, run assemble as
 // the image's user, and export with run as the command.
 func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, baseRef string, base *api.Image, ctxFS fsutil.FS,
-	exportAttrs map[string]string, labels map[string]string, auth session.Attachable,
+	exportAttrs map[string]string, labels map[string]string, auth session.Attachable, access *imageAccess,
 	hook func(context.Context, gateway.Client, *gateway.Result) error, ch chan *bk.SolveStatus) (*bk.SolveResponse, error) {
 	plan, err := planS2I(base.Config)
 	if err != nil {
@@ -68,37 +68,6 @@ func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, 
 	}
 	ss := b.Spec.Strategy.SourceStrategy
 	src := plan.dest + "/src"
-	copyOpts := &llb.CopyInfo{CopyDirContentsOnly: true, CreateDestPath: true}
-	if plan.user != "" {
-		copyOpts.ChownOpt = &llb.ChownOpt{User: &llb.UserOpt{Name: plan.user}}
-	}
-	st := llb.Image(baseRef).File(llb.Copy(llb.Local("context"), "/", src, copyOpts))
-	if ss != nil && ss.Incremental {
-		if prev := c.previousOutput(ctx, b); prev != "" {
-			st = st.File(llb.Copy(saveArtifacts(prev, plan), "/artifacts.tar*", plan.dest+"/artifacts/", &llb.CopyInfo{
-				AllowWildcard: true, AllowEmptyWildcard: true, AttemptUnpack: true, CreateDestPath: true, ChownOpt: copyOpts.ChownOpt,
-			}))
-		}
-	}
-	runOpts := []llb.RunOption{llb.Args([]string{plan.scripts + "/assemble"}), llb.Dir(src), llb.WithCustomName("assemble")}
-	if plan.user != "" {
-		runOpts = append(runOpts, llb.User(plan.user))
-	}
-	for _, e := range base.Config.Env {
-		k, v, _ := strings.Cut(e, "=")
-		runOpts = append(runOpts, llb.AddEnv(k, v))
-	}
-	if ss != nil {
-		for _, e := range ss.Env {
-			runOpts = append(runOpts, llb.AddEnv(e.Name, e.Value))
-		}
-	}
-	out := st.Run(runOpts...).Root()
-	def, err := out.Marshal(ctx)
-	if err != nil {
-		close(ch)
-		return nil, err
-	}
 	// The new image's config: the builder's, with run as its command.
 	img := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: base.Config.Architecture}}
 	if img.Architecture == "" {
@@ -127,12 +96,48 @@ func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, 
 		close(ch)
 		return nil, err
 	}
+	var prev string
+	if ss != nil && ss.Incremental {
+		prev = c.previousOutput(ctx, b)
+	}
 	return cl.Build(ctx, bk.SolveOpt{
 		LocalMounts: map[string]fsutil.FS{"context": ctxFS},
 		Exports:     []bk.ExportEntry{{Type: bk.ExporterImage, Attrs: exportAttrs}},
 		Session:     []session.Attachable{auth},
 	}, "slipway-s2i", func(ctx context.Context, gw gateway.Client) (*gateway.Result, error) {
-		res, err := gw.Solve(ctx, gateway.SolveRequest{Definition: def.ToPB()})
+		// Images are resolved through the gateway that checks them at the
+		// registry as the build's project, in force-pull mode
+		// (imageaccess.go).
+		sg := &scopedGateway{Client: gw, prefix: cacheScope(b.Namespace), access: access}
+		image := func(ref string) llb.State { return llb.Image(ref, llb.ResolveModeForcePull, llb.WithMetaResolver(sg)) }
+		copyOpts := &llb.CopyInfo{CopyDirContentsOnly: true, CreateDestPath: true}
+		if plan.user != "" {
+			copyOpts.ChownOpt = &llb.ChownOpt{User: &llb.UserOpt{Name: plan.user}}
+		}
+		st := image(baseRef).File(llb.Copy(llb.Local("context"), "/", src, copyOpts))
+		if prev != "" {
+			st = st.File(llb.Copy(saveArtifacts(image(prev), plan), "/artifacts.tar*", plan.dest+"/artifacts/", &llb.CopyInfo{
+				AllowWildcard: true, AllowEmptyWildcard: true, AttemptUnpack: true, CreateDestPath: true, ChownOpt: copyOpts.ChownOpt,
+			}))
+		}
+		runOpts := []llb.RunOption{llb.Args([]string{plan.scripts + "/assemble"}), llb.Dir(src), llb.WithCustomName("assemble")}
+		if plan.user != "" {
+			runOpts = append(runOpts, llb.User(plan.user))
+		}
+		for _, e := range base.Config.Env {
+			k, v, _ := strings.Cut(e, "=")
+			runOpts = append(runOpts, llb.AddEnv(k, v))
+		}
+		if ss != nil {
+			for _, e := range ss.Env {
+				runOpts = append(runOpts, llb.AddEnv(e.Name, e.Value))
+			}
+		}
+		def, err := st.Run(runOpts...).Root().Marshal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := sg.Solve(ctx, gateway.SolveRequest{Definition: def.ToPB()})
 		if err != nil {
 			return nil, err
 		}
@@ -143,7 +148,7 @@ func (c *Controller) solveS2I(ctx context.Context, cl *bk.Client, b *api.Build, 
 
 // saveArtifacts runs save-artifacts in the previous image, when it has
 // one, and returns a state holding its tar stream as /artifacts.tar.
-func saveArtifacts(prevRef string, plan s2iPlan) llb.State {
+func saveArtifacts(prev llb.State, plan s2iPlan) llb.State {
 	script := plan.scripts + "/save-artifacts"
 	opts := []llb.RunOption{
 		llb.Args([]string{"/bin/sh", "-c", "if [ -x " + script + " ]; then " + script + " > /slipway-artifacts/artifacts.tar; fi"}),
@@ -153,7 +158,7 @@ func saveArtifacts(prevRef string, plan s2iPlan) llb.State {
 	if plan.user != "" {
 		opts = append(opts, llb.User(plan.user))
 	}
-	return llb.Image(prevRef).Run(opts...).GetMount("/slipway-artifacts")
+	return prev.Run(opts...).GetMount("/slipway-artifacts")
 }
 
 // previousOutput is the image the build's output tag holds now, by

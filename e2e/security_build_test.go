@@ -362,6 +362,9 @@ func TestSecurityBuild(t *testing.T) {
 			}
 		}
 	}
+	pb := &privateBase{}
+	noFrom := &api.DockerBuildStrategy{} // the Dockerfile's FROM stands
+	onBase := &api.DockerBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Name: "base:1"}}
 	for _, row := range []struct {
 		name string
 		run  func(t *testing.T)
@@ -456,6 +459,8 @@ func TestSecurityBuild(t *testing.T) {
 				}
 			}
 		}},
+		{"C2 RUN steps have no CAP_NET_RAW", e.noNetRaw},
+		{"C2 ADD of a URL reaches a listener on the host's loopback", e.addFromHost},
 		{"M3 a direct Build clones a file:// repository of the server", refused("file://" + e.gitRepo)},
 		{"M3 a direct Build clones over ssh://", refused("ssh://git@127.0.0.1:22/app.git")},
 		{"M3 a direct Build clones over git://", refused("git://127.0.0.1:9418/app.git")},
@@ -565,6 +570,23 @@ RUN --mount=type=cache,target=/cache ["/bin/busybox", "sh", "-c", "echo CACHE-SA
 				return false, phases()
 			})
 		}},
+		{"H2 a build FROM another project's base by digest uses BuildKit's cached copy", e.stealsCachedBase(pb, "stolen-from", noFrom, func(ref string) string {
+			return "FROM " + ref + "\nRUN [\"/bin/busybox\", \"cat\", \"/secret.txt\"]\n"
+		})},
+		{"H2 a build COPY --from another project's base by digest uses BuildKit's cached copy", e.stealsCachedBase(pb, "stolen-copy", onBase, func(ref string) string {
+			return "FROM base\nCOPY --from=" + ref + " /secret.txt /stolen.txt\nRUN [\"/bin/busybox\", \"cat\", \"/stolen.txt\"]\n"
+		})},
+		{"H2 a build RUN --mount=from another project's base by digest uses BuildKit's cached copy", e.stealsCachedBase(pb, "stolen-mount", onBase, func(ref string) string {
+			return "FROM base\nRUN --mount=from=" + ref + ",target=/v [\"/bin/busybox\", \"cat\", \"/v/secret.txt\"]\n"
+		})},
+		{"H2 a build FROM another project's base through another port of the registry's host uses BuildKit's cached copy", func(t *testing.T) {
+			ref, _ := e.victimPrivateBase(t, pb)
+			e.stealsCachedBase(pb, "stolen-port", noFrom, func(string) string {
+				return "FROM " + e.otherPort(t, ref) + "\nRUN [\"/bin/busybox\", \"cat\", \"/secret.txt\"]\n"
+			})(t)
+		}},
+		{"H2 with image-puller granted in vic, mallory's build COPY --from the victim's base by digest works", e.pullsGrantedBase(pb)},
+		{"M7 a git build's provenance lacks the commit it cloned and the base it resolved", e.provenanceNamesCommitAndBase},
 	} {
 		t.Run(row.name, row.run)
 	}

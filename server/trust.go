@@ -177,8 +177,13 @@ func (t *trust) Sign(ctx context.Context, project, key, image string) error {
 }
 
 // signBuild signs a build's output with the project's default key, when
-// it has one, and attests the build's provenance.
-func (t *trust) signBuild(ctx context.Context, b *api.Build, ref string) (bool, error) {
+// it has one, and attests the build's provenance. What was resolved (the
+// commit, the base, the start) comes from the build controller's own
+// variables (r), never from b's status: b is the Build as it was when it
+// started, before the controller wrote them, and status is not where a
+// signed statement may take facts from (M7). The rest is b's spec, the
+// parameters the user asked for.
+func (t *trust) signBuild(ctx context.Context, b *api.Build, ref string, r builders.Resolved) (bool, error) {
 	if _, err := t.s.Store.Get(ctx, api.SigningKeys, b.Namespace, DefaultSigningKey); err != nil {
 		return false, nil
 	}
@@ -187,21 +192,19 @@ func (t *trust) signBuild(ctx context.Context, b *api.Build, ref string) (bool, 
 		BuildArgs: map[string]string{}, Internal: map[string]any{"registry": t.s.RegistryHost},
 	}
 	if g := b.Spec.Source.Git; g != nil {
-		prov.SourceRepo, prov.SourceCommit = g.URI, b.Status.Revision
+		prov.SourceRepo, prov.SourceCommit = g.URI, r.Revision
 	}
 	if ds := b.Spec.Strategy.DockerStrategy; ds != nil {
 		for _, a := range ds.BuildArgs {
 			prov.BuildArgs[a.Name] = a.Value
 		}
 	}
-	if base := b.Status.BaseImage; base != "" {
+	if base := r.BaseImage; base != "" {
 		if at := strings.LastIndex(base, "@"); at > 0 {
 			prov.BaseImages = []signing.Image{{Name: base[:at], Digest: base[at+1:]}}
 		}
 	}
-	if b.Status.StartTimestamp != nil {
-		prov.StartedOn = *b.Status.StartTimestamp
-	}
+	prov.StartedOn = r.Started
 	prov.FinishedOn = time.Now().UTC()
 	if err := t.SignImage(ctx, b.Namespace, DefaultSigningKey, ref, prov); err != nil {
 		return false, err
