@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -222,6 +225,21 @@ func tenancyLimitRows(x *tenancy) []struct {
 			}
 			if code, body := hook("/webhooks/namespaces/hooks/buildconfigs/byref/generic", nil); code != http.StatusForbidden {
 				t.Errorf("generic webhook without a secret: %d %s, want 403", code, body)
+			}
+			// GitHub's URL needs no secret: the delivery's signature proves it.
+			if err := x.victim.Create(ctx, api.BuildConfigs, webhookConfig("hooks", "gh", api.BuildTrigger{Type: "GitHub", SecretReference: &api.SecretLocalReference{Name: "hook"}})); err != nil {
+				t.Fatal(err)
+			}
+			mac := hmac.New(sha256.New, []byte("from-a-secret-0123456789"))
+			mac.Write([]byte("{}"))
+			signed := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+			if code, body := hook("/webhooks/namespaces/hooks/buildconfigs/gh/github", map[string]string{"X-GitHub-Event": "ping", "X-Hub-Signature-256": signed}); code != http.StatusOK || !strings.Contains(body, "pong") {
+				t.Errorf("signed GitHub ping to the URL without a secret: %d %s, want 200 pong", code, body)
+			}
+			for what, sig := range map[string]string{"unsigned": "", "signed with another key": "sha256=" + strings.Repeat("0", 64)} {
+				if code, body := hook("/webhooks/namespaces/hooks/buildconfigs/gh/github", map[string]string{"X-GitHub-Event": "ping", "X-Hub-Signature-256": sig}); code != http.StatusForbidden {
+					t.Errorf("%s GitHub ping: %d %s, want 403", what, code, body)
+				}
 			}
 		}},
 		{"L15 one user's concurrent watches are capped, and a list comes in pages however large a limit it asks", func(t *testing.T) {
