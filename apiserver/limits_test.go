@@ -28,6 +28,7 @@ func TestLimits(t *testing.T) {
 	t.Run("TokenCap", s.testTokenCap)
 	t.Run("HostPorts", s.testHostPorts)
 	t.Run("WatchCap", s.testWatchCap)
+	t.Run("WatchStorm", s.testWatchStorm)
 	t.Run("ListPages", s.testListPages)
 	t.Run("WebhookSecrets", s.testWebhookSecrets)
 }
@@ -310,4 +311,59 @@ func (s *suite) testWebhookSecrets(t *testing.T) {
 		raw, _ := json.Marshal(got.Spec.Triggers)
 		t.Errorf("hooked's triggers after refused writes: %s", raw)
 	}
+}
+
+// L15: a user who opens watches up to the cap while objects change, and
+// closes them all at once, again and again, must not stall the server:
+// its caches still see new bindings (so a new project is usable at once)
+// and other watches still get events. With the embedded etcd's
+// in-process client, cancelling many watches on one shared stream
+// deadlocked that stream for good (etcd-io/etcd#20716).
+func (s *suite) testWatchStorm(t *testing.T) {
+	s.createProject(t, "alice", "storm")
+	alice, dave := s.as("alice"), s.as("dave")
+	coll := nsPath("storm", "serviceaccounts")
+	mustCode(t, "alice grants dave view in storm", alice.post(t, nsPath("storm", "rolebindings"), binding("dave-view", "ClusterRole", "view", user("dave"))), http.StatusCreated)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			alice.post(t, coll, serviceAccount(fmt.Sprintf("churn-%d", i)))
+		}
+	}()
+	for round := 0; round < 8; round++ {
+		var open []*watchStream
+		for i := 0; i < apiserver.DefaultMaxWatchesPerUser; i++ {
+			w := dave.watch(t, coll, nil)
+			if w.Code != http.StatusOK {
+				break // the server has not yet seen all of the last round's close
+			}
+			open = append(open, w)
+		}
+		for _, w := range open {
+			w.close()
+		}
+	}
+	close(stop)
+	<-done
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("after-storm-%d", i)
+		s.createProject(t, "carol", name)
+		checkCode(t, "carol uses her new project at once", s.as("carol").get(t, nsPath(name, "serviceaccounts")), http.StatusOK)
+	}
+	w := alice.watch(t, coll, url.Values{"resourceVersion": {listRV(t, alice.get(t, coll+"?limit=1"))}})
+	mustCode(t, "alice watches after the storm", w.result, http.StatusOK)
+	mustCode(t, "create one more", alice.post(t, coll, serviceAccount("last")), http.StatusCreated)
+	for {
+		if ev := w.next(t); ev.name(t) == "last" {
+			break
+		}
+	}
+	w.close()
 }

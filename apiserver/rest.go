@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"slipway.dev/slipway/api"
@@ -229,6 +230,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(s.runCtx, cancel)()
+	// Each API watch gets an etcd watch stream of its own: etcd's client
+	// keys streams by the context's gRPC metadata. Ending the only watch
+	// on a stream closes the stream without a cancel request, and the
+	// informers' shared stream never sees users' watches come and go.
+	// With the embedded etcd's in-process client, a burst of cancel
+	// requests on a shared stream deadlocks it for good (etcd-io/etcd
+	// #18879, #20716; seen here when a user closed 64 watches at once),
+	// which would stop every cache and watch of this server.
+	ctx = metadata.AppendToOutgoingContext(ctx, "slipway-api-watch", strconv.FormatUint(s.watchSeq.Add(1), 10))
 	if t := q.Get("timeoutSeconds"); t != "" {
 		n, err := strconv.Atoi(t)
 		if err != nil || n <= 0 {

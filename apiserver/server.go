@@ -136,6 +136,7 @@ type Server struct {
 	tokenMu   sync.Mutex      // a project's token count and the mint are one step
 	watchMu   sync.Mutex
 	watching  map[string]int // open watches per user name
+	watchSeq  atomic.Uint64  // numbers API watches, one etcd stream each
 }
 
 // SetRegistryHost tells clients, through /version, where the integrated
