@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // BuildConfig says how to turn source into an image: where the source is,
@@ -63,10 +65,25 @@ type BuildPostCommit struct {
 // BuildTrigger is one reason to start a build.
 type BuildTrigger struct {
 	Type string `json:"type"` // ConfigChange, ImageChange, Generic or GitHub
-	// Secret authenticates webhooks: it is part of the webhook URL, and
-	// GitHub deliveries must also be signed with it.
+	// Secret authenticates webhooks: it is sent in the
+	// X-Slipway-Webhook-Secret header (or, in the older URL form, in the
+	// path), and GitHub deliveries are signed with it. Anyone who may read
+	// the build config but not update it sees it redacted; prefer
+	// SecretReference, which the view role cannot read at all.
 	Secret string `json:"secret,omitempty"`
+	// SecretReference names a Secret of the same project whose
+	// WebHookSecretKey holds the webhook's secret, as in OpenShift 3.11.
+	SecretReference *SecretLocalReference `json:"secretReference,omitempty"`
 }
+
+// SecretLocalReference names a Secret in the same project.
+type SecretLocalReference struct {
+	Name string `json:"name"`
+}
+
+// RedactedSecret replaces an inline webhook secret in what the API shows
+// to someone who may not update the build config.
+const RedactedSecret = "(redacted)"
 
 // BuildSource is where the build context comes from: a git repository,
 // an inline Dockerfile, or both (the inline Dockerfile wins).
@@ -309,8 +326,17 @@ var (
 				switch t.Type {
 				case "ConfigChange":
 				case "Generic", "GitHub":
-					if len(t.Secret) < 16 {
-						errs.Add(fieldIndex("spec.triggers", i, "secret"), FieldValueInvalid, "a webhook needs a secret of at least 16 characters")
+					switch ref := t.SecretReference; {
+					case ref != nil && t.Secret != "":
+						errs.Add(fieldIndex("spec.triggers", i, "secretReference"), FieldValueInvalid, "give either secret or secretReference, not both")
+					case ref != nil:
+						if msgs := validation.IsDNS1123Subdomain(ref.Name); len(msgs) > 0 {
+							errs.Add(fieldIndex("spec.triggers", i, "secretReference.name"), FieldValueInvalid, "%q is not a secret name: %s", ref.Name, strings.Join(msgs, "; "))
+						}
+					case t.Secret == RedactedSecret:
+						errs.Add(fieldIndex("spec.triggers", i, "secret"), FieldValueInvalid, "the secret was redacted when you read this build config; give the real secret, or name a Secret with secretReference")
+					case len(t.Secret) < 16:
+						errs.Add(fieldIndex("spec.triggers", i, "secret"), FieldValueInvalid, "a webhook needs a secret of at least 16 characters, or a secretReference to a Secret holding it in %s", WebHookSecretKey)
 					}
 				case "ImageChange":
 					if from := bc.Spec.Strategy.BaseImage(); from == nil || from.Kind != "ImageStreamTag" {

@@ -23,6 +23,9 @@ type StatusDetails struct {
 	Name   string        `json:"name,omitempty"`
 	Kind   string        `json:"kind,omitempty"`
 	Causes []StatusCause `json:"causes,omitempty"`
+	// RetryAfterSeconds, on a 429, is how long to wait before trying
+	// again (also sent as the Retry-After header).
+	RetryAfterSeconds int `json:"retryAfterSeconds,omitempty"`
 }
 
 // StatusCause is one problem with one field.
@@ -47,6 +50,7 @@ const (
 	ReasonUnsupportedType = "UnsupportedMediaType"
 	ReasonInternal        = "InternalError"
 	ReasonUnavailable     = "ServiceUnavailable"
+	ReasonTooManyRequests = "TooManyRequests"
 )
 
 // Error implements error so a Status can travel as one.

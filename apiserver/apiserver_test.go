@@ -117,7 +117,9 @@ func waitHealthy(t *testing.T, s *suite) {
 func runSuite(t *testing.T, env *servertest.Env) {
 	s := newSuite(t, env)
 	s.setupTeam(t, "pa")
+	s.setupPlatformAccounts(t)
 	t.Run("RBACMatrix", s.testRBACMatrix)
+	t.Run("PlatformMatrix", s.testPlatformMatrix)
 	t.Run("StatusMatrix", s.testStatusMatrix)
 	t.Run("Tenancy", s.testTenancy)
 	t.Run("Authentication", s.testAuthentication)

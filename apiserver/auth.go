@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -88,15 +89,41 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, info *reque
 			return
 		}
 	}
-	if req.Spec.ExpirationSeconds < 0 || req.Spec.ExpirationSeconds > maxTokenSeconds {
-		writeError(w, badField("spec.expirationSeconds", "must be a positive number of seconds up to %d (10 years); 0 means the default of one year", maxTokenSeconds))
+	if req.Spec.ExpirationSeconds < 0 {
+		writeError(w, badField("spec.expirationSeconds", "must be a positive number of seconds, at most %d (%s); 0 means the default of %s", int64(s.authn.MaxServiceAccountTTL()/time.Second), days(s.authn.MaxServiceAccountTTL()), s.authn.ServiceAccountTTL(0)))
 		return
 	}
 	if err := s.mayMintToken(identity.FromContext(r.Context()), info.Namespace, info.Name); err != nil {
 		writeError(w, err)
 		return
 	}
-	secret, tok, err := s.authn.IssueServiceAccountToken(r.Context(), info.Namespace, info.Name, time.Duration(req.Spec.ExpirationSeconds)*time.Second)
+	// As Kubernetes does with --service-account-max-token-expiration, a
+	// longer request is shortened with a warning rather than refused:
+	// `slipway create token --duration` (like `kubectl create token`)
+	// treats the duration as a request, and the answer's expiration says
+	// what was granted.
+	ttl := time.Duration(0)
+	if max := s.authn.MaxServiceAccountTTL(); req.Spec.ExpirationSeconds > int64(max/time.Second) {
+		ttl = max
+		w.Header().Add("Warning", fmt.Sprintf("299 - %q", fmt.Sprintf("requested expiration of %d seconds shortened to %d seconds (%s), the most a service account token may live; mint a new token before this one expires", req.Spec.ExpirationSeconds, int64(max/time.Second), days(max))))
+	} else if req.Spec.ExpirationSeconds > 0 {
+		ttl = time.Duration(req.Spec.ExpirationSeconds) * time.Second
+	}
+	// The count and the mint are one step on this server, and the answer
+	// waits until the cache counts the new token, so a loop stops at the
+	// cap. API servers running side by side may each let one through.
+	s.tokenMu.Lock()
+	defer s.tokenMu.Unlock()
+	live, err := s.authn.LiveRequestedTokens(r.Context(), info.Namespace)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if live >= s.cfg.MaxProjectTokens {
+		writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "project %s holds %d live service account tokens requested through the API, the most a project may hold (%d): revoke tokens no longer used (POST /oauth/revoke with the token), delete the service accounts they belong to, or mint shorter-lived tokens and wait for some to expire", info.Namespace, live, s.cfg.MaxProjectTokens))
+		return
+	}
+	secret, tok, err := s.authn.RequestServiceAccountToken(r.Context(), info.Namespace, info.Name, ttl, identity.FromContext(r.Context()).Name)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -138,8 +165,13 @@ func (s *Server) mayMintToken(u identity.Info, project, sa string) error {
 	return nil
 }
 
-// maxTokenSeconds bounds service-account token lifetimes at ten years.
-const maxTokenSeconds = 10 * 365 * 24 * 3600
+// days says a duration of whole days as "90 days".
+func days(d time.Duration) string {
+	if d%(24*time.Hour) != 0 {
+		return d.String()
+	}
+	return fmt.Sprintf("%d days", d/(24*time.Hour))
+}
 
 func decodeStrictAny(kind string, data []byte, v any) error {
 	return decodeStrict(&api.Resource{Kind: kind}, data, v)

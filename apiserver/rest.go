@@ -13,8 +13,10 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"slipway.dev/slipway/api"
@@ -92,6 +94,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		s.redact(u, obj)
 		writeJSON(w, http.StatusOK, obj)
 	case "list":
 		s.list(w, r, info, filter)
@@ -175,14 +178,22 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, info *requestInfo,
 		writeError(w, err)
 		return
 	}
+	// Lists come in pages of at most MaxListLimit (L15), asked for or not:
+	// the rest follows with the continue token, read at the same
+	// revision, as with Kubernetes' paged lists.
+	if opts.Limit == 0 || opts.Limit > s.cfg.MaxListLimit {
+		opts.Limit = s.cfg.MaxListLimit
+	}
 	items, meta, err := s.store.List(r.Context(), info.Resource, info.Namespace, opts)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	out := list{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: info.Resource.Kind + "List"}, Metadata: meta, Items: []api.Object{}}
+	u := identity.FromContext(r.Context())
 	for _, o := range items {
 		if keep(o) {
+			s.redact(u, o)
 			out.Items = append(out.Items, o)
 		}
 	}
@@ -196,6 +207,13 @@ type WatchEvent struct {
 }
 
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool, filtered bool) {
+	u := identity.FromContext(r.Context())
+	release, err := s.holdWatch(u.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	opts, err := listOptions(r, info)
 	if err != nil {
 		writeError(w, err)
@@ -212,6 +230,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(s.runCtx, cancel)()
+	// Each API watch gets an etcd watch stream of its own: etcd's client
+	// keys streams by the context's gRPC metadata. Ending the only watch
+	// on a stream closes the stream without a cancel request, and the
+	// informers' shared stream never sees users' watches come and go.
+	// With the embedded etcd's in-process client, a burst of cancel
+	// requests on a shared stream deadlocks it for good (etcd-io/etcd
+	// #18879, #20716; seen here when a user closed 64 watches at once),
+	// which would stop every cache and watch of this server.
+	ctx = metadata.AppendToOutgoingContext(ctx, "slipway-api-watch", strconv.FormatUint(s.watchSeq.Add(1), 10))
 	if t := q.Get("timeoutSeconds"); t != "" {
 		n, err := strconv.Atoi(t)
 		if err != nil || n <= 0 {
@@ -221,6 +248,24 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(n)*time.Second)
 		defer cancel()
+	}
+	// Without a resourceVersion the stream starts with the objects that
+	// exist, read here in pages of MaxListLimit at one revision (L15), so
+	// a large collection is never held in memory whole.
+	listing := rv == 0
+	page := store.ListOptions{Selector: opts.Selector, Name: opts.Name, Limit: s.cfg.MaxListLimit}
+	var first []api.Object
+	if listing {
+		items, meta, err := s.store.List(ctx, info.Resource, info.Namespace, page)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		first, page.Continue = items, meta.Continue
+		if rv, err = store.ParseResourceVersion(meta.ResourceVersion); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	ch, err := s.store.Watch(ctx, info.Resource, info.Namespace, rv, opts)
 	if err != nil {
@@ -240,7 +285,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 	// of an object the user could see still arrives after their access
 	// went away with it (a project's bindings go before the project).
 	sent := map[string]bool{}
-	if filtered && rv > 0 {
+	if filtered && !listing {
 		if items, _, err := s.store.List(ctx, info.Resource, info.Namespace, opts); err == nil {
 			for _, o := range items {
 				if keep(o) {
@@ -250,7 +295,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		}
 	}
 	enc := json.NewEncoder(w)
-	for ev := range ch {
+	send := func(ev store.Event) bool {
 		var line WatchEvent
 		if ev.Type == api.Error {
 			line = WatchEvent{Type: api.Error, Object: toStatus(ev.Err)}
@@ -260,16 +305,38 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 			case ev.Type == api.Deleted && sent[name]:
 				delete(sent, name)
 			case !keep(ev.Object):
-				continue
+				return true
 			case ev.Type == api.Deleted:
 			default:
 				if filtered {
 					sent[name] = true
 				}
 			}
+			s.redact(u, ev.Object)
 			line = WatchEvent{Type: ev.Type, Object: ev.Object}
 		}
-		if err := enc.Encode(line); err != nil {
+		return enc.Encode(line) == nil
+	}
+	for listing {
+		for _, o := range first {
+			if !send(store.Event{Type: api.Added, Object: o}) {
+				return
+			}
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if page.Continue == "" {
+			break
+		}
+		var err error
+		if first, page.Continue, err = s.listPage(ctx, info, page); err != nil {
+			send(store.Event{Type: api.Error, Err: err})
+			return
+		}
+	}
+	for ev := range ch {
+		if !send(ev) {
 			return
 		}
 		// Flush when the stream is idle, so bursts go out in few writes.
@@ -278,6 +345,36 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		}
 	}
 }
+
+// listPage reads the page of a paged list that opts.Continue names.
+func (s *Server) listPage(ctx context.Context, info *requestInfo, opts store.ListOptions) ([]api.Object, string, error) {
+	items, meta, err := s.store.List(ctx, info.Resource, info.Namespace, opts)
+	return items, meta.Continue, err
+}
+
+// holdWatch counts a watch of user's, or refuses it with 429 when the
+// user already holds MaxWatchesPerUser on this server (L15). Release it
+// when the watch ends.
+func (s *Server) holdWatch(user string) (release func(), err error) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if n := s.watching[user]; n >= s.cfg.MaxWatchesPerUser {
+		st := api.NewStatus(http.StatusTooManyRequests, api.ReasonTooManyRequests, "%s has %d watches open on this API server, the most one user may hold (%d); close some (each `slipway get -w`, `logs -f` or a client's informer holds one) and try again", user, n, s.cfg.MaxWatchesPerUser)
+		st.Details = &api.StatusDetails{RetryAfterSeconds: watchRetryAfter}
+		return nil, st
+	}
+	s.watching[user]++
+	return sync.OnceFunc(func() {
+		s.watchMu.Lock()
+		defer s.watchMu.Unlock()
+		if s.watching[user]--; s.watching[user] <= 0 {
+			delete(s.watching, user)
+		}
+	}), nil
+}
+
+// watchRetryAfter is how long a user at the watch cap is told to wait.
+const watchRetryAfter = 5
 
 // decodeObject reads a body into a new object of the request's resource
 // and reconciles its name and project with the path.
@@ -356,6 +453,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, info *requestInf
 		return
 	}
 	s.waitCache(ctx, info.Resource, revisionOf(obj))
+	s.redact(u, obj)
 	writeJSON(w, http.StatusCreated, obj)
 }
 
@@ -375,6 +473,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, info *requestInf
 		return
 	}
 	s.waitCache(ctx, info.Resource, revisionOf(obj))
+	s.redact(identity.FromContext(ctx), obj)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -436,6 +535,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		return
 	}
 	s.waitCache(ctx, res, revisionOf(obj))
+	s.redact(u, obj)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -456,6 +556,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInf
 		return
 	}
 	s.waitCache(ctx, info.Resource, revisionOf(obj))
+	s.redact(identity.FromContext(ctx), obj)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -484,6 +585,9 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		return nil
 	case *api.Endpoints:
 		return s.admitEndpoints(ctx, u, o)
+	case *api.Secret:
+		admitSecret(o)
+		return nil
 	case *api.Service:
 		return s.admitService(ctx, u, o)
 	case *api.Role:
@@ -500,7 +604,14 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		grant = rules
 	case *api.ImageStream:
 		return s.admitSpecTags(ctx, u, ns, o)
-	case *api.DeploymentConfig, *api.BuildConfig, *api.Build:
+	case *api.DeploymentConfig:
+		if err := s.admitHostPorts(ctx, u, info, o); err != nil {
+			return err
+		}
+		return s.admitImageRefs(ctx, u, ns, o)
+	case *api.Pod, *api.ReplicationController:
+		return s.admitHostPorts(ctx, u, info, o)
+	case *api.BuildConfig, *api.Build:
 		return s.admitImageRefs(ctx, u, ns, o)
 	case *api.ClusterRoleBinding:
 		rules, err := s.authz.ResolveRole(ctx, s.store, o.RoleRef, "")

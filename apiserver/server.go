@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,33 @@ type Config struct {
 	// ServiceCIDR is the range of service ClusterIPs, which Endpoints
 	// may never name. Default 10.43.0.0/16 (proxy.DefaultServiceCIDR).
 	ServiceCIDR string
+	// MaxProjectTokens is how many unexpired service account tokens a
+	// project may hold that users asked for through the API (M6); the
+	// platform's own tokens do not count. Default DefaultMaxProjectTokens.
+	MaxProjectTokens int
+	// MaxWatchesPerUser is how many watches one user (or service account)
+	// may hold open on this server at once (L15); past it a watch answers
+	// 429. Default DefaultMaxWatchesPerUser. Controllers watch the store,
+	// not the API, and are not counted.
+	MaxWatchesPerUser int
+	// MaxListLimit is the largest page a list answers (L15): a list
+	// without a limit, or with a larger one, gets this many items and a
+	// continue token. Default DefaultMaxListLimit.
+	MaxListLimit int64
 }
+
+// Defaults of Config's limits on reads (L15). 500 is the page size
+// kubectl and client-go's pager ask for; 64 watches is many times what
+// the CLI holds (one per `get -w`, `logs -f` or `start-build --follow`).
+const (
+	DefaultMaxWatchesPerUser       = 64
+	DefaultMaxListLimit      int64 = 500
+)
+
+// DefaultMaxProjectTokens is the default Config.MaxProjectTokens: enough
+// for a robot per pipeline and environment with rotation overlap, while a
+// loop minting tokens stops after a few hundred kilobytes of etcd.
+const DefaultMaxProjectTokens = 100
 
 // Validate fills defaults.
 func (c *Config) Validate() error {
@@ -73,6 +100,15 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.ParseCIDR(c.ServiceCIDR); err != nil {
 		return fmt.Errorf("apiserver: service CIDR: %w", err)
+	}
+	if c.MaxWatchesPerUser == 0 {
+		c.MaxWatchesPerUser = DefaultMaxWatchesPerUser
+	}
+	if c.MaxListLimit == 0 {
+		c.MaxListLimit = DefaultMaxListLimit
+	}
+	if c.MaxProjectTokens == 0 {
+		c.MaxProjectTokens = DefaultMaxProjectTokens
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 3 << 20
@@ -97,6 +133,10 @@ type Server struct {
 	ready     chan struct{}
 	runCtx    context.Context // ends at shutdown; watches end with it
 	registry  atomic.Value    // host:port of the integrated registry, for /version
+	tokenMu   sync.Mutex      // a project's token count and the mint are one step
+	watchMu   sync.Mutex
+	watching  map[string]int // open watches per user name
+	watchSeq  atomic.Uint64  // numbers API watches, one etcd stream each
 }
 
 // SetRegistryHost tells clients, through /version, where the integrated
@@ -113,6 +153,7 @@ func New(cfg Config) (*Server, error) {
 		store:     cfg.Store,
 		authz:     rbac.NewAuthorizer(cfg.Store),
 		informers: map[*api.Resource]*store.Informer{},
+		watching:  map[string]int{},
 		audit:     slog.New(slog.NewJSONHandler(cfg.Audit, nil)),
 		metrics:   newMetrics(cfg.Metrics),
 		ready:     make(chan struct{}),
@@ -317,6 +358,9 @@ func writeStatus(w http.ResponseWriter, st *api.Status) {
 		st.TypeMeta = api.TypeMeta{APIVersion: "v1", Kind: "Status"}
 	}
 	st.Status = "Failure"
+	if st.Details != nil && st.Details.RetryAfterSeconds > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(st.Details.RetryAfterSeconds))
+	}
 	writeJSON(w, st.Code, st)
 }
 

@@ -306,3 +306,127 @@ func (s *Server) admitService(ctx context.Context, u identity.Info, svc *api.Ser
 	}
 	return nil
 }
+
+// HostPorts is the permission, held cluster-wide (a ClusterRole bound
+// with a ClusterRoleBinding; cluster-admin holds it), to publish a pod's
+// port on its node with hostPort (L14):
+//
+//	rules: [{verbs: [create], resources: [pods/hostport]}]
+//
+// A host port is a DNAT rule in the node's network namespace: it can
+// capture traffic for a port the node itself serves (a plain-HTTP agent,
+// say) and it is shared by every project on that node, so it is the
+// cluster's to hand out, not a project's. A RoleBinding does not grant
+// it. Pods have no other host namespace fields (network, PID, IPC); if
+// they gain some, they belong under this check too.
+var HostPorts = rbac.Attributes{Verb: "create", Resource: "pods", Subresource: "hostport"}
+
+// admitHostPorts refuses a pod, or a replication controller or deployment
+// config whose template makes pods, that publishes a host port the
+// object did not already publish, unless the writer holds HostPorts.
+// Pods made from templates by the controllers go through the store, so
+// checking every API write of the three kinds covers every path that
+// creates a pod. A write that keeps the host ports as they were (scaling
+// an admin's deployment config, a new image) needs no such right.
+func (s *Server) admitHostPorts(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	want := hostPorts(obj)
+	if len(want) == 0 {
+		return nil
+	}
+	m := obj.GetObjectMeta()
+	had := map[string]bool{}
+	if info.Verb != "create" {
+		if o, err := s.store.Get(ctx, info.Resource, m.Namespace, m.Name); err == nil {
+			for _, p := range hostPorts(o) {
+				had[p.key] = true
+			}
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	for _, p := range want {
+		if had[p.key] {
+			continue
+		}
+		if s.clusterWide(u, HostPorts) {
+			return nil
+		}
+		return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s %s: %s asks for host port %s, which publishes the port on the node for every project there; only a cluster admin (create pods/hostport, cluster-wide) may. Leave hostPort out and reach the pod through a Service instead", info.Resource.Kind, m.Name, p.field, p.key)
+	}
+	return nil
+}
+
+type hostPort struct{ key, field string }
+
+// hostPorts lists the host ports a pod, or the pod template of a
+// replication controller or deployment config, publishes.
+func hostPorts(obj api.Object) []hostPort {
+	var spec *api.PodSpec
+	field := "spec"
+	switch o := obj.(type) {
+	case *api.Pod:
+		spec = &o.Spec
+	case *api.ReplicationController:
+		if o.Spec.Template != nil {
+			spec, field = &o.Spec.Template.Spec, "spec.template.spec"
+		}
+	case *api.DeploymentConfig:
+		if o.Spec.Template != nil {
+			spec, field = &o.Spec.Template.Spec, "spec.template.spec"
+		}
+	}
+	if spec == nil {
+		return nil
+	}
+	var out []hostPort
+	for i, c := range spec.Containers {
+		for j, p := range c.Ports {
+			if p.HostPort == 0 {
+				continue
+			}
+			proto := p.Protocol
+			if proto == "" {
+				proto = "TCP"
+			}
+			out = append(out, hostPort{key: fmt.Sprintf("%d/%s", p.HostPort, proto), field: fmt.Sprintf("%s.containers[%d].ports[%d].hostPort", field, i, j)})
+		}
+	}
+	return out
+}
+
+// redact hides the inline webhook secrets of a build config from whoever
+// may not update it (L5): the view role reads build configs, and with the
+// secret could start builds through the webhook. Those who may update
+// the config could set the secret anyway, so they see it. Secrets named
+// by secretReference live in a Secret, which view cannot read. obj is
+// changed in place; it must be the caller's own copy.
+func (s *Server) redact(u identity.Info, obj api.Object) {
+	bc, ok := obj.(*api.BuildConfig)
+	if !ok || !slices.ContainsFunc(bc.Spec.Triggers, func(t api.BuildTrigger) bool { return t.Secret != "" }) {
+		return
+	}
+	if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "update", Resource: "buildconfigs", Namespace: bc.Namespace, Name: bc.Name}); ok {
+		return
+	}
+	for i := range bc.Spec.Triggers {
+		if bc.Spec.Triggers[i].Secret != "" {
+			bc.Spec.Triggers[i].Secret = api.RedactedSecret
+		}
+	}
+}
+
+// admitSecret folds a Secret's write-only stringData into its data, as
+// Kubernetes does, so stringData is never stored.
+func admitSecret(sec *api.Secret) {
+	if len(sec.StringData) == 0 {
+		sec.StringData = nil
+		return
+	}
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	for k, v := range sec.StringData {
+		sec.Data[k] = []byte(v)
+	}
+	sec.StringData = nil
+}

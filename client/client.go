@@ -29,6 +29,7 @@ type Client struct {
 	http  *http.Client
 	token string
 	tls   *tls.Config
+	warn  func(string)
 }
 
 // Option configures a Client.
@@ -47,6 +48,14 @@ func WithCAData(ca []byte) Option {
 		c.tls.RootCAs = pool
 		return nil
 	}
+}
+
+// WithWarnings calls warn with each warning the server attaches to an
+// answer (the Warning header's text, as kubectl shows them), such as a
+// token lifetime shortened to the server's maximum. Default: warnings are
+// dropped.
+func WithWarnings(warn func(msg string)) Option {
+	return func(c *Client) error { c.warn = warn; return nil }
 }
 
 // WithInsecureSkipVerify accepts any server certificate. Default false.
@@ -141,11 +150,26 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		}
 		return nil, fmt.Errorf("cannot reach the Slipway API at %s (is `slipway start` running?): %w", c.base, err)
 	}
+	if c.warn != nil {
+		for _, h := range resp.Header.Values("Warning") {
+			c.warn(warningText(h))
+		}
+	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
 		return nil, decodeStatus(resp)
 	}
 	return resp, nil
+}
+
+// warningText is the text of a Warning header, `299 - "text"`.
+func warningText(h string) string {
+	if _, rest, ok := strings.Cut(h, " - "); ok {
+		if t, err := strconv.Unquote(strings.TrimSpace(rest)); err == nil {
+			return t
+		}
+	}
+	return h
 }
 
 func decodeStatus(resp *http.Response) error {
@@ -219,8 +243,28 @@ func (o ListOptions) query() url.Values {
 	return q
 }
 
-// List reads one page of objects (all of them when Limit is 0).
+// List reads one page of at most opts.Limit objects, or, when Limit is 0,
+// all of them: it follows the continue tokens of the server's pages (the
+// server answers at most its page size however many are asked for), and
+// the answer's resourceVersion is the first page's, at which every page
+// was read.
 func (c *Client) List(ctx context.Context, r *api.Resource, ns string, opts ListOptions) ([]api.Object, api.ListMeta, error) {
+	items, meta, err := c.listPage(ctx, r, ns, opts)
+	for err == nil && opts.Limit == 0 && meta.Continue != "" {
+		opts.Continue = meta.Continue
+		var more []api.Object
+		var next api.ListMeta
+		if more, next, err = c.listPage(ctx, r, ns, opts); err == nil {
+			items, meta.Continue = append(items, more...), next.Continue
+		}
+	}
+	if err != nil {
+		return nil, api.ListMeta{}, err
+	}
+	return items, meta, nil
+}
+
+func (c *Client) listPage(ctx context.Context, r *api.Resource, ns string, opts ListOptions) ([]api.Object, api.ListMeta, error) {
 	var raw struct {
 		Metadata api.ListMeta      `json:"metadata"`
 		Items    []json.RawMessage `json:"items"`

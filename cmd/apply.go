@@ -303,7 +303,7 @@ func createTokenCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().DurationVar(&duration, "duration", 0, "lifetime of the token (default: the server's, one year)")
+	c.Flags().DurationVar(&duration, "duration", 0, "lifetime of the token (default: the server's, 24h; at most 90 days, longer asks are shortened with a warning)")
 	return c
 }
 

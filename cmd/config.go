@@ -88,7 +88,7 @@ func connect() (*client.Client, *Config, error) {
 	if g.token != "" {
 		token = g.token
 	}
-	opts := []client.Option{client.WithToken(token)}
+	opts := []client.Option{client.WithToken(token), client.WithWarnings(printWarning)}
 	switch {
 	case g.insecure || (cfg.InsecureSkipTLSVerify && g.caFile == ""):
 		opts = append(opts, client.WithInsecureSkipVerify())
@@ -125,3 +125,7 @@ func connectProject() (*client.Client, string, error) {
 	ns, err := cfg.project()
 	return cl, ns, err
 }
+
+// printWarning shows a warning the server attached to an answer on
+// stderr, as kubectl does.
+func printWarning(msg string) { fmt.Fprintln(os.Stderr, "Warning: "+msg) }

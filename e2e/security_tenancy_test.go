@@ -459,6 +459,7 @@ func TestSecurityTenancy(t *testing.T) {
 			forbidden(t, "cluster-admin points endpoints ext at 127.0.0.1", putEndpoints(s.admin, "prod", "ext", "127.0.0.1"), http.StatusBadRequest)
 		}},
 	}
+	rows = append(rows, tenancyLimitRows(x)...)
 	for _, r := range rows {
 		t.Run(r.name, r.attack)
 	}

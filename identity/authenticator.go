@@ -35,9 +35,13 @@ type Config struct {
 	// OpenShift.
 	LoginTTL time.Duration
 	// ServiceAccountTTL is the default lifetime of a service account
-	// token. Default one year.
+	// token. Default DefaultServiceAccountTTL.
 	ServiceAccountTTL time.Duration
-	Now               func() time.Time
+	// MaxServiceAccountTTL is the longest a service account token may
+	// live; longer requests are shortened to it. Default
+	// MaxServiceAccountTTL.
+	MaxServiceAccountTTL time.Duration
+	Now                  func() time.Time
 }
 
 // Validate fills defaults and checks what is required.
@@ -48,8 +52,14 @@ func (c *Config) Validate() error {
 	if c.LoginTTL == 0 {
 		c.LoginTTL = 24 * time.Hour
 	}
+	if c.MaxServiceAccountTTL == 0 {
+		c.MaxServiceAccountTTL = MaxServiceAccountTTL
+	}
 	if c.ServiceAccountTTL == 0 {
-		c.ServiceAccountTTL = 365 * 24 * time.Hour
+		c.ServiceAccountTTL = min(DefaultServiceAccountTTL, c.MaxServiceAccountTTL)
+	}
+	if c.ServiceAccountTTL > c.MaxServiceAccountTTL {
+		return fmt.Errorf("identity: the default service account token lifetime %s is over the maximum %s", c.ServiceAccountTTL, c.MaxServiceAccountTTL)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -274,16 +284,90 @@ func (a *Authenticator) Login(ctx context.Context, user, password string) (secre
 	return a.issueFor(ctx, user, "login", a.cfg.LoginTTL, "", u.UID)
 }
 
-// IssueServiceAccountToken makes a token for an existing service account.
+// Service account token lifetimes (M6). Like Kubernetes' bound tokens,
+// a token has a default lifetime and a maximum the server enforces. The
+// default equals a login's, so a robot's token outlives a person's session
+// only when asked to; the maximum means a token minted and forgotten
+// (pasted into a CI system, say, by an editor who has since left the
+// project) dies within a quarter, and long-lived robots rotate their
+// token at least that often.
+const (
+	DefaultServiceAccountTTL = 24 * time.Hour
+	MaxServiceAccountTTL     = 90 * 24 * time.Hour
+)
+
+// ServiceAccountTTL is the lifetime a service account token asked to live
+// ttl gets: the default for 0, at most the maximum.
+func (a *Authenticator) ServiceAccountTTL(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return a.cfg.ServiceAccountTTL
+	}
+	return min(ttl, a.cfg.MaxServiceAccountTTL)
+}
+
+// MaxServiceAccountTTL is the longest a service account token lives.
+func (a *Authenticator) MaxServiceAccountTTL() time.Duration { return a.cfg.MaxServiceAccountTTL }
+
+// IssueServiceAccountToken makes a token for an existing service account,
+// for the platform's own use (pulls, builds, promotions, scans), with the
+// lifetime of ServiceAccountTTL(ttl). These tokens are not counted
+// against a project's RequestedTokenLabel cap.
 func (a *Authenticator) IssueServiceAccountToken(ctx context.Context, project, sa string, ttl time.Duration) (string, *api.Token, error) {
+	return a.issueServiceAccountToken(ctx, project, sa, ttl, "")
+}
+
+// RequestServiceAccountToken makes a token that user asked for through
+// the API; it carries RequestedTokenLabel, so LiveRequestedTokens counts
+// it.
+func (a *Authenticator) RequestServiceAccountToken(ctx context.Context, project, sa string, ttl time.Duration, user string) (string, *api.Token, error) {
+	return a.issueServiceAccountToken(ctx, project, sa, ttl, user)
+}
+
+func (a *Authenticator) issueServiceAccountToken(ctx context.Context, project, sa string, ttl time.Duration, requester string) (string, *api.Token, error) {
 	o, err := a.cfg.Store.Get(ctx, api.ServiceAccounts, project, sa)
 	if err != nil {
 		return "", nil, err
 	}
-	if ttl <= 0 {
-		ttl = a.cfg.ServiceAccountTTL
+	user := api.ServiceAccountUser(project, sa)
+	secret, name := NewToken()
+	tok := tokenObject(name, user, "service account token", a.ServiceAccountTTL(ttl), a.cfg.Now())
+	tok.Spec.ServiceAccountUID = o.GetObjectMeta().UID
+	if requester != "" {
+		tok.Spec.Description = "service account token requested by " + requester
+		tok.Labels[RequestedTokenLabel] = "true"
 	}
-	return a.issue(ctx, api.ServiceAccountUser(project, sa), "service account token", ttl, o.GetObjectMeta().UID)
+	if err := a.cfg.Store.Create(ctx, api.Tokens, tok); err != nil {
+		return "", nil, fmt.Errorf("identity: issue token for %s: %w", describe(user), err)
+	}
+	return secret, tok, nil
+}
+
+// RequestedTokenLabel marks service account tokens that users asked for
+// through the API (POST serviceaccounts/NAME/token), which a project may
+// hold only so many of; the platform's own short-lived tokens do not
+// carry it.
+const RequestedTokenLabel = "slipway.dev/token-requested"
+
+// LiveRequestedTokens counts the unexpired tokens users asked for in
+// project. It reads the token cache when there is one.
+func (a *Authenticator) LiveRequestedTokens(ctx context.Context, project string) (int, error) {
+	var toks []api.Object
+	if a.cfg.Tokens != nil {
+		toks = a.cfg.Tokens.List("")
+	} else {
+		var err error
+		if toks, _, err = a.cfg.Store.List(ctx, api.Tokens, "", store.ListOptions{}); err != nil {
+			return 0, err
+		}
+	}
+	now, n := a.cfg.Now(), 0
+	for _, o := range toks {
+		t := o.(*api.Token)
+		if t.Labels[ProjectLabel] == project && t.Labels[RequestedTokenLabel] == "true" && now.Before(t.Spec.ExpiresAt) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (a *Authenticator) issue(ctx context.Context, user, desc string, ttl time.Duration, saUID string) (string, *api.Token, error) {

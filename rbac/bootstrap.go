@@ -40,6 +40,11 @@ var rbacResources = []string{"roles", "rolebindings"}
 // project's policy, swap its signing keys or rewrite scan results.
 var trustResources = []string{"imagepolicies", "signingkeys", "imagescans", "events"}
 
+// secretResources are left out of view, as in Kubernetes and OpenShift:
+// reading a project is not reading its credentials (a webhook's secret,
+// say). Edit and admin read and write them.
+var secretResources = []string{"secrets"}
+
 // UserStatus are the status subresources project users (edit, admin) may
 // write. The API server admits from them only what the CLI changes:
 // lastVersion of a build config, cancelled of a build, and an image
@@ -56,7 +61,7 @@ var UserStatus = []string{"buildconfigs/status", "builds/status", "imagestreams/
 // userStatus ones, where the API server lets through just the fields the
 // CLI changes (start-build, cancel-build, tag deletion, rollback).
 func BootstrapRoles() []*api.ClusterRole {
-	var ns, readOnly, statusRead []string
+	var ns, readOnly, statusRead, secrets []string
 	for _, r := range api.Resources() {
 		if r.Namespaced && r.HasStatus {
 			statusRead = append(statusRead, r.Name+"/"+StatusSubresource)
@@ -66,6 +71,8 @@ func BootstrapRoles() []*api.ClusterRole {
 			// Hidden resources (signing key secrets) are never served.
 		case slices.Contains(trustResources, r.Name):
 			readOnly = append(readOnly, r.Name)
+		case slices.Contains(secretResources, r.Name):
+			secrets = append(secrets, r.Name, r.Name+"/*")
 		case r.Name == "promotions":
 			// Editors may ask for a promotion; only the controller
 			// writes its status, and approving needs the promote verb.
@@ -87,7 +94,7 @@ func BootstrapRoles() []*api.ClusterRole {
 		role(ClusterAdmin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*", "*/" + StatusSubresource}}),
 		role(Admin, api.PolicyRule{Verbs: []string{"*"}, Resources: []string{"*"}}, statusWrite, statusGet),
 		role(Edit,
-			api.PolicyRule{Verbs: WriteVerbs, Resources: ns},
+			api.PolicyRule{Verbs: WriteVerbs, Resources: append(append([]string(nil), ns...), secrets...)},
 			api.PolicyRule{Verbs: ReadVerbs, Resources: readOnly},
 			api.PolicyRule{Verbs: []string{"get"}, Resources: []string{"projects"}},
 			statusWrite, statusGet),
