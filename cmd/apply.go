@@ -313,6 +313,7 @@ func deleteCmd() *cobra.Command {
 		Use:   "delete RESOURCE NAME... | -f FILE",
 		Short: "Delete resources; deleting a project deletes everything in it",
 		Example: `  slipway delete serviceaccount ci-robot -n myproject
+  slipway delete app shop
   slipway delete project myproject
   slipway delete -f roles.yaml`,
 		ValidArgsFunction: completeTypes,
@@ -368,5 +369,6 @@ func deleteCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringSliceVarP(&files, "filename", "f", nil, "delete the objects named in these files")
+	c.AddCommand(deleteAppCmd())
 	return c
 }

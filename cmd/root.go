@@ -50,7 +50,7 @@ Start everything on this machine, then log in:
 
 	root.AddCommand(
 		startCmd(), registryCmd(), nodeCmd(), pauseCmd(),
-		loginCmd(), logoutCmd(), whoamiCmd(), processCmd(),
+		loginCmd(), logoutCmd(), whoamiCmd(), processCmd(), newAppCmd(),
 		newProjectCmd(), projectCmd(), projectsCmd(),
 		getCmd(), describeCmd(), applyCmd(), createCmd(), deleteCmd(),
 		policyCmd(), admCmd(), apiResourcesCmd(),

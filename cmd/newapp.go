@@ -1,0 +1,303 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
+	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/templates"
+)
+
+// An application is what one `slipway new-app NAME` made. Its record is a
+// Secret (which the view role cannot read) holding the parameter values
+// that were generated, so that running new-app again reuses them rather
+// than making new passwords, and listing every object the app has ever
+// made, so that `slipway delete app` removes exactly those.
+const (
+	// AppLabel is on every object of an application, as oc new-app does.
+	AppLabel = "app"
+	// appRecordLabel marks the record Secret.
+	appRecordLabel = "slipway.dev/app-record"
+	// appObjectsAnnotation lists the record's objects, "kind/name", as JSON.
+	appObjectsAnnotation = "slipway.dev/app-objects"
+	// appTemplateAnnotation names the template the app came from.
+	appTemplateAnnotation = "slipway.dev/app-template"
+)
+
+func appRecordName(app string) string { return "app-record-" + app }
+
+// appRecord is an application's record, read from its Secret.
+type appRecord struct {
+	secret  *api.Secret
+	objects []string // kind/name
+}
+
+func readAppRecord(ctx context.Context, cl *client.Client, ns, app string) (*appRecord, error) {
+	o, err := cl.Get(ctx, api.Secrets, ns, appRecordName(app))
+	if api.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := o.(*api.Secret)
+	if s.Labels[appRecordLabel] != "true" || s.Labels[AppLabel] != app {
+		return nil, fmt.Errorf("secret %s exists but is not the record of app %s; remove or rename it", s.Name, app)
+	}
+	r := &appRecord{secret: s}
+	if a := s.Annotations[appObjectsAnnotation]; a != "" {
+		if err := json.Unmarshal([]byte(a), &r.objects); err != nil {
+			return nil, fmt.Errorf("secret %s: annotation %s is not a JSON list: %v", s.Name, appObjectsAnnotation, err)
+		}
+	}
+	return r, nil
+}
+
+func validAppName(app string) error {
+	if msgs := validation.IsDNS1123Label(app); len(msgs) > 0 || len(appRecordName(app)) > 63 {
+		return usagef("%q is not an app name: use at most %d lower-case letters, digits and -, starting with a letter (--name NAME)", app, 63-len(appRecordName("")))
+	}
+	return nil
+}
+
+func newAppCmd() *cobra.Command {
+	var tf templateFlags
+	var name string
+	c := &cobra.Command{
+		Use:   "new-app (TEMPLATE | -f TEMPLATE_FILE) [--name APP] [-p NAME=VALUE]...",
+		Short: "Create an application from a template, labelled app=APP",
+		Long: `Create every object of a template in the current project, with the label
+app=APP (APP is --name, or the template's name). The parameter values that
+were generated are kept in the app's record (the Secret app-record-APP, which
+view users cannot read), so running new-app again keeps them: a second run
+with the same parameters changes nothing, and one with other parameters
+updates the objects in place. 'slipway delete app APP' removes everything the
+app made.
+
+Every parameter and every object is checked before anything is created.`,
+		Example: `  slipway new-app shop -p NAME=shop
+  slipway new-app -f shop-template.yaml --name shop-canary -p REPLICAS=1
+  slipway delete app shop`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, ns, err := connectProject()
+			if err != nil {
+				return err
+			}
+			ctx := c.Context()
+			t, err := tf.loadTemplate(ctx, cl, ns, args, c.InOrStdin())
+			if err != nil {
+				return err
+			}
+			app := name
+			if app == "" {
+				app = t.Name
+			}
+			if err := validAppName(app); err != nil {
+				return err
+			}
+			vals, err := tf.values()
+			if err != nil {
+				return err
+			}
+			labels, err := tf.labelMap()
+			if err != nil {
+				return err
+			}
+			labels[AppLabel] = app
+			rec, err := readAppRecord(ctx, cl, ns, app)
+			if err != nil {
+				return err
+			}
+			remembered := map[string]string{}
+			if rec != nil {
+				for k, v := range rec.secret.Data {
+					remembered[k] = string(v)
+				}
+			}
+			res, err := templates.Process(t, templates.Options{Values: vals, Remembered: remembered, Labels: labels})
+			if err != nil {
+				return err
+			}
+			docs, err := processed(t, res, ns)
+			if err != nil {
+				return err
+			}
+			for _, d := range docs {
+				if m := d.obj.GetObjectMeta(); m.Namespace != ns {
+					return fmt.Errorf("%s: the template puts %s in project %s; new-app creates in %s only", d.from, d.ref(), m.Namespace, ns)
+				}
+			}
+			out := c.OutOrStdout()
+			// The record first: generated values are kept before anything
+			// uses them, so a run that fails half-way and is run again
+			// makes the same objects.
+			if err := writeAppRecord(ctx, cl, ns, app, t.Name, rec, res, docs); err != nil {
+				return fmt.Errorf("writing the app's record: %w", err)
+			}
+			for _, d := range docs {
+				verb, err := applyOne(ctx, cl, d)
+				if err != nil {
+					return fmt.Errorf("%s: %w (run new-app again to finish; it keeps what was made)", d.ref(), err)
+				}
+				fmt.Fprintf(out, "%s %s\n", d.ref(), verb)
+			}
+			if len(res.Generated) > 0 {
+				fmt.Fprintf(out, "Generated parameters (kept in secret/%s): %s\n", appRecordName(app), strings.Join(res.Generated, ", "))
+			}
+			if res.Message != "" {
+				fmt.Fprintf(out, "\n%s\n", res.Message)
+			}
+			return nil
+		},
+	}
+	tf.add(c)
+	c.Flags().StringVar(&name, "name", "", "the app's name, put on every object as the label app=NAME (default: the template's name)")
+	return c
+}
+
+// writeAppRecord creates or updates the app's record so that it holds the
+// values generated now and every object the app has made, now or before.
+func writeAppRecord(ctx context.Context, cl *client.Client, ns, app, tmpl string, rec *appRecord, res *templates.Result, docs []document) error {
+	var objects []string
+	if rec != nil {
+		objects = rec.objects
+	}
+	for _, d := range docs {
+		if ref := d.ref(); !slices.Contains(objects, ref) {
+			objects = append(objects, ref)
+		}
+	}
+	list, _ := json.Marshal(objects)
+	data := map[string][]byte{}
+	for _, p := range res.Generated {
+		data[p] = []byte(res.Values[p])
+	}
+	s := &api.Secret{
+		ObjectMeta: api.ObjectMeta{
+			Name: appRecordName(app), Namespace: ns,
+			Labels:      map[string]string{AppLabel: app, appRecordLabel: "true"},
+			Annotations: map[string]string{appObjectsAnnotation: string(list), appTemplateAnnotation: tmpl},
+		},
+		Data: data,
+	}
+	if rec == nil {
+		return cl.Create(ctx, api.Secrets, s)
+	}
+	if string(list) == rec.secret.Annotations[appObjectsAnnotation] && equalData(data, rec.secret.Data) && rec.secret.Annotations[appTemplateAnnotation] == tmpl {
+		return nil
+	}
+	s.ResourceVersion = rec.secret.ResourceVersion
+	return cl.Update(ctx, api.Secrets, s)
+}
+
+func equalData(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if string(b[k]) != string(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func deleteAppCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "app NAME",
+		Short: "Delete everything an application made with new-app",
+		Long: `Delete every object recorded in the app's record (secret app-record-NAME),
+with what those objects made in turn (a deployment config's revisions and
+pods, a build config's builds), and then the record. Objects that are
+already gone are skipped.`,
+		Example: "  slipway delete app shop",
+		Args:    exactArgs(1, "an app name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, ns, err := connectProject()
+			if err != nil {
+				return err
+			}
+			ctx := c.Context()
+			app := args[0]
+			if err := validAppName(app); err != nil {
+				return err
+			}
+			rec, err := readAppRecord(ctx, cl, ns, app)
+			if err != nil {
+				return err
+			}
+			if rec == nil {
+				return fmt.Errorf("no app %q in project %s: apps are what `slipway new-app` made; see `slipway get secrets -l %s=true`", app, ns, appRecordLabel)
+			}
+			out := c.OutOrStdout()
+			var errs []error
+			for _, ref := range slices.Backward(rec.objects) {
+				if err := deleteWithDependents(ctx, cl, out, ns, ref); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if len(errs) > 0 {
+				return fmt.Errorf("%w (the app's record is kept; run delete app again)", errors.Join(errs...))
+			}
+			if _, err := cl.Delete(ctx, api.Secrets, ns, rec.secret.Name); err != nil && !api.IsNotFound(err) {
+				return err
+			}
+			fmt.Fprintf(out, "secret/%s deleted\n", rec.secret.Name)
+			return nil
+		},
+	}
+}
+
+// dependents are what a kind of object makes, found by label, which
+// deleting it does not delete: OpenShift 3's client-side reapers did the
+// same.
+var dependents = map[string][]struct {
+	res   *api.Resource
+	label string
+}{
+	"DeploymentConfig":      {{api.ReplicationControllers, api.DeploymentConfigLabel}, {api.Pods, api.DeploymentConfigLabel}},
+	"ReplicationController": {{api.Pods, api.ControllerLabel}},
+	"BuildConfig":           {{api.Builds, builders.BuildConfigLabel}},
+}
+
+func deleteWithDependents(ctx context.Context, cl *client.Client, out io.Writer, ns, ref string) error {
+	kind, name, _ := strings.Cut(ref, "/")
+	var res *api.Resource
+	for _, r := range api.Resources() {
+		if strings.ToLower(r.Kind) == kind {
+			res = r
+		}
+	}
+	if res == nil {
+		return fmt.Errorf("%s: kind %q is unknown", ref, kind)
+	}
+	if _, err := cl.Delete(ctx, res, ns, name); err != nil && !api.IsNotFound(err) {
+		return fmt.Errorf("%s: %w", ref, err)
+	} else if err == nil {
+		fmt.Fprintf(out, "%s deleted\n", ref)
+	}
+	for _, dep := range dependents[res.Kind] {
+		items, _, err := cl.List(ctx, dep.res, ns, client.ListOptions{LabelSelector: dep.label + "=" + name})
+		if err != nil {
+			return fmt.Errorf("%s: listing its %s: %w", ref, dep.res.Name, err)
+		}
+		for _, o := range items {
+			sub := strings.ToLower(dep.res.Kind) + "/" + o.GetObjectMeta().Name
+			if err := deleteWithDependents(ctx, cl, out, ns, sub); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
