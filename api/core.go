@@ -23,6 +23,11 @@ type ProjectSpec struct {
 	Public bool `json:"public,omitempty"`
 }
 
+// ProjectRequesterAnnotation on a Project names the user who created it.
+// The API server sets it and keeps it: it is how projects per user are
+// counted against the platform's cap.
+const ProjectRequesterAnnotation = "openshift.io/requester"
+
 // Project phases.
 const (
 	ProjectActive      = "Active"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,11 +46,29 @@ func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Proj
 	if err := api.CheckProjectName(p.Name, clusterAdmin); err != nil {
 		return err
 	}
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations[api.ProjectRequesterAnnotation] = u.Name
 	p.Status = api.ProjectStatus{Phase: api.ProjectActive}
 	p.DeletionTimestamp = nil
+	if max := s.cfg.MaxProjectsPerUser; !clusterAdmin && max > 0 {
+		// Counted from the cache, under a lock that also waits for the
+		// cache to hold the new project, so one user's creates on this
+		// server never overshoot; creates spread over N API servers at
+		// the same instant can overshoot by at most N-1.
+		s.projectMu.Lock()
+		defer s.projectMu.Unlock()
+		owner := s.projectOwner(u.Name)
+		if n := s.projectsRequestedBy(owner); n >= max {
+			return api.NewStatus(http.StatusForbidden, api.ReasonForbidden,
+				"%s already has %d projects (counting those its service accounts made), the most the platform allows a user; delete one no longer needed (slipway delete project NAME), or ask a cluster admin to raise it (slipway start --max-projects-per-user)", owner, n)
+		}
+	}
 	if err := s.store.Create(ctx, api.Projects, p); err != nil {
 		return err
 	}
+	s.waitCache(ctx, api.Projects, revisionOf(p))
 	b := rbac.AdminBinding(p.Name, u.Name)
 	err := s.store.Create(ctx, api.RoleBindings, b)
 	if errors.Is(err, store.ErrExists) {
@@ -62,6 +81,58 @@ func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Proj
 	}
 	s.waitCache(ctx, api.RoleBindings, revisionOf(b))
 	return nil
+}
+
+// projectsRequestedBy counts the projects that are not being deleted and
+// that user, or a service account of a project user owns, created.
+func (s *Server) projectsRequestedBy(user string) int {
+	n := 0
+	for _, o := range s.informers[api.Projects].List("") {
+		m := o.GetObjectMeta()
+		if m.DeletionTimestamp == nil && s.projectOwner(m.Annotations[api.ProjectRequesterAnnotation]) == user {
+			n++
+		}
+	}
+	return n
+}
+
+// projectOwner is the user a project requester counts against: a service
+// account counts against whoever created its project (and so on, a few
+// levels up), so that service accounts cannot multiply a user's projects.
+func (s *Server) projectOwner(requester string) string {
+	for range 4 {
+		ns, _, ok := api.SplitServiceAccountUser(requester)
+		if !ok {
+			break
+		}
+		o, ok := s.informers[api.Projects].Get("", ns)
+		if !ok {
+			break
+		}
+		up := o.GetObjectMeta().Annotations[api.ProjectRequesterAnnotation]
+		if up == "" {
+			break
+		}
+		requester = up
+	}
+	return requester
+}
+
+// keepRequester puts the stored requester back on a project being
+// updated: it is the server's record of who created it.
+func (s *Server) keepRequester(p *api.Project) {
+	var was string
+	if o, ok := s.informers[api.Projects].Get("", p.Name); ok {
+		was = o.GetObjectMeta().Annotations[api.ProjectRequesterAnnotation]
+	}
+	if was == "" {
+		delete(p.Annotations, api.ProjectRequesterAnnotation)
+		return
+	}
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations[api.ProjectRequesterAnnotation] = was
 }
 
 // deleteProject marks a project Terminating and then removes everything in

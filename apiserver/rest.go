@@ -588,6 +588,11 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 	case *api.Secret:
 		admitSecret(o)
 		return nil
+	case *api.Project:
+		if info.Verb != "create" {
+			s.keepRequester(o)
+		}
+		return nil
 	case *api.Service:
 		return s.admitService(ctx, u, o)
 	case *api.Role:

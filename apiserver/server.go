@@ -72,7 +72,16 @@ type Config struct {
 	// without a limit, or with a larger one, gets this many items and a
 	// continue token. Default DefaultMaxListLimit.
 	MaxListLimit int64
+	// MaxProjectsPerUser is how many projects one user (or service
+	// account) may hold as their requester (M5): every project holds up
+	// to the platform's per-kind limits, so without it one user could
+	// multiply them. Cluster admins are not counted. Default
+	// DefaultMaxProjectsPerUser; negative means no cap.
+	MaxProjectsPerUser int
 }
+
+// DefaultMaxProjectsPerUser is the default Config.MaxProjectsPerUser.
+const DefaultMaxProjectsPerUser = 50
 
 // Defaults of Config's limits on reads (L15). 500 is the page size
 // kubectl and client-go's pager ask for; 64 watches is many times what
@@ -107,6 +116,9 @@ func (c *Config) Validate() error {
 	if c.MaxListLimit == 0 {
 		c.MaxListLimit = DefaultMaxListLimit
 	}
+	if c.MaxProjectsPerUser == 0 {
+		c.MaxProjectsPerUser = DefaultMaxProjectsPerUser
+	}
 	if c.MaxProjectTokens == 0 {
 		c.MaxProjectTokens = DefaultMaxProjectTokens
 	}
@@ -134,6 +146,7 @@ type Server struct {
 	runCtx    context.Context // ends at shutdown; watches end with it
 	registry  atomic.Value    // host:port of the integrated registry, for /version
 	tokenMu   sync.Mutex      // a project's token count and the mint are one step
+	projectMu sync.Mutex      // a user's project count and the create are one step
 	watchMu   sync.Mutex
 	watching  map[string]int // open watches per user name
 	watchSeq  atomic.Uint64  // numbers API watches, one etcd stream each

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v2"
 
+	"slipway.dev/slipway/apiserver"
 	"slipway.dev/slipway/cluster/runtime"
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/registry"
@@ -103,6 +104,7 @@ Log in as admin:
 // limitFlags are the platform's limits per project and per image stream,
 // for every role that writes objects (start, registry).
 func limitFlags(f *pflag.FlagSet, cfg *server.Config) {
+	f.IntVar(&cfg.MaxProjectsPerUser, "max-projects-per-user", apiserver.DefaultMaxProjectsPerUser, "most projects one user may create (cluster admins are not counted; -1: no cap)")
 	f.Int64Var(&cfg.Limits.PerKind, "project-object-limit", server.DefaultProjectObjectLimit, "most objects of one kind a project may hold (creates past it are refused), so that no project can fill etcd")
 	f.StringToInt64Var(&cfg.Limits.ByResource, "project-object-limits", map[string]int64{"images": server.DefaultProjectImageLimit}, "per-kind overrides of --project-object-limit, such as images=50000,pods=10000 (0: no cap)")
 	f.IntVar(&cfg.Limits.TagsPerStream, "max-tags-per-stream", imagestreams.DefaultTagsPerStream, "most tags one image stream may hold; a push of a new tag past it is refused")

@@ -276,3 +276,89 @@ func startSmallEtcd(t *testing.T, quota int64) string {
 	}
 	return cu.String()
 }
+
+// TestSecurityProjectsPerUser plays mallory multiplying the per-project
+// limits by making projects, herself and through a service account of
+// hers: both count against her cap (M5).
+func TestSecurityProjectsPerUser(t *testing.T) {
+	ht := htpasswdFile(t, map[string]string{"mallory": "mallorypw"})
+	s := startTrustServer(t, "--htpasswd", ht, "--max-projects-per-user", "3")
+	ctx := context.Background()
+	mal := s.client("mallory", "mallorypw")
+	newProject := func(c *client.Client, name string) error {
+		return c.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: name}})
+	}
+	rows := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"M5 mallory's project loop stops at the per-user cap with a 403 that says what to do", func(t *testing.T) {
+			var err error
+			created := 0
+			for i := 0; i < 10 && err == nil; i++ {
+				if err = newProject(mal, fmt.Sprintf("mal%d", i)); err == nil {
+					created++
+				}
+			}
+			if created != 3 {
+				t.Fatalf("mallory created %d projects before a refusal (err %v), want 3", created, err)
+			}
+			if st, ok := api.StatusFor(err); !ok || st.Code != http.StatusForbidden || !strings.Contains(st.Message, "mallory already has 3 projects") || !strings.Contains(st.Message, "--max-projects-per-user") {
+				t.Errorf("mallory's 4th project: %v, want a 403 naming the cap and the flag", err)
+			}
+			if err := newProject(s.admin, "admins-own"); err != nil {
+				t.Errorf("a cluster admin creates a project: %v", err)
+			}
+		}},
+		{"M5 mallory cannot reset her count by editing her project's requester annotation", func(t *testing.T) {
+			patch := []byte(`{"metadata":{"annotations":{"openshift.io/requester":"someone-else"}}}`)
+			o, err := mal.Patch(ctx, api.Projects, "", "mal0", patch)
+			if err != nil {
+				t.Fatalf("mallory patches her project: %v", err)
+			}
+			if got := o.GetObjectMeta().Annotations[api.ProjectRequesterAnnotation]; got != "mallory" {
+				t.Errorf("mal0's requester after mallory's patch = %q, want mallory", got)
+			}
+			if err := newProject(mal, "mal-after-patch"); err == nil {
+				t.Errorf("after patching the annotation mallory created a 4th project")
+			}
+		}},
+		{"M5 a service account of mallory's counts against her: its projects do not multiply her cap", func(t *testing.T) {
+			if _, err := mal.Delete(ctx, api.Projects, "", "mal2"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, time.Minute, "mal2 gone", func() (bool, string) {
+				_, err := s.admin.Get(ctx, api.Projects, "", "mal2")
+				return api.IsNotFound(err), fmt.Sprint(err)
+			})
+			if err := mal.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Namespace: "mal0", Name: "robot"}}); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := mal.CreateToken(ctx, "mal0", "robot", time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ca, err := os.ReadFile(s.p.caFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			robot, err := client.New(s.p.url(), client.WithCAData(ca), client.WithToken(tr.Status.Token))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := newProject(robot, "robot0"); err != nil {
+				t.Fatalf("mallory's robot creates a project while she has room for one: %v", err)
+			}
+			err = newProject(robot, "robot1")
+			if st, ok := api.StatusFor(err); !ok || st.Code != http.StatusForbidden || !strings.Contains(st.Message, "mallory already has 3 projects") {
+				t.Errorf("mallory's robot's second project: %v, want a 403 counting it against mallory", err)
+			}
+			if err := newProject(mal, "mal-full"); err == nil {
+				t.Errorf("mallory created a 4th project after her robot took her last place")
+			}
+		}},
+	}
+	for _, row := range rows {
+		t.Run(row.name, row.run)
+	}
+}

@@ -97,6 +97,11 @@ type Config struct {
 	// and per image stream (tags, history), so that no project fills
 	// etcd. Zero fields take the defaults below (DefaultLimits).
 	Limits store.Limits
+	// MaxProjectsPerUser caps the projects one user creates (cluster
+	// admins are not counted), so the per-project limits cannot be
+	// multiplied. Default apiserver.DefaultMaxProjectsPerUser; negative:
+	// no cap.
+	MaxProjectsPerUser int
 	// EtcdQuotaBackendBytes and EtcdCompactionRetention configure the
 	// embedded etcd (etcd.Config's QuotaBackendBytes and
 	// CompactionRetention; defaults 4 GiB and "5m"). An external
@@ -267,7 +272,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
-		ProjectCleaner: &s.cleaner, Metrics: s.metrics()})
+		ProjectCleaner: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser})
 	if err != nil {
 		return nil, err
 	}
