@@ -95,6 +95,11 @@ func instantiate(ctx context.Context, cl *client.Client, ns, name string, bin *a
 // followBuild waits for a build to end, printing its log as it grows when
 // follow is set.
 func followBuild(ctx context.Context, cl *client.Client, ns, name string, follow bool, out io.Writer) error {
+	// The watch ends with this call: rebuild follows thousands of builds
+	// under one long context, and a watch left open per finished build
+	// holds a connection and one of the user's watches on the server.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	ch, err := cl.Watch(ctx, api.Builds, ns, "", client.ListOptions{Name: name})
 	if err != nil {
 		return err
