@@ -156,6 +156,8 @@ type Registry struct {
 	streams *store.Informer
 	// pipelines say which tags only a promotion may move.
 	pipelines *store.Informer
+	// manifests caches manifest bytes for the GET fast path (fastpath.go).
+	manifests *manifestCache
 
 	mu  sync.Mutex
 	due map[string]bool // scheduled imports whose time has come
@@ -172,7 +174,8 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		return nil, err
 	}
 	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
-		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines)}
+		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines),
+		manifests: newManifestCache(maxManifestCache)}
 	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
 		return nil, fmt.Errorf("registry: token keys: %w", err)
 	}
