@@ -7,6 +7,12 @@
 // repository R only when R links it (from an upload, a mount or a manifest),
 // so project B cannot read A's blobs by digest. Mounts from a repository
 // the caller may not pull fall back to a normal upload.
+//
+// Manifest GETs and HEADs are authorized as every request is (registry
+// tokens that verified are remembered until they expire), then answered
+// from a cache of manifest bytes when the answer is certain to be
+// distribution's own; fastpath.go says when, and how staleness is bounded
+// across replicas.
 package registry
 
 import (
