@@ -3,11 +3,14 @@ package registry
 import (
 	"bytes"
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"mime"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,6 +200,20 @@ func revisionLink(repo, dgst string) string {
 	return repositoriesRoot + repo + "/_manifests/revisions/" + alg + "/" + hx + "/link"
 }
 
+// linked reports whether repo links manifest dgst now, as distribution's
+// manifest Get finds out. On filesystem storage it asks the file system
+// directly: the driver's own Stat (path checks, tracing, a semaphore)
+// cost as much again as the stat itself.
+func (r *Registry) linked(ctx context.Context, repo, dgst string) bool {
+	p := revisionLink(repo, dgst)
+	if r.fsRoot != "" {
+		fi, err := os.Stat(filepath.Join(r.fsRoot, p))
+		return err == nil && !fi.IsDir()
+	}
+	_, err := r.driver.Stat(ctx, p)
+	return err == nil
+}
+
 // isSHA256 reports whether d is a well-formed sha256 digest.
 func isSHA256(d string) bool {
 	hx, ok := strings.CutPrefix(d, "sha256:")
@@ -237,7 +254,7 @@ func (r *Registry) serveManifestFast(w http.ResponseWriter, req *http.Request, r
 	if e == nil || !acceptServes(req.Header["Accept"], e.mediaType, byTag) {
 		return false
 	}
-	if _, err := r.driver.Stat(req.Context(), revisionLink(rt.name, dgst)); err != nil {
+	if !r.linked(req.Context(), rt.name, dgst) {
 		// Deleted here or on another replica (or storage trouble):
 		// distribution answers.
 		r.manifests.remove(rt.name, dgst)

@@ -164,6 +164,9 @@ type Registry struct {
 	pipelines *store.Informer
 	// manifests caches manifest bytes for the GET fast path (fastpath.go).
 	manifests *manifestCache
+	// fsRoot is the filesystem storage's root directory, "" for other
+	// storage; the fast path stats revision links there directly.
+	fsRoot string
 
 	mu  sync.Mutex
 	due map[string]bool // scheduled imports whose time has come
@@ -227,6 +230,11 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		}
 	}()
 	r.app = handlers.NewApp(ctx, dc)
+	if p, ok := cfg.Storage["filesystem"]; ok {
+		if root, ok := p["rootdirectory"].(string); ok && filepath.IsAbs(root) {
+			r.fsRoot = root
+		}
+	}
 	return r, nil
 }
 
