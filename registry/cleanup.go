@@ -33,6 +33,7 @@ func (r *Registry) CleanProject(ctx context.Context, project string) error {
 	if r.driver == nil {
 		return errors.New("registry: storage is not ready yet; the project's deletion is retried")
 	}
+	r.manifests.removeProject(project)
 	err := r.driver.Delete(ctx, repositoriesRoot+project)
 	var missing storagedriver.PathNotFoundError
 	if err != nil && !errors.As(err, &missing) {

@@ -18,6 +18,17 @@ func TestDeletedProjectRepositoriesAreGone(t *testing.T) {
 	d1 := h.pushOK(t, "alice", "gone/app:1", randomImage(t))
 	d2 := h.pushOK(t, "alice", "gone/team/deep:1", randomImage(t))
 	kept := h.pushOK(t, "alice", "gone2/app:1", randomImage(t))
+	// The pushes filled the manifest cache; these GETs are answered
+	// from it, and must not be after the deletion.
+	before := h.hits()
+	for _, c := range []struct{ repo, dgst string }{{"gone/app", d1}, {"gone/team/deep", d2}} {
+		if r := h.getManifest(t, "alice", c.repo, c.dgst); r.code != http.StatusOK {
+			t.Fatalf("alice GET %s@%s = %s, want 200", c.repo, c.dgst, r)
+		}
+	}
+	if h.hits() != before+2 {
+		t.Errorf("GETs after the push were not answered from the manifest cache (hits %d → %d)", before, h.hits())
+	}
 
 	if _, err := h.user(t, "alice").Delete(ctxT(t), api.Projects, "", "gone"); err != nil {
 		t.Fatalf("alice deletes project gone: %v", err)

@@ -236,6 +236,15 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	if rt.kind == "manifests" && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+		// Authorized above, exactly as on the slow path.
+		if r.serveManifestFast(w, req, rt) {
+			return
+		}
+		var fill func()
+		w, fill = r.fillOnRead(w, req, rt)
+		defer fill()
+	}
 	ctx = identity.WithInfo(ctx, who)
 	ctx = context.WithValue(ctx, responseKey, w)
 	r.serveApp(w, req.WithContext(ctx), rt)

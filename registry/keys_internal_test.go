@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,4 +106,87 @@ func TestKeySetVerify(t *testing.T) {
 	if _, err := other.verify(fresh, svc); err != nil {
 		t.Errorf("a second key set on the same directory: %v", err)
 	}
+}
+
+// TestVerifiedTokenCache: a token that verified is remembered with its
+// claims; a token that failed is not; a key rotation or reload drops
+// everything, so a token whose key file is gone is refused at once.
+func TestVerifiedTokenCache(t *testing.T) {
+	dir := t.TempDir()
+	ks, err := loadKeys(dir)
+	if err != nil {
+		t.Fatalf("loadKeys: %v", err)
+	}
+	const svc = "slipway-registry"
+	now := time.Now()
+	c := &claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: Issuer, Subject: "alice", Audience: jwt.ClaimStrings{svc},
+			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-5 * time.Second)),
+			ExpiresAt: jwt.NewNumericDate(now.Add(5 * time.Minute)),
+		},
+		Access: []access{{Type: "repository", Name: "p/s", Actions: []string{"pull"}}},
+	}
+	good, err := ks.sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := func() int {
+		ks.vmu.RLock()
+		defer ks.vmu.RUnlock()
+		return len(ks.verified)
+	}
+	bad := good[:len(good)-4] + "AAAA"
+	for range 2 {
+		if _, err := ks.verify(bad, svc); err == nil {
+			t.Fatalf("verify a token with a broken signature: no error")
+		}
+	}
+	if n := cached(); n != 0 {
+		t.Fatalf("a token that failed was cached (%d entries)", n)
+	}
+	for range 2 {
+		got, err := ks.verify(good, svc)
+		if err != nil || !got.allows("repository", "p/s", "pull") || got.allows("repository", "p/q", "pull") {
+			t.Fatalf("verify a good token: %+v, %v", got, err)
+		}
+	}
+	if n := cached(); n != 1 {
+		t.Fatalf("a good token verified twice: %d cache entries, want 1", n)
+	}
+	if _, err := ks.verify(good, "elsewhere"); err == nil {
+		t.Errorf("a cached token verified for another service")
+	}
+
+	if _, err := ks.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if n := cached(); n != 0 {
+		t.Fatalf("after a key rotation the cache holds %d tokens, want none", n)
+	}
+	if _, err := ks.verify(good, svc); err != nil {
+		t.Fatalf("a token of the previous key after a rotation: %v", err)
+	}
+	// Retire the key that signed it: once the keys are reloaded, the
+	// cached token goes with them.
+	kid, _ := jwtHeaderKid(t, good)
+	if err := os.Remove(filepath.Join(dir, kid+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.verify(good, svc); err == nil {
+		t.Errorf("a cached token whose key was removed still verifies after a reload")
+	}
+}
+
+func jwtHeaderKid(t *testing.T, tok string) (string, error) {
+	t.Helper()
+	p, _, err := jwt.NewParser().ParseUnverified(tok, &claims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := p.Header["kid"].(string)
+	return kid, nil
 }

@@ -150,6 +150,7 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 			w.Header().Set("OCI-Subject", img.Subject)
 		}
 	}
+	m.repo.reg.fillOnPush(m.repo.project+"/"+m.repo.stream, dgst.String(), mediaType, payload)
 	return dgst, nil
 }
 
@@ -179,6 +180,8 @@ func (m *manifests) checkChildren(ctx context.Context, man distribution.Manifest
 
 // Delete removes the manifest and its referrer entry in this repository.
 func (m *manifests) Delete(ctx context.Context, dgst digest.Digest) error {
+	// Dropped first: the fast path re-checks the revision link anyway.
+	m.repo.reg.manifests.remove(m.repo.project+"/"+m.repo.stream, dgst.String())
 	if err := m.ManifestService.Delete(ctx, dgst); err != nil {
 		return err
 	}

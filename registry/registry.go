@@ -7,6 +7,12 @@
 // repository R only when R links it (from an upload, a mount or a manifest),
 // so project B cannot read A's blobs by digest. Mounts from a repository
 // the caller may not pull fall back to a normal upload.
+//
+// Manifest GETs and HEADs are authorized as every request is (registry
+// tokens that verified are remembered until they expire), then answered
+// from a cache of manifest bytes when the answer is certain to be
+// distribution's own; fastpath.go says when, and how staleness is bounded
+// across replicas.
 package registry
 
 import (
@@ -156,6 +162,11 @@ type Registry struct {
 	streams *store.Informer
 	// pipelines say which tags only a promotion may move.
 	pipelines *store.Informer
+	// manifests caches manifest bytes for the GET fast path (fastpath.go).
+	manifests *manifestCache
+	// fsRoot is the filesystem storage's root directory, "" for other
+	// storage; the fast path stats revision links there directly.
+	fsRoot string
 
 	mu  sync.Mutex
 	due map[string]bool // scheduled imports whose time has come
@@ -172,7 +183,8 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		return nil, err
 	}
 	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
-		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines)}
+		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines),
+		manifests: newManifestCache(maxManifestCache)}
 	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
 		return nil, fmt.Errorf("registry: token keys: %w", err)
 	}
@@ -218,6 +230,11 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		}
 	}()
 	r.app = handlers.NewApp(ctx, dc)
+	if p, ok := cfg.Storage["filesystem"]; ok {
+		if root, ok := p["rootdirectory"].(string); ok && filepath.IsAbs(root) {
+			r.fsRoot = root
+		}
+	}
 	return r, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -54,6 +55,21 @@ type keySet struct {
 	// may.
 	lastMiss time.Time
 	now      func() time.Time
+
+	// verified remembers tokens that verified, by a hash of the service
+	// and the raw token, until their own expiry (tokenLeeway included, as
+	// verify allows). Every reload drops it, so a rotation or a removed
+	// key file is seen by the next request; gen stops a verification that
+	// raced a reload from adding its result afterwards. A token that
+	// failed is never added.
+	vmu      sync.RWMutex
+	verified map[[32]byte]verifiedToken
+	gen      uint64
+}
+
+type verifiedToken struct {
+	c   *claims // shared, read-only
+	exp time.Time
 }
 
 const (
@@ -65,6 +81,11 @@ const (
 	// maxTokenLen bounds the registry JWTs we parse. Ours carry one grant
 	// per scope asked for, a few hundred bytes each.
 	maxTokenLen = 64 << 10
+	// maxVerified bounds the verified-token cache; a full cache is
+	// swept of expired tokens, then emptied if that is not enough.
+	maxVerified = 8192
+	// tokenLeeway is the clock skew verify allows.
+	tokenLeeway = 5 * time.Second
 )
 
 // RotateKeys makes a new signing key in dir (DATA_DIR/registry/token-keys).
@@ -122,6 +143,10 @@ func (ks *keySet) reload() error {
 		names = append(names, kid)
 	}
 	sort.Strings(names)
+	ks.vmu.Lock()
+	ks.verified = nil
+	ks.gen++
+	ks.vmu.Unlock()
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.keys = keys
@@ -174,11 +199,61 @@ func (ks *keySet) sign(c *claims) (string, error) {
 
 var errBadToken = errors.New("registry: invalid token")
 
-// verify checks signature, algorithm, issuer, audience and lifetime.
+// verify checks signature, algorithm, issuer, audience and lifetime. A
+// token that verified before is answered from the cache until it expires.
+// The claims returned are shared: do not modify them.
 func (ks *keySet) verify(raw, service string) (*claims, error) {
 	if len(raw) > maxTokenLen {
 		return nil, fmt.Errorf("%w: over %d bytes", errBadToken, maxTokenLen)
 	}
+	key := sha256.Sum256([]byte(service + "\x00" + raw))
+	ks.vmu.RLock()
+	v, hit := ks.verified[key]
+	gen := ks.gen
+	ks.vmu.RUnlock()
+	if hit {
+		if time.Now().Before(v.exp.Add(tokenLeeway)) {
+			return v.c, nil
+		}
+		return nil, fmt.Errorf("%w: token has expired", errBadToken)
+	}
+	c, err := ks.verifySlow(raw, service)
+	if err != nil {
+		return nil, err
+	}
+	ks.remember(key, gen, c)
+	return c, nil
+}
+
+// remember adds a verified token to the cache, unless the keys were
+// reloaded since its verification began.
+func (ks *keySet) remember(key [32]byte, gen uint64, c *claims) {
+	if c.ExpiresAt == nil {
+		return
+	}
+	now := time.Now()
+	ks.vmu.Lock()
+	defer ks.vmu.Unlock()
+	if ks.gen != gen {
+		return
+	}
+	if len(ks.verified) >= maxVerified {
+		for k, v := range ks.verified {
+			if !now.Before(v.exp.Add(tokenLeeway)) {
+				delete(ks.verified, k)
+			}
+		}
+		if len(ks.verified) >= maxVerified {
+			ks.verified = nil
+		}
+	}
+	if ks.verified == nil {
+		ks.verified = map[[32]byte]verifiedToken{}
+	}
+	ks.verified[key] = verifiedToken{c: c, exp: c.ExpiresAt.Time}
+}
+
+func (ks *keySet) verifySlow(raw, service string) (*claims, error) {
 	c := &claims{}
 	_, err := jwt.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -202,7 +277,7 @@ func (ks *keySet) verify(raw, service string) (*claims, error) {
 		jwt.WithIssuer(Issuer),
 		jwt.WithAudience(service),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(5*time.Second),
+		jwt.WithLeeway(tokenLeeway),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadToken, err)
