@@ -2,7 +2,11 @@
 // the same etcd, in one run on one machine, and prints a Markdown table of
 // ratios for BENCHMARKS.md.
 //
-//	go run ./bench/apibench [-n 5000] [-c 32]
+//	go run ./bench/apibench [-n 5000] [-c 32] [-runs 5] [-creates]
+//
+// With -runs N the create row is the median of N rounds that alternate an
+// API round and a raw etcd round (API, raw, API, raw, ...), each round's
+// ratio printed as it ends; -creates stops after that row.
 package main
 
 import (
@@ -36,6 +40,8 @@ func main() {
 	rate := flag.Int("rate", 1000, "events per second for the watch latency run")
 	secs := flag.Int("seconds", 5, "length of the watch latency run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the API create run here")
+	runs := flag.Int("runs", 1, "alternating API and raw create rounds; the create row is their median ratio")
+	createsOnly := flag.Bool("creates", false, "measure only creates")
 	limit := flag.Int64("limit", 1_000_000, "the platform's cap on service accounts per project during the run (0: none, so creates are not counted)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -79,7 +85,8 @@ func main() {
 		return b
 	}
 
-	// Creates.
+	// Creates: rounds alternate API and raw, so that a noisy neighbour on
+	// the machine weighs on both sides alike.
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -87,18 +94,48 @@ func main() {
 		}
 		pprof.StartCPUProfile(f)
 	}
-	apiCreate := throughput(*n, *conc, func(i int) error {
-		return cl.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{
-			Name: fmt.Sprintf("sa-%d", i), Namespace: "bench", Labels: map[string]string{"bench": "yes"}}})
-	})
-	if *cpuprofile != "" {
-		pprof.StopCPUProfile()
+	var apiRounds, rawRounds, ratios []float64
+	for round := range max(*runs, 1) {
+		// Each round creates into a project of its own, so every round
+		// starts from the same state (the per-project cap counts the
+		// project's objects on each create).
+		project, suffix := "bench", ""
+		if round > 0 {
+			suffix = fmt.Sprintf("-r%d", round)
+			project += suffix
+			if err := cl.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: project}}); err != nil {
+				log.Fatal(err)
+			}
+		}
+		a := throughput(*n, *conc, func(i int) error {
+			return cl.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{
+				Name: fmt.Sprintf("sa-%d", i), Namespace: project, Labels: map[string]string{"bench": "yes"}}})
+		})
+		if round == 0 && *cpuprofile != "" {
+			pprof.StopCPUProfile()
+		}
+		r := throughput(*n, *conc, func(i int) error {
+			_, err := raw.Put(ctx, fmt.Sprintf("/rawbench/serviceaccounts/bench/raw-%d%s", i, suffix), string(payload(i)))
+			return err
+		})
+		apiRounds, rawRounds, ratios = append(apiRounds, a), append(rawRounds, r), append(ratios, a/r)
+		if *runs > 1 {
+			fmt.Fprintf(os.Stderr, "round %d: API %.0f/s, raw %.0f/s, ratio %.2f\n", round+1, a, r, a/r)
+		}
 	}
-	rawCreate := throughput(*n, *conc, func(i int) error {
-		_, err := raw.Put(ctx, fmt.Sprintf("/rawbench/serviceaccounts/bench/raw-%d", i), string(payload(i)))
-		return err
-	})
-	row("create (objects/s)", apiCreate, rawCreate)
+	apiCreate, rawCreate := median(apiRounds), median(rawRounds)
+	if *runs > 1 {
+		fmt.Printf("| create, median of %d alternating rounds (objects/s) | %.0f | %.0f | %.2f (median of the rounds' ratios; min %.2f, max %.2f) |\n",
+			*runs, apiCreate, rawCreate, median(ratios), slices.Min(ratios), slices.Max(ratios))
+		if *createsOnly {
+			return
+		}
+	} else {
+		row("create (objects/s)", apiCreate, rawCreate)
+	}
+	if *createsOnly {
+		return
+	}
 	// The same create-if-absent transaction the API does, for context.
 	rawTxn := throughput(*n, *conc, func(i int) error {
 		key := fmt.Sprintf("/rawbench/txn/bench/raw-%d", i)
@@ -316,6 +353,15 @@ func pct(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
