@@ -69,14 +69,16 @@ func TestSubjectIndex(t *testing.T) {
 	}
 	user := func(n string) api.Subject { return api.Subject{Kind: api.SubjectUser, Name: n} }
 	group := func(n string) api.Subject { return api.Subject{Kind: api.SubjectGroup, Name: n} }
-	sa := func(ns, n string) api.Subject { return api.Subject{Kind: api.SubjectServiceAccount, Namespace: ns, Name: n} }
+	sa := func(ns, n string) api.Subject {
+		return api.Subject{Kind: api.SubjectServiceAccount, Namespace: ns, Name: n}
+	}
 	rb := func(ns, name string, role int, subjects ...api.Subject) *api.RoleBinding {
 		return &api.RoleBinding{ObjectMeta: api.ObjectMeta{Name: name, Namespace: ns}, RoleRef: api.RoleRef{Kind: "ClusterRole", Name: "r" + strconv.Itoa(role)}, Subjects: subjects}
 	}
 	bindings := []*api.RoleBinding{
 		rb("p1", "alice", 0, user("alice")),
 		rb("p1", "devs", 1, group("devs")),
-		rb("p1", "robot", 2, sa("", "robot")),     // the binding's project's robot
+		rb("p1", "robot", 2, sa("", "robot")),      // the binding's project's robot
 		rb("p1", "p2-robot", 3, sa("p2", "robot")), // another project's robot
 		rb("p1", "both", 4, user("alice"), group("devs"), user("alice")),
 		rb("p2", "alice", 5, user("alice")),
