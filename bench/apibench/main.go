@@ -5,8 +5,9 @@
 //	go run ./bench/apibench [-n 5000] [-c 32] [-runs 5] [-creates]
 //
 // With -runs N the create row is the median of N rounds that alternate an
-// API round and a raw etcd round (API, raw, API, raw, ...), each round's
-// ratio printed as it ends; -creates stops after that row.
+// API round and a raw etcd round, each round's ratio printed as it ends;
+// within a round the two sides take turns -slices times (API, raw, API,
+// raw, ...). -creates stops after that row.
 package main
 
 import (
@@ -41,6 +42,7 @@ func main() {
 	secs := flag.Int("seconds", 5, "length of the watch latency run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the API create run here")
 	runs := flag.Int("runs", 1, "alternating API and raw create rounds; the create row is their median ratio")
+	turns := flag.Int("slices", 5, "the API and raw sides of a create round take turns this many times")
 	createsOnly := flag.Bool("creates", false, "measure only creates")
 	limit := flag.Int64("limit", 1_000_000, "the platform's cap on service accounts per project during the run (0: none, so creates are not counted)")
 	flag.Parse()
@@ -107,17 +109,30 @@ func main() {
 				log.Fatal(err)
 			}
 		}
-		a := throughput(*n, *conc, func(i int) error {
-			return cl.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{
-				Name: fmt.Sprintf("sa-%d", i), Namespace: project, Labels: map[string]string{"bench": "yes"}}})
-		})
+		// Within a round the two sides take turns -slices times, so a
+		// burst of load from a neighbour lands on both.
+		// The profile covers the API side alone: round 0 takes one turn
+		// each when profiling.
+		var apiDur, rawDur time.Duration
+		k := *turns
 		if round == 0 && *cpuprofile != "" {
-			pprof.StopCPUProfile()
+			k = 1
 		}
-		r := throughput(*n, *conc, func(i int) error {
-			_, err := raw.Put(ctx, fmt.Sprintf("/rawbench/serviceaccounts/bench/raw-%d%s", i, suffix), string(payload(i)))
-			return err
-		})
+		for sl := range k {
+			lo, hi := *n*sl/k, *n*(sl+1)/k
+			apiDur += elapsed(hi-lo, *conc, func(i int) error {
+				return cl.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{
+					Name: fmt.Sprintf("sa-%d", lo+i), Namespace: project, Labels: map[string]string{"bench": "yes"}}})
+			})
+			if round == 0 && *cpuprofile != "" {
+				pprof.StopCPUProfile()
+			}
+			rawDur += elapsed(hi-lo, *conc, func(i int) error {
+				_, err := raw.Put(ctx, fmt.Sprintf("/rawbench/serviceaccounts/bench/raw-%d%s", lo+i, suffix), string(payload(lo+i)))
+				return err
+			})
+		}
+		a, r := float64(*n)/apiDur.Seconds(), float64(*n)/rawDur.Seconds()
 		apiRounds, rawRounds, ratios = append(apiRounds, a), append(rawRounds, r), append(ratios, a/r)
 		if *runs > 1 {
 			fmt.Fprintf(os.Stderr, "round %d: API %.0f/s, raw %.0f/s, ratio %.2f\n", round+1, a, r, a/r)
@@ -181,6 +196,11 @@ func adminClient(srv *server.Server) *client.Client {
 
 // throughput runs op(0..n-1) on conc workers and returns operations/s.
 func throughput(n, conc int, op func(i int) error) float64 {
+	return float64(n) / elapsed(n, conc, op).Seconds()
+}
+
+// elapsed runs op(0..n-1) on conc workers and returns how long they took.
+func elapsed(n, conc int, op func(i int) error) time.Duration {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -204,7 +224,7 @@ func throughput(n, conc int, op func(i int) error) float64 {
 	if err := firstErr.Load(); err != nil {
 		log.Fatalf("benchmark operation failed: %v", err)
 	}
-	return float64(n) / time.Since(start).Seconds()
+	return time.Since(start)
 }
 
 func watchThroughput(ctx context.Context, cl *client.Client, raw *clientv3.Client, n, conc int) (float64, float64) {
