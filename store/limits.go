@@ -104,6 +104,9 @@ const fenceMargin = 64
 // commit (count + Version growth; deletes only lower it). It is deleted
 // with the project's objects, like the fence; a new incarnation has a new
 // CreateRevision, which invalidates every bound read from the old one.
+// A write that creates objects of a capped kind some other way than
+// through createCounted must put this key in its transaction too, or the
+// bounds of other creates would not see its objects.
 func (s *Store) createsKey(r *api.Resource, ns string) string {
 	return s.prefix + "createcount/" + r.Name + "/" + ns
 }
