@@ -59,14 +59,85 @@ func (a *Authorizer) Informers() []*store.Informer {
 	return []*store.Informer{a.Roles, a.ClusterRoles, a.RoleBindings, a.ClusterRoleBindings}
 }
 
-// NewAuthorizer makes the caches an Authorizer reads.
+// NewAuthorizer makes the caches an Authorizer reads. Bindings are
+// indexed by subject (and a RoleBinding also by its project), so a
+// decision reads only the bindings that name the user or one of its
+// groups, not every binding of the platform. The indexes live in the
+// informers' caches and change under the same lock, so a binding is in
+// the index as soon as the informer has seen its revision: read-your-writes
+// holds as before.
 func NewAuthorizer(s *store.Store) *Authorizer {
-	return &Authorizer{
+	a := &Authorizer{
 		Roles:               store.NewInformer(s, api.Roles),
 		ClusterRoles:        store.NewInformer(s, api.ClusterRoles),
 		RoleBindings:        store.NewInformer(s, api.RoleBindings),
 		ClusterRoleBindings: store.NewInformer(s, api.ClusterRoleBindings),
 	}
+	a.RoleBindings.AddIndex(bySubject, func(o api.Object) []string {
+		b := o.(*api.RoleBinding)
+		return subjectKeys(b.Subjects, b.Namespace, b.Namespace)
+	})
+	a.ClusterRoleBindings.AddIndex(bySubject, func(o api.Object) []string {
+		return subjectKeys(o.(*api.ClusterRoleBinding).Subjects, "", "")
+	})
+	return a
+}
+
+// bySubject is the name of the bindings' index: see subjectKeys.
+const bySubject = "subject"
+
+// subjectKeys are the index keys of a binding in project ns ("" for a
+// ClusterRoleBinding) with subjects: "ns\x00u:NAME" for a user (a service
+// account is the user its name resolves to, exactly as matchesSubject
+// resolves it) and "ns\x00g:NAME" for a group. Subjects of other kinds
+// match nobody and are not indexed.
+func subjectKeys(subjects []api.Subject, ns, bindingNS string) []string {
+	keys := make([]string, 0, len(subjects))
+	for _, s := range subjects {
+		switch s.Kind {
+		case api.SubjectUser:
+			keys = append(keys, userKey(ns, s.Name))
+		case api.SubjectGroup:
+			keys = append(keys, groupKey(ns, s.Name))
+		case api.SubjectServiceAccount:
+			sns := s.Namespace
+			if sns == "" {
+				sns = bindingNS
+			}
+			keys = append(keys, userKey(ns, api.ServiceAccountUser(sns, s.Name)))
+		}
+	}
+	return keys
+}
+
+func userKey(ns, name string) string  { return ns + "\x00u:" + name }
+func groupKey(ns, name string) string { return ns + "\x00g:" + name }
+
+// bindingsFor returns the bindings of inf in project ns ("" for cluster
+// bindings) that may name u, each once, from the subject index; matchesSubject
+// still decides. ok is false when inf has no index (an Authorizer not made
+// by NewAuthorizer): the caller scans.
+func bindingsFor(inf *store.Informer, u identity.Info, ns string) (out []api.Object, ok bool) {
+	if out, ok = inf.ByIndex(bySubject, userKey(ns, u.Name)); !ok {
+		return nil, false
+	}
+	if len(u.Groups) == 0 {
+		return out, true
+	}
+	seen := make(map[api.Object]bool, len(out))
+	for _, o := range out {
+		seen[o] = true
+	}
+	for _, g := range u.Groups {
+		more, _ := inf.ByIndex(bySubject, groupKey(ns, g))
+		for _, o := range more {
+			if !seen[o] {
+				seen[o] = true
+				out = append(out, o)
+			}
+		}
+	}
+	return out, true
 }
 
 // Authorize reports whether u may do a, and if not, why not in words a user
@@ -84,14 +155,22 @@ func (a *Authorizer) Authorize(u identity.Info, at Attributes) (bool, string) {
 // included). ns "" returns only cluster-wide rules.
 func (a *Authorizer) RulesFor(u identity.Info, ns string) []api.PolicyRule {
 	var rules []api.PolicyRule
-	for _, o := range a.ClusterRoleBindings.List("") {
+	crbs, ok := bindingsFor(a.ClusterRoleBindings, u, "")
+	if !ok {
+		crbs = a.ClusterRoleBindings.List("")
+	}
+	for _, o := range crbs {
 		b := o.(*api.ClusterRoleBinding)
 		if matchesSubject(b.Subjects, u, "") {
 			rules = append(rules, a.roleRules(b.RoleRef, "")...)
 		}
 	}
 	if ns != "" {
-		for _, o := range a.RoleBindings.List(ns) {
+		rbs, ok := bindingsFor(a.RoleBindings, u, ns)
+		if !ok {
+			rbs = a.RoleBindings.List(ns)
+		}
+		for _, o := range rbs {
 			b := o.(*api.RoleBinding)
 			if matchesSubject(b.Subjects, u, ns) {
 				rules = append(rules, a.roleRules(b.RoleRef, ns)...)

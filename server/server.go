@@ -591,6 +591,11 @@ func (s *Server) shutdown(ctx context.Context) {
 	if s.member != nil {
 		s.member.Close()
 	}
+	if s.API != nil {
+		// After the HTTP servers' shutdown, so every request has ended:
+		// the API's last buffered audit lines reach the log.
+		_ = s.API.Close()
+	}
 	if s.audit != nil {
 		s.audit.Close()
 	}

@@ -25,7 +25,15 @@ type Informer struct {
 	synced   bool
 	changed  chan struct{} // closed and replaced on every advance of rev
 	handlers []func(Event)
+	// indexers and indices: index name -> key -> cache key -> object,
+	// updated under mu with items, so an index is exactly as fresh as
+	// the cache (WaitFor covers it).
+	indexers map[string]IndexFunc
+	indices  map[string]map[string]map[string]api.Object
 }
+
+// IndexFunc gives the keys under which an object is found in an index.
+type IndexFunc func(api.Object) []string
 
 // NewInformer returns an informer; call Run to fill it.
 func NewInformer(s *Store, r *api.Resource) *Informer {
@@ -38,6 +46,54 @@ func (i *Informer) Resource() *api.Resource { return i.res }
 // AddHandler registers fn for every event after the next list. Register
 // handlers before Run.
 func (i *Informer) AddHandler(fn func(Event)) { i.handlers = append(i.handlers, fn) }
+
+// AddIndex keeps an index of the cache: ByIndex(name, key) finds the
+// objects for which fn returns key. Add indexes before Run.
+func (i *Informer) AddIndex(name string, fn IndexFunc) {
+	if i.indexers == nil {
+		i.indexers, i.indices = map[string]IndexFunc{}, map[string]map[string]map[string]api.Object{}
+	}
+	i.indexers[name], i.indices[name] = fn, map[string]map[string]api.Object{}
+}
+
+// ByIndex returns the cached objects that index name holds under key,
+// and false when there is no such index. The objects are shared: do not
+// modify them.
+func (i *Informer) ByIndex(name, key string) ([]api.Object, bool) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	idx, ok := i.indices[name]
+	if !ok {
+		return nil, false
+	}
+	set := idx[key]
+	out := make([]api.Object, 0, len(set))
+	for _, o := range set {
+		out = append(out, o)
+	}
+	return out, true
+}
+
+// index adds (add true) or removes o, cached under k, in every index;
+// mu must be held.
+func (i *Informer) index(k string, o api.Object, add bool) {
+	for name, fn := range i.indexers {
+		idx := i.indices[name]
+		for _, key := range fn(o) {
+			if add {
+				if idx[key] == nil {
+					idx[key] = map[string]api.Object{}
+				}
+				idx[key][k] = o
+			} else if set := idx[key]; set != nil {
+				delete(set, k)
+				if len(set) == 0 {
+					delete(idx, key)
+				}
+			}
+		}
+	}
+}
 
 // Run lists and watches until ctx ends.
 func (i *Informer) Run(ctx context.Context) {
@@ -69,6 +125,12 @@ func (i *Informer) listAndWatch(ctx context.Context) error {
 	i.mu.Lock()
 	old := i.items
 	i.items = fresh
+	for name := range i.indices {
+		i.indices[name] = map[string]map[string]api.Object{}
+	}
+	for k, o := range fresh {
+		i.index(k, o, true)
+	}
 	i.synced = true
 	i.advance(rev)
 	i.mu.Unlock()
@@ -100,11 +162,16 @@ func (i *Informer) listAndWatch(ctx context.Context) error {
 
 func (i *Informer) apply(ev Event) {
 	rv, _ := strconv.ParseInt(ev.Object.GetObjectMeta().ResourceVersion, 10, 64)
+	k := cacheKey(ev.Object)
 	i.mu.Lock()
+	if prev, ok := i.items[k]; ok {
+		i.index(k, prev, false)
+	}
 	if ev.Type == api.Deleted {
-		delete(i.items, cacheKey(ev.Object))
+		delete(i.items, k)
 	} else {
-		i.items[cacheKey(ev.Object)] = ev.Object
+		i.items[k] = ev.Object
+		i.index(k, ev.Object, true)
 	}
 	i.advance(rv)
 	i.mu.Unlock()

@@ -98,18 +98,95 @@ func (s *Store) fenceKey(r *api.Resource, ns string) string {
 // flight at once, and then it is overshot by at most the excess.
 const fenceMargin = 64
 
+// createsKey is put by every counted create of r in ns, in the create's
+// transaction, so its Version counts those creates: a count read together
+// with the key's Version and CreateRevision bounds the count at any later
+// commit (count + Version growth; deletes only lower it). It is deleted
+// with the project's objects, like the fence; a new incarnation has a new
+// CreateRevision, which invalidates every bound read from the old one.
+// A write that creates objects of a capped kind some other way than
+// through createCounted must put this key in its transaction too, or the
+// bounds of other creates would not see its objects.
+func (s *Store) createsKey(r *api.Resource, ns string) string {
+	return s.prefix + "createcount/" + r.Name + "/" + ns
+}
+
+// countBound is a count of r's objects in one project read at one
+// revision, with the createsKey's Version and CreateRevision at that
+// revision.
+type countBound struct {
+	count, version, createRev int64
+}
+
+// maxCountBounds bounds the process's cache of counts; past it the cache
+// starts over (a miss only costs a count).
+const maxCountBounds = 10000
+
+func (s *Store) cachedBound(k string) (countBound, bool) {
+	s.boundsMu.Lock()
+	defer s.boundsMu.Unlock()
+	b, ok := s.bounds[k]
+	return b, ok
+}
+
+func (s *Store) setBound(k string, b countBound, ok bool) {
+	s.boundsMu.Lock()
+	defer s.boundsMu.Unlock()
+	if !ok {
+		delete(s.bounds, k)
+		return
+	}
+	if s.bounds == nil || len(s.bounds) >= maxCountBounds {
+		s.bounds = map[string]countBound{}
+	}
+	s.bounds[k] = b
+}
+
 // createCounted is Create under a limit. Counting is an index-only range
-// (WithCountOnly: etcd reads no values). Near the cap the create commits
-// only if no other create of the kind in the project committed near the
-// cap since the count (the fence). Deletes do not touch the fence: they
-// only lower the count.
+// (WithCountOnly: etcd reads no values), which costs etcd a walk over the
+// project's objects of the kind. Near the cap the create commits only if
+// no other create of the kind in the project committed near the cap since
+// the count (the fence). Deletes do not touch the fence: they only lower
+// the count.
+//
+// Far from the cap a create need not count again: after one count, the
+// create's transaction itself checks, on the createsKey, that fewer creates
+// committed since (by any process) than would bring the project within
+// the fence margin, so the count at commit is below limit-fenceMargin,
+// where the counted path would also commit a plain create. When that
+// check fails (the margin is near, or the project was deleted and made
+// again) the create counts again.
 func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.ObjectMeta, key, data string, limit int64) error {
 	fence := s.fenceKey(r, m.Namespace)
-	for {
-		count, fenceRev, exists, err := s.count(ctx, r, m.Namespace, key)
+	creates := s.createsKey(r, m.Namespace)
+	if b, ok := s.cachedBound(creates); ok && b.count < limit-fenceMargin {
+		budget := limit - fenceMargin - b.count
+		resp, err := s.client.Txn(ctx).If(
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(creates), "=", b.createRev),
+			clientv3.Compare(clientv3.Version(creates), "<", b.version+budget),
+		).Then(clientv3.OpPut(key, data), clientv3.OpPut(creates, "")).
+			Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
+			Commit()
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}
+		if resp.Succeeded {
+			m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
+			return nil
+		}
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return fmt.Errorf("%s %q: %w", r.Kind, m.Name, ErrExists)
+		}
+		// The bound no longer proves the project far from its cap.
+		s.setBound(creates, countBound{}, false)
+	}
+	for {
+		count, fenceRev, exists, bound, err := s.count(ctx, r, m.Namespace, key)
+		if err != nil {
+			return wrapEtcd(err, r, m.Name)
+		}
+		s.setBound(creates, bound, true)
 		if exists {
 			return fmt.Errorf("%s %q: %w", r.Kind, m.Name, ErrExists)
 		}
@@ -117,7 +194,7 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 			return &LimitError{Project: m.Namespace, What: r.Name, Limit: limit, Hint: s.limits.Hint}
 		}
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
-		ops := []clientv3.Op{clientv3.OpPut(key, data)}
+		ops := []clientv3.Op{clientv3.OpPut(key, data), clientv3.OpPut(creates, "")}
 		if count >= limit-fenceMargin {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev))
 			ops = append(ops, clientv3.OpPut(fence, ""))
@@ -137,22 +214,28 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 }
 
 // count reads, at one revision, how many objects of r project ns holds,
-// the fence's revision and whether key exists.
-func (s *Store) count(ctx context.Context, r *api.Resource, ns, key string) (count, fenceRev int64, exists bool, err error) {
+// the fence's revision, whether key exists, and the count with the
+// createsKey's state as a bound for later creates.
+func (s *Store) count(ctx context.Context, r *api.Resource, ns, key string) (count, fenceRev int64, exists bool, bound countBound, err error) {
 	resp, err := s.client.Txn(ctx).Then(
 		clientv3.OpGet(s.keyPrefix(r, ns), clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		clientv3.OpGet(s.fenceKey(r, ns)),
 		clientv3.OpGet(key, clientv3.WithCountOnly()),
+		clientv3.OpGet(s.createsKey(r, ns), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
-		return 0, 0, false, err
+		return 0, 0, false, countBound{}, err
 	}
 	count = resp.Responses[0].GetResponseRange().Count
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		fenceRev = kvs[0].ModRevision
 	}
 	exists = resp.Responses[2].GetResponseRange().Count > 0
-	return count, fenceRev, exists, nil
+	bound.count = count
+	if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) > 0 {
+		bound.version, bound.createRev = kvs[0].Version, kvs[0].CreateRevision
+	}
+	return count, fenceRev, exists, bound, nil
 }
 
 // CheckCreate reports whether a Create of r named name in ns would be
@@ -166,7 +249,7 @@ func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name strin
 	if limit <= 0 {
 		return nil
 	}
-	count, _, exists, err := s.count(ctx, r, ns, s.Key(r, ns, name))
+	count, _, exists, _, err := s.count(ctx, r, ns, s.Key(r, ns, name))
 	if err != nil {
 		return wrapEtcd(err, r, name)
 	}

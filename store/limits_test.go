@@ -146,3 +146,56 @@ func TestLimitsFenceOnlyNearTheCap(t *testing.T) {
 		t.Errorf("a create 11 below a cap of 20 did not take the fence")
 	}
 }
+
+// Far from the cap a store does not count before each create: it checks,
+// in the create's transaction, a bound read with its last count. Two
+// stores on one etcd (two API servers) creating in turn, and a project
+// whose objects are deleted after much churn and then filled again,
+// never get past the cap: the bound counts every store's creates and
+// dies with the objects.
+func TestLimitsCountBoundHoldsAcrossStores(t *testing.T) {
+	ctx := testContext(t)
+	prefix := testPrefix(t)
+	const limit = 74 // the fence margin (64) plus 10
+	a := store.New(sharedClient, store.WithPrefix(prefix), store.WithLimits(store.Limits{PerKind: limit}))
+	b := store.New(sharedClient, store.WithPrefix(prefix), store.WithLimits(store.Limits{PerKind: limit}))
+	fill := func(what, ns string, n int) (created int) {
+		t.Helper()
+		for i := range n {
+			s := a
+			if i%3 == 2 {
+				s = b
+			}
+			err := s.Create(ctx, api.ServiceAccounts, newSA(ns, fmt.Sprintf("%s-%d", what, i), nil))
+			switch {
+			case err == nil:
+				created++
+			case !errors.Is(err, store.ErrLimit):
+				t.Fatalf("%s: Create = %v", what, err)
+			}
+		}
+		return created
+	}
+	if got := fill("turns", "two", 100); got != limit {
+		t.Errorf("two stores creating in turn under a cap of %d created %d", limit, got)
+	}
+
+	// Churn: many creates and deletes leave the count low and the
+	// creates counter high; a bound read then must not outlive the
+	// objects' deletion.
+	for i := range 200 {
+		name := fmt.Sprintf("churn-%d", i)
+		mustCreate(t, ctx, b, api.ServiceAccounts, newSA("churn", name, nil))
+		if _, err := b.Delete(ctx, api.ServiceAccounts, "churn", name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCreate(t, ctx, a, api.ServiceAccounts, newSA("churn", "first", nil))
+	mustCreate(t, ctx, a, api.ServiceAccounts, newSA("churn", "second", nil))
+	if _, err := b.DeleteAll(ctx, api.ServiceAccounts, "churn"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fill("after", "churn", 100); got != limit {
+		t.Errorf("after churn and DeleteAll, creates under a cap of %d created %d", limit, got)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,6 +50,9 @@ type Store struct {
 	prefix string
 	now    func() time.Time
 	limits Limits
+
+	boundsMu sync.Mutex
+	bounds   map[string]countBound // by createsKey: see createCounted
 }
 
 // Option configures a Store.
@@ -355,7 +359,7 @@ func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int6
 		return 0, fmt.Errorf("store: DeleteAll needs a namespaced resource and a project: %w", ErrInvalid)
 	}
 	resp, err := s.client.Txn(ctx).
-		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns))).
+		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns)), clientv3.OpDelete(s.createsKey(r, ns))).
 		Commit()
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)
@@ -410,7 +414,7 @@ func (s *Store) DeleteAllOwned(ctx context.Context, r *api.Resource, ns string, 
 	}
 	txn, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns))).
+		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns)), clientv3.OpDelete(s.createsKey(r, ns))).
 		Commit()
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)

@@ -2,7 +2,12 @@
 // the same etcd, in one run on one machine, and prints a Markdown table of
 // ratios for BENCHMARKS.md.
 //
-//	go run ./bench/apibench [-n 5000] [-c 32]
+//	go run ./bench/apibench [-n 5000] [-c 32] [-runs 5] [-creates]
+//
+// With -runs N the create row is the median of N rounds that alternate an
+// API round and a raw etcd round, each round's ratio printed as it ends;
+// within a round the two sides take turns -slices times (API, raw, API,
+// raw, ...). -creates stops after that row.
 package main
 
 import (
@@ -36,6 +41,9 @@ func main() {
 	rate := flag.Int("rate", 1000, "events per second for the watch latency run")
 	secs := flag.Int("seconds", 5, "length of the watch latency run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the API create run here")
+	runs := flag.Int("runs", 1, "alternating API and raw create rounds; the create row is their median ratio")
+	turns := flag.Int("slices", 5, "the API and raw sides of a create round take turns this many times")
+	createsOnly := flag.Bool("creates", false, "measure only creates")
 	limit := flag.Int64("limit", 1_000_000, "the platform's cap on service accounts per project during the run (0: none, so creates are not counted)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -79,7 +87,8 @@ func main() {
 		return b
 	}
 
-	// Creates.
+	// Creates: rounds alternate API and raw, so that a noisy neighbour on
+	// the machine weighs on both sides alike.
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -87,18 +96,61 @@ func main() {
 		}
 		pprof.StartCPUProfile(f)
 	}
-	apiCreate := throughput(*n, *conc, func(i int) error {
-		return cl.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{
-			Name: fmt.Sprintf("sa-%d", i), Namespace: "bench", Labels: map[string]string{"bench": "yes"}}})
-	})
-	if *cpuprofile != "" {
-		pprof.StopCPUProfile()
+	var apiRounds, rawRounds, ratios []float64
+	for round := range max(*runs, 1) {
+		// Each round creates into a project of its own, so every round
+		// starts from the same state (the per-project cap counts the
+		// project's objects on each create).
+		project, suffix := "bench", ""
+		if round > 0 {
+			suffix = fmt.Sprintf("-r%d", round)
+			project += suffix
+			if err := cl.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: project}}); err != nil {
+				log.Fatal(err)
+			}
+		}
+		// Within a round the two sides take turns -slices times, so a
+		// burst of load from a neighbour lands on both.
+		// The profile covers the API side alone: round 0 takes one turn
+		// each when profiling.
+		var apiDur, rawDur time.Duration
+		k := *turns
+		if round == 0 && *cpuprofile != "" {
+			k = 1
+		}
+		for sl := range k {
+			lo, hi := *n*sl/k, *n*(sl+1)/k
+			apiDur += elapsed(hi-lo, *conc, func(i int) error {
+				return cl.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{
+					Name: fmt.Sprintf("sa-%d", lo+i), Namespace: project, Labels: map[string]string{"bench": "yes"}}})
+			})
+			if round == 0 && *cpuprofile != "" {
+				pprof.StopCPUProfile()
+			}
+			rawDur += elapsed(hi-lo, *conc, func(i int) error {
+				_, err := raw.Put(ctx, fmt.Sprintf("/rawbench/serviceaccounts/bench/raw-%d%s", lo+i, suffix), string(payload(lo+i)))
+				return err
+			})
+		}
+		a, r := float64(*n)/apiDur.Seconds(), float64(*n)/rawDur.Seconds()
+		apiRounds, rawRounds, ratios = append(apiRounds, a), append(rawRounds, r), append(ratios, a/r)
+		if *runs > 1 {
+			fmt.Fprintf(os.Stderr, "round %d: API %.0f/s, raw %.0f/s, ratio %.2f\n", round+1, a, r, a/r)
+		}
 	}
-	rawCreate := throughput(*n, *conc, func(i int) error {
-		_, err := raw.Put(ctx, fmt.Sprintf("/rawbench/serviceaccounts/bench/raw-%d", i), string(payload(i)))
-		return err
-	})
-	row("create (objects/s)", apiCreate, rawCreate)
+	apiCreate, rawCreate := median(apiRounds), median(rawRounds)
+	if *runs > 1 {
+		fmt.Printf("| create, median of %d alternating rounds (objects/s) | %.0f | %.0f | %.2f (median of the rounds' ratios; min %.2f, max %.2f) |\n",
+			*runs, apiCreate, rawCreate, median(ratios), slices.Min(ratios), slices.Max(ratios))
+		if *createsOnly {
+			return
+		}
+	} else {
+		row("create (objects/s)", apiCreate, rawCreate)
+	}
+	if *createsOnly {
+		return
+	}
 	// The same create-if-absent transaction the API does, for context.
 	rawTxn := throughput(*n, *conc, func(i int) error {
 		key := fmt.Sprintf("/rawbench/txn/bench/raw-%d", i)
@@ -144,6 +196,11 @@ func adminClient(srv *server.Server) *client.Client {
 
 // throughput runs op(0..n-1) on conc workers and returns operations/s.
 func throughput(n, conc int, op func(i int) error) float64 {
+	return float64(n) / elapsed(n, conc, op).Seconds()
+}
+
+// elapsed runs op(0..n-1) on conc workers and returns how long they took.
+func elapsed(n, conc int, op func(i int) error) time.Duration {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -167,7 +224,7 @@ func throughput(n, conc int, op func(i int) error) float64 {
 	if err := firstErr.Load(); err != nil {
 		log.Fatalf("benchmark operation failed: %v", err)
 	}
-	return float64(n) / time.Since(start).Seconds()
+	return time.Since(start)
 }
 
 func watchThroughput(ctx context.Context, cl *client.Client, raw *clientv3.Client, n, conc int) (float64, float64) {
@@ -316,6 +373,15 @@ func pct(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
