@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -72,10 +73,11 @@ func validAppName(app string) error {
 
 func newAppCmd() *cobra.Command {
 	var tf templateFlags
+	var sf sourceFlags
 	var name string
 	c := &cobra.Command{
-		Use:   "new-app (TEMPLATE | -f TEMPLATE_FILE) [--name APP] [-p NAME=VALUE]...",
-		Short: "Create an application from a template, labelled app=APP",
+		Use:   "new-app (TEMPLATE | -f TEMPLATE_FILE | DIR | GIT_URL) [--name APP] [-p NAME=VALUE]...",
+		Short: "Create an application from a template or from source, labelled app=APP",
 		Long: `Create every object of a template in the current project, with the label
 app=APP (APP is --name, or the template's name). The parameter values that
 were generated are kept in the app's record (the Secret app-record-APP, which
@@ -84,17 +86,60 @@ with the same parameters changes nothing, and one with other parameters
 updates the objects in place. 'slipway delete app APP' removes everything the
 app made.
 
-Every parameter and every object is checked before anything is created.`,
+Every parameter and every object is checked before anything is created.
+
+From source (a directory, written with a / as in ./web, or an http(s) git
+URL with an optional #REF): new-app makes an image stream APP, a build
+config APP that builds the source into APP:latest, a deployment config APP
+that rolls out every image of APP:latest, and a service APP when the
+Dockerfile EXPOSEs ports (APP is --name, or the directory's or repository's
+name). A Dockerfile means the Docker strategy, and a FROM that names an
+image stream tag of the platform (NAME:TAG, or PROJECT/NAME:TAG) is built
+on it; without a Dockerfile, name a Source-to-Image builder with
+--strategy source --image-stream PROJECT/BUILDER:TAG. The build config has
+a Generic webhook trigger whose generated secret is kept in the Secret
+APP-webhook and the app's record.
+
+A directory that is a clone with an http(s) origin is built from that
+origin, at its current branch (push first); the build config's ConfigChange
+trigger starts the first build. Any other directory is uploaded, as
+start-build --from-dir does: new-app uploads it and starts a build when it
+makes the app (when the build config has no build yet). Running new-app
+again changes nothing and starts no build, even if the directory changed:
+give --rebuild to upload it again and start a build (for a git source,
+--rebuild starts a build of the branch).`,
 		Example: `  slipway new-app shop -p NAME=shop
   slipway new-app -f shop-template.yaml --name shop-canary -p REPLICAS=1
+  slipway new-app ./web                        # a directory with a Dockerfile
+  slipway new-app ./web --rebuild              # upload it again and build
+  slipway new-app https://git.example/shop/api.git#v2 --context-dir server
+  slipway new-app ./site --strategy source --image-stream openshift/nginx:1.24
   slipway delete app shop`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			fromSource := len(args) == 1 && isSourceArg(args[0])
+			if !fromSource {
+				for _, f := range []string{"context-dir", "strategy", "image-stream", "rebuild"} {
+					if c.Flags().Changed(f) {
+						return usagef("--%s is for an app from source: give a directory (./DIR) or a git URL", f)
+					}
+				}
+			}
+			if fromSource {
+				for _, f := range []string{"filename", "param", "param-file", "labels"} {
+					if c.Flags().Changed(f) {
+						return usagef("--%s is for an app from a template; an app from source takes --name, --context-dir, --strategy, --image-stream and --rebuild", f)
+					}
+				}
+			}
 			cl, ns, err := connectProject()
 			if err != nil {
 				return err
 			}
 			ctx := c.Context()
+			if fromSource {
+				return newAppFromSource(ctx, cl, ns, args[0], name, sf, c.OutOrStdout(), c.ErrOrStderr())
+			}
 			t, err := tf.loadTemplate(ctx, cl, ns, args, c.InOrStdin())
 			if err != nil {
 				return err
@@ -142,7 +187,11 @@ Every parameter and every object is checked before anything is created.`,
 			// The record first: generated values are kept before anything
 			// uses them, so a run that fails half-way and is run again
 			// makes the same objects.
-			if err := writeAppRecord(ctx, cl, ns, app, t.Name, rec, res, docs); err != nil {
+			data := map[string][]byte{}
+			for _, p := range res.Generated {
+				data[p] = []byte(res.Values[p])
+			}
+			if err := writeAppRecord(ctx, cl, ns, app, map[string]string{appTemplateAnnotation: t.Name}, rec, data, docs); err != nil {
 				return fmt.Errorf("writing the app's record: %w", err)
 			}
 			for _, d := range docs {
@@ -162,13 +211,19 @@ Every parameter and every object is checked before anything is created.`,
 		},
 	}
 	tf.add(c)
-	c.Flags().StringVar(&name, "name", "", "the app's name, put on every object as the label app=NAME (default: the template's name)")
+	c.Flags().StringVar(&name, "name", "", "the app's name, put on every object as the label app=NAME (default: the template's, directory's or repository's name)")
+	c.Flags().StringVar(&sf.contextDir, "context-dir", "", "from source: the directory inside the source to build")
+	c.Flags().StringVar(&sf.strategy, "strategy", "", "from source: docker (needs a Dockerfile) or source (needs --image-stream); default: docker when there is a Dockerfile")
+	c.Flags().StringVar(&sf.imageStream, "image-stream", "", "from source: the Source-to-Image builder, [PROJECT/]BUILDER[:TAG]; implies --strategy source")
+	c.Flags().BoolVar(&sf.rebuild, "rebuild", false, "from source: start a build even though the app exists (a directory is uploaded again)")
 	return c
 }
 
 // writeAppRecord creates or updates the app's record so that it holds the
-// values generated now and every object the app has made, now or before.
-func writeAppRecord(ctx context.Context, cl *client.Client, ns, app, tmpl string, rec *appRecord, res *templates.Result, docs []document) error {
+// values generated now (data), what the app came from (origin: its
+// template or its source, as annotations) and every object the app has
+// made, now or before.
+func writeAppRecord(ctx context.Context, cl *client.Client, ns, app string, origin map[string]string, rec *appRecord, data map[string][]byte, docs []document) error {
 	var objects []string
 	if rec != nil {
 		objects = rec.objects
@@ -179,22 +234,20 @@ func writeAppRecord(ctx context.Context, cl *client.Client, ns, app, tmpl string
 		}
 	}
 	list, _ := json.Marshal(objects)
-	data := map[string][]byte{}
-	for _, p := range res.Generated {
-		data[p] = []byte(res.Values[p])
-	}
+	annotations := map[string]string{appObjectsAnnotation: string(list)}
+	maps.Copy(annotations, origin)
 	s := &api.Secret{
 		ObjectMeta: api.ObjectMeta{
 			Name: appRecordName(app), Namespace: ns,
 			Labels:      map[string]string{AppLabel: app, appRecordLabel: "true"},
-			Annotations: map[string]string{appObjectsAnnotation: string(list), appTemplateAnnotation: tmpl},
+			Annotations: annotations,
 		},
 		Data: data,
 	}
 	if rec == nil {
 		return cl.Create(ctx, api.Secrets, s)
 	}
-	if string(list) == rec.secret.Annotations[appObjectsAnnotation] && equalData(data, rec.secret.Data) && rec.secret.Annotations[appTemplateAnnotation] == tmpl {
+	if equalData(data, rec.secret.Data) && maps.Equal(annotations, rec.secret.Annotations) {
 		return nil
 	}
 	s.ResourceVersion = rec.secret.ResourceVersion

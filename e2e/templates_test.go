@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 )
 
@@ -189,6 +190,7 @@ func appObjects(t *testing.T, c *client.Client, ns, app string) []string {
 		{api.ImageStreams, "app=" + app}, {api.Services, "app=" + app}, {api.BuildConfigs, "app=" + app},
 		{api.DeploymentConfigs, "app=" + app}, {api.Secrets, "app=" + app},
 		{api.ReplicationControllers, api.DeploymentConfigLabel + "=" + app}, {api.Pods, api.DeploymentConfigLabel + "=" + app},
+		{api.Builds, builders.BuildConfigLabel + "=" + app},
 	} {
 		items, _, err := c.List(context.Background(), q.res, ns, client.ListOptions{LabelSelector: q.sel})
 		if err != nil {

@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
+	"slipway.dev/slipway/client"
+)
+
+// TestNewAppSourceDockerfile is issue 14's new-app from source: one
+// `new-app DIR` on a directory with a Dockerfile (FROM an image stream of
+// the project, EXPOSE 8080, busybox httpd) uploads it, builds it, deploys
+// it, and the service answers on its cluster IP. Running it again changes
+// nothing and starts no build; `delete app` leaves nothing, builds
+// included.
+func TestNewAppSourceDockerfile(t *testing.T) {
+	c := startCluster(t, "newappsrc", "--buildkitd", buildkitd(t))
+	ctx := context.Background()
+	c.push("base:1", busyboxImage(t))
+
+	src := filepath.Join(t.TempDir(), "web")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(src, "Dockerfile"), []byte(`FROM base:1
+COPY index.html /www/index.html
+EXPOSE 8080
+CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+`), 0o644)
+	os.WriteFile(filepath.Join(src, "index.html"), []byte("hello from source\n"), 0o644)
+
+	out := c.cli.ok("new-app", src)
+	for _, want := range []string{"imagestream/web created", "secret/web-webhook created", "buildconfig/web created",
+		"deploymentconfig/web created", "service/web created", "build/web-1 started"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("new-app printed:\n%s\nwant a line %q", out, want)
+		}
+	}
+	if b := waitBuild(t, c.admin, c.ns, "web-1"); b.Status.Phase != api.BuildComplete {
+		t.Fatalf("web-1 = %s (%s): %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+	}
+	c.cli.ok("rollout", "status", "dc/web", "--timeout", "2m")
+	url, _ := c.serviceURL("web")
+	if !strings.HasSuffix(url, ":8080/") {
+		t.Errorf("service/web is at %s; want the Dockerfile's EXPOSE 8080", url)
+	}
+	waitServing(t, url, "hello from source", time.Minute)
+
+	// The build config: built on the image stream the FROM names, a
+	// binary source, and a webhook whose secret is in a Secret of the app
+	// (not inline), the one the record keeps.
+	o, err := c.admin.Get(ctx, api.BuildConfigs, c.ns, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := o.(*api.BuildConfig)
+	if from := bc.Spec.Strategy.BaseImage(); from == nil || from.Kind != "ImageStreamTag" || from.Name != "base:1" {
+		t.Errorf("buildconfig/web builds on %+v; want ImageStreamTag base:1 (the Dockerfile's FROM)", from)
+	}
+	if bc.Spec.Source.Binary == nil || bc.Spec.Source.Git != nil {
+		t.Errorf("buildconfig/web source = %+v; want a binary source", bc.Spec.Source)
+	}
+	var hook *api.BuildTrigger
+	for i, tr := range bc.Spec.Triggers {
+		if tr.Type == "Generic" {
+			hook = &bc.Spec.Triggers[i]
+		}
+	}
+	if hook == nil || hook.Secret != "" || hook.SecretReference == nil || hook.SecretReference.Name != "web-webhook" {
+		t.Fatalf("buildconfig/web triggers = %+v; want a Generic trigger with secretReference web-webhook and no inline secret", bc.Spec.Triggers)
+	}
+	rec := getSecret(t, c.admin, c.ns, "app-record-web")
+	hookSecret := getSecret(t, c.admin, c.ns, "web-webhook")
+	if s := string(hookSecret.Data[api.WebHookSecretKey]); len(s) < 16 || string(rec.Data["WEBHOOK_SECRET"]) != s {
+		t.Errorf("secret/web-webhook holds %q, the record %q; want the same generated secret", s, rec.Data["WEBHOOK_SECRET"])
+	}
+
+	// Again: everything unchanged, no build started.
+	out = c.cli.ok("new-app", src)
+	for _, ref := range []string{"imagestream/web", "secret/web-webhook", "buildconfig/web", "deploymentconfig/web", "service/web"} {
+		if !strings.Contains(out, ref+" unchanged") {
+			t.Errorf("second new-app printed:\n%s\nwant %s unchanged", out, ref)
+		}
+	}
+	if strings.Contains(out, "started") || strings.Contains(out, "created") || strings.Contains(out, "configured") {
+		t.Errorf("second new-app printed:\n%s\nwant nothing created, configured or started", out)
+	}
+	if again := getSecret(t, c.admin, c.ns, "app-record-web"); again.ResourceVersion != rec.ResourceVersion {
+		t.Errorf("the second run rewrote the app record (resourceVersion %s → %s)", rec.ResourceVersion, again.ResourceVersion)
+	}
+	builds, _, err := c.admin.List(ctx, api.Builds, c.ns, client.ListOptions{LabelSelector: builders.BuildConfigLabel + "=web"})
+	if err != nil || len(builds) != 1 {
+		t.Errorf("after the second run there are %d builds (%v); want only web-1", len(builds), err)
+	}
+
+	out = c.cli.ok("delete", "app", "web")
+	if !strings.Contains(out, "build/web-1 deleted") || !strings.Contains(out, "secret/app-record-web deleted") {
+		t.Errorf("delete app printed:\n%s\nwant the build and the record deleted", out)
+	}
+	waitFor(t, 2*time.Minute, "nothing of the app left", func() (bool, string) {
+		left := appObjects(t, c.admin, c.ns, "web")
+		return len(left) == 0, strings.Join(left, "\n")
+	})
+	if _, err := c.admin.Get(ctx, api.ImageStreams, c.ns, "base"); err != nil {
+		t.Errorf("delete app removed the base image stream, which the app did not make: %v", err)
+	}
+}
+
+// TestNewAppSourceNoDockerfile: new-app on a directory without a
+// Dockerfile says so and how to name a builder, and makes nothing; the
+// source strategy's flags are checked before anything is made too.
+func TestNewAppSourceNoDockerfile(t *testing.T) {
+	dir, addr := t.TempDir(), freePort(t)
+	p := startServer(t, dir, addr, "--no-node")
+	admin := p.admin(t)
+	if err := admin.Create(context.Background(), api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "src"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := cli{t: t, config: filepath.Join(t.TempDir(), "config")}
+	c.ok("login", p.url(), "-u", "admin", "-p", p.adminPassword(t), "--certificate-authority", p.caFile())
+	c.ok("project", "src")
+
+	src := filepath.Join(t.TempDir(), "site")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "index.html"), []byte("no Dockerfile here\n"), 0o644)
+
+	_, errOut, err := c.run("", "new-app", src)
+	if err == nil || !strings.Contains(errOut, "no Dockerfile found in "+src) || !strings.Contains(errOut, "--strategy source --image-stream PROJECT/BUILDER:TAG") {
+		t.Errorf("new-app without a Dockerfile: err=%v stderr=%q; want it to say no Dockerfile was found and how to name an S2I builder", err, errOut)
+	}
+	c.fails("--strategy source needs a builder image", "new-app", src, "--strategy", "source")
+	c.fails("--image-stream", "new-app", src, "--image-stream", "a/b/c:1")
+	c.fails("an app from a template", "new-app", src, "-p", "X=1")
+	if left := appObjects(t, admin, "src", "site"); len(left) != 0 {
+		t.Errorf("a refused new-app made %v", left)
+	}
+	if _, err := admin.Get(context.Background(), api.Secrets, "src", "app-record-site"); !api.IsNotFound(err) {
+		t.Errorf("a refused new-app left its record: %v", err)
+	}
+}
