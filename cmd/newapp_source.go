@@ -18,7 +18,6 @@ import (
 	"strings"
 
 	"slipway.dev/slipway/api"
-	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/imagestreams"
 )
@@ -540,6 +539,7 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 		return err
 	}
 	first := o.(*api.BuildConfig).Status.LastVersion == 0
+	var started string
 	switch {
 	case src.localDir != "" && (first || sf.rebuild):
 		bin, err := uploadDir(ctx, cl, ns, app, src.localDir, progress)
@@ -550,17 +550,22 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 		if err != nil {
 			return err
 		}
+		started = b.Name
 		fmt.Fprintf(out, "build/%s started\n", b.Name)
 	case src.git != nil && sf.rebuild && !first:
 		b, err := instantiate(ctx, cl, ns, app, nil)
 		if err != nil {
 			return err
 		}
+		started = b.Name
 		fmt.Fprintf(out, "build/%s started\n", b.Name)
 	case src.git != nil && first:
 		fmt.Fprintf(out, "buildconfig/%s starts its first build from %s\n", app, origin)
+		started = app + "-1"
 	}
-	fmt.Fprintf(out, "\nFollow the build with `slipway logs -f build/%s-N` (see `slipway get builds -l %s=%s`); deploymentconfig/%s rolls out each image it makes.\n", app, builders.BuildConfigLabel, app, app)
+	if started != "" {
+		fmt.Fprintf(out, "\nFollow it with `slipway logs -f build/%s`; deploymentconfig/%s rolls out each image the build config makes.\n", started, app)
+	}
 	return nil
 }
 

@@ -144,3 +144,67 @@ func TestNewAppSourceNoDockerfile(t *testing.T) {
 		t.Errorf("a refused new-app left its record: %v", err)
 	}
 }
+
+// TestNewAppSourceGitClone is the must-show: new-app on a
+// directory of a local git clone whose origin is an http(s) URL builds
+// from that origin (its branch, the directory as context), deploys, and
+// the service answers; again changes nothing and starts no build; delete
+// app leaves nothing.
+func TestNewAppSourceGitClone(t *testing.T) {
+	root := t.TempDir()
+	work := t.TempDir()
+	git(t, work, "init", "-q", "-b", "main")
+	os.MkdirAll(filepath.Join(work, "svc"), 0o755)
+	os.WriteFile(filepath.Join(work, "svc", "Dockerfile"), []byte("FROM base:1\nCOPY index.html /www/index.html\nEXPOSE 8081\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8081\", \"-h\", \"/www\"]\n"), 0o644)
+	os.WriteFile(filepath.Join(work, "svc", "index.html"), []byte("hello from git\n"), 0o644)
+	git(t, work, "add", ".")
+	git(t, work, "commit", "-q", "-m", "first")
+	commit := git(t, work, "rev-parse", "HEAD")
+	git(t, root, "clone", "-q", "--bare", work, filepath.Join(root, "app.git"))
+	host := gitServer(t, root)
+	uri := "http://" + host + "/app.git"
+	clone := filepath.Join(t.TempDir(), "app")
+	git(t, filepath.Dir(clone), "clone", "-q", uri, clone)
+
+	c := startCluster(t, "newappgit", "--buildkitd", buildkitd(t), "--import-allow", host, "--import-allow-cidr", "127.0.0.0/8")
+	ctx := context.Background()
+	c.push("base:1", busyboxImage(t))
+
+	out := c.cli.ok("new-app", filepath.Join(clone, "svc"))
+	for _, want := range []string{"imagestream/svc created", "buildconfig/svc created", "deploymentconfig/svc created", "service/svc created"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("new-app printed:\n%s\nwant a line %q", out, want)
+		}
+	}
+	o, err := c.admin.Get(ctx, api.BuildConfigs, c.ns, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := o.(*api.BuildConfig)
+	if g := bc.Spec.Source.Git; g == nil || g.URI != uri || g.Ref != "main" || bc.Spec.Source.ContextDir != "svc" || bc.Spec.Source.Binary != nil {
+		t.Errorf("buildconfig/svc source = %+v (git %+v); want %s at main, context svc", bc.Spec.Source, bc.Spec.Source.Git, uri)
+	}
+	if b := waitBuild(t, c.admin, c.ns, "svc-1"); b.Status.Phase != api.BuildComplete || b.Status.Revision != commit {
+		t.Fatalf("svc-1 = %s at %q (%s): %s; want Complete at %s\n%s", b.Status.Phase, b.Status.Revision, b.Status.Reason, b.Status.Message, commit, b.Status.LogTail)
+	}
+	c.cli.ok("rollout", "status", "dc/svc", "--timeout", "2m")
+	url, _ := c.serviceURL("svc")
+	waitServing(t, url, "hello from git", time.Minute)
+
+	out = c.cli.ok("new-app", filepath.Join(clone, "svc"))
+	for _, ref := range []string{"imagestream/svc", "secret/svc-webhook", "buildconfig/svc", "deploymentconfig/svc", "service/svc"} {
+		if !strings.Contains(out, ref+" unchanged") {
+			t.Errorf("second new-app printed:\n%s\nwant %s unchanged", out, ref)
+		}
+	}
+	builds, _, err := c.admin.List(ctx, api.Builds, c.ns, client.ListOptions{LabelSelector: builders.BuildConfigLabel + "=svc"})
+	if err != nil || len(builds) != 1 {
+		t.Errorf("after the second run there are %d builds (%v); want only svc-1", len(builds), err)
+	}
+
+	c.cli.ok("delete", "app", "svc")
+	waitFor(t, 2*time.Minute, "nothing of the app left", func() (bool, string) {
+		left := appObjects(t, c.admin, c.ns, "svc")
+		return len(left) == 0, strings.Join(left, "\n")
+	})
+}
