@@ -17,8 +17,8 @@ import (
 // `new-app DIR` on a directory with a Dockerfile (FROM an image stream of
 // the project, EXPOSE 8080, busybox httpd) uploads it, builds it, deploys
 // it, and the service answers on its cluster IP. Running it again changes
-// nothing and starts no build; `delete app` leaves nothing, builds
-// included.
+// nothing and starts no build; --rebuild uploads the changed directory and
+// the new content is served; `delete app` leaves nothing, builds included.
 func TestNewAppSourceDockerfile(t *testing.T) {
 	c := startCluster(t, "newappsrc", "--buildkitd", buildkitd(t))
 	ctx := context.Background()
@@ -99,8 +99,19 @@ CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 		t.Errorf("after the second run there are %d builds (%v); want only web-1", len(builds), err)
 	}
 
+	// A changed directory is built again only when asked.
+	os.WriteFile(filepath.Join(src, "index.html"), []byte("hello again\n"), 0o644)
+	out = c.cli.ok("new-app", src, "--rebuild")
+	if !strings.Contains(out, "build/web-2 started") || !strings.Contains(out, "buildconfig/web unchanged") {
+		t.Errorf("new-app --rebuild printed:\n%s\nwant build/web-2 started and the objects unchanged", out)
+	}
+	if b := waitBuild(t, c.admin, c.ns, "web-2"); b.Status.Phase != api.BuildComplete {
+		t.Fatalf("web-2 = %s (%s): %s\n%s", b.Status.Phase, b.Status.Reason, b.Status.Message, b.Status.LogTail)
+	}
+	waitServing(t, url, "hello again", 2*time.Minute)
+
 	out = c.cli.ok("delete", "app", "web")
-	if !strings.Contains(out, "build/web-1 deleted") || !strings.Contains(out, "secret/app-record-web deleted") {
+	if !strings.Contains(out, "build/web-1 deleted") || !strings.Contains(out, "build/web-2 deleted") || !strings.Contains(out, "secret/app-record-web deleted") {
 		t.Errorf("delete app printed:\n%s\nwant the build and the record deleted", out)
 	}
 	waitFor(t, 2*time.Minute, "nothing of the app left", func() (bool, string) {
@@ -149,7 +160,8 @@ func TestNewAppSourceNoDockerfile(t *testing.T) {
 // directory of a local git clone whose origin is an http(s) URL builds
 // from that origin (its branch, the directory as context), deploys, and
 // the service answers; again changes nothing and starts no build; delete
-// app leaves nothing.
+// app leaves nothing. Then the git URL itself, with #REF and
+// --context-dir, and without (no Dockerfile at the root: refused).
 func TestNewAppSourceGitClone(t *testing.T) {
 	root := t.TempDir()
 	work := t.TempDir()
@@ -205,6 +217,34 @@ func TestNewAppSourceGitClone(t *testing.T) {
 	c.cli.ok("delete", "app", "svc")
 	waitFor(t, 2*time.Minute, "nothing of the app left", func() (bool, string) {
 		left := appObjects(t, c.admin, c.ns, "svc")
+		return len(left) == 0, strings.Join(left, "\n")
+	})
+
+	// The git URL itself: new-app clones it to look for the Dockerfile.
+	_, errOut, err := c.cli.run("", "new-app", uri+"#main", "--name", "fromurl")
+	if err == nil || !strings.Contains(errOut, "no Dockerfile found in "+uri) {
+		t.Errorf("new-app on the repository's root (no Dockerfile there): err=%v stderr=%q; want no Dockerfile found", err, errOut)
+	}
+	if left := appObjects(t, c.admin, c.ns, "fromurl"); len(left) != 0 {
+		t.Errorf("a refused new-app made %v", left)
+	}
+	out = c.cli.ok("new-app", uri+"#main", "--context-dir", "svc", "--name", "fromurl")
+	if !strings.Contains(out, "buildconfig/fromurl created") || !strings.Contains(out, "service/fromurl created") {
+		t.Errorf("new-app URL#main --context-dir svc printed:\n%s", out)
+	}
+	o, err = c.admin.Get(ctx, api.BuildConfigs, c.ns, "fromurl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bc := o.(*api.BuildConfig); bc.Spec.Source.Git == nil || bc.Spec.Source.Git.URI != uri || bc.Spec.Source.Git.Ref != "main" || bc.Spec.Source.ContextDir != "svc" {
+		t.Errorf("buildconfig/fromurl source = %+v; want %s at main, context svc", bc.Spec.Source, uri)
+	}
+	if b := waitBuild(t, c.admin, c.ns, "fromurl-1"); b.Status.Phase != api.BuildComplete {
+		t.Errorf("fromurl-1 = %s (%s): %s", b.Status.Phase, b.Status.Reason, b.Status.Message)
+	}
+	c.cli.ok("delete", "app", "fromurl")
+	waitFor(t, 2*time.Minute, "nothing of the URL app left", func() (bool, string) {
+		left := appObjects(t, c.admin, c.ns, "fromurl")
 		return len(left) == 0, strings.Join(left, "\n")
 	})
 }
