@@ -96,7 +96,9 @@ Dockerfile EXPOSEs ports (APP is --name, or the directory's or repository's
 name). A Dockerfile means the Docker strategy, and a FROM that names an
 image stream tag of the platform (NAME:TAG, or PROJECT/NAME:TAG) is built
 on it; without a Dockerfile, name a Source-to-Image builder with
---strategy source --image-stream PROJECT/BUILDER:TAG. The build config has
+--strategy source --image-stream PROJECT/BUILDER:TAG (its service takes
+the ports the builder's io.openshift.expose-services label names). The
+build config has
 a Generic webhook trigger whose generated secret is kept in the Secret
 APP-webhook and the app's record.
 

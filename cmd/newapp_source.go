@@ -304,6 +304,60 @@ func baseStream(ctx context.Context, cl *client.Client, ns, from string) *api.Ob
 	return ref
 }
 
+// exposeServicesLabel on an S2I builder image lists the ports its apps
+// serve, as PORT:NAME[,PORT:NAME]..., as OpenShift's builder images do.
+const exposeServicesLabel = "io.openshift.expose-services"
+
+// builderPorts are the ports an S2I builder image's label names, read
+// from the platform's record of the tag's image; none when the tag or its
+// record cannot be read.
+func builderPorts(ctx context.Context, cl *client.Client, ns string, from *api.ObjectReference) []api.ContainerPort {
+	project := from.Namespace
+	if project == "" {
+		project = ns
+	}
+	stream, tag, _ := strings.Cut(from.Name, ":")
+	o, err := cl.Get(ctx, api.ImageStreams, project, stream)
+	if err != nil {
+		return nil
+	}
+	ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
+	if !ok {
+		return nil
+	}
+	o, err = cl.Get(ctx, api.Images, project, ev.Image)
+	if err != nil || o.(*api.Image).Config == nil {
+		return nil
+	}
+	return exposedServices(o.(*api.Image).Config.Labels[exposeServicesLabel])
+}
+
+// exposedServices parses the label's PORT[/PROTO][:NAME] list.
+func exposedServices(label string) []api.ContainerPort {
+	var ports []api.ContainerPort
+	seen := map[string]bool{}
+	for _, item := range strings.Split(label, ",") {
+		p, _, _ := strings.Cut(strings.TrimSpace(item), ":")
+		m := portRE.FindStringSubmatch(strings.ToLower(p))
+		if m == nil {
+			continue
+		}
+		n, err := strconv.Atoi(m[1])
+		if err != nil || n < 1 || n > 65535 {
+			continue
+		}
+		proto := strings.ToUpper(m[2])
+		if proto == "" {
+			proto = "TCP"
+		}
+		if key := m[1] + "/" + proto; !seen[key] {
+			seen[key] = true
+			ports = append(ports, api.ContainerPort{Name: fmt.Sprintf("%d-%s", n, strings.ToLower(proto)), ContainerPort: int32(n), Protocol: proto})
+		}
+	}
+	return ports
+}
+
 // builderStream parses --image-stream: [PROJECT/]NAME[:TAG].
 func builderStream(ns, s string) (*api.ObjectReference, error) {
 	repo, tag, ok := strings.Cut(s, ":")
@@ -470,6 +524,9 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 			return err
 		}
 		strategy = api.BuildStrategy{Type: "Source", SourceStrategy: &api.SourceBuildStrategy{From: from}}
+		if ports = builderPorts(ctx, cl, ns, from); len(ports) == 0 {
+			fmt.Fprintf(progress, "The builder %s names no ports (label %s): no service is made\n", refString(from), exposeServicesLabel)
+		}
 	case src.dockerfile != "":
 		info, err := parseDockerfile(src.dockerfile)
 		if err != nil {

@@ -62,3 +62,13 @@ func TestSourceArgsAndNames(t *testing.T) {
 		}
 	}
 }
+
+func TestExposedServices(t *testing.T) {
+	var got []string
+	for _, p := range exposedServices("8080:http, 8443/tcp:https,53/udp:dns,nope:x,8080:again") {
+		got = append(got, p.Name)
+	}
+	if want := []string{"8080-tcp", "8443-tcp", "53-udp"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("exposedServices = %v, want %v", got, want)
+	}
+}

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
@@ -125,7 +129,8 @@ CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 
 // TestNewAppSourceNoDockerfile: new-app on a directory without a
 // Dockerfile says so and how to name a builder, and makes nothing; the
-// source strategy's flags are checked before anything is made too.
+// source strategy's flags are checked before anything is made too. With
+// --image-stream the app is made with the Source strategy.
 func TestNewAppSourceNoDockerfile(t *testing.T) {
 	dir, addr := t.TempDir(), freePort(t)
 	p := startServer(t, dir, addr, "--no-node")
@@ -154,6 +159,42 @@ func TestNewAppSourceNoDockerfile(t *testing.T) {
 	if _, err := admin.Get(context.Background(), api.Secrets, "src", "app-record-site"); !api.IsNotFound(err) {
 		t.Errorf("a refused new-app left its record: %v", err)
 	}
+
+	// Named, an S2I builder builds it; the service takes the ports the
+	// builder's io.openshift.expose-services label names.
+	cf, err := busyboxImage(t).ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Labels = map[string]string{"io.openshift.expose-services": "8080:http"}
+	builder, err := mutate.ConfigFile(busyboxImage(t), cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(mustRef(t, p.registry+"/src/builder:1"), builder, remote.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()})); err != nil {
+		t.Fatal(err)
+	}
+	out := c.ok("new-app", src, "--image-stream", "src/builder:1")
+	if !strings.Contains(out, "buildconfig/site created") || !strings.Contains(out, "service/site created") || !strings.Contains(out, "build/site-1 started") {
+		t.Errorf("new-app --image-stream printed:\n%s\nwant the build config and service created and a build started", out)
+	}
+	o, err := admin.Get(context.Background(), api.BuildConfigs, "src", "site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := o.(*api.BuildConfig).Spec.Strategy; st.Type != "Source" || st.SourceStrategy == nil || st.SourceStrategy.From == nil || st.SourceStrategy.From.Name != "builder:1" {
+		t.Errorf("buildconfig/site strategy = %+v; want Source from builder:1", st)
+	}
+	o, err = admin.Get(context.Background(), api.Services, "src", "site")
+	if err != nil || len(o.(*api.Service).Spec.Ports) != 1 || o.(*api.Service).Spec.Ports[0].Port != 8080 {
+		t.Errorf("service/site = %+v, %v; want port 8080 from the builder's label", o, err)
+	}
+	c.ok("delete", "app", "site")
+	waitFor(t, time.Minute, "nothing of the app left", func() (bool, string) {
+		left := appObjects(t, admin, "src", "site")
+		return len(left) == 0, strings.Join(left, "\n")
+	})
 }
 
 // TestNewAppSourceGitClone is the must-show: new-app on a
