@@ -675,7 +675,9 @@ notVisible}], "edges": [{from, to, label}]}; -o dot prints Graphviz.`,
 			default:
 				var project, stream, digest string
 				if project, stream, digest, err = resolveImage(ctx, cl, ns, arg); err == nil {
-					t.image(ctx, project, stream, digest)
+					if n := t.g.node(t.image(ctx, project, stream, digest)); n.NotVisible {
+						return fmt.Errorf("%s is %s", arg, notVisible)
+					}
 				}
 			}
 			if err != nil {
