@@ -115,6 +115,8 @@ type tracer struct {
 	referrers func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error)
 	g         Graph
 	images    map[string]bool // image ids already traced
+	projects  []string        // the projects the caller may see, once listed
+	promos    map[string][]api.Object
 }
 
 // traceReader is the part of the client a trace uses.
@@ -124,7 +126,7 @@ type traceReader interface {
 }
 
 func newTracer(r traceReader, referrers func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error)) *tracer {
-	return &tracer{api: r, referrers: referrers, images: map[string]bool{}}
+	return &tracer{api: r, referrers: referrers, images: map[string]bool{}, promos: map[string][]api.Object{}}
 }
 
 // forbidden says whether err is the API refusing the caller.
@@ -375,14 +377,37 @@ func (t *tracer) refs(ctx context.Context, id, project, stream, digest string) {
 	}
 }
 
-// promotions adds the promotions of the project that moved the image.
+// promotions adds the promotions that moved the image. A promotion lives
+// in its pipeline's project, which need not be the image's, and a
+// promoted image has the same digest in every stage, so the promotions of
+// every project the caller may see are looked at.
 func (t *tracer) promotions(ctx context.Context, id, project, digest string) {
-	items, _, err := t.api.List(ctx, api.Promotions, project, client.ListOptions{})
-	if err != nil {
-		if forbidden(err) {
-			t.g.link(id, t.hidden("Promotion", project, "*", err), "promoted by")
+	if t.projects == nil {
+		t.projects = []string{}
+		if items, _, err := t.api.List(ctx, api.Projects, "", client.ListOptions{}); err == nil {
+			for _, o := range items {
+				t.projects = append(t.projects, o.GetObjectMeta().Name)
+			}
 		}
-		return
+	}
+	projects := t.projects
+	if !slices.Contains(projects, project) {
+		projects = append([]string{project}, projects...)
+	}
+	var items []api.Object
+	for _, ns := range projects {
+		got, ok := t.promos[ns]
+		if !ok {
+			var err error
+			if got, _, err = t.api.List(ctx, api.Promotions, ns, client.ListOptions{}); err != nil {
+				if ns == project && forbidden(err) {
+					t.g.link(id, t.hidden("Promotion", project, "*", err), "promoted by")
+				}
+				got = nil
+			}
+			t.promos[ns] = got
+		}
+		items = append(items, got...)
 	}
 	for _, o := range items {
 		p := o.(*api.Promotion)
@@ -393,7 +418,7 @@ func (t *tracer) promotions(ctx context.Context, id, project, digest string) {
 		if p.Status.Revision > 0 {
 			d += fmt.Sprintf(" (revision %d)", p.Status.Revision)
 		}
-		t.g.link(id, t.g.add(Node{Kind: "Promotion", Namespace: project, Name: p.Name, Detail: d}), "promoted by")
+		t.g.link(id, t.g.add(Node{Kind: "Promotion", Namespace: p.Namespace, Name: p.Name, Detail: d}), "promoted by")
 	}
 }
 

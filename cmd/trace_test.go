@@ -96,6 +96,11 @@ func shop() *objects {
 		&api.ImageScan{ObjectMeta: meta("base", newBase, nil), Status: api.ImageScanStatus{Phase: "Scanned", DBVersion: "v1"}},
 		&api.ImageStream{ObjectMeta: meta("base", "debian", nil), Status: api.ImageStreamStatus{Tags: []api.NamedTagEventList{{Tag: "12", Items: []api.TagEvent{
 			{Image: newBase, Generation: 2, Created: time.Unix(2, 0)}, {Image: baseDigest, Generation: 1, Created: time.Unix(1, 0)}}}}}},
+		&api.Project{ObjectMeta: meta("", "shop", nil)},
+		&api.Project{ObjectMeta: meta("", "pipelines", nil)},
+		&api.Promotion{ObjectMeta: meta("pipelines", "shop-prod-2", nil), Spec: api.PromotionSpec{Pipeline: "shop", To: "prod", Image: appDigest},
+			Status: api.PromotionStatus{Phase: api.PromotionPending}},
+		&api.Promotion{ObjectMeta: meta("pipelines", "other-prod-1", nil), Spec: api.PromotionSpec{Pipeline: "other", To: "prod", Image: newBase}},
 		&api.Promotion{ObjectMeta: meta("shop", "shop-qa-1", nil), Spec: api.PromotionSpec{Pipeline: "shop", To: "qa"},
 			Status: api.PromotionStatus{Phase: api.PromotionComplete, Source: "127.0.0.1:5000/shop/web@" + appDigest, Revision: 1}},
 	}}
@@ -131,6 +136,7 @@ func TestTracePod(t *testing.T) {
 		"image:" + appDigest + " -signed by-> signature:" + sigDigest,
 		"image:" + appDigest + " -described by-> sbom:" + sbomDigest,
 		"image:" + appDigest + " -promoted by-> promotion:shop/shop-qa-1",
+		"image:" + appDigest + " -promoted by-> promotion:pipelines/shop-prod-2",
 		"pod:shop/web-1-abcde -runs web-> image:" + appDigest,
 		"replicationcontroller:shop/web-1 -made-> pod:shop/web-1-abcde",
 		"deploymentconfig:shop/web -revision-> replicationcontroller:shop/web-1",
