@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,20 @@ func TestTrace(t *testing.T) {
 		sbom = st.SBOMDigest
 		return sbom != "" && st.DBVersion != "" && len(st.Findings) == 1, fmt.Sprintf("%+v", st)
 	})
+	// Promoted into a second project: the trace finds the promotion from
+	// either stage's copy of the digest.
+	if err := c.admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "live"}}); err != nil {
+		t.Fatal(err)
+	}
+	c.apply("kind: Pipeline\nmetadata: {name: web}\nspec:\n  stream: web\n  stages:\n  - {name: dev, project: shop, tag: latest}\n  - {name: live, project: live, tag: live}\n")
+	promotion := regexp.MustCompile(`promotion/(\S+) created`).FindStringSubmatch(c.cli.ok("promote", "web", "--to", "live", "--wait", "2m"))
+	if promotion == nil {
+		t.Fatal("slipway promote printed no promotion")
+	}
+	live := c.cli.ok("trace", "web:live", "-n", "live")
+	if !strings.Contains(live, "promoted by → promotion "+c.ns+"/"+promotion[1]) || !strings.Contains(live, "commit "+commit) {
+		t.Errorf("slipway trace web:live -n live lacks the promotion %s or the commit:\n%s", promotion[1], live)
+	}
 	traceChecks(t, c, pod.Name, digest, baseDigest, commit, sbom)
 
 	// --vuln: the pod runs the finding (by its alias); a fixed base
@@ -130,7 +145,7 @@ func traceChecks(t *testing.T, c *cluster, pod, digest, baseDigest, commit, sbom
 	t.Helper()
 	tree := c.cli.ok("trace", "pod/"+pod)
 	t.Logf("slipway trace pod/%s:\n%s", pod, tree)
-	for _, want := range []string{"pod " + c.ns + "/" + pod, digest, "build " + c.ns + "/web-1", "commit " + commit, baseDigest, sbom, "signed by → signature", "deploymentconfig " + c.ns + "/web"} {
+	for _, want := range []string{"pod " + c.ns + "/" + pod, digest, "build " + c.ns + "/web-1", "commit " + commit, baseDigest, sbom, "signed by → signature", "promoted by → promotion", "deploymentconfig " + c.ns + "/web"} {
 		if !strings.Contains(tree, want) {
 			t.Errorf("slipway trace pod/%s lacks %q", pod, want)
 		}
