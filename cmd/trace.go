@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/spf13/cobra"
 
 	"slipway.dev/slipway/api"
@@ -268,7 +270,8 @@ func (t *tracer) image(ctx context.Context, project, stream, digest string) stri
 	n.Detail = img.MediaType
 	t.g.add(n)
 
-	t.build(ctx, id, project, digest)
+	promoted, sources := t.promotions(ctx, id, project, digest)
+	t.build(ctx, id, append([]string{project}, sources...), digest)
 	ann := img.ManifestAnnotations
 	if rev := ann[annRevision]; rev != "" {
 		cid := t.g.add(Node{Kind: "Commit", Name: rev, Detail: ann[annSource], ID: "commit:" + rev})
@@ -284,22 +287,39 @@ func (t *tracer) image(ctx context.Context, project, stream, digest string) stri
 	}
 	t.scan(ctx, id, project, digest)
 	t.refs(ctx, id, project, stream, digest)
-	t.promotions(ctx, id, project, digest)
+	for _, p := range promoted {
+		t.g.link(id, p, "promoted by")
+	}
 	return id
 }
 
-// build finds the build whose output is digest.
-func (t *tracer) build(ctx context.Context, id, project, digest string) {
+// build finds the build whose output is digest: in the image's project
+// or, for a promoted image, in the project it was promoted from.
+func (t *tracer) build(ctx context.Context, id string, projects []string, digest string) {
+	for i, project := range projects {
+		if i > 0 && slices.Contains(projects[:i], project) {
+			continue
+		}
+		if t.buildIn(ctx, id, project, digest) {
+			return
+		}
+	}
+}
+
+// buildIn adds the build of project whose output is digest, if any.
+func (t *tracer) buildIn(ctx context.Context, id, project, digest string) bool {
 	items, _, err := t.api.List(ctx, api.Builds, project, client.ListOptions{})
 	if err != nil {
 		t.g.link(id, t.hidden("Build", project, "*", err), "built by")
-		return
+		return false
 	}
+	found := false
 	for _, o := range items {
 		b := o.(*api.Build)
 		if b.Status.OutputDigest != digest {
 			continue
 		}
+		found = true
 		bid := t.g.add(Node{Kind: "Build", Namespace: project, Name: b.Name, Detail: b.Status.Phase})
 		t.g.link(id, bid, "built by")
 		if b.Status.Revision != "" {
@@ -313,6 +333,7 @@ func (t *tracer) build(ctx context.Context, id, project, digest string) {
 			t.g.link(bid, t.g.add(Node{Kind: "BuildConfig", Namespace: project, Name: bc}), "of")
 		}
 	}
+	return found
 }
 
 // scan adds the image's SBOM summary and findings.
@@ -354,7 +375,8 @@ func (t *tracer) refs(ctx context.Context, id, project, stream, digest string) {
 	descs, err := t.referrers(ctx, project, stream, digest)
 	if err != nil {
 		n := Node{ID: "referrers:" + digest, Kind: "Referrer", Name: project + "/" + stream + "@" + digest}
-		if strings.Contains(err.Error(), "DENIED") || strings.Contains(err.Error(), "UNAUTHORIZED") {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == 401 || te.StatusCode == 403) {
 			n.NotVisible, n.Detail = true, notVisible
 		} else {
 			n.Detail = "unreadable: " + err.Error()
@@ -377,11 +399,12 @@ func (t *tracer) refs(ctx context.Context, id, project, stream, digest string) {
 	}
 }
 
-// promotions adds the promotions that moved the image. A promotion lives
+// promotions finds the promotions that moved the image, and the projects
+// it was promoted from. A promotion lives
 // in its pipeline's project, which need not be the image's, and a
 // promoted image has the same digest in every stage, so the promotions of
 // every project the caller may see are looked at.
-func (t *tracer) promotions(ctx context.Context, id, project, digest string) {
+func (t *tracer) promotions(ctx context.Context, id, project, digest string) (nodes, sources []string) {
 	if t.projects == nil {
 		t.projects = []string{}
 		if items, _, err := t.api.List(ctx, api.Projects, "", client.ListOptions{}); err == nil {
@@ -418,8 +441,12 @@ func (t *tracer) promotions(ctx context.Context, id, project, digest string) {
 		if p.Status.Revision > 0 {
 			d += fmt.Sprintf(" (revision %d)", p.Status.Revision)
 		}
-		t.g.link(id, t.g.add(Node{Kind: "Promotion", Namespace: p.Namespace, Name: p.Name, Detail: d}), "promoted by")
+		nodes = append(nodes, t.g.add(Node{Kind: "Promotion", Namespace: p.Namespace, Name: p.Name, Detail: d}))
+		if sp, _, _, ok := splitRef(p.Status.Source); ok && sp != project {
+			sources = append(sources, sp)
+		}
 	}
+	return nodes, sources
 }
 
 // vuln lists every running pod the caller may see whose image has the

@@ -149,6 +149,33 @@ func TestTracePod(t *testing.T) {
 	}
 }
 
+// TestTracePromotedImage: the copy of an image in a later stage leads to
+// the build in the project it was promoted from.
+func TestTracePromotedImage(t *testing.T) {
+	o := shop()
+	rec := *o.of(api.Images)[0].(*api.Image)
+	rec.Namespace = "live"
+	o.items = append(o.items, &rec)
+	tr := newTracer(o, nil)
+	tr.image(context.Background(), "live", "web", appDigest)
+	var edges []string
+	for _, e := range tr.g.Edges {
+		edges = append(edges, e.From+" -"+e.Label+"-> "+e.To)
+	}
+	want := []string{
+		"image:" + appDigest + " -built by-> build:shop/web-3",
+		"build:shop/web-3 -built commit-> commit:" + commitSHA,
+		"build:shop/web-3 -of-> buildconfig:shop/web",
+		"image:" + appDigest + " -source-> commit:" + commitSHA,
+		"image:" + appDigest + " -based on-> image:" + baseDigest,
+		"image:" + appDigest + " -promoted by-> promotion:shop/shop-qa-1",
+		"image:" + appDigest + " -promoted by-> promotion:pipelines/shop-prod-2",
+	}
+	if diff := cmp.Diff(want, edges); diff != "" {
+		t.Errorf("trace live/web@%s edges (-want +got):\n%s", appDigest, diff)
+	}
+}
+
 // TestTraceNotVisible: a hop the caller may not read is a node saying so,
 // and the rest of the trace goes on.
 func TestTraceNotVisible(t *testing.T) {
