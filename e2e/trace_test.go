@@ -96,8 +96,8 @@ func TestTrace(t *testing.T) {
 		t.Fatal("slipway promote printed no promotion")
 	}
 	live := c.cli.ok("trace", "web:live", "-n", "live")
-	if !strings.Contains(live, "promoted by → promotion "+c.ns+"/"+promotion[1]) || !strings.Contains(live, "commit "+commit) {
-		t.Errorf("slipway trace web:live -n live lacks the promotion %s or the commit:\n%s", promotion[1], live)
+	if !strings.Contains(live, "promoted by → promotion "+c.ns+"/"+promotion[1]) || !strings.Contains(live, "built by → build "+c.ns+"/web-1") || !strings.Contains(live, "commit "+commit) {
+		t.Errorf("slipway trace web:live -n live lacks the promotion %s, the build in shop or the commit:\n%s", promotion[1], live)
 	}
 	traceChecks(t, c, pod.Name, digest, baseDigest, commit, sbom)
 
@@ -190,6 +190,24 @@ func traceChecks(t *testing.T, c *cluster, pod, digest, baseDigest, commit, sbom
 		if leak {
 			t.Errorf("mallory: slipway trace %s -n %s told her something of shop's:\nstdout: %s\nstderr: %s", target, c.ns, out, errOut)
 		}
+	}
+	// With view in live alone, she traces live's copy: what live holds
+	// shows, and the hops into shop (the base image, its referrers and
+	// scan) say they are not visible to her.
+	if err := c.admin.Create(context.Background(), api.RoleBindings, &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "mallory-view", Namespace: "live"},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "view"},
+		Subjects:   []api.Subject{{Kind: api.SubjectUser, Name: "mallory"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	partial := mallory.ok("trace", "web:live", "-n", "live")
+	t.Logf("mallory: slipway trace web:live -n live:\n%s", partial)
+	if !strings.Contains(partial, "image live/web@"+digest) || !strings.Contains(partial, "based on → image shop/base@"+baseDigest+"  (not visible to you)") {
+		t.Errorf("mallory: slipway trace web:live -n live does not show live's image and the base as not visible:\n%s", partial)
+	}
+	if strings.Contains(partial, "build ") || strings.Contains(partial, "promotion ") {
+		t.Errorf("mallory: slipway trace web:live -n live shows shop's build or promotion:\n%s", partial)
 	}
 	// shop's pod runs this finding, but not for her.
 	if out := mallory.ok("trace", "--vuln", "CVE-2099-0001"); strings.Contains(out, c.ns+"/") {
