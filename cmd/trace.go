@@ -513,22 +513,29 @@ func (t *tracer) vuln(ctx context.Context, projects []string, id string) {
 // fix adds the build config that produced digest and its base, and says
 // whether the base's stream has an image without the finding.
 func (t *tracer) fix(ctx context.Context, iid, project, digest string, has func(project, digest string) (*api.Finding, bool, error)) {
-	items, _, err := t.api.List(ctx, api.Builds, project, client.ListOptions{})
-	if err != nil {
-		t.g.link(iid, t.hidden("BuildConfig", project, "*", err), "rebuild")
-		return
-	}
-	bc := ""
-	for _, o := range items {
-		if b := o.(*api.Build); b.Status.OutputDigest == digest {
-			bc = b.Labels[builders.BuildConfigLabel]
+	// A promoted image was built in the project it came from.
+	_, sources := t.promotions(ctx, iid, project, digest)
+	bc, bcProject := "", ""
+	for _, ns := range append([]string{project}, sources...) {
+		items, _, err := t.api.List(ctx, api.Builds, ns, client.ListOptions{})
+		if err != nil {
+			t.g.link(iid, t.hidden("BuildConfig", ns, "*", err), "rebuild")
+			continue
+		}
+		for _, o := range items {
+			if b := o.(*api.Build); b.Status.OutputDigest == digest && b.Labels[builders.BuildConfigLabel] != "" {
+				bc, bcProject = b.Labels[builders.BuildConfigLabel], ns
+			}
+		}
+		if bc != "" {
+			break
 		}
 	}
 	if bc == "" {
-		t.g.link(iid, t.g.add(Node{Kind: "BuildConfig", Namespace: project, Name: "<none>", Detail: "no build of yours produced this image"}), "rebuild")
+		t.g.link(iid, t.g.add(Node{Kind: "BuildConfig", Namespace: project, Name: "<none>", Detail: "no build you may see produced this image"}), "rebuild")
 		return
 	}
-	bid := t.g.add(Node{Kind: "BuildConfig", Namespace: project, Name: bc, Detail: "slipway start-build " + bc + " -n " + project})
+	bid := t.g.add(Node{Kind: "BuildConfig", Namespace: bcProject, Name: bc, Detail: "slipway start-build " + bc + " -n " + bcProject})
 	t.g.link(iid, bid, "rebuild")
 	o, err := t.api.Get(ctx, api.Images, project, digest)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,7 +223,26 @@ func TestTraceVuln(t *testing.T) {
 			t.Errorf("trace --vuln %s: base detail = %q, want the fixed base %s", id, d, newBase)
 		}
 	}
-	tr := newTracer(shop(), nil)
+	// The copy promoted to live is rebuilt by shop's config.
+	o := shop()
+	rec := *o.of(api.Images)[0].(*api.Image)
+	rec.Namespace = "live"
+	sc := *o.of(api.ImageScans)[0].(*api.ImageScan)
+	sc.Namespace = "live"
+	o.items = append(o.items, &rec, &sc, &api.Pod{ObjectMeta: api.ObjectMeta{Namespace: "live", Name: "web-7-xyz"},
+		Spec:   api.PodSpec{Containers: []api.Container{{Name: "web", Image: "127.0.0.1:5000/live/web@" + appDigest}}},
+		Status: api.PodStatus{Phase: "Running"}})
+	tr := newTracer(o, nil)
+	tr.vuln(context.Background(), []string{"live"}, "DSA-1-1")
+	var edges []string
+	for _, e := range tr.g.Edges {
+		edges = append(edges, e.From+" -"+e.Label+"-> "+e.To)
+	}
+	if !slices.Contains(edges, "image:"+appDigest+" -rebuild-> buildconfig:shop/web") {
+		t.Errorf("trace --vuln of live's copy: edges %q, want the rebuild of shop/web", edges)
+	}
+
+	tr = newTracer(shop(), nil)
 	tr.vuln(context.Background(), []string{"shop"}, "CVE-1999-0000")
 	if len(tr.g.Nodes) != 0 {
 		t.Errorf("trace --vuln of an absent id = %v, want nothing", tr.g.Nodes)
