@@ -57,7 +57,7 @@ Start everything on this machine, then log in:
 		tagCmd(), rollbackCmd(), importImageCmd(),
 		startBuildCmd(), cancelBuildCmd(), logsCmd(), rebuildCmd(),
 		rolloutCmd(), scaleCmd(), execCmd(),
-		vulndbCmd(), scanCmd(), signCmd(), promoteCmd(), approveCmd(), historyCmd(),
+		vulndbCmd(), scanCmd(), signCmd(), promoteCmd(), approveCmd(), historyCmd(), traceCmd(),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usagef("%v\nSee '%s --help' for usage.", err, c.CommandPath())
