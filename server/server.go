@@ -207,9 +207,13 @@ type Server struct {
 	http         *http.Server
 	audit        *os.File
 	cancel       context.CancelFunc
-	nodeToken    string
-	pods         *podGateway
-	trust        *trust
+	// buildsDone closes when the buildkitd supervisor has stopped
+	// buildkitd and removed the build network (bridge, firewall chains),
+	// which shutdown waits for: the process must not exit first.
+	buildsDone chan struct{}
+	nodeToken  string
+	pods       *podGateway
+	trust      *trust
 	// Agent is the in-process node agent, when one runs.
 	Agent *node.Agent
 	// cleaner removes a deleted project's registry content, once the
@@ -380,7 +384,11 @@ func (s *Server) startBuilds(ctx context.Context) {
 	}
 	d := &builders.Daemon{Binary: bin, Root: filepath.Join(s.cfg.DataDir, "buildkit"), DenyCIDRs: s.buildDenyCIDRs()}
 	if bin != "" {
-		go d.Run(ctx)
+		s.buildsDone = make(chan struct{})
+		go func() {
+			defer close(s.buildsDone)
+			d.Run(ctx)
+		}()
 	}
 	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds"),
 		GitTransport: registry.GuardedTransport(s.cfg.Import, false), Sign: s.trust.signBuild}
@@ -584,6 +592,16 @@ func (s *Server) shutdown(ctx context.Context) {
 	}
 	if s.regHTTP != nil {
 		_ = s.regHTTP.Shutdown(ctx)
+	}
+	if s.buildsDone != nil {
+		// buildkitd stops on the cancel above; its network is removed
+		// after it exits. Exiting before that left the bridge and the
+		// firewall chains on the host.
+		select {
+		case <-s.buildsDone:
+		case <-ctx.Done():
+			slog.Warn("builds: buildkitd did not stop in time; its build network may be left on the host until the next start removes it")
+		}
 	}
 	if s.client != nil {
 		s.client.Close()
