@@ -59,6 +59,12 @@ type Controller struct {
 	Registry string // host:port of the integrated registry
 	// LogDir keeps full build logs. Required.
 	LogDir string
+	// WorkDir holds each running build's context (its clone or upload),
+	// removed when the build ends. What a build running when the server
+	// stopped (or was killed) left there is removed at the next Run.
+	// Default: LogDir's sibling "build-contexts" (the system's temporary
+	// directory, not swept, when LogDir is empty too).
+	WorkDir string
 	// GitTransport carries git fetches; the server passes the import
 	// guard, so builds clone only from allowed, non-internal hosts.
 	GitTransport http.RoundTripper
@@ -113,6 +119,20 @@ func (c *Controller) Run(ctx context.Context) {
 		c.MaxRunningPerProject = max(1, c.MaxRunning/2)
 	}
 	guardGit(c.GitTransport)
+	if c.WorkDir == "" && c.LogDir != "" {
+		c.WorkDir = filepath.Join(filepath.Dir(c.LogDir), "build-contexts")
+	}
+	if c.WorkDir != "" {
+		// Contexts of builds that were running when this server last
+		// stopped: those builds are failed or run again, each with a new
+		// context.
+		if err := os.RemoveAll(c.WorkDir); err != nil {
+			slog.Warn("builders: removing old build contexts", "dir", c.WorkDir, "err", err)
+		}
+		if err := os.MkdirAll(c.WorkDir, 0o700); err != nil {
+			slog.Error("builders: build context directory", "dir", c.WorkDir, "err", err)
+		}
+	}
 	inf := store.NewInformer(c.Store, api.Builds)
 	q := store.NewWorkQueue()
 	c.queue = q
@@ -466,7 +486,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (o
 			return fail(api.BuildFailed, "RebaseFailed", err)
 		}
 	}
-	dir, err := os.MkdirTemp("", "slipway-build-")
+	dir, err := os.MkdirTemp(c.WorkDir, "build-")
 	if err != nil {
 		return fail(api.BuildError, "ContextFailed", err)
 	}
