@@ -122,7 +122,15 @@ func (s *Server) projectOwner(requester string) string {
 // updated: it is the server's record of who created it.
 func (s *Server) keepRequester(p *api.Project) {
 	var was string
-	if o, ok := s.informers[api.Projects].Get("", p.Name); ok {
+	o, ok := s.informers[api.Projects].Get("", p.Name)
+	if !ok {
+		// Made on another API server and not in this cache yet: read
+		// etcd, or the update would erase the requester.
+		if got, err := s.store.Get(context.Background(), api.Projects, "", p.Name); err == nil {
+			o, ok = got, true
+		}
+	}
+	if ok {
 		was = o.GetObjectMeta().Annotations[api.ProjectRequesterAnnotation]
 	}
 	if was == "" {

@@ -216,6 +216,9 @@ func parseDockerfile(text string) (dockerfileInfo, error) {
 		logical = append(logical, cur.String())
 		cur.Reset()
 	}
+	if err := sc.Err(); err != nil {
+		return info, fmt.Errorf("reading the Dockerfile: %w (a line over 4 MiB?)", err)
+	}
 	if cur.Len() > 0 {
 		logical = append(logical, cur.String())
 	}

@@ -54,7 +54,13 @@ func (f *templateFlags) values() (map[string]string, error) {
 			}
 			vals[strings.TrimSpace(k)] = v
 		}
+		err = sc.Err()
 		file.Close()
+		if err != nil {
+			// A line past the scanner's 64 KiB would otherwise end the
+			// file there, silently dropping the values after it.
+			return nil, fmt.Errorf("--param-file %s: %w", pf, err)
+		}
 	}
 	for _, p := range f.params {
 		k, v, ok := strings.Cut(p, "=")
