@@ -20,6 +20,7 @@ func TestDeletedProjectRepositoriesAreGone(t *testing.T) {
 	kept := h.pushOK(t, "alice", "gone2/app:1", randomImage(t))
 	// The pushes filled the manifest cache; these GETs are answered
 	// from it, and must not be after the deletion.
+	h.quiet(t)
 	before := h.hits()
 	for _, c := range []struct{ repo, dgst string }{{"gone/app", d1}, {"gone/team/deep", d2}} {
 		if r := h.getManifest(t, "alice", c.repo, c.dgst); r.code != http.StatusOK {
