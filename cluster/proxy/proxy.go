@@ -78,6 +78,9 @@ type Config struct {
 	// Default HostileEndpoints(ServiceCIDR): no loopback, link-local,
 	// host or service addresses.
 	Endpoints EndpointPolicy
+	// Access is asked before every dial whether the client may reach the
+	// endpoint (network policy). Nil allows every client.
+	Access ClientAccess
 }
 
 // Validate checks the config and fills in defaults.
@@ -381,10 +384,13 @@ func (p *Proxy) open(k listenKey, name string) (*servicePort, error) {
 
 // allow asks the endpoint policy about one endpoint ("host:port") of a
 // service port, and records a refusal.
-func (p *Proxy) allow(service, endpoint string) error {
+func (p *Proxy) allow(ctx context.Context, network, service, endpoint string) error {
 	ap, err := netip.ParseAddrPort(endpoint)
 	if err == nil {
 		err = p.cfg.Endpoints(ap.Addr())
+		if err == nil {
+			err = p.checkClient(ctx, ap, network)
+		}
 	} else {
 		err = fmt.Errorf("%w: %q is not an address and port", ErrEndpointRefused, endpoint)
 	}
