@@ -127,6 +127,7 @@ func nodeFlags(f *pflag.FlagSet, n *server.NodeConfig) {
 	f.StringVar(&n.Network, "pod-network", "bridge", "Docker network pods attach to")
 	f.StringVar(&n.ServiceCIDR, "service-cidr", "10.43.0.0/16", "range of service ClusterIPs")
 	f.BoolVar(&n.NoProxy, "no-proxy", false, "run no service proxy on this node (another on the machine serves it)")
+	f.BoolVar(&n.NoIsolation, "no-network-isolation", false, "let every pod reach every other project's pods (no nftables rules; NetworkPolicies are not enforced)")
 	f.StringToStringVar(&n.Labels, "node-labels", nil, "labels of this node, for nodeSelector: zone=a,disk=ssd")
 	f.DurationVar(&n.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this node renews its Ready condition (keep it under half of the server's --node-grace-period)")
 }

@@ -22,6 +22,7 @@ import (
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/cluster/endpoints"
+	"slipway.dev/slipway/cluster/netpol"
 	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/cluster/replication"
@@ -56,6 +57,9 @@ type NodeConfig struct {
 	// NoProxy keeps the service proxy off (a second agent on the same
 	// machine shares the first's).
 	NoProxy bool
+	// NoIsolation turns project network isolation off: no nftables rules,
+	// and NetworkPolicies are not enforced (cluster/netpol).
+	NoIsolation bool
 	// ServiceCIDR is the ClusterIP range. Default 10.43.0.0/16.
 	ServiceCIDR string
 	// Labels are the Node's labels.
@@ -215,12 +219,24 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 		endpoint := "http://" + net.JoinHostPort(host, port)
 		go annotateNode(ctx, st, cfg.Name, endpoint)
 	}
+	var access proxy.ClientAccess
+	if !cfg.NoIsolation {
+		np, err := netpol.New(netpol.Config{
+			Store: st, NodeName: cfg.Name, Address: cfg.Address,
+			Enforcer: netpol.NFTables{Name: cfg.ContainerPrefix},
+		})
+		if err != nil {
+			return nil, err
+		}
+		go np.Run(ctx)
+		access = np.Access
+	}
 	if !cfg.NoProxy {
 		vips, err := proxy.NewDummy("slipway0")
 		if err != nil {
 			return nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
 		}
-		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR})
+		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR, Access: access})
 		if err != nil {
 			return nil, err
 		}
