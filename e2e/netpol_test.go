@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/cluster/netpol"
+)
+
+// TestNetworkIsolation is issue 14's isolation on the real engine: a pod
+// of project shop reaches another pod of shop, but not a pod of project
+// np-b, neither by its pod IP nor through np-b's service IP (the proxy
+// refuses it); the host still reaches both (the platform's own paths).
+// A NetworkPolicy in np-b naming shop lets shop in, by pod IP and by
+// service; deleting it shuts shop out again. A pod that goes away leaves
+// no address in the node's nftables sets.
+func TestNetworkIsolation(t *testing.T) {
+	c := startCluster(t, "netpol")
+	ctx := context.Background()
+	b := *c
+	b.ns = "np-b"
+	if err := c.admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: b.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	c.push("web:1", httpdImage(t, "a", 8080))
+	b.push("web:1", httpdImage(t, "b", 8080))
+
+	probe := &api.Probe{HTTPGet: &api.HTTPGetAction{Port: 8080}, PeriodSeconds: 1}
+	pod := func(cl *cluster, name string) *api.Pod {
+		p := &api.Pod{
+			ObjectMeta: api.ObjectMeta{Name: name, Namespace: cl.ns, Labels: map[string]string{"app": name}},
+			Spec: api.PodSpec{Containers: []api.Container{{
+				Name: "web", Image: cl.ref("web:1"), ReadinessProbe: probe,
+				Ports: []api.ContainerPort{{ContainerPort: 8080}},
+			}}},
+		}
+		if err := cl.admin.Create(ctx, api.Pods, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pod(c, "client")
+	pod(c, "web-a")
+	pod(&b, "web-b")
+	svc := &api.Service{
+		ObjectMeta: api.ObjectMeta{Name: "web-b", Namespace: b.ns},
+		Spec:       api.ServiceSpec{Selector: map[string]string{"app": "web-b"}, Ports: []api.ServicePort{{Port: 80, TargetPort: 8080}}},
+	}
+	if err := c.admin.Create(ctx, api.Services, svc); err != nil {
+		t.Fatal(err)
+	}
+	ipOf := func(cl *cluster, name string) string {
+		t.Helper()
+		var ip string
+		waitFor(t, time.Minute, cl.ns+"/"+name+" runs", func() (bool, string) {
+			p, err := cl.pod(name)
+			if err != nil {
+				return false, err.Error()
+			}
+			ip = p.Status.PodIP
+			return running(p), describePods([]*api.Pod{p})
+		})
+		return ip
+	}
+	client, webA, webB := ipOf(c, "client"), ipOf(c, "web-a"), ipOf(&b, "web-b")
+	svcURL, _ := b.serviceURL("web-b")
+	podURL := func(ip string) string { return "http://" + ip + ":8080/" }
+
+	// The node's rules name all three pods before anything is checked,
+	// so a pass below cannot be a pod the rules do not know yet.
+	waitFor(t, 30*time.Second, "the node's nftables set holds every pod", func() (bool, string) {
+		have := podSet(t, c.node)
+		return slices.Contains(have, client) && slices.Contains(have, webA) && slices.Contains(have, webB), fmt.Sprint(have)
+	})
+
+	// fetch GETs url from inside the client pod (project shop).
+	fetch := func(url string) (string, error) {
+		out, errOut, err := c.cli.run("", "exec", "client", "--", "sh", "-c", "timeout 5 wget -q -O - "+url)
+		if err != nil {
+			return "", fmt.Errorf("%v: %s%s", err, out, errOut)
+		}
+		return strings.TrimSpace(out), nil
+	}
+	reaches := func(what, url, want string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, "client reaches "+what, func() (bool, string) {
+			body, err := fetch(url)
+			if err != nil {
+				return false, err.Error()
+			}
+			return body == want, "answered " + body
+		})
+	}
+	refused := func(what, url string) {
+		t.Helper()
+		if body, err := fetch(url); err == nil {
+			t.Fatalf("a pod of shop reached %s (%s) of project np-b: answered %q", what, url, body)
+		}
+	}
+	refusedSoon := func(what, url string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, "client is refused "+what, func() (bool, string) {
+			body, err := fetch(url)
+			return err != nil, "still answered " + body
+		})
+	}
+
+	reaches("web-a, a pod of its own project", podURL(webA), "a")
+	// The platform (the host: router, proxy, registry) reaches np-b.
+	waitServing(t, podURL(webB), "b", 30*time.Second)
+	waitServing(t, svcURL, "b", 30*time.Second)
+	refused("pod web-b", podURL(webB))
+	refused("service web-b", svcURL)
+
+	pol := &api.NetworkPolicy{
+		ObjectMeta: api.ObjectMeta{Name: "from-shop", Namespace: b.ns},
+		Spec: api.NetworkPolicySpec{
+			PodSelector: api.LabelSelector{MatchLabels: map[string]string{"app": "web-b"}},
+			Ingress: []api.NetworkPolicyIngressRule{{
+				From:  []api.NetworkPolicyPeer{{NamespaceSelector: &api.LabelSelector{MatchLabels: map[string]string{api.ProjectNameLabel: c.ns}}}},
+				Ports: []api.NetworkPolicyPort{{Protocol: "TCP", Port: 8080}},
+			}},
+		},
+	}
+	if err := c.admin.Create(ctx, api.NetworkPolicies, pol); err != nil {
+		t.Fatal(err)
+	}
+	reaches("pod web-b once np-b lets shop in", podURL(webB), "b")
+	reaches("service web-b once np-b lets shop in", svcURL, "b")
+
+	if _, err := c.admin.Delete(ctx, api.NetworkPolicies, b.ns, pol.Name); err != nil {
+		t.Fatal(err)
+	}
+	refusedSoon("pod web-b once the policy is gone", podURL(webB))
+	refusedSoon("service web-b once the policy is gone", svcURL)
+	reaches("web-a still", podURL(webA), "a")
+
+	if _, err := c.admin.Delete(ctx, api.Pods, b.ns, "web-b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "web-b's address leaves the node's nftables set", func() (bool, string) {
+		have := podSet(t, c.node)
+		return !slices.Contains(have, webB), fmt.Sprint(have)
+	})
+}
+
+// podSet lists the pod addresses in the node's netpol table (ip family).
+func podSet(t *testing.T, node string) []string {
+	t.Helper()
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := conn.GetSetByName(&nftables.Table{Name: netpol.TablePrefix + node, Family: nftables.TableFamilyIPv4}, "pods")
+	if err != nil {
+		return nil // not made yet
+	}
+	els, err := conn.GetSetElements(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range els {
+		if a, ok := netip.AddrFromSlice(e.Key); ok {
+			out = append(out, a.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
