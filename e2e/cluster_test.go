@@ -51,7 +51,8 @@ type cluster struct {
 	d     *dockerd
 	admin *client.Client
 	cli   cli
-	node  string // node name, also the container prefix
+	node  string   // node name, also the container prefix
+	args  []string // the server's flags, to start it again
 	ns    string
 	auth  remote.Option
 }
@@ -79,7 +80,7 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	}, extra...)
 	p := startServer(t, dir, addr, args...)
 	logIfDied(t, p)
-	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop"}
+	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop", args: args}
 	c.auth = remote.WithAuth(&authn.Basic{Username: "admin", Password: c.admin.Token()})
 	if err := c.admin.Create(context.Background(), api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: c.ns}}); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -21,7 +22,9 @@ import (
 // refuses it); the host still reaches both (the platform's own paths).
 // A NetworkPolicy in np-b naming shop lets shop in, by pod IP and by
 // service; deleting it shuts shop out again. A pod that goes away leaves
-// no address in the node's nftables sets.
+// no address in the node's nftables sets. The rules outlive a killed
+// server (pods run on, still isolated), and the restarted agent takes the
+// tables over.
 func TestNetworkIsolation(t *testing.T) {
 	c := startCluster(t, "netpol")
 	ctx := context.Background()
@@ -142,6 +145,37 @@ func TestNetworkIsolation(t *testing.T) {
 	refusedSoon("pod web-b once the policy is gone", podURL(webB))
 	refusedSoon("service web-b once the policy is gone", svcURL)
 	reaches("web-a still", podURL(webA), "a")
+
+	// The node's rules outlive the agent: with the server killed, the
+	// pods run on, and shop is still shut out of np-b.
+	if err := c.p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.p.done <- <-c.p.done
+	inClient := func(url string) (string, error) {
+		id, err := exec.Command("docker", "-H", c.d.Host(), "ps", "-q", "--filter", "label=io.slipway.pod.name=client", "--filter", "label=io.slipway.container=web").Output()
+		if err != nil || len(strings.Fields(string(id))) != 1 {
+			t.Fatalf("finding the client's container: %v: %q", err, id)
+		}
+		out, err := exec.Command("docker", "-H", c.d.Host(), "exec", strings.TrimSpace(string(id)), "sh", "-c", "timeout 5 wget -q -O - "+url).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if body, err := inClient(podURL(webB)); err == nil {
+		t.Fatalf("with the server down, a pod of shop reached pod web-b: answered %q", body)
+	}
+	if body, err := inClient(podURL(webA)); err != nil || body != "a" {
+		t.Fatalf("with the server down, the client could not reach web-a: %q, %v", body, err)
+	}
+	// Started again, the agent takes the tables over: a policy made now
+	// is enforced, and its deletion too.
+	c.p = startServer(t, c.p.dataDir, c.p.addr, c.args...)
+	logIfDied(t, c.p)
+	pol.ResourceVersion = ""
+	if err := c.admin.Create(ctx, api.NetworkPolicies, pol); err != nil {
+		t.Fatal(err)
+	}
+	reaches("pod web-b after the restart, once np-b lets shop in", podURL(webB), "b")
+	reaches("service web-b after the restart", svcURL, "b")
 
 	if _, err := c.admin.Delete(ctx, api.Pods, b.ns, "web-b"); err != nil {
 		t.Fatal(err)
