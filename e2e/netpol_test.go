@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -22,11 +23,17 @@ import (
 // refuses it); the host still reaches both (the platform's own paths).
 // A NetworkPolicy in np-b naming shop lets shop in, by pod IP and by
 // service; deleting it shuts shop out again. A pod that goes away leaves
-// no address in the node's nftables sets. The rules outlive a killed
+// no address in the node's nftables sets; an address of the pod network
+// that is no known pod reaches nothing. The rules outlive a killed
 // server (pods run on, still isolated), and the restarted agent takes the
 // tables over.
 func TestNetworkIsolation(t *testing.T) {
-	c := startCluster(t, "netpol")
+	// A service range of this process's own (the flag given last wins):
+	// startCluster's ranges repeat in every test process, and another
+	// package's tests on the machine may hold the same one on slipway0.
+	cidr := fmt.Sprintf("10.44.%d.0/24", os.Getpid()%250)
+	t.Cleanup(func() { removeServiceRange(t, cidr) })
+	c := startCluster(t, "netpol", "--service-cidr", cidr)
 	ctx := context.Background()
 	b := *c
 	b.ns = "np-b"
@@ -122,6 +129,13 @@ func TestNetworkIsolation(t *testing.T) {
 	waitServing(t, svcURL, "b", 30*time.Second)
 	refused("pod web-b", podURL(webB))
 	refused("service web-b", svcURL)
+	// An address of the pod network that no pod's status names (a pod
+	// whose IP the node does not know yet; here a bare container on the
+	// bridge) reaches no pod: unknown is refused, not trusted.
+	dk := newDockerCLI(t)
+	if out, err := dk.run("", "run", "--rm", baseImage(t), "sh", "-c", "timeout 5 wget -q -O - "+podURL(webA)); err == nil {
+		t.Fatalf("a container on the pod network that is no pod reached web-a: answered %q", out)
+	}
 
 	pol := &api.NetworkPolicy{
 		ObjectMeta: api.ObjectMeta{Name: "from-shop", Namespace: b.ns},

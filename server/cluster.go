@@ -223,7 +223,7 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	if !cfg.NoIsolation {
 		np, err := netpol.New(netpol.Config{
 			Store: st, NodeName: cfg.Name, Address: cfg.Address,
-			Enforcer: netpol.NFTables{Name: cfg.ContainerPrefix},
+			Enforcer: netpol.NFTables{Name: cfg.ContainerPrefix}, Subnets: rt.PodSubnets,
 		})
 		if err != nil {
 			return nil, err

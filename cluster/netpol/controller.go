@@ -34,6 +34,11 @@ type Config struct {
 	// Resync applies the rules again this often even with no change, to
 	// repair tables someone else flushed. Default 30s.
 	Resync time.Duration
+	// Subnets lists the pod network's subnets (runtime.Docker.PodSubnets),
+	// asked at most once per Resync. An unknown address there is refused
+	// to and from pods. Nil, or an error, leaves only the known pod IPs
+	// filtered.
+	Subnets func(context.Context) ([]netip.Prefix, error)
 }
 
 // Controller keeps the host's filter in step with the store.
@@ -97,8 +102,20 @@ func (c *Controller) Run(ctx context.Context) {
 	defer t.Stop()
 	var last string
 	backoff := time.Duration(0)
+	var subnets []netip.Prefix
+	var subnetsAt time.Time
 	for {
+		if c.cfg.Subnets != nil && time.Since(subnetsAt) >= c.cfg.Resync {
+			s, err := c.cfg.Subnets(ctx)
+			if err != nil {
+				slog.Warn("netpol: the pod network's subnets are unknown; addresses there that are no known pod are not filtered", "err", err)
+				subnetsAt = time.Now().Add(5*time.Second - c.cfg.Resync) // again in 5s
+			} else {
+				subnets, subnetsAt = s, time.Now()
+			}
+		}
 		r := c.compile()
+		r.Subnets = subnets
 		c.rules.Store(r)
 		if err := c.cfg.Enforcer.Apply(r); err != nil {
 			backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
@@ -177,5 +194,5 @@ func (c *Controller) Access(client netip.Addr, endpoint netip.AddrPort, proto st
 
 // String is a stable text of the rules, to tell a change.
 func (r *Rules) String() string {
-	return fmt.Sprint(r.Pods, r.Projects, r.Allows)
+	return fmt.Sprint(r.Pods, r.Projects, r.Allows, r.Subnets)
 }

@@ -2,6 +2,7 @@ package netpol
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -190,7 +191,36 @@ func join(parts ...any) []expr.Any {
 	return out
 }
 
-// build fills table t (just made, empty) with r.
+// inPrefix is "ip saddr|daddr PREFIX" for load (saddr or daddr).
+func inPrefix(load *expr.Payload, p netip.Prefix) []expr.Any {
+	mask := net.CIDRMask(p.Bits(), 32)
+	return []expr.Any{
+		load,
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+	}
+}
+
+// build fills table t (just made, empty) with r:
+//
+//	chain forward {             # hook forward
+//	    ip daddr SUBNET jump check     # for each pod subnet
+//	    ip daddr @pods jump check      # pods outside them
+//	}
+//	chain check {
+//	    ct state established,related accept
+//	    ip saddr SUBNET goto filter    # for each pod subnet
+//	    ip saddr @pods goto filter
+//	    accept                         # not from a pod: not ours
+//	}
+//	chain filter {
+//	    ip saddr @pN ip daddr @pN accept                      # each project
+//	    ip saddr @fN ip daddr @tN [tcp|udp [dport P]] accept  # each allow
+//	    reject (ip) | drop (bridge)
+//	}
+//
+// An address of the pod network that is no known pod is matched by
+// neither a project nor an allow, and so is refused both ways.
 func build(c *nftables.Conn, t *nftables.Table, r *Rules, bridgeCT bool) error {
 	bridge := t.Family == nftables.TableFamilyBridge
 	pods, err := ipSet(c, t, "pods", r.Pods)
@@ -198,6 +228,7 @@ func build(c *nftables.Conn, t *nftables.Table, r *Rules, bridgeCT bool) error {
 		return err
 	}
 	check := c.AddChain(&nftables.Chain{Name: "check", Table: t})
+	filter := c.AddChain(&nftables.Chain{Name: "filter", Table: t})
 	rule := func(chain *nftables.Chain, e []expr.Any) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: e})
 	}
@@ -214,20 +245,32 @@ func build(c *nftables.Conn, t *nftables.Table, r *Rules, bridgeCT bool) error {
 	if bridge {
 		ipOnly = isIPv4
 	}
-	// Traffic to a pod of this host is checked.
-	rule(fwd, join(ipOnly, in(daddr, pods, false), &expr.Verdict{Kind: expr.VerdictJump, Chain: check.Name}))
+	jump := &expr.Verdict{Kind: expr.VerdictJump, Chain: check.Name}
+	gotoFilter := &expr.Verdict{Kind: expr.VerdictGoto, Chain: filter.Name}
+	for _, s := range r.Subnets {
+		if s.Addr().Is4() {
+			rule(fwd, join(ipOnly, inPrefix(daddr, s), jump))
+		}
+	}
+	rule(fwd, join(ipOnly, in(daddr, pods, false), jump))
 
 	if !bridge || bridgeCT {
 		rule(check, join(established, accept))
 	}
-	// From the host, another machine, or anything not a pod: not ours.
-	rule(check, join(in(saddr, pods, true), accept))
+	for _, s := range r.Subnets {
+		if s.Addr().Is4() {
+			rule(check, join(inPrefix(saddr, s), gotoFilter))
+		}
+	}
+	rule(check, join(in(saddr, pods, false), gotoFilter))
+	rule(check, join(accept))
+
 	for i, g := range r.Projects {
 		s, err := ipSet(c, t, "p"+strconv.Itoa(i), g.IPs)
 		if err != nil {
 			return err
 		}
-		rule(check, join(in(saddr, s, false), in(daddr, s, false), accept))
+		rule(filter, join(in(saddr, s, false), in(daddr, s, false), accept))
 	}
 	for i, a := range r.Allows {
 		from, err := ipSet(c, t, "f"+strconv.Itoa(i), a.From)
@@ -242,20 +285,20 @@ func build(c *nftables.Conn, t *nftables.Table, r *Rules, bridgeCT bool) error {
 		if a.Proto != "" {
 			proto = l4(a.Proto, a.Port)
 		}
-		rule(check, join(in(saddr, from, false), in(daddr, to, false), proto, accept))
+		rule(filter, join(in(saddr, from, false), in(daddr, to, false), proto, accept))
 	}
 	if bridge {
-		rule(check, join(notFirstSYN, accept))
+		rule(filter, join(notFirstSYN, accept))
 		if !bridgeCT && bridgedToIP() {
 			// The ip table has already refused, statefully, what it
 			// must; without conntrack here, a reply to an allowed UDP
 			// datagram would look like a new one.
-			rule(check, join(accept))
+			rule(filter, join(accept))
 		}
-		rule(check, join(&expr.Verdict{Kind: expr.VerdictDrop}))
+		rule(filter, join(&expr.Verdict{Kind: expr.VerdictDrop}))
 		return nil
 	}
-	rule(check, join(l4("TCP", 0), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
-	rule(check, join(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 13})) // admin prohibited
+	rule(filter, join(l4("TCP", 0), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
+	rule(filter, join(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 13})) // admin prohibited
 	return nil
 }

@@ -31,7 +31,9 @@ func TestNFTablesApplyReplacesAndRemoves(t *testing.T) {
 			Ports: []api.NetworkPolicyPort{{Port: 80}},
 		}},
 	}}
-	if err := n.Apply(Compile(pods, nil, []*api.NetworkPolicy{pol})); err != nil {
+	r := Compile(pods, nil, []*api.NetworkPolicy{pol})
+	r.Subnets = []netip.Prefix{netip.MustParsePrefix("10.251.0.0/24")}
+	if err := n.Apply(r); err != nil {
 		t.Fatal(err)
 	}
 	if got := elements(t, n, nftables.TableFamilyIPv4, "pods"); got != "[10.251.0.2 10.251.0.3]" {

@@ -52,6 +52,10 @@ type Rules struct {
 	Projects []Group
 	// Allows are what policies add.
 	Allows []Allow
+	// Subnets are the pod network: an address there that is not one of
+	// Pods is a pod not known yet (its IP not yet in its status), and is
+	// refused rather than taken for the outside world.
+	Subnets []netip.Prefix
 
 	byIP map[netip.Addr]*Pod
 }
@@ -151,6 +155,18 @@ func Compile(pods []Pod, projectLabels map[string]map[string]string, policies []
 	return r
 }
 
+func (r *Rules) inPodNetwork(ip netip.Addr) bool {
+	if r.byIP[ip] != nil {
+		return true
+	}
+	for _, s := range r.Subnets {
+		if s.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // peersMatch reports whether p is one of peers, for a policy in project
 // ns; no peers means every pod.
 func peersMatch(peers []api.NetworkPolicyPeer, ns string, p *Pod, nsLabels func(string) map[string]string) bool {
@@ -173,12 +189,21 @@ func peersMatch(peers []api.NetworkPolicyPeer, ns string, p *Pod, nsLabels func(
 }
 
 // Allowed reports whether src may open a connection to dst on port of
-// proto ("TCP" or "UDP"). An address that is not one of the rules' pods
-// (the host, another machine) is not filtered.
+// proto ("TCP" or "UDP"). An address outside the pod network (the host,
+// another machine) is not filtered; one inside it that is not a known pod
+// is refused.
 func (r *Rules) Allowed(src, dst netip.Addr, proto string, port uint16) error {
 	src, dst = src.Unmap(), dst.Unmap()
+	if !r.inPodNetwork(src) || !r.inPodNetwork(dst) {
+		return nil
+	}
 	from, to := r.byIP[src], r.byIP[dst]
-	if from == nil || to == nil || from.Namespace == to.Namespace {
+	switch {
+	case from == nil:
+		return fmt.Errorf("%w: %s is in the pod network but is no pod this node knows yet", ErrDenied, src)
+	case to == nil:
+		return fmt.Errorf("%w: %s is in the pod network but is no pod this node knows yet", ErrDenied, dst)
+	case from.Namespace == to.Namespace:
 		return nil
 	}
 	for _, a := range r.Allows {

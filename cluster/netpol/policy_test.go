@@ -56,6 +56,7 @@ func TestAllowed(t *testing.T) {
 		}),
 	}
 	r := Compile(pods, projects, policies)
+	r.Subnets = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
 	for _, tc := range []struct {
 		src, dst string
 		proto    string
@@ -73,6 +74,8 @@ func TestAllowed(t *testing.T) {
 		{"10.0.0.5", "10.0.0.4", "TCP", 6379, true},  // c is team blue too (labels are the project's word)
 		{"192.168.1.9", "10.0.0.3", "TCP", 22, true}, // not a pod: the host, another machine
 		{"10.0.0.3", "192.168.1.9", "TCP", 22, true}, // to a non-pod
+		{"10.0.0.99", "10.0.0.1", "TCP", 80, false},  // an address of the pod network no pod has (yet)
+		{"10.0.0.1", "10.0.0.99", "TCP", 80, false},  // and to it
 	} {
 		err := r.Allowed(ip(tc.src), ip(tc.dst), tc.proto, tc.port)
 		if (err == nil) != tc.allowed {
