@@ -147,8 +147,17 @@ func TestNetworkIsolation(t *testing.T) {
 			}},
 		},
 	}
-	if err := c.admin.Create(ctx, api.NetworkPolicies, pol); err != nil {
-		t.Fatal(err)
+	// Made the way a user does; pol is the same policy, for later.
+	c.apply(`kind: NetworkPolicy
+metadata: {name: from-shop, namespace: np-b}
+spec:
+  podSelector: {matchLabels: {app: web-b}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}}]
+    ports: [{protocol: TCP, port: 8080}]
+`)
+	if out := c.cli.ok("get", "netpol", "-n", b.ns); !strings.Contains(out, "from-shop") {
+		t.Errorf("slipway get netpol -n %s:\n%s\nwant the policy listed", b.ns, out)
 	}
 	reaches("pod web-b once np-b lets shop in", podURL(webB), "b")
 	reaches("service web-b once np-b lets shop in", svcURL, "b")
