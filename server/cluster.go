@@ -230,6 +230,9 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 		}
 		go np.Run(ctx)
 		access = np.Access
+	} else if err := (netpol.NFTables{Name: cfg.ContainerPrefix}).Remove(); err != nil {
+		// An earlier run's tables would go on filtering by stale addresses.
+		slog.Warn("node: network isolation is off, but the rules of an earlier run could not be removed", "tables", netpol.TablePrefix+cfg.ContainerPrefix, "err", err)
 	}
 	if !cfg.NoProxy {
 		vips, err := proxy.NewDummy("slipway0")
