@@ -81,7 +81,6 @@ var NetworkPolicies = Register(&Resource{
 	Name: "networkpolicies", Kind: "NetworkPolicy", ShortNames: []string{"netpol"}, Namespaced: true,
 	New:      func() Object { return &NetworkPolicy{} },
 	Validate: func(o Object) FieldErrors { return validateNetworkPolicy(&o.(*NetworkPolicy).Spec) },
-	Columns:  []Column{{Header: "POD-SELECTOR", Path: "spec.podSelector.matchLabels"}},
 })
 
 func validateNetworkPolicy(s *NetworkPolicySpec) FieldErrors {
