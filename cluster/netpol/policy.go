@@ -79,21 +79,27 @@ type Allow struct {
 
 // Compile makes the rules for pods, whose projects carry projectLabels
 // (by project name; a project missing there has only ProjectNameLabel),
-// under policies. Pods without a valid IP are left out; of two pods with
-// one IP, the first by namespace and name keeps it.
+// under policies. Pods without a valid IP are left out, and so are pods
+// that share an IP (a deleted pod's address given to a new one before the
+// store has caught up): which project the address is in is unknown, so it
+// is refused like any unknown address of the pod network.
 func Compile(pods []Pod, projectLabels map[string]map[string]string, policies []*api.NetworkPolicy) *Rules {
 	pods = slices.Clone(pods)
 	slices.SortFunc(pods, func(a, b Pod) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	r := &Rules{byIP: map[netip.Addr]*Pod{}}
+	uses := map[netip.Addr]int{}
+	for i := range pods {
+		pods[i].IP = pods[i].IP.Unmap()
+		uses[pods[i].IP]++
+	}
 	var kept []*Pod
 	for i := range pods {
 		p := &pods[i]
-		if !p.IP.IsValid() || r.byIP[p.IP.Unmap()] != nil {
+		if !p.IP.IsValid() || uses[p.IP] > 1 {
 			continue
 		}
-		p.IP = p.IP.Unmap()
 		r.byIP[p.IP] = p
 		kept = append(kept, p)
 		r.Pods = append(r.Pods, p.IP)

@@ -31,7 +31,8 @@ func TestAllowed(t *testing.T) {
 		{Namespace: "b", Name: "db", IP: ip("10.0.0.3"), Labels: map[string]string{"app": "db"}},
 		{Namespace: "b", Name: "cache", IP: ip("10.0.0.4"), Labels: map[string]string{"app": "cache"}},
 		{Namespace: "c", Name: "spy", IP: ip("10.0.0.5"), Labels: map[string]string{"app": "web"}},
-		{Namespace: "c", Name: "twin", IP: ip("10.0.0.1")}, // a stale duplicate of a/web's IP: a/web keeps it
+		{Namespace: "c", Name: "old", IP: ip("10.0.0.6")}, // an address two pods claim: whose it is is unknown
+		{Namespace: "a", Name: "new", IP: ip("10.0.0.6")},
 	}
 	projects := map[string]map[string]string{
 		"a": {"team": "blue"},
@@ -76,6 +77,8 @@ func TestAllowed(t *testing.T) {
 		{"10.0.0.3", "192.168.1.9", "TCP", 22, true}, // to a non-pod
 		{"10.0.0.99", "10.0.0.1", "TCP", 80, false},  // an address of the pod network no pod has (yet)
 		{"10.0.0.1", "10.0.0.99", "TCP", 80, false},  // and to it
+		{"10.0.0.6", "10.0.0.5", "TCP", 80, false},   // a claimed twice: not even c's
+		{"10.0.0.1", "10.0.0.6", "TCP", 80, false},   // nor a's
 	} {
 		err := r.Allowed(ip(tc.src), ip(tc.dst), tc.proto, tc.port)
 		if (err == nil) != tc.allowed {
@@ -86,7 +89,7 @@ func TestAllowed(t *testing.T) {
 		}
 	}
 	if got := len(r.Pods); got != 5 {
-		t.Errorf("compiled %d pod IPs, want 5 (the duplicate left out): %v", got, r.Pods)
+		t.Errorf("compiled %d pod IPs, want 5 (the shared one left out): %v", got, r.Pods)
 	}
 	if len(r.Projects) != 3 {
 		t.Errorf("groups = %v, want one per project", r.Projects)
