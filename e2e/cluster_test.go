@@ -28,6 +28,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/cluster/netpol"
 )
 
 // The cluster tests run pods: `slipway start` with its node agent on the
@@ -150,8 +151,12 @@ func removeServiceRange(t *testing.T, cidr string) {
 }
 
 // removeContainers removes every container an agent with this prefix
-// made on the engine.
+// made on the engine, and its network policy tables, which outlive the
+// agent on purpose.
 func removeContainers(t *testing.T, d *dockerd, prefix string) {
+	if err := (netpol.NFTables{Name: prefix}).Remove(); err != nil {
+		t.Logf("removing the nftables tables of %s: %v", prefix, err)
+	}
 	out, err := exec.Command("docker", "-H", d.Host(), "ps", "-aq", "--filter", "label=io.slipway.runtime="+prefix).Output()
 	if err != nil {
 		t.Logf("listing the containers of %s: %v", prefix, err)

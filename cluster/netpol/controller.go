@@ -25,9 +25,10 @@ type Enforcer interface {
 type Config struct {
 	// Store is where pods, projects and policies are watched. Required.
 	Store *store.Store
-	// NodeName and Address pick the pods filtered: those bound to the
-	// node, and those whose hostIP is Address (other agents on this host
-	// share its pod network). One is required.
+	// NodeName and Address pick the pods known: those bound to the node
+	// (whose traffic is filtered), and those whose hostIP is Address
+	// (other agents on this host share its pod network; they filter
+	// their own). One is required.
 	NodeName, Address string
 	// Enforcer applies the rules, such as NFTables. Required.
 	Enforcer Enforcer
@@ -165,7 +166,8 @@ func (c *Controller) compile() *Rules {
 		if err != nil {
 			continue
 		}
-		pods = append(pods, Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IP: ip})
+		local := p.Spec.NodeName == c.cfg.NodeName || c.cfg.NodeName == ""
+		pods = append(pods, Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IP: ip, Local: local})
 	}
 	labels := map[string]map[string]string{}
 	for _, o := range c.projects.List("") {
@@ -194,5 +196,5 @@ func (c *Controller) Access(client netip.Addr, endpoint netip.AddrPort, proto st
 
 // String is a stable text of the rules, to tell a change.
 func (r *Rules) String() string {
-	return fmt.Sprint(r.Pods, r.Projects, r.Allows, r.Subnets)
+	return fmt.Sprint(r.Pods, r.Local, r.Projects, r.Allows, r.Subnets)
 }

@@ -204,14 +204,19 @@ func inPrefix(load *expr.Payload, p netip.Prefix) []expr.Any {
 // build fills table t (just made, empty) with r:
 //
 //	chain forward {             # hook forward
-//	    ip daddr SUBNET jump check     # for each pod subnet
-//	    ip daddr @pods jump check      # pods outside them
+//	    ip daddr @local jump check     # to or from a pod of this node
+//	    ip saddr @local jump check
 //	}
 //	chain check {
 //	    ct state established,related accept
-//	    ip saddr SUBNET goto filter    # for each pod subnet
-//	    ip saddr @pods goto filter
-//	    accept                         # not from a pod: not ours
+//	    ip saddr SUBNET goto dst       # for each pod subnet
+//	    ip saddr @pods goto dst        # pods outside them
+//	    accept                         # not from the pod network
+//	}
+//	chain dst {
+//	    ip daddr SUBNET goto filter
+//	    ip daddr @pods goto filter
+//	    accept                         # not to the pod network
 //	}
 //	chain filter {
 //	    ip saddr @pN ip daddr @pN accept                      # each project
@@ -220,14 +225,23 @@ func inPrefix(load *expr.Payload, p netip.Prefix) []expr.Any {
 //	}
 //
 // An address of the pod network that is no known pod is matched by
-// neither a project nor an allow, and so is refused both ways.
+// neither a project nor an allow, and so is refused both ways. Only
+// traffic of this node's own pods is filtered here: another agent on the
+// same bridge (another node of the cluster, or another cluster's) filters
+// its own, and a table an agent left behind touches only its old pods'
+// addresses.
 func build(c *nftables.Conn, t *nftables.Table, r *Rules, bridgeCT bool) error {
 	bridge := t.Family == nftables.TableFamilyBridge
 	pods, err := ipSet(c, t, "pods", r.Pods)
 	if err != nil {
 		return err
 	}
+	local, err := ipSet(c, t, "local", r.Local)
+	if err != nil {
+		return err
+	}
 	check := c.AddChain(&nftables.Chain{Name: "check", Table: t})
+	dst := c.AddChain(&nftables.Chain{Name: "dst", Table: t})
 	filter := c.AddChain(&nftables.Chain{Name: "filter", Table: t})
 	rule := func(chain *nftables.Chain, e []expr.Any) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: e})
@@ -246,24 +260,25 @@ func build(c *nftables.Conn, t *nftables.Table, r *Rules, bridgeCT bool) error {
 		ipOnly = isIPv4
 	}
 	jump := &expr.Verdict{Kind: expr.VerdictJump, Chain: check.Name}
-	gotoFilter := &expr.Verdict{Kind: expr.VerdictGoto, Chain: filter.Name}
-	for _, s := range r.Subnets {
-		if s.Addr().Is4() {
-			rule(fwd, join(ipOnly, inPrefix(daddr, s), jump))
-		}
-	}
-	rule(fwd, join(ipOnly, in(daddr, pods, false), jump))
+	rule(fwd, join(ipOnly, in(daddr, local, false), jump))
+	rule(fwd, join(ipOnly, in(saddr, local, false), jump))
 
 	if !bridge || bridgeCT {
 		rule(check, join(established, accept))
 	}
-	for _, s := range r.Subnets {
-		if s.Addr().Is4() {
-			rule(check, join(inPrefix(saddr, s), gotoFilter))
+	for _, hop := range []struct {
+		from, to *nftables.Chain
+		load     *expr.Payload
+	}{{check, dst, saddr}, {dst, filter, daddr}} {
+		next := &expr.Verdict{Kind: expr.VerdictGoto, Chain: hop.to.Name}
+		for _, s := range r.Subnets {
+			if s.Addr().Is4() {
+				rule(hop.from, join(inPrefix(hop.load, s), next))
+			}
 		}
+		rule(hop.from, join(in(hop.load, pods, false), next))
+		rule(hop.from, join(accept))
 	}
-	rule(check, join(in(saddr, pods, false), gotoFilter))
-	rule(check, join(accept))
 
 	for i, g := range r.Projects {
 		s, err := ipSet(c, t, "p"+strconv.Itoa(i), g.IPs)

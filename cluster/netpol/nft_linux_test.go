@@ -22,8 +22,8 @@ func TestNFTablesApplyReplacesAndRemoves(t *testing.T) {
 	t.Cleanup(func() { _ = n.Remove() })
 	ip := netip.MustParseAddr
 	pods := []Pod{
-		{Namespace: "a", Name: "x", IP: ip("10.251.0.2")},
-		{Namespace: "b", Name: "y", IP: ip("10.251.0.3"), Labels: map[string]string{"app": "db"}},
+		{Namespace: "a", Name: "x", IP: ip("10.251.0.2"), Local: true},
+		{Namespace: "b", Name: "y", IP: ip("10.251.0.3"), Labels: map[string]string{"app": "db"}, Local: true},
 	}
 	pol := &api.NetworkPolicy{ObjectMeta: api.ObjectMeta{Namespace: "b", Name: "from-a"}, Spec: api.NetworkPolicySpec{
 		Ingress: []api.NetworkPolicyIngressRule{{
@@ -47,6 +47,9 @@ func TestNFTablesApplyReplacesAndRemoves(t *testing.T) {
 	}
 	if got := elements(t, n, nftables.TableFamilyIPv4, "pods"); got != "[10.251.0.2]" {
 		t.Fatalf("after the pod went: pods set = %s, want only the one left", got)
+	}
+	if got := elements(t, n, nftables.TableFamilyBridge, "local"); got != "[10.251.0.2]" {
+		t.Fatalf("after the pod went: the bridge table's local set = %s, want only the one left", got)
 	}
 	if err := n.Remove(); err != nil {
 		t.Fatal(err)

@@ -41,13 +41,19 @@ type Pod struct {
 	Name      string
 	Labels    map[string]string
 	IP        netip.Addr
+	// Local: bound to this node. The node filters only traffic to or
+	// from its own pods; other pods are known to tell their project.
+	Local bool
 }
 
 // Rules is the compiled policy for a set of pods: which pod IPs may open
 // connections to which.
 type Rules struct {
-	// Pods are the IPs filtered, sorted.
+	// Pods are the IPs of every known pod, sorted.
 	Pods []netip.Addr
+	// Local are those of this node's pods, sorted: traffic to or from
+	// them is filtered.
+	Local []netip.Addr
 	// Projects groups the pod IPs of each project: a group reaches itself.
 	Projects []Group
 	// Allows are what policies add.
@@ -103,6 +109,9 @@ func Compile(pods []Pod, projectLabels map[string]map[string]string, policies []
 		r.byIP[p.IP] = p
 		kept = append(kept, p)
 		r.Pods = append(r.Pods, p.IP)
+		if p.Local {
+			r.Local = append(r.Local, p.IP)
+		}
 		if n := len(r.Projects); n == 0 || r.Projects[n-1].Project != p.Namespace {
 			r.Projects = append(r.Projects, Group{Project: p.Namespace})
 		}
@@ -110,6 +119,7 @@ func Compile(pods []Pod, projectLabels map[string]map[string]string, policies []
 		g.IPs = append(g.IPs, p.IP)
 	}
 	slices.SortFunc(r.Pods, netip.Addr.Compare)
+	slices.SortFunc(r.Local, netip.Addr.Compare)
 	for _, g := range r.Projects {
 		slices.SortFunc(g.IPs, netip.Addr.Compare)
 	}
