@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -65,14 +66,15 @@ type NodeConfig struct {
 }
 
 // podGateway hands pods/log and pods/exec to the agent that runs the pod:
-// this process's own, or another's over HTTP with the node token.
+// this process's own (with a token that never leaves the process), or
+// another's over TLS, where each side checks the other's certificate.
 type podGateway struct {
-	mu     sync.Mutex
-	local  *node.Agent
-	name   string
-	token  string
-	store  *store.Store
-	client *http.Client
+	mu    sync.Mutex
+	local *node.Agent
+	name  string
+	token string
+	store *store.Store
+	nodes *nodeServices
 }
 
 func (g *podGateway) setLocal(a *node.Agent, name string) {
@@ -87,8 +89,9 @@ func (g *podGateway) ServePod(w http.ResponseWriter, r *http.Request, pod *api.P
 	g.mu.Unlock()
 	r2 := r.Clone(r.Context())
 	r2.URL.Path = "/pods/" + pod.Namespace + "/" + pod.Name + "/" + sub
-	r2.Header.Set("Authorization", "Bearer "+g.token)
+	r2.Header.Del("Authorization") // the user's token is not the agent's business
 	if local != nil && pod.Spec.NodeName == name {
+		r2.Header.Set("Authorization", "Bearer "+g.token)
 		local.Handler().ServeHTTP(w, r2)
 		return
 	}
@@ -103,35 +106,31 @@ func (g *podGateway) ServePod(w http.ResponseWriter, r *http.Request, pod *api.P
 		return
 	}
 	target, err := url.Parse(addr)
+	if err == nil && target.Scheme != "https" {
+		err = fmt.Errorf("node %s serves logs and exec at %s, not over https; restart it with this version's `slipway node`", pod.Spec.NodeName, addr)
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = g.nodes.transport(pod.Spec.NodeName)
 	rp.FlushInterval = -1
 	rp.ServeHTTP(w, r2)
 }
 
 // AgentEndpointAnnotation on a Node is where its agent serves logs and
-// exec, such as http://10.0.0.5:10250.
+// exec, such as https://10.0.0.5:10250.
 const AgentEndpointAnnotation = "slipway.dev/agent-endpoint"
 
-// nodeToken is the secret API servers present to node agents, shared
-// through the data dir as the registry's keys are.
-func nodeToken(dataDir string) (string, error) {
-	p := filepath.Join(dataDir, "node-token")
-	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
-		return strings.TrimSpace(string(b)), nil
-	}
+// localToken is what this process's API server presents to its own
+// agent; it never leaves the process.
+func localToken() (string, error) {
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
 		return "", err
 	}
-	tok := hex.EncodeToString(buf)
-	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("server: node token: %w", err)
-	}
-	return tok, nil
+	return hex.EncodeToString(buf), nil
 }
 
 // startClusterControllers runs the scheduler, the node lifecycle, the
@@ -158,8 +157,10 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 }
 
 // StartNode runs the node role: an agent on the Docker engine and, unless
-// turned off, the service proxy. It returns the agent.
-func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
+// turned off, the service proxy, on st (the store in `slipway start`, the
+// API as the node in `slipway node`). It returns the agent. With
+// cfg.Listen the agent serves logs and exec over TLS with listenTLS.
+func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir, token string, listenTLS *tls.Config, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
 	if cfg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -201,18 +202,21 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 		}
 	}()
 	if cfg.Listen != "" {
+		if listenTLS == nil {
+			return nil, errors.New("node: --listen serves logs and exec only over TLS, with the node's certificate")
+		}
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
 		}
 		srv := &http.Server{Handler: agent.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { <-ctx.Done(); srv.Close() }()
-		go func() { _ = srv.Serve(ln) }()
+		go func() { _ = srv.Serve(tls.NewListener(ln, listenTLS)) }()
 		host, port, _ := net.SplitHostPort(ln.Addr().String())
 		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 			host = cfg.Address
 		}
-		endpoint := "http://" + net.JoinHostPort(host, port)
+		endpoint := "https://" + net.JoinHostPort(host, port)
 		go annotateNode(ctx, st, cfg.Name, endpoint)
 	}
 	if !cfg.NoProxy {
@@ -231,7 +235,7 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 
 // annotateNode records where the agent serves logs and exec, once the
 // agent has registered the Node.
-func annotateNode(ctx context.Context, st *store.Store, name, endpoint string) {
+func annotateNode(ctx context.Context, st store.Interface, name, endpoint string) {
 	for ctx.Err() == nil {
 		_, err := st.GuaranteedUpdate(ctx, api.Nodes, "", name, store.UpdateOptions{}, func(o api.Object) error {
 			n := o.(*api.Node)
@@ -355,7 +359,7 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit)
+	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}
@@ -380,21 +384,4 @@ func pingDocker(ctx context.Context, host string) error {
 	defer cancel()
 	_, err = rt.ListPods(pctx)
 	return err
-}
-
-// startNodeOnly runs the caches that pull tokens need, and the node role.
-func (s *Server) startNodeOnly(bootCtx context.Context) (*Server, error) {
-	runCtx, err := s.runCaches(bootCtx)
-	if err != nil {
-		return nil, err
-	}
-	s.RegistryHost = s.cfg.RegistryHost
-	if err := pingDocker(runCtx, s.cfg.Node.DockerHost); err != nil {
-		return nil, fmt.Errorf("node: no Docker engine answers at %q: %w (install docker.io and start it, or pass --docker-host)", s.cfg.Node.DockerHost, err)
-	}
-	if s.Agent, err = StartNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit); err != nil {
-		return nil, err
-	}
-	slog.Info("slipway node is running", "node", s.cfg.Node.Name, "etcd", strings.Join(s.cfg.EtcdEndpoints, ","))
-	return s, nil
 }

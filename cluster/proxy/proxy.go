@@ -56,7 +56,7 @@ import (
 // Config configures a Proxy.
 type Config struct {
 	// Store is where Services and Endpoints are watched. Required.
-	Store *store.Store
+	Store store.Interface
 	// VIPs makes cluster IPs local: a Dummy interface on a node, Loopback
 	// in tests. Required.
 	VIPs VIPs
