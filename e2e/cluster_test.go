@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -588,19 +587,10 @@ func TestNodeLoss(t *testing.T) {
 	// Heartbeats every 2s, so a 6s grace period does not flap.
 	c := startCluster(t, "node-a", "--heartbeat-interval", "2s", "--node-grace-period", "6s", "--pod-eviction-timeout", "4s")
 	ctx := context.Background()
-	var etcdAddrs struct{ Client string }
-	data, err := os.ReadFile(filepath.Join(c.p.dataDir, "etcd.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &etcdAddrs); err != nil || etcdAddrs.Client == "" {
-		t.Fatalf("etcd.json = %s, %v; want the embedded etcd's client address", data, err)
-	}
 	t.Cleanup(func() { removeContainers(t, c.d, "node-b") }) // after the kill below
-	nodeB := exec.Command(binary(t), "node", "--data-dir", c.p.dataDir,
-		"--etcd-endpoints", "https://"+etcdAddrs.Client, "--registry", c.p.registry,
+	nodeB := exec.Command(binary(t), append(nodeJoinArgs(t, c, "node-b"), "--data-dir", c.p.dataDir,
 		"--node-name", "node-b", "--container-prefix", "node-b", "--no-proxy",
-		"--docker-host", c.d.Host(), "--listen", freePort(t), "--heartbeat-interval", "2s")
+		"--docker-host", c.d.Host(), "--listen", freePort(t), "--heartbeat-interval", "2s")...)
 	var out bytes.Buffer
 	nodeB.Stdout, nodeB.Stderr = &out, &out
 	if err := nodeB.Start(); err != nil {
