@@ -51,6 +51,7 @@ type cluster struct {
 	admin *client.Client
 	cli   cli
 	node  string // node name, also the container prefix
+	cidr  string // the service range
 	ns    string
 	auth  remote.Option
 }
@@ -78,7 +79,7 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	}, extra...)
 	p := startServer(t, dir, addr, args...)
 	logIfDied(t, p)
-	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop"}
+	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop", cidr: cidr}
 	c.auth = remote.WithAuth(&authn.Basic{Username: "admin", Password: c.admin.Token()})
 	if err := c.admin.Create(context.Background(), api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: c.ns}}); err != nil {
 		t.Fatal(err)

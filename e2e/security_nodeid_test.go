@@ -389,3 +389,51 @@ func csrFor(t *testing.T, cn string) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
+
+// TestNodeJoinedServesServices: a node that joined with a bootstrap token
+// is the cluster's only node, and its service proxy, which reads services
+// and endpoints through the API as the node, serves a service.
+func TestNodeJoinedServesServices(t *testing.T) {
+	c := startCluster(t, "njs", "--no-node")
+	ctx := context.Background()
+	cmd := exec.Command(binary(t), append(nodeJoinArgs(t, c, c.node), "--data-dir", t.TempDir(), "--node-name", c.node,
+		"--container-prefix", c.node, "--service-cidr", c.cidr, "--docker-host", c.d.Host(), "--heartbeat-interval", "2s")...)
+	out := &syncWriter{w: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("slipway node output:\n%s", out.String())
+		}
+	})
+	c.push("web:1", podImage(t, nil, "sh", "-c", "mkdir -p /www && echo served-by-joined-node > /www/index.html && exec httpd -f -p 8080 -h /www"))
+	if err := c.admin.Create(ctx, api.Pods, &api.Pod{
+		ObjectMeta: api.ObjectMeta{Name: "web", Namespace: c.ns, Labels: map[string]string{"app": "web"}},
+		Spec:       api.PodSpec{Containers: []api.Container{{Name: "web", Image: c.ref("web:1")}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.admin.Create(ctx, api.Services, &api.Service{
+		ObjectMeta: api.ObjectMeta{Name: "web", Namespace: c.ns},
+		Spec:       api.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []api.ServicePort{{Port: 80, TargetPort: 8080}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pods := c.waitRunning("app=web", 1, 2*time.Minute)
+	if pods[0].Spec.NodeName != c.node {
+		t.Fatalf("pod web is on %q, want the joined node %s", pods[0].Spec.NodeName, c.node)
+	}
+	url, _ := c.serviceURL("web")
+	waitFor(t, time.Minute, "the joined node's proxy serves "+url, func() (bool, string) {
+		body, err := get(url, 2*time.Second)
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(body, "served-by-joined-node"), body
+	})
+}
