@@ -180,7 +180,7 @@ certificate, to API servers only. Pods' volumes live under DATA_DIR/node.`,
 	f := c.Flags()
 	f.StringVar(&cfg.Server, "server", "", "URL of the cluster's API, such as https://10.0.0.1:8443 (required)")
 	f.StringVar(&cfg.CAFile, "certificate-authority", "", "the platform CA, the API server's DATA_DIR/pki/ca.crt (required)")
-	f.StringVar(&cfg.BootstrapTokenFile, "bootstrap-token-file", "", "file with a one-use token from `slipway adm create-bootstrap-token NAME`, to join the first time or after a revocation")
+	f.StringVar(&cfg.BootstrapTokenFile, "bootstrap-token-file", "", "`FILE` holding a one-use token from slipway adm create-bootstrap-token NAME, to join the first time or after a revocation")
 	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "where the node keeps its credential and its pods' volumes")
 	f.StringVar(&cfg.Node.Listen, "listen", "", "address to serve pod logs and exec to API servers over TLS, such as :10250")
 	nodeFlags(f, &cfg.Node)
