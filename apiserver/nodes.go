@@ -103,6 +103,16 @@ func (s *Server) authenticateNode(r *http.Request) (u identity.Info, ok bool, er
 		return identity.Info{}, false, nil
 	}
 	o, found := s.informers[api.Nodes].Get("", name)
+	if !found {
+		// Joined through another API server whose write this cache has
+		// not seen yet: etcd says.
+		var err error
+		if o, err = s.store.Get(r.Context(), api.Nodes, "", name); err == nil {
+			found = true
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return identity.Info{}, true, err
+		}
+	}
 	if !found || o.GetObjectMeta().Annotations[NodeCredentialAnnotation] != hex.EncodeToString(leaf.SerialNumber.Bytes()) {
 		return identity.Info{}, true, fmt.Errorf("%w: the certificate of node %s was revoked (its Node was deleted, or the node joined again); join again with a new bootstrap token (slipway adm create-bootstrap-token %s)", identity.ErrUnauthenticated, name, name)
 	}

@@ -323,8 +323,12 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 		if !ok {
 			// A node's certificate (nodes.go).
 			if u, isNode, err := s.authenticateNode(r); isNode {
-				if err != nil {
+				if errors.Is(err, identity.ErrUnauthenticated) {
 					writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "%s", strings.TrimPrefix(err.Error(), "identity: unauthenticated: ")))
+					return
+				}
+				if err != nil {
+					writeError(w, err)
 					return
 				}
 				setUser(r, u.Name)
