@@ -187,8 +187,9 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 	return nil, nodeForbidden(node, "may not %s %s%s", verb, what, target)
 }
 
-// admitNode keeps what only the platform writes on a Node that a node
-// writes itself: the serial of its credential.
+// admitNode keeps what only the platform and admins write on a Node that
+// a node writes itself: the serial of its credential, and its spec (a
+// cordoned node cannot uncordon itself).
 func (s *Server) admitNode(ctx context.Context, u identity.Info, n *api.Node) error {
 	if _, ok := nodeName(u); !ok {
 		return nil
@@ -197,6 +198,7 @@ func (s *Server) admitNode(ctx context.Context, u identity.Info, n *api.Node) er
 	if err != nil {
 		return err
 	}
+	n.Spec = o.(*api.Node).Spec
 	cred := o.GetObjectMeta().Annotations[NodeCredentialAnnotation]
 	if n.Annotations == nil {
 		n.Annotations = map[string]string{}

@@ -131,6 +131,19 @@ func TestNodeClientStore(t *testing.T) {
 	if err := st.Create(ctx, api.Nodes, &api.Node{ObjectMeta: api.ObjectMeta{Name: "n1"}}); !isCode(err, http.StatusForbidden) {
 		t.Errorf("n1 creates a Node: %v, want 403", err)
 	}
+	// A cordoned node cannot uncordon itself.
+	if _, err := env.Admin.Patch(ctx, api.Nodes, "", "n1", []byte(`{"spec":{"unschedulable":true}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GuaranteedUpdate(ctx, api.Nodes, "", "n1", store.UpdateOptions{}, func(o api.Object) error {
+		o.(*api.Node).Spec.Unschedulable = false
+		return nil
+	}); err != nil {
+		t.Fatalf("n1 updates its own Node: %v", err)
+	}
+	if o, err := env.Admin.Get(ctx, api.Nodes, "", "n1"); err != nil || !o.(*api.Node).Spec.Unschedulable {
+		t.Errorf("node n1 after it wrote spec.unschedulable=false over the admin's cordon: %+v, %v; want it still cordoned", o, err)
+	}
 	// Errors carry the store's sentinels.
 	if _, err := st.Get(ctx, api.Projects, "", "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("get a missing project through client.Store = %v, want store.ErrNotFound", err)
