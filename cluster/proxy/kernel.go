@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/store"
+)
+
+// The nftables mode (ModeNFTables) serves the same Services as the
+// userspace mode with no process on the data path: the cluster IPs stay
+// on the VIPs interface (so the host's own connect() is routed locally
+// and meets the output hook, and the service range's unreachable route
+// still covers every address no service holds), and table NFTTable DNATs
+// each service port to its endpoints:
+//
+//	nat-prerouting, nat-output → services: daddr . proto . dport → goto svc-VIP-PORT-PROTO
+//	svc-…: numgen random picks one of n endpoint chains, uniformly
+//	svc-…-i: mark for masquerade when the client is that endpoint (hairpin)
+//	         or a cluster IP (the host's own connect), then dnat to IP:PORT
+//	nat-postrouting: marked → masquerade
+//	filter-input/forward/output → no-endpoints: a port with no endpoints
+//	         is refused at once (TCP reset, ICMP port unreachable)
+//
+// Every change rebuilds the table in one netlink batch, one kernel
+// transaction. Endpoint addresses pass Config.Endpoints at each sync (the
+// kernel dials nothing itself). When a UDP endpoint goes away, its
+// conntrack entries to the service port are deleted, so a client that
+// keeps sending is balanced again instead of talking to nobody. TCP
+// connections to a removed endpoint run on, as in the userspace mode. On
+// shutdown the table is deleted; the cluster IPs stay, refusing at once.
+
+// NFTTable is the nftables table (family ip) the nftables mode owns. No
+// other code writes it; other features keep tables of their own.
+const NFTTable = "slipway-proxy"
+
+// MasqueradeMark is the packet-mark bit the nftables mode sets on a
+// service connection that must leave with the host's address (a pod
+// reaching itself through its service, or the host dialing from a cluster
+// IP); postrouting masquerades it and clears the bit.
+const MasqueradeMark = 0x4000
+
+// kernelPort is one service port as the kernel serves it.
+type kernelPort struct {
+	key       listenKey
+	name      string           // "ns/svc:port", for logs
+	endpoints []netip.AddrPort // sorted; empty: rejected
+}
+
+func (a kernelPort) equal(b kernelPort) bool {
+	return a.key == b.key && a.name == b.name && slices.Equal(a.endpoints, b.endpoints)
+}
+
+// kernel is what the nftables mode needs of the kernel (nft_linux.go).
+type kernel interface {
+	apply(ports []kernelPort) error
+	remove() error
+	forgetUDP(vip netip.Addr, port uint16, keep []netip.AddrPort) (uint, error)
+}
+
+// Mode is the mode the proxy runs in: ModeNFTables or ModeUserspace.
+func (p *Proxy) Mode() Mode {
+	if p.kernel != nil {
+		return ModeNFTables
+	}
+	return ModeUserspace
+}
+
+// chooseMode settles Config.Mode. ModeAuto takes nftables when the kernel
+// accepts a NAT table, else userspace; both are logged with the reason.
+func chooseMode(m Mode, cidr netip.Prefix) (kernel, error) {
+	switch m {
+	case "", ModeUserspace:
+		slog.Info("proxy: userspace mode", "reason", "--proxy-mode="+string(cmp.Or(m, ModeUserspace)))
+		return nil, nil
+	case ModeNFTables, ModeAuto:
+	default:
+		return nil, fmt.Errorf("proxy: config: Mode %q: want auto, nftables or userspace", m)
+	}
+	k, err := newKernel(cidr)
+	if err == nil {
+		slog.Info("proxy: nftables mode", "table", "ip "+NFTTable, "reason", "--proxy-mode="+string(m))
+		return k, nil
+	}
+	if m == ModeNFTables {
+		return nil, fmt.Errorf("proxy: --proxy-mode=nftables: %w (run as root with CAP_NET_ADMIN, or use --proxy-mode=auto to fall back to the userspace proxy)", err)
+	}
+	slog.Warn("proxy: userspace mode: nftables is not usable here", "reason", err)
+	return nil, nil
+}
+
+// runKernel is Run in the nftables mode: it builds the whole table from
+// the caches first, then follows the queue, and deletes the table when ctx
+// ends.
+func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueue) {
+	p.kports = map[string]map[listenKey]kernelPort{}
+	defer func() {
+		if err := p.kernel.remove(); err != nil {
+			slog.Warn("proxy: nftables table left behind; the next run replaces it", "err", err)
+		} else {
+			slog.Info("proxy: nftables table removed", "table", "ip "+NFTTable)
+		}
+	}()
+	p.kdirty = true
+	for _, o := range services.List("") {
+		m := o.GetObjectMeta()
+		p.kernelSync(m.Namespace+"/"+m.Name, services, endpoints, false)
+	}
+	if err := p.kernelApply("", nil); err != nil {
+		slog.Warn("proxy: services not served by nftables; will retry", "err", err)
+	}
+	for {
+		key, ok := q.Get()
+		if !ok {
+			return
+		}
+		err := p.kernelSync(key, services, endpoints, true)
+		if err != nil && p.ctx.Err() == nil {
+			slog.Warn("proxy: service not fully served; will retry", "service", key, "err", err)
+		}
+		q.Done(key, err)
+	}
+}
+
+// kernelSync brings one Service's ports up to date and, when apply is
+// set, the table with them.
+func (p *Proxy) kernelSync(key string, services, endpoints *store.Informer, apply bool) error {
+	ns, name, _ := strings.Cut(key, "/")
+	var svc *api.Service
+	if o, ok := services.Get(ns, name); ok {
+		svc = o.(*api.Service)
+	}
+	var eps *api.Endpoints
+	if o, ok := endpoints.Get(ns, name); ok {
+		eps = o.(*api.Endpoints)
+	}
+	want := map[listenKey]kernelPort{}
+	for k, w := range p.desired(key, svc, eps) {
+		kp := kernelPort{key: k, name: w.name}
+		for _, b := range w.backends {
+			if p.allow(w.name, b) != nil {
+				continue
+			}
+			ap, _ := netip.ParseAddrPort(b)
+			kp.endpoints = append(kp.endpoints, ap)
+		}
+		want[k] = kp
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	have := p.kports[key]
+	var errs []error
+	for k, kp := range want {
+		if _, ok := have[k]; !ok {
+			if err := p.acquireVIP(k.ip); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", kp.name, err))
+				delete(want, k)
+				continue
+			}
+			slog.Info("proxy: serving", "service", kp.name, "address", k, "endpoints", len(kp.endpoints), "mode", ModeNFTables)
+		}
+	}
+	if !maps.EqualFunc(have, want, kernelPort.equal) {
+		p.kdirty = true
+	}
+	if len(want) == 0 {
+		delete(p.kports, key)
+	} else {
+		p.kports[key] = want
+	}
+	if apply {
+		errs = append(errs, p.kernelApply(key, have))
+	}
+	for k, kp := range have {
+		if _, ok := want[k]; !ok {
+			p.releaseVIP(k.ip)
+			slog.Info("proxy: stopped serving", "service", kp.name, "address", k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kernelApply writes the table if anything changed since the last write
+// that took, then deletes the conntrack entries of UDP flows whose
+// endpoint is gone (before: the ports of Service key as they were, or
+// nil). Called with mu held, except at start.
+func (p *Proxy) kernelApply(key string, before map[listenKey]kernelPort) error {
+	if !p.kdirty {
+		return nil
+	}
+	var all []kernelPort
+	for _, ports := range p.kports {
+		for _, kp := range ports {
+			all = append(all, kp)
+		}
+	}
+	slices.SortFunc(all, func(a, b kernelPort) int { return strings.Compare(a.key.String(), b.key.String()) })
+	if err := p.kernel.apply(all); err != nil {
+		return err
+	}
+	p.kdirty = false
+	var errs []error
+	for k, old := range before {
+		if k.proto != "UDP" || len(old.endpoints) == 0 {
+			continue
+		}
+		now := p.kports[key][k]
+		if len(now.endpoints) > 0 && !slices.ContainsFunc(old.endpoints, func(ep netip.AddrPort) bool { return !slices.Contains(now.endpoints, ep) }) {
+			continue // no endpoint went away
+		}
+		vip, _ := netip.ParseAddr(k.ip)
+		n, err := p.kernel.forgetUDP(vip, uint16(k.port), now.endpoints)
+		if err != nil {
+			errs = append(errs, err)
+		} else if n > 0 {
+			slog.Info("proxy: UDP flows to removed endpoints forgotten", "service", old.name, "flows", n)
+		}
+	}
+	return errors.Join(errs...)
+}
