@@ -58,6 +58,9 @@ type NodeConfig struct {
 	NoProxy bool
 	// ServiceCIDR is the ClusterIP range. Default 10.43.0.0/16.
 	ServiceCIDR string
+	// ProxyMode is the service proxy's mode: auto (default), nftables or
+	// userspace (proxy.ParseMode).
+	ProxyMode string
 	// Labels are the Node's labels.
 	Labels map[string]string
 	// HeartbeatInterval; default 10s.
@@ -160,10 +163,22 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 // StartNode runs the node role: an agent on the Docker engine and, unless
 // turned off, the service proxy. It returns the agent.
 func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
+	a, _, err := startNode(ctx, st, cfg, dataDir, token, auth, admit)
+	return a, err
+}
+
+// startNode is StartNode that also returns a channel closed once the
+// service proxy has stopped after ctx ended (and removed its nftables
+// table); nil when no proxy runs.
+func startNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, <-chan struct{}, error) {
+	mode, err := proxy.ParseMode(cfg.ProxyMode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: --proxy-mode: %w", err)
+	}
 	if cfg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cfg.Name = strings.ToLower(h)
 	}
@@ -178,14 +193,14 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt, err := runtime.NewDocker(runtime.Config{
 		Host: cfg.DockerHost, Prefix: cfg.ContainerPrefix, DataDir: filepath.Join(dataDir, "node"),
 		Network: cfg.Network, PauseBinary: self, PauseArgs: []string{"pause"},
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agentCfg := node.Config{
 		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
@@ -193,7 +208,7 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	}
 	agent, err := node.New(agentCfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() {
 		if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
@@ -203,7 +218,7 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
+			return nil, nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
 		}
 		srv := &http.Server{Handler: agent.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { <-ctx.Done(); srv.Close() }()
@@ -218,15 +233,17 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	if !cfg.NoProxy {
 		vips, err := proxy.NewDummy("slipway0")
 		if err != nil {
-			return nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
+			return nil, nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
 		}
-		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR})
+		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR, Mode: mode})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		go px.Run(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); px.Run(ctx) }()
+		return agent, done, nil
 	}
-	return agent, nil
+	return agent, nil, nil
 }
 
 // annotateNode records where the agent serves logs and exec, once the
@@ -355,10 +372,11 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit)
+	agent, proxyDone, err := startNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}
+	s.proxyDone = proxyDone
 	s.Agent = agent
 	name := s.cfg.Node.Name
 	if name == "" {
@@ -392,7 +410,7 @@ func (s *Server) startNodeOnly(bootCtx context.Context) (*Server, error) {
 	if err := pingDocker(runCtx, s.cfg.Node.DockerHost); err != nil {
 		return nil, fmt.Errorf("node: no Docker engine answers at %q: %w (install docker.io and start it, or pass --docker-host)", s.cfg.Node.DockerHost, err)
 	}
-	if s.Agent, err = StartNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit); err != nil {
+	if s.Agent, s.proxyDone, err = startNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit); err != nil {
 		return nil, err
 	}
 	slog.Info("slipway node is running", "node", s.cfg.Node.Name, "etcd", strings.Join(s.cfg.EtcdEndpoints, ","))
