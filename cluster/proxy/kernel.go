@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"slipway.dev/slipway/api"
@@ -18,7 +19,8 @@ import (
 // userspace mode with no process on the data path: the cluster IPs stay
 // on the VIPs interface (so the host's own connect() is routed locally
 // and meets the output hook, and the service range's unreachable route
-// still covers every address no service holds), and table NFTTable DNATs
+// still covers every address no service holds), and table NFTTable (of
+// the default range; TableFor of another) DNATs
 // each service port to its endpoints:
 //
 //	nat-prerouting, nat-output → services: daddr . proto . dport → goto svc-VIP-PORT-PROTO
@@ -37,9 +39,21 @@ import (
 // connections to a removed endpoint run on, as in the userspace mode. On
 // shutdown the table is deleted; the cluster IPs stay, refusing at once.
 
-// NFTTable is the nftables table (family ip) the nftables mode owns. No
-// other code writes it; other features keep tables of their own.
+// NFTTable is the nftables table (family ip) the nftables mode owns for
+// the default service range. No other code writes it; other features keep
+// tables of their own.
 const NFTTable = "slipway-proxy"
+
+// TableFor is the table of the proxy serving cidr: NFTTable for
+// DefaultServiceCIDR, "slipway-proxy-10.43.101.0-24" for another range,
+// so that proxies of distinct ranges on one machine (test clusters) never
+// replace each other's rules.
+func TableFor(cidr netip.Prefix) string {
+	if cidr.Masked() == netip.MustParsePrefix(DefaultServiceCIDR).Masked() {
+		return NFTTable
+	}
+	return NFTTable + "-" + cidr.Masked().Addr().String() + "-" + strconv.Itoa(cidr.Bits())
+}
 
 // MasqueradeMark is the packet-mark bit the nftables mode sets on a
 // service connection that must leave with the host's address (a pod
@@ -86,7 +100,7 @@ func chooseMode(m Mode, cidr netip.Prefix) (kernel, error) {
 	}
 	k, err := newKernel(cidr)
 	if err == nil {
-		slog.Info("proxy: nftables mode", "table", "ip "+NFTTable, "reason", "--proxy-mode="+string(m))
+		slog.Info("proxy: nftables mode", "table", "ip "+TableFor(cidr), "reason", "--proxy-mode="+string(m))
 		return k, nil
 	}
 	if m == ModeNFTables {
@@ -105,7 +119,7 @@ func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueu
 		if err := p.kernel.remove(); err != nil {
 			slog.Warn("proxy: nftables table left behind; the next run replaces it", "err", err)
 		} else {
-			slog.Info("proxy: nftables table removed", "table", "ip "+NFTTable)
+			slog.Info("proxy: nftables table removed", "table", "ip "+TableFor(p.cidr))
 		}
 	}()
 	p.kdirty = true

@@ -14,7 +14,7 @@ const (
 	// choice and its reason are logged.
 	ModeAuto Mode = "auto"
 	// ModeNFTables programs DNAT rules into the kernel (table
-	// NFTTable): no process on the data path. Run fails if the kernel
+	// TableFor the range): no process on the data path. Run fails if the kernel
 	// refuses the table.
 	ModeNFTables Mode = "nftables"
 	// ModeUserspace listens on each cluster IP and relays connections

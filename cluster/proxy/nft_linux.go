@@ -17,11 +17,12 @@ import (
 
 // nftKernel programs the nftables mode into the kernel over netlink.
 type nftKernel struct {
-	cidr netip.Prefix
+	cidr  netip.Prefix
+	table string // TableFor(cidr)
 }
 
 func newKernel(cidr netip.Prefix) (kernel, error) {
-	k := &nftKernel{cidr: cidr}
+	k := &nftKernel{cidr: cidr, table: TableFor(cidr)}
 	return k, k.probe()
 }
 
@@ -54,7 +55,7 @@ func (k *nftKernel) apply(ports []kernelPort) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t := &nftables.Table{Name: NFTTable, Family: nftables.TableFamilyIPv4}
+	t := &nftables.Table{Name: k.table, Family: nftables.TableFamilyIPv4}
 	// add + delete: drops the table if it exists, without failing if it
 	// does not; the new one follows in the same transaction.
 	c.AddTable(t)
@@ -126,7 +127,7 @@ func (k *nftKernel) apply(ports []kernelPort) error {
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: replace table %s: %w", NFTTable, err)
+		return fmt.Errorf("nftables: replace table %s: %w", k.table, err)
 	}
 	return nil
 }
@@ -137,11 +138,11 @@ func (k *nftKernel) remove() error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t := &nftables.Table{Name: NFTTable, Family: nftables.TableFamilyIPv4}
+	t := &nftables.Table{Name: k.table, Family: nftables.TableFamilyIPv4}
 	c.AddTable(t)
 	c.DelTable(t)
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: delete table %s: %w", NFTTable, err)
+		return fmt.Errorf("nftables: delete table %s: %w", k.table, err)
 	}
 	return nil
 }

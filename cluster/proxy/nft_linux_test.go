@@ -379,13 +379,17 @@ func TestNFTablesReplacesStaleTableAndRemovesItOnStop(t *testing.T) {
 	if !runInNetns(t) {
 		return
 	}
+	table := proxy.TableFor(netip.MustParsePrefix(nftRange))
+	if table != "slipway-proxy-10.43.0.0-24" {
+		t.Errorf("TableFor(%s) = %q, want slipway-proxy-10.43.0.0-24", nftRange, table)
+	}
 	c, err := nftables.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	table := &nftables.Table{Name: proxy.NFTTable, Family: nftables.TableFamilyIPv4}
-	c.AddTable(table)
-	c.AddChain(&nftables.Chain{Name: "left-by-an-earlier-run", Table: table})
+	tb := &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}
+	c.AddTable(tb)
+	c.AddChain(&nftables.Chain{Name: "left-by-an-earlier-run", Table: tb})
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -400,17 +404,17 @@ func TestNFTablesReplacesStaleTableAndRemovesItOnStop(t *testing.T) {
 	}
 	var names []string
 	for _, ch := range chains {
-		if ch.Table.Name == proxy.NFTTable {
+		if ch.Table.Name == table {
 			names = append(names, ch.Name)
 		}
 	}
 	if slices.Contains(names, "left-by-an-earlier-run") || !slices.Contains(names, "svc-10.43.0.50-80-tcp") {
-		t.Errorf("chains of table %s = %v, want svc-10.43.0.50-80-tcp and not left-by-an-earlier-run", proxy.NFTTable, names)
+		t.Errorf("chains of table %s = %v, want svc-10.43.0.50-80-tcp and not left-by-an-earlier-run", table, names)
 	}
 
 	stop()
-	if tb, err := c.ListTableOfFamily(proxy.NFTTable, nftables.TableFamilyIPv4); err == nil {
-		t.Errorf("table %s still there after the proxy stopped: %+v", proxy.NFTTable, tb)
+	if tb, err := c.ListTableOfFamily(table, nftables.TableFamilyIPv4); err == nil {
+		t.Errorf("table %s still there after the proxy stopped: %+v", table, tb)
 	}
 	// The cluster IP stays local; with no rules it refuses at once.
 	if _, err := net.DialTimeout("tcp", "10.43.0.50:80", 10*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
