@@ -2,7 +2,9 @@
 // Service it listens on the service's cluster IP and relays connections
 // (TCP) and datagrams (UDP) to the addresses in the Endpoints of the same
 // name, round robin, failing over to the next endpoint when one does not
-// answer. It is the userspace proxy of Kubernetes 1.0.
+// answer. It is the userspace proxy of Kubernetes 1.0. In ModeNFTables
+// the kernel forwards instead, with the same Services, endpoints and
+// service range (kernel.go); Config.Mode chooses.
 //
 // What it promises:
 //   - A service port is served from the moment its Service has a cluster
