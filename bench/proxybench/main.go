@@ -96,8 +96,8 @@ func main() {
 
 	fmt.Printf("# proxybench, %s mode: %d keep-alive and %d new-connection requests, %d concurrent clients, %d MiB bulk, GOMAXPROCS=%d, %s\n\n",
 		p.Mode(), *n, *nNew, *conc, *bulk, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
-	fmt.Println("| measurement | through the proxy | direct | ratio (proxy / direct) |")
-	fmt.Println("|---|---|---|---|")
+	fmt.Println("| measurement | through the proxy | direct | ratio (proxy / direct) | median of the rounds' ratios |")
+	fmt.Println("|---|---|---|---|---|")
 
 	keepAlive := func() *http.Client {
 		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc}}
@@ -124,17 +124,16 @@ func main() {
 	pn, dn := compare(*rounds, func() (result, result) {
 		return run(newConn(), svcAddr, *nNew / *rounds, *conc), run(newConn(), backend, *nNew / *rounds, *conc)
 	})
-	row("keep-alive (requests/s)", pk.rate, dk.rate, "%.0f")
+	rateRow("keep-alive (requests/s)", pk, dk)
 	row("keep-alive p50 (ms)", ms(pk.p50), ms(dk.p50), "%.3f")
 	row("keep-alive p99 (ms)", ms(pk.p99), ms(dk.p99), "%.3f")
-	row("new connection (requests/s)", pn.rate, dn.rate, "%.0f")
+	rateRow("new connection (requests/s)", pn, dn)
 	row("new connection p50 (ms)", ms(pn.p50), ms(dn.p50), "%.3f")
 	row("new connection p99 (ms)", ms(pn.p99), ms(dn.p99), "%.3f")
 	pbr, dbr := compare(*rounds, func() (result, result) {
 		return bulkRate(svcAddr, *bulk / *rounds), bulkRate(backend, *bulk / *rounds)
 	})
-	pb, db := pbr.rate, dbr.rate
-	row(fmt.Sprintf("bulk GET of %d MiB, one connection (MiB/s)", *bulk), pb, db, "%.0f")
+	rateRow(fmt.Sprintf("bulk GET of %d MiB, one connection (MiB/s)", *bulk), pbr, dbr)
 	fmt.Printf("\nEach measurement alternates proxy and direct over %d rounds. Latency is per request as the client sees it, with %d clients in flight.\n", *rounds, *conc)
 }
 
@@ -210,18 +209,28 @@ type result struct {
 	lat      []time.Duration
 	rate     float64
 	p50, p99 time.Duration
+	ratio    float64 // median of the rounds' proxied / direct rates (compare)
 }
 
 // compare runs both sides of a measurement in alternating rounds and pools
 // them: the rate is all work over all time, the percentiles are over every
 // request.
+//
+// Each round's own ratio (proxied rate / direct rate) is kept too: their
+// median, in the proxied result's ratio, is what a loaded machine moves
+// least.
 func compare(rounds int, once func() (proxied, direct result)) (result, result) {
 	var p, d result
+	var ratios []float64
 	for range rounds {
 		pr, dr := once()
 		p, d = p.add(pr), d.add(dr)
+		ratios = append(ratios, (float64(pr.n)/pr.elapsed.Seconds())/(float64(dr.n)/dr.elapsed.Seconds()))
 	}
-	return p.finish(), d.finish()
+	slices.Sort(ratios)
+	p = p.finish()
+	p.ratio = ratios[len(ratios)/2]
+	return p, d.finish()
 }
 
 func (r result) add(o result) result {
@@ -289,7 +298,11 @@ func bulkRate(addr string, mib int) result {
 }
 
 func row(what string, proxied, direct float64, format string) {
-	fmt.Printf("| %s | "+format+" | "+format+" | %.2f |\n", what, proxied, direct, proxied/direct)
+	fmt.Printf("| %s | "+format+" | "+format+" | %.2f | |\n", what, proxied, direct, proxied/direct)
+}
+
+func rateRow(what string, proxied, direct result) {
+	fmt.Printf("| %s | %.0f | %.0f | %.2f | %.2f |\n", what, proxied.rate, direct.rate, proxied.rate/direct.rate, proxied.ratio)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -72,6 +72,10 @@ func (a kernelPort) equal(b kernelPort) bool {
 	return a.key == b.key && a.name == b.name && slices.Equal(a.endpoints, b.endpoints)
 }
 
+// newKernel probes the kernel and returns the nftables mode's writer
+// (newNFTKernel); tests of the mode choice replace it.
+var newKernel = newNFTKernel
+
 // kernel is what the nftables mode needs of the kernel (nft_linux.go).
 type kernel interface {
 	apply(ports []kernelPort) error

@@ -21,7 +21,7 @@ type nftKernel struct {
 	table string // TableFor(cidr)
 }
 
-func newKernel(cidr netip.Prefix) (kernel, error) {
+func newNFTKernel(cidr netip.Prefix) (kernel, error) {
 	k := &nftKernel{cidr: cidr, table: TableFor(cidr)}
 	return k, k.probe()
 }

@@ -7,6 +7,6 @@ import (
 	"net/netip"
 )
 
-func newKernel(netip.Prefix) (kernel, error) {
+func newNFTKernel(netip.Prefix) (kernel, error) {
 	return nil, errors.New("nftables: only on Linux")
 }
