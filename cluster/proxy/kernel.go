@@ -33,9 +33,10 @@ import (
 //
 // Every change rebuilds the table in one netlink batch, one kernel
 // transaction. Endpoint addresses pass Config.Endpoints at each sync (the
-// kernel dials nothing itself). When a UDP endpoint goes away, its
-// conntrack entries to the service port are deleted, so a client that
-// keeps sending is balanced again instead of talking to nobody. TCP
+// kernel dials nothing itself). When a UDP service port changes, its
+// conntrack entries that go to no current endpoint (a removed one, or
+// none: sent before the rule) are deleted, so a client that keeps sending
+// is balanced again instead of talking to nobody. TCP
 // connections to a removed endpoint run on, as in the userspace mode. On
 // shutdown the table is deleted; the cluster IPs stay, refusing at once.
 
@@ -119,6 +120,7 @@ func chooseMode(m Mode, cidr netip.Prefix) (kernel, error) {
 // ends.
 func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueue) {
 	p.kports = map[string]map[listenKey]kernelPort{}
+	p.kforget = map[listenKey]string{}
 	defer func() {
 		if err := p.kernel.remove(); err != nil {
 			slog.Warn("proxy: nftables table left behind; the next run replaces it", "err", err)
@@ -207,39 +209,61 @@ func (p *Proxy) kernelSync(key string, services, endpoints *store.Informer, appl
 }
 
 // kernelApply writes the table if anything changed since the last write
-// that took, then deletes the conntrack entries of UDP flows whose
-// endpoint is gone (before: the ports of Service key as they were, or
-// nil). Called with mu held, except at start.
+// that took, then deletes the conntrack entries of UDP flows to a changed
+// service port that do not go to one of its endpoints now: flows to a
+// removed endpoint, and flows that met the cluster IP before it had a
+// rule (refused, but kept alive by a client that keeps sending). Only the
+// first packet of a flow meets the rules; without this, such a client
+// would never be balanced again. before is how the ports of Service key
+// were; key "" (the start) checks every UDP port. A deletion that fails
+// is retried at the next sync. Called with mu held, except at start.
 func (p *Proxy) kernelApply(key string, before map[listenKey]kernelPort) error {
-	if !p.kdirty {
-		return nil
-	}
-	var all []kernelPort
-	for _, ports := range p.kports {
-		for _, kp := range ports {
-			all = append(all, kp)
+	if key == "" {
+		for svc, ports := range p.kports {
+			for k := range ports {
+				if k.proto == "UDP" {
+					p.kforget[k] = svc
+				}
+			}
+		}
+	} else {
+		now := p.kports[key]
+		for k, old := range before {
+			if k.proto == "UDP" && !old.equal(now[k]) {
+				p.kforget[k] = key
+			}
+		}
+		for k, kp := range now {
+			if old, ok := before[k]; k.proto == "UDP" && (!ok || !old.equal(kp)) {
+				p.kforget[k] = key
+			}
 		}
 	}
-	slices.SortFunc(all, func(a, b kernelPort) int { return strings.Compare(a.key.String(), b.key.String()) })
-	if err := p.kernel.apply(all); err != nil {
-		return err
+	if p.kdirty {
+		var all []kernelPort
+		for _, ports := range p.kports {
+			for _, kp := range ports {
+				all = append(all, kp)
+			}
+		}
+		slices.SortFunc(all, func(a, b kernelPort) int { return strings.Compare(a.key.String(), b.key.String()) })
+		if err := p.kernel.apply(all); err != nil {
+			return err
+		}
+		p.kdirty = false
 	}
-	p.kdirty = false
 	var errs []error
-	for k, old := range before {
-		if k.proto != "UDP" || len(old.endpoints) == 0 {
-			continue
-		}
-		now := p.kports[key][k]
-		if len(now.endpoints) > 0 && !slices.ContainsFunc(old.endpoints, func(ep netip.AddrPort) bool { return !slices.Contains(now.endpoints, ep) }) {
-			continue // no endpoint went away
-		}
+	for k, svc := range p.kforget {
 		vip, _ := netip.ParseAddr(k.ip)
+		now := p.kports[svc][k] // zero when the port is gone: forget every flow
 		n, err := p.kernel.forgetUDP(vip, uint16(k.port), now.endpoints)
 		if err != nil {
 			errs = append(errs, err)
-		} else if n > 0 {
-			slog.Info("proxy: UDP flows to removed endpoints forgotten", "service", old.name, "flows", n)
+			continue
+		}
+		delete(p.kforget, k)
+		if n > 0 {
+			slog.Info("proxy: UDP flows not to a current endpoint forgotten", "service", svc, "address", k, "flows", n)
 		}
 	}
 	return errors.Join(errs...)

@@ -421,3 +421,43 @@ func TestNFTablesReplacesStaleTableAndRemovesItOnStop(t *testing.T) {
 		t.Errorf("dial 10.43.0.50:80 after stop = %v, want ECONNREFUSED", err)
 	}
 }
+
+// C8: a UDP client that sent to a cluster IP before its service had a
+// rule (refused: the address was local, nothing listened) and kept
+// sending is served once the rule is there: its conntrack entry, which
+// binds the flow to "no translation", is deleted when the port gets
+// endpoints. Only the first packet of a flow meets the rules.
+func TestNFTablesUDPClientRefusedBeforeTheRuleIsServedAfter(t *testing.T) {
+	if !runInNetns(t) {
+		return
+	}
+	ctx, st := testContext(t), newStore(t)
+	nftNode(t, ctx, st)
+	podUDP(t, "a", podA, 5353)
+	// Another service, so that the NAT hooks see the client's first
+	// packet (as on any node that serves something).
+	createService(t, ctx, st, "other", "10.43.0.81", 53, "UDP", podSubset(5353, "UDP", podA))
+	waitServedUDP(t, "10.43.0.81:53")
+	// 10.43.0.80 is local, as a leftover of an earlier run would be,
+	// with no rule yet.
+	l, err := netlink.LinkByName("slipway0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr("10.43.0.80/32")
+	if err := netlink.AddrAdd(l, addr); err != nil {
+		t.Fatal(err)
+	}
+	client := newUDPClient(t, "10.43.0.80:53")
+	if reply, err := client.ask("early"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("ask before the service exists = %q, %v; want ECONNREFUSED", reply, err)
+	}
+	createService(t, ctx, st, "dns", "10.43.0.80", 53, "UDP", podSubset(5353, "UDP", podA))
+	eventually(t, "the early client served by a", func() error {
+		reply, err := client.ask("later")
+		if err == nil && !strings.HasPrefix(reply, "a:") {
+			err = fmt.Errorf("reply %q, want one from a", reply)
+		}
+		return err
+	})
+}

@@ -129,9 +129,10 @@ type Proxy struct {
 
 	refused refusals
 
-	kernel kernel                              // nil: userspace mode
-	kports map[string]map[listenKey]kernelPort // nftables mode: by Service
-	kdirty bool                                // kports not yet in the kernel
+	kernel  kernel                              // nil: userspace mode
+	kports  map[string]map[listenKey]kernelPort // nftables mode: by Service
+	kdirty  bool                                // kports not yet in the kernel
+	kforget map[listenKey]string                // UDP ports whose stale flows to delete, by Service
 }
 
 // listenKey is what a listener is bound to.
