@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -45,13 +46,39 @@ func (k *nftKernel) probe() error {
 	return nil
 }
 
+// bigBuffers lets one batch carry a large table: the kernel takes a
+// batch in one sendmsg, whose size the send buffer bounds (about 200 KiB
+// by default: some 300 services), and answers every message with an ack
+// the receive buffer must hold until read. nft(8) raises both the same
+// way; the FORCE options pass the sysctl caps, with CAP_NET_ADMIN, which
+// writing nftables needs anyway. They are limits, not allocations.
+func bigBuffers(c *mnl.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, nftSocketBuffer); e != nil {
+				serr = fmt.Errorf("nftables: socket buffer: %w", e)
+			}
+		}
+	})
+	return errors.Join(err, serr)
+}
+
+// nftSocketBuffer bounds one sync's batch and its acks: 64 MiB is some
+// 25,000 service ports of 3 endpoints.
+const nftSocketBuffer = 64 << 20
+
 // apply replaces the whole table with one that serves ports, in one
 // netlink batch: the kernel commits it as a single transaction, so a
 // packet sees either the old rules or the new ones, never a flushed
 // table. The first apply of a run also replaces whatever an earlier run
 // left.
 func (k *nftKernel) apply(ports []kernelPort) error {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
