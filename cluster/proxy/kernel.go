@@ -117,7 +117,10 @@ func chooseMode(m Mode, cidr netip.Prefix) (kernel, error) {
 
 // runKernel is Run in the nftables mode: it builds the whole table from
 // the caches first, then follows the queue, and deletes the table when ctx
-// ends.
+// ends. Changes that arrive together are written together: the table is
+// written when the queue has no other key waiting (a write takes about
+// 0.6 s at 1,000 service ports on a loaded machine; one per change would
+// fall behind a rollout).
 func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueue) {
 	p.kports = map[string]map[listenKey]kernelPort{}
 	p.kforget = map[listenKey]string{}
@@ -128,12 +131,25 @@ func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueu
 			slog.Info("proxy: nftables table removed", "table", "ip "+TableFor(p.cidr))
 		}
 	}()
+	p.mu.Lock()
 	p.kdirty = true
+	p.mu.Unlock()
 	for _, o := range services.List("") {
 		m := o.GetObjectMeta()
-		p.kernelSync(m.Namespace+"/"+m.Name, services, endpoints, false)
+		p.kernelSync(m.Namespace+"/"+m.Name, services, endpoints)
 	}
-	if err := p.kernelApply("", nil); err != nil {
+	p.mu.Lock()
+	// Flows an earlier run left to endpoints that are gone.
+	for svc, ports := range p.kports {
+		for k := range ports {
+			if k.proto == "UDP" {
+				p.kforget[k] = svc
+			}
+		}
+	}
+	err := p.kernelApply()
+	p.mu.Unlock()
+	if err != nil {
 		slog.Warn("proxy: services not served by nftables; will retry", "err", err)
 	}
 	for {
@@ -141,7 +157,12 @@ func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueu
 		if !ok {
 			return
 		}
-		err := p.kernelSync(key, services, endpoints, true)
+		err := p.kernelSync(key, services, endpoints)
+		if q.Len() == 0 {
+			p.mu.Lock()
+			err = errors.Join(err, p.kernelApply())
+			p.mu.Unlock()
+		}
 		if err != nil && p.ctx.Err() == nil {
 			slog.Warn("proxy: service not fully served; will retry", "service", key, "err", err)
 		}
@@ -149,9 +170,9 @@ func (p *Proxy) runKernel(services, endpoints *store.Informer, q *store.WorkQueu
 	}
 }
 
-// kernelSync brings one Service's ports up to date and, when apply is
-// set, the table with them.
-func (p *Proxy) kernelSync(key string, services, endpoints *store.Informer, apply bool) error {
+// kernelSync brings one Service's ports up to date in kports (the table
+// follows at the next kernelApply), and notes its UDP ports that changed.
+func (p *Proxy) kernelSync(key string, services, endpoints *store.Informer) error {
 	ns, name, _ := strings.Cut(key, "/")
 	var svc *api.Service
 	if o, ok := services.Get(ns, name); ok {
@@ -191,13 +212,20 @@ func (p *Proxy) kernelSync(key string, services, endpoints *store.Informer, appl
 	if !maps.EqualFunc(have, want, kernelPort.equal) {
 		p.kdirty = true
 	}
+	for k, old := range have {
+		if now, ok := want[k]; k.proto == "UDP" && (!ok || !old.equal(now)) {
+			p.kforget[k] = key
+		}
+	}
+	for k, now := range want {
+		if old, ok := have[k]; k.proto == "UDP" && (!ok || !old.equal(now)) {
+			p.kforget[k] = key
+		}
+	}
 	if len(want) == 0 {
 		delete(p.kports, key)
 	} else {
 		p.kports[key] = want
-	}
-	if apply {
-		errs = append(errs, p.kernelApply(key, have))
 	}
 	for k, kp := range have {
 		if _, ok := want[k]; !ok {
@@ -209,36 +237,14 @@ func (p *Proxy) kernelSync(key string, services, endpoints *store.Informer, appl
 }
 
 // kernelApply writes the table if anything changed since the last write
-// that took, then deletes the conntrack entries of UDP flows to a changed
-// service port that do not go to one of its endpoints now: flows to a
-// removed endpoint, and flows that met the cluster IP before it had a
-// rule (refused, but kept alive by a client that keeps sending). Only the
-// first packet of a flow meets the rules; without this, such a client
-// would never be balanced again. before is how the ports of Service key
-// were; key "" (the start) checks every UDP port. A deletion that fails
-// is retried at the next sync. Called with mu held, except at start.
-func (p *Proxy) kernelApply(key string, before map[listenKey]kernelPort) error {
-	if key == "" {
-		for svc, ports := range p.kports {
-			for k := range ports {
-				if k.proto == "UDP" {
-					p.kforget[k] = svc
-				}
-			}
-		}
-	} else {
-		now := p.kports[key]
-		for k, old := range before {
-			if k.proto == "UDP" && !old.equal(now[k]) {
-				p.kforget[k] = key
-			}
-		}
-		for k, kp := range now {
-			if old, ok := before[k]; k.proto == "UDP" && (!ok || !old.equal(kp)) {
-				p.kforget[k] = key
-			}
-		}
-	}
+// that took, then deletes the conntrack entries of UDP flows to each
+// changed service port (kforget) that do not go to one of its endpoints
+// now: flows to a removed endpoint, and flows that met the cluster IP
+// before it had a rule (refused, but kept alive by a client that keeps
+// sending). Only the first packet of a flow meets the rules; without
+// this, such a client would never be balanced again. A deletion that
+// fails is retried at the next write. Called with mu held.
+func (p *Proxy) kernelApply() error {
 	if p.kdirty {
 		var all []kernelPort
 		for _, ports := range p.kports {
