@@ -103,7 +103,13 @@ func chooseMode(m Mode, cidr netip.Prefix) (kernel, error) {
 	default:
 		return nil, fmt.Errorf("proxy: config: Mode %q: want auto, nftables or userspace", m)
 	}
-	k, err := newKernel(cidr)
+	var k kernel
+	var err error
+	if cidr.Addr().Is4() {
+		k, err = newKernel(cidr)
+	} else {
+		err = fmt.Errorf("nftables mode: the service range %s is not IPv4 (table family ip)", cidr)
+	}
 	if err == nil {
 		slog.Info("proxy: nftables mode", "table", "ip "+TableFor(cidr), "reason", "--proxy-mode="+string(m))
 		return k, nil

@@ -77,3 +77,20 @@ func TestUserspaceModeNeverProbes(t *testing.T) {
 		t.Errorf(`ParseMode("iptables") = %v, want an error listing the modes`, err)
 	}
 }
+
+func TestIPv6RangeStaysUserspace(t *testing.T) {
+	probes, log := noNFTables(t), captureLog(t)
+	v6 := netip.MustParsePrefix("fd00:43::/112")
+	if k, err := chooseMode(ModeAuto, v6); k != nil || err != nil {
+		t.Errorf("chooseMode(auto, %s) = %v, %v; want userspace", v6, k, err)
+	}
+	if !strings.Contains(log.String(), "not IPv4") {
+		t.Errorf("log = %q, want the reason", log)
+	}
+	if _, err := chooseMode(ModeNFTables, v6); err == nil || !strings.Contains(err.Error(), "not IPv4") {
+		t.Errorf("chooseMode(nftables, %s) = %v, want an error naming the range", v6, err)
+	}
+	if *probes != 0 {
+		t.Errorf("kernel probed %d times for an IPv6 range, want 0", *probes)
+	}
+}
