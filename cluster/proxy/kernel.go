@@ -20,8 +20,8 @@ import (
 // on the VIPs interface (so the host's own connect() is routed locally
 // and meets the output hook, and the service range's unreachable route
 // still covers every address no service holds), and table NFTTable (of
-// the default range; TableFor of another) DNATs
-// each service port to its endpoints:
+// the default range; TableFor of another) DNATs each service port to its
+// endpoints:
 //
 //	nat-prerouting, nat-output → services: daddr . proto . dport → goto svc-VIP-PORT-PROTO
 //	svc-…: numgen random picks one of n endpoint chains, uniformly
@@ -31,14 +31,15 @@ import (
 //	filter-input/forward/output → no-endpoints: a port with no endpoints
 //	         is refused at once (TCP reset, ICMP port unreachable)
 //
-// Every change rebuilds the table in one netlink batch, one kernel
-// transaction. Endpoint addresses pass Config.Endpoints at each sync (the
-// kernel dials nothing itself). When a UDP service port changes, its
+// Every change rewrites the whole table in one netlink batch, one kernel
+// transaction (changes that arrive together, together). Endpoint
+// addresses pass Config.Endpoints at each sync, not at each connection:
+// the kernel dials nothing itself. When a UDP service port changes, its
 // conntrack entries that go to no current endpoint (a removed one, or
 // none: sent before the rule) are deleted, so a client that keeps sending
-// is balanced again instead of talking to nobody. TCP
-// connections to a removed endpoint run on, as in the userspace mode. On
-// shutdown the table is deleted; the cluster IPs stay, refusing at once.
+// is balanced again instead of talking to nobody. TCP connections to a
+// removed endpoint run on, as in the userspace mode. On shutdown the
+// table is deleted; the cluster IPs stay, refusing at once.
 
 // NFTTable is the nftables table (family ip) the nftables mode owns for
 // the default service range. No other code writes it; other features keep
