@@ -119,6 +119,8 @@ func (c *cluster) dump() {
 // itself once no cluster IP is left on it.
 func removeServiceRange(t *testing.T, cidr string) {
 	_ = exec.Command("ip", "route", "del", "unreachable", cidr).Run()
+	// The proxy's nftables table, when it was killed before removing it.
+	_ = exec.Command("nft", "delete", "table", "ip", "slipway-proxy-"+strings.ReplaceAll(cidr, "/", "-")).Run()
 	_, rng, err := net.ParseCIDR(cidr)
 	if err != nil {
 		return

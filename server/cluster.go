@@ -59,6 +59,9 @@ type NodeConfig struct {
 	NoProxy bool
 	// ServiceCIDR is the ClusterIP range. Default 10.43.0.0/16.
 	ServiceCIDR string
+	// ProxyMode is the service proxy's mode: auto (default), nftables or
+	// userspace (proxy.ParseMode).
+	ProxyMode string
 	// Labels are the Node's labels.
 	Labels map[string]string
 	// HeartbeatInterval; default 10s.
@@ -158,13 +161,19 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 
 // StartNode runs the node role: an agent on the Docker engine and, unless
 // turned off, the service proxy, on st (the store in `slipway start`, the
-// API as the node in `slipway node`). It returns the agent. With
-// cfg.Listen the agent serves logs and exec over TLS with listenTLS.
-func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir, token string, listenTLS *tls.Config, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
+// API as the node in `slipway node`). It returns the agent and a channel
+// closed once the service proxy has stopped after ctx ended (and removed
+// its nftables table); nil when no proxy runs. With cfg.Listen the agent
+// serves logs and exec over TLS with listenTLS.
+func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir, token string, listenTLS *tls.Config, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, <-chan struct{}, error) {
+	mode, err := proxy.ParseMode(cfg.ProxyMode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: --proxy-mode: %w", err)
+	}
 	if cfg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cfg.Name = strings.ToLower(h)
 	}
@@ -179,14 +188,14 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt, err := runtime.NewDocker(runtime.Config{
 		Host: cfg.DockerHost, Prefix: cfg.ContainerPrefix, DataDir: filepath.Join(dataDir, "node"),
 		Network: cfg.Network, PauseBinary: self, PauseArgs: []string{"pause"},
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agentCfg := node.Config{
 		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
@@ -194,7 +203,7 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	}
 	agent, err := node.New(agentCfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() {
 		if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
@@ -203,11 +212,11 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	}()
 	if cfg.Listen != "" {
 		if listenTLS == nil {
-			return nil, errors.New("node: --listen serves logs and exec only over TLS, with the node's certificate")
+			return nil, nil, errors.New("node: --listen serves logs and exec only over TLS, with the node's certificate")
 		}
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
+			return nil, nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
 		}
 		srv := &http.Server{Handler: agent.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { <-ctx.Done(); srv.Close() }()
@@ -222,15 +231,17 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	if !cfg.NoProxy {
 		vips, err := proxy.NewDummy("slipway0")
 		if err != nil {
-			return nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
+			return nil, nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
 		}
-		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR})
+		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR, Mode: mode})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		go px.Run(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); px.Run(ctx) }()
+		return agent, done, nil
 	}
-	return agent, nil
+	return agent, nil, nil
 }
 
 // annotateNode records where the agent serves logs and exec, once the
@@ -359,10 +370,11 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
+	agent, proxyDone, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}
+	s.proxyDone = proxyDone
 	s.Agent = agent
 	name := s.cfg.Node.Name
 	if name == "" {
