@@ -82,6 +82,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", why))
 			return
 		}
+		if err := s.authorizeQuotaPolicy(u, info); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if res.Namespaced && info.Namespace != "" {
 		if err := s.checkProject(r.Context(), info.Namespace, info.Verb == "create"); err != nil {
@@ -500,7 +504,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, info *requestInf
 			f.SetZero()
 		}
 	}
-	ctx := r.Context()
+	ctx := quotaWarnings(r.Context(), w)
 	u := identity.FromContext(ctx)
 	if err := s.admit(ctx, u, info, obj); err != nil {
 		writeError(w, err)

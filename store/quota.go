@@ -603,6 +603,13 @@ func (s *Store) StartBuild(ctx context.Context, ns, name string, start func(*api
 				hard = append(hard, q)
 			}
 		}
+		if len(hard) == 0 {
+			_, err := s.GuaranteedUpdate(ctx, r, ns, name, UpdateOptions{Status: true}, func(o api.Object) error {
+				start(o.(*api.Build))
+				return nil
+			})
+			return err
+		}
 		u := s.newUsageReader(ns, []string{api.QuotaBuilds})
 		fence, pk := s.quotaFenceKey(ns), s.policyKey(ns)
 		resp, err := s.client.Txn(ctx).Then(append([]clientv3.Op{
