@@ -46,3 +46,29 @@ func quotaWarnings(ctx context.Context, w http.ResponseWriter) context.Context {
 		w.Header().Add("Warning", fmt.Sprintf("299 - %q", msg))
 	})
 }
+
+// admitPodResources refuses an update that changes the containers or
+// their resources of a pod: quotas and limit ranges judged them when the
+// pod was made (in the store, for every writer), and an update must not
+// grow a pod past them afterwards.
+func (s *Server) admitPodResources(ctx context.Context, info *requestInfo, obj api.Object) error {
+	p, ok := obj.(*api.Pod)
+	if !ok || info.Verb == "create" || info.Subresource != "" {
+		return nil
+	}
+	o, err := s.store.Get(ctx, api.Pods, p.Namespace, p.Name)
+	if err != nil {
+		return err
+	}
+	cur := o.(*api.Pod)
+	same := len(cur.Spec.Containers) == len(p.Spec.Containers)
+	for i := 0; same && i < len(p.Spec.Containers); i++ {
+		same = cur.Spec.Containers[i].Name == p.Spec.Containers[i].Name && cur.Spec.Containers[i].Resources == p.Spec.Containers[i].Resources
+	}
+	if same {
+		return nil
+	}
+	var fe api.FieldErrors
+	fe.Add("spec.containers", api.FieldValueForbidden, "a pod's containers and their resources cannot change once it is made (quotas and limit ranges judged them then); delete the pod and create it again, or change the template of its controller")
+	return fe.Invalid("Pod", p.Name)
+}

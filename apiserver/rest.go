@@ -631,6 +631,9 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInf
 // must not escalate, and nothing a project's user writes may reach into
 // another project or forge what the platform records (tenancy.go).
 func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	if err := s.admitPodResources(ctx, info, obj); err != nil {
+		return err
+	}
 	if is, ok := obj.(*api.ImageStream); ok {
 		if err := s.admitPromotedTags(ctx, u, info.Namespace, is); err != nil {
 			return err

@@ -19,7 +19,9 @@ import (
 // TestQuotaPerProject is issue 14's quota on the real engine: a
 // replication controller asking for 11 replicas in a project with
 // pods: 10 gets 10 running pods and says why the 11th is missing; a
-// direct create of an 11th pod is refused with the quota named; a soft
+// direct create of an 11th pod is refused with the quota named; a
+// deployment config's refused pod shows on the config and comes when
+// room appears; a soft
 // limit warns on the CLI; describe shows used/hard; and a project's own
 // admin can read the quota but not raise or delete it.
 func TestQuotaPerProject(t *testing.T) {
@@ -119,6 +121,41 @@ spec:
 	})
 	c.cli.ok("apply", "-f", pod)
 	c.cli.fails(refusal, "apply", "-f", writeFile(t, "pod2.yaml", strings.Replace(string(must(os.ReadFile(pod))), "extra", "extra2", 1)))
+
+	// A deployment config over the quota says so on the config, and its
+	// pod comes once room appears.
+	c.apply(`kind: DeploymentConfig
+metadata: {name: api}
+spec:
+  replicas: 1
+  selector: {app: api}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - {name: app, image: ` + c.ref("app:1") + `}
+  triggers: [{type: ConfigChange}]
+`)
+	waitFor(t, 30*time.Second, "dc api says its revision's pod is refused", func() (bool, string) {
+		dc := c.dc("api")
+		for _, cd := range dc.Status.Conditions {
+			if cd.Type == api.ReplicaFailure && cd.Status == api.ConditionTrue && strings.Contains(cd.Message, "revision api-1: ") && strings.Contains(cd.Message, refusal) {
+				return true, ""
+			}
+		}
+		return false, mustJSON(t, dc.Status)
+	})
+	c.cli.ok("delete", "pod", "extra")
+	c.waitRunning("app=api", 1, time.Minute)
+	waitFor(t, 30*time.Second, "dc api's failure condition clears", func() (bool, string) {
+		dc := c.dc("api")
+		for _, cd := range dc.Status.Conditions {
+			if cd.Type == api.ReplicaFailure && cd.Status == api.ConditionTrue {
+				return false, mustJSON(t, dc.Status)
+			}
+		}
+		return true, ""
+	})
 
 	// A project's admin reads the quota of their project but cannot
 	// raise or delete it.

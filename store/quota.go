@@ -408,8 +408,12 @@ func (s *Store) createInProject(ctx context.Context, r *api.Resource, obj api.Ob
 		} else {
 			err = s.createWithQuota(ctx, r, m, key, string(data), pol, deltas)
 		}
-		if errors.Is(err, errPolicyChanged) {
+		if errors.Is(err, errPolicyChanged) || err == nil && isPolicy(r) {
+			// (After this store's own policy write, the next create
+			// need not fail its compare to read the policy again.)
 			s.dropPolicy(m.Namespace)
+		}
+		if errors.Is(err, errPolicyChanged) {
 			continue
 		}
 		return err

@@ -73,12 +73,17 @@ func TestQuotaRefusesPodsOverHard(t *testing.T) {
 }
 
 // Two stores (two API servers, or an API server and a controller) that
-// create pods at once for the last slots never both take the same one.
+// create pods at once for the last slots never both take the same one,
+// and a store that cached a project's policy before a quota was made (by
+// the other) applies the quota all the same.
 func TestQuotaHoldsUnderConcurrentCreates(t *testing.T) {
 	ctx := testContext(t)
 	prefix := testPrefix(t)
 	a := store.New(sharedClient, store.WithPrefix(prefix))
 	b := store.New(sharedClient, store.WithPrefix(prefix))
+	// b caches the project's policy (none) before a makes the quota: b
+	// must not go on creating under the stale policy.
+	mustCreate(t, ctx, b, api.Pods, quotaPod("q", "first", 100))
 	mustCreate(t, ctx, a, api.ResourceQuotas, quota("q", "compute", map[string]string{"pods": "10", "requests.cpu": "2"}, nil))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -105,8 +110,8 @@ func TestQuotaHoldsUnderConcurrentCreates(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if ok != 10 || refused != 14 {
-		t.Errorf("24 concurrent creates under pods: 10: %d created, %d refused; want 10 and 14", ok, refused)
+	if ok != 9 || refused != 15 {
+		t.Errorf("24 concurrent creates under pods: 10 with 1 pod made: %d created, %d refused; want 9 and 15", ok, refused)
 	}
 	used, err := a.QuotaUsage(ctx, "q", []string{"pods", "requests.cpu"})
 	if err != nil {
