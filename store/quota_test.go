@@ -212,4 +212,3 @@ func TestStartBuildWaitsForQuota(t *testing.T) {
 		t.Fatalf("StartBuild(b2) after b1 finished = %v", err)
 	}
 }
-
