@@ -260,7 +260,13 @@ func (s *Store) count(ctx context.Context, r *api.Resource, ns, key string) (cou
 // things before the object (the registry stores the manifest before its
 // Image record) call it first, so a refused push leaves nothing behind.
 // Create checks again.
+//
+// It checks the project's hard quotas on r too (a *QuotaError), for a
+// kind whose quota needs no more than the count (not pods).
 func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name string) error {
+	if err := s.checkQuota(ctx, r, ns, name); err != nil {
+		return err
+	}
 	limit := s.limits.For(r)
 	if limit <= 0 {
 		return nil

@@ -673,3 +673,47 @@ func (s *Store) StartBuild(ctx context.Context, ns, name string, start func(*api
 		}
 	}
 }
+
+// checkQuota is CheckCreate's look at the project's hard quotas: would a
+// create of r named name be refused now? Create counts again.
+func (s *Store) checkQuota(ctx context.Context, r *api.Resource, ns, name string) error {
+	if !r.Namespaced || ns == "" || r == api.Pods {
+		return nil
+	}
+	pol, err := s.policy(ctx, ns)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, q := range pol.quotas {
+		for n := range q.Spec.Hard {
+			if quotaDelta(n, r, nil) > 0 {
+				names = append(names, n)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	u := s.newUsageReader(ns, names)
+	resp, err := s.client.Txn(ctx).Then(append([]clientv3.Op{clientv3.OpGet(s.Key(r, ns, name), clientv3.WithCountOnly())}, u.ops()...)...).Commit()
+	if err != nil {
+		return wrapEtcd(err, r, name)
+	}
+	if resp.Responses[0].GetResponseRange().Count > 0 {
+		return nil
+	}
+	used, err := u.parse(resp.Responses[1:], "")
+	if err != nil {
+		return err
+	}
+	for _, q := range pol.quotas {
+		for _, n := range sortedNames(q.Spec.Hard) {
+			hard, _ := api.ParseQuota(n, q.Spec.Hard[n])
+			if quotaDelta(n, r, nil) > 0 && used[n]+1 > hard {
+				return &QuotaError{Project: ns, Quota: q.Name, Resource: n, Used: used[n], Requested: 1, Hard: hard}
+			}
+		}
+	}
+	return nil
+}

@@ -212,3 +212,22 @@ func TestStartBuildWaitsForQuota(t *testing.T) {
 		t.Fatalf("StartBuild(b2) after b1 finished = %v", err)
 	}
 }
+
+// CheckCreate, which the registry calls before it stores a pushed
+// manifest, meets the image streams quota as Create does.
+func TestCheckCreateMeetsQuota(t *testing.T) {
+	ctx := testContext(t)
+	s := newStore(t)
+	mustCreate(t, ctx, s, api.ResourceQuotas, quota("q", "objects", map[string]string{"imagestreams": "1"}, nil))
+	if err := s.CheckCreate(ctx, api.ImageStreams, "q", "app"); err != nil {
+		t.Fatalf("CheckCreate(first stream) = %v", err)
+	}
+	mustCreate(t, ctx, s, api.ImageStreams, &api.ImageStream{ObjectMeta: api.ObjectMeta{Namespace: "q", Name: "app"}})
+	if err := s.CheckCreate(ctx, api.ImageStreams, "q", "app"); err != nil {
+		t.Errorf("CheckCreate(existing stream) = %v, want nil", err)
+	}
+	err := s.CheckCreate(ctx, api.ImageStreams, "q", "other")
+	if !errors.Is(err, store.ErrQuota) || !strings.Contains(err.Error(), "exceeded quota objects: imagestreams used 1, requested 1, hard 1") {
+		t.Errorf("CheckCreate(second stream) = %v, want the quota", err)
+	}
+}
