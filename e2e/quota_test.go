@@ -100,6 +100,9 @@ spec:
 		out := c.cli.ok("describe", "quota", "compute")
 		return strings.Contains(out, "pods      10    -     10") && strings.Contains(out, "services  2     1     2"), out
 	})
+	if out := c.cli.ok("get", "quota"); !strings.Contains(out, "pods=10,services=2") {
+		t.Errorf("get quota does not show hard and used:\n%s", out)
+	}
 	var q api.ResourceQuota
 	if err := json.Unmarshal([]byte(c.cli.ok("get", "quota", "compute", "-o", "json")), &q); err != nil {
 		t.Fatal(err)
