@@ -30,6 +30,7 @@ import (
 	"slipway.dev/slipway/cluster/scheduler"
 	"slipway.dev/slipway/deploy"
 	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/quota"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
@@ -150,6 +151,7 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 	}
 	go lc.Run(ctx)
 	go (&replication.Manager{Store: s.Store}).Run(ctx)
+	go (&quota.Controller{Store: s.Store}).Run(ctx)
 	ips, err := proxy.NewAllocator(s.cfg.Node.ServiceCIDR)
 	if err != nil {
 		return fmt.Errorf("server: --service-cidr: %w", err)
