@@ -24,7 +24,7 @@ type Enforcer interface {
 // Config configures a Controller.
 type Config struct {
 	// Store is where pods, projects and policies are watched. Required.
-	Store *store.Store
+	Store store.Interface
 	// NodeName and Address pick the pods known: those bound to the node
 	// (whose traffic is filtered), and those whose hostIP is Address
 	// (other agents on this host share its pod network; they filter
