@@ -27,13 +27,26 @@ import (
 // that is no known pod reaches nothing. The rules outlive a killed
 // server (pods run on, still isolated), and the restarted agent takes the
 // tables over.
-func TestNetworkIsolation(t *testing.T) {
+//
+// The proxy runs in its default mode (nftables here: the kernel DNATs a
+// cluster IP to the pod, and netpol's forward chain sees the pod); the
+// userspace proxy, which dials from the host and so must ask netpol
+// itself, is TestNetworkIsolationUserspaceProxy.
+func TestNetworkIsolation(t *testing.T) { testNetworkIsolation(t, "netpol", 0) }
+
+// TestNetworkIsolationUserspaceProxy is TestNetworkIsolation with
+// --proxy-mode userspace.
+func TestNetworkIsolationUserspaceProxy(t *testing.T) {
+	testNetworkIsolation(t, "netpol-us", 1, "--proxy-mode", "userspace")
+}
+
+func testNetworkIsolation(t *testing.T, node string, rangeOffset int, extra ...string) {
 	// A service range of this process's own (the flag given last wins):
 	// startCluster's ranges repeat in every test process, and another
 	// package's tests on the machine may hold the same one on slipway0.
-	cidr := fmt.Sprintf("10.44.%d.0/24", os.Getpid()%250)
+	cidr := fmt.Sprintf("10.%d.%d.0/24", 44+rangeOffset, os.Getpid()%250)
 	t.Cleanup(func() { removeServiceRange(t, cidr) })
-	c := startCluster(t, "netpol", "--service-cidr", cidr)
+	c := startCluster(t, node, append([]string{"--service-cidr", cidr}, extra...)...)
 	ctx := context.Background()
 	b := *c
 	b.ns = "np-b"
