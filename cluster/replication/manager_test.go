@@ -34,6 +34,7 @@ func pods(t *testing.T, ctx context.Context, s *store.Store, rc string) []*api.P
 func TestReplicasKept(t *testing.T) {
 	s := storetest.New(t)
 	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go (&Manager{Store: s, Grace: 300 * time.Millisecond}).Run(runCtx)
