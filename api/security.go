@@ -46,6 +46,10 @@ type HostPathVolumeSource struct {
 	Path string `json:"path"`
 }
 
+// FieldValueNotSupported marks what RestrictPodSpec refuses even to a
+// privileged pod: the node's network and IPC namespaces, host paths.
+const FieldValueNotSupported = "FieldValueNotSupported"
+
 // UIDRangeAnnotation on a Project is its range of UIDs, "FIRST/SIZE" as
 // in OpenShift's openshift.io/sa.scc.uid-range. The API server allocates
 // it when the project is made, unique across projects, and keeps it: no
@@ -153,17 +157,17 @@ func RestrictPodSpec(path string, spec *PodSpec, r UIDRange, setDefaults bool) F
 		errs.Add(field, FieldValueForbidden, "%s; pods run restricted unless %s", fmt.Sprintf(format, args...), PrivilegeGrant)
 	}
 	if spec.HostNetwork {
-		beyond(path+".hostNetwork", "the node's network namespace is not for a project's pods")
+		errs.Add(path+".hostNetwork", FieldValueNotSupported, "pods never share the node's network namespace, privileged or not; reach them through a Service")
 	}
 	if spec.HostPID {
 		beyond(path+".hostPID", "the node's PID namespace is not for a project's pods")
 	}
 	if spec.HostIPC {
-		beyond(path+".hostIPC", "the node's IPC namespace is not for a project's pods")
+		errs.Add(path+".hostIPC", FieldValueNotSupported, "pods never share the node's IPC namespace, privileged or not")
 	}
 	for i, v := range spec.Volumes {
 		if v.HostPath != nil {
-			errs.Add(fieldIndex(path+".volumes", i, "hostPath"), FieldValueForbidden, "host paths are not mounted into pods, privileged or not; use emptyDir, or a persistent volume for data that outlives the pod")
+			errs.Add(fieldIndex(path+".volumes", i, "hostPath"), FieldValueNotSupported, "host paths are never mounted into pods, privileged or not; use emptyDir, or a persistent volume for data that outlives the pod")
 		}
 	}
 	checkID := func(field string, id *int64) {

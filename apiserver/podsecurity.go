@@ -70,10 +70,14 @@ func (s *Server) admitPodSecurity(ctx context.Context, u identity.Info, info *re
 	if len(beyond) == 0 {
 		return nil
 	}
+	var never api.FieldErrors
 	for _, e := range beyond {
-		if strings.HasSuffix(e.Field, ".hostPath") {
-			return forbiddenFields(info.Resource.Kind, m.Name, api.FieldErrors{e})
+		if e.Type == api.FieldValueNotSupported {
+			never = append(never, e)
 		}
+	}
+	if len(never) > 0 {
+		return forbiddenFields(info.Resource.Kind, m.Name, never)
 	}
 	if sa == nil {
 		return forbiddenFields(info.Resource.Kind, m.Name, beyond)
