@@ -211,6 +211,7 @@ func (a *Agent) syncPod(ctx context.Context, pod *api.Pod, rp *runtime.PodStatus
 	case ps.syncErr == "" || !ps.retry.blocked(now):
 		run, err := a.runPod(ctx, pod)
 		if err == nil && create {
+			a.warnRootImages(ctx, run)
 			err = ignoreNotPresent(a.rt.SyncPod(ctx, run))
 		}
 		for _, name := range restarts {

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
@@ -90,4 +91,18 @@ func hardenSandbox(pod *api.Pod, cfg *container.Config, host *container.HostConf
 	host.CapDrop = []string{"ALL"}
 	host.SecurityOpt = append(host.SecurityOpt, "no-new-privileges")
 	return nil
+}
+
+// ImageUser is the user an image's config names ("" for none, which the
+// engine runs as root). The node agent warns about images that assume
+// root, since restricted pods run them as their project's UID.
+func (d *Docker) ImageUser(ctx context.Context, ref string) (string, error) {
+	img, err := d.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("runtime: image %s: %w", ref, err)
+	}
+	if img.Config == nil {
+		return "", nil
+	}
+	return img.Config.User, nil
 }
