@@ -196,3 +196,13 @@ func (s *Server) assignUIDRanges(ctx context.Context) {
 		}
 	}
 }
+
+// reservationHeld reports whether project still holds the block rng.
+func (s *Server) reservationHeld(ctx context.Context, rng, project string) bool {
+	r, err := api.ParseUIDRange(rng)
+	if err != nil {
+		return false
+	}
+	o, err := s.store.Get(ctx, api.UIDRangeReservations, "", strconv.FormatInt(r.First, 10))
+	return err == nil && o.(*api.UIDRangeReservation).Project == project
+}

@@ -193,6 +193,10 @@ func (s *Server) deleteProject(ctx context.Context, name string) (api.Object, er
 // deletion finished (the finalizer's queue holds names, not objects).
 func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	o, err := s.store.Get(ctx, api.Projects, "", name)
+	var uidRange string
+	if err == nil && o.GetObjectMeta().DeletionTimestamp != nil {
+		uidRange = o.GetObjectMeta().Annotations[api.UIDRangeAnnotation]
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// Finished already, by the other path; wait for the caches below.
@@ -211,11 +215,12 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	}
 	// Whoever finished the deletion (this call or the finalizer), answer
 	// only once this server's caches no longer hold anything of the
-	// project, so the next request sees it gone.
+	// project (and its UID block is free), so the next request sees it gone.
 	s.waitUntil(ctx, func() bool {
 		_, has := s.informers[api.Projects].Get("", name)
 		return !has && len(s.informers[api.RoleBindings].List(name)) == 0 &&
-			len(s.informers[api.ServiceAccounts].List(name)) == 0
+			len(s.informers[api.ServiceAccounts].List(name)) == 0 &&
+			(uidRange == "" || !s.reservationHeld(ctx, uidRange, name))
 	})
 	return nil
 }
