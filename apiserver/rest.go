@@ -39,6 +39,8 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case info.Subresource == "status" && res.HasStatus && info.Verb != "create" && info.Verb != "delete":
 	case info.Subresource == "token" && res == api.ServiceAccounts && info.Verb == "create":
 	case res == api.Pods && (info.Subresource == "log" && info.Verb == "get" || info.Subresource == "exec" && info.Verb == "create"):
+	case res == api.Pods && (info.Subresource == "pullcredentials" || info.Subresource == "admission") && info.Verb == "create":
+	case res == api.Nodes && info.Subresource == "bootstrap-token" && info.Verb == "create":
 	case res == api.Promotions && info.Subresource == "approve" && info.Verb == "create":
 		s.approve(w, r, info)
 		return
@@ -51,7 +53,20 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	}
 	u := identity.FromContext(r.Context())
 	filter, filtered := func(api.Object) bool { return true }, false
-	if res == api.Projects && info.Name == "" && (info.Verb == "list" || info.Verb == "watch") {
+	if node, ok := nodeName(u); ok {
+		// Nodes are authorized by what their pods need, not RBAC.
+		opts, _, err := listOptions(r, info)
+		if err == nil {
+			var keep func(api.Object) bool
+			if keep, err = s.authorizeNode(r.Context(), node, info, opts); keep != nil {
+				filter, filtered = keep, true
+			}
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+	} else if res == api.Projects && info.Name == "" && (info.Verb == "list" || info.Verb == "watch") {
 		// Everyone may list projects, and sees the ones they can read,
 		// as with OpenShift's project list.
 		if ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: info.Verb, Resource: res.Name}); !ok {
@@ -65,6 +80,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		at := rbac.Attributes{Verb: info.Verb, Resource: res.Name, Subresource: info.Subresource, Namespace: info.authzNamespace(), Name: info.Name}
 		if ok, why := s.authz.Authorize(u, at); !ok {
 			writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", why))
+			return
+		}
+		if err := s.authorizeQuotaPolicy(u, info); err != nil {
+			writeError(w, err)
 			return
 		}
 	}
@@ -85,6 +104,17 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	}
 	if res == api.SigningKeys && info.Subresource == "sign" {
 		s.sign(w, r, info)
+		return
+	}
+	switch {
+	case res == api.Pods && info.Subresource == "pullcredentials":
+		s.pullCredentials(w, r, info)
+		return
+	case res == api.Pods && info.Subresource == "admission":
+		s.admission(w, r, info)
+		return
+	case res == api.Nodes && info.Subresource == "bootstrap-token":
+		s.createBootstrapToken(w, r, info)
 		return
 	}
 	switch info.Verb {
@@ -138,32 +168,59 @@ func (s *Server) checkProject(ctx context.Context, name string, creating bool) e
 	return nil
 }
 
-func listOptions(r *http.Request, info *requestInfo) (store.ListOptions, error) {
+// listOptions reads a list's or watch's query. A field selector other
+// than metadata.name (spec.nodeName of pods) comes back as a filter of
+// the answer, nil when there is none.
+func listOptions(r *http.Request, info *requestInfo) (store.ListOptions, func(api.Object) bool, error) {
+	opts, nodeName, err := listQuery(r, info)
+	if err != nil || nodeName == "" {
+		return opts, nil, err
+	}
+	return opts, func(o api.Object) bool { return o.(*api.Pod).Spec.NodeName == nodeName }, nil
+}
+
+func listQuery(r *http.Request, info *requestInfo) (opts store.ListOptions, nodeName string, err error) {
 	q := r.URL.Query()
-	opts := store.ListOptions{Continue: q.Get("continue")}
+	opts = store.ListOptions{Continue: q.Get("continue")}
 	if sel := q.Get("labelSelector"); sel != "" {
 		parsed, err := labels.Parse(sel)
 		if err != nil {
-			return opts, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "labelSelector %q: %v", sel, err)
+			return opts, "", api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "labelSelector %q: %v", sel, err)
 		}
 		opts.Selector = parsed
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.ParseInt(l, 10, 64)
 		if err != nil || n < 0 {
-			return opts, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "limit %q must be a non-negative number", l)
+			return opts, "", api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "limit %q must be a non-negative number", l)
 		}
 		opts.Limit = n
 	}
 	opts.Name = info.Name
 	if fs := q.Get("fieldSelector"); fs != "" {
-		name, ok := strings.CutPrefix(fs, "metadata.name=")
-		if !ok || strings.ContainsAny(name, ",=!") {
-			return opts, api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "fieldSelector %q: only metadata.name=NAME is supported", fs)
+		for _, term := range strings.Split(fs, ",") {
+			field, value, ok := strings.Cut(term, "=")
+			switch {
+			case !ok || value == "" || strings.ContainsAny(value, "=!"):
+			case field == "metadata.name":
+				opts.Name = value
+				continue
+			case field == "spec.nodeName" && info.Resource == api.Pods:
+				nodeName = value
+				continue
+			}
+			return opts, "", api.NewStatus(http.StatusBadRequest, api.ReasonBadRequest, "fieldSelector %q: only metadata.name=NAME, and spec.nodeName=NODE for pods, are supported", fs)
 		}
-		opts.Name = name
 	}
-	return opts, nil
+	return opts, nodeName, nil
+}
+
+// both keeps what both filters keep; b may be nil.
+func both(a, b func(api.Object) bool) func(api.Object) bool {
+	if b == nil {
+		return a
+	}
+	return func(o api.Object) bool { return a(o) && b(o) }
 }
 
 type list struct {
@@ -173,11 +230,12 @@ type list struct {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool) {
-	opts, err := listOptions(r, info)
+	opts, fieldKeep, err := listOptions(r, info)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	keep = both(keep, fieldKeep)
 	// Lists come in pages of at most MaxListLimit (L15), asked for or not:
 	// the rest follows with the continue token, read at the same
 	// revision, as with Kubernetes' paged lists.
@@ -214,10 +272,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		return
 	}
 	defer release()
-	opts, err := listOptions(r, info)
+	opts, fieldKeep, err := listOptions(r, info)
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if fieldKeep != nil {
+		keep, filtered = both(keep, fieldKeep), true
 	}
 	q := r.URL.Query()
 	rv, err := store.ParseResourceVersion(q.Get("resourceVersion"))
@@ -289,7 +350,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		if items, _, err := s.store.List(ctx, info.Resource, info.Namespace, opts); err == nil {
 			for _, o := range items {
 				if keep(o) {
-					sent[o.GetObjectMeta().Name] = true
+					sent[cacheKeyOf(o)] = true
 				}
 			}
 		}
@@ -300,7 +361,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		if ev.Type == api.Error {
 			line = WatchEvent{Type: api.Error, Object: toStatus(ev.Err)}
 		} else {
-			name := ev.Object.GetObjectMeta().Name
+			name := cacheKeyOf(ev.Object)
 			switch {
 			case ev.Type == api.Deleted && sent[name]:
 				delete(sent, name)
@@ -344,6 +405,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 			flusher.Flush()
 		}
 	}
+}
+
+// cacheKeyOf is an object's project/name.
+func cacheKeyOf(o api.Object) string {
+	m := o.GetObjectMeta()
+	return m.Namespace + "/" + m.Name
 }
 
 // listPage reads the page of a paged list that opts.Continue names.
@@ -437,7 +504,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, info *requestInf
 			f.SetZero()
 		}
 	}
-	ctx := r.Context()
+	ctx := quotaWarnings(r.Context(), w)
 	u := identity.FromContext(ctx)
 	if err := s.admit(ctx, u, info, obj); err != nil {
 		writeError(w, err)
@@ -564,10 +631,16 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInf
 // must not escalate, and nothing a project's user writes may reach into
 // another project or forge what the platform records (tenancy.go).
 func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	if err := s.admitPodResources(ctx, info, obj); err != nil {
+		return err
+	}
 	if is, ok := obj.(*api.ImageStream); ok {
 		if err := s.admitPromotedTags(ctx, u, info.Namespace, is); err != nil {
 			return err
 		}
+	}
+	if _, isNode := nodeName(u); isNode && info.Subresource == "status" {
+		return nil // its own Node's or its pods' (authorizeNode)
 	}
 	if info.Subresource == "status" {
 		return s.admitStatus(ctx, u, info, obj)
@@ -585,6 +658,8 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		return nil
 	case *api.Endpoints:
 		return s.admitEndpoints(ctx, u, o)
+	case *api.Node:
+		return s.admitNode(ctx, u, o)
 	case *api.Secret:
 		admitSecret(o)
 		return nil

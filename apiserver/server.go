@@ -80,6 +80,10 @@ type Config struct {
 	// multiply them. Cluster admins are not counted. Default
 	// DefaultMaxProjectsPerUser; negative means no cap.
 	MaxProjectsPerUser int
+	// Nodes serves node agents in other processes: it signs their
+	// certificates when they join, and answers their pods' pull
+	// credentials and admission. Nil: no node joins through this server.
+	Nodes NodeServices
 }
 
 // DefaultMaxProjectsPerUser is the default Config.MaxProjectsPerUser.
@@ -180,7 +184,7 @@ func New(cfg Config) (*Server, error) {
 	for _, inf := range s.authz.Informers() {
 		s.addInformer(inf)
 	}
-	for _, r := range []*api.Resource{api.Tokens, api.ServiceAccounts, api.Projects, api.Users} {
+	for _, r := range []*api.Resource{api.Tokens, api.ServiceAccounts, api.Projects, api.Users, api.Nodes} {
 		s.addInformer(store.NewInformer(cfg.Store, r))
 	}
 	authn, err := identity.New(identity.Config{
@@ -296,6 +300,7 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("/webhooks/", http.MaxBytesHandler(s.cfg.Webhooks, 1<<20))
 	}
 	mux.HandleFunc("POST /oauth/token", s.login)
+	mux.HandleFunc("POST /bootstrap/nodes/{name}", s.joinNode)
 	mux.Handle("POST /oauth/revoke", s.authenticated(http.HandlerFunc(s.revoke)))
 	mux.Handle("GET "+APIPrefix+"/users/~", s.authenticated(http.HandlerFunc(s.whoami)))
 	mux.Handle("GET "+APIPrefix, s.authenticated(http.HandlerFunc(s.discovery)))
@@ -317,6 +322,20 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := bearer(r)
 		if !ok {
+			// A node's certificate (nodes.go).
+			if u, isNode, err := s.authenticateNode(r); isNode {
+				if errors.Is(err, identity.ErrUnauthenticated) {
+					writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "%s", strings.TrimPrefix(err.Error(), "identity: unauthenticated: ")))
+					return
+				}
+				if err != nil {
+					writeError(w, err)
+					return
+				}
+				setUser(r, u.Name)
+				next.ServeHTTP(w, r.WithContext(identity.WithInfo(r.Context(), u)))
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="slipway"`)
 			writeStatus(w, api.NewStatus(http.StatusUnauthorized, api.ReasonUnauthorized, "no credentials: log in with `slipway login` and send the token as `Authorization: Bearer TOKEN`"))
 			return

@@ -50,6 +50,15 @@ func WithCAData(ca []byte) Option {
 	}
 }
 
+// WithClientCertificate presents cert to the server: a node's
+// credential (system:node:NAME), issued by JoinNode.
+func WithClientCertificate(cert tls.Certificate) Option {
+	return func(c *Client) error {
+		c.tls.Certificates = []tls.Certificate{cert}
+		return nil
+	}
+}
+
 // WithWarnings calls warn with each warning the server attaches to an
 // answer (the Warning header's text, as kubectl shows them), such as a
 // token lifetime shortened to the server's maximum. Default: warnings are
@@ -235,6 +244,9 @@ type ListOptions struct {
 	Name          string
 	Limit         int64
 	Continue      string
+	// Field is a field selector term besides the name, such as
+	// spec.nodeName=NODE for pods.
+	Field string
 }
 
 func (o ListOptions) query() url.Values {
@@ -242,8 +254,15 @@ func (o ListOptions) query() url.Values {
 	if o.LabelSelector != "" {
 		q.Set("labelSelector", o.LabelSelector)
 	}
+	var fields []string
 	if o.Name != "" {
-		q.Set("fieldSelector", "metadata.name="+o.Name)
+		fields = append(fields, "metadata.name="+o.Name)
+	}
+	if o.Field != "" {
+		fields = append(fields, o.Field)
+	}
+	if len(fields) > 0 {
+		q.Set("fieldSelector", strings.Join(fields, ","))
 	}
 	if o.Limit > 0 {
 		q.Set("limit", strconv.FormatInt(o.Limit, 10))

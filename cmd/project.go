@@ -230,5 +230,6 @@ func admCmd() *cobra.Command {
 			return nil
 		},
 	})
+	c.AddCommand(nodeAdmCmds()...)
 	return c
 }

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"slipway.dev/slipway/apiserver"
+	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/cluster/runtime"
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/registry"
@@ -127,52 +128,71 @@ func nodeFlags(f *pflag.FlagSet, n *server.NodeConfig) {
 	f.StringVar(&n.Network, "pod-network", "bridge", "Docker network pods attach to")
 	f.StringVar(&n.ServiceCIDR, "service-cidr", "10.43.0.0/16", "range of service ClusterIPs")
 	f.BoolVar(&n.NoProxy, "no-proxy", false, "run no service proxy on this node (another on the machine serves it)")
+	n.ProxyMode = string(proxy.ModeAuto)
+	f.Var(proxyModeFlag{&n.ProxyMode}, "proxy-mode", "how the service proxy forwards: nftables (kernel DNAT, table ip slipway-proxy; needs CAP_NET_ADMIN), userspace (relays in this process), or auto (nftables when the kernel allows it, else userspace; the choice is logged)")
 	f.StringToStringVar(&n.Labels, "node-labels", nil, "labels of this node, for nodeSelector: zone=a,disk=ssd")
 	f.DurationVar(&n.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this node renews its Ready condition (keep it under half of the server's --node-grace-period)")
 }
 
 func nodeCmd() *cobra.Command {
-	var cfg server.Config
-	var etcd string
+	var cfg server.RemoteNodeConfig
 	c := &cobra.Command{
 		Use:   "node",
 		Short: "Run a node: the agent that runs pods on Docker, and the service proxy",
-		Long: `Run the node role against the cluster's etcd: register this machine as a Node,
+		Long: `Run the node role against the cluster's API: register this machine as a Node,
 run the pods the scheduler binds to it on the Docker engine, and proxy
-services. DATA_DIR must hold the cluster's node-token (shared with the API
-servers, as the registry keys are); pods' volumes live under DATA_DIR/node.`,
-		Example: `  slipway node --data-dir /shared/slipway --node-name worker-1 \
-      --etcd-endpoints https://10.0.0.1:2379 --registry 10.0.0.1:5000 --listen :10250
+services. The node holds no etcd credentials: it acts through the API as
+system:node:NAME, with a client certificate of the platform CA that it gets
+once by joining with a one-use bootstrap token (slipway adm
+create-bootstrap-token NAME), kept under DATA_DIR/node-credentials/NAME. It
+reads only the pods bound to it and what they need, and writes only its own
+Node and its pods' status. Deleting the Node (slipway adm revoke-node NAME)
+revokes the credential; the node then joins again only with a new token.
+With --listen it serves its pods' logs and exec over TLS with its
+certificate, to API servers only. Pods' volumes live under DATA_DIR/node.`,
+		Example: `  # On the API server's machine, as a cluster admin
+  slipway adm create-bootstrap-token worker-1 > worker-1.token
+
+  # On the node
+  slipway node --server https://10.0.0.1:8443 --certificate-authority ca.crt \
+      --bootstrap-token-file worker-1.token --node-name worker-1 --listen :10250
 
   # A second node on the same machine and engine
-  slipway node --data-dir ./slipway.local --node-name second --container-prefix second \
-      --no-proxy --etcd-endpoints https://127.0.0.1:2379 --registry 127.0.0.1:5000`,
+  slipway node --server https://127.0.0.1:8443 --certificate-authority slipway.local/pki/ca.crt \
+      --bootstrap-token-file second.token --node-name second --container-prefix second --no-proxy`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
-			if etcd != "" {
-				cfg.EtcdEndpoints = strings.Split(etcd, ",")
-			}
 			abs, err := filepath.Abs(cfg.DataDir)
 			if err != nil {
 				return err
 			}
-			cfg.DataDir, cfg.NodeOnly = abs, true
-			srv, err := server.Start(c.Context(), cfg)
+			cfg.DataDir = abs
+			if err := os.MkdirAll(abs, 0o700); err != nil {
+				return err
+			}
+			n, err := server.StartRemoteNode(c.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.OutOrStdout(), "Slipway node %s is running.\n", cfg.Node.Name)
-			return srv.Wait(c.Context())
+			fmt.Fprintf(c.OutOrStdout(), "Slipway node %s is running.\n", n.Name)
+			<-c.Context().Done()
+			if n.ProxyDone != nil {
+				select {
+				case <-n.ProxyDone:
+				case <-time.After(10 * time.Second):
+					slog.Warn("proxy: did not stop in time; its nftables table stays until the next start replaces it")
+				}
+			}
+			return nil
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory with the cluster's node-token; pod volumes go under it")
-	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
-	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
-	etcdTLSFlags(f, &cfg)
-	f.StringVar(&cfg.RegistryHost, "registry", "", "host:port of the cluster's registry (required)")
-	f.StringVar(&cfg.Node.Listen, "listen", "", "address to serve pod logs and exec to API servers, such as :10250")
+	f.StringVar(&cfg.Server, "server", "", "URL of the cluster's API, such as https://10.0.0.1:8443 (required)")
+	f.StringVar(&cfg.CAFile, "certificate-authority", "", "the platform CA, the API server's DATA_DIR/pki/ca.crt (required)")
+	f.StringVar(&cfg.BootstrapTokenFile, "bootstrap-token-file", "", "`FILE` holding a one-use token from slipway adm create-bootstrap-token NAME, to join the first time or after a revocation")
+	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "where the node keeps its credential and its pods' volumes")
+	f.StringVar(&cfg.Node.Listen, "listen", "", "address to serve pod logs and exec to API servers over TLS, such as :10250")
 	nodeFlags(f, &cfg.Node)
 	return c
 }

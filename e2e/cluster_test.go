@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -52,6 +51,7 @@ type cluster struct {
 	admin *client.Client
 	cli   cli
 	node  string // node name, also the container prefix
+	cidr  string // the service range
 	ns    string
 	auth  remote.Option
 }
@@ -79,7 +79,7 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	}, extra...)
 	p := startServer(t, dir, addr, args...)
 	logIfDied(t, p)
-	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop"}
+	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop", cidr: cidr}
 	c.auth = remote.WithAuth(&authn.Basic{Username: "admin", Password: c.admin.Token()})
 	if err := c.admin.Create(context.Background(), api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: c.ns}}); err != nil {
 		t.Fatal(err)
@@ -119,6 +119,8 @@ func (c *cluster) dump() {
 // itself once no cluster IP is left on it.
 func removeServiceRange(t *testing.T, cidr string) {
 	_ = exec.Command("ip", "route", "del", "unreachable", cidr).Run()
+	// The proxy's nftables table, when it was killed before removing it.
+	_ = exec.Command("nft", "delete", "table", "ip", "slipway-proxy-"+strings.ReplaceAll(cidr, "/", "-")).Run()
 	_, rng, err := net.ParseCIDR(cidr)
 	if err != nil {
 		return
@@ -593,19 +595,10 @@ func TestNodeLoss(t *testing.T) {
 	// Heartbeats every 2s, so a 6s grace period does not flap.
 	c := startCluster(t, "node-a", "--heartbeat-interval", "2s", "--node-grace-period", "6s", "--pod-eviction-timeout", "4s")
 	ctx := context.Background()
-	var etcdAddrs struct{ Client string }
-	data, err := os.ReadFile(filepath.Join(c.p.dataDir, "etcd.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &etcdAddrs); err != nil || etcdAddrs.Client == "" {
-		t.Fatalf("etcd.json = %s, %v; want the embedded etcd's client address", data, err)
-	}
 	t.Cleanup(func() { removeContainers(t, c.d, "node-b") }) // after the kill below
-	nodeB := exec.Command(binary(t), "node", "--data-dir", c.p.dataDir,
-		"--etcd-endpoints", "https://"+etcdAddrs.Client, "--registry", c.p.registry,
+	nodeB := exec.Command(binary(t), append(nodeJoinArgs(t, c, "node-b"), "--data-dir", c.p.dataDir,
 		"--node-name", "node-b", "--container-prefix", "node-b", "--no-proxy",
-		"--docker-host", c.d.Host(), "--listen", freePort(t), "--heartbeat-interval", "2s")
+		"--docker-host", c.d.Host(), "--listen", freePort(t), "--heartbeat-interval", "2s")...)
 	var out bytes.Buffer
 	nodeB.Stdout, nodeB.Stderr = &out, &out
 	if err := nodeB.Start(); err != nil {

@@ -350,18 +350,9 @@ func startNodeProcess(t *testing.T, c *cluster) *nodeProcess {
 // start runs the agent and waits until its Node is ready.
 func (n *nodeProcess) start(t *testing.T) {
 	t.Helper()
-	var etcdAddrs struct{ Client string }
-	data, err := os.ReadFile(filepath.Join(n.c.p.dataDir, "etcd.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &etcdAddrs); err != nil || etcdAddrs.Client == "" {
-		t.Fatalf("etcd.json = %s, %v; want the embedded etcd's client address", data, err)
-	}
-	n.cmd = exec.Command(binary(t), "node", "--data-dir", n.c.p.dataDir,
-		"--etcd-endpoints", "https://"+etcdAddrs.Client, "--registry", n.c.p.registry,
+	n.cmd = exec.Command(binary(t), append(nodeJoinArgs(t, n.c, n.c.node), "--data-dir", n.c.p.dataDir,
 		"--node-name", n.c.node, "--container-prefix", n.c.node, "--no-proxy",
-		"--docker-host", n.c.d.Host(), "--listen", n.listen, "--heartbeat-interval", "2s")
+		"--docker-host", n.c.d.Host(), "--listen", n.listen, "--heartbeat-interval", "2s")...)
 	n.out = &bytes.Buffer{}
 	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 	if err := n.cmd.Start(); err != nil {

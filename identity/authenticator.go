@@ -120,6 +120,9 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, secret string) (I
 	if !a.cfg.Now().Before(tok.Spec.ExpiresAt) {
 		return Info{}, fmt.Errorf("%w: %w at %s; log in again", ErrUnauthenticated, ErrTokenExpired, tok.Spec.ExpiresAt.Format(time.RFC3339))
 	}
+	if strings.HasPrefix(tok.Spec.User, BootstrapUserPrefix) {
+		return Info{}, fmt.Errorf("%w: a bootstrap token only joins its node (slipway node --bootstrap-token-file)", ErrUnauthenticated)
+	}
 	if p, sa, ok := api.SplitServiceAccountUser(tok.Spec.User); ok {
 		o, err := a.lookup(ctx, a.cfg.ServiceAccounts, api.ServiceAccounts, p, sa)
 		if err != nil || o.GetObjectMeta().UID != tok.Spec.ServiceAccountUID {

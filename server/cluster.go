@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -29,6 +30,7 @@ import (
 	"slipway.dev/slipway/cluster/scheduler"
 	"slipway.dev/slipway/deploy"
 	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/quota"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
@@ -58,6 +60,9 @@ type NodeConfig struct {
 	NoProxy bool
 	// ServiceCIDR is the ClusterIP range. Default 10.43.0.0/16.
 	ServiceCIDR string
+	// ProxyMode is the service proxy's mode: auto (default), nftables or
+	// userspace (proxy.ParseMode).
+	ProxyMode string
 	// Labels are the Node's labels.
 	Labels map[string]string
 	// HeartbeatInterval; default 10s.
@@ -65,14 +70,15 @@ type NodeConfig struct {
 }
 
 // podGateway hands pods/log and pods/exec to the agent that runs the pod:
-// this process's own, or another's over HTTP with the node token.
+// this process's own (with a token that never leaves the process), or
+// another's over TLS, where each side checks the other's certificate.
 type podGateway struct {
-	mu     sync.Mutex
-	local  *node.Agent
-	name   string
-	token  string
-	store  *store.Store
-	client *http.Client
+	mu    sync.Mutex
+	local *node.Agent
+	name  string
+	token string
+	store *store.Store
+	nodes *nodeServices
 }
 
 func (g *podGateway) setLocal(a *node.Agent, name string) {
@@ -87,8 +93,9 @@ func (g *podGateway) ServePod(w http.ResponseWriter, r *http.Request, pod *api.P
 	g.mu.Unlock()
 	r2 := r.Clone(r.Context())
 	r2.URL.Path = "/pods/" + pod.Namespace + "/" + pod.Name + "/" + sub
-	r2.Header.Set("Authorization", "Bearer "+g.token)
+	r2.Header.Del("Authorization") // the user's token is not the agent's business
 	if local != nil && pod.Spec.NodeName == name {
+		r2.Header.Set("Authorization", "Bearer "+g.token)
 		local.Handler().ServeHTTP(w, r2)
 		return
 	}
@@ -103,35 +110,31 @@ func (g *podGateway) ServePod(w http.ResponseWriter, r *http.Request, pod *api.P
 		return
 	}
 	target, err := url.Parse(addr)
+	if err == nil && target.Scheme != "https" {
+		err = fmt.Errorf("node %s serves logs and exec at %s, not over https; restart it with this version's `slipway node`", pod.Spec.NodeName, addr)
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = g.nodes.transport(pod.Spec.NodeName)
 	rp.FlushInterval = -1
 	rp.ServeHTTP(w, r2)
 }
 
 // AgentEndpointAnnotation on a Node is where its agent serves logs and
-// exec, such as http://10.0.0.5:10250.
+// exec, such as https://10.0.0.5:10250.
 const AgentEndpointAnnotation = "slipway.dev/agent-endpoint"
 
-// nodeToken is the secret API servers present to node agents, shared
-// through the data dir as the registry's keys are.
-func nodeToken(dataDir string) (string, error) {
-	p := filepath.Join(dataDir, "node-token")
-	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
-		return strings.TrimSpace(string(b)), nil
-	}
+// localToken is what this process's API server presents to its own
+// agent; it never leaves the process.
+func localToken() (string, error) {
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
 		return "", err
 	}
-	tok := hex.EncodeToString(buf)
-	if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("server: node token: %w", err)
-	}
-	return tok, nil
+	return hex.EncodeToString(buf), nil
 }
 
 // startClusterControllers runs the scheduler, the node lifecycle, the
@@ -148,6 +151,7 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 	}
 	go lc.Run(ctx)
 	go (&replication.Manager{Store: s.Store}).Run(ctx)
+	go (&quota.Controller{Store: s.Store}).Run(ctx)
 	ips, err := proxy.NewAllocator(s.cfg.Node.ServiceCIDR)
 	if err != nil {
 		return fmt.Errorf("server: --service-cidr: %w", err)
@@ -158,12 +162,20 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 }
 
 // StartNode runs the node role: an agent on the Docker engine and, unless
-// turned off, the service proxy. It returns the agent.
-func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, token string, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
+// turned off, the service proxy, on st (the store in `slipway start`, the
+// API as the node in `slipway node`). It returns the agent and a channel
+// closed once the service proxy has stopped after ctx ended (and removed
+// its nftables table); nil when no proxy runs. With cfg.Listen the agent
+// serves logs and exec over TLS with listenTLS.
+func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir, token string, listenTLS *tls.Config, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, <-chan struct{}, error) {
+	mode, err := proxy.ParseMode(cfg.ProxyMode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: --proxy-mode: %w", err)
+	}
 	if cfg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cfg.Name = strings.ToLower(h)
 	}
@@ -178,14 +190,14 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt, err := runtime.NewDocker(runtime.Config{
 		Host: cfg.DockerHost, Prefix: cfg.ContainerPrefix, DataDir: filepath.Join(dataDir, "node"),
 		Network: cfg.Network, PauseBinary: self, PauseArgs: []string{"pause"},
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agentCfg := node.Config{
 		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
@@ -193,7 +205,7 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 	}
 	agent, err := node.New(agentCfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() {
 		if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
@@ -201,37 +213,42 @@ func StartNode(ctx context.Context, st *store.Store, cfg NodeConfig, dataDir, to
 		}
 	}()
 	if cfg.Listen != "" {
+		if listenTLS == nil {
+			return nil, nil, errors.New("node: --listen serves logs and exec only over TLS, with the node's certificate")
+		}
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
+			return nil, nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
 		}
 		srv := &http.Server{Handler: agent.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { <-ctx.Done(); srv.Close() }()
-		go func() { _ = srv.Serve(ln) }()
+		go func() { _ = srv.Serve(tls.NewListener(ln, listenTLS)) }()
 		host, port, _ := net.SplitHostPort(ln.Addr().String())
 		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 			host = cfg.Address
 		}
-		endpoint := "http://" + net.JoinHostPort(host, port)
+		endpoint := "https://" + net.JoinHostPort(host, port)
 		go annotateNode(ctx, st, cfg.Name, endpoint)
 	}
 	if !cfg.NoProxy {
 		vips, err := proxy.NewDummy("slipway0")
 		if err != nil {
-			return nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
+			return nil, nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
 		}
-		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR})
+		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR, Mode: mode})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		go px.Run(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); px.Run(ctx) }()
+		return agent, done, nil
 	}
-	return agent, nil
+	return agent, nil, nil
 }
 
 // annotateNode records where the agent serves logs and exec, once the
 // agent has registered the Node.
-func annotateNode(ctx context.Context, st *store.Store, name, endpoint string) {
+func annotateNode(ctx context.Context, st store.Interface, name, endpoint string) {
 	for ctx.Err() == nil {
 		_, err := st.GuaranteedUpdate(ctx, api.Nodes, "", name, store.UpdateOptions{}, func(o api.Object) error {
 			n := o.(*api.Node)
@@ -355,10 +372,11 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit)
+	agent, proxyDone, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}
+	s.proxyDone = proxyDone
 	s.Agent = agent
 	name := s.cfg.Node.Name
 	if name == "" {
@@ -380,21 +398,4 @@ func pingDocker(ctx context.Context, host string) error {
 	defer cancel()
 	_, err = rt.ListPods(pctx)
 	return err
-}
-
-// startNodeOnly runs the caches that pull tokens need, and the node role.
-func (s *Server) startNodeOnly(bootCtx context.Context) (*Server, error) {
-	runCtx, err := s.runCaches(bootCtx)
-	if err != nil {
-		return nil, err
-	}
-	s.RegistryHost = s.cfg.RegistryHost
-	if err := pingDocker(runCtx, s.cfg.Node.DockerHost); err != nil {
-		return nil, fmt.Errorf("node: no Docker engine answers at %q: %w (install docker.io and start it, or pass --docker-host)", s.cfg.Node.DockerHost, err)
-	}
-	if s.Agent, err = StartNode(runCtx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, s.pullAuth, s.trust.Admit); err != nil {
-		return nil, err
-	}
-	slog.Info("slipway node is running", "node", s.cfg.Node.Name, "etcd", strings.Join(s.cfg.EtcdEndpoints, ","))
-	return s, nil
 }

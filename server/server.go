@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,10 +90,6 @@ type Config struct {
 	Out io.Writer
 	// Node is the node role that `slipway start` runs in process.
 	Node NodeConfig
-	// NodeOnly runs only the node role (`slipway node`) against the
-	// cluster's etcd; RegistryHost names the cluster's registry.
-	NodeOnly     bool
-	RegistryHost string
 	// Limits are the platform's caps per project (objects of each kind)
 	// and per image stream (tags, history), so that no project fills
 	// etcd. Zero fields take the defaults below (DefaultLimits).
@@ -173,10 +170,7 @@ func (c *Config) Validate() error {
 	if c.Out == nil {
 		c.Out = os.Stdout
 	}
-	if c.NodeOnly && (len(c.EtcdEndpoints) == 0 || c.RegistryHost == "") {
-		return errors.New("server: the node role needs --etcd-endpoints of the cluster's etcd and --registry of its registry (host:port)")
-	}
-	if hb, grace := cmp.Or(c.Node.HeartbeatInterval, 10*time.Second), cmp.Or(c.NodeGracePeriod, 40*time.Second); !c.NodeOnly && grace < 2*hb {
+	if hb, grace := cmp.Or(c.Node.HeartbeatInterval, 10*time.Second), cmp.Or(c.NodeGracePeriod, 40*time.Second); grace < 2*hb {
 		return fmt.Errorf("server: --node-grace-period %s must be at least twice the heartbeat interval (%s), or healthy nodes flap to NotReady", grace, hb)
 	}
 	if !c.EtcdTLS.IsZero() {
@@ -211,9 +205,12 @@ type Server struct {
 	// buildkitd and removed the build network (bridge, firewall chains),
 	// which shutdown waits for: the process must not exit first.
 	buildsDone chan struct{}
-	nodeToken  string
-	pods       *podGateway
-	trust      *trust
+	// proxyDone closes when the service proxy has stopped (and removed
+	// its nftables table); nil when none runs.
+	proxyDone <-chan struct{}
+	nodeToken string
+	pods      *podGateway
+	trust     *trust
 	// Agent is the in-process node agent, when one runs.
 	Agent *node.Agent
 	// cleaner removes a deleted project's registry content, once the
@@ -268,15 +265,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.audit, err = os.OpenFile(filepath.Join(cfg.DataDir, "audit.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
 		return nil, fmt.Errorf("server: audit log: %w", err)
 	}
-	if s.nodeToken, err = nodeToken(cfg.DataDir); err != nil {
+	if s.nodeToken, err = localToken(); err != nil {
 		return nil, err
 	}
-	s.pods = &podGateway{token: s.nodeToken, store: s.Store}
+	nodes, err := s.newNodeServices()
+	if err != nil {
+		return nil, err
+	}
+	s.pods = &podGateway{token: s.nodeToken, store: s.Store, nodes: nodes}
 	if s.trust, err = s.newTrust(); err != nil {
 		return nil, err
 	}
 	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
-		ProjectCleaner: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser})
+		ProjectCleaner: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser, Nodes: nodes})
 	if err != nil {
 		return nil, err
 	}
@@ -291,9 +292,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.RegistryOnly {
 		return s.startRegistryOnly(bootCtx)
-	}
-	if cfg.NodeOnly {
-		return s.startNodeOnly(bootCtx)
 	}
 	if err := s.API.Authenticator().Bootstrap(bootCtx, cfg.DataDir, func(password, file string) {
 		fmt.Fprintf(cfg.Out, "\nCreated user \"admin\" with password: %s\n(shown once; also saved in %s, mode 0600)\n\n", password, file)
@@ -365,7 +363,11 @@ func (s *Server) tlsConfig() *tls.Config {
 	if s.userCert.Certificate != nil {
 		cert = s.userCert
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	// Nodes authenticate with a certificate of the platform CA
+	// (apiserver/nodes.go); everyone else with a bearer token.
+	pool := x509.NewCertPool()
+	pool.AddCert(s.PKI.CA)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
 }
 
 // startBuilds supervises buildkitd and runs the build controller. Without
@@ -601,6 +603,13 @@ func (s *Server) shutdown(ctx context.Context) {
 		case <-s.buildsDone:
 		case <-ctx.Done():
 			slog.Warn("builds: buildkitd did not stop in time; its build network may be left on the host until the next start removes it")
+		}
+	}
+	if s.proxyDone != nil {
+		select {
+		case <-s.proxyDone:
+		case <-ctx.Done():
+			slog.Warn("proxy: did not stop in time; its nftables table stays until the next start replaces it")
 		}
 	}
 	if s.client != nil {

@@ -16,7 +16,7 @@ import (
 // touch etcd. Handlers run in order, one event at a time, after the cache
 // has been updated.
 type Informer struct {
-	store *Store
+	store Interface
 	res   *api.Resource
 
 	mu       sync.RWMutex
@@ -36,7 +36,7 @@ type Informer struct {
 type IndexFunc func(api.Object) []string
 
 // NewInformer returns an informer; call Run to fill it.
-func NewInformer(s *Store, r *api.Resource) *Informer {
+func NewInformer(s Interface, r *api.Resource) *Informer {
 	return &Informer{store: s, res: r, items: map[string]api.Object{}, changed: make(chan struct{})}
 }
 

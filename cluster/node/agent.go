@@ -40,7 +40,7 @@ import (
 // Config configures an Agent.
 type Config struct {
 	// Store holds nodes, pods and services. Required.
-	Store *store.Store
+	Store store.Interface
 	// Runtime runs the pods. Required.
 	Runtime runtime.Runtime
 	// NodeName is the Node the agent registers and whose pods it runs. A

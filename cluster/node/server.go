@@ -143,13 +143,21 @@ const maxFrame = 32 << 10
 // An exec is stopped once its output passes Config.ExecOutputLimit or it
 // runs past Config.ExecTimeout; the answer then carries the error.
 //
-// Every request must carry "Authorization: Bearer " + Config.ServerToken;
-// others get 401. A pod not on this node or an unknown container is 404.
+// Every request must come from the API server: over TLS with a client
+// certificate whose common name is APIServerCommonName, verified by the
+// listener against the platform CA (the only CA its tls.Config trusts),
+// or, in the API server's own process, with "Authorization: Bearer " +
+// Config.ServerToken. Others get 401. A pod not on this node or an
+// unknown container is 404.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /pods/{ns}/{name}/log", a.serveLog)
 	mux.HandleFunc("POST /pods/{ns}/{name}/exec", a.serveExec)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fromAPIServer(r) {
+			mux.ServeHTTP(w, r)
+			return
+		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || a.cfg.ServerToken == "" || subtle.ConstantTimeCompare([]byte(token), []byte(a.cfg.ServerToken)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="slipway-node"`)
@@ -158,6 +166,19 @@ func (a *Agent) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// APIServerCommonName is the common name of the client certificate API
+// servers present to node agents.
+const APIServerCommonName = "system:apiserver"
+
+// fromAPIServer says whether r came with a verified client certificate
+// of an API server.
+func fromAPIServer(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return false
+	}
+	return r.TLS.VerifiedChains[0][0].Subject.CommonName == APIServerCommonName
 }
 
 func (a *Agent) serveLog(w http.ResponseWriter, r *http.Request) {
