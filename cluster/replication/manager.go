@@ -97,10 +97,11 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 			if err != nil {
 				return err
 			}
-			if err := api.RestrictPod(p, o.(*api.Project)); err != nil {
-				return fmt.Errorf("replication: not creating a pod for %s/%s: %w", rc.Namespace, rc.Name, err)
+			err = api.RestrictPod(p, o.(*api.Project))
+			if err == nil {
+				err = m.Store.Create(ctx, api.Pods, p)
 			}
-			if err := m.Store.Create(ctx, api.Pods, p); err != nil {
+			if err != nil {
 				err = fmt.Errorf("replication: creating a pod for %s/%s: %w", rc.Namespace, rc.Name, err)
 				// Said on the controller, and retried with backoff (a
 				// quota refusal lasts until something frees room).
