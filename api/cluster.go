@@ -70,6 +70,16 @@ type PodSpec struct {
 	NodeSelector  map[string]string `json:"nodeSelector,omitempty"`
 	// NodeName is set by the scheduler when it binds the pod.
 	NodeName string `json:"nodeName,omitempty"`
+	// ServiceAccountName is the project's service account the pod runs
+	// as; it matters for the privileged exception (security.go).
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	// SecurityContext is how the pod's containers run (security.go).
+	SecurityContext *PodSecurityContext `json:"securityContext,omitempty"`
+	// HostNetwork, HostPID and HostIPC ask for the node's namespaces;
+	// restricted pods may not.
+	HostNetwork bool `json:"hostNetwork,omitempty"`
+	HostPID     bool `json:"hostPID,omitempty"`
+	HostIPC     bool `json:"hostIPC,omitempty"`
 }
 
 // Container is one process image in a pod.
@@ -84,6 +94,8 @@ type Container struct {
 	VolumeMounts   []VolumeMount        `json:"volumeMounts,omitempty"`
 	LivenessProbe  *Probe               `json:"livenessProbe,omitempty"`
 	ReadinessProbe *Probe               `json:"readinessProbe,omitempty"`
+	// SecurityContext overrides the pod's for this container.
+	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
 }
 
 // ContainerPort is a port the container listens on; HostPort publishes it
@@ -107,6 +119,8 @@ type Volume struct {
 	Name       string                  `json:"name"`
 	EmptyDir   *struct{}               `json:"emptyDir,omitempty"`
 	Persistent *PersistentVolumeSource `json:"persistent,omitempty"`
+	// HostPath is refused for every pod (security.go).
+	HostPath *HostPathVolumeSource `json:"hostPath,omitempty"`
 }
 
 // PersistentVolumeSource names a volume that outlives its pods.
@@ -406,7 +420,7 @@ func validatePodSpec(path string, s *PodSpec) FieldErrors {
 		if msgs := validation.IsDNS1123Label(v.Name); len(msgs) > 0 {
 			errs.Add(fieldIndex(path+".volumes", i, "name"), FieldValueInvalid, "%s", msgs[0])
 		}
-		if (v.EmptyDir == nil) == (v.Persistent == nil) {
+		if n := btoi(v.EmptyDir != nil) + btoi(v.Persistent != nil) + btoi(v.HostPath != nil); n != 1 {
 			errs.Add(fieldIndex(path+".volumes", i, ""), FieldValueInvalid, "give exactly one of emptyDir or persistent")
 		}
 		if v.Persistent != nil {
@@ -416,6 +430,7 @@ func validatePodSpec(path string, s *PodSpec) FieldErrors {
 		}
 		vols[v.Name] = true
 	}
+	errs = append(errs, validateSecurity(path, s)...)
 	names := map[string]bool{}
 	for i, c := range s.Containers {
 		cp := fieldIndex(path+".containers", i, "")
@@ -451,6 +466,13 @@ func validatePodSpec(path string, s *PodSpec) FieldErrors {
 		}
 	}
 	return errs
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Labels and annotations the cluster controllers put on pods.

@@ -65,12 +65,20 @@ func (s *Server) createProject(ctx context.Context, u identity.Info, p *api.Proj
 				"%s already has %d projects (counting those its service accounts made), the most the platform allows a user; delete one no longer needed (slipway delete project NAME), or ask a cluster admin to raise it (slipway start --max-projects-per-user)", owner, n)
 		}
 	}
+	// The project's UIDs (api.UIDRangeAnnotation) are the server's to
+	// choose: what the request says is replaced.
+	r, err := s.reserveUIDRange(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	p.Annotations[api.UIDRangeAnnotation] = r.String()
 	if err := s.store.Create(ctx, api.Projects, p); err != nil {
+		s.releaseUIDRange(context.WithoutCancel(ctx), r.String())
 		return err
 	}
 	s.waitCache(ctx, api.Projects, revisionOf(p))
 	b := rbac.AdminBinding(p.Name, u.Name)
-	err := s.store.Create(ctx, api.RoleBindings, b)
+	err = s.store.Create(ctx, api.RoleBindings, b)
 	if errors.Is(err, store.ErrExists) {
 		// Left over from a project of the same name whose deletion was
 		// interrupted; the finalizer removes it, so replace it now.
@@ -118,10 +126,10 @@ func (s *Server) projectOwner(requester string) string {
 	return requester
 }
 
-// keepRequester puts the stored requester back on a project being
-// updated: it is the server's record of who created it.
+// keepRequester puts the stored requester and UID range back on a
+// project being updated: they are the server's record of who created it
+// and of the UIDs its pods run as.
 func (s *Server) keepRequester(p *api.Project) {
-	var was string
 	o, ok := s.informers[api.Projects].Get("", p.Name)
 	if !ok {
 		// Made on another API server and not in this cache yet: read
@@ -130,17 +138,20 @@ func (s *Server) keepRequester(p *api.Project) {
 			o, ok = got, true
 		}
 	}
-	if ok {
-		was = o.GetObjectMeta().Annotations[api.ProjectRequesterAnnotation]
+	for _, key := range []string{api.ProjectRequesterAnnotation, api.UIDRangeAnnotation} {
+		var was string
+		if ok {
+			was = o.GetObjectMeta().Annotations[key]
+		}
+		if was == "" {
+			delete(p.Annotations, key)
+			continue
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[key] = was
 	}
-	if was == "" {
-		delete(p.Annotations, api.ProjectRequesterAnnotation)
-		return
-	}
-	if p.Annotations == nil {
-		p.Annotations = map[string]string{}
-	}
-	p.Annotations[api.ProjectRequesterAnnotation] = was
 }
 
 // deleteProject marks a project Terminating and then removes everything in
@@ -182,6 +193,10 @@ func (s *Server) deleteProject(ctx context.Context, name string) (api.Object, er
 // deletion finished (the finalizer's queue holds names, not objects).
 func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	o, err := s.store.Get(ctx, api.Projects, "", name)
+	var uidRange string
+	if err == nil && o.GetObjectMeta().DeletionTimestamp != nil {
+		uidRange = o.GetObjectMeta().Annotations[api.UIDRangeAnnotation]
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// Finished already, by the other path; wait for the caches below.
@@ -200,11 +215,12 @@ func (s *Server) finalizeProject(ctx context.Context, name string) error {
 	}
 	// Whoever finished the deletion (this call or the finalizer), answer
 	// only once this server's caches no longer hold anything of the
-	// project, so the next request sees it gone.
+	// project (and its UID block is free), so the next request sees it gone.
 	s.waitUntil(ctx, func() bool {
 		_, has := s.informers[api.Projects].Get("", name)
 		return !has && len(s.informers[api.RoleBindings].List(name)) == 0 &&
-			len(s.informers[api.ServiceAccounts].List(name)) == 0
+			len(s.informers[api.ServiceAccounts].List(name)) == 0 &&
+			(uidRange == "" || !s.reservationHeld(ctx, uidRange, name))
 	})
 	return nil
 }
@@ -228,6 +244,10 @@ type ProjectCleaner interface {
 // the registry and the API refuse new content in it).
 func (s *Server) deleteContents(ctx context.Context, owner store.Owner) error {
 	name := owner.Name
+	var uidRange string
+	if o, err := s.store.Get(ctx, api.Projects, "", name); err == nil && o.GetObjectMeta().UID == owner.UID {
+		uidRange = o.GetObjectMeta().Annotations[api.UIDRangeAnnotation]
+	}
 	for _, r := range api.Resources() {
 		if !r.Namespaced {
 			continue
@@ -262,7 +282,13 @@ func (s *Server) deleteContents(ctx context.Context, owner store.Owner) error {
 			return fmt.Errorf("removing the build logs of project %q: %w", name, err)
 		}
 	}
-	return s.store.DeleteOwned(ctx, owner)
+	if err := s.store.DeleteOwned(ctx, owner); err != nil {
+		return err
+	}
+	// Its UIDs are free again: the block was this project's alone, and a
+	// project made since under the name has its own.
+	s.releaseUIDRange(ctx, uidRange)
+	return nil
 }
 
 // stillOwner fails with ErrNotFound or ErrConflict once owner is gone or

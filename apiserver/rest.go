@@ -688,9 +688,15 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 		if err := s.admitHostPorts(ctx, u, info, o); err != nil {
 			return err
 		}
+		if err := s.admitPodSecurity(ctx, u, info, o); err != nil {
+			return err
+		}
 		return s.admitImageRefs(ctx, u, ns, o)
 	case *api.Pod, *api.ReplicationController:
-		return s.admitHostPorts(ctx, u, info, o)
+		if err := s.admitHostPorts(ctx, u, info, o); err != nil {
+			return err
+		}
+		return s.admitPodSecurity(ctx, u, info, o)
 	case *api.BuildConfig, *api.Build:
 		return s.admitImageRefs(ctx, u, ns, o)
 	case *api.ClusterRoleBinding:

@@ -223,6 +223,7 @@ func (s *Server) Run(ctx context.Context) {
 	s.runCtx = ctx
 	s.runProjectFinalizer(ctx)
 	go s.collectExpiredTokens(ctx, 10*time.Minute)
+	go s.assignUIDRanges(ctx)
 	for _, inf := range s.informers {
 		go inf.Run(ctx)
 	}

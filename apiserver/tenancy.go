@@ -317,8 +317,8 @@ func (s *Server) admitService(ctx context.Context, u identity.Info, svc *api.Ser
 // capture traffic for a port the node itself serves (a plain-HTTP agent,
 // say) and it is shared by every project on that node, so it is the
 // cluster's to hand out, not a project's. A RoleBinding does not grant
-// it. Pods have no other host namespace fields (network, PID, IPC); if
-// they gain some, they belong under this check too.
+// it. The host namespace fields (network, PID, IPC) and host paths are
+// admitted with the rest of the pod's security (podsecurity.go).
 var HostPorts = rbac.Attributes{Verb: "create", Resource: "pods", Subresource: "hostport"}
 
 // admitHostPorts refuses a pod, or a replication controller or deployment

@@ -209,8 +209,9 @@ func admCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:     "adm",
 		Short:   "Administer the cluster (cluster admins)",
-		Example: "  slipway adm revoke-tokens alice",
+		Example: "  slipway adm revoke-tokens alice\n  slipway adm policy add-scc-to-user privileged -z monitor -n ops",
 	}
+	c.AddCommand(admPolicyCmd())
 	c.AddCommand(&cobra.Command{
 		Use:     "revoke-tokens USER",
 		Short:   "End every session of a user: delete all their tokens, without deleting the user",

@@ -84,6 +84,7 @@ func phase(t *testing.T, ctx context.Context, s *store.Store, name string) strin
 func TestImageTriggeredRollouts(t *testing.T) {
 	s := storetest.New(t)
 	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go (&replication.Manager{Store: s, Grace: 10 * time.Millisecond}).Run(runCtx)
@@ -151,6 +152,7 @@ func TestImageTriggeredRollouts(t *testing.T) {
 func TestRecreateWithHooks(t *testing.T) {
 	s := storetest.New(t)
 	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go (&replication.Manager{Store: s, Grace: 10 * time.Millisecond}).Run(runCtx)

@@ -24,6 +24,7 @@ func (a pullAuthz) Authorize(u identity.Info, at rbac.Attributes) (bool, string)
 func TestMayFollow(t *testing.T) {
 	s := storetest.New(t)
 	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
 	for _, p := range []*api.Project{{ObjectMeta: api.ObjectMeta{Name: "vic"}}, {ObjectMeta: api.ObjectMeta{Name: "pub"}, Spec: api.ProjectSpec{Public: true}}} {
 		if err := s.Create(ctx, api.Projects, p); err != nil {
 			t.Fatal(err)

@@ -272,7 +272,21 @@ func (c *Controller) hook(ctx context.Context, dc *api.DeploymentConfig, revisio
 	name := revision + "-hook-" + stage
 	pod := &api.Pod{
 		ObjectMeta: api.ObjectMeta{Name: name, Namespace: dc.Namespace, Labels: map[string]string{api.DeploymentConfigLabel + "-hook": dc.Name}},
-		Spec:       api.PodSpec{Containers: []api.Container{hc}, Volumes: tpl.Spec.Volumes, RestartPolicy: "Never", NodeSelector: tpl.Spec.NodeSelector},
+		Spec: api.PodSpec{
+			Containers: []api.Container{hc}, Volumes: tpl.Spec.Volumes, RestartPolicy: "Never", NodeSelector: tpl.Spec.NodeSelector,
+			ServiceAccountName: tpl.Spec.ServiceAccountName, SecurityContext: tpl.Spec.SecurityContext,
+			HostNetwork: tpl.Spec.HostNetwork, HostPID: tpl.Spec.HostPID, HostIPC: tpl.Spec.HostIPC,
+		},
+	}
+	if v, ok := tpl.Annotations[api.PodSecurityAnnotation]; ok {
+		pod.Annotations = map[string]string{api.PodSecurityAnnotation: v}
+	}
+	proj, err := c.Store.Get(ctx, api.Projects, "", dc.Namespace)
+	if err != nil {
+		return fmt.Errorf("the %s hook pod: reading the project: %w", stage, err)
+	}
+	if err := api.RestrictPod(pod, proj.(*api.Project)); err != nil {
+		return fmt.Errorf("the %s hook pod: %w", stage, err)
 	}
 	if err := c.Store.Create(ctx, api.Pods, pod); err != nil && !errors.Is(err, store.ErrExists) {
 		return err

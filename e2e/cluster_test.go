@@ -183,7 +183,12 @@ func podImage(t *testing.T, files map[string]string, cmd ...string) v1.Image {
 	for _, applet := range []string{"sh", "httpd", "wget", "hostname", "cat", "sleep", "mv", "mkdir", "env", "echo", "timeout"} {
 		tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
-	dirs := map[string]bool{}
+	// Pods run as their project's UID, not root: like any image made to
+	// run so, this one ships the directories its commands write to
+	// world-writable (/www for the pages httpd serves).
+	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
+	tw.WriteHeader(&tar.Header{Name: "www/", Typeflag: tar.TypeDir, Mode: 0o777})
+	dirs := map[string]bool{"tmp": true, "www": true}
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)

@@ -30,7 +30,15 @@ const (
 	ImagePusher     = "image-pusher"
 	ImageBuilder    = "image-builder"
 	SelfProvisioner = "self-provisioner"
+	// PrivilegedPods lets the pods of a service account it is bound to
+	// cluster-wide run beyond the restricted policy (api.PrivilegedPodsRole).
+	PrivilegedPods = api.PrivilegedPodsRole
 )
+
+// PrivilegedPodsAttributes is what PrivilegedPods grants: the API server
+// asks it of a pod's service account, cluster-wide only, so a project's
+// RoleBinding of the role grants nothing.
+var PrivilegedPodsAttributes = Attributes{Verb: "use", Resource: "pods", Subresource: "privileged"}
 
 // rbacResources are left out of edit and view: seeing or changing who may
 // do what is an admin's business.
@@ -108,6 +116,7 @@ func BootstrapRoles() []*api.ClusterRole {
 			api.PolicyRule{Verbs: []string{"get", "update"}, Resources: []string{layers}},
 			api.PolicyRule{Verbs: []string{"get", "create"}, Resources: []string{"imagestreams"}}),
 		role(SelfProvisioner, api.PolicyRule{Verbs: []string{"create"}, Resources: []string{"projects"}}),
+		role(PrivilegedPods, api.PolicyRule{Verbs: []string{"use"}, Resources: []string{"pods/privileged"}}),
 	}
 }
 

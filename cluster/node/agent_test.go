@@ -304,12 +304,17 @@ func TestPodRunsAndBecomesReady(t *testing.T) {
 	}
 	a, _ := startAgent(t, testConfig(s, newRuntime(t)))
 
-	web := sh("web", img, "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www")
+	// The pod runs as its project's UID, which cannot write to the
+	// image's /: the page goes in an emptyDir.
+	web := sh("web", img, "echo hello > /www/index.html && exec httpd -f -p 8080 -h /www")
+	web.VolumeMounts = []api.VolumeMount{{Name: "www", MountPath: "/www"}}
 	web.ReadinessProbe = &api.Probe{HTTPGet: &api.HTTPGetAction{Path: "/ready", Port: 8080}, PeriodSeconds: 1}
 	side := sh("side", img, "exec sleep 3600")
 	side.Env = []api.EnvVar{{Name: "DB_HOST", Value: "mine"}}
 	side.ReadinessProbe = &api.Probe{TCPSocket: &api.TCPSocketAction{Port: 8080}, PeriodSeconds: 1}
-	createPod(t, ctx, s, newPod("web", web, side))
+	wp := newPod("web", web, side)
+	wp.Spec.Volumes = []api.Volume{{Name: "www", EmptyDir: &struct{}{}}}
+	createPod(t, ctx, s, wp)
 
 	p := waitPod(t, ctx, s, "web", "Running with side ready", func(p *api.Pod) bool {
 		return running(p) && container(p, "side").Ready
@@ -568,6 +573,8 @@ func TestRestartAdoptsAndRemovesOrphans(t *testing.T) {
 	// While no agent runs: a runtime pod no API pod wants.
 	orphan := newPod("orphan", sh("app", img, "exec sleep 3600"))
 	orphan.UID = uuid.NewString()
+	uid := api.UIDRangeBlock(1).First
+	orphan.Spec.SecurityContext = &api.PodSecurityContext{RunAsUser: &uid}
 	if err := rt.SyncPod(ctx, orphan); err != nil {
 		t.Fatal(err)
 	}

@@ -98,8 +98,14 @@ func TestMain(m *testing.M) {
 
 var runs atomic.Int64
 
-// newStore returns a store isolated under a prefix unique to the test.
-func newStore(t *testing.T) *store.Store { return storetest.New(t) }
+// newStore returns a store isolated under a prefix unique to the test,
+// holding project "test" (with a UID range, which the agent runs its
+// pods' containers as).
+func newStore(t *testing.T) *store.Store {
+	s := storetest.New(t)
+	storetest.Project(t, storetest.Context(t), s, "test", 1)
+	return s
+}
 
 // dockerd is the private engine, on the bridge testNet.
 type dockerd = dockertest.Daemon

@@ -211,6 +211,7 @@ func (a *Agent) syncPod(ctx context.Context, pod *api.Pod, rp *runtime.PodStatus
 	case ps.syncErr == "" || !ps.retry.blocked(now):
 		run, err := a.runPod(ctx, pod)
 		if err == nil && create {
+			a.warnRootImages(ctx, run)
 			err = ignoreNotPresent(a.rt.SyncPod(ctx, run))
 		}
 		for _, name := range restarts {
@@ -331,7 +332,8 @@ func (a *Agent) mustRestart(pod *api.Pod, rc *runtime.ContainerStatus, cs *conta
 }
 
 // runPod is the pod as the runtime gets it: with its project's services'
-// environment (withEnv) and, when it has persistent volumes, the UID of
+// environment (withEnv), restricted to its project's UIDs unless admitted
+// privileged (api.RestrictPod), and, when it has persistent volumes, the UID of
 // its project (runtime.ProjectUIDAnnotation), which keys them. The project
 // is read from the store, not the cache, which may not have seen it
 // deleted and made again: it must exist, not be terminating, and be no
@@ -346,14 +348,20 @@ func (a *Agent) runPod(ctx context.Context, pod *api.Pod) (*api.Pod, error) {
 	}
 	run.Annotations = maps.Clone(pod.Annotations)
 	delete(run.Annotations, runtime.ProjectUIDAnnotation)
+	o, err := a.cfg.Store.Get(ctx, api.Projects, "", pod.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("reading project %s: %w", pod.Namespace, err)
+	}
+	p := o.(*api.Project)
+	// Defence in depth: the API server admitted the pod, but the node
+	// runs it restricted (with its project's UIDs) unless it carries
+	// the privileged marker, whatever wrote it to the store.
+	if err := api.RestrictPod(run, p); err != nil {
+		return nil, err
+	}
 	if !slices.ContainsFunc(pod.Spec.Volumes, func(v api.Volume) bool { return v.Persistent != nil }) {
 		return run, nil
 	}
-	o, err := a.cfg.Store.Get(ctx, api.Projects, "", pod.Namespace)
-	if err != nil {
-		return nil, fmt.Errorf("persistent volumes: reading project %s: %w", pod.Namespace, err)
-	}
-	p := o.(*api.Project)
 	switch {
 	case p.DeletionTimestamp != nil:
 		return nil, fmt.Errorf("persistent volumes: project %s is being deleted", pod.Namespace)

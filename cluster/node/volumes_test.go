@@ -19,11 +19,14 @@ func TestVolumesOfAProjectMadeAgainWhileDown(t *testing.T) {
 	img := busybox(t)
 	rt := newRuntime(t)
 	makeProject := func() *api.Project {
-		p := &api.Project{ObjectMeta: api.ObjectMeta{Name: "test"}}
+		p := &api.Project{ObjectMeta: api.ObjectMeta{Name: "test", Annotations: map[string]string{api.UIDRangeAnnotation: api.UIDRangeBlock(1).String()}}}
 		if err := s.Create(ctx, api.Projects, p); err != nil {
 			t.Fatal(err)
 		}
 		return p
+	}
+	if _, err := s.Delete(ctx, api.Projects, "", "test", ""); err != nil { // newStore's; this test makes its own
+		t.Fatal(err)
 	}
 	withClaim := func(p *api.Pod) *api.Pod {
 		p.Spec.Volumes = []api.Volume{{Name: "v", Persistent: &api.PersistentVolumeSource{ClaimName: "data"}}}

@@ -86,12 +86,22 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 	want := int(rc.Spec.Replicas)
 	switch {
 	case len(active) < want:
+		// Pods run restricted unless admission marked the template
+		// privileged: checked again here, with the project's UIDs.
+		o, err := m.Store.Get(ctx, api.Projects, "", rc.Namespace)
+		if err != nil {
+			return fmt.Errorf("replication: reading the project of %s/%s: %w", rc.Namespace, rc.Name, err)
+		}
 		for range want - len(active) {
 			p, err := m.newPod(rc)
 			if err != nil {
 				return err
 			}
-			if err := m.Store.Create(ctx, api.Pods, p); err != nil {
+			err = api.RestrictPod(p, o.(*api.Project))
+			if err == nil {
+				err = m.Store.Create(ctx, api.Pods, p)
+			}
+			if err != nil {
 				err = fmt.Errorf("replication: creating a pod for %s/%s: %w", rc.Namespace, rc.Name, err)
 				// Said on the controller, and retried with backoff (a
 				// quota refusal lasts until something frees room).

@@ -34,6 +34,7 @@ func pods(t *testing.T, ctx context.Context, s *store.Store, rc string) []*api.P
 func TestReplicasKept(t *testing.T) {
 	s := storetest.New(t)
 	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go (&Manager{Store: s, Grace: 300 * time.Millisecond}).Run(runCtx)
@@ -121,5 +122,46 @@ func TestReplicasKept(t *testing.T) {
 	}
 	if p := pods(t, ctx, s, "web")[0]; !api.PodReady(p) {
 		t.Errorf("the pod kept is not ready; scale-down should remove not-ready pods first")
+	}
+}
+
+// TestPodsRunRestricted: the manager makes pods with the project's first
+// UID when the template names none, and makes none from a template that
+// asks for more than restricted without the API server's privileged
+// marker (written to the store past admission).
+func TestPodsRunRestricted(t *testing.T) {
+	s := storetest.New(t)
+	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 4)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go (&Manager{Store: s, Grace: 300 * time.Millisecond}).Run(runCtx)
+
+	rc := func(name string, sc *api.SecurityContext) *api.ReplicationController {
+		return &api.ReplicationController{
+			ObjectMeta: api.ObjectMeta{Name: name, Namespace: "ns"},
+			Spec: api.ReplicationControllerSpec{
+				Replicas: 1, Selector: map[string]string{"app": name},
+				Template: &api.PodTemplateSpec{
+					ObjectMeta: api.ObjectMeta{Labels: map[string]string{"app": name}},
+					Spec:       api.PodSpec{Containers: []api.Container{{Name: "c", Image: "img", SecurityContext: sc}}},
+				},
+			},
+		}
+	}
+	yes := true
+	for _, r := range []*api.ReplicationController{rc("plain", nil), rc("priv", &api.SecurityContext{Privileged: &yes})} {
+		if err := s.Create(ctx, api.ReplicationControllers, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storetest.Eventually(t, ctx, "a pod of plain", func() bool { return len(pods(t, ctx, s, "plain")) == 1 })
+	p := pods(t, ctx, s, "plain")[0]
+	if sc := p.Spec.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != api.UIDRangeBlock(4).First {
+		t.Errorf("plain's pod has securityContext %+v; want runAsUser %d, the project's first UID", sc, api.UIDRangeBlock(4).First)
+	}
+	time.Sleep(300 * time.Millisecond) // the manager has seen priv too
+	if n := len(pods(t, ctx, s, "priv")); n != 0 {
+		t.Errorf("priv has %d pods; want none from a privileged template without the marker", n)
 	}
 }

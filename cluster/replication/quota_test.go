@@ -18,6 +18,7 @@ import (
 func TestQuotaRefusalOnTheController(t *testing.T) {
 	s := storetest.New(t)
 	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go (&Manager{Store: s, Grace: 100 * time.Millisecond}).Run(runCtx)

@@ -499,6 +499,9 @@ func (d *Docker) startSandbox(ctx context.Context, pod *api.Pod, n int) (string,
 		IpcMode:      container.IPCModeShareable,
 		PortBindings: network.PortMap{},
 	}
+	if err := hardenSandbox(pod, cfg, host); err != nil {
+		return "", err
+	}
 	for _, c := range pod.Spec.Containers {
 		for _, p := range c.Ports {
 			if p.HostPort == 0 {
@@ -550,6 +553,9 @@ func (d *Docker) startContainer(ctx context.Context, pod *api.Pod, c *api.Contai
 	}
 	if req.MilliCPU > 0 {
 		host.CPUShares = max(2, req.MilliCPU*1024/1000)
+	}
+	if err := harden(pod, c, cfg, host); err != nil {
+		return err
 	}
 	_, err = d.create(ctx, pod, c.Name, n, cfg, host)
 	if cerrdefs.IsNotFound(err) {

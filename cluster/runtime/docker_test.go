@@ -64,9 +64,15 @@ func testCtx(t *testing.T) context.Context {
 func newPod(name string, vols []api.Volume, cs ...api.Container) *api.Pod {
 	return &api.Pod{
 		ObjectMeta: api.ObjectMeta{Namespace: "test", Name: name, UID: uuid.NewString()},
-		Spec:       api.PodSpec{Containers: cs, Volumes: vols},
+		Spec:       api.PodSpec{Containers: cs, Volumes: vols, SecurityContext: &api.PodSecurityContext{RunAsUser: ptr(testUID)}},
 	}
 }
+
+// testUID is what the tests' pods run as: the first UID of a project's
+// range, as the node agent defaults it.
+const testUID int64 = 1000010000
+
+func ptr[T any](v T) *T { return &v }
 
 func sh(name, image, script string, mounts ...api.VolumeMount) api.Container {
 	return api.Container{Name: name, Image: image, Command: []string{"sh", "-c", script}, VolumeMounts: mounts}

@@ -23,9 +23,16 @@ func ExampleNewDocker() {
 	}
 	defer r.Close()
 	ctx := context.Background()
+	uid := int64(1000100000)
 	pod := &api.Pod{
 		ObjectMeta: api.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "0b6f3e52-7c1e-4c55-9a2c-2f1a8c6f0d11"},
-		Spec:       api.PodSpec{Containers: []api.Container{{Name: "web", Image: "127.0.0.1:5000/shop/web@sha256:…"}}},
+		Spec: api.PodSpec{
+			Containers: []api.Container{{Name: "web", Image: "127.0.0.1:5000/shop/web@sha256:…"}},
+			// The node agent defaults the UID from the project's range;
+			// without one (and without the privileged marker) the
+			// runtime refuses the pod.
+			SecurityContext: &api.PodSecurityContext{RunAsUser: &uid},
+		},
 	}
 	for _, c := range pod.Spec.Containers {
 		if err := r.EnsureImage(ctx, c.Image, ""); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
 )
@@ -84,4 +85,16 @@ func Eventually(t testing.TB, ctx context.Context, what string, cond func() bool
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Project creates project name with the UID range the API server would
+// give it (api.UIDRangeBlock(block)), for tests of the controllers and
+// nodes, which run pods with the UIDs of their project.
+func Project(t testing.TB, ctx context.Context, s *store.Store, name string, block int64) *api.Project {
+	t.Helper()
+	p := &api.Project{ObjectMeta: api.ObjectMeta{Name: name, Annotations: map[string]string{api.UIDRangeAnnotation: api.UIDRangeBlock(block).String()}}}
+	if err := s.Create(ctx, api.Projects, p); err != nil {
+		t.Fatalf("creating project %s: %v", name, err)
+	}
+	return p
 }
