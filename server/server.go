@@ -276,7 +276,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
-		ProjectCleaner: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser})
+		ProjectCleaner: &s.cleaner, RegistryAdmin: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser})
 	if err != nil {
 		return nil, err
 	}
@@ -474,6 +474,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 	}
 	s.cleaner.reg.Store(s.Registry)
 	go s.Registry.Run(ctx)
+	go s.Registry.RunRetention(ctx, retentionInterval)
 	s.startBuilds(ctx)
 	s.regHTTP = &http.Server{
 		Handler:           s.Registry,
