@@ -229,5 +229,6 @@ func admCmd() *cobra.Command {
 			return nil
 		},
 	})
+	c.AddCommand(admRegistryCmds()...)
 	return c
 }

@@ -41,6 +41,10 @@ const (
 	RetentionKeepYoungerThanAnnotation  = "slipway.dev/retention-keep-younger-than"
 )
 
+// recentBuild is how long a finished build keeps the images it names (at
+// least; longer when --keep-younger-than is).
+const recentBuild = time.Hour
+
 // Prune defaults, as in `oc adm prune images`.
 const (
 	DefaultKeepTagRevisions = 3
@@ -332,7 +336,7 @@ func (r *Registry) PruneImages(ctx context.Context, opts PruneOptions) (*PruneRe
 		return nil, fmt.Errorf("--keep-younger-than must not be negative, not %s", opts.KeepYoungerThan)
 	}
 	now := r.cfg.Now()
-	users, err := r.usedImages(ctx, now, opts.KeepYoungerThan)
+	users, err := r.usedImages(ctx, now, max(opts.KeepYoungerThan, recentBuild))
 	if err != nil {
 		return nil, err
 	}
