@@ -409,7 +409,16 @@ func (r *Registry) carryOut(ctx context.Context, rep *PruneReport) error {
 	// An image tagged again since the plan is spared: re-read the
 	// streams once the history is written.
 	held := map[string]bool{}
+	revisions := map[string]map[string][]string{}
 	for _, p := range uniqueProjects(images) {
+		if r.driver == nil {
+			return errors.New("registry: storage is not ready yet; try again")
+		}
+		revs, err := r.projectRevisions(ctx, p)
+		if err != nil {
+			return err
+		}
+		revisions[p] = revs
 		streams, _, err := r.cfg.Store.List(ctx, api.ImageStreams, p, store.ListOptions{})
 		if err != nil {
 			return err
@@ -427,7 +436,7 @@ func (r *Registry) carryOut(ctx context.Context, rep *PruneReport) error {
 			slog.Info("registry: prune spares an image tagged again meanwhile", "project", it.Project, "image", it.Image)
 			continue
 		}
-		if err := r.deleteManifest(ctx, it.Project, it.Image); err != nil {
+		if err := r.deleteManifest(ctx, it.Project, it.Image, revisions[it.Project][it.Image]); err != nil {
 			return err
 		}
 		if _, err := r.cfg.Store.Delete(ctx, api.Images, it.Project, it.Image, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -449,39 +458,49 @@ func uniqueProjects(items []PruneItem) []string {
 	return out
 }
 
-// deleteManifest removes manifest dgst from every repository of project
-// that links it, through the same path as a client's DELETE (the manifest
-// cache and the referrers index follow).
-func (r *Registry) deleteManifest(ctx context.Context, project, dgst string) error {
+// projectRevisions maps each manifest digest linked in a repository of
+// project to those repositories, in one walk.
+func (r *Registry) projectRevisions(ctx context.Context, project string) (map[string][]string, error) {
+	out := map[string][]string{}
+	root := repositoriesRoot + project
+	err := r.driver.Walk(ctx, root, func(fi storagedriver.FileInfo) error {
+		p := fi.Path()
+		if fi.IsDir() {
+			switch base := p[strings.LastIndex(p, "/")+1:]; {
+			case base == "_uploads", base == "_layers", strings.HasSuffix(p, "/_manifests/tags"):
+				return storagedriver.ErrSkipDir
+			}
+			return nil
+		}
+		i := strings.Index(p, "/_manifests/revisions/")
+		if i < 0 || !strings.HasSuffix(p, "/link") {
+			return nil
+		}
+		parts := strings.Split(p[i+len("/_manifests/revisions/"):], "/")
+		if len(parts) != 3 {
+			return nil
+		}
+		d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
+		out[d.String()] = append(out[d.String()], strings.TrimPrefix(p[:i], repositoriesRoot))
+		return nil
+	})
+	var missing storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &missing) {
+		return nil, fmt.Errorf("registry: walking the repositories of %s: %w", project, err)
+	}
+	return out, nil
+}
+
+// deleteManifest removes manifest dgst from repos (of project), through
+// the same path as a client's DELETE (the manifest cache and the
+// referrers index follow).
+func (r *Registry) deleteManifest(ctx context.Context, project, dgst string, repos []string) error {
 	if r.ns == nil || r.driver == nil {
 		return errors.New("registry: storage is not ready yet; try again")
 	}
 	d, err := digest.Parse(dgst)
 	if err != nil {
 		return err
-	}
-	var repos []string
-	suffix := "/_manifests/revisions/" + d.Algorithm().String() + "/" + d.Encoded()
-	root := repositoriesRoot + project
-	err = r.driver.Walk(ctx, root, func(fi storagedriver.FileInfo) error {
-		if !fi.IsDir() {
-			return nil
-		}
-		p := fi.Path()
-		switch base := p[strings.LastIndex(p, "/")+1:]; base {
-		case "_uploads", "_layers":
-			return storagedriver.ErrSkipDir
-		case "_manifests":
-			if _, err := r.driver.Stat(ctx, strings.TrimSuffix(p, "/_manifests")+suffix+"/link"); err == nil {
-				repos = append(repos, strings.TrimPrefix(strings.TrimSuffix(p, "/_manifests"), repositoriesRoot))
-			}
-			return storagedriver.ErrSkipDir
-		}
-		return nil
-	})
-	var missing storagedriver.PathNotFoundError
-	if err != nil && !errors.As(err, &missing) {
-		return fmt.Errorf("registry: finding the repositories of %s: %w", dgst, err)
 	}
 	for _, repo := range repos {
 		named, err := reference.WithName(repo)
