@@ -112,7 +112,7 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), dur+5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	p := startServer(t, dir, freePort(t), "--project-object-limits", "images=100000")
+	p := startServer(t, dir, freePort(t), "--project-object-limit", "100000", "--project-object-limits", "images=100000")
 	logIfDied(t, p)
 	c := cli{t: t, config: filepath.Join(t.TempDir(), "config")}
 	c.ok("login", p.url(), "-u", "admin", "-p", p.adminPassword(t), "--certificate-authority", p.caFile())
@@ -176,7 +176,7 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 	// mount from there; that image is deleted right away, so the pool's
 	// blobs are referenced only by what the pushers push.
 	var pool []v1.Layer
-	for range 32 {
+	for range 64 {
 		l, err := random.Layer(8192, types.OCILayer)
 		if err != nil {
 			t.Fatal(err)
@@ -215,6 +215,9 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 		gcRuns, gcDeleted   atomic.Int64
 		gcRereferenced      atomic.Int64
 		mountRetries        atomic.Int64
+		verified            atomic.Int64
+		acked               = map[string]v1.Image{} // repo → the image that got 201 there, until deleted
+		lost                []string
 		failures            = map[string]int{}
 		stop                = make(chan struct{})
 		wg                  sync.WaitGroup
@@ -225,9 +228,11 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
-			repo := fmt.Sprintf("gc/s%d", i)
-			var mine []v1.Image
+			var mine []pushed
 			for n := 0; time.Now().Before(deadline); n++ {
+				// A repository per push: a layer link the collector took
+				// from it is not put back by that pusher's next upload.
+				repo := fmt.Sprintf("gc/s%d-%d", i, n)
 				// Two shared layers (odd pushers mount them from
 				// gc/base, even ones upload or find them by HEAD) and a
 				// small layer of their own.
@@ -269,14 +274,27 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 					continue
 				}
 				ok.Add(1)
-				mine = append(mine, img)
-				// Delete most of what was pushed, so shared layers fall
-				// out of every manifest now and then.
-				if len(mine) > 1 && rng.IntN(3) > 0 {
+				mine = append(mine, pushed{repo, img})
+				mu.Lock()
+				acked[repo] = img
+				mu.Unlock()
+				// Keep at most two, so that shared layers fall out of
+				// every manifest now and then; what goes is pulled back
+				// whole first.
+				if len(mine) > 2 {
 					k := rng.IntN(len(mine) - 1)
 					old := mine[k]
-					d, _ := old.Digest()
-					ref, _ := name.NewDigest(p.registry+"/"+repo+"@"+d.String(), name.Insecure)
+					mu.Lock()
+					delete(acked, old.repo)
+					mu.Unlock()
+					if err := verifyDigest(ctx, p.registry, old.repo, old.img, token); err != nil {
+						mu.Lock()
+						lost = append(lost, "before its deletion: "+err.Error())
+						mu.Unlock()
+					}
+					verified.Add(1)
+					d, _ := old.img.Digest()
+					ref, _ := name.NewDigest(p.registry+"/"+old.repo+"@"+d.String(), name.Insecure)
 					if err := remote.Delete(ref, ggcrOpts(ctx, token)...); err != nil {
 						t.Errorf("delete %s: %v", ref, err)
 						return
@@ -286,9 +304,7 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 				}
 			}
 			mu.Lock()
-			for _, img := range mine {
-				live = append(live, pushed{repo, img})
-			}
+			live = append(live, mine...)
 			mu.Unlock()
 		}()
 	}
@@ -309,6 +325,16 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 			gcRuns.Add(1)
 			gcDeleted.Add(int64(len(rep.Deleted)))
 			gcRereferenced.Add(int64(rep.Rereferenced))
+			// Right after the collection, before a later upload of the
+			// same bytes could put them back: every image that got 201
+			// and is not deleted still has all its blobs and links.
+			mu.Lock()
+			for repo, img := range acked {
+				for _, m := range storedParts(dir, repo, img) {
+					lost = append(lost, fmt.Sprintf("after collection %d: %s", gcRuns.Load(), m))
+				}
+			}
+			mu.Unlock()
 		}
 	}()
 	wg.Wait()
@@ -330,6 +356,11 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 	if err := admin.RegistryAdmin(ctx, http.MethodPost, "gc", nil, registry.GCRequest{Grace: "1s"}, &last); err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lost) > 0 {
+		t.Errorf("%d losses of an image that got 201:\n%s", len(lost), strings.Join(lost[:min(len(lost), 10)], "\n"))
+	}
 	var bad []string
 	for _, pu := range live {
 		if err := verifyDigest(ctx, p.registry, pu.repo, pu.img, token); err != nil {
@@ -344,5 +375,30 @@ func TestGCStressConcurrentPushes(t *testing.T) {
 			t.Errorf("blob %s of an image pruned before the run is still stored (%v)", g, err)
 		}
 	}
-	t.Logf("verified %d live images; the final collection deleted %d blobs (%d bytes)", len(live), len(last.Deleted), last.BytesFreed)
+	t.Logf("verified %d live images at the end and %d before their deletion; the final collection deleted %d blobs (%d bytes)", len(live), verified.Load(), len(last.Deleted), last.BytesFreed)
+}
+
+// storedParts lists what of img is missing from repo in the storage under
+// dataDir: blob bytes, layer links, the manifest's revision link.
+func storedParts(dataDir, repo string, img v1.Image) []string {
+	var missing []string
+	root := filepath.Join(dataDir, "registry", "storage", "docker", "registry", "v2", "repositories", repo)
+	check := func(what, d, link string) {
+		if _, err := os.Stat(blobFile(dataDir, d)); err != nil {
+			missing = append(missing, fmt.Sprintf("%s: the bytes of %s %s are gone", repo, what, d))
+		}
+		if _, err := os.Stat(filepath.Join(root, link, "sha256", strings.TrimPrefix(d, "sha256:"), "link")); err != nil {
+			missing = append(missing, fmt.Sprintf("%s: the link to %s %s is gone", repo, what, d))
+		}
+	}
+	md, _ := img.Digest()
+	check("manifest", md.String(), filepath.Join("_manifests", "revisions"))
+	cd, _ := img.ConfigName()
+	check("config", cd.String(), "_layers")
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		d, _ := l.Digest()
+		check("layer", d.String(), "_layers")
+	}
+	return missing
 }

@@ -309,82 +309,129 @@ func (r *Registry) GC(ctx context.Context, opts GCOptions) (*GCReport, error) {
 	sort.Slice(candidates, func(i, j int) bool { return candidates[i].Digest < candidates[j].Digest })
 	rep.MarkTime = time.Since(start)
 	sweep := time.Now()
-	for _, c := range candidates {
-		if opts.DryRun {
+	if opts.DryRun {
+		for _, c := range candidates {
 			rep.Deleted = append(rep.Deleted, c)
 			rep.BytesFreed += c.Size
-			continue
 		}
-		ok, err := r.sweepBlob(ctx, sess, markRev, c)
+	}
+	for start := 0; !opts.DryRun && start < len(candidates); start += gcSweepBatch {
+		batch := candidates[start:min(start+gcSweepBatch, len(candidates))]
+		swept, err := r.sweepBlobs(ctx, sess, markRev, batch)
+		for i, ok := range swept {
+			if ok {
+				rep.Deleted = append(rep.Deleted, batch[i])
+				rep.BytesFreed += batch[i].Size
+			} else {
+				rep.Rereferenced++
+			}
+		}
 		if err != nil {
 			rep.SweepTime = time.Since(sweep)
 			return rep, err
 		}
-		if !ok {
-			rep.Rereferenced++
-			continue
-		}
-		rep.Deleted = append(rep.Deleted, c)
-		rep.BytesFreed += c.Size
 	}
 	rep.SweepTime = time.Since(sweep)
 	return rep, nil
 }
 
-// waitInflight waits until every hold taken before rev has ended.
+// gcInflightWait bounds how long a collection waits for the holds taken
+// before it started; a hold lasts as long as one write, and a crashed
+// registry's holds go with its lease.
+const gcInflightWait = 2 * time.Minute
+
+// waitInflight waits until every hold taken before rev has ended. (Not
+// WithCountOnly: etcd counts before it filters by creation revision, and
+// the holds taken since would keep the count above zero.)
 func (r *Registry) waitInflight(ctx context.Context, rev int64) error {
 	cli := r.cfg.Store.Client()
 	prefix := r.gcKey("inflight", "")
+	deadline := time.Now().Add(gcInflightWait)
 	for {
-		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(rev-1), clientv3.WithCountOnly())
+		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(rev-1))
 		if err != nil {
 			return err
 		}
-		if resp.Count == 0 {
+		if len(resp.Kvs) == 0 {
 			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("registry: %d pushes that started before this collection have not finished after %s (the first holds %s); nothing was deleted, try again", len(resp.Kvs), gcInflightWait, resp.Kvs[0].Value)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("registry: waiting for %d pushes in progress: %w", resp.Count, ctx.Err())
+			return fmt.Errorf("registry: waiting for %d pushes in progress: %w", len(resp.Kvs), ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
 
-// sweepBlob tombstones the blob if no hold touched it since markRev, then
-// deletes its bytes and every layer link to it. It reports false when a
-// push got there first.
-func (r *Registry) sweepBlob(ctx context.Context, sess *concurrency.Session, markRev int64, b GCBlob) (bool, error) {
+// gcSweepBatch is how many blobs one tombstone transaction covers.
+const gcSweepBatch = 50
+
+// sweepBlobs tombstones the blobs no hold touched since markRev, then
+// deletes their bytes and every layer link to them, then drops the
+// tombstones and touch keys. It reports, per blob, whether it was deleted
+// (false: a push got there first). The tombstones of a batch are written
+// in one transaction when no blob of it was touched, else one by one.
+func (r *Registry) sweepBlobs(ctx context.Context, sess *concurrency.Session, markRev int64, batch []GCBlob) ([]bool, error) {
 	cli := r.cfg.Store.Client()
-	tomb, touchKey := r.gcKey("tomb", b.Digest), r.gcKey("touch", b.Digest)
-	resp, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(touchKey), "<", markRev)).
-		Then(clientv3.OpPut(tomb, "", clientv3.WithLease(sess.Lease()))).
-		Commit()
+	tombOps := func(bs []GCBlob) (cmps []clientv3.Cmp, puts []clientv3.Op) {
+		for _, b := range bs {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.gcKey("touch", b.Digest)), "<", markRev))
+			puts = append(puts, clientv3.OpPut(r.gcKey("tomb", b.Digest), "", clientv3.WithLease(sess.Lease())))
+		}
+		return
+	}
+	swept := make([]bool, len(batch))
+	cmps, puts := tombOps(batch)
+	resp, err := cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	if !resp.Succeeded {
-		return false, nil
-	}
-	d := digest.Digest(b.Digest)
-	var missing storagedriver.PathNotFoundError
-	for _, repo := range b.Repositories {
-		p := repositoriesRoot + repo + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded()
-		if err := r.driver.Delete(ctx, p); err != nil && !errors.As(err, &missing) {
-			return false, fmt.Errorf("registry: removing the link to %s in %s: %w", d, repo, err)
+	if resp.Succeeded {
+		for i := range swept {
+			swept[i] = true
+		}
+	} else {
+		for i, b := range batch {
+			c, p := tombOps([]GCBlob{b})
+			resp, err := cli.Txn(ctx).If(c...).Then(p...).Commit()
+			if err != nil {
+				return nil, err
+			}
+			swept[i] = resp.Succeeded
 		}
 	}
-	dir := strings.TrimSuffix(blobDataPath(d), "/data")
-	if err := r.driver.Delete(ctx, dir); err != nil && !errors.As(err, &missing) {
-		return false, fmt.Errorf("registry: removing blob %s: %w", d, err)
+	var missing storagedriver.PathNotFoundError
+	var done []clientv3.Op
+	for i, b := range batch {
+		if !swept[i] {
+			continue
+		}
+		d := digest.Digest(b.Digest)
+		for _, repo := range b.Repositories {
+			p := repositoriesRoot + repo + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded()
+			if err := r.driver.Delete(ctx, p); err != nil && !errors.As(err, &missing) {
+				return swept[:i], fmt.Errorf("registry: removing the link to %s in %s: %w", d, repo, err)
+			}
+		}
+		dir := strings.TrimSuffix(blobDataPath(d), "/data")
+		if err := r.driver.Delete(ctx, dir); err != nil && !errors.As(err, &missing) {
+			return swept[:i], fmt.Errorf("registry: removing blob %s: %w", d, err)
+		}
+		// The touch key goes with the tombstone: the blob is gone, and a
+		// push of it later starts afresh.
+		done = append(done, clientv3.OpDelete(r.gcKey("tomb", b.Digest)), clientv3.OpDelete(r.gcKey("touch", b.Digest)))
 	}
-	// The touch key goes with the tombstone: the blob is gone, and a push
-	// of it later starts afresh.
-	if _, err := cli.Txn(ctx).Then(clientv3.OpDelete(tomb), clientv3.OpDelete(touchKey)).Commit(); err != nil {
-		return true, err
+	for len(done) > 0 {
+		n := min(len(done), 100)
+		if _, err := cli.Txn(ctx).Then(done[:n]...).Commit(); err != nil {
+			return swept, err
+		}
+		done = done[n:]
 	}
-	return true, nil
+	return swept, nil
 }
 
 // BlobHolder is one thing that keeps a blob.

@@ -142,7 +142,8 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			var cmps []clientv3.Cmp
 			var ops []clientv3.Op
 			if start == 0 {
-				ops = append(ops, clientv3.OpPut(id, "", clientv3.WithLease(lease)))
+				// What the hold is for, to name a hold a collection waits on.
+				ops = append(ops, clientv3.OpPut(id, fmt.Sprintf("%s %d digests from %s", ds[0], len(ds), time.Now().UTC().Format(time.RFC3339Nano)), clientv3.WithLease(lease)))
 			}
 			for _, d := range batch {
 				cmps = append(cmps, clientv3.Compare(clientv3.Version(r.gcKey("tomb", d)), "=", 0))
@@ -150,7 +151,9 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			}
 			resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 			if err != nil {
-				r.releaseHold(id, start > 0)
+				// The transaction may have been applied although the
+				// answer was lost (a cancelled request): drop the key.
+				r.releaseHold(id, true)
 				return fmt.Errorf("registry: recording the push for garbage collection: %w", err)
 			}
 			if resp.Succeeded {
@@ -158,12 +161,19 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			}
 			// A sweep is deleting one of these blobs; wait for it to end.
 			if err := r.waitTombs(ctx, batch); err != nil {
-				r.releaseHold(id, start > 0)
+				r.releaseHold(id, true)
 				return err
 			}
 		}
 	}
+	released := false
+	defer func() {
+		if !released { // op panicked
+			r.releaseHold(id, true)
+		}
+	}()
 	opErr := op()
+	released = true
 	if !r.releaseHold(id, true) && opErr == nil {
 		return errLostHold
 	}
@@ -172,10 +182,7 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 
 // releaseHold deletes the inflight key and reports whether it still
 // existed.
-func (r *Registry) releaseHold(id string, made bool) bool {
-	if !made {
-		return true
-	}
+func (r *Registry) releaseHold(id string, _ bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := r.cfg.Store.Client().Txn(ctx).If(clientv3.Compare(clientv3.Version(id), ">", 0)).Then(clientv3.OpDelete(id)).Commit()
