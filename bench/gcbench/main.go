@@ -1,24 +1,24 @@
 // Command gcbench measures the registry's online garbage collection and
 // image pruning at scale, and what a running collection costs pushes.
 //
-//	go run ./bench/gcbench [-images 10000] [-garbage 0.2] [-history 100000] [-pushers 4] [-push-seconds 15] [-rounds 2]
+//		go run ./bench/gcbench [-images 10000] [-garbage 0.2] [-history 100000] [-pushers 4] [-push-seconds 15] [-rounds 2]
 //
-//   - GC: -images manifests (config, one layer of their own, one of 50
-//     shared layers) in 100-image repositories, plus -garbage × images
-//     whose manifests no repository links any more (as a prune leaves
-//     them), all written in distribution's storage layout before the
-//     server starts, with a touch key per blob as pushes leave them, and
-//     dated two hours back. One collection with a 1h grace: mark time
-//     (wait for holds, walk, read every manifest, read the touch keys)
-//     and sweep time (tombstone, delete, untombstone each garbage blob).
-//   - Prune: 100 image streams × 10 tags with -history entries in all,
-//     two hours old, over 1,000 Images whose manifests are linked in
-//     storage; prune with the defaults (3 revisions), dry run then
-//     --confirm.
-//   - Pushes: -pushers concurrent pushers of small images, -push-seconds
-//     per phase, phases alternating without and with collections running
-//     back to back over the -images store; p50 and p99 push latency of
-//     each, and the ratio.
+//	  - GC: -images manifests (config, one layer of their own, one of 50
+//	    shared layers) in 100-image repositories, plus -garbage × images
+//	    whose manifests no repository links any more (as a prune leaves
+//	    them), all written in distribution's storage layout before the
+//	    server starts, with a touch key per blob as pushes leave them, and
+//	    dated two hours back. One collection with a 1h grace: mark time
+//	    (wait for holds, walk, read every manifest, read the touch keys)
+//	    and sweep time (tombstone, delete, untombstone each garbage blob).
+//	  - Prune: 100 image streams × 10 tags with -history entries in all,
+//	    two hours old, over 1,000 Images whose manifests are linked in
+//	    storage; prune with the defaults (3 revisions), dry run then
+//	    --confirm.
+//	  - Pushes: -pushers concurrent pushers of small images, -push-seconds
+//	    per phase, phases alternating without and with collections running
+//	    back to back over the -images store; p50 and p99 push latency of
+//	    each, and the ratio.
 package main
 
 import (
