@@ -138,6 +138,16 @@ func (r *Registry) scan(ctx context.Context, why bool) (*gcScan, error) {
 			}
 		}
 	}
+	// Layers pushed by sha512 digest are stored under sha256; the edge
+	// records the mapping (serve.go).
+	for d := range s.marked {
+		if d256, ok := r.sha512Lookup(ctx, d); ok && !s.marked[d256] {
+			s.marked[d256] = true
+			if why {
+				s.refs[d256] = append(s.refs[d256], s.refs[d]...)
+			}
+		}
+	}
 	return s, nil
 }
 

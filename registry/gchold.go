@@ -125,6 +125,10 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 		if d != "" && !slices.Contains(ds, d) {
 			ds = append(ds, d)
 		}
+		// A sha512 digest names bytes stored under sha256: hold those.
+		if d256, ok := r.sha512Lookup(ctx, d); ok && !slices.Contains(ds, d256) {
+			ds = append(ds, d256)
+		}
 	}
 	if len(ds) == 0 {
 		return op()
@@ -342,13 +346,7 @@ type gcWriter struct {
 // upload of content that already sits unreferenced under sha256 is the
 // one case the hold cannot name in advance.
 func (w *gcWriter) Commit(ctx context.Context, provisional v1.Descriptor) (desc v1.Descriptor, err error) {
-	ds := []string{provisional.Digest.String()}
-	if provisional.Digest.Algorithm() != digest.SHA256 {
-		if d256, ok := w.reg.sha512Lookup(ctx, provisional.Digest.String()); ok {
-			ds = append(ds, d256)
-		}
-	}
-	err = w.reg.holdBlobs(ctx, ds, func() error {
+	err = w.reg.holdBlobs(ctx, []string{provisional.Digest.String()}, func() error {
 		var err error
 		desc, err = w.BlobWriter.Commit(ctx, provisional)
 		return err
