@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -121,22 +122,53 @@ func (r *Registry) scan(ctx context.Context, why bool) (*gcScan, error) {
 	if err != nil && !errors.As(err, &missing) {
 		return nil, fmt.Errorf("registry: walking the repositories: %w", err)
 	}
-	for m := range s.revisions {
-		s.marked[m] = true
-		d := digest.Digest(m)
-		b, err := r.driver.GetContent(ctx, blobDataPath(d))
-		if errors.As(err, &missing) {
-			continue // a revision whose bytes are gone holds nothing
+	// Manifests are read by a few workers: the reads wait on the disk
+	// (or the object store), not on the CPU.
+	type read struct {
+		m    string
+		refs []string
+		err  error
+	}
+	todo := make(chan string)
+	done := make(chan read)
+	var wg sync.WaitGroup
+	for range gcWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range todo {
+				b, err := r.driver.GetContent(ctx, blobDataPath(digest.Digest(m)))
+				var gone storagedriver.PathNotFoundError
+				if errors.As(err, &gone) {
+					err = nil // a revision whose bytes are gone holds nothing
+				}
+				done <- read{m, manifestRefs(b), err}
+			}
+		}()
+	}
+	go func() {
+		for m := range s.revisions {
+			todo <- m
 		}
-		if err != nil {
-			return nil, fmt.Errorf("registry: reading manifest %s: %w", m, err)
+		close(todo)
+		wg.Wait()
+		close(done)
+	}()
+	var readErr error
+	for rd := range done {
+		s.marked[rd.m] = true
+		if rd.err != nil && readErr == nil {
+			readErr = fmt.Errorf("registry: reading manifest %s: %w", rd.m, rd.err)
 		}
-		for _, ref := range manifestRefs(b) {
+		for _, ref := range rd.refs {
 			s.marked[ref] = true
 			if why {
-				s.refs[ref] = append(s.refs[ref], m)
+				s.refs[ref] = append(s.refs[ref], rd.m)
 			}
 		}
+	}
+	if readErr != nil {
+		return nil, readErr
 	}
 	// Layers pushed by sha512 digest are stored under sha256; the edge
 	// records the mapping (serve.go).
@@ -379,6 +411,10 @@ func (r *Registry) waitInflight(ctx context.Context, rev int64) error {
 // gcSweepBatch is how many blobs one tombstone transaction covers.
 const gcSweepBatch = 50
 
+// gcWorkers is how many storage reads or deletes a collection has in
+// flight.
+const gcWorkers = 8
+
 // sweepBlobs tombstones the blobs no hold touched since markRev, then
 // deletes their bytes and every layer link to them, then drops the
 // tombstones and touch keys. It reports, per blob, whether it was deleted
@@ -413,22 +449,48 @@ func (r *Registry) sweepBlobs(ctx context.Context, sess *concurrency.Session, ma
 			swept[i] = resp.Succeeded
 		}
 	}
-	var missing storagedriver.PathNotFoundError
-	var done []clientv3.Op
+	// Deleted by a few workers: each delete waits on the storage.
+	errs := make([]error, len(batch))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, gcWorkers)
 	for i, b := range batch {
 		if !swept[i] {
 			continue
 		}
-		d := digest.Digest(b.Digest)
-		for _, repo := range b.Repositories {
-			p := repositoriesRoot + repo + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded()
-			if err := r.driver.Delete(ctx, p); err != nil && !errors.As(err, &missing) {
-				return swept[:i], fmt.Errorf("registry: removing the link to %s in %s: %w", d, repo, err)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var missing storagedriver.PathNotFoundError
+			d := digest.Digest(b.Digest)
+			for _, repo := range b.Repositories {
+				p := repositoriesRoot + repo + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded()
+				if err := r.driver.Delete(ctx, p); err != nil && !errors.As(err, &missing) {
+					errs[i] = fmt.Errorf("registry: removing the link to %s in %s: %w", d, repo, err)
+					return
+				}
 			}
+			dir := strings.TrimSuffix(blobDataPath(d), "/data")
+			if err := r.driver.Delete(ctx, dir); err != nil && !errors.As(err, &missing) {
+				errs[i] = fmt.Errorf("registry: removing blob %s: %w", d, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var done []clientv3.Op
+	var firstErr error
+	for i, b := range batch {
+		if !swept[i] {
+			continue
 		}
-		dir := strings.TrimSuffix(blobDataPath(d), "/data")
-		if err := r.driver.Delete(ctx, dir); err != nil && !errors.As(err, &missing) {
-			return swept[:i], fmt.Errorf("registry: removing blob %s: %w", d, err)
+		if errs[i] != nil {
+			// Left tombstoned until the session ends; deleted by the
+			// next collection.
+			swept[i] = false
+			if firstErr == nil {
+				firstErr = errs[i]
+			}
+			continue
 		}
 		// The touch key goes with the tombstone: the blob is gone, and a
 		// push of it later starts afresh.
@@ -441,7 +503,7 @@ func (r *Registry) sweepBlobs(ctx context.Context, sess *concurrency.Session, ma
 		}
 		done = done[n:]
 	}
-	return swept, nil
+	return swept, firstErr
 }
 
 // BlobHolder is one thing that keeps a blob.
