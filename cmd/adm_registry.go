@@ -16,7 +16,7 @@ import (
 
 // admRegistryCmds are the registry's administration verbs under `adm`.
 func admRegistryCmds() []*cobra.Command {
-	prune := &cobra.Command{Use: "prune", Short: "Remove old images and tag history"}
+	prune := &cobra.Command{Use: "prune", Short: "Remove old images and tag history", Example: "  slipway adm prune images -n shop --confirm"}
 	prune.AddCommand(pruneImagesCmd())
 	return []*cobra.Command{prune, gcCmd()}
 }
