@@ -137,12 +137,26 @@ func (r *Registry) scan(ctx context.Context, why bool) (*gcScan, error) {
 		go func() {
 			defer wg.Done()
 			for m := range todo {
+				if refs, ok := knownRefs.get(m); ok {
+					done <- read{m, refs, nil}
+					continue
+				}
 				b, err := r.driver.GetContent(ctx, blobDataPath(digest.Digest(m)))
 				var gone storagedriver.PathNotFoundError
 				if errors.As(err, &gone) {
-					err = nil // a revision whose bytes are gone holds nothing
+					done <- read{m, nil, nil} // a revision whose bytes are gone holds nothing
+					continue
 				}
-				done <- read{m, manifestRefs(b), err}
+				if err == nil && digest.Digest(m).Algorithm().Available() && digest.Digest(m).Algorithm().FromBytes(b) != digest.Digest(m) {
+					// Being rewritten by a push of the same manifest: a
+					// partial read must not mark too little.
+					err = errors.New("its bytes changed while being read; run the collection again")
+				}
+				refs := manifestRefs(b)
+				if err == nil {
+					knownRefs.put(m, refs)
+				}
+				done <- read{m, refs, err}
 			}
 		}()
 	}
@@ -181,6 +195,34 @@ func (r *Registry) scan(ctx context.Context, why bool) (*gcScan, error) {
 		}
 	}
 	return s, nil
+}
+
+// refsCache remembers what each manifest references. Manifests are
+// content-addressed, so an entry is never stale; the next collection
+// reads only manifests it has not seen. It is dropped whole at its bound.
+type refsCache struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+const maxKnownRefs = 500_000
+
+var knownRefs = &refsCache{m: map[string][]string{}}
+
+func (c *refsCache) get(d string) ([]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	refs, ok := c.m[d]
+	return refs, ok
+}
+
+func (c *refsCache) put(d string, refs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxKnownRefs {
+		clear(c.m)
+	}
+	c.m[d] = refs
 }
 
 // manifestRefs lists every digest a manifest of any known kind names:
