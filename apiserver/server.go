@@ -54,6 +54,10 @@ type Config struct {
 	Signer ImageSigner
 	// BuildLogs is the directory of full build logs (builds/NAME/log).
 	BuildLogs string
+	// RegistryAdmin, if set, serves /admin/v1/ (image pruning, garbage
+	// collection, blob holders) for authenticated callers; it checks
+	// their rights itself.
+	RegistryAdmin http.Handler
 	// ProjectCleaner removes what a deleted project keeps outside the
 	// API's objects (the registry's repositories and referrers). Nil:
 	// nothing to remove.
@@ -298,6 +302,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", s.authenticated(s.requireCluster("get", "metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))))
 	if s.cfg.Webhooks != nil {
 		mux.Handle("/webhooks/", http.MaxBytesHandler(s.cfg.Webhooks, 1<<20))
+	}
+	if s.cfg.RegistryAdmin != nil {
+		mux.Handle("/admin/v1/", s.authenticated(http.MaxBytesHandler(s.cfg.RegistryAdmin, 1<<16)))
 	}
 	mux.HandleFunc("POST /oauth/token", s.login)
 	mux.HandleFunc("POST /bootstrap/nodes/{name}", s.joinNode)

@@ -231,5 +231,6 @@ func admCmd() *cobra.Command {
 		},
 	})
 	c.AddCommand(nodeAdmCmds()...)
+	c.AddCommand(admRegistryCmds()...)
 	return c
 }

@@ -36,6 +36,8 @@ func captureNamespace() {
 	registerCapture.Do(func() {
 		err := regmw.Register(captureName, func(ctx context.Context, ns distribution.Namespace, d storagedriver.StorageDriver, opts map[string]any) (distribution.Namespace, error) {
 			if r, ok := opts["registry"].(*Registry); ok {
+				// Every repository takes garbage-collection holds (gchold.go).
+				ns = &gcNamespace{Namespace: ns, reg: r}
 				r.ns, r.driver = ns, d
 			}
 			return ns, nil

@@ -277,7 +277,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
-		ProjectCleaner: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser, Nodes: nodes})
+		ProjectCleaner: &s.cleaner, RegistryAdmin: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser, Nodes: nodes})
 	if err != nil {
 		return nil, err
 	}
@@ -476,6 +476,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 	}
 	s.cleaner.reg.Store(s.Registry)
 	go s.Registry.Run(ctx)
+	go s.Registry.RunRetention(ctx, retentionInterval)
 	s.startBuilds(ctx)
 	s.regHTTP = &http.Server{
 		Handler:           s.Registry,
