@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -125,6 +126,15 @@ func (s *statusWriter) WriteHeader(code int) {
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Hijack is how the reverse proxy takes over an upgraded connection: the
+// answer is a 101, which it writes itself.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !s.wrote {
+		s.code, s.wrote = http.StatusSwitchingProtocols, true
+	}
+	return http.NewResponseController(s.ResponseWriter).Hijack()
+}
 
 func (s *statusWriter) Flush() {
 	_ = http.NewResponseController(s.ResponseWriter).Flush()
