@@ -56,7 +56,7 @@ Start everything on this machine, then log in:
 		policyCmd(), admCmd(), apiResourcesCmd(),
 		tagCmd(), rollbackCmd(), importImageCmd(),
 		startBuildCmd(), cancelBuildCmd(), logsCmd(), rebuildCmd(),
-		rolloutCmd(), scaleCmd(), execCmd(),
+		rolloutCmd(), scaleCmd(), execCmd(), exposeCmd(),
 		vulndbCmd(), scanCmd(), signCmd(), promoteCmd(), approveCmd(), historyCmd(), traceCmd(),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
