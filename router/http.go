@@ -18,9 +18,8 @@ import (
 // server is the HTTP server of the plain or the TLS side.
 func (r *Router) server(secure bool) *http.Server {
 	proxy := &httputil.ReverseProxy{
-		Rewrite:       r.rewrite,
-		Transport:     roundTripper{},
-		FlushInterval: -1,
+		Rewrite:   r.rewrite,
+		Transport: roundTripper{},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			rt, _ := req.Context().Value(routeCtxKey{}).(*route)
 			name := ""
