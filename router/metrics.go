@@ -4,11 +4,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"slipway.dev/slipway/api"
 )
 
 // metrics are the router's per-route counters; all methods are no-ops
 // without a registry.
 type metrics struct {
+	seen     map[string]bool // routes with series
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	conns    *prometheus.CounterVec
@@ -45,6 +47,27 @@ func (m *metrics) observe(route string, code int, d time.Duration) {
 	if d > 0 {
 		m.duration.WithLabelValues(route).Observe(d.Seconds())
 	}
+}
+
+// forget drops the series of routes that are gone, so deleted routes do
+// not pile up in /metrics.
+func (m *metrics) forget(routes []*api.Route) {
+	if m == nil {
+		return
+	}
+	now := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		now[routeKey(r)] = true
+	}
+	for k := range m.seen {
+		if !now[k] {
+			l := prometheus.Labels{"route": k}
+			m.requests.DeletePartialMatch(l)
+			m.duration.DeletePartialMatch(l)
+			m.conns.DeletePartialMatch(l)
+		}
+	}
+	m.seen = now
 }
 
 func (m *metrics) passthrough(route, outcome string) {

@@ -275,20 +275,24 @@ func (r *Router) Run(ctx context.Context) {
 			close(r.ready)
 			first = false
 		}
-		if !r.cfg.NoStatus {
-			r.writeStatus(ctx, rs, verdicts)
+		r.metrics.forget(rs)
+		var retry <-chan time.Time
+		if !r.cfg.NoStatus && !r.writeStatus(ctx, rs, verdicts) {
+			retry = time.After(time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		case <-retry:
 		}
 	}
 }
 
-// writeStatus records each route's verdict where it changed. A failed
-// write is retried at the next change (and logged).
-func (r *Router) writeStatus(ctx context.Context, routes []*api.Route, verdicts map[string]Verdict) {
+// writeStatus records each route's verdict where it changed; false if a
+// write failed (logged), so the caller tries again.
+func (r *Router) writeStatus(ctx context.Context, routes []*api.Route, verdicts map[string]Verdict) bool {
+	ok := true
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, rt := range routes {
 		want, changed := ingress(rt, r.cfg.Name, verdicts[routeKey(rt)], now)
@@ -307,7 +311,9 @@ func (r *Router) writeStatus(ctx context.Context, routes []*api.Route, verdicts 
 			return nil
 		})
 		if err != nil && !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
-			slog.Warn("router: writing route status", "route", routeKey(rt), "err", err)
+			slog.Warn("router: writing route status; retrying", "route", routeKey(rt), "err", err)
+			ok = false
 		}
 	}
+	return ok
 }
