@@ -21,10 +21,9 @@ func (r *Router) server(secure bool) *http.Server {
 		Rewrite:   r.rewrite,
 		Transport: roundTripper{},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			rt, _ := req.Context().Value(routeCtxKey{}).(*route)
 			name := ""
-			if rt != nil {
-				name = rt.key
+			if pk, ok := req.Context().Value(pickKey{}).(*pick); ok {
+				name = pk.route.key
 			}
 			slog.Debug("router: backend failed", "route", name, "err", err)
 			http.Error(w, "The application is not answering: "+err.Error(), http.StatusBadGateway)
@@ -39,7 +38,9 @@ func (r *Router) server(secure bool) *http.Server {
 	}
 }
 
-type routeCtxKey struct{}
+// pickKey carries a request's *pick from serveHTTP to the proxy's
+// rewrite, transport and dial.
+type pickKey struct{}
 
 // serveHTTP finds the route in the current table and proxies to it.
 func (r *Router) serveHTTP(w http.ResponseWriter, req *http.Request, secure bool, proxy *httputil.ReverseProxy) {
@@ -72,32 +73,27 @@ func (r *Router) serveHTTP(w http.ResponseWriter, req *http.Request, secure bool
 		http.Error(w, fmt.Sprintf("Application is not available: no route serves %s%s on %s.", hostName, req.URL.Path, map[bool]string{false: "http", true: "https"}[secure]), http.StatusServiceUnavailable)
 		return
 	}
-	addr, rest := rt.pick()
-	if addr == "" {
+	pk := rt.pick()
+	if pk.b == nil {
 		http.Error(w, fmt.Sprintf("Application is not available: route %s has no ready endpoints.", rt.key), http.StatusServiceUnavailable)
 		r.metrics.observe(rt.key, http.StatusServiceUnavailable, 0)
 		return
 	}
 	start := time.Now()
-	ctx := context.WithValue(req.Context(), routeCtxKey{}, rt)
-	ctx = context.WithValue(ctx, failoverKey{}, rest)
-	ctx = context.WithValue(ctx, addrCtxKey{}, addr)
+	ctx := context.WithValue(req.Context(), pickKey{}, &pk)
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	proxy.ServeHTTP(sw, req.WithContext(ctx))
 	r.metrics.observe(rt.key, sw.code, time.Since(start))
 }
 
-type addrCtxKey struct{}
-
 // rewrite aims the outgoing request at the chosen endpoint.
 func (r *Router) rewrite(pr *httputil.ProxyRequest) {
-	rt := pr.In.Context().Value(routeCtxKey{}).(*route)
-	addr := pr.In.Context().Value(addrCtxKey{}).(string)
+	pk := pr.In.Context().Value(pickKey{}).(*pick)
 	pr.Out.URL.Scheme = "http"
-	if rt.tls != nil && rt.tls.Termination == api.TLSTerminationReencrypt {
+	if t := pk.route.tls; t != nil && t.Termination == api.TLSTerminationReencrypt {
 		pr.Out.URL.Scheme = "https"
 	}
-	pr.Out.URL.Host = addr
+	pr.Out.URL.Host = pk.addr()
 	pr.Out.Host = pr.In.Host
 	pr.SetXForwarded()
 }
@@ -106,7 +102,7 @@ func (r *Router) rewrite(pr *httputil.ProxyRequest) {
 type roundTripper struct{}
 
 func (roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	return req.Context().Value(routeCtxKey{}).(*route).transport.RoundTrip(req)
+	return req.Context().Value(pickKey{}).(*pick).route.transport.RoundTrip(req)
 }
 
 // statusWriter remembers the response code, for metrics. It passes

@@ -179,20 +179,22 @@ func (r *Router) transport(tc *tls.Config) *http.Transport {
 	}
 }
 
-// failoverKey carries the other endpoints of the chosen backend to dial.
-type failoverKey struct{}
-
-// dial dials addr, or, if that fails, the backend's other endpoints in
-// turn (from the request's context).
+// dial dials addr, or, if that fails, the chosen backend's other
+// endpoints in turn (from the request's pick).
 func (r *Router) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	rest, _ := ctx.Value(failoverKey{}).([]string)
-	var errs []error
-	for _, a := range append([]string{addr}, rest...) {
-		c, err := r.dialEndpoint(ctx, a)
-		if err == nil {
-			return c, nil
+	c, err := r.dialEndpoint(ctx, addr)
+	if err == nil {
+		return c, nil
+	}
+	errs := []error{err}
+	if pk, ok := ctx.Value(pickKey{}).(*pick); ok {
+		for _, a := range pk.others() {
+			c, err := r.dialEndpoint(ctx, a)
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
 		}
-		errs = append(errs, err)
 	}
 	return nil, errors.Join(errs...)
 }

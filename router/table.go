@@ -49,11 +49,10 @@ type backend struct {
 	next    *atomic.Uint32
 }
 
-// pick chooses a backend by weight, then an endpoint round robin; it
-// returns the chosen address and the backend's others (for failover).
-func (r *route) pick() (string, []string) {
+// pick chooses a backend by weight, then an endpoint round robin.
+func (r *route) pick() pick {
 	if r.total <= 0 {
-		return "", nil
+		return pick{}
 	}
 	n := rand.Int32N(r.total)
 	for _, b := range r.backends {
@@ -64,13 +63,32 @@ func (r *route) pick() (string, []string) {
 			n -= b.weight
 			continue
 		}
-		i := int(b.next.Add(1)) % len(b.addrs)
-		rest := make([]string, 0, len(b.addrs)-1)
-		rest = append(rest, b.addrs[i+1:]...)
-		rest = append(rest, b.addrs[:i]...)
-		return b.addrs[i], rest
+		return pick{route: r, b: b, i: int(b.next.Add(1)) % len(b.addrs)}
 	}
-	return "", nil
+	return pick{}
+}
+
+// pick is one request's or connection's choice: a route's backend and
+// one of its endpoints. Its other endpoints are the failover, in order.
+type pick struct {
+	route *route
+	b     *backend
+	i     int
+}
+
+func (p pick) addr() string {
+	if p.b == nil {
+		return ""
+	}
+	return p.b.addrs[p.i]
+}
+
+// others are the backend's endpoints after the chosen one, wrapping.
+func (p pick) others() []string {
+	if p.b == nil {
+		return nil
+	}
+	return append(append([]string(nil), p.b.addrs[p.i+1:]...), p.b.addrs[:p.i]...)
 }
 
 // match finds the route for a request's host and path.

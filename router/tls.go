@@ -73,12 +73,12 @@ func (r *Router) handleTLS(ctx context.Context, c net.Conn, out *connListener) {
 // splice relays a passthrough connection to one of the route's pods.
 func (r *Router) splice(ctx context.Context, c net.Conn, rt *route) {
 	defer c.Close()
-	addr, rest := rt.pick()
-	if addr == "" {
+	pk := rt.pick()
+	if pk.b == nil {
 		r.metrics.passthrough(rt.key, "no-endpoints")
 		return
 	}
-	up, err := r.dial(context.WithValue(ctx, failoverKey{}, rest), "tcp", addr)
+	up, err := r.dial(context.WithValue(ctx, pickKey{}, &pk), "tcp", pk.addr())
 	if err != nil {
 		r.metrics.passthrough(rt.key, "dial-failed")
 		slog.Debug("router: passthrough dial", "route", rt.key, "err", err)
