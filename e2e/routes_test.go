@@ -199,7 +199,8 @@ func podServerImage(t *testing.T, certPEM, keyPEM string) v1.Image {
 //     and says which project's route owns the host since when;
 //   - a passthrough route reaches a TLS pod by SNI, with the pod's own
 //     certificate;
-//   - an HTTP Upgrade passes through an HTTP route both ways.
+//   - an HTTP Upgrade passes through an HTTP route both ways;
+//   - the server's /metrics counts requests per route.
 func TestRoutes(t *testing.T) {
 	httpAddr, httpsAddr := freePort(t), freePort(t)
 	c := startCluster(t, "routes", "--router-http-listen", httpAddr, "--router-https-listen", httpsAddr)
@@ -373,4 +374,17 @@ spec:
 		upgraded = string(rest)
 		return strings.HasSuffix(upgraded, " echoes hello\n"), upgraded
 	})
+
+	// Per-route metrics on the server's /metrics.
+	code, metrics := (&trustServer{p: c.p}).getText(t, "/metrics", c.admin.Token())
+	for _, want := range []string{
+		`slipway_router_requests_total{code="200",route="shop/web"}`,
+		`slipway_router_request_duration_seconds_count{route="shop/web"}`,
+		`slipway_router_requests_total{code="101",route="shop/ws"}`,
+		`slipway_router_passthrough_connections_total{outcome="spliced",route="shop/secure"}`,
+	} {
+		if code != http.StatusOK || !strings.Contains(metrics, want) {
+			t.Errorf("/metrics (%d) has no %s", code, want)
+		}
+	}
 }

@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}, []string{"route"}),
 		conns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "slipway_router_connsconnections_total",
+			Name: "slipway_router_passthrough_connections_total",
 			Help: "TLS passthrough connections, by route and outcome (spliced, no-endpoints, dial-failed).",
 		}, []string{"route", "outcome"}),
 	}

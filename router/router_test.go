@@ -384,7 +384,8 @@ func httpsGet(addr, host string, roots *x509.CertPool, h2 bool) (*http.Response,
 func TestRouterTLS(t *testing.T) {
 	ctx := storetest.Context(t)
 	st := storetest.New(t)
-	_, httpAddr, addr := startRouter(t, ctx, st, router.Config{})
+	reg := prometheus.NewRegistry()
+	_, httpAddr, addr := startRouter(t, ctx, st, router.Config{Metrics: reg})
 	edgeCA, podCA, rogueCA := newCA(t), newCA(t), newCA(t)
 	ipA, portA := backend(t, "a")
 	plain := net.JoinHostPort(ipA, strconv.Itoa(int(portA)))
@@ -441,6 +442,9 @@ func TestRouterTLS(t *testing.T) {
 	if err != nil || body != "pod over tls" {
 		t.Errorf("passthrough route: %q, %v; want the pod's own TLS answer (verified with the pod's CA)", body, err)
 	}
+	storetest.Eventually(t, ctx, "slipway_router_passthrough_connections_total{outcome=spliced,route=shop/pass} is 1", func() bool {
+		return counter(t, reg, "slipway_router_passthrough_connections_total", "spliced", "shop/pass") == 1
+	})
 	_, body, err = httpsGet(addr, "re.example.com", nil, false)
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("reencrypt route without a certificate of its own: %v %q; want the router's default certificate, which the client does not trust", err, body)
