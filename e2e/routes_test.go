@@ -32,6 +32,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/client"
 )
 
 // testCA signs certificates for the route tests.
@@ -386,5 +387,82 @@ spec:
 		if code != http.StatusOK || !strings.Contains(metrics, want) {
 			t.Errorf("/metrics (%d) has no %s", code, want)
 		}
+	}
+}
+
+// TestRouterRole: `slipway router` runs on its own through the API as a
+// service account with the system:router cluster role, while the
+// server's own router is off (--no-router): it admits a route (writes its
+// status), serves it, and exposes metrics; its token cannot read secrets
+// or write routes.
+func TestRouterRole(t *testing.T) {
+	s := startTrustServer(t, "--no-router")
+	s.projects("infra", "shop")
+	s.cli.ok("create", "serviceaccount", "router", "-n", "infra")
+	f := filepath.Join(t.TempDir(), "crb.yaml")
+	os.WriteFile(f, []byte("kind: ClusterRoleBinding\nmetadata: {name: router}\nroleRef: {kind: ClusterRole, name: system:router}\nsubjects: [{kind: ServiceAccount, namespace: infra, name: router}]\n"), 0o600)
+	s.cli.ok("apply", "-f", f)
+	lines := strings.Split(strings.TrimSpace(s.cli.ok("create", "token", "router", "-n", "infra")), "\n")
+	token := lines[len(lines)-1]
+	s.apply("shop", "kind: Route\nmetadata: {name: web}\nspec: {host: www.shop.test, to: {kind: Service, name: web}}\n")
+
+	httpAddr, metricsAddr := freePort(t), freePort(t)
+	empty := filepath.Join(t.TempDir(), "config")
+	cmd := exec.Command(binary(t), "router", "--server", s.p.url(), "--token", token, "--certificate-authority", s.p.caFile(),
+		"--http-listen", httpAddr, "--metrics-listen", metricsAddr)
+	cmd.Env = append(os.Environ(), "SLIPWAY_CONFIG="+empty)
+	out := &syncWriter{w: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("router output:\n%s", out.String())
+		}
+	})
+
+	waitFor(t, 30*time.Second, "the router admits shop/web", func() (bool, string) {
+		o, err := s.admin.Get(context.Background(), api.Routes, "shop", "web")
+		if err != nil {
+			return false, err.Error()
+		}
+		st := o.(*api.Route).Status
+		return len(st.Ingress) == 1 && len(st.Ingress[0].Conditions) == 1 && st.Ingress[0].Conditions[0].Status == "True", fmt.Sprintf("%+v", st)
+	})
+	req, _ := http.NewRequest("GET", "http://"+httpAddr+"/", nil)
+	req.Host = "www.shop.test"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "route shop/web has no ready endpoints") {
+		t.Errorf("GET www.shop.test through the router = %d %q, want 503 saying shop/web has no ready endpoints", resp.StatusCode, body)
+	}
+	mresp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if want := `slipway_router_requests_total{code="503",route="shop/web"} 1`; !strings.Contains(string(metrics), want) {
+		t.Errorf("the router's /metrics has no %s", want)
+	}
+
+	ca, _ := os.ReadFile(s.p.caFile())
+	rc, err := client.New(s.p.url(), client.WithCAData(ca), client.WithToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rc.List(context.Background(), api.Secrets, "shop", client.ListOptions{}); !api.IsReason(err, api.ReasonForbidden) {
+		t.Errorf("the router's token lists secrets: %v, want Forbidden", err)
+	}
+	rt := &api.Route{ObjectMeta: api.ObjectMeta{Name: "evil", Namespace: "shop"}, Spec: api.RouteSpec{Host: "evil.shop.test", To: api.RouteTargetReference{Name: "web"}}}
+	if err := rc.Create(context.Background(), api.Routes, rt); !api.IsReason(err, api.ReasonForbidden) {
+		t.Errorf("the router's token creates a route: %v, want Forbidden", err)
 	}
 }

@@ -30,6 +30,9 @@ const (
 	ImagePusher     = "image-pusher"
 	ImageBuilder    = "image-builder"
 	SelfProvisioner = "self-provisioner"
+	// Router is for an edge router out of process (`slipway router`):
+	// it reads routes and endpoints everywhere and writes route status.
+	Router = "system:router"
 )
 
 // rbacResources are left out of edit and view: seeing or changing who may
@@ -108,6 +111,9 @@ func BootstrapRoles() []*api.ClusterRole {
 			api.PolicyRule{Verbs: []string{"get", "update"}, Resources: []string{layers}},
 			api.PolicyRule{Verbs: []string{"get", "create"}, Resources: []string{"imagestreams"}}),
 		role(SelfProvisioner, api.PolicyRule{Verbs: []string{"create"}, Resources: []string{"projects"}}),
+		role(Router,
+			api.PolicyRule{Verbs: ReadVerbs, Resources: []string{"routes", "endpoints"}},
+			api.PolicyRule{Verbs: []string{"get", "update", "patch"}, Resources: []string{"routes/" + StatusSubresource}}),
 	}
 }
 
