@@ -227,7 +227,20 @@ type ReplicationControllerSpec struct {
 type ReplicationControllerStatus struct {
 	Replicas      int32 `json:"replicas"`
 	ReadyReplicas int32 `json:"readyReplicas"`
+	// Conditions holds ReplicaFailure=True while pods cannot be made
+	// (a quota refuses them, say), with the refusal as its message.
+	Conditions []ReplicationControllerCondition `json:"conditions,omitempty"`
 }
+
+// ReplicationControllerCondition has the shape of a DeploymentCondition.
+type ReplicationControllerCondition = DeploymentCondition
+
+// ReplicaFailure is the condition of a ReplicationController that cannot
+// make its pods; FailedCreate its reason.
+const (
+	ReplicaFailure = "ReplicaFailure"
+	FailedCreate   = "FailedCreate"
+)
 
 // Service is a stable address in front of the pods its selector matches.
 type Service struct {

@@ -168,7 +168,7 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 		case (verb == "get" || verb == "update" || verb == "patch") && (sub == "" || sub == "status") && info.Name == node:
 			return nil, nil
 		}
-	case api.Services, api.EndpointsResource, api.Projects:
+	case api.Services, api.EndpointsResource, api.Projects, api.NetworkPolicies: // NetworkPolicies: cluster/netpol enforces them on the node
 		if read && sub == "" {
 			return nil, nil
 		}

@@ -82,6 +82,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 			writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", why))
 			return
 		}
+		if err := s.authorizeQuotaPolicy(u, info); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if res.Namespaced && info.Namespace != "" {
 		if err := s.checkProject(r.Context(), info.Namespace, info.Verb == "create"); err != nil {
@@ -500,7 +504,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, info *requestInf
 			f.SetZero()
 		}
 	}
-	ctx := r.Context()
+	ctx := quotaWarnings(r.Context(), w)
 	u := identity.FromContext(ctx)
 	if err := s.admit(ctx, u, info, obj); err != nil {
 		writeError(w, err)
@@ -627,6 +631,9 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, info *requestInf
 // must not escalate, and nothing a project's user writes may reach into
 // another project or forge what the platform records (tenancy.go).
 func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, obj api.Object) error {
+	if err := s.admitPodResources(ctx, info, obj); err != nil {
+		return err
+	}
 	if is, ok := obj.(*api.ImageStream); ok {
 		if err := s.admitPromotedTags(ctx, u, info.Namespace, is); err != nil {
 			return err

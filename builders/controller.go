@@ -86,6 +86,9 @@ type Controller struct {
 	waiting map[string]bool // pending builds held back by MaxRunning
 	builds  *store.Informer
 	queue   *store.WorkQueue
+	// rechecks holds the builds waiting for quota that have a recheck
+	// scheduled (quota.go), so each has one at most.
+	rechecks sync.Map
 }
 
 // Resolved is what the controller itself resolved while it ran a build,
@@ -145,8 +148,10 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 		b := ev.Object.(*api.Build)
 		q.Add(b.Namespace + "/" + b.Name)
-		// A build that ends may let the next one of its config start.
+		// A build that ends may let the next one of its config start,
+		// and frees room in its project's builds quota.
 		if api.IsFinished(b.Status.Phase) {
+			c.quotaFreed(b.Namespace)
 			for _, o := range inf.List(b.Namespace) {
 				if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] && !api.IsFinished(other.Status.Phase) {
 					q.Add(other.Namespace + "/" + other.Name)
@@ -214,6 +219,13 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	bctx, cancelBuild := context.WithTimeoutCause(ctx, deadline, &deadlineError{deadline})
 	c.running[key] = cancelBuild
 	c.mu.Unlock()
+	if started, err := c.startWithinQuota(ctx, b); !started || err != nil {
+		c.mu.Lock()
+		delete(c.running, key)
+		c.mu.Unlock()
+		cancelBuild()
+		return err
+	}
 	go func() {
 		defer func() {
 			c.mu.Lock()

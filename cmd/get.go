@@ -156,7 +156,7 @@ func describeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:               "describe RESOURCE NAME",
 		Short:             "Show a resource in detail",
-		Example:           "  slipway describe project myproject\n  slipway describe rolebinding admin -n myproject",
+		Example:           "  slipway describe project myproject\n  slipway describe rolebinding admin -n myproject\n  slipway describe quota compute -n myproject",
 		ValidArgsFunction: completeTypes,
 		RunE: func(c *cobra.Command, args []string) error {
 			res, names, err := splitTypeName(args)
@@ -186,6 +186,10 @@ func describeCmd() *cobra.Command {
 				}
 				if is, ok := o.(*api.ImageStream); ok {
 					describeImageStream(c.OutOrStdout(), is)
+					continue
+				}
+				if q, ok := o.(*api.ResourceQuota); ok {
+					describeQuota(c.OutOrStdout(), q)
 					continue
 				}
 				if err := describe(c.OutOrStdout(), res, o); err != nil {

@@ -197,6 +197,20 @@ func cell(v any) string {
 			return "<none>"
 		}
 		return strings.Join(parts, ",")
+	case map[string]any:
+		// A quota's hard or used: pods=10,services=2.
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			keys[i] = fmt.Sprintf("%s=%v", k, v[k])
+		}
+		if len(keys) == 0 {
+			return "<none>"
+		}
+		return strings.Join(keys, ",")
 	}
 	return fmt.Sprint(v)
 }

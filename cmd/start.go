@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"slipway.dev/slipway/apiserver"
+	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/cluster/runtime"
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/registry"
@@ -128,6 +129,9 @@ func nodeFlags(f *pflag.FlagSet, n *server.NodeConfig) {
 	f.StringVar(&n.Network, "pod-network", "bridge", "Docker network pods attach to")
 	f.StringVar(&n.ServiceCIDR, "service-cidr", "10.43.0.0/16", "range of service ClusterIPs")
 	f.BoolVar(&n.NoProxy, "no-proxy", false, "run no service proxy on this node (another on the machine serves it)")
+	f.BoolVar(&n.NoIsolation, "no-network-isolation", false, "let every pod reach every other project's pods (no nftables rules; NetworkPolicies are not enforced)")
+	n.ProxyMode = string(proxy.ModeAuto)
+	f.Var(proxyModeFlag{&n.ProxyMode}, "proxy-mode", "how the service proxy forwards: nftables (kernel DNAT, table ip slipway-proxy; needs CAP_NET_ADMIN), userspace (relays in this process), or auto (nftables when the kernel allows it, else userspace; the choice is logged)")
 	f.StringToStringVar(&n.Labels, "node-labels", nil, "labels of this node, for nodeSelector: zone=a,disk=ssd")
 	f.DurationVar(&n.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often this node renews its Ready condition (keep it under half of the server's --node-grace-period)")
 }
@@ -175,6 +179,13 @@ certificate, to API servers only. Pods' volumes live under DATA_DIR/node.`,
 			}
 			fmt.Fprintf(c.OutOrStdout(), "Slipway node %s is running.\n", n.Name)
 			<-c.Context().Done()
+			if n.ProxyDone != nil {
+				select {
+				case <-n.ProxyDone:
+				case <-time.After(10 * time.Second):
+					slog.Warn("proxy: did not stop in time; its nftables table stays until the next start replaces it")
+				}
+			}
 			return nil
 		},
 	}

@@ -269,6 +269,9 @@ func (c *Controller) reconcile(ctx context.Context, dc *api.DeploymentConfig) er
 			}
 		}
 	}
+	if err := c.surfaceReplicaFailure(ctx, dc, latest); err != nil {
+		return err
+	}
 	c.prune(ctx, dc, revs)
 	return c.updateStatus(ctx, dc, revs)
 }

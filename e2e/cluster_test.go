@@ -27,6 +27,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/cluster/netpol"
 )
 
 // The cluster tests run pods: `slipway start` with its node agent on the
@@ -50,8 +51,9 @@ type cluster struct {
 	d     *dockerd
 	admin *client.Client
 	cli   cli
-	node  string // node name, also the container prefix
-	cidr  string // the service range
+	node  string   // node name, also the container prefix
+	cidr  string   // the service range
+	args  []string // the server's flags, to start it again
 	ns    string
 	auth  remote.Option
 }
@@ -79,7 +81,7 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	}, extra...)
 	p := startServer(t, dir, addr, args...)
 	logIfDied(t, p)
-	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop", cidr: cidr}
+	c := &cluster{t: t, p: p, d: d, admin: p.admin(t), node: node, ns: "shop", cidr: cidr, args: args}
 	c.auth = remote.WithAuth(&authn.Basic{Username: "admin", Password: c.admin.Token()})
 	if err := c.admin.Create(context.Background(), api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: c.ns}}); err != nil {
 		t.Fatal(err)
@@ -119,6 +121,8 @@ func (c *cluster) dump() {
 // itself once no cluster IP is left on it.
 func removeServiceRange(t *testing.T, cidr string) {
 	_ = exec.Command("ip", "route", "del", "unreachable", cidr).Run()
+	// The proxy's nftables table, when it was killed before removing it.
+	_ = exec.Command("nft", "delete", "table", "ip", "slipway-proxy-"+strings.ReplaceAll(cidr, "/", "-")).Run()
 	_, rng, err := net.ParseCIDR(cidr)
 	if err != nil {
 		return
@@ -149,8 +153,12 @@ func removeServiceRange(t *testing.T, cidr string) {
 }
 
 // removeContainers removes every container an agent with this prefix
-// made on the engine.
+// made on the engine, and its network policy tables, which outlive the
+// agent on purpose.
 func removeContainers(t *testing.T, d *dockerd, prefix string) {
+	if err := (netpol.NFTables{Name: prefix}).Remove(); err != nil {
+		t.Logf("removing the nftables tables of %s: %v", prefix, err)
+	}
 	out, err := exec.Command("docker", "-H", d.Host(), "ps", "-aq", "--filter", "label=io.slipway.runtime="+prefix).Output()
 	if err != nil {
 		t.Logf("listing the containers of %s: %v", prefix, err)

@@ -373,7 +373,7 @@ func (r *repository) mayCreateStream(ctx context.Context, tag string) error {
 // tags per stream) as the spec's DENIED with the limit's message, which
 // says what to do; anything else as UNKNOWN.
 func limitErr(prefix string, err error) error {
-	if errors.Is(err, store.ErrLimit) {
+	if errors.Is(err, store.ErrLimit) || errors.Is(err, store.ErrQuota) {
 		return errcode.ErrorCodeDenied.WithMessage(err.Error())
 	}
 	return errcode.ErrorCodeUnknown.WithMessage(prefix + err.Error())

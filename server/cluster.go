@@ -23,6 +23,7 @@ import (
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/cluster/endpoints"
+	"slipway.dev/slipway/cluster/netpol"
 	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/cluster/replication"
@@ -30,6 +31,7 @@ import (
 	"slipway.dev/slipway/cluster/scheduler"
 	"slipway.dev/slipway/deploy"
 	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/quota"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
@@ -57,8 +59,14 @@ type NodeConfig struct {
 	// NoProxy keeps the service proxy off (a second agent on the same
 	// machine shares the first's).
 	NoProxy bool
+	// NoIsolation turns project network isolation off: no nftables rules,
+	// and NetworkPolicies are not enforced (cluster/netpol).
+	NoIsolation bool
 	// ServiceCIDR is the ClusterIP range. Default 10.43.0.0/16.
 	ServiceCIDR string
+	// ProxyMode is the service proxy's mode: auto (default), nftables or
+	// userspace (proxy.ParseMode).
+	ProxyMode string
 	// Labels are the Node's labels.
 	Labels map[string]string
 	// HeartbeatInterval; default 10s.
@@ -147,6 +155,7 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 	}
 	go lc.Run(ctx)
 	go (&replication.Manager{Store: s.Store}).Run(ctx)
+	go (&quota.Controller{Store: s.Store}).Run(ctx)
 	ips, err := proxy.NewAllocator(s.cfg.Node.ServiceCIDR)
 	if err != nil {
 		return fmt.Errorf("server: --service-cidr: %w", err)
@@ -158,13 +167,19 @@ func (s *Server) startClusterControllers(ctx context.Context) error {
 
 // StartNode runs the node role: an agent on the Docker engine and, unless
 // turned off, the service proxy, on st (the store in `slipway start`, the
-// API as the node in `slipway node`). It returns the agent. With
-// cfg.Listen the agent serves logs and exec over TLS with listenTLS.
-func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir, token string, listenTLS *tls.Config, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, error) {
+// API as the node in `slipway node`). It returns the agent and a channel
+// closed once the service proxy has stopped after ctx ended (and removed
+// its nftables table); nil when no proxy runs. With cfg.Listen the agent
+// serves logs and exec over TLS with listenTLS.
+func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir, token string, listenTLS *tls.Config, auth func(ctx context.Context, pod *api.Pod, image string) (string, error), admit func(context.Context, *api.Pod) error) (*node.Agent, <-chan struct{}, error) {
+	mode, err := proxy.ParseMode(cfg.ProxyMode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: --proxy-mode: %w", err)
+	}
 	if cfg.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cfg.Name = strings.ToLower(h)
 	}
@@ -179,14 +194,14 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt, err := runtime.NewDocker(runtime.Config{
 		Host: cfg.DockerHost, Prefix: cfg.ContainerPrefix, DataDir: filepath.Join(dataDir, "node"),
 		Network: cfg.Network, PauseBinary: self, PauseArgs: []string{"pause"},
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agentCfg := node.Config{
 		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
@@ -194,7 +209,7 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	}
 	agent, err := node.New(agentCfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() {
 		if err := agent.Run(ctx); err != nil && ctx.Err() == nil {
@@ -203,11 +218,11 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	}()
 	if cfg.Listen != "" {
 		if listenTLS == nil {
-			return nil, errors.New("node: --listen serves logs and exec only over TLS, with the node's certificate")
+			return nil, nil, errors.New("node: --listen serves logs and exec only over TLS, with the node's certificate")
 		}
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
+			return nil, nil, fmt.Errorf("node: --listen %s: %w", cfg.Listen, err)
 		}
 		srv := &http.Server{Handler: agent.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { <-ctx.Done(); srv.Close() }()
@@ -219,18 +234,35 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 		endpoint := "https://" + net.JoinHostPort(host, port)
 		go annotateNode(ctx, st, cfg.Name, endpoint)
 	}
+	var access proxy.ClientAccess
+	if !cfg.NoIsolation {
+		np, err := netpol.New(netpol.Config{
+			Store: st, NodeName: cfg.Name, Address: cfg.Address,
+			Enforcer: netpol.NFTables{Name: cfg.ContainerPrefix}, Subnets: rt.PodSubnets,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		go np.Run(ctx)
+		access = np.Access
+	} else if err := (netpol.NFTables{Name: cfg.ContainerPrefix}).Remove(); err != nil {
+		// An earlier run's tables would go on filtering by stale addresses.
+		slog.Warn("node: network isolation is off, but the rules of an earlier run could not be removed", "tables", netpol.TablePrefix+cfg.ContainerPrefix, "err", err)
+	}
 	if !cfg.NoProxy {
 		vips, err := proxy.NewDummy("slipway0")
 		if err != nil {
-			return nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
+			return nil, nil, fmt.Errorf("node: service addresses on slipway0: %w (run as root, or turn the proxy off with --proxy=false)", err)
 		}
-		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR})
+		px, err := proxy.New(proxy.Config{Store: st, VIPs: vips, ServiceCIDR: cfg.ServiceCIDR, Mode: mode, Access: access})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		go px.Run(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); px.Run(ctx) }()
+		return agent, done, nil
 	}
-	return agent, nil
+	return agent, nil, nil
 }
 
 // annotateNode records where the agent serves logs and exec, once the
@@ -359,10 +391,11 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
+	agent, proxyDone, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}
+	s.proxyDone = proxyDone
 	s.Agent = agent
 	name := s.cfg.Node.Name
 	if name == "" {

@@ -48,6 +48,9 @@ type RemoteNodeConfig struct {
 type RemoteNode struct {
 	Name  string
 	Agent *node.Agent
+	// ProxyDone closes once the service proxy has stopped after the
+	// context ended (and removed its nftables table); nil when none runs.
+	ProxyDone <-chan struct{}
 }
 
 // StartRemoteNode joins the cluster (when the node has no valid
@@ -97,12 +100,12 @@ func StartRemoteNode(ctx context.Context, cfg RemoteNodeConfig) (*RemoteNode, er
 		return err
 	}
 	st := &client.Store{C: c, Fields: map[*api.Resource]string{api.Pods: "spec.nodeName=" + name}}
-	agent, err := StartNode(ctx, st, cfg.Node, cfg.DataDir, "", nodeListenerTLS(cert, pool), auth, admit)
+	agent, proxyDone, err := StartNode(ctx, st, cfg.Node, cfg.DataDir, "", nodeListenerTLS(cert, pool), auth, admit)
 	if err != nil {
 		return nil, err
 	}
 	slog.Info("slipway node is running", "node", name, "api", cfg.Server, "registry", reg)
-	return &RemoteNode{Name: name, Agent: agent}, nil
+	return &RemoteNode{Name: name, Agent: agent, ProxyDone: proxyDone}, nil
 }
 
 // nodeCredential returns the node's certificate: the one it keeps, while

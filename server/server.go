@@ -209,9 +209,12 @@ type Server struct {
 	// buildkitd and removed the build network (bridge, firewall chains),
 	// which shutdown waits for: the process must not exit first.
 	buildsDone chan struct{}
-	nodeToken  string
-	pods       *podGateway
-	trust      *trust
+	// proxyDone closes when the service proxy has stopped (and removed
+	// its nftables table); nil when none runs.
+	proxyDone <-chan struct{}
+	nodeToken string
+	pods      *podGateway
+	trust     *trust
 	// Agent is the in-process node agent, when one runs.
 	Agent *node.Agent
 	// Router is the in-process edge router, when one runs.
@@ -612,6 +615,13 @@ func (s *Server) shutdown(ctx context.Context) {
 		case <-s.buildsDone:
 		case <-ctx.Done():
 			slog.Warn("builds: buildkitd did not stop in time; its build network may be left on the host until the next start removes it")
+		}
+	}
+	if s.proxyDone != nil {
+		select {
+		case <-s.proxyDone:
+		case <-ctx.Done():
+			slog.Warn("proxy: did not stop in time; its nftables table stays until the next start replaces it")
 		}
 	}
 	if s.client != nil {

@@ -156,17 +156,27 @@ func (s *Store) setBound(k string, b countBound, ok bool) {
 // where the counted path would also commit a plain create. When that
 // check fails (the margin is near, or the project was deleted and made
 // again) the create counts again.
-func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.ObjectMeta, key, data string, limit int64) error {
+//
+// In a project (m.Namespace set) the create also commits only while the
+// project's quota policy key is at policyRev (quota.go), and returns
+// errPolicyChanged when it moved.
+func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.ObjectMeta, key, data string, limit, policyRev int64) error {
 	fence := s.fenceKey(r, m.Namespace)
 	creates := s.createsKey(r, m.Namespace)
+	pk := s.policyKey(m.Namespace)
+	guard := clientv3.Compare(clientv3.ModRevision(pk), "=", policyRev)
+	puts := func(extra ...clientv3.Op) []clientv3.Op {
+		return append(append(s.putOps(r, m.Namespace, key, data), clientv3.OpPut(creates, "")), extra...)
+	}
 	if b, ok := s.cachedBound(creates); ok && b.count < limit-fenceMargin {
 		budget := limit - fenceMargin - b.count
 		resp, err := s.client.Txn(ctx).If(
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(creates), "=", b.createRev),
 			clientv3.Compare(clientv3.Version(creates), "<", b.version+budget),
-		).Then(clientv3.OpPut(key, data), clientv3.OpPut(creates, "")).
-			Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
+			guard,
+		).Then(puts()...).
+			Else(clientv3.OpGet(key, clientv3.WithCountOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())).
 			Commit()
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
@@ -177,6 +187,9 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 		}
 		if resp.Responses[0].GetResponseRange().Count > 0 {
 			return fmt.Errorf("%s %q: %w", r.Kind, m.Name, ErrExists)
+		}
+		if policyChanged(resp.Responses[1].GetResponseRange(), policyRev) {
+			return errPolicyChanged
 		}
 		// The bound no longer proves the project far from its cap.
 		s.setBound(creates, countBound{}, false)
@@ -193,19 +206,22 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 		if count >= limit {
 			return &LimitError{Project: m.Namespace, What: r.Name, Limit: limit, Hint: s.limits.Hint}
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
-		ops := []clientv3.Op{clientv3.OpPut(key, data), clientv3.OpPut(creates, "")}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0), guard}
+		ops := puts()
 		if count >= limit-fenceMargin {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev))
 			ops = append(ops, clientv3.OpPut(fence, ""))
 		}
-		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}
 		if resp.Succeeded {
 			m.ResourceVersion = strconv.FormatInt(resp.Header.Revision, 10)
 			return nil
+		}
+		if policyChanged(resp.Responses[0].GetResponseRange(), policyRev) {
+			return errPolicyChanged
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -244,7 +260,13 @@ func (s *Store) count(ctx context.Context, r *api.Resource, ns, key string) (cou
 // things before the object (the registry stores the manifest before its
 // Image record) call it first, so a refused push leaves nothing behind.
 // Create checks again.
+//
+// It checks the project's hard quotas on r too (a *QuotaError), for a
+// kind whose quota needs no more than the count (not pods).
 func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name string) error {
+	if err := s.checkQuota(ctx, r, ns, name); err != nil {
+		return err
+	}
 	limit := s.limits.For(r)
 	if limit <= 0 {
 		return nil

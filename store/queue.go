@@ -46,6 +46,13 @@ func (q *WorkQueue) Add(key string) {
 	}
 }
 
+// Len is how many keys wait (not counting those being worked on).
+func (q *WorkQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.order)
+}
+
 // Get blocks for the next key; false once the queue is shut down.
 func (q *WorkQueue) Get() (string, bool) {
 	q.mu.Lock()

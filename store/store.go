@@ -53,6 +53,9 @@ type Store struct {
 
 	boundsMu sync.Mutex
 	bounds   map[string]countBound // by createsKey: see createCounted
+
+	policyMu sync.Mutex
+	policies map[string]*projectPolicy // by project: see quota.go
 }
 
 // Option configures a Store.
@@ -108,13 +111,16 @@ func (s *Store) Create(ctx context.Context, r *api.Resource, obj api.Object) err
 	m.Generation = 1
 	m.ResourceVersion = ""
 	m.DeletionTimestamp = nil
+	key := s.Key(r, m.Namespace, m.Name)
+	if r.Namespaced && m.Namespace != "" {
+		return s.createInProject(ctx, r, obj, m, key)
+	}
 	data, err := json.Marshal(obj)
 	if err != nil {
 		return fmt.Errorf("store: encode %s %q: %w", r.Kind, m.Name, err)
 	}
-	key := s.Key(r, m.Namespace, m.Name)
 	if limit := s.limits.For(r); limit > 0 {
-		return s.createCounted(ctx, r, m, key, string(data), limit)
+		return s.createCounted(ctx, r, m, key, string(data), limit, 0)
 	}
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
@@ -193,9 +199,13 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 			obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(cur.ModRevision, 10)
 			return nil
 		}
+		ops := []clientv3.Op{clientv3.OpPut(key, string(data))}
+		if isPolicy(r) && !opts.Status {
+			ops = s.putOps(r, m.Namespace, key, string(data))
+		}
 		txn, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
-			Then(clientv3.OpPut(key, string(data))).
+			Then(ops...).
 			Commit()
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
@@ -338,9 +348,13 @@ func (s *Store) Delete(ctx context.Context, r *api.Resource, ns, name, precondit
 		if precondition != "" && precondition != strconv.FormatInt(cur.ModRevision, 10) {
 			return nil, fmt.Errorf("%s %q changed since resourceVersion %s: %w", r.Kind, name, precondition, ErrConflict)
 		}
+		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		if isPolicy(r) {
+			ops = append(ops, clientv3.OpPut(s.policyKey(ns), ""))
+		}
 		txn, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
-			Then(clientv3.OpDelete(key)).
+			Then(ops...).
 			Commit()
 		if err != nil {
 			return nil, wrapEtcd(err, r, name)
@@ -359,12 +373,26 @@ func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int6
 		return 0, fmt.Errorf("store: DeleteAll needs a namespaced resource and a project: %w", ErrInvalid)
 	}
 	resp, err := s.client.Txn(ctx).
-		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns)), clientv3.OpDelete(s.createsKey(r, ns))).
+		Then(s.deleteAllOps(r, ns)...).
 		Commit()
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)
 	}
 	return resp.Responses[0].GetResponseDeleteRange().Deleted, nil
+}
+
+// deleteAllOps delete every object of r in ns with the keys kept next to
+// them: the platform's fence and count, and, with the project's last
+// quota or limit range, the project's quota fence (and the policy key moves).
+func (s *Store) deleteAllOps(r *api.Resource, ns string) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns)), clientv3.OpDelete(s.createsKey(r, ns))}
+	if isPolicy(r) {
+		// The policy key is bumped, not deleted: deleting it twice (quotas,
+		// then limit ranges) would leave its revision at 0 the second
+		// time, and a cache read in between would not see the change.
+		ops = append(ops, clientv3.OpPut(s.policyKey(ns), ""), clientv3.OpDelete(s.quotaFenceKey(ns)))
+	}
+	return ops
 }
 
 // Owner names one incarnation of an object: an operation guarded by it
@@ -414,7 +442,7 @@ func (s *Store) DeleteAllOwned(ctx context.Context, r *api.Resource, ns string, 
 	}
 	txn, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns)), clientv3.OpDelete(s.createsKey(r, ns))).
+		Then(s.deleteAllOps(r, ns)...).
 		Commit()
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)

@@ -21,7 +21,7 @@ type balancer struct {
 	name       string // "ns/svc:port", for errors and logs
 	timeout    time.Duration
 	quarantine time.Duration
-	allow      func(service, endpoint string) error // checked before each dial; nil allows all
+	allow      func(ctx context.Context, network, service, endpoint string) error // checked before each dial; nil allows all
 
 	mu        sync.Mutex
 	endpoints []string             // host:port, sorted
@@ -29,7 +29,7 @@ type balancer struct {
 	failed    map[string]time.Time // endpoint → end of its quarantine
 }
 
-func newBalancer(name string, timeout, quarantine time.Duration, allow func(service, endpoint string) error) *balancer {
+func newBalancer(name string, timeout, quarantine time.Duration, allow func(ctx context.Context, network, service, endpoint string) error) *balancer {
 	return &balancer{name: name, timeout: timeout, quarantine: quarantine, allow: allow, failed: map[string]time.Time{}}
 }
 
@@ -111,7 +111,7 @@ func (b *balancer) dial(ctx context.Context, network string) (net.Conn, string, 
 	var errs []error
 	for _, ep := range eps {
 		if b.allow != nil {
-			if err := b.allow(b.name, ep); err != nil {
+			if err := b.allow(ctx, network, b.name, ep); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -23,7 +23,10 @@ import (
 	"slipway.dev/slipway/store/storetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
+func TestMain(m *testing.M) {
+	setupTestNetns()
+	os.Exit(storetest.Main(m))
+}
 
 // newStore returns a store isolated under a prefix unique to the test.
 func newStore(t *testing.T) *store.Store { return storetest.New(t) }

@@ -2,7 +2,9 @@
 // Service it listens on the service's cluster IP and relays connections
 // (TCP) and datagrams (UDP) to the addresses in the Endpoints of the same
 // name, round robin, failing over to the next endpoint when one does not
-// answer. It is the userspace proxy of Kubernetes 1.0.
+// answer. It is the userspace proxy of Kubernetes 1.0. In ModeNFTables
+// the kernel forwards instead, with the same Services, endpoints and
+// service range (kernel.go); Config.Mode chooses.
 //
 // What it promises:
 //   - A service port is served from the moment its Service has a cluster
@@ -78,6 +80,14 @@ type Config struct {
 	// Default HostileEndpoints(ServiceCIDR): no loopback, link-local,
 	// host or service addresses.
 	Endpoints EndpointPolicy
+	// Access is asked before every dial whether the client may reach the
+	// endpoint (network policy). Nil allows every client.
+	Access ClientAccess
+	// Mode is how traffic is forwarded: ModeNFTables, ModeUserspace, or
+	// ModeAuto (nftables when the kernel allows it). Empty is
+	// ModeUserspace, so a library user never changes the host's
+	// firewall unasked; the node's --proxy-mode defaults to auto.
+	Mode Mode
 }
 
 // Validate checks the config and fills in defaults.
@@ -121,6 +131,11 @@ type Proxy struct {
 	conns  map[*net.TCPConn]struct{}
 
 	refused refusals
+
+	kernel  kernel                              // nil: userspace mode
+	kports  map[string]map[listenKey]kernelPort // nftables mode: by Service
+	kdirty  bool                                // kports not yet in the kernel
+	kforget map[listenKey]string                // UDP ports whose stale flows to delete, by Service
 }
 
 // listenKey is what a listener is bound to.
@@ -156,7 +171,12 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	k, err := chooseMode(cfg.Mode, netip.MustParsePrefix(cfg.ServiceCIDR).Masked())
+	if err != nil {
+		return nil, err
+	}
 	return &Proxy{
+		kernel:  k,
 		cfg:     cfg,
 		cidr:    netip.MustParsePrefix(cfg.ServiceCIDR).Masked(),
 		ports:   map[string]map[listenKey]*servicePort{},
@@ -201,6 +221,10 @@ func (p *Proxy) Run(ctx context.Context) {
 		}
 	}
 	go func() { <-ctx.Done(); q.Shutdown() }()
+	if p.kernel != nil {
+		p.runKernel(services, endpoints, q)
+		return
+	}
 	for {
 		key, ok := q.Get()
 		if !ok {
@@ -381,10 +405,13 @@ func (p *Proxy) open(k listenKey, name string) (*servicePort, error) {
 
 // allow asks the endpoint policy about one endpoint ("host:port") of a
 // service port, and records a refusal.
-func (p *Proxy) allow(service, endpoint string) error {
+func (p *Proxy) allow(ctx context.Context, network, service, endpoint string) error {
 	ap, err := netip.ParseAddrPort(endpoint)
 	if err == nil {
 		err = p.cfg.Endpoints(ap.Addr())
+		if err == nil {
+			err = p.checkClient(ctx, ap, network)
+		}
 	} else {
 		err = fmt.Errorf("%w: %q is not an address and port", ErrEndpointRefused, endpoint)
 	}

@@ -37,7 +37,7 @@ func (p *Proxy) serveTCP(ln net.Listener, lb *balancer) {
 // direction closes both.
 func (p *Proxy) relayTCP(in *net.TCPConn, lb *balancer) {
 	defer p.wg.Done()
-	conn, ep, err := lb.dial(p.ctx, "tcp")
+	conn, ep, err := lb.dial(withClient(p.ctx, in.RemoteAddr()), "tcp")
 	if err != nil {
 		// Reset rather than close cleanly: the client learns at once that
 		// nothing answered, as it would from a refused connection.

@@ -83,7 +83,7 @@ func (u *udpPort) session(client netip.AddrPort) (*udpSession, error) {
 	}
 	// Dialing UDP only sets the socket's peer; it fails only on bad
 	// addresses, so failover happens when the endpoint refuses a datagram.
-	c, ep, err := u.lb.dial(u.p.ctx, "udp")
+	c, ep, err := u.lb.dial(withClient(u.p.ctx, net.UDPAddrFromAddrPort(client)), "udp")
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,13 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 				return err
 			}
 			if err := m.Store.Create(ctx, api.Pods, p); err != nil {
-				return fmt.Errorf("replication: creating a pod for %s/%s: %w", rc.Namespace, rc.Name, err)
+				err = fmt.Errorf("replication: creating a pod for %s/%s: %w", rc.Namespace, rc.Name, err)
+				// Said on the controller, and retried with backoff (a
+				// quota refusal lasts until something frees room).
+				if cerr := m.failedCreate(ctx, rc, err); cerr != nil {
+					slog.Warn("replication: recording a failed create", "rc", rc.Namespace+"/"+rc.Name, "err", cerr)
+				}
+				return err
 			}
 			// Wait until the cache shows it, so the next pass counts it.
 			if rv, err := store.ParseResourceVersion(p.ResourceVersion); err == nil {
@@ -122,12 +128,14 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 		}
 		active = active[len(active)-want:]
 	}
-	if rc.Status.Replicas == int32(min(len(active), want)) && rc.Status.ReadyReplicas == ready {
+	if rc.Status.Replicas == int32(min(len(active), want)) && rc.Status.ReadyReplicas == ready && len(rc.Status.Conditions) == 0 {
 		return nil
 	}
 	_, err := m.Store.GuaranteedUpdate(ctx, api.ReplicationControllers, rc.Namespace, rc.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		s := &o.(*api.ReplicationController).Status
 		s.Replicas, s.ReadyReplicas = int32(min(len(active), want)), ready
+		// Every pod it wants exists: nothing failed any more.
+		s.Conditions = nil
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package proxy_test
+
+func setupTestNetns() {}
