@@ -401,6 +401,10 @@ func hostPorts(obj api.Object) []hostPort {
 // by secretReference live in a Secret, which view cannot read. obj is
 // changed in place; it must be the caller's own copy.
 func (s *Server) redact(u identity.Info, obj api.Object) {
+	if rt, ok := obj.(*api.Route); ok {
+		s.redactRoute(u, rt)
+		return
+	}
 	bc, ok := obj.(*api.BuildConfig)
 	if !ok || !slices.ContainsFunc(bc.Spec.Triggers, func(t api.BuildTrigger) bool { return t.Secret != "" }) {
 		return

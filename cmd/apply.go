@@ -226,7 +226,8 @@ func createCmd() *cobra.Command {
 		Short: "Create resources from files, or a service account or token",
 		Example: `  slipway create -f project.yaml
   slipway create serviceaccount ci-robot -n myproject
-  slipway create token builder -n myproject`,
+  slipway create token builder -n myproject
+  slipway create route edge web --service web --hostname www.example.com`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			docs, err := readDocuments(files, c.InOrStdin())
@@ -252,7 +253,7 @@ func createCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringSliceVarP(&files, "filename", "f", nil, "file to create from (- for standard input)")
-	c.AddCommand(createServiceAccountCmd(), createTokenCmd())
+	c.AddCommand(createServiceAccountCmd(), createTokenCmd(), createRouteCmd())
 	return c
 }
 

@@ -49,14 +49,14 @@ Start everything on this machine, then log in:
 	pf.StringVar(&g.caFile, "certificate-authority", "", "PEM file of the CA that signed the server's certificate")
 
 	root.AddCommand(
-		startCmd(), registryCmd(), nodeCmd(), pauseCmd(),
+		startCmd(), registryCmd(), nodeCmd(), routerCmd(), pauseCmd(),
 		loginCmd(), logoutCmd(), whoamiCmd(), processCmd(), newAppCmd(),
 		newProjectCmd(), projectCmd(), projectsCmd(),
 		getCmd(), describeCmd(), applyCmd(), createCmd(), deleteCmd(),
 		policyCmd(), admCmd(), apiResourcesCmd(),
 		tagCmd(), rollbackCmd(), importImageCmd(),
 		startBuildCmd(), cancelBuildCmd(), logsCmd(), rebuildCmd(),
-		rolloutCmd(), scaleCmd(), execCmd(),
+		rolloutCmd(), scaleCmd(), execCmd(), exposeCmd(),
 		vulndbCmd(), scanCmd(), signCmd(), promoteCmd(), approveCmd(), historyCmd(), traceCmd(),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

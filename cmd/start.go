@@ -96,6 +96,7 @@ Log in as admin:
 	f.DurationVar(&cfg.NodeGracePeriod, "node-grace-period", 40*time.Second, "how long a node may miss heartbeats before it is NotReady")
 	f.DurationVar(&cfg.PodEvictionTimeout, "pod-eviction-timeout", 30*time.Second, "how long pods of a NotReady node wait before they are made again elsewhere")
 	nodeFlags(f, &cfg.Node)
+	routerFlags(f, &cfg.Router)
 	limitFlags(f, &cfg)
 	f.Int64Var(&cfg.EtcdQuotaBackendBytes, "etcd-quota-backend-bytes", embedded.DefaultQuotaBackendBytes, "size of the embedded etcd's database past which it raises the NOSPACE alarm and refuses every write (reported in /readyz and metrics)")
 	f.StringVar(&cfg.EtcdCompactionRetention, "etcd-compaction-retention", embedded.DefaultCompactionRetention, `history the embedded etcd keeps: a duration ("5m", periodic compaction) or a number of revisions ("100000")`)

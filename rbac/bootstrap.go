@@ -33,6 +33,9 @@ const (
 	// PrivilegedPods lets the pods of a service account it is bound to
 	// cluster-wide run beyond the restricted policy (api.PrivilegedPodsRole).
 	PrivilegedPods = api.PrivilegedPodsRole
+	// Router is for an edge router out of process (`slipway router`):
+	// it reads routes and endpoints everywhere and writes route status.
+	Router = "system:router"
 )
 
 // PrivilegedPodsAttributes is what PrivilegedPods grants: the API server
@@ -117,6 +120,9 @@ func BootstrapRoles() []*api.ClusterRole {
 			api.PolicyRule{Verbs: []string{"get", "create"}, Resources: []string{"imagestreams"}}),
 		role(SelfProvisioner, api.PolicyRule{Verbs: []string{"create"}, Resources: []string{"projects"}}),
 		role(PrivilegedPods, api.PolicyRule{Verbs: []string{"use"}, Resources: []string{"pods/privileged"}}),
+		role(Router,
+			api.PolicyRule{Verbs: ReadVerbs, Resources: []string{"routes", "endpoints"}},
+			api.PolicyRule{Verbs: []string{"get", "update", "patch"}, Resources: []string{"routes/" + StatusSubresource}}),
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -35,6 +36,7 @@ import (
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
+	"slipway.dev/slipway/router"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
 )
@@ -90,6 +92,8 @@ type Config struct {
 	Out io.Writer
 	// Node is the node role that `slipway start` runs in process.
 	Node NodeConfig
+	// Router is the edge router that `slipway start` runs in process.
+	Router RouterConfig
 	// Limits are the platform's caps per project (objects of each kind)
 	// and per image stream (tags, history), so that no project fills
 	// etcd. Zero fields take the defaults below (DefaultLimits).
@@ -213,6 +217,9 @@ type Server struct {
 	trust     *trust
 	// Agent is the in-process node agent, when one runs.
 	Agent *node.Agent
+	// Router is the in-process edge router, when one runs.
+	Router *router.Router
+	reg    *prometheus.Registry
 	// cleaner removes a deleted project's registry content, once the
 	// registry runs.
 	cleaner registryCleaner
@@ -276,8 +283,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.trust, err = s.newTrust(); err != nil {
 		return nil, err
 	}
+	s.reg = s.metrics()
 	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
-		ProjectCleaner: &s.cleaner, RegistryAdmin: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser, Nodes: nodes})
+		ProjectCleaner: &s.cleaner, RegistryAdmin: &s.cleaner, Metrics: s.reg, MaxProjectsPerUser: cfg.MaxProjectsPerUser, Nodes: nodes})
 	if err != nil {
 		return nil, err
 	}
@@ -318,6 +326,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.startTrust(runCtx)
 	if err := s.startClusterControllers(runCtx); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := s.startRouter(runCtx); err != nil {
 		ln.Close()
 		return nil, err
 	}
