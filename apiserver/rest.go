@@ -44,6 +44,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		return
 	case res == api.SigningKeys && info.Subresource == "sign" && info.Verb == "create":
 	case res == api.Builds && info.Subresource == "log" && info.Verb == "get":
+	case res == api.BuildConfigs && info.Subresource == "rebase" && info.Verb == "create":
 	case res == api.Users && info.Subresource == "revoke-tokens" && info.Verb == "create":
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
@@ -85,6 +86,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	}
 	if res == api.SigningKeys && info.Subresource == "sign" {
 		s.sign(w, r, info)
+		return
+	}
+	if res == api.BuildConfigs && info.Subresource == "rebase" {
+		s.rebase(w, r, info)
 		return
 	}
 	switch info.Verb {

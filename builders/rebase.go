@@ -35,6 +35,44 @@ const (
 // should run instead; the message says why.
 var errNoRebase = errors.New("builders: rebase not possible")
 
+// ErrNoRebase is errNoRebase, for the registry's server-side rebase.
+var ErrNoRebase = errNoRebase
+
+// RebaseImage is what a rebase build pushes: Rebase, then the build's
+// labels (io.openshift.build.name and .namespace) in the config and the
+// new base's name and digest in the manifest's annotations. The build
+// controller and the registry's server-side rebase both make their images
+// here, so the two give the same bytes for the same inputs.
+func RebaseImage(orig, oldBase, newBase v1.Image, build, namespace, newName, newDigest string) (v1.Image, error) {
+	img, err := Rebase(orig, oldBase, newBase)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	if cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	cfg.Config.Labels["io.openshift.build.name"] = build
+	cfg.Config.Labels["io.openshift.build.namespace"] = namespace
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		return nil, err
+	}
+	m, err := orig.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	ann := map[string]string{}
+	for k, v := range m.Annotations {
+		ann[k] = v
+	}
+	ann[BaseNameAnnotation], ann[BaseDigestAnnotation] = newName, newDigest
+	return mutate.Annotations(img, ann).(v1.Image), nil
+}
+
 // Rebase returns orig with oldBase's layers replaced by newBase's. orig must
 // start with exactly oldBase's layers. The config keeps orig's settings
 // (command, env, labels) with newBase's platform; history keeps newBase's
@@ -203,33 +241,10 @@ func (c *Controller) rebase(ctx context.Context, b *api.Build, baseRef, stream, 
 	}
 	fmt.Fprintf(logs, "Rebasing %s from %s to %s\n", cur.Image, oldDigest, newDigest)
 	start := time.Now()
-	img, err := Rebase(orig, oldBase, newBase)
+	img, err := RebaseImage(orig, oldBase, newBase, b.Name, b.Namespace, newName, newDigest)
 	if err != nil {
 		return "", "", "", err
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return "", "", "", err
-	}
-	cfg = cfg.DeepCopy()
-	if cfg.Config.Labels == nil {
-		cfg.Config.Labels = map[string]string{}
-	}
-	cfg.Config.Labels["io.openshift.build.name"] = b.Name
-	cfg.Config.Labels["io.openshift.build.namespace"] = b.Namespace
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		return "", "", "", err
-	}
-	m, err := orig.Manifest()
-	if err != nil {
-		return "", "", "", err
-	}
-	ann := map[string]string{}
-	for k, v := range m.Annotations {
-		ann[k] = v
-	}
-	ann[BaseNameAnnotation], ann[BaseDigestAnnotation] = newName, newDigest
-	img = mutate.Annotations(img, ann).(v1.Image)
 	target, err := name.NewTag(c.Registry+"/"+b.Namespace+"/"+stream+":"+tag, name.Insecure)
 	if err != nil {
 		return "", "", "", err

@@ -275,7 +275,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.trust, err = s.newTrust(); err != nil {
 		return nil, err
 	}
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, Rebaser: registryRebaser{s}, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
 		ProjectCleaner: &s.cleaner, Metrics: s.metrics(), MaxProjectsPerUser: cfg.MaxProjectsPerUser})
 	if err != nil {
 		return nil, err
