@@ -240,7 +240,7 @@ type rawCore struct {
 	diffIDs          map[v1.Hash]v1.Hash
 }
 
-func (c *rawCore) RawConfigFile() ([]byte, error)     { return c.config, nil }
+func (c *rawCore) RawConfigFile() ([]byte, error)      { return c.config, nil }
 func (c *rawCore) MediaType() (types.MediaType, error) { return c.mediaType, nil }
 func (c *rawCore) RawManifest() ([]byte, error)        { return c.manifest, nil }
 
