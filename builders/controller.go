@@ -134,6 +134,14 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 	}
 	inf := store.NewInformer(c.Store, api.Builds)
+	// Builds by config: a project holds thousands after a server-side
+	// rebase, and every finished build looks up its config's others.
+	inf.AddIndex(byConfig, func(o api.Object) []string {
+		if b := o.(*api.Build); b.Labels[BuildConfigLabel] != "" {
+			return []string{b.Namespace + "/" + b.Labels[BuildConfigLabel]}
+		}
+		return nil
+	})
 	q := store.NewWorkQueue()
 	c.queue = q
 	inf.AddHandler(func(ev store.Event) {
@@ -147,8 +155,8 @@ func (c *Controller) Run(ctx context.Context) {
 		q.Add(b.Namespace + "/" + b.Name)
 		// A build that ends may let the next one of its config start.
 		if api.IsFinished(b.Status.Phase) {
-			for _, o := range inf.List(b.Namespace) {
-				if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] && !api.IsFinished(other.Status.Phase) {
+			for _, other := range c.siblings(b) {
+				if !api.IsFinished(other.Status.Phase) {
 					q.Add(other.Namespace + "/" + other.Name)
 				}
 			}
@@ -280,13 +288,23 @@ func (e *deadlineError) Error() string {
 // siblings are the builds of the same config.
 func (c *Controller) siblings(b *api.Build) []*api.Build {
 	var out []*api.Build
+	if name := b.Labels[BuildConfigLabel]; name != "" {
+		objs, _ := c.builds.ByIndex(byConfig, b.Namespace+"/"+name)
+		for _, o := range objs {
+			out = append(out, o.(*api.Build))
+		}
+		return out
+	}
 	for _, o := range c.builds.List(b.Namespace) {
-		if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] {
+		if other := o.(*api.Build); other.Labels[BuildConfigLabel] == "" {
 			out = append(out, other)
 		}
 	}
 	return out
 }
+
+// byConfig indexes builds by PROJECT/CONFIG.
+const byConfig = "config"
 
 // applyRunPolicy reports whether b must wait: Serial runs a config's builds
 // one at a time in order; SerialLatestOnly also cancels older builds that

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -19,6 +20,7 @@ import (
 	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/scan"
 	"slipway.dev/slipway/store"
 )
 
@@ -205,32 +207,61 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 		streams[k] = true
 	}
 	r.rebaseWriteStorage(ctx, items)
-	var rev int64
-	committed := 0
-	for i := 0; i < len(items); {
-		var chunk []*rebaseItem
-		for ; i < len(items) && len(chunk) < rebaseTxnImages; i++ {
-			if items[i].err == nil {
-				chunk = append(chunk, items[i])
-			}
-		}
-		if len(chunk) == 0 {
+	var chunks [][]*rebaseItem
+	var chunk []*rebaseItem
+	for _, it := range items {
+		if it.err != nil {
 			continue
 		}
-		if rv := r.rebaseCommit(ctx, chunk); rv > rev {
-			rev = rv
+		if chunk = append(chunk, it); len(chunk) == rebaseTxnImages {
+			chunks, chunk = append(chunks, chunk), nil
 		}
-		if committed++; committed == 1 && r.rebase.hold > 0 && len(items) > rebaseTxnImages {
+	}
+	if len(chunk) > 0 {
+		chunks = append(chunks, chunk)
+	}
+	var rev atomic.Int64
+	commit := func(chunk []*rebaseItem) {
+		moves := false
+		for _, it := range chunk {
+			moves = moves || !it.noop
+		}
+		// Only a transaction that moved a tag is waited for below: the
+		// stream cache sees no revision of one that did not.
+		if rv := r.rebaseCommit(ctx, chunk); moves {
+			for cur := rev.Load(); rv > cur && !rev.CompareAndSwap(cur, rv); cur = rev.Load() {
+			}
+		}
+	}
+	if len(chunks) > 0 {
+		commit(chunks[0])
+		if r.rebase.hold > 0 && len(chunks) > 1 {
 			// A test setting: the e2e test kills the server here, with
 			// one transaction of the group committed and the group's
 			// storage written for every image.
 			slog.Warn("registry: rebase group holds after its first transaction (test setting)", "hold", r.rebase.hold, "images", len(items))
 			time.Sleep(r.rebase.hold)
 		}
+		// The transactions touch disjoint objects: several at once, so
+		// etcd puts them in one WAL sync.
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(4, len(chunks)-1) {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1))
+					if i >= len(chunks) {
+						return
+					}
+					commit(chunks[i])
+				}
+			})
+		}
+		wg.Wait()
 	}
-	if rev > 0 {
+	if rv := rev.Load(); rv > 0 {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = r.streams.WaitFor(wctx, rev)
+		_ = r.streams.WaitFor(wctx, rv)
 		cancel()
 	}
 	done := 0
@@ -330,6 +361,7 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 		return
 	}
 	bases := &baseCache{r: r, ctx: ctx, m: map[string]*rawImage{}}
+	var compute []*rebaseItem
 	for _, it := range items {
 		if it.err != nil {
 			continue
@@ -359,10 +391,31 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 			it.noop, it.digest = true, it.cur
 			continue
 		}
+		compute = append(compute, it)
+	}
+	eachItem(compute, 4, func(it *rebaseItem) {
 		if err := r.rebaseCompute(ctx, it, bases); err != nil {
 			it.fail(err)
 		}
+	})
+}
+
+// eachItem runs fn on items, workers at once.
+func eachItem(items []*rebaseItem, workers int, fn func(*rebaseItem)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(workers, len(items)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(items) {
+					return
+				}
+				fn(items[i])
+			}
+		})
 	}
+	wg.Wait()
 }
 
 func (it *rebaseItem) baseTag() string {
@@ -505,12 +558,15 @@ func (r *Registry) rebaseWriteStorage(ctx context.Context, items []*rebaseItem) 
 		}
 		return
 	}
+	var write []*rebaseItem
 	for _, it := range items {
-		if it.err != nil || it.noop {
-			continue
+		if it.err == nil && !it.noop {
+			write = append(write, it)
 		}
-		it.fail(r.rebaseStore(ctx, ns, it))
 	}
+	// Mostly file creates and renames, which wait on the file system:
+	// several at once.
+	eachItem(write, 8, func(it *rebaseItem) { it.fail(r.rebaseStore(ctx, ns, it)) })
 	if err := sync(); err != nil {
 		for _, it := range items {
 			it.fail(fmt.Errorf("syncing storage: %w", err))
@@ -686,8 +742,10 @@ func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, e
 // layer: the new base's findings, and the image's own findings less the
 // old base's, under the assumption every rebase makes (the layers above
 // the base do not touch it). Only when all three scans are done with the
-// same vulnerability database; otherwise nil, and the scanner scans the
-// image as it scans every new image.
+// same vulnerability database (or all three without one); otherwise nil,
+// and the scanner scans the image as it scans every new image. The record
+// has no SBOM: a new database makes the scanner scan it in full
+// (scan.IsDerived).
 func deriveScan(scans map[string]store.Raw, it *rebaseItem, now time.Time) *api.ScanRecord {
 	get := func(d string) *api.ScanRecord {
 		raw, ok := scans["/"+d]
@@ -695,7 +753,7 @@ func deriveScan(scans map[string]store.Raw, it *rebaseItem, now time.Time) *api.
 			return nil
 		}
 		rec := raw.Object.(*api.ScanRecord)
-		if rec.Status.Phase != "Scanned" || rec.Status.DBVersion == "" {
+		if rec.Status.Phase != scan.PhaseScanned {
 			return nil
 		}
 		return rec
@@ -709,9 +767,14 @@ func deriveScan(scans map[string]store.Raw, it *rebaseItem, now time.Time) *api.
 	for _, f := range oldB.Status.Findings {
 		inOld[key(f)] = true
 	}
-	st := api.ImageScanStatus{Phase: "Scanned", DBVersion: newB.Status.DBVersion, MatchedAt: &now, ScannedAt: &now, Counts: map[string]int{},
+	st := api.ImageScanStatus{Phase: scan.PhaseScanned, DBVersion: newB.Status.DBVersion, ScannedAt: &now, Counts: map[string]int{},
 		Packages: max(0, newB.Status.Packages+orig.Status.Packages-oldB.Status.Packages),
-		Message:  fmt.Sprintf("derived without reading layers: the scan of base %s and of %s less base %s", it.newBase, it.cur, it.oldBase)}
+		Message:  fmt.Sprintf("%s the scan of base %s, and of %s less its base %s", scan.DerivedPrefix, it.newBase, it.cur, it.oldBase)}
+	if st.DBVersion != "" {
+		st.MatchedAt = &now
+	} else {
+		st.Message += "; findings unknown: no vulnerability database is loaded"
+	}
 	seen := map[string]bool{}
 	add := func(f api.Finding) {
 		if !seen[key(f)] {

@@ -17,6 +17,7 @@ import (
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/scan"
 )
 
 // rebaseFixture: base/os:1 moved from v1 to v2 (v1 plus a patch layer),
@@ -299,3 +300,39 @@ func isStatus(err error, code int) bool {
 }
 
 var _ = context.Background
+
+// TestRebaseServerSideDerivesTheScan: when the image, its old base and its
+// new base are scanned, the rebased image's scan is derived from theirs in
+// the rebase's own transaction, and the scanner reads none of its layers
+// (a scan of the layers would have stored an SBOM and say so).
+func TestRebaseServerSideDerivesTheScan(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	scanned := func(ns, d string) func() (bool, string) {
+		return func() (bool, string) {
+			o, err := h.env.Admin.Get(ctx, api.ImageScans, ns, d)
+			if err != nil {
+				return false, err.Error()
+			}
+			return o.(*api.ImageScan).Status.Phase == scan.PhaseScanned, o.(*api.ImageScan).Status.Phase
+		}
+	}
+	eventually(t, "the app scanned", scanned("team", f.appDigest))
+	eventually(t, "the old base scanned", scanned("base", digestOf(t, f.v1img)))
+	eventually(t, "the new base scanned", scanned("base", f.v2))
+	b, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rebased image's scan", scanned("team", b.Status.OutputDigest))
+	o, err := h.env.Admin.Get(ctx, api.ImageScans, "team", b.Status.OutputDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := o.(*api.ImageScan).Status
+	if !scan.IsDerived(&st) {
+		t.Errorf("the rebased image was scanned from its layers, not derived: %+v", st)
+	}
+	t.Logf("scan: %s", st.Message)
+}

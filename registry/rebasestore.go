@@ -217,10 +217,13 @@ func (r *Registry) readImage(ctx context.Context, repo, dgst string) (*rawImage,
 type baseCache struct {
 	r   *Registry
 	ctx context.Context
+	mu  sync.Mutex
 	m   map[string]*rawImage
 }
 
 func (c *baseCache) get(repo, dgst string) (*rawImage, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if img, ok := c.m[repo+"@"+dgst]; ok {
 		return img, nil
 	}
