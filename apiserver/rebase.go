@@ -29,7 +29,9 @@ const ReasonNotRebasable = "NotRebasable"
 
 // rebase serves POST buildconfigs/NAME/rebase: the output of the config is
 // rebased onto its base tag's image in the registry, with no build run, and
-// the Build recording it is returned, Complete.
+// the Build recording it is returned, Complete (201). An output already on
+// the base answers 200 with an unnamed Build that says so: nothing is
+// recorded.
 func (s *Server) rebase(w http.ResponseWriter, r *http.Request, info *requestInfo) {
 	if s.cfg.Rebaser == nil {
 		writeStatus(w, api.NewStatus(http.StatusServiceUnavailable, api.ReasonUnavailable, "this API server has no registry to rebase in; start a build"))
@@ -45,6 +47,8 @@ func (s *Server) rebase(w http.ResponseWriter, r *http.Request, info *requestInf
 		writeStatus(w, api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "%s", dn.Denied()))
 	case err != nil:
 		writeError(w, err)
+	case b.Name == "":
+		writeJSON(w, http.StatusOK, b) // already on the base: nothing recorded
 	default:
 		writeJSON(w, http.StatusCreated, b)
 	}

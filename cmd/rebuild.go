@@ -303,6 +303,12 @@ func runRebuild(ctx context.Context, cl *client.Client, plan *rebuildPlan, max i
 					b, err := cl.RebaseBuildConfig(ctx, it.Project, it.Name)
 					<-rsem
 					switch {
+					case err == nil && b.Name == "":
+						mu.Lock()
+						skipped++
+						mu.Unlock()
+						report(it, "already built on the current base")
+						return
 					case err == nil:
 						report(it, "rebased in the registry: "+b.Status.OutputDigest+" ("+b.Name+")")
 						return

@@ -210,7 +210,7 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 	var chunks [][]*rebaseItem
 	var chunk []*rebaseItem
 	for _, it := range items {
-		if it.err != nil {
+		if it.err != nil || it.noop {
 			continue
 		}
 		if chunk = append(chunk, it); len(chunk) == rebaseTxnImages {
@@ -275,6 +275,16 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 			continue
 		}
 		done++
+		if it.noop {
+			// Nothing to do, and nothing recorded: the answer says so.
+			ref := r.recorder.Reference(it.req.project, it.stream, it.cur)
+			it.req.done <- rebaseResult{build: &api.Build{
+				ObjectMeta: api.ObjectMeta{Namespace: it.req.project, Labels: map[string]string{builders.BuildConfigLabel: it.req.config}},
+				Status: api.BuildStatus{Phase: api.BuildComplete, BaseImage: it.newRef, OutputDockerImageReference: ref, OutputDigest: it.cur, RebasedFrom: it.cur,
+					Message: fmt.Sprintf("%s:%s is already on base %s; nothing to rebase, no build recorded", it.stream, it.tag, it.newBase)},
+			}}
+			continue
+		}
 		it.req.done <- rebaseResult{build: it.buildResult()}
 	}
 	slog.Debug("registry: rebase group", "requests", len(batch), "rebased", done, "took", time.Since(start))

@@ -233,10 +233,13 @@ func TestRebaseServerSideIsByteIdenticalToTheBuildsRebase(t *testing.T) {
 	if err != nil || o.(*api.BuildConfig).Status.LastVersion != 1 {
 		t.Errorf("build config lastVersion: %v %v", o, err)
 	}
-	// Again: already on the base, nothing to write but the record.
+	// Again: already on the base, nothing to do and nothing recorded.
 	b2, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
-	if err != nil || b2.Status.OutputDigest != b.Status.OutputDigest || b2.Name != "app-2" {
+	if err != nil || b2.Status.OutputDigest != b.Status.OutputDigest || b2.Name != "" {
 		t.Fatalf("second rebase: %+v, %v", b2, err)
+	}
+	if _, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-2"); err == nil {
+		t.Errorf("a rebase with nothing to do recorded a build")
 	}
 }
 
