@@ -80,6 +80,9 @@ type Controller struct {
 	// with b's status. It reports whether it signed; an error fails the
 	// build.
 	Sign func(ctx context.Context, b *api.Build, ref string, r Resolved) (bool, error)
+	// Rebaser, when set, runs rebase builds inside the registry (no HTTP,
+	// no token) with the rights of the project's builder account.
+	Rebaser Rebaser
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -726,12 +729,17 @@ func (c *Controller) tryRebase(ctx context.Context, b *api.Build, stream, tag st
 	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
 		return built{}, err
 	}
-	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
-	if err != nil {
-		return built{}, err
+	var ref, dgst, from0 string
+	if c.Rebaser != nil {
+		ref, dgst, from0, err = c.rebaseInRegistry(ctx, b, baseRef, stream, tag, logs)
+	} else {
+		secret, _, terr := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
+		if terr != nil {
+			return built{}, terr
+		}
+		defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
+		ref, dgst, from0, err = c.rebase(ctx, b, baseRef, stream, tag, secret, logs)
 	}
-	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
-	ref, dgst, from0, err := c.rebase(ctx, b, baseRef, stream, tag, secret, logs)
 	if err != nil {
 		return built{}, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
 )
 
@@ -258,4 +259,34 @@ func (c *Controller) rebase(ctx context.Context, b *api.Build, baseRef, stream, 
 	}
 	fmt.Fprintf(logs, "Pushed %s (rebased from %s, no build run) in %s\n", d, cur.Image, time.Since(start).Round(time.Millisecond))
 	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + d.String(), d.String(), cur.Image, nil
+}
+
+// Rebaser is the registry's in-process rebase of one build's output
+// (registry.RebaseBuild). An error with a NotRebasable() method says the
+// rebase does not apply and a full build runs.
+type Rebaser interface {
+	RebaseBuild(ctx context.Context, who identity.Info, project, stream, tag, baseRef, build string) (digest, from string, err error)
+}
+
+// rebaseInRegistry is rebase through c.Rebaser, as the project's builder.
+func (c *Controller) rebaseInRegistry(ctx context.Context, b *api.Build, baseRef, stream, tag string, logs io.Writer) (ref, dgst, rebasedFrom string, err error) {
+	who := identity.Info{Name: api.ServiceAccountUser(b.Namespace, BuilderServiceAccount),
+		Groups: []string{identity.GroupAuthenticated, identity.GroupServiceAccounts, identity.GroupServiceAccounts + ":" + b.Namespace}}
+	start := time.Now()
+	dgst, from, err := c.Rebaser.RebaseBuild(ctx, who, b.Namespace, stream, tag, baseRef, b.Name)
+	var nr interface{ NotRebasable() string }
+	if errors.As(err, &nr) {
+		return "", "", "", fmt.Errorf("%w: %s", errNoRebase, nr.NotRebasable())
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	ref = c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst
+	if dgst == from {
+		fmt.Fprintf(logs, "The output %s is already on base %s; nothing to rebase\n", from, baseRef)
+		return ref, dgst, from, nil
+	}
+	fmt.Fprintf(logs, "Rebasing %s onto %s in the registry\n", from, baseRef)
+	fmt.Fprintf(logs, "Pushed %s (rebased from %s, no build run) in %s\n", dgst, from, time.Since(start).Round(time.Millisecond))
+	return ref, dgst, from, nil
 }

@@ -160,6 +160,7 @@ type rebaseItem struct {
 	newLinks   []digest.Digest // layers of the new base to link into the output repository
 	image      *api.Image
 	build      *api.Build
+	buildName  string // set for RebaseBuild: the Build being run
 	noop       bool
 	err        error
 }
@@ -517,9 +518,12 @@ func (r *Registry) rebaseCompute(ctx context.Context, it *rebaseItem, bases *bas
 	if err != nil {
 		return fmt.Errorf("reading the new base %s: %w", it.newRef, err)
 	}
-	bc := it.bc.Object.(*api.BuildConfig)
-	name := fmt.Sprintf("%s-%d", bc.Name, bc.Status.LastVersion+1)
-	img, err := builders.RebaseImage(orig.img, oldBase.img, newBase.img, name, bc.Namespace, r.cfg.Host+"/"+it.baseNS+"/"+it.baseStream, it.newBase)
+	name := it.buildName
+	if name == "" {
+		bc := it.bc.Object.(*api.BuildConfig)
+		name = fmt.Sprintf("%s-%d", bc.Name, bc.Status.LastVersion+1)
+	}
+	img, err := builders.RebaseImage(orig.img, oldBase.img, newBase.img, name, it.req.project, r.cfg.Host+"/"+it.baseNS+"/"+it.baseStream, it.newBase)
 	if err != nil {
 		if errors.Is(err, builders.ErrNoRebase) {
 			return notRebasable("%v", err)

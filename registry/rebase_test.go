@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -338,4 +339,54 @@ func TestRebaseServerSideDerivesTheScan(t *testing.T) {
 		t.Errorf("the rebased image was scanned from its layers, not derived: %+v", st)
 	}
 	t.Logf("scan: %s", st.Message)
+}
+
+// TestRebaseBuildRunsInTheRegistry: a rebase Build (as an ImageChange
+// trigger starts one) is rebased in-process by the registry, with the
+// project's builder account's rights and no token (its log says where it
+// ran), and makes the same
+// bytes as the swap computed with go-containerregistry.
+func TestRebaseBuildRunsInTheRegistry(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	// The builder account of team may pull the base, as in OpenShift.
+	if err := h.env.Admin.Create(ctx, api.RoleBindings, &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "team-builders", Namespace: "base"},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "image-puller"},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "builder", Namespace: "team"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := h.env.Admin.Get(ctx, api.BuildConfigs, "team", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &api.Build{ObjectMeta: api.ObjectMeta{Name: "app-1", Namespace: "team", Labels: map[string]string{builders.BuildConfigLabel: "app"}},
+		Spec: o.(*api.BuildConfig).Spec.BuildSpec()}
+	if err := h.user(t, "alice").Create(ctx, api.Builds, b); err != nil {
+		t.Fatal(err)
+	}
+	var done *api.Build
+	eventually(t, "the rebase build to finish", func() (bool, string) {
+		o, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-1")
+		if err != nil {
+			return false, err.Error()
+		}
+		done = o.(*api.Build)
+		return api.IsFinished(done.Status.Phase), done.Status.Phase
+	})
+	if done.Status.Phase != api.BuildComplete || done.Status.RebasedFrom != f.appDigest {
+		t.Fatalf("build: %+v", done.Status)
+	}
+	want, err := builders.RebaseImage(f.app, f.v1img, f.v2img, "app-1", "team", h.env.Registry+"/base/os", f.v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.Status.OutputDigest != digestOf(t, want) {
+		t.Errorf("build made %s, want %s", done.Status.OutputDigest, digestOf(t, want))
+	}
+	if !strings.Contains(done.Status.LogTail, "in the registry") {
+		t.Errorf("the build did not rebase in the registry:\n%s", done.Status.LogTail)
+	}
 }

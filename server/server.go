@@ -392,6 +392,9 @@ func (s *Server) startBuilds(ctx context.Context) {
 	}
 	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds"),
 		GitTransport: registry.GuardedTransport(s.cfg.Import, false), Sign: s.trust.signBuild}
+	if s.Registry != nil {
+		c.Rebaser = s.Registry
+	}
 	go c.Run(ctx)
 	go (&builders.Triggers{Store: s.Store, Authz: s.API.Authorizer()}).Run(ctx)
 }
