@@ -201,7 +201,7 @@ current base are skipped.`,
 	f := c.Flags()
 	f.StringVar(&base, "base", "", "the base image tag that changed, PROJECT/STREAM:TAG")
 	f.BoolVar(&dryRun, "dry-run", false, "list what would be rebuilt, in order, and change nothing")
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "builds running at once (server-side rebases run up to 64 at once)")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "builds running at once (server-side rebase requests: up to 256 at once)")
 	f.Float64Var(&maxFailure, "max-failure-ratio", 0.2, "stop when more than this share of builds failed")
 	f.StringVarP(&output, "output", "o", "", "json or yaml for the dry run's plan")
 	return c
@@ -250,7 +250,7 @@ func printPlan(out io.Writer, plan *rebuildPlan, format string) error {
 
 // rebaseConcurrent bounds server-side rebase requests in flight: the
 // registry handles those waiting together, in one batch.
-const rebaseConcurrent = 64
+const rebaseConcurrent = 256
 
 // runRebuild starts each wave's builds with at most max running, waits for
 // them, and stops when failures pass the ratio.

@@ -3,6 +3,8 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +44,11 @@ func (d *unsyncedDriver) PutContent(ctx context.Context, path string, content []
 	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(full), filepath.Base(full)+".*.tmp")
+	// A name of our own, created with the umask applied as the
+	// filesystem driver creates its files (0666).
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	f, err := os.OpenFile(full+"."+hex.EncodeToString(rnd[:])+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
 		return err
 	}
@@ -55,24 +61,12 @@ func (d *unsyncedDriver) PutContent(ctx context.Context, path string, content []
 		os.Remove(f.Name())
 		return err
 	}
-	if err := os.Chmod(f.Name(), 0o666&^umask()); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
 	if err := os.Rename(f.Name(), full); err != nil {
 		os.Remove(f.Name())
 		return err
 	}
 	return nil
 }
-
-var umaskOnce = sync.OnceValue(func() os.FileMode {
-	m := unix.Umask(0)
-	unix.Umask(m)
-	return os.FileMode(m)
-})
-
-func umask() os.FileMode { return umaskOnce() }
 
 // unsyncedNamespace returns a namespace for server-side writes and the
 // function that makes them durable.

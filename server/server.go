@@ -76,6 +76,10 @@ type Config struct {
 	// Buildkitd is the buildkitd binary builds run on. Default: found next
 	// to slipway or on PATH; "none" turns builds off.
 	Buildkitd string
+	// NoScanner runs no scan controller: images are never scanned (and
+	// policies that need a scan refuse them). For benchmarks that time
+	// other paths on both sides; never set by `slipway start`.
+	NoScanner bool
 	// BuildDenyCIDRs are ranges build steps must not reach, besides the
 	// host itself and link-local addresses (always denied): the cluster's
 	// other nodes, say. The hosts of EtcdEndpoints are always denied.
