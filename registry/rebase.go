@@ -72,8 +72,10 @@ const (
 	// rebaseMaxBatch bounds one group of requests.
 	rebaseMaxBatch = 1000
 	// rebaseTxnImages bounds the images of one etcd transaction: each is
-	// five writes, under etcd's default of 128 operations per transaction.
-	rebaseTxnImages = 20
+	// up to six writes (BuildConfig, Image, ImageStream, Build, ScanRecord,
+	// ImageScan), plus two per project limit counted, under etcd's
+	// default of 128 operations per transaction.
+	rebaseTxnImages = 18
 )
 
 type rebaseReq struct {
@@ -518,11 +520,11 @@ func (r *Registry) rebaseCompute(ctx context.Context, it *rebaseItem, bases *bas
 	if err != nil {
 		return fmt.Errorf("reading the new base %s: %w", it.newRef, err)
 	}
-	name := it.buildName
-	if name == "" {
+	if it.buildName == "" {
 		bc := it.bc.Object.(*api.BuildConfig)
-		name = fmt.Sprintf("%s-%d", bc.Name, bc.Status.LastVersion+1)
+		it.buildName = fmt.Sprintf("%s-%d", bc.Name, bc.Status.LastVersion+1)
 	}
+	name := it.buildName
 	img, err := builders.RebaseImage(orig.img, oldBase.img, newBase.img, name, it.req.project, r.cfg.Host+"/"+it.baseNS+"/"+it.baseStream, it.newBase)
 	if err != nil {
 		if errors.Is(err, builders.ErrNoRebase) {
@@ -653,11 +655,9 @@ func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, e
 	var bcNames, streamNames, imageNames, scanNames [][2]string
 	for _, it := range chunk {
 		bcNames = append(bcNames, [2]string{it.req.project, it.req.config})
-		if !it.noop {
-			streamNames = append(streamNames, [2]string{it.req.project, it.stream})
-			imageNames = append(imageNames, [2]string{it.req.project, it.digest})
-			scanNames = append(scanNames, [2]string{"", it.digest}, [2]string{"", it.cur}, [2]string{"", it.oldBase}, [2]string{"", it.newBase})
-		}
+		streamNames = append(streamNames, [2]string{it.req.project, it.stream})
+		imageNames = append(imageNames, [2]string{it.req.project, it.digest})
+		scanNames = append(scanNames, [2]string{"", it.digest}, [2]string{"", it.cur}, [2]string{"", it.oldBase}, [2]string{"", it.newBase})
 	}
 	bcs, err := r.cfg.Store.GetMany(ctx, api.BuildConfigs, bcNames)
 	if err != nil {
@@ -675,20 +675,45 @@ func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, e
 	if err != nil {
 		return 0, err
 	}
+	imageScans, err := r.cfg.Store.GetMany(ctx, api.ImageScans, imageNames)
+	if err != nil {
+		return 0, err
+	}
 	b := r.cfg.Store.NewBatch()
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, it := range chunk {
+		if it.err != nil {
+			continue // failed in an earlier attempt at this chunk
+		}
 		raw, ok := bcs[it.req.project+"/"+it.req.config]
 		if !ok {
 			return 0, fmt.Errorf("build config %s/%s was deleted", it.req.project, it.req.config)
 		}
 		bc := raw.Object.(*api.BuildConfig)
 		bc.Status.LastVersion++
+		name := fmt.Sprintf("%s-%d", bc.Name, bc.Status.LastVersion)
+		sraw, ok := streams[it.req.project+"/"+it.stream]
+		if !ok {
+			return 0, fmt.Errorf("image stream %s/%s was deleted", it.req.project, it.stream)
+		}
+		is := sraw.Object.(*api.ImageStream)
+		// Checked before anything of the item is written: an item that
+		// fails here leaves nothing in the batch.
+		if cur, ok := imagestreams.Latest(is, it.tag); !ok || cur.Image != it.cur {
+			// The tag moved since the image was read: the new image
+			// would undo that push. Not an error of the batch.
+			it.fail(notRebasable("%s:%s moved while it was rebased (to %s); run the rebase again", it.stream, it.tag, cur.Image))
+			continue
+		}
+		if name != it.buildName {
+			// The image's build label names the build it was made for.
+			it.fail(notRebasable("build config %s started build %s while it was rebased; run the rebase again", bc.Name, name))
+			continue
+		}
 		if err := b.UpdateStatus(api.BuildConfigs, bc, raw.Data, raw.Rev); err != nil {
 			return 0, err
 		}
-		name := fmt.Sprintf("%s-%d", bc.Name, bc.Status.LastVersion)
-		if !it.noop {
+		{
 			if _, ok := images[it.req.project+"/"+it.digest]; !ok && !b.Has(api.Images, it.req.project, it.digest) {
 				copied := *it.image
 				img := &copied
@@ -696,17 +721,6 @@ func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, e
 				if err := b.Create(api.Images, img); err != nil {
 					return 0, err
 				}
-			}
-			sraw, ok := streams[it.req.project+"/"+it.stream]
-			if !ok {
-				return 0, fmt.Errorf("image stream %s/%s was deleted", it.req.project, it.stream)
-			}
-			is := sraw.Object.(*api.ImageStream)
-			if cur, ok := imagestreams.Latest(is, it.tag); !ok || cur.Image != it.cur {
-				// The tag moved since the image was read: the new image
-				// would undo that push. Not an error of the batch.
-				it.fail(notRebasable("%s:%s moved while it was rebased (to %s); run the rebase again", it.stream, it.tag, cur.Image))
-				continue
 			}
 			if err := r.recorder.ApplyTagMove(is, it.tag, it.digest, it.req.who.Name); err != nil {
 				return 0, err
@@ -718,6 +732,14 @@ func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, e
 				if rec := deriveScan(scans, it, now); rec != nil {
 					if err := b.Create(api.ScanRecords, rec); err != nil {
 						return 0, err
+					}
+					// And the project's copy, which the scanner would
+					// otherwise write for each image after the fact.
+					if _, ok := imageScans[it.req.project+"/"+it.digest]; !ok {
+						cp := &api.ImageScan{ObjectMeta: api.ObjectMeta{Name: it.digest, Namespace: it.req.project}, Status: rec.Status}
+						if err := b.Create(api.ImageScans, cp); err != nil {
+							return 0, err
+						}
 					}
 				}
 			}

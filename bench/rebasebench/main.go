@@ -378,7 +378,7 @@ func (b *bench) dockerRun(ref, want string) string {
 	if out, err := login.CombinedOutput(); err != nil {
 		log.Fatalf("rebasebench: docker login: %v\n%s", err, out)
 	}
-	run := exec.Command("docker", "run", "--rm", ref)
+	run := exec.Command("docker", "run", "--rm", "--network", "none", ref)
 	run.Env = env
 	out, err := run.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), want) {
