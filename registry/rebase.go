@@ -318,7 +318,18 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 		return
 	}
 	var streamNames [][2]string
+	signs := map[string]bool{}
 	for _, it := range items {
+		if _, ok := signs[it.req.project]; !ok {
+			_, err := r.cfg.Store.Get(ctx, api.SigningKeys, it.req.project, signingKey)
+			signs[it.req.project] = err == nil
+		}
+		if signs[it.req.project] {
+			// A rebase build signs and attests its output; this path
+			// does not sign yet, so the project's rebases run as builds.
+			it.fail(notRebasable("project %s signs what it builds (signing key %q): its rebases run as builds, which sign them", it.req.project, signingKey))
+			continue
+		}
 		raw, ok := bcs[it.req.project+"/"+it.req.config]
 		if !ok {
 			it.fail(api.NewStatus(404, api.ReasonNotFound, "build config %s/%s not found", it.req.project, it.req.config))
@@ -829,6 +840,10 @@ func deriveScan(scans map[string]store.Raw, it *rebaseItem, now time.Time) *api.
 	}
 	return &api.ScanRecord{ObjectMeta: api.ObjectMeta{Name: it.digest}, Status: st}
 }
+
+// signingKey is the key a project's builds are signed with
+// (server.DefaultSigningKey).
+const signingKey = "default"
 
 // RebaseHoldEnv, when set to a duration in the server's environment, makes
 // each rebase group of more than one transaction wait that long after its

@@ -390,3 +390,23 @@ func TestRebaseBuildRunsInTheRegistry(t *testing.T) {
 		t.Errorf("the build did not rebase in the registry:\n%s", done.Status.LogTail)
 	}
 }
+
+// TestRebaseServerSideLeavesSigningProjectsToBuilds: a project whose builds
+// are signed gets its rebases as builds (which rebase in the registry and
+// then sign), not unsigned images from the batch path.
+func TestRebaseServerSideLeavesSigningProjectsToBuilds(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	if err := h.user(t, "alice").Create(ctx, api.SigningKeys, &api.SigningKey{ObjectMeta: api.ObjectMeta{Name: "default", Namespace: "team"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if !client.IsNotRebasable(err) {
+		t.Fatalf("rebase in a signing project: %v, want NotRebasable", err)
+	}
+	t.Logf("answered: %v", err)
+	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
+		t.Errorf("the tag moved: %+v", hist)
+	}
+}
