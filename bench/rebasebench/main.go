@@ -1,4 +1,4 @@
-// Command rebasebench measures the server-side rebase (buildconfigs/NAME/rebase,
+// Command rebasebench (images spread over projects of 1,000) measures the server-side rebase (buildconfigs/NAME/rebase,
 // what `slipway rebuild` uses for configs with rebase: true) against full
 // BuildKit rebuilds of the same kind of image, on the same machine in the
 // same run, alternating A B A B:
@@ -100,13 +100,19 @@ func main() {
 	bk.Close()
 	b := &bench{ctx: ctx, cl: admin, reg: srv.RegistryHost, conc: 8,
 		auth: remote.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()})}
-	for _, p := range []string{"base", "team"} {
+	// The images are spread over projects of perProject each, under the
+	// platform's per-project object limits (5,000 of a kind by default).
+	projects := []string{"base", "full"}
+	for i := 0; i < *n; i += perProject {
+		projects = append(projects, projectOf(i))
+	}
+	for _, p := range projects {
 		b.must(admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: p}}))
 	}
 	b.must(admin.Create(ctx, api.RoleBindings, &api.RoleBinding{
-		ObjectMeta: api.ObjectMeta{Name: "team-builders-pull", Namespace: "base"},
+		ObjectMeta: api.ObjectMeta{Name: "full-builders-pull", Namespace: "base"},
 		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "image-puller"},
-		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "builder", Namespace: "team"}},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "builder", Namespace: "full"}},
 	}))
 	fmt.Printf("# rebasebench: %d server-side rebases vs %d full BuildKit rebuilds per round, %d rounds alternating; GOMAXPROCS=%d, %s\n\n",
 		*n, *sample, *rounds, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
@@ -141,7 +147,7 @@ func main() {
 			return err
 		}
 		img = mutate.Annotations(img, map[string]string{builders.BaseNameAnnotation: baseName, builders.BaseDigestAnnotation: baseDigest.String()}).(v1.Image)
-		if err := remote.Write(b.ref(fmt.Sprintf("team/app-%05d:latest", i)), img, b.auth); err != nil {
+		if err := remote.Write(b.ref(fmt.Sprintf("%s/app-%05d:latest", projectOf(i), i)), img, b.auth); err != nil {
 			return err
 		}
 		d, err := img.Digest()
@@ -156,7 +162,7 @@ func main() {
 			return err
 		}
 		if err := b.cl.Create(b.ctx, api.BuildConfigs, &api.BuildConfig{
-			ObjectMeta: api.ObjectMeta{Name: fmt.Sprintf("app-%05d", i), Namespace: "team"},
+			ObjectMeta: api.ObjectMeta{Name: fmt.Sprintf("app-%05d", i), Namespace: projectOf(i)},
 			Spec: api.BuildConfigSpec{
 				Rebase:   true,
 				Source:   api.BuildSource{Dockerfile: "FROM base\nCOPY msg /app/msg\n"},
@@ -174,12 +180,12 @@ func main() {
 	fullNames := make([]string, *sample)
 	for i := range *sample {
 		fullNames[i] = fmt.Sprintf("full-%02d", i)
-		src := b.upload("team/"+fullNames[i]+"-source", map[string][]byte{
+		src := b.upload("full/"+fullNames[i]+"-source", map[string][]byte{
 			"Dockerfile": []byte("FROM base\nCOPY msg /app/msg\n"),
 			"msg":        []byte(fmt.Sprintf("hello from full %d\n", i)),
 		})
 		b.must(b.cl.Create(b.ctx, api.BuildConfigs, &api.BuildConfig{
-			ObjectMeta: api.ObjectMeta{Name: fullNames[i], Namespace: "team"},
+			ObjectMeta: api.ObjectMeta{Name: fullNames[i], Namespace: "full"},
 			Spec: api.BuildConfigSpec{
 				Source:   api.BuildSource{Binary: src},
 				Strategy: api.BuildStrategy{Type: "Docker", DockerStrategy: &api.DockerBuildStrategy{From: from}},
@@ -187,9 +193,9 @@ func main() {
 			},
 		}))
 	}
-	w := b.watch("team")
+	w := b.watch("full")
 	defer w.stop()
-	b.buildAll(w, "team", fullNames) // warm: contexts and base in BuildKit's cache
+	b.buildAll(w, "full", fullNames) // warm: contexts and base in BuildKit's cache
 	log.Printf("rebasebench: set up %d images and configs and %d full-build configs in %s", *n, *sample, time.Since(setupStart).Round(time.Millisecond))
 
 	var rebaseRates, fullRates []float64
@@ -219,7 +225,7 @@ func main() {
 		}
 		start := time.Now()
 		parallel(*n, *conc, func(i int) error {
-			bld, err := b.cl.RebaseBuildConfig(b.ctx, "team", fmt.Sprintf("app-%05d", i))
+			bld, err := b.cl.RebaseBuildConfig(b.ctx, projectOf(i), fmt.Sprintf("app-%05d", i))
 			builds[i] = bld
 			return err
 		})
@@ -236,11 +242,11 @@ func main() {
 		for i, bld := range builds {
 			cur[i] = bld.Status.OutputDigest
 		}
-		lastRef = b.reg + "/team/app-00000@" + cur[0]
+		lastRef = b.reg + "/" + projectOf(0) + "/app-00000@" + cur[0]
 
 		// B: full BuildKit rebuilds of the sample on the same new base.
 		start = time.Now()
-		built, _ := b.buildAll(w, "team", fullNames)
+		built, _ := b.buildAll(w, "full", fullNames)
 		fullTook := time.Since(start)
 		for _, fb := range built {
 			if fb.Status.RebasedFrom != "" || !strings.HasSuffix(fb.Status.BaseImage, "@"+nextDigest.String()) {
@@ -266,6 +272,12 @@ func main() {
 		fmtRates(rebaseRates), fmtRates(fullRates), lastRef, ran)
 }
 
+// perProject images per project: a project holds each config's image
+// before and after each round, under the default limit of 5,000 images.
+const perProject = 1000
+
+func projectOf(i int) string { return fmt.Sprintf("team-%d", i/perProject) }
+
 func fmtRates(r []float64) string {
 	var s []string
 	for _, x := range r {
@@ -286,16 +298,18 @@ func medianF(x []float64) float64 {
 	return s[len(s)/2]
 }
 
-// waitScans waits until team's images and the base's digest are scanned.
+// waitScans waits until the app images and the base's digest are scanned.
 func (b *bench) waitScans(digests []string, base string) {
 	start := time.Now()
 	for time.Since(start) < 15*time.Minute {
-		scans, _, err := b.cl.List(b.ctx, api.ImageScans, "team", client.ListOptions{})
-		b.must(err)
 		have := map[string]bool{}
-		for _, o := range scans {
-			if o.(*api.ImageScan).Status.Phase != "" {
-				have[o.GetObjectMeta().Name] = true
+		for i := 0; i < len(digests); i += perProject {
+			scans, _, err := b.cl.List(b.ctx, api.ImageScans, projectOf(i), client.ListOptions{})
+			b.must(err)
+			for _, o := range scans {
+				if o.(*api.ImageScan).Status.Phase != "" {
+					have[o.GetObjectMeta().Name] = true
+				}
 			}
 		}
 		missing := 0
@@ -331,7 +345,7 @@ func (b *bench) verify(builds []*api.Build, before []string, base v1.Image, base
 		if bld.Status.Phase != api.BuildComplete || bld.Status.RebasedFrom != before[i] || !strings.HasSuffix(bld.Status.BaseImage, "@"+baseDigest) {
 			return fmt.Errorf("build %s: %+v, want Complete, rebased from %s onto %s", bld.Name, bld.Status, before[i], baseDigest)
 		}
-		ref := fmt.Sprintf("team/app-%05d", i)
+		ref := fmt.Sprintf("%s/app-%05d", projectOf(i), i)
 		desc, err := remote.Get(b.ref(ref+":latest"), b.auth)
 		if err != nil {
 			return err
