@@ -646,7 +646,7 @@ func (r *Registry) rebaseStore(ctx context.Context, ns distribution.Namespace, i
 // the chunk. It returns the revision, 0 if nothing committed.
 func (r *Registry) rebaseCommit(ctx context.Context, chunk []*rebaseItem) int64 {
 	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < 20; attempt++ {
 		rev, err := r.rebaseTxn(ctx, chunk)
 		if err == nil {
 			return rev
@@ -655,6 +655,9 @@ func (r *Registry) rebaseCommit(ctx context.Context, chunk []*rebaseItem) int64 
 		if !errors.Is(err, store.ErrConflict) {
 			break
 		}
+		// Something else wrote one of the objects (a push, a build, a
+		// create in the project): read again, a little later.
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
 	}
 	for _, it := range chunk {
 		it.fail(fmt.Errorf("recording the rebase: %w", lastErr))

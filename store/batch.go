@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/google/uuid"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -140,6 +142,19 @@ func (b *Batch) Commit(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	cmps, ops := b.cmps, b.ops
+	// Counted batches of one project and kind commit one at a time in
+	// this process: each compares the exact count it read, so two at
+	// once would fail each other.
+	var keys []string
+	for g := range b.counted {
+		keys = append(keys, b.s.createsKey(g.r, g.ns))
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		mu, _ := batchLocks.LoadOrStore(k, &sync.Mutex{})
+		mu.(*sync.Mutex).Lock()
+		defer mu.(*sync.Mutex).Unlock()
+	}
 	for g, n := range b.counted {
 		limit := b.s.limits.For(g.r)
 		count, fenceRev, _, bound, err := b.s.count(ctx, g.r, g.ns, b.s.createsKey(g.r, g.ns))
@@ -166,6 +181,9 @@ func (b *Batch) Commit(ctx context.Context) (int64, error) {
 	}
 	return resp.Header.Revision, nil
 }
+
+// batchLocks serializes counted batches by createsKey.
+var batchLocks sync.Map
 
 // RevisionString is a revision as a resourceVersion.
 func RevisionString(rev int64) string { return strconv.FormatInt(rev, 10) }
