@@ -37,6 +37,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -199,6 +200,7 @@ func main() {
 	log.Printf("rebasebench: set up %d images and configs and %d full-build configs in %s", *n, *sample, time.Since(setupStart).Round(time.Millisecond))
 
 	var rebaseRates, fullRates []float64
+	var cpuPer []time.Duration // CPU of this whole process (server and client) per rebased image
 	var lastRef string
 	baseImg := v1.Image(base)
 	for round := 1; round <= *rounds; round++ {
@@ -223,6 +225,7 @@ func main() {
 			b.must(err)
 			b.must(pprof.StartCPUProfile(f))
 		}
+		cpu0 := cpuTime()
 		start := time.Now()
 		parallel(*n, *conc, func(i int) error {
 			bld, err := b.cl.RebaseBuildConfig(b.ctx, projectOf(i), fmt.Sprintf("app-%05d", i))
@@ -230,6 +233,7 @@ func main() {
 			return err
 		})
 		took := time.Since(start)
+		cpuPer = append(cpuPer, (cpuTime()-cpu0)/time.Duration(*n))
 		if *cpuProfile != "" && round == 1 {
 			pprof.StopCPUProfile()
 		}
@@ -268,6 +272,11 @@ func main() {
 		*n, *sample, *rounds, mr, mf, mr/mf)
 	fmt.Printf("| time for %d images: server-side rebase / full rebuild at its rate (s) | %.1f | %.0f | %.4f |\n",
 		*n, float64(*n)/mr, float64(*n)/mf, mf/mr)
+	slices.Sort(cpuPer)
+	cp := cpuPer[len(cpuPer)/2]
+	fmt.Printf("| CPU per rebased image, whole process (server, its etcd and the client), median (ms) | %.2f | | |\n", float64(cp.Microseconds())/1000)
+	fmt.Printf("| images/s that CPU allows on %d idle cores (a projection, not a measurement) | %.0f | | |\n", runtime.NumCPU(), float64(runtime.NumCPU())/cp.Seconds())
+	fmt.Printf("\nLoad average at the end: %s.", loadAvg())
 	fmt.Printf("\nRounds (rebase images/s): %s; full rebuilds (images/s): %s. Every rebased image verified (Build Complete and rebased from the image before, tag moved, manifest and config read back: the new base's layers then the app's own, diff IDs matching). Docker run of %s: %s.\n",
 		fmtRates(rebaseRates), fmtRates(fullRates), lastRef, ran)
 }
@@ -277,6 +286,28 @@ func main() {
 const perProject = 1000
 
 func projectOf(i int) string { return fmt.Sprintf("team-%d", i/perProject) }
+
+// cpuTime is the user and system CPU this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAvg is /proc/loadavg's first three fields: other work on the machine.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
 
 func fmtRates(r []float64) string {
 	var s []string
@@ -394,9 +425,11 @@ func (b *bench) dockerRun(ref, want string) string {
 	}
 	run := exec.Command("docker", "run", "--rm", "--network", "none", ref)
 	run.Env = env
-	out, err := run.CombinedOutput()
+	var stderr bytes.Buffer
+	run.Stderr = &stderr // the pull's progress
+	out, err := run.Output()
 	if err != nil || !strings.Contains(string(out), want) {
-		log.Fatalf("rebasebench: docker run %s: %v\n%s", ref, err, out)
+		log.Fatalf("rebasebench: docker run %s: %v\n%s%s", ref, err, out, stderr.Bytes())
 	}
 	_ = exec.Command("docker", "rmi", ref).Run()
 	return fmt.Sprintf("printed %q", strings.TrimSpace(string(out)))
