@@ -44,9 +44,17 @@ func TestPromotionCopyIsServerSide(t *testing.T) {
 		t.Errorf("a refused copy recorded the image in prod")
 	}
 	h.grant(t, "prod", "admin", "alice")
-	if err := reg.CopyImage(ctx, "alice", "dev", "prod", "shop", dgst); err != nil {
-		t.Fatalf("copy: %v", err)
-	}
+	// The registry sees the new binding once its cache has it.
+	eventually(t, "the copy with alice's new right", func() (bool, string) {
+		err := reg.CopyImage(ctx, "alice", "dev", "prod", "shop", dgst)
+		if errors.As(err, &denied) {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatalf("copy: %v", err)
+		}
+		return true, ""
+	})
 	if err := reg.PromoteTag(ctx, "alice", "prod", "shop", "live", dgst); err != nil {
 		t.Fatalf("tag: %v", err)
 	}
