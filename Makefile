@@ -62,6 +62,7 @@ bench: build
 	$(GO) run ./bench/apibench
 	$(GO) run ./bench/registrybench
 	$(GO) run ./bench/buildbench
+	$(GO) run ./bench/rebasebench -n 1000
 	$(GO) run ./bench/schedbench
 	$(GO) run ./bench/proxybench
 	$(GO) run ./bench/deploybench

@@ -46,6 +46,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		return
 	case res == api.SigningKeys && info.Subresource == "sign" && info.Verb == "create":
 	case res == api.Builds && info.Subresource == "log" && info.Verb == "get":
+	case res == api.BuildConfigs && info.Subresource == "rebase" && info.Verb == "create":
 	case res == api.Users && info.Subresource == "revoke-tokens" && info.Verb == "create":
 	default:
 		writeStatus(w, api.NewStatus(http.StatusNotFound, api.ReasonNotFound, "%s has no subresource %q for %s", res.Name, info.Subresource, r.Method))
@@ -115,6 +116,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		return
 	case res == api.Nodes && info.Subresource == "bootstrap-token":
 		s.createBootstrapToken(w, r, info)
+		return
+	case res == api.BuildConfigs && info.Subresource == "rebase":
+		s.rebase(w, r, info)
 		return
 	}
 	switch info.Verb {

@@ -52,6 +52,9 @@ type Config struct {
 	Pods PodGateway
 	// Signer signs images with a project's key (signingkeys/NAME/sign).
 	Signer ImageSigner
+	// Rebaser rebases a build config's output server-side
+	// (buildconfigs/NAME/rebase). Nil answers 503.
+	Rebaser Rebaser
 	// BuildLogs is the directory of full build logs (builds/NAME/log).
 	BuildLogs string
 	// RegistryAdmin, if set, serves /admin/v1/ (image pruning, garbage

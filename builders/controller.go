@@ -80,6 +80,9 @@ type Controller struct {
 	// with b's status. It reports whether it signed; an error fails the
 	// build.
 	Sign func(ctx context.Context, b *api.Build, ref string, r Resolved) (bool, error)
+	// Rebaser, when set, runs rebase builds inside the registry (no HTTP,
+	// no token) with the rights of the project's builder account.
+	Rebaser Rebaser
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -137,6 +140,14 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 	}
 	inf := store.NewInformer(c.Store, api.Builds)
+	// Builds by config: a project holds thousands after a server-side
+	// rebase, and every finished build looks up its config's others.
+	inf.AddIndex(byConfig, func(o api.Object) []string {
+		if b := o.(*api.Build); b.Labels[BuildConfigLabel] != "" {
+			return []string{b.Namespace + "/" + b.Labels[BuildConfigLabel]}
+		}
+		return nil
+	})
 	q := store.NewWorkQueue()
 	c.queue = q
 	inf.AddHandler(func(ev store.Event) {
@@ -152,8 +163,8 @@ func (c *Controller) Run(ctx context.Context) {
 		// and frees room in its project's builds quota.
 		if api.IsFinished(b.Status.Phase) {
 			c.quotaFreed(b.Namespace)
-			for _, o := range inf.List(b.Namespace) {
-				if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] && !api.IsFinished(other.Status.Phase) {
+			for _, other := range c.siblings(b) {
+				if !api.IsFinished(other.Status.Phase) {
 					q.Add(other.Namespace + "/" + other.Name)
 				}
 			}
@@ -292,13 +303,23 @@ func (e *deadlineError) Error() string {
 // siblings are the builds of the same config.
 func (c *Controller) siblings(b *api.Build) []*api.Build {
 	var out []*api.Build
+	if name := b.Labels[BuildConfigLabel]; name != "" {
+		objs, _ := c.builds.ByIndex(byConfig, b.Namespace+"/"+name)
+		for _, o := range objs {
+			out = append(out, o.(*api.Build))
+		}
+		return out
+	}
 	for _, o := range c.builds.List(b.Namespace) {
-		if other := o.(*api.Build); other.Labels[BuildConfigLabel] == b.Labels[BuildConfigLabel] {
+		if other := o.(*api.Build); other.Labels[BuildConfigLabel] == "" {
 			out = append(out, other)
 		}
 	}
 	return out
 }
+
+// byConfig indexes builds by PROJECT/CONFIG.
+const byConfig = "config"
 
 // applyRunPolicy reports whether b must wait: Serial runs a config's builds
 // one at a time in order; SerialLatestOnly also cancels older builds that
@@ -720,12 +741,17 @@ func (c *Controller) tryRebase(ctx context.Context, b *api.Build, stream, tag st
 	if err := c.ensureBuilder(ctx, b.Namespace); err != nil {
 		return built{}, err
 	}
-	secret, _, err := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
-	if err != nil {
-		return built{}, err
+	var ref, dgst, from0 string
+	if c.Rebaser != nil {
+		ref, dgst, from0, err = c.rebaseInRegistry(ctx, b, baseRef, stream, tag, logs)
+	} else {
+		secret, _, terr := c.Tokens.IssueServiceAccountToken(ctx, b.Namespace, BuilderServiceAccount, 10*time.Minute)
+		if terr != nil {
+			return built{}, terr
+		}
+		defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
+		ref, dgst, from0, err = c.rebase(ctx, b, baseRef, stream, tag, secret, logs)
 	}
-	defer func() { _, _ = c.Tokens.Revoke(context.WithoutCancel(ctx), secret) }()
-	ref, dgst, from0, err := c.rebase(ctx, b, baseRef, stream, tag, secret, logs)
 	if err != nil {
 		return built{}, err
 	}

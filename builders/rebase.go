@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
 )
 
@@ -34,6 +35,44 @@ const (
 // errNoRebase means the rebase path does not apply, and a full build
 // should run instead; the message says why.
 var errNoRebase = errors.New("builders: rebase not possible")
+
+// ErrNoRebase is errNoRebase, for the registry's server-side rebase.
+var ErrNoRebase = errNoRebase
+
+// RebaseImage is what a rebase build pushes: Rebase, then the build's
+// labels (io.openshift.build.name and .namespace) in the config and the
+// new base's name and digest in the manifest's annotations. The build
+// controller and the registry's server-side rebase both make their images
+// here, so the two give the same bytes for the same inputs.
+func RebaseImage(orig, oldBase, newBase v1.Image, build, namespace, newName, newDigest string) (v1.Image, error) {
+	img, err := Rebase(orig, oldBase, newBase)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	if cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	cfg.Config.Labels["io.openshift.build.name"] = build
+	cfg.Config.Labels["io.openshift.build.namespace"] = namespace
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		return nil, err
+	}
+	m, err := orig.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	ann := map[string]string{}
+	for k, v := range m.Annotations {
+		ann[k] = v
+	}
+	ann[BaseNameAnnotation], ann[BaseDigestAnnotation] = newName, newDigest
+	return mutate.Annotations(img, ann).(v1.Image), nil
+}
 
 // Rebase returns orig with oldBase's layers replaced by newBase's. orig must
 // start with exactly oldBase's layers. The config keeps orig's settings
@@ -203,33 +242,10 @@ func (c *Controller) rebase(ctx context.Context, b *api.Build, baseRef, stream, 
 	}
 	fmt.Fprintf(logs, "Rebasing %s from %s to %s\n", cur.Image, oldDigest, newDigest)
 	start := time.Now()
-	img, err := Rebase(orig, oldBase, newBase)
+	img, err := RebaseImage(orig, oldBase, newBase, b.Name, b.Namespace, newName, newDigest)
 	if err != nil {
 		return "", "", "", err
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return "", "", "", err
-	}
-	cfg = cfg.DeepCopy()
-	if cfg.Config.Labels == nil {
-		cfg.Config.Labels = map[string]string{}
-	}
-	cfg.Config.Labels["io.openshift.build.name"] = b.Name
-	cfg.Config.Labels["io.openshift.build.namespace"] = b.Namespace
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		return "", "", "", err
-	}
-	m, err := orig.Manifest()
-	if err != nil {
-		return "", "", "", err
-	}
-	ann := map[string]string{}
-	for k, v := range m.Annotations {
-		ann[k] = v
-	}
-	ann[BaseNameAnnotation], ann[BaseDigestAnnotation] = newName, newDigest
-	img = mutate.Annotations(img, ann).(v1.Image)
 	target, err := name.NewTag(c.Registry+"/"+b.Namespace+"/"+stream+":"+tag, name.Insecure)
 	if err != nil {
 		return "", "", "", err
@@ -243,4 +259,34 @@ func (c *Controller) rebase(ctx context.Context, b *api.Build, baseRef, stream, 
 	}
 	fmt.Fprintf(logs, "Pushed %s (rebased from %s, no build run) in %s\n", d, cur.Image, time.Since(start).Round(time.Millisecond))
 	return c.Registry + "/" + b.Namespace + "/" + stream + "@" + d.String(), d.String(), cur.Image, nil
+}
+
+// Rebaser is the registry's in-process rebase of one build's output
+// (registry.RebaseBuild). An error with a NotRebasable() method says the
+// rebase does not apply and a full build runs.
+type Rebaser interface {
+	RebaseBuild(ctx context.Context, who identity.Info, project, stream, tag, baseRef, build string) (digest, from string, err error)
+}
+
+// rebaseInRegistry is rebase through c.Rebaser, as the project's builder.
+func (c *Controller) rebaseInRegistry(ctx context.Context, b *api.Build, baseRef, stream, tag string, logs io.Writer) (ref, dgst, rebasedFrom string, err error) {
+	who := identity.Info{Name: api.ServiceAccountUser(b.Namespace, BuilderServiceAccount),
+		Groups: []string{identity.GroupAuthenticated, identity.GroupServiceAccounts, identity.GroupServiceAccounts + ":" + b.Namespace}}
+	start := time.Now()
+	dgst, from, err := c.Rebaser.RebaseBuild(ctx, who, b.Namespace, stream, tag, baseRef, b.Name)
+	var nr interface{ NotRebasable() string }
+	if errors.As(err, &nr) {
+		return "", "", "", fmt.Errorf("%w: %s", errNoRebase, nr.NotRebasable())
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	ref = c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst
+	if dgst == from {
+		fmt.Fprintf(logs, "The output %s is already on base %s; nothing to rebase\n", from, baseRef)
+		return ref, dgst, from, nil
+	}
+	fmt.Fprintf(logs, "Rebasing %s onto %s in the registry\n", from, baseRef)
+	fmt.Fprintf(logs, "Pushed %s (rebased from %s, no build run) in %s\n", dgst, from, time.Since(start).Round(time.Millisecond))
+	return ref, dgst, from, nil
 }

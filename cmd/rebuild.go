@@ -27,6 +27,10 @@ type rebuildItem struct {
 	Wave    int    `json:"wave"`
 	Base    string `json:"base"`   // PROJECT/STREAM:TAG it builds on
 	Output  string `json:"output"` // PROJECT/STREAM:TAG it writes
+	// Rebase: the config says rebase: true, so the registry swaps the
+	// base in place (buildconfigs/NAME/rebase) and no build runs, unless
+	// the server answers that it needs one.
+	Rebase bool `json:"rebase,omitempty"`
 	// Severity is the worst finding in the output's current image, when
 	// it has been scanned: within a wave, the worst go first.
 	Severity string `json:"severity,omitempty"`
@@ -97,7 +101,7 @@ func planRebuild(ctx context.Context, cl *client.Client, base string) (*rebuildP
 			}
 			done[bc] = true
 			out := tagKey(bc.Namespace, bc.Spec.Output.To)
-			items = append(items, rebuildItem{Project: bc.Namespace, Name: bc.Name, Wave: wave, Base: from, Output: out})
+			items = append(items, rebuildItem{Project: bc.Namespace, Name: bc.Name, Wave: wave, Base: from, Output: out, Rebase: bc.Spec.Rebase})
 			next[out] = true
 		}
 		for i := range items {
@@ -162,9 +166,13 @@ func rebuildCmd() *cobra.Command {
 		Use:   "rebuild --base PROJECT/STREAM:TAG",
 		Short: "Rebuild everything that builds on a base image, in waves",
 		Long: `Rebuild every BuildConfig that builds on a base image tag, directly or through
-another's output, in dependency order (waves). The run stops when the share of failed builds goes
-over --max-failure-ratio; run it again to resume: configs already built on
-the current base are skipped.`,
+another's output, in dependency order (waves). Configs with rebase: true are
+rebased inside the registry (the new base swapped in under the current
+image, in batches, no build run), with your rights; a config the registry
+cannot rebase (no image yet, no recorded base, a postCommit test) gets a
+build. The run stops when the share of failed builds goes over
+--max-failure-ratio; run it again to resume: configs already built on the
+current base are skipped.`,
 		Example: `  slipway rebuild --base base/debian:12 --dry-run
   slipway rebuild --base base/debian:12 --max-concurrent 8`,
 		Args: cobra.NoArgs,
@@ -193,7 +201,7 @@ the current base are skipped.`,
 	f := c.Flags()
 	f.StringVar(&base, "base", "", "the base image tag that changed, PROJECT/STREAM:TAG")
 	f.BoolVar(&dryRun, "dry-run", false, "list what would be rebuilt, in order, and change nothing")
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "builds running at once")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "builds running at once (server-side rebase requests: up to 256 at once)")
 	f.Float64Var(&maxFailure, "max-failure-ratio", 0.2, "stop when more than this share of builds failed")
 	f.StringVarP(&output, "output", "o", "", "json or yaml for the dry run's plan")
 	return c
@@ -240,6 +248,10 @@ func printPlan(out io.Writer, plan *rebuildPlan, format string) error {
 	return nil
 }
 
+// rebaseConcurrent bounds server-side rebase requests in flight: the
+// registry handles those waiting together, in one batch.
+const rebaseConcurrent = 256
+
 // runRebuild starts each wave's builds with at most max running, waits for
 // them, and stops when failures pass the ratio.
 func runRebuild(ctx context.Context, cl *client.Client, plan *rebuildPlan, max int, ratio float64, out io.Writer) error {
@@ -270,6 +282,7 @@ func runRebuild(ctx context.Context, cl *client.Client, plan *rebuildPlan, max i
 			break
 		}
 		sem := make(chan struct{}, max)
+		rsem := make(chan struct{}, rebaseConcurrent)
 		var wg sync.WaitGroup
 		for _, it := range items {
 			mu.Lock()
@@ -279,9 +292,35 @@ func runRebuild(ctx context.Context, cl *client.Client, plan *rebuildPlan, max i
 				break
 			}
 			wg.Add(1)
-			sem <- struct{}{}
+			if it.Rebase {
+				rsem <- struct{}{}
+			} else {
+				sem <- struct{}{}
+			}
 			go func() {
 				defer wg.Done()
+				if it.Rebase {
+					b, err := cl.RebaseBuildConfig(ctx, it.Project, it.Name)
+					<-rsem
+					switch {
+					case err == nil && b.Name == "":
+						mu.Lock()
+						skipped++
+						mu.Unlock()
+						report(it, "already built on the current base")
+						return
+					case err == nil:
+						report(it, "rebased in the registry: "+b.Status.OutputDigest+" ("+b.Name+")")
+						return
+					case !client.IsNotRebasable(err):
+						mu.Lock()
+						failed++
+						mu.Unlock()
+						report(it, "FAILED: "+err.Error())
+						return
+					}
+					sem <- struct{}{} // a build after all
+				}
 				defer func() { <-sem }()
 				if upToDate(ctx, cl, it) {
 					mu.Lock()

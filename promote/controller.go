@@ -45,6 +45,14 @@ type Authorizer interface {
 	Authorize(u identity.Info, a rbac.Attributes) (bool, string)
 }
 
+// Copier is the registry's server-side copy and tag move (registry.CopyImage,
+// registry.PromoteTag); owner is the pipeline's owner, whose rights each
+// call checks.
+type Copier interface {
+	CopyImage(ctx context.Context, owner, from, to, stream, digest string) error
+	PromoteTag(ctx context.Context, owner, project, stream, tag, digest string) error
+}
+
 // Controller runs Promotions.
 type Controller struct {
 	Store    *store.Store
@@ -52,6 +60,11 @@ type Controller struct {
 	Tokens   TokenIssuer
 	Authz    Authorizer
 	Policies *policies.Checker
+	// Copier, when set, copies images and moves tags inside the registry
+	// (same storage: blobs linked, no HTTP, no promoter token), checking
+	// the pipeline owner's rights itself. Without it the controller copies
+	// over HTTP as the target project's promoter account.
+	Copier Copier
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 
@@ -210,7 +223,14 @@ func (c *Controller) reconcile(ctx context.Context, p *api.Promotion) error {
 		return nil
 	}
 	target := c.Registry + "/" + to.Project + "/" + stream
-	moveTag, err := c.copy(ctx, from.Project, to.Project, source, target, digest, to.Tag)
+	var moveTag func() error
+	if c.Copier != nil {
+		owner := api.PipelineOwner(pl)
+		err = c.Copier.CopyImage(ctx, owner, from.Project, to.Project, stream, digest)
+		moveTag = func() error { return c.Copier.PromoteTag(ctx, owner, to.Project, stream, to.Tag, digest) }
+	} else {
+		moveTag, err = c.copy(ctx, from.Project, to.Project, source, target, digest, to.Tag)
+	}
 	if err != nil {
 		slog.Warn("promote: copy failed", "promotion", p.Namespace+"/"+p.Name, "err", err)
 		return c.finish(ctx, p, api.PromotionFailed, "copying "+source+" to "+target+": "+err.Error(), d.Checks)

@@ -170,6 +170,9 @@ type Registry struct {
 
 	mu  sync.Mutex
 	due map[string]bool // scheduled imports whose time has come
+
+	rebase   rebaser         // server-side rebase (rebase.go)
+	unsynced unsyncedStorage // storage for server-side writes (rebasestore.go)
 }
 
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }

@@ -335,17 +335,29 @@ func (c *Controller) loadDB(ctx context.Context, v *api.VulnerabilityDatabase) e
 	if err != nil {
 		return err
 	}
-	live := map[string]bool{}
+	live := map[string][]string{}
 	for _, o := range imgs {
-		live[o.GetObjectMeta().Name] = true
+		m := o.GetObjectMeta()
+		live[m.Name] = append(live[m.Name], m.Namespace+"/"+m.Name)
 	}
 	n := 0
 	for _, o := range recs {
 		rec := o.(*api.ScanRecord)
-		if !live[rec.Name] {
+		if len(live[rec.Name]) == 0 {
 			// No project holds the digest any more.
 			if err := c.dropRecord(ctx, rec.Name); err != nil {
 				return err
+			}
+			continue
+		}
+		if IsDerived(&rec.Status) {
+			// A rebase derived it, with no SBOM to match again: scan the
+			// image's layers.
+			if _, err := c.Store.Delete(ctx, api.ScanRecords, "", rec.Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			for _, k := range live[rec.Name] {
+				c.queue.Add(k)
 			}
 			continue
 		}

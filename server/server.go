@@ -79,6 +79,10 @@ type Config struct {
 	// Buildkitd is the buildkitd binary builds run on. Default: found next
 	// to slipway or on PATH; "none" turns builds off.
 	Buildkitd string
+	// NoScanner runs no scan controller: images are never scanned (and
+	// policies that need a scan refuse them). For benchmarks that time
+	// other paths on both sides; never set by `slipway start`.
+	NoScanner bool
 	// BuildDenyCIDRs are ranges build steps must not reach, besides the
 	// host itself and link-local addresses (always denied): the cluster's
 	// other nodes, say. The hosts of EtcdEndpoints are always denied.
@@ -284,7 +288,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.reg = s.metrics()
-	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
+	s.API, err = apiserver.New(apiserver.Config{Store: s.Store, HTPasswd: cfg.HTPasswd, Audit: s.audit, Webhooks: &builders.Webhooks{Store: s.Store}, Pods: s.pods, Signer: s.trust, Rebaser: registryRebaser{s}, BuildLogs: filepath.Join(cfg.DataDir, "builds"), ServiceCIDR: cfg.Node.ServiceCIDR,
 		ProjectCleaner: &s.cleaner, RegistryAdmin: &s.cleaner, Metrics: s.reg, MaxProjectsPerUser: cfg.MaxProjectsPerUser, Nodes: nodes})
 	if err != nil {
 		return nil, err
@@ -406,6 +410,9 @@ func (s *Server) startBuilds(ctx context.Context) {
 	}
 	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds"),
 		GitTransport: registry.GuardedTransport(s.cfg.Import, false), Sign: s.trust.signBuild}
+	if s.Registry != nil {
+		c.Rebaser = s.Registry
+	}
 	go c.Run(ctx)
 	go (&builders.Triggers{Store: s.Store, Authz: s.API.Authorizer()}).Run(ctx)
 }

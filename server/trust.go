@@ -72,8 +72,10 @@ func (s *Server) newTrust() (*trust, error) {
 // startTrust runs the keyring and the promotion controller.
 func (s *Server) startTrust(ctx context.Context) {
 	go s.trust.keyring.Run(ctx)
-	go (&scan.Controller{Store: s.Store, Registry: scanRegistry{s.trust}, RegistryHost: s.RegistryHost}).Run(ctx)
-	go (&promote.Controller{Store: s.Store, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker}).Run(ctx)
+	if !s.cfg.NoScanner {
+		go (&scan.Controller{Store: s.Store, Registry: scanRegistry{s.trust}, RegistryHost: s.RegistryHost}).Run(ctx)
+	}
+	go (&promote.Controller{Store: s.Store, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker, Copier: s.Registry}).Run(ctx)
 }
 
 // auth is a short-lived pull identity for the project an image ref is in.

@@ -1,0 +1,431 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/builders"
+	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/scan"
+)
+
+// rebaseFixture: base/os:1 moved from v1 to v2 (v1 plus a patch layer),
+// and team/app:latest built on v1 (v1 plus an app layer, with history and
+// the base annotations), followed by BuildConfig team/app with rebase:
+// true. alice owns both projects.
+type rebaseFixture struct {
+	v1img, v2img, app v1.Image
+	appDigest, v2     string
+}
+
+func withHistory(t *testing.T, base v1.Image, by string) v1.Image {
+	t.Helper()
+	l, err := random.Layer(300, "application/vnd.oci.image.layer.v1.tar+gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.Append(base, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: by, Comment: "test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func setupRebase(t *testing.T, h *harness, rebase bool) rebaseFixture {
+	t.Helper()
+	ctx := ctxT(t)
+	h.project(t, "alice", "base", false)
+	h.project(t, "alice", "team", false)
+	var f rebaseFixture
+	f.v1img = withHistory(t, withHistory(t, mutateOCI(t), "ADD rootfs /"), "RUN setup")
+	h.pushOK(t, "alice", "base/os:1", f.v1img)
+	app := withHistory(t, f.v1img, "COPY app /app")
+	cf, err := app.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Cmd = []string{"/app/run"}
+	cf.Config.Env = []string{"PATH=/bin", "APP=1"}
+	if app, err = mutate.ConfigFile(app, cf); err != nil {
+		t.Fatal(err)
+	}
+	f.app = mutate.Annotations(app, map[string]string{
+		builders.BaseNameAnnotation:   h.env.Registry + "/base/os",
+		builders.BaseDigestAnnotation: digestOf(t, f.v1img),
+		"org.example/keep":            "kept",
+	}).(v1.Image)
+	f.appDigest = h.pushOK(t, "alice", "team/app:latest", f.app)
+	f.v2img = withHistory(t, f.v1img, "RUN patch")
+	f.v2 = h.pushOK(t, "alice", "base/os:1", f.v2img)
+	if err := h.user(t, "alice").Create(ctx, api.BuildConfigs, &api.BuildConfig{
+		ObjectMeta: api.ObjectMeta{Name: "app", Namespace: "team"},
+		Spec: api.BuildConfigSpec{
+			Rebase:   rebase,
+			Source:   api.BuildSource{Dockerfile: "FROM base\nCOPY app /app\n"},
+			Strategy: api.BuildStrategy{Type: "Docker", DockerStrategy: &api.DockerBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Namespace: "base", Name: "os:1"}}},
+			Output:   api.BuildOutput{To: &api.ObjectReference{Kind: "ImageStreamTag", Name: "app:latest"}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// mutateOCI is an empty OCI image.
+func mutateOCI(t *testing.T) v1.Image {
+	t.Helper()
+	img, err := random.Image(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.History, cf.RootFS.DiffIDs = nil, nil
+	cf.Architecture, cf.OS = "amd64", "linux"
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutate.MediaType(mutate.ConfigMediaType(img, "application/vnd.oci.image.config.v1+json"), "application/vnd.oci.image.manifest.v1+json")
+}
+
+func remoteImage(t *testing.T, h *harness, u, ref string) v1.Image {
+	t.Helper()
+	img, err := remote.Image(h.ref(t, ref), remote.WithAuth(&authn.Basic{Username: u, Password: h.token(t, u)}), remote.WithContext(ctxT(t)))
+	if err != nil {
+		t.Fatalf("pull %s: %v", ref, err)
+	}
+	return img
+}
+
+// TestRebaseServerSideIsByteIdenticalToTheBuildsRebase rebases in the
+// registry and compares the result, byte for byte, with what a rebase
+// build computes from the same three images with go-containerregistry
+// (builders.RebaseImage), and its layers, diff IDs, history and config
+// with crane's mutate.Rebase.
+func TestRebaseServerSideIsByteIdenticalToTheBuildsRebase(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	b, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if err != nil {
+		t.Fatalf("rebase: %v", err)
+	}
+	if b.Status.Phase != api.BuildComplete || b.Status.RebasedFrom != f.appDigest || b.Name != "app-1" {
+		t.Fatalf("build %s: phase %s, rebasedFrom %s (want Complete, %s)", b.Name, b.Status.Phase, b.Status.RebasedFrom, f.appDigest)
+	}
+	want, err := builders.RebaseImage(f.app, f.v1img, f.v2img, b.Name, "team", h.env.Registry+"/base/os", f.v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.Status.OutputDigest, digestOf(t, want); got != want {
+		t.Errorf("server-side rebase made %s, a rebase build makes %s from the same images", got, want)
+	}
+	// What a user pulls: the same bytes.
+	man, dgst, err := h.pull(t, "alice", "team/app:latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(man, rawManifest(t, want)) || dgst != b.Status.OutputDigest {
+		t.Errorf("pulled manifest %s differs from the build's:\n%s\n%s", dgst, man, rawManifest(t, want))
+	}
+	got := remoteImage(t, h, "alice", "team/app:latest")
+	gotCfg, _ := got.RawConfigFile()
+	wantCfg, _ := want.RawConfigFile()
+	if !bytes.Equal(gotCfg, wantCfg) {
+		t.Errorf("config differs:\n%s\n%s", gotCfg, wantCfg)
+	}
+	// Every layer is served from team/app (linked, not copied), and is
+	// the new base's followed by the app's own.
+	gl, _ := got.Layers()
+	v2l, _ := f.v2img.Layers()
+	al, _ := f.app.Layers()
+	if len(gl) != len(v2l)+1 {
+		t.Fatalf("%d layers, want %d", len(gl), len(v2l)+1)
+	}
+	for i, l := range gl {
+		w := al[len(al)-1]
+		if i < len(v2l) {
+			w = v2l[i]
+		}
+		gd, _ := l.Digest()
+		wd, _ := w.Digest()
+		if gd != wd {
+			t.Errorf("layer %d is %s, want %s", i, gd, wd)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Errorf("layer %d not served from team/app: %v", i, err)
+			continue
+		}
+		rc.Close()
+	}
+	// crane's mutate.Rebase, on images whose history is complete: the
+	// same layers, diff IDs, history and container config; the build
+	// labels and base annotations are what a build adds.
+	crane, err := mutate.Rebase(f.app, f.v1img, f.v2img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, _ := crane.ConfigFile()
+	gc, _ := got.ConfigFile()
+	if len(cc.RootFS.DiffIDs) != len(gc.RootFS.DiffIDs) {
+		t.Fatalf("diff IDs: %v, crane %v", gc.RootFS.DiffIDs, cc.RootFS.DiffIDs)
+	}
+	for i := range cc.RootFS.DiffIDs {
+		if cc.RootFS.DiffIDs[i] != gc.RootFS.DiffIDs[i] {
+			t.Errorf("diff ID %d: %s, crane %s", i, gc.RootFS.DiffIDs[i], cc.RootFS.DiffIDs[i])
+		}
+	}
+	if len(cc.History) != len(gc.History) {
+		t.Errorf("history: %d entries, crane %d", len(gc.History), len(cc.History))
+	} else {
+		for i := range cc.History {
+			if cc.History[i].CreatedBy != gc.History[i].CreatedBy || cc.History[i].EmptyLayer != gc.History[i].EmptyLayer {
+				t.Errorf("history %d: %+v, crane %+v", i, gc.History[i], cc.History[i])
+			}
+		}
+	}
+	labels := gc.Config.Labels
+	gc.Config.Labels = nil
+	if !equalJSON(t, gc.Config, cc.Config) {
+		t.Errorf("container config: %+v, crane %+v", gc.Config, cc.Config)
+	}
+	if labels["io.openshift.build.name"] != "app-1" || labels["io.openshift.build.namespace"] != "team" {
+		t.Errorf("build labels %v", labels)
+	}
+	gm, _ := got.Manifest()
+	if gm.Annotations[builders.BaseDigestAnnotation] != f.v2 || gm.Annotations["org.example/keep"] != "kept" {
+		t.Errorf("manifest annotations %v", gm.Annotations)
+	}
+	// Recorded: the tag moved with the old image in history, the Image
+	// and the Build exist, the config's next version is taken.
+	is, err := h.stream(t, "team", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist := h.history(t, "team", "app", "latest")
+	if len(hist) != 2 || hist[0].Image != b.Status.OutputDigest || hist[1].Image != f.appDigest || hist[0].By != "alice" {
+		t.Errorf("history of app:latest: %+v", hist)
+	}
+	if ev, _ := imagestreams.Latest(is, "latest"); ev.Image != b.Status.OutputDigest {
+		t.Errorf("app:latest is %s", ev.Image)
+	}
+	if _, err := h.image(t, "team", b.Status.OutputDigest); err != nil {
+		t.Errorf("image record: %v", err)
+	}
+	if _, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-1"); err != nil {
+		t.Errorf("build record: %v", err)
+	}
+	o, err := h.env.Admin.Get(ctx, api.BuildConfigs, "team", "app")
+	if err != nil || o.(*api.BuildConfig).Status.LastVersion != 1 {
+		t.Errorf("build config lastVersion: %v %v", o, err)
+	}
+	// Again: already on the base, nothing to do and nothing recorded.
+	b2, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if err != nil || b2.Status.OutputDigest != b.Status.OutputDigest || b2.Name != "" {
+		t.Fatalf("second rebase: %+v, %v", b2, err)
+	}
+	if _, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-2"); err == nil {
+		t.Errorf("a rebase with nothing to do recorded a build")
+	}
+}
+
+func equalJSON(t *testing.T, a, b any) bool {
+	return bytes.Equal(mustJSON(t, a), mustJSON(t, b))
+}
+
+// TestRebaseServerSideChecksTheRequestersRights: the rebase runs with the
+// requester's rights, as a push to the output project and a pull from the
+// base's, and a refused one changes nothing.
+func TestRebaseServerSideChecksTheRequestersRights(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	// bob can read team but not write it.
+	h.grant(t, "team", "view", "bob")
+	if _, err := h.user(t, "bob").RebaseBuildConfig(ctx, "team", "app"); !isStatus(err, http.StatusForbidden) {
+		t.Errorf("rebase by a viewer: %v, want 403", err)
+	}
+	// carol edits team but may not pull from base.
+	h.grant(t, "team", "edit", "carol")
+	_, err := h.user(t, "carol").RebaseBuildConfig(ctx, "team", "app")
+	if !isStatus(err, http.StatusForbidden) {
+		t.Fatalf("rebase by an editor who may not pull the base: %v, want 403", err)
+	}
+	t.Logf("refused: %v", err)
+	hist := h.history(t, "team", "app", "latest")
+	if len(hist) != 1 || hist[0].Image != f.appDigest {
+		t.Errorf("a refused rebase moved the tag: %+v", hist)
+	}
+	if _, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-1"); err == nil {
+		t.Errorf("a refused rebase recorded a build")
+	}
+	h.grant(t, "base", "image-puller", "carol")
+	// The registry sees the new binding once its cache has it.
+	var b *api.Build
+	eventually(t, "carol's rebase with her new right", func() (bool, string) {
+		var err error
+		b, err = h.user(t, "carol").RebaseBuildConfig(ctx, "team", "app")
+		if isStatus(err, http.StatusForbidden) {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatalf("rebase by an editor who may pull the base: %v", err)
+		}
+		return true, ""
+	})
+	if hist := h.history(t, "team", "app", "latest"); hist[0].Image != b.Status.OutputDigest || hist[0].By != "carol" {
+		t.Errorf("history after carol's rebase: %+v", hist)
+	}
+}
+
+// TestRebaseServerSideRefusesConfigsWithoutRebase: a config that does
+// not say rebase: true answers NotRebasable, so the CLI builds it.
+func TestRebaseServerSideRefusesConfigsWithoutRebase(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, false)
+	_, err := h.user(t, "alice").RebaseBuildConfig(ctxT(t), "team", "app")
+	if !client.IsNotRebasable(err) {
+		t.Fatalf("rebase of a config without rebase: true: %v, want NotRebasable", err)
+	}
+	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
+		t.Errorf("the tag moved: %+v", hist)
+	}
+}
+
+func isStatus(err error, code int) bool {
+	var st *api.Status
+	return errors.As(err, &st) && st.Code == code
+}
+
+var _ = context.Background
+
+// TestRebaseServerSideDerivesTheScan: when the image, its old base and its
+// new base are scanned, the rebased image's scan is derived from theirs in
+// the rebase's own transaction, and the scanner reads none of its layers
+// (a scan of the layers would have stored an SBOM and say so).
+func TestRebaseServerSideDerivesTheScan(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	scanned := func(ns, d string) func() (bool, string) {
+		return func() (bool, string) {
+			o, err := h.env.Admin.Get(ctx, api.ImageScans, ns, d)
+			if err != nil {
+				return false, err.Error()
+			}
+			return o.(*api.ImageScan).Status.Phase == scan.PhaseScanned, o.(*api.ImageScan).Status.Phase
+		}
+	}
+	eventually(t, "the app scanned", scanned("team", f.appDigest))
+	eventually(t, "the old base scanned", scanned("base", digestOf(t, f.v1img)))
+	eventually(t, "the new base scanned", scanned("base", f.v2))
+	b, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rebased image's scan", scanned("team", b.Status.OutputDigest))
+	o, err := h.env.Admin.Get(ctx, api.ImageScans, "team", b.Status.OutputDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := o.(*api.ImageScan).Status
+	if !scan.IsDerived(&st) {
+		t.Errorf("the rebased image was scanned from its layers, not derived: %+v", st)
+	}
+	t.Logf("scan: %s", st.Message)
+}
+
+// TestRebaseBuildRunsInTheRegistry: a rebase Build (as an ImageChange
+// trigger starts one) is rebased in-process by the registry, with the
+// project's builder account's rights and no token (its log says where it
+// ran), and makes the same
+// bytes as the swap computed with go-containerregistry.
+func TestRebaseBuildRunsInTheRegistry(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	// The builder account of team may pull the base, as in OpenShift.
+	if err := h.env.Admin.Create(ctx, api.RoleBindings, &api.RoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "team-builders", Namespace: "base"},
+		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "image-puller"},
+		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "builder", Namespace: "team"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := h.env.Admin.Get(ctx, api.BuildConfigs, "team", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var done *api.Build
+	name := ""
+	for n := 1; n <= 10; n++ {
+		name = fmt.Sprintf("app-%d", n)
+		b := &api.Build{ObjectMeta: api.ObjectMeta{Name: name, Namespace: "team", Labels: map[string]string{builders.BuildConfigLabel: "app"}},
+			Spec: o.(*api.BuildConfig).Spec.BuildSpec()}
+		if err := h.user(t, "alice").Create(ctx, api.Builds, b); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the rebase build to finish", func() (bool, string) {
+			o, err := h.env.Admin.Get(ctx, api.Builds, "team", name)
+			if err != nil {
+				return false, err.Error()
+			}
+			done = o.(*api.Build)
+			return api.IsFinished(done.Status.Phase), done.Status.Phase
+		})
+		// The registry sees the new binding once its cache has it; a
+		// build that ran before was refused the pull.
+		if !strings.Contains(done.Status.Message, "may not pull") {
+			break
+		}
+	}
+	if done.Status.Phase != api.BuildComplete || done.Status.RebasedFrom != f.appDigest {
+		t.Fatalf("build: %+v", done.Status)
+	}
+	want, err := builders.RebaseImage(f.app, f.v1img, f.v2img, name, "team", h.env.Registry+"/base/os", f.v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.Status.OutputDigest != digestOf(t, want) {
+		t.Errorf("build made %s, want %s", done.Status.OutputDigest, digestOf(t, want))
+	}
+	if !strings.Contains(done.Status.LogTail, "in the registry") {
+		t.Errorf("the build did not rebase in the registry:\n%s", done.Status.LogTail)
+	}
+}
+
+// TestRebaseServerSideLeavesSigningProjectsToBuilds: a project whose builds
+// are signed gets its rebases as builds (which rebase in the registry and
+// then sign), not unsigned images from the batch path.
+func TestRebaseServerSideLeavesSigningProjectsToBuilds(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	if err := h.user(t, "alice").Create(ctx, api.SigningKeys, &api.SigningKey{ObjectMeta: api.ObjectMeta{Name: "default", Namespace: "team"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if !client.IsNotRebasable(err) {
+		t.Fatalf("rebase in a signing project: %v, want NotRebasable", err)
+	}
+	t.Logf("answered: %v", err)
+	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
+		t.Errorf("the tag moved: %+v", hist)
+	}
+}
