@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"slipway.dev/slipway/api"
@@ -15,54 +16,106 @@ import (
 // watch, relisting when the watch falls behind compaction. Readers never
 // touch etcd. Handlers run in order, one event at a time, after the cache
 // has been updated.
+//
+// Informers are shared: every NewInformer of one resource on a store (and
+// on its fenced views) is a handle on one cache, one list and one watch
+// per process, however many controllers ask for it. A handle's handlers
+// join at Run, first hearing an Added event for every object already
+// cached, and leave when Run's context ends; the cache runs while any
+// handle runs.
 type Informer struct {
+	core     *informerCore
+	handlers []func(Event)
+	joined   atomic.Bool
+}
+
+// informerCore is the one cache of a resource that handles share.
+type informerCore struct {
 	store Interface
 	res   *api.Resource
 
-	mu       sync.RWMutex
-	items    map[string]api.Object // "ns/name"
-	rev      int64
-	synced   bool
-	changed  chan struct{} // closed and replaced on every advance of rev
-	handlers []func(Event)
+	mu      sync.RWMutex
+	items   map[string]api.Object // "ns/name"
+	rev     int64
+	synced  bool
+	changed chan struct{} // closed and replaced on every advance of rev
 	// indexers and indices: index name -> key -> cache key -> object,
 	// updated under mu with items, so an index is exactly as fresh as
 	// the cache (WaitFor covers it).
 	indexers map[string]IndexFunc
 	indices  map[string]map[string]map[string]api.Object
+
+	// dispatchMu orders events and joins: held while an event is
+	// applied and handed to the handles, and while a handle joins.
+	dispatchMu sync.Mutex
+	handles    []*Informer
+
+	runMu   sync.Mutex
+	runners int
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // IndexFunc gives the keys under which an object is found in an index.
 type IndexFunc func(api.Object) []string
 
-// NewInformer returns an informer; call Run to fill it.
+// NewInformer returns a handle on the store's informer of r; call Run to
+// receive its events. Handles of a *Store (and of its fenced views) share
+// one cache per resource; on any other Interface (client.Store over the
+// API) each informer has its own.
 func NewInformer(s Interface, r *api.Resource) *Informer {
-	return &Informer{store: s, res: r, items: map[string]api.Object{}, changed: make(chan struct{})}
+	st, ok := s.(*Store)
+	if !ok {
+		return &Informer{core: &informerCore{store: s, res: r, items: map[string]api.Object{}, changed: make(chan struct{})}}
+	}
+	st.sh.informersMu.Lock()
+	defer st.sh.informersMu.Unlock()
+	if st.sh.informers == nil {
+		st.sh.informers = map[string]*informerCore{}
+	}
+	c := st.sh.informers[r.Name]
+	if c == nil {
+		c = &informerCore{store: s, res: r, items: map[string]api.Object{}, changed: make(chan struct{})}
+		st.sh.informers[r.Name] = c
+	}
+	return &Informer{core: c}
 }
 
 // Resource is the resource this informer caches.
-func (i *Informer) Resource() *api.Resource { return i.res }
+func (i *Informer) Resource() *api.Resource { return i.core.res }
 
-// AddHandler registers fn for every event after the next list. Register
-// handlers before Run.
+// AddHandler registers fn for every event after Run. Register handlers
+// before Run.
 func (i *Informer) AddHandler(fn func(Event)) { i.handlers = append(i.handlers, fn) }
 
 // AddIndex keeps an index of the cache: ByIndex(name, key) finds the
-// objects for which fn returns key. Add indexes before Run.
+// objects for which fn returns key. Index names are shared by every
+// handle of the resource in the process, so a name must always mean the
+// same fn: the first one added is kept.
 func (i *Informer) AddIndex(name string, fn IndexFunc) {
-	if i.indexers == nil {
-		i.indexers, i.indices = map[string]IndexFunc{}, map[string]map[string]map[string]api.Object{}
+	c := i.core
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.indexers == nil {
+		c.indexers, c.indices = map[string]IndexFunc{}, map[string]map[string]map[string]api.Object{}
 	}
-	i.indexers[name], i.indices[name] = fn, map[string]map[string]api.Object{}
+	if _, ok := c.indexers[name]; ok {
+		return
+	}
+	c.indexers[name], c.indices[name] = fn, map[string]map[string]api.Object{}
+	for k, o := range c.items {
+		c.indexOne(name, k, o, true)
+	}
 }
 
 // ByIndex returns the cached objects that index name holds under key,
 // and false when there is no such index. The objects are shared: do not
 // modify them.
 func (i *Informer) ByIndex(name, key string) ([]api.Object, bool) {
-	i.mu.RLock()
-	defer i.mu.RUnlock()
-	idx, ok := i.indices[name]
+	c := i.core
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	idx, ok := c.indices[name]
 	if !ok {
 		return nil, false
 	}
@@ -76,27 +129,122 @@ func (i *Informer) ByIndex(name, key string) ([]api.Object, bool) {
 
 // index adds (add true) or removes o, cached under k, in every index;
 // mu must be held.
-func (i *Informer) index(k string, o api.Object, add bool) {
-	for name, fn := range i.indexers {
-		idx := i.indices[name]
-		for _, key := range fn(o) {
-			if add {
-				if idx[key] == nil {
-					idx[key] = map[string]api.Object{}
-				}
-				idx[key][k] = o
-			} else if set := idx[key]; set != nil {
-				delete(set, k)
-				if len(set) == 0 {
-					delete(idx, key)
-				}
+func (c *informerCore) index(k string, o api.Object, add bool) {
+	for name := range c.indexers {
+		c.indexOne(name, k, o, add)
+	}
+}
+
+func (c *informerCore) indexOne(name, k string, o api.Object, add bool) {
+	idx := c.indices[name]
+	for _, key := range c.indexers[name](o) {
+		if add {
+			if idx[key] == nil {
+				idx[key] = map[string]api.Object{}
+			}
+			idx[key][k] = o
+		} else if set := idx[key]; set != nil {
+			delete(set, k)
+			if len(set) == 0 {
+				delete(idx, key)
 			}
 		}
 	}
 }
 
-// Run lists and watches until ctx ends.
+// Run hands this handle's handlers every event until ctx ends, starting
+// the shared cache if it is not running.
 func (i *Informer) Run(ctx context.Context) {
+	c := i.core
+	c.start()
+	defer c.stop()
+	c.join(i)
+	defer c.leave(i)
+	<-ctx.Done()
+}
+
+// join adds h to the handles; when the cache is already filled, h first
+// hears every cached object as Added.
+func (c *informerCore) join(h *Informer) {
+	c.dispatchMu.Lock()
+	defer c.dispatchMu.Unlock()
+	c.mu.RLock()
+	var replay []api.Object
+	if c.synced {
+		replay = make([]api.Object, 0, len(c.items))
+		for _, o := range c.items {
+			replay = append(replay, o)
+		}
+	}
+	c.mu.RUnlock()
+	for _, o := range replay {
+		for _, fn := range h.handlers {
+			fn(Event{Type: api.Added, Object: o})
+		}
+	}
+	c.handles = append(c.handles, h)
+	h.joined.Store(true)
+}
+
+func (c *informerCore) leave(h *Informer) {
+	c.dispatchMu.Lock()
+	defer c.dispatchMu.Unlock()
+	for n, x := range c.handles {
+		if x == h {
+			c.handles = append(c.handles[:n:n], c.handles[n+1:]...)
+			break
+		}
+	}
+	h.joined.Store(false)
+}
+
+// start counts one more running handle, and runs the cache for the
+// first: after the previous run (if any) has ended and emptied the cache.
+func (c *informerCore) start() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	c.runners++
+	if c.runners > 1 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	prev, done := c.done, make(chan struct{})
+	c.cancel, c.done = cancel, done
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		c.run(ctx)
+		c.reset()
+	}()
+}
+
+// stop counts one handle less, and stops the cache after the last.
+func (c *informerCore) stop() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	c.runners--
+	if c.runners == 0 {
+		c.cancel()
+	}
+}
+
+// reset empties a cache that no handle runs, so the next run's list
+// tells its handles about every object.
+func (c *informerCore) reset() {
+	c.dispatchMu.Lock()
+	defer c.dispatchMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.items, c.synced = map[string]api.Object{}, false
+	for name := range c.indices {
+		c.indices[name] = map[string]map[string]api.Object{}
+	}
+}
+
+// run lists and watches until ctx ends.
+func (i *informerCore) run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := i.listAndWatch(ctx)
@@ -112,7 +260,7 @@ func (i *Informer) Run(ctx context.Context) {
 	}
 }
 
-func (i *Informer) listAndWatch(ctx context.Context) error {
+func (i *informerCore) listAndWatch(ctx context.Context) error {
 	items, meta, err := i.store.List(ctx, i.res, "", ListOptions{})
 	if err != nil {
 		return err
@@ -122,6 +270,7 @@ func (i *Informer) listAndWatch(ctx context.Context) error {
 	for _, o := range items {
 		fresh[cacheKey(o)] = o
 	}
+	i.dispatchMu.Lock()
 	i.mu.Lock()
 	old := i.items
 	i.items = fresh
@@ -147,6 +296,7 @@ func (i *Informer) listAndWatch(ctx context.Context) error {
 			i.dispatch(Event{Type: api.Deleted, Object: o})
 		}
 	}
+	i.dispatchMu.Unlock()
 	ch, err := i.store.Watch(ctx, i.res, "", rev, ListOptions{})
 	if err != nil {
 		return err
@@ -160,9 +310,11 @@ func (i *Informer) listAndWatch(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (i *Informer) apply(ev Event) {
+func (i *informerCore) apply(ev Event) {
 	rv, _ := strconv.ParseInt(ev.Object.GetObjectMeta().ResourceVersion, 10, 64)
 	k := cacheKey(ev.Object)
+	i.dispatchMu.Lock()
+	defer i.dispatchMu.Unlock()
 	i.mu.Lock()
 	if prev, ok := i.items[k]; ok {
 		i.index(k, prev, false)
@@ -178,14 +330,17 @@ func (i *Informer) apply(ev Event) {
 	i.dispatch(ev)
 }
 
-func (i *Informer) dispatch(ev Event) {
-	for _, h := range i.handlers {
-		h(ev)
+// dispatch hands ev to every handle; dispatchMu must be held.
+func (i *informerCore) dispatch(ev Event) {
+	for _, h := range i.handles {
+		for _, fn := range h.handlers {
+			fn(ev)
+		}
 	}
 }
 
 // advance must be called with mu held.
-func (i *Informer) advance(rev int64) {
+func (i *informerCore) advance(rev int64) {
 	if rev > i.rev {
 		i.rev = rev
 		close(i.changed)
@@ -194,7 +349,8 @@ func (i *Informer) advance(rev int64) {
 }
 
 // Get returns the cached object. The object is shared: do not modify it.
-func (i *Informer) Get(ns, name string) (api.Object, bool) {
+func (h *Informer) Get(ns, name string) (api.Object, bool) {
+	i := h.core
 	i.mu.RLock()
 	defer i.mu.RUnlock()
 	o, ok := i.items[ns+"/"+name]
@@ -203,7 +359,8 @@ func (i *Informer) Get(ns, name string) (api.Object, bool) {
 
 // List returns the cached objects in one project, or all when ns is empty.
 // The objects are shared: do not modify them.
-func (i *Informer) List(ns string) []api.Object {
+func (h *Informer) List(ns string) []api.Object {
+	i := h.core
 	i.mu.RLock()
 	defer i.mu.RUnlock()
 	out := make([]api.Object, 0, len(i.items))
@@ -215,18 +372,21 @@ func (i *Informer) List(ns string) []api.Object {
 	return out
 }
 
-// Synced reports whether the first list has completed.
-func (i *Informer) Synced() bool {
+// Synced reports whether the cache is filled and this handle's handlers
+// have heard of every object in it.
+func (h *Informer) Synced() bool {
+	i := h.core
 	i.mu.RLock()
 	defer i.mu.RUnlock()
-	return i.synced
+	return i.synced && h.joined.Load()
 }
 
 // WaitFor blocks until the cache reflects every change of this resource up
 // to and including revision rev, so a caller that just wrote can read its
 // own write. rev must be the revision of a write to this resource, or one
 // already passed; otherwise WaitFor waits until the next such write.
-func (i *Informer) WaitFor(ctx context.Context, rev int64) error {
+func (h *Informer) WaitFor(ctx context.Context, rev int64) error {
+	i := h.core
 	for {
 		i.mu.RLock()
 		done, ch := i.synced && i.rev >= rev, i.changed

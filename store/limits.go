@@ -123,23 +123,23 @@ type countBound struct {
 const maxCountBounds = 10000
 
 func (s *Store) cachedBound(k string) (countBound, bool) {
-	s.boundsMu.Lock()
-	defer s.boundsMu.Unlock()
-	b, ok := s.bounds[k]
+	s.sh.boundsMu.Lock()
+	defer s.sh.boundsMu.Unlock()
+	b, ok := s.sh.bounds[k]
 	return b, ok
 }
 
 func (s *Store) setBound(k string, b countBound, ok bool) {
-	s.boundsMu.Lock()
-	defer s.boundsMu.Unlock()
+	s.sh.boundsMu.Lock()
+	defer s.sh.boundsMu.Unlock()
 	if !ok {
-		delete(s.bounds, k)
+		delete(s.sh.bounds, k)
 		return
 	}
-	if s.bounds == nil || len(s.bounds) >= maxCountBounds {
-		s.bounds = map[string]countBound{}
+	if s.sh.bounds == nil || len(s.sh.bounds) >= maxCountBounds {
+		s.sh.bounds = map[string]countBound{}
 	}
-	s.bounds[k] = b
+	s.sh.bounds[k] = b
 }
 
 // createCounted is Create under a limit. Counting is an index-only range
@@ -170,14 +170,13 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 	}
 	if b, ok := s.cachedBound(creates); ok && b.count < limit-fenceMargin {
 		budget := limit - fenceMargin - b.count
-		resp, err := s.client.Txn(ctx).If(
+		resp, err := s.commit(ctx, []clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(creates), "=", b.createRev),
 			clientv3.Compare(clientv3.Version(creates), "<", b.version+budget),
 			guard,
-		).Then(puts()...).
-			Else(clientv3.OpGet(key, clientv3.WithCountOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())).
-			Commit()
+		}, puts(),
+			[]clientv3.Op{clientv3.OpGet(key, clientv3.WithCountOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())})
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}
@@ -212,7 +211,7 @@ func (s *Store) createCounted(ctx context.Context, r *api.Resource, m *api.Objec
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev))
 			ops = append(ops, clientv3.OpPut(fence, ""))
 		}
-		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
+		resp, err := s.commit(ctx, cmps, ops, []clientv3.Op{clientv3.OpGet(pk, clientv3.WithKeysOnly())})
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}

@@ -104,9 +104,9 @@ func isPolicy(r *api.Resource) bool { return r == api.ResourceQuotas || r == api
 const maxPolicies = 10000
 
 func (s *Store) policy(ctx context.Context, ns string) (*projectPolicy, error) {
-	s.policyMu.Lock()
-	p, ok := s.policies[ns]
-	s.policyMu.Unlock()
+	s.sh.policyMu.Lock()
+	p, ok := s.sh.policies[ns]
+	s.sh.policyMu.Unlock()
 	if ok {
 		return p, nil
 	}
@@ -136,19 +136,19 @@ func (s *Store) policy(ctx context.Context, ns string) (*projectPolicy, error) {
 		}
 		p.ranges = append(p.ranges, lr)
 	}
-	s.policyMu.Lock()
-	if s.policies == nil || len(s.policies) >= maxPolicies {
-		s.policies = map[string]*projectPolicy{}
+	s.sh.policyMu.Lock()
+	if s.sh.policies == nil || len(s.sh.policies) >= maxPolicies {
+		s.sh.policies = map[string]*projectPolicy{}
 	}
-	s.policies[ns] = p
-	s.policyMu.Unlock()
+	s.sh.policies[ns] = p
+	s.sh.policyMu.Unlock()
 	return p, nil
 }
 
 func (s *Store) dropPolicy(ns string) {
-	s.policyMu.Lock()
-	delete(s.policies, ns)
-	s.policyMu.Unlock()
+	s.sh.policyMu.Lock()
+	delete(s.sh.policies, ns)
+	s.sh.policyMu.Unlock()
 }
 
 // policyChanged tells, from a failed transaction's read of the policy
@@ -454,11 +454,9 @@ func (s *Store) createGuarded(ctx context.Context, r *api.Resource, m *api.Objec
 		return s.createCounted(ctx, r, m, key, data, limit, rev)
 	}
 	pk := s.policyKey(m.Namespace)
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(pk), "=", rev)).
-		Then(s.putOps(r, m.Namespace, key, data)...).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())).
-		Commit()
+	resp, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(pk), "=", rev)},
+		s.putOps(r, m.Namespace, key, data),
+		[]clientv3.Op{clientv3.OpGet(key, clientv3.WithCountOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())})
 	if err != nil {
 		return wrapEtcd(err, r, m.Name)
 	}
@@ -562,7 +560,7 @@ func (s *Store) createWithQuota(ctx context.Context, r *api.Resource, m *api.Obj
 				}
 			}
 		}
-		txn, err := s.client.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		txn, err := s.commit(ctx, cmps, puts, nil)
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}
@@ -657,11 +655,11 @@ func (s *Store) StartBuild(ctx context.Context, ns, name string, start func(*api
 		if fk := rs[0].GetResponseRange().Kvs; len(fk) > 0 {
 			fenceRev = fk[0].ModRevision
 		}
-		txn, err := s.client.Txn(ctx).If(
+		txn, err := s.commit(ctx, []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision),
 			clientv3.Compare(clientv3.ModRevision(fence), "=", fenceRev),
 			clientv3.Compare(clientv3.ModRevision(pk), "=", pol.rev),
-		).Then(clientv3.OpPut(key, string(data)), clientv3.OpPut(fence, "")).Commit()
+		}, []clientv3.Op{clientv3.OpPut(key, string(data)), clientv3.OpPut(fence, "")}, nil)
 		if err != nil {
 			return wrapEtcd(err, r, name)
 		}

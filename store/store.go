@@ -51,11 +51,23 @@ type Store struct {
 	now    func() time.Time
 	limits Limits
 
+	// sh is what a store and its fenced views share: the cache of
+	// create counts and the process's informers.
+	sh *shared
+	// fence, when set, guards every write: see Fenced.
+	fence *fence
+}
+
+// shared is the state a Store shares with its fenced views.
+type shared struct {
 	boundsMu sync.Mutex
 	bounds   map[string]countBound // by createsKey: see createCounted
 
 	policyMu sync.Mutex
 	policies map[string]*projectPolicy // by project: see quota.go
+
+	informersMu sync.Mutex
+	informers   map[string]*informerCore // by resource name: see NewInformer
 }
 
 // Option configures a Store.
@@ -68,7 +80,7 @@ func WithPrefix(p string) Option {
 
 // New returns a Store over an etcd client.
 func New(c *clientv3.Client, opts ...Option) *Store {
-	s := &Store{client: c, prefix: DefaultPrefix, now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
+	s := &Store{client: c, prefix: DefaultPrefix, now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }, sh: &shared{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -122,10 +134,7 @@ func (s *Store) Create(ctx context.Context, r *api.Resource, obj api.Object) err
 	if limit := s.limits.For(r); limit > 0 {
 		return s.createCounted(ctx, r, m, key, string(data), limit, 0)
 	}
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(data))).
-		Commit()
+	resp, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, []clientv3.Op{clientv3.OpPut(key, string(data))}, nil)
 	if err != nil {
 		return wrapEtcd(err, r, m.Name)
 	}
@@ -203,10 +212,7 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 		if isPolicy(r) && !opts.Status {
 			ops = s.putOps(r, m.Namespace, key, string(data))
 		}
-		txn, err := s.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
-			Then(ops...).
-			Commit()
+		txn, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)}, ops, nil)
 		if err != nil {
 			return wrapEtcd(err, r, m.Name)
 		}
@@ -352,10 +358,7 @@ func (s *Store) Delete(ctx context.Context, r *api.Resource, ns, name, precondit
 		if isPolicy(r) {
 			ops = append(ops, clientv3.OpPut(s.policyKey(ns), ""))
 		}
-		txn, err := s.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
-			Then(ops...).
-			Commit()
+		txn, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)}, ops, nil)
 		if err != nil {
 			return nil, wrapEtcd(err, r, name)
 		}
@@ -372,9 +375,7 @@ func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int6
 	if !r.Namespaced || ns == "" {
 		return 0, fmt.Errorf("store: DeleteAll needs a namespaced resource and a project: %w", ErrInvalid)
 	}
-	resp, err := s.client.Txn(ctx).
-		Then(s.deleteAllOps(r, ns)...).
-		Commit()
+	resp, err := s.commit(ctx, nil, s.deleteAllOps(r, ns), nil)
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)
 	}
@@ -440,10 +441,7 @@ func (s *Store) DeleteAllOwned(ctx context.Context, r *api.Resource, ns string, 
 	if err != nil {
 		return 0, err
 	}
-	txn, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(s.deleteAllOps(r, ns)...).
-		Commit()
+	txn, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", rev)}, s.deleteAllOps(r, ns), nil)
 	if err != nil {
 		return 0, wrapEtcd(err, r, ns)
 	}
@@ -459,10 +457,7 @@ func (s *Store) DeleteOwned(ctx context.Context, owner Owner) error {
 	if err != nil {
 		return err
 	}
-	txn, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
+	txn, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", rev)}, []clientv3.Op{clientv3.OpDelete(key)}, nil)
 	if err != nil {
 		return wrapEtcd(err, owner.Resource, owner.Name)
 	}
@@ -574,6 +569,8 @@ func decode(r *api.Resource, data []byte, rev int64) (api.Object, error) {
 
 func wrapEtcd(err error, r *api.Resource, name string) error {
 	switch {
+	case errors.Is(err, ErrFenced):
+		return fmt.Errorf("%s %q: %w", r.Kind, name, err)
 	case errors.Is(err, rpctypes.ErrRequestTooLarge), strings.Contains(err.Error(), "request is too large"),
 		strings.Contains(err.Error(), "trying to send message larger than max"),
 		strings.Contains(err.Error(), "received message larger than max"):
