@@ -45,22 +45,32 @@ func (tr *Triggers) Run(ctx context.Context) {
 			q.Add(m.Namespace + "/" + m.Name)
 		}
 	})
+	// The configs a stream's change concerns come from an index, not a
+	// scan of every config on every stream event.
+	configs.AddIndex(byBaseStream, func(o api.Object) []string {
+		if from := baseTag(o.(*api.BuildConfig)); from != nil {
+			return []string{from.ns + "/" + from.stream}
+		}
+		return nil
+	})
 	streams.AddHandler(func(ev store.Event) {
 		if ev.Type == api.Deleted {
 			return
 		}
 		m := ev.Object.GetObjectMeta()
-		for _, o := range configs.List("") {
-			bc := o.(*api.BuildConfig)
-			if from := baseTag(bc); from != nil && from.ns == m.Namespace && from.stream == m.Name {
-				q.Add(bc.Namespace + "/" + bc.Name)
-			}
+		bcs, _ := configs.ByIndex(byBaseStream, m.Namespace+"/"+m.Name)
+		for _, o := range bcs {
+			q.Add(o.GetObjectMeta().Namespace + "/" + o.GetObjectMeta().Name)
 		}
 	})
 	go configs.Run(ctx)
 	go streams.Run(ctx)
 	q.Process(ctx, configs, "builders: trigger", func(o api.Object) error { return tr.reconcile(ctx, o.(*api.BuildConfig)) })
 }
+
+// byBaseStream indexes BuildConfigs by the "ns/stream" their ImageChange
+// trigger follows.
+const byBaseStream = "builders.baseStream"
 
 type tagRef struct{ ns, stream, tag string }
 

@@ -85,18 +85,24 @@ func (c *Controller) Run(ctx context.Context) {
 			c.queue.Add(o.Namespace + "/" + dc)
 		}
 	})
+	// The configs an image stream's change concerns come from an index,
+	// not a scan of every config on every stream event.
+	c.dcs.AddIndex(byTriggerStream, func(o api.Object) []string {
+		dc := o.(*api.DeploymentConfig)
+		var keys []string
+		for _, t := range dc.Spec.Triggers {
+			if p := t.ImageChangeParams; p != nil && p.Automatic {
+				ns, stream, _ := triggerStream(dc, p)
+				keys = append(keys, ns+"/"+stream)
+			}
+		}
+		return keys
+	})
 	c.streams.AddHandler(func(ev store.Event) {
 		is := ev.Object.(*api.ImageStream)
-		for _, o := range c.dcs.List("") {
-			dc := o.(*api.DeploymentConfig)
-			for _, t := range dc.Spec.Triggers {
-				if p := t.ImageChangeParams; p != nil && p.Automatic {
-					ns, stream, _ := triggerStream(dc, p)
-					if ns == is.Namespace && stream == is.Name {
-						c.queue.Add(dc.Namespace + "/" + dc.Name)
-					}
-				}
-			}
+		dcs, _ := c.dcs.ByIndex(byTriggerStream, is.Namespace+"/"+is.Name)
+		for _, o := range dcs {
+			c.queue.Add(o.GetObjectMeta().Namespace + "/" + o.GetObjectMeta().Name)
 		}
 	})
 	go c.rcs.Run(ctx)
@@ -104,6 +110,10 @@ func (c *Controller) Run(ctx context.Context) {
 	go c.dcs.Run(ctx)
 	c.queue.Process(ctx, c.dcs, "deploy: deploymentconfig", func(o api.Object) error { return c.reconcile(ctx, o.(*api.DeploymentConfig)) })
 }
+
+// byTriggerStream indexes DeploymentConfigs by the "ns/stream" of their
+// automatic ImageChange triggers.
+const byTriggerStream = "deploy.triggerStream"
 
 func triggerStream(dc *api.DeploymentConfig, p *api.DeploymentTriggerImageChangeParams) (ns, stream, tag string) {
 	ns = p.From.Namespace

@@ -55,6 +55,20 @@ const TaggedByAnnotation = "slipway.dev/tagged-by"
 // until ctx ends.
 func (r *Registry) Run(ctx context.Context) {
 	inf := r.streams
+	inf.AddIndex(byAliasSource, func(o api.Object) []string {
+		var keys []string
+		for _, t := range o.(*api.ImageStream).Spec.Tags {
+			if t.From != nil && t.From.Kind == "ImageStreamTag" {
+				src := t.From.Namespace
+				if src == "" {
+					src = o.GetObjectMeta().Namespace
+				}
+				stream, _, _ := strings.Cut(t.From.Name, ":")
+				keys = append(keys, src+"/"+stream)
+			}
+		}
+		return keys
+	})
 	q := store.NewWorkQueue()
 	enqueue := q.Add
 	inf.AddHandler(func(ev store.Event) {
@@ -63,13 +77,11 @@ func (r *Registry) Run(ctx context.Context) {
 		}
 		m := ev.Object.GetObjectMeta()
 		enqueue(m.Namespace + "/" + m.Name)
-		// Streams whose aliases follow this one.
-		for _, o := range inf.List("") {
-			for _, t := range o.(*api.ImageStream).Spec.Tags {
-				if t.From != nil && t.From.Kind == "ImageStreamTag" && refersTo(t.From, o.GetObjectMeta().Namespace, m.Namespace, m.Name) {
-					enqueue(o.GetObjectMeta().Namespace + "/" + o.GetObjectMeta().Name)
-				}
-			}
+		// Streams whose aliases follow this one: from an index, not a
+		// scan of every stream on every event.
+		followers, _ := inf.ByIndex(byAliasSource, m.Namespace+"/"+m.Name)
+		for _, o := range followers {
+			enqueue(o.GetObjectMeta().Namespace + "/" + o.GetObjectMeta().Name)
 		}
 	})
 	go inf.Run(ctx)
@@ -146,16 +158,10 @@ func (r *Registry) scheduleDue(key string) {
 	r.due[key] = true
 }
 
-// refersTo reports whether an ImageStreamTag reference "stream:tag" in
-// project fromNS points at stream ns/name.
-func refersTo(from *api.ObjectReference, fromNS, ns, name string) bool {
-	src := from.Namespace
-	if src == "" {
-		src = fromNS
-	}
-	stream, _, _ := strings.Cut(from.Name, ":")
-	return src == ns && stream == name
-}
+// byAliasSource indexes image streams by the "ns/stream" each of their
+// ImageStreamTag aliases follows ("stream:tag" in the alias's own project
+// unless it names another).
+const byAliasSource = "registry.aliasSource"
 
 // ImportAllAnnotation on an ImageStream names an external repository whose
 // every tag should be imported (import-image --all).

@@ -7,12 +7,13 @@ package endpoints
 import (
 	"context"
 	"errors"
-	"log/slog"
+	"fmt"
 	"reflect"
 	"sort"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/cluster/proxy"
+	"slipway.dev/slipway/controller"
 	"slipway.dev/slipway/store"
 )
 
@@ -30,32 +31,34 @@ func (c *Controller) Run(ctx context.Context) {
 	c.pods = store.NewInformer(c.Store, api.Pods)
 	c.services = store.NewInformer(c.Store, api.Services)
 	c.endpoints = store.NewInformer(c.Store, api.EndpointsResource)
-	q := store.NewWorkQueue()
-	c.services.AddHandler(func(ev store.Event) {
-		o := ev.Object.GetObjectMeta()
-		if ev.Type == api.Deleted {
-			// The service is gone: so are its endpoints.
-			go func() {
-				if _, err := c.Store.Delete(ctx, api.EndpointsResource, o.Namespace, o.Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
-					slog.Warn("endpoints: deleting the endpoints of a deleted service", "service", o.Namespace+"/"+o.Name, "err", err)
-				}
-			}()
-			return
-		}
-		q.Add(o.Namespace + "/" + o.Name)
-	})
-	c.pods.AddHandler(func(ev store.Event) {
+	ctl := controller.New("endpoints: service", controller.ReconcileFunc(c.Reconcile))
+	ctl.Watch(c.services, nil)
+	ctl.Watch(c.pods, func(ev store.Event) []string {
 		p := ev.Object.(*api.Pod)
+		var keys []string
 		for _, o := range c.services.List(p.Namespace) {
 			if api.SelectorMatches(o.(*api.Service).Spec.Selector, p.Labels) {
-				q.Add(p.Namespace + "/" + o.GetObjectMeta().Name)
+				keys = append(keys, controller.Key(p.Namespace, o.GetObjectMeta().Name))
 			}
 		}
+		return keys
 	})
-	go c.pods.Run(ctx)
-	go c.endpoints.Run(ctx)
-	go c.services.Run(ctx)
-	q.Process(ctx, c.services, "endpoints: service", func(o api.Object) error { return c.reconcile(ctx, o.(*api.Service)) })
+	ctl.Watch(c.endpoints, func(store.Event) []string { return nil }) // cached, not watched
+	ctl.Run(ctx)
+}
+
+// Reconcile brings one service's ("ns/name") address and endpoints up to
+// date; a service that is gone takes its endpoints with it.
+func (c *Controller) Reconcile(ctx context.Context, key string) (controller.Result, error) {
+	ns, name := controller.SplitKey(key)
+	o, ok := c.services.Get(ns, name)
+	if !ok {
+		if _, err := c.Store.Delete(ctx, api.EndpointsResource, ns, name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return controller.Result{}, fmt.Errorf("endpoints: deleting the endpoints of deleted service %s: %w", key, err)
+		}
+		return controller.Result{}, nil
+	}
+	return controller.Result{}, c.reconcile(ctx, o.(*api.Service))
 }
 
 // Subsets computes what a service's endpoints should hold.

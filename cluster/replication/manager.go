@@ -12,10 +12,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"time"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/controller"
 	"slipway.dev/slipway/store"
 )
 
@@ -26,48 +26,75 @@ type Manager struct {
 	// its services' endpoints, before it is deleted. Default 2s.
 	Grace time.Duration
 
-	pods    *store.Informer
-	rcs     *store.Informer
-	mu      sync.Mutex
-	closing map[string]bool // pods being removed: "ns/name"
+	pods *store.Informer
+	rcs  *store.Informer
 }
+
+// byController indexes pods by "ns/RC" of the ReplicationController that
+// made them, so a reconcile reads its own pods, not the project's.
+const byController = "replication.controller"
 
 // Run reconciles until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
 	if m.Grace == 0 {
 		m.Grace = 2 * time.Second
 	}
-	m.closing = map[string]bool{}
 	m.pods = store.NewInformer(m.Store, api.Pods)
 	m.rcs = store.NewInformer(m.Store, api.ReplicationControllers)
-	q := store.NewWorkQueue()
-	m.rcs.AddHandler(func(ev store.Event) {
-		o := ev.Object.GetObjectMeta()
-		q.Add(o.Namespace + "/" + o.Name)
+	m.pods.AddIndex(byController, func(o api.Object) []string {
+		if rc := o.GetObjectMeta().Labels[api.ControllerLabel]; rc != "" {
+			return []string{controller.Key(o.GetObjectMeta().Namespace, rc)}
+		}
+		return nil
 	})
-	m.pods.AddHandler(func(ev store.Event) {
+	c := controller.New("replication: controller", controller.ReconcileFunc(m.Reconcile))
+	c.Watch(m.rcs, nil)
+	c.Watch(m.pods, func(ev store.Event) []string {
 		p := ev.Object.(*api.Pod)
 		if rc := p.Labels[api.ControllerLabel]; rc != "" {
-			q.Add(p.Namespace + "/" + rc)
+			return []string{controller.Key(p.Namespace, rc)}
 		}
+		return nil
 	})
-	go m.pods.Run(ctx)
-	go m.rcs.Run(ctx)
-	q.Process(ctx, m.rcs, "replication: controller", func(o api.Object) error { return m.reconcile(ctx, o.(*api.ReplicationController)) })
+	c.Run(ctx)
 }
 
-// owned returns the live pods rc made, and counts ready ones.
-func (m *Manager) owned(rc *api.ReplicationController) (active []*api.Pod, ready int32) {
-	for _, o := range m.pods.List(rc.Namespace) {
+// Reconcile brings one ReplicationController ("ns/name") to its count.
+func (m *Manager) Reconcile(ctx context.Context, key string) (controller.Result, error) {
+	ns, name := controller.SplitKey(key)
+	o, ok := m.rcs.Get(ns, name)
+	if !ok {
+		return controller.Result{}, nil // gone: its pods go with the project or by hand
+	}
+	return m.reconcile(ctx, o.(*api.ReplicationController))
+}
+
+// owned returns the live pods rc made, counts ready ones, deletes those
+// that finished or whose grace as surplus has passed, and says when the
+// next surplus pod's grace ends.
+func (m *Manager) owned(ctx context.Context, rc *api.ReplicationController) (active []*api.Pod, ready int32, next time.Duration, err error) {
+	pods, _ := m.pods.ByIndex(byController, controller.Key(rc.Namespace, rc.Name))
+	for _, o := range pods {
 		p := o.(*api.Pod)
-		if p.Labels[api.ControllerLabel] != rc.Name {
-			continue
-		}
 		if p.Status.Phase == api.PodFailed || p.Status.Phase == api.PodSucceeded {
-			m.remove(p, 0) // finished: replaced below
+			if err := m.remove(ctx, p); err != nil { // finished: replaced below
+				return nil, 0, 0, err
+			}
 			continue
 		}
-		if p.Annotations[api.TerminatingAnnotation] != "" {
+		if at := p.Annotations[api.TerminatingAnnotation]; at != "" {
+			// A surplus pod, out of its services' endpoints: deleted
+			// once its grace has passed.
+			t, perr := time.Parse(time.RFC3339Nano, at)
+			if left := time.Until(t.Add(m.Grace)); perr == nil && left > 0 {
+				if next == 0 || left < next {
+					next = left
+				}
+				continue
+			}
+			if err := m.remove(ctx, p); err != nil {
+				return nil, 0, 0, err
+			}
 			continue
 		}
 		active = append(active, p)
@@ -75,14 +102,18 @@ func (m *Manager) owned(rc *api.ReplicationController) (active []*api.Pod, ready
 			ready++
 		}
 	}
-	return active, ready
+	return active, ready, next, nil
 }
 
-func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) error {
+func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) (controller.Result, error) {
 	if rc.DeletionTimestamp != nil {
-		return nil
+		return controller.Result{}, nil
 	}
-	active, ready := m.owned(rc)
+	active, ready, next, err := m.owned(ctx, rc)
+	if err != nil {
+		return controller.Result{}, err
+	}
+	res := controller.Result{RequeueAfter: next}
 	want := int(rc.Spec.Replicas)
 	switch {
 	case len(active) < want:
@@ -95,7 +126,7 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 		for range want - len(active) {
 			p, err := m.newPod(rc)
 			if err != nil {
-				return err
+				return res, err
 			}
 			err = api.RestrictPod(p, o.(*api.Project))
 			if err == nil {
@@ -108,7 +139,7 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 				if cerr := m.failedCreate(ctx, rc, err); cerr != nil {
 					slog.Warn("replication: recording a failed create", "rc", rc.Namespace+"/"+rc.Name, "err", cerr)
 				}
-				return err
+				return res, err
 			}
 			// Wait until the cache shows it, so the next pass counts it.
 			if rv, err := store.ParseResourceVersion(p.ResourceVersion); err == nil {
@@ -132,16 +163,18 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 		})
 		for _, p := range active[:len(active)-want] {
 			if err := m.markTerminating(ctx, p); err != nil {
-				return err
+				return res, err
 			}
-			m.remove(p, m.Grace)
+		}
+		if res.RequeueAfter == 0 || m.Grace < res.RequeueAfter {
+			res.RequeueAfter = m.Grace
 		}
 		active = active[len(active)-want:]
 	}
 	if rc.Status.Replicas == int32(min(len(active), want)) && rc.Status.ReadyReplicas == ready && len(rc.Status.Conditions) == 0 {
-		return nil
+		return res, nil
 	}
-	_, err := m.Store.GuaranteedUpdate(ctx, api.ReplicationControllers, rc.Namespace, rc.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
+	_, err = m.Store.GuaranteedUpdate(ctx, api.ReplicationControllers, rc.Namespace, rc.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		s := &o.(*api.ReplicationController).Status
 		s.Replicas, s.ReadyReplicas = int32(min(len(active), want)), ready
 		// Every pod it wants exists: nothing failed any more.
@@ -149,9 +182,9 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return nil
+		return res, nil
 	}
-	return err
+	return res, err
 }
 
 func (m *Manager) newPod(rc *api.ReplicationController) (*api.Pod, error) {
@@ -183,7 +216,7 @@ func (m *Manager) markTerminating(ctx context.Context, p *api.Pod) error {
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
 		}
-		pod.Annotations[api.TerminatingAnnotation] = time.Now().UTC().Format(time.RFC3339)
+		pod.Annotations[api.TerminatingAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -192,27 +225,10 @@ func (m *Manager) markTerminating(ctx context.Context, p *api.Pod) error {
 	return err
 }
 
-// remove deletes a pod after grace, once.
-func (m *Manager) remove(p *api.Pod, grace time.Duration) {
-	key := p.Namespace + "/" + p.Name
-	m.mu.Lock()
-	if m.closing[key] {
-		m.mu.Unlock()
-		return
+// remove deletes a pod (finished, or surplus past its grace).
+func (m *Manager) remove(ctx context.Context, p *api.Pod) error {
+	if _, err := m.Store.Delete(ctx, api.Pods, p.Namespace, p.Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("replication: deleting pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
-	m.closing[key] = true
-	m.mu.Unlock()
-	go func() {
-		defer func() {
-			m.mu.Lock()
-			delete(m.closing, key)
-			m.mu.Unlock()
-		}()
-		time.Sleep(grace)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := m.Store.Delete(ctx, api.Pods, p.Namespace, p.Name, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
-			slog.Warn("replication: deleting a surplus pod", "pod", key, "err", err)
-		}
-	}()
+	return nil
 }

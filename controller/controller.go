@@ -1,0 +1,239 @@
+// Package controller is the small runtime Slipway's controllers run on:
+// shared informers feed a queue of keys ("ns/name"), and one worker hands
+// each key to Reconcile(ctx, key), which looks at the cached state and
+// makes the world match. A key is never reconciled by two workers at once;
+// adds of a waiting key merge. A reconcile asks to be called again with
+// Result.RequeueAfter; a failure is retried with per-key exponential
+// back-off under an overall rate limit, unless it is Terminal.
+package controller
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"slipway.dev/slipway/store"
+)
+
+// Result is what a reconcile asks of the runtime.
+type Result struct {
+	// RequeueAfter reconciles the key again after this long (0: not
+	// unless an event or a failure asks).
+	RequeueAfter time.Duration
+}
+
+// Reconciler makes the world match the cached state of one key.
+type Reconciler interface {
+	Reconcile(ctx context.Context, key string) (Result, error)
+}
+
+// ReconcileFunc is a Reconciler.
+type ReconcileFunc func(ctx context.Context, key string) (Result, error)
+
+// Reconcile calls f.
+func (f ReconcileFunc) Reconcile(ctx context.Context, key string) (Result, error) { return f(ctx, key) }
+
+// ErrTerminal marks an error that retrying cannot fix (bad input in the
+// object): the key is logged and dropped until its object changes.
+var ErrTerminal = errors.New("terminal")
+
+type terminalError struct{ err error }
+
+func (e terminalError) Error() string        { return e.err.Error() }
+func (e terminalError) Is(target error) bool { return target == ErrTerminal }
+func (e terminalError) Unwrap() error        { return e.err }
+
+// Terminal marks err as not worth retrying.
+func Terminal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return terminalError{err}
+}
+
+// Back-off of failed keys: BaseDelay doubling to MaxDelay per key, and
+// at most RetryQPS retries a second (burst RetryBurst) over all keys, so
+// that a failing dependency cannot make a controller spin.
+const (
+	BaseDelay  = 500 * time.Millisecond
+	MaxDelay   = 5 * time.Minute
+	RetryQPS   = 20
+	RetryBurst = 100
+)
+
+// Controller runs one Reconciler.
+type Controller struct {
+	name string
+	r    Reconciler
+	q    *queue
+	// informers are run by Run and must sync before the first reconcile.
+	informers []*store.Informer
+}
+
+// New returns a controller named name (for logs) around r.
+func New(name string, r Reconciler) *Controller {
+	return &Controller{name: name, r: r, q: newQueue()}
+}
+
+// Key is the queue key of an object: "ns/name", or "name" when it lives in
+// no project.
+func Key(ns, name string) string {
+	if ns == "" {
+		return name
+	}
+	return ns + "/" + name
+}
+
+// SplitKey undoes Key.
+func SplitKey(key string) (ns, name string) {
+	if ns, name, ok := strings.Cut(key, "/"); ok {
+		return ns, name
+	}
+	return "", key
+}
+
+// Watch runs inf with the controller and enqueues, for each of its
+// events, the keys that keys returns; nil keys means the event's object
+// itself. Call Watch before Run.
+func (c *Controller) Watch(inf *store.Informer, keys func(store.Event) []string) {
+	if keys == nil {
+		keys = func(ev store.Event) []string {
+			m := ev.Object.GetObjectMeta()
+			return []string{Key(m.Namespace, m.Name)}
+		}
+	}
+	inf.AddHandler(func(ev store.Event) {
+		for _, k := range keys(ev) {
+			c.q.add(k)
+		}
+	})
+	c.informers = append(c.informers, inf)
+}
+
+// Enqueue asks for key to be reconciled.
+func (c *Controller) Enqueue(key string) { c.q.add(key) }
+
+// Run runs the watched informers, waits until they have synced, and
+// reconciles until ctx ends; it returns when the worker has finished its
+// key.
+func (c *Controller) Run(ctx context.Context) {
+	go func() { <-ctx.Done(); c.q.shutdown() }()
+	for _, inf := range c.informers {
+		go inf.Run(ctx)
+	}
+	for _, inf := range c.informers {
+		for !inf.Synced() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	for {
+		key, ok := c.q.get()
+		if !ok {
+			return
+		}
+		res, err := c.r.Reconcile(ctx, key)
+		switch {
+		case ctx.Err() != nil:
+			c.q.done(key, 0, false)
+		case errors.Is(err, ErrTerminal):
+			slog.Error(c.name+": giving up until the object changes", "key", key, "err", err)
+			c.q.done(key, 0, false)
+		case err != nil:
+			slog.Warn(c.name+" failed; will retry", "key", key, "err", err)
+			c.q.done(key, 0, true)
+		default:
+			c.q.done(key, res.RequeueAfter, false)
+		}
+	}
+}
+
+// queue hands each key to one worker at a time and merges repeated adds
+// of a waiting key.
+type queue struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	order    []string
+	pending  map[string]bool
+	active   map[string]bool
+	again    map[string]bool // added while active
+	failures map[string]int
+	limiter  *rate.Limiter
+	closed   bool
+}
+
+func newQueue() *queue {
+	q := &queue{pending: map[string]bool{}, active: map[string]bool{}, again: map[string]bool{}, failures: map[string]int{},
+		limiter: rate.NewLimiter(RetryQPS, RetryBurst)}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *queue) add(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed, q.pending[key]:
+	case q.active[key]:
+		q.again[key] = true
+	default:
+		q.pending[key] = true
+		q.order = append(q.order, key)
+		q.cond.Signal()
+	}
+}
+
+func (q *queue) get() (string, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.order) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return "", false
+	}
+	key := q.order[0]
+	q.order = q.order[1:]
+	delete(q.pending, key)
+	q.active[key] = true
+	return key, true
+}
+
+// done finishes key: again after after (if > 0), or after the key's
+// back-off when failed; at once if it was added while active.
+func (q *queue) done(key string, after time.Duration, failed bool) {
+	q.mu.Lock()
+	delete(q.active, key)
+	again := q.again[key]
+	delete(q.again, key)
+	if failed {
+		q.failures[key]++
+		backoff := min(BaseDelay<<min(q.failures[key]-1, 20), MaxDelay)
+		after = max(backoff, q.limiter.Reserve().Delay())
+	} else {
+		delete(q.failures, key)
+	}
+	q.mu.Unlock()
+	if again && !failed {
+		q.add(key)
+		return
+	}
+	if after > 0 {
+		time.AfterFunc(after, func() { q.add(key) })
+	}
+}
+
+func (q *queue) shutdown() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
