@@ -49,7 +49,7 @@ Start everything on this machine, then log in:
 	pf.StringVar(&g.caFile, "certificate-authority", "", "PEM file of the CA that signed the server's certificate")
 
 	root.AddCommand(
-		startCmd(), registryCmd(), nodeCmd(), routerCmd(), pauseCmd(),
+		startCmd(), masterCmd(), registryCmd(), nodeCmd(), routerCmd(), pauseCmd(),
 		loginCmd(), logoutCmd(), whoamiCmd(), processCmd(), newAppCmd(),
 		newProjectCmd(), projectCmd(), projectsCmd(),
 		getCmd(), describeCmd(), applyCmd(), createCmd(), deleteCmd(),

@@ -98,6 +98,7 @@ Log in as admin:
 	nodeFlags(f, &cfg.Node)
 	routerFlags(f, &cfg.Router)
 	limitFlags(f, &cfg)
+	leaderFlags(f, &cfg)
 	f.Int64Var(&cfg.EtcdQuotaBackendBytes, "etcd-quota-backend-bytes", embedded.DefaultQuotaBackendBytes, "size of the embedded etcd's database past which it raises the NOSPACE alarm and refuses every write (reported in /readyz and metrics)")
 	f.StringVar(&cfg.EtcdCompactionRetention, "etcd-compaction-retention", embedded.DefaultCompactionRetention, `history the embedded etcd keeps: a duration ("5m", periodic compaction) or a number of revisions ("100000")`)
 	return c

@@ -22,16 +22,11 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
-	"slipway.dev/slipway/cluster/endpoints"
 	"slipway.dev/slipway/cluster/netpol"
 	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/cluster/proxy"
-	"slipway.dev/slipway/cluster/replication"
 	"slipway.dev/slipway/cluster/runtime"
-	"slipway.dev/slipway/cluster/scheduler"
-	"slipway.dev/slipway/deploy"
 	"slipway.dev/slipway/identity"
-	"slipway.dev/slipway/quota"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/store"
 )
@@ -139,30 +134,6 @@ func localToken() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(buf), nil
-}
-
-// startClusterControllers runs the scheduler, the node lifecycle, the
-// replication, endpoints and deployment controllers.
-func (s *Server) startClusterControllers(ctx context.Context) error {
-	sch, err := scheduler.New(scheduler.Config{Store: s.Store})
-	if err != nil {
-		return err
-	}
-	go sch.Run(ctx)
-	lc, err := scheduler.NewNodeLifecycle(scheduler.LifecycleConfig{Store: s.Store, GracePeriod: s.cfg.NodeGracePeriod, EvictionTimeout: s.cfg.PodEvictionTimeout})
-	if err != nil {
-		return err
-	}
-	go lc.Run(ctx)
-	go (&replication.Manager{Store: s.Store}).Run(ctx)
-	go (&quota.Controller{Store: s.Store}).Run(ctx)
-	ips, err := proxy.NewAllocator(s.cfg.Node.ServiceCIDR)
-	if err != nil {
-		return fmt.Errorf("server: --service-cidr: %w", err)
-	}
-	go (&endpoints.Controller{Store: s.Store, IPs: ips}).Run(ctx)
-	go (&deploy.Controller{Store: s.Store, Registry: s.RegistryHost, Authz: s.API.Authorizer()}).Run(ctx)
-	return nil
 }
 
 // StartNode runs the node role: an agent on the Docker engine and, unless

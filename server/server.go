@@ -34,6 +34,7 @@ import (
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/leader"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/router"
@@ -113,6 +114,19 @@ type Config struct {
 	// cluster keeps its own settings; its space is reported all the same.
 	EtcdQuotaBackendBytes   int64
 	EtcdCompactionRetention string
+	// MasterOnly runs only the master role (`slipway master`): the API,
+	// the controllers and the scheduler, without registry or node; it
+	// needs EtcdEndpoints and RegistryHost. Any number of masters (and
+	// all-in-ones) may share one etcd: one at a time is elected to run
+	// the controllers.
+	MasterOnly bool
+	// RegistryHost is the cluster's registry (host:port), for the master
+	// role, which runs none of its own.
+	RegistryHost string
+	// LeaderLease is the lease of the controllers' election: how long a
+	// leader that stopped renewing (killed, paused, cut off) keeps the
+	// role. Default leader.DefaultLease (15s).
+	LeaderLease time.Duration
 	// NodeGracePeriod is how long a node may miss heartbeats before it is
 	// NotReady (default 40s); PodEvictionTimeout is how long its pods then
 	// wait before they are made again elsewhere (default 30s).
@@ -186,6 +200,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("server: %w", err)
 		}
 	}
+	if c.MasterOnly && (len(c.EtcdEndpoints) == 0 || c.RegistryHost == "") {
+		return errors.New("server: the master role needs --etcd-endpoints of the cluster's etcd and --registry of its registry (host:port)")
+	}
+	if c.LeaderLease != 0 && c.LeaderLease < time.Second {
+		return fmt.Errorf("server: --leader-lease %s is too short: give at least 1s", c.LeaderLease)
+	}
 	if c.RegistryOnly && len(c.EtcdEndpoints) == 0 {
 		return errors.New("server: the registry role needs --etcd-endpoints of the cluster's etcd")
 	}
@@ -212,7 +232,12 @@ type Server struct {
 	// buildsDone closes when the buildkitd supervisor has stopped
 	// buildkitd and removed the build network (bridge, firewall chains),
 	// which shutdown waits for: the process must not exit first.
-	buildsDone chan struct{}
+	buildsDone  chan struct{}
+	buildDaemon *builders.Daemon
+	// Elector campaigns for the controllers' leadership; leaderDone
+	// closes once it has stopped (and resigned).
+	Elector    *leader.Elector
+	leaderDone chan struct{}
 	// proxyDone closes when the service proxy has stopped (and removed
 	// its nftables table); nil when none runs.
 	proxyDone <-chan struct{}
@@ -324,30 +349,35 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
-	if err := s.startRegistry(runCtx); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	s.startTrust(runCtx)
-	if err := s.startClusterControllers(runCtx); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	if err := s.startRouter(runCtx); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	if !cfg.Node.Disabled {
-		if err := s.startNode(runCtx); err != nil {
-			ln.Close()
-			return nil, err
-		}
-	}
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
 	s.URL = "https://" + net.JoinHostPort(host, port)
+	if cfg.MasterOnly {
+		s.RegistryHost = cfg.RegistryHost
+		s.API.SetRegistryHost(s.RegistryHost)
+	} else if err := s.startRegistry(runCtx); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.startTrust(runCtx)
+	if err := s.startControllers(runCtx); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if !cfg.MasterOnly {
+		if err := s.startRouter(runCtx); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	if !cfg.Node.Disabled && !cfg.MasterOnly {
+		if err := s.startNode(runCtx); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	go func() { s.errc <- s.http.ServeTLS(ln, "", "") }()
 	if s.member != nil {
 		go func() {
@@ -384,37 +414,6 @@ func (s *Server) tlsConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.PKI.CA)
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
-}
-
-// startBuilds supervises buildkitd and runs the build controller. Without
-// a buildkitd the server still starts; builds then fail with a reason that
-// says what to do.
-func (s *Server) startBuilds(ctx context.Context) {
-	bin := s.cfg.Buildkitd
-	if bin == "none" {
-		// No BuildKit: rebases still run; builds fail saying why.
-		bin = ""
-	} else if bin == "" {
-		var err error
-		if bin, err = builders.FindBuildkitd(); err != nil {
-			slog.Warn("builds are off", "err", err)
-		}
-	}
-	d := &builders.Daemon{Binary: bin, Root: filepath.Join(s.cfg.DataDir, "buildkit"), DenyCIDRs: s.buildDenyCIDRs()}
-	if bin != "" {
-		s.buildsDone = make(chan struct{})
-		go func() {
-			defer close(s.buildsDone)
-			d.Run(ctx)
-		}()
-	}
-	c := &builders.Controller{Store: s.Store, Daemon: d, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Registry: s.RegistryHost, LogDir: filepath.Join(s.cfg.DataDir, "builds"),
-		GitTransport: registry.GuardedTransport(s.cfg.Import, false), Sign: s.trust.signBuild}
-	if s.Registry != nil {
-		c.Rebaser = s.Registry
-	}
-	go c.Run(ctx)
-	go (&builders.Triggers{Store: s.Store, Authz: s.API.Authorizer()}).Run(ctx)
 }
 
 // buildDenyCIDRs are BuildDenyCIDRs and the etcd endpoints' addresses.
@@ -496,7 +495,6 @@ func (s *Server) startRegistry(ctx context.Context) error {
 	s.cleaner.reg.Store(s.Registry)
 	go s.Registry.Run(ctx)
 	go s.Registry.RunRetention(ctx, retentionInterval)
-	s.startBuilds(ctx)
 	s.regHTTP = &http.Server{
 		Handler:           s.Registry,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -608,6 +606,14 @@ func (s *Server) shutdown(ctx context.Context) {
 	// http.Server.Shutdown would otherwise wait on until its deadline.
 	if s.cancel != nil {
 		s.cancel()
+	}
+	if s.leaderDone != nil {
+		// The elector resigns once the controllers have stopped, so
+		// another process takes over at once, not after the lease.
+		select {
+		case <-s.leaderDone:
+		case <-ctx.Done():
+		}
 	}
 	if s.http != nil {
 		_ = s.http.Shutdown(ctx)

@@ -23,7 +23,6 @@ import (
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/policies"
-	"slipway.dev/slipway/promote"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/scan"
 	"slipway.dev/slipway/signing"
@@ -69,13 +68,10 @@ func (s *Server) newTrust() (*trust, error) {
 	return t, nil
 }
 
-// startTrust runs the keyring and the promotion controller.
+// startTrust runs the signing keyring (the scan and promotion controllers
+// run with the other controllers, on the leader).
 func (s *Server) startTrust(ctx context.Context) {
 	go s.trust.keyring.Run(ctx)
-	if !s.cfg.NoScanner {
-		go (&scan.Controller{Store: s.Store, Registry: scanRegistry{s.trust}, RegistryHost: s.RegistryHost}).Run(ctx)
-	}
-	go (&promote.Controller{Store: s.Store, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker, Copier: s.Registry}).Run(ctx)
 }
 
 // auth is a short-lived pull identity for the project an image ref is in.

@@ -121,7 +121,7 @@ func (m *Manager) reconcile(ctx context.Context, rc *api.ReplicationController) 
 		// privileged: checked again here, with the project's UIDs.
 		o, err := m.Store.Get(ctx, api.Projects, "", rc.Namespace)
 		if err != nil {
-			return fmt.Errorf("replication: reading the project of %s/%s: %w", rc.Namespace, rc.Name, err)
+			return res, fmt.Errorf("replication: reading the project of %s/%s: %w", rc.Namespace, rc.Name, err)
 		}
 		for range want - len(active) {
 			p, err := m.newPod(rc)
