@@ -173,7 +173,7 @@ func (h *haCluster) leader() *role {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	id, _, err := leader.Current(ctx, h.etcd, store.DefaultPrefix+"leader/controllers/")
+	id, _, err := leader.Current(ctx, h.etcd, store.DefaultPrefix+"leader/controllers")
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -73,8 +73,9 @@ func New(cfg Config) (*Elector, error) {
 	return &Elector{cfg: cfg}, nil
 }
 
-// Prefix is the etcd prefix of the election called name on st.
-func Prefix(st *store.Store, name string) string { return st.Prefix() + "leader/" + name + "/" }
+// Prefix is the etcd prefix of the election called name on st: each
+// campaign's key is PREFIX/LEASE.
+func Prefix(st *store.Store, name string) string { return st.Prefix() + "leader/" + name }
 
 // Leading reports whether this process leads now.
 func (e *Elector) Leading() bool {
@@ -194,10 +195,10 @@ func (e *Elector) set(leading bool) {
 	}
 }
 
-// Current is the identity of the election's leader now, and its key; ""
-// when no one leads.
+// Current is the identity of the leader of the election at prefix (see
+// Prefix) now, and its key; "" when no one leads.
 func Current(ctx context.Context, client *clientv3.Client, prefix string) (identity, key string, err error) {
-	resp, err := client.Get(ctx, prefix, clientv3.WithFirstCreate()...)
+	resp, err := client.Get(ctx, prefix+"/", clientv3.WithFirstCreate()...)
 	if err != nil {
 		return "", "", err
 	}
