@@ -242,4 +242,3 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 		t.Fatal("B was not elected after A stopped gracefully")
 	}
 }
-
