@@ -40,6 +40,12 @@ type Config struct {
 	// itself raises very short leases to its minimum). Default
 	// DefaultLease.
 	Lease time.Duration
+	// Dead, if set, says whether the process that announced identity is
+	// known to be gone (on this machine, its pid is free): a campaign
+	// then revokes that key's lease rather than wait it out, so a
+	// process restarted after kill -9 leads at once. It must never say
+	// so of a live process; if it is wrong, fencing still holds.
+	Dead func(identity string) bool
 	// Lead runs while this process leads, with a store fenced on the
 	// term's election key. ctx ends the moment leadership is lost (the
 	// lease expired or could not be renewed, the key was deleted) or the
@@ -143,6 +149,9 @@ func (e *Elector) term(ctx context.Context) error {
 		case <-cctx.Done():
 		}
 	}()
+	if e.cfg.Dead != nil {
+		e.reapDead(cctx)
+	}
 	el := concurrency.NewElection(sess, Prefix(e.cfg.Store, e.cfg.Name))
 	if err := el.Campaign(cctx, e.cfg.Identity); err != nil {
 		return err
@@ -184,6 +193,23 @@ func (e *Elector) term(ctx context.Context) error {
 		slog.Warn("leader: lost the leadership; the controllers stopped", "election", e.cfg.Name, "identity", e.cfg.Identity, "led", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// reapDead revokes the leases of campaigns whose process Dead says is
+// gone.
+func (e *Elector) reapDead(ctx context.Context) {
+	client := e.cfg.Store.Client()
+	resp, err := client.Get(ctx, Prefix(e.cfg.Store, e.cfg.Name)+"/", clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if id := string(kv.Value); id != e.cfg.Identity && e.cfg.Dead(id) {
+			if _, err := client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err == nil {
+				slog.Info("leader: revoked the election lease of a process that is gone", "election", e.cfg.Name, "identity", id)
+			}
+		}
+	}
 }
 
 func (e *Elector) set(leading bool) {

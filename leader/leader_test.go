@@ -242,3 +242,33 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 		t.Fatal("B was not elected after A stopped gracefully")
 	}
 }
+
+// TestDeadLeaderIsReaped: a leader that died without resigning (kill -9:
+// its lease, here an hour, outlives it) is revoked by the next campaign
+// when Dead says its process is gone, so the next leads at once.
+func TestDeadLeaderIsReaped(t *testing.T) {
+	endpoint := startEtcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clientA, err := etcd.Client(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, termsA := elector(t, ctx, store.New(clientA), "a", time.Hour)
+	<-termsA
+	clientA.Close() // dies: no keepalives, no revoke
+
+	st := store.New(newClient(t, endpoint))
+	terms := make(chan struct{}, 1)
+	el, err := leader.New(leader.Config{Store: st, Identity: "b", Lease: time.Hour, Dead: func(id string) bool { return id == "a" },
+		Lead: func(ctx context.Context, _ *store.Store) { terms <- struct{}{}; <-ctx.Done() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go el.Run(ctx)
+	select {
+	case <-terms:
+	case <-time.After(30 * time.Second): // far less than the dead leader's hour
+		t.Fatal("B waits for the lease of a leader known to be dead")
+	}
+}

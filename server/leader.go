@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"slipway.dev/slipway/builders"
@@ -43,6 +45,7 @@ func (s *Server) startControllers(ctx context.Context) error {
 		Store:    s.Store,
 		Identity: fmt.Sprintf("%s pid %d api %s", host, os.Getpid(), s.URL),
 		Lease:    s.cfg.LeaderLease,
+		Dead:     deadHere(host),
 		Lead:     s.lead,
 	})
 	if err != nil {
@@ -56,6 +59,19 @@ func (s *Server) startControllers(ctx context.Context) error {
 		el.Run(ctx)
 	}()
 	return nil
+}
+
+// deadHere says whether an election identity ("HOST pid N api URL")
+// names a process of this machine that no longer exists.
+func deadHere(host string) func(string) bool {
+	return func(id string) bool {
+		var h string
+		var pid int
+		if _, err := fmt.Sscanf(id, "%s pid %d ", &h, &pid); err != nil || h != host || host == "" || pid <= 0 || pid == os.Getpid() {
+			return false
+		}
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	}
 }
 
 // lead runs every controller and the scheduler on the fenced store until
