@@ -153,3 +153,46 @@ func TestInformersAreShared(t *testing.T) {
 	default:
 	}
 }
+
+// TestSharedInformerRestartsFresh: when the last handle stops, the cache
+// is emptied; a handle that starts after an object was deleted meanwhile
+// never hears of it (a node agent restarted on the same store kept an
+// orphan container for a pod it still saw in the stale cache).
+func TestSharedInformerRestartsFresh(t *testing.T) {
+	ctx := testContext(t)
+	s := newStore(t)
+	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("p", "gone", nil))
+	first := store.NewInformer(s, api.ServiceAccounts)
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { first.Run(fctx); close(done) }()
+	for !first.Synced() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	mustDelete(t, ctx, s, api.ServiceAccounts, "p", "gone")
+
+	second := store.NewInformer(s, api.ServiceAccounts)
+	heard := make(chan string, 10)
+	second.AddHandler(func(ev store.Event) { heard <- ev.Type + " " + ev.Object.GetObjectMeta().Name })
+	go second.Run(ctx)
+	for !second.Synced() {
+		if _, ok := second.Get("p", "gone"); ok {
+			t.Fatal("a handle started after the last one stopped sees an object deleted meanwhile")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, ok := second.Get("p", "gone"); ok {
+		t.Fatal("the restarted cache holds an object deleted while it was stopped")
+	}
+	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("p", "new", nil))
+	for got := range heard {
+		if got == api.Added+" gone" {
+			t.Fatalf("the restarted handle heard %q", got)
+		}
+		if got == api.Added+" new" {
+			break
+		}
+	}
+}

@@ -45,15 +45,18 @@ type informerCore struct {
 	indexers map[string]IndexFunc
 	indices  map[string]map[string]map[string]api.Object
 
-	// dispatchMu orders events and joins: held while an event is
-	// applied and handed to the handles, and while a handle joins.
+	// dispatchMu orders events, joins and stops: held while an event is
+	// applied and handed to the handles, while a handle joins, and while
+	// a stopped cache is emptied.
 	dispatchMu sync.Mutex
 	handles    []*Informer
 
 	runMu   sync.Mutex
 	runners int
 	cancel  context.CancelFunc
-	done    chan struct{}
+	// gen counts runs (and stops), under dispatchMu: a run mutates the
+	// cache only while gen is its own.
+	gen int
 }
 
 // IndexFunc gives the keys under which an object is found in an index.
@@ -199,7 +202,8 @@ func (c *informerCore) leave(h *Informer) {
 }
 
 // start counts one more running handle, and runs the cache for the
-// first: after the previous run (if any) has ended and emptied the cache.
+// first, as a new generation: what a stopping run still delivers is
+// dropped.
 func (c *informerCore) start() {
 	c.runMu.Lock()
 	defer c.runMu.Unlock()
@@ -208,33 +212,28 @@ func (c *informerCore) start() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	prev, done := c.done, make(chan struct{})
-	c.cancel, c.done = cancel, done
-	go func() {
-		defer close(done)
-		if prev != nil {
-			<-prev
-		}
-		c.run(ctx)
-		c.reset()
-	}()
+	c.cancel = cancel
+	c.dispatchMu.Lock()
+	c.gen++
+	gen := c.gen
+	c.dispatchMu.Unlock()
+	go c.run(ctx, gen)
 }
 
-// stop counts one handle less, and stops the cache after the last.
+// stop counts one handle less; after the last it stops the cache and
+// empties it at once, so that a handle joining later never hears a stale
+// object, and the next run's list tells it about every object.
 func (c *informerCore) stop() {
 	c.runMu.Lock()
 	defer c.runMu.Unlock()
 	c.runners--
-	if c.runners == 0 {
-		c.cancel()
+	if c.runners > 0 {
+		return
 	}
-}
-
-// reset empties a cache that no handle runs, so the next run's list
-// tells its handles about every object.
-func (c *informerCore) reset() {
+	c.cancel()
 	c.dispatchMu.Lock()
 	defer c.dispatchMu.Unlock()
+	c.gen++
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.items, c.synced = map[string]api.Object{}, false
@@ -243,11 +242,11 @@ func (c *informerCore) reset() {
 	}
 }
 
-// run lists and watches until ctx ends.
-func (i *informerCore) run(ctx context.Context) {
+// run lists and watches until ctx ends, as generation gen.
+func (i *informerCore) run(ctx context.Context, gen int) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := i.listAndWatch(ctx)
+		err := i.listAndWatch(ctx, gen)
 		if ctx.Err() != nil {
 			return
 		}
@@ -260,7 +259,7 @@ func (i *informerCore) run(ctx context.Context) {
 	}
 }
 
-func (i *informerCore) listAndWatch(ctx context.Context) error {
+func (i *informerCore) listAndWatch(ctx context.Context, gen int) error {
 	items, meta, err := i.store.List(ctx, i.res, "", ListOptions{})
 	if err != nil {
 		return err
@@ -271,6 +270,10 @@ func (i *informerCore) listAndWatch(ctx context.Context) error {
 		fresh[cacheKey(o)] = o
 	}
 	i.dispatchMu.Lock()
+	if i.gen != gen {
+		i.dispatchMu.Unlock()
+		return ctx.Err()
+	}
 	i.mu.Lock()
 	old := i.items
 	i.items = fresh
@@ -305,16 +308,19 @@ func (i *informerCore) listAndWatch(ctx context.Context) error {
 		if ev.Type == api.Error {
 			return ev.Err
 		}
-		i.apply(ev)
+		i.apply(ev, gen)
 	}
 	return ctx.Err()
 }
 
-func (i *informerCore) apply(ev Event) {
+func (i *informerCore) apply(ev Event, gen int) {
 	rv, _ := strconv.ParseInt(ev.Object.GetObjectMeta().ResourceVersion, 10, 64)
 	k := cacheKey(ev.Object)
 	i.dispatchMu.Lock()
 	defer i.dispatchMu.Unlock()
+	if i.gen != gen {
+		return // a stopped run's late event
+	}
 	i.mu.Lock()
 	if prev, ok := i.items[k]; ok {
 		i.index(k, prev, false)
