@@ -196,3 +196,29 @@ func TestSharedInformerRestartsFresh(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartedInformerWaitForReturns: WaitFor on a restarted cache
+// returns once it has listed again, though no write moved the revision
+// past the one it had reached before it stopped (a restarted node agent
+// waited for ever).
+func TestRestartedInformerWaitForReturns(t *testing.T) {
+	ctx := testContext(t)
+	s := newStore(t)
+	mustCreate(t, ctx, s, api.ServiceAccounts, newSA("p", "one", nil))
+	first := store.NewInformer(s, api.ServiceAccounts)
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { first.Run(fctx); close(done) }()
+	if err := first.WaitFor(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	<-done
+	second := store.NewInformer(s, api.ServiceAccounts)
+	go second.Run(ctx)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := second.WaitFor(wctx, 0); err != nil {
+		t.Fatalf("WaitFor on a restarted cache with no new writes: %v", err)
+	}
+}

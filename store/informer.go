@@ -284,7 +284,11 @@ func (i *informerCore) listAndWatch(ctx context.Context, gen int) error {
 		i.index(k, o, true)
 	}
 	i.synced = true
-	i.advance(rev)
+	// Waiters hear of every list, even at a revision the cache had
+	// reached before it was stopped and emptied.
+	i.rev = max(i.rev, rev)
+	close(i.changed)
+	i.changed = make(chan struct{})
 	i.mu.Unlock()
 	// Tell handlers what the relist changed, so they stay level-correct.
 	for k, o := range fresh {
