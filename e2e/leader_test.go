@@ -224,10 +224,8 @@ func TestMastersElectOneLeader(t *testing.T) {
 	}
 
 	pushes := 0
-	// push moves app:latest to a new image, through the registry, and
-	// waits until revision app-N (N pushes so far) exists; then there
-	// must be exactly N revisions and latestVersion N.
-	push := func(c *client.Client, why string) {
+	// pushImage moves app:latest to a new image, through the registry.
+	pushImage := func(c *client.Client) {
 		t.Helper()
 		img, err := random.Image(512, 1)
 		if err != nil {
@@ -243,6 +241,11 @@ func TestMastersElectOneLeader(t *testing.T) {
 			return true, ""
 		})
 		pushes++
+	}
+	// waitRollout waits until revision app-N (N pushes so far) exists;
+	// then there must be exactly N revisions and latestVersion N.
+	waitRollout := func(c *client.Client, why string) {
+		t.Helper()
 		want := pushes
 		waitFor(t, 30*time.Second, fmt.Sprintf("%s: push %d rolls out app-%d", why, want, want), func() (bool, string) {
 			o, err := c.Get(ctx, api.DeploymentConfigs, "ha", "app")
@@ -252,6 +255,11 @@ func TestMastersElectOneLeader(t *testing.T) {
 			return o.(*api.DeploymentConfig).Status.LatestVersion >= int64(want), fmt.Sprintf("latestVersion %d", o.(*api.DeploymentConfig).Status.LatestVersion)
 		})
 		h.checkOneRolloutPerPush(c, want)
+	}
+	push := func(c *client.Client, why string) {
+		t.Helper()
+		pushImage(c)
+		waitRollout(c, why)
 	}
 
 	push(admin, "two masters")
@@ -279,9 +287,11 @@ func TestMastersElectOneLeader(t *testing.T) {
 		t.Fatalf("after the leader was killed, the leader is not the standby:\n%s", standby.out)
 	}
 
-	// A third master, then SIGSTOP the leader past its lease.
+	// A third master; then a push, and at once SIGSTOP the leader, most
+	// likely with the rollout pending in it, past its lease.
 	third := h.startMaster()
 	stale := standby
+	pushImage(standbyAdmin)
 	if err := stale.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +300,9 @@ func TestMastersElectOneLeader(t *testing.T) {
 		return l == third, fmt.Sprintf("leader %v", l)
 	})
 	thirdAdmin := h.admin(third)
+	waitRollout(thirdAdmin, "a push the old leader may not have acted on before it stopped")
 	// While the stale leader sleeps, a push it has not seen: when it
-	// wakes, its watches deliver it, and any write it tries is fenced.
+	// wakes, its watches deliver both, and any write it tries is fenced.
 	push(thirdAdmin, "while the old leader is stopped")
 	if err := stale.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
