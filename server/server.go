@@ -1,6 +1,7 @@
 // Package server assembles Slipway's roles into running processes: the
-// all-in-one `slipway start` (embedded etcd, API, controllers) and, later,
-// the separate master, node and registry roles.
+// all-in-one `slipway start` (embedded etcd, API, controllers, registry,
+// node) and the separate master, registry and node roles. The controllers
+// run only in the process elected among those sharing the etcd.
 package server
 
 import (
