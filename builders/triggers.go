@@ -65,6 +65,9 @@ func (tr *Triggers) Run(ctx context.Context) {
 	})
 	go configs.Run(ctx)
 	go streams.Run(ctx)
+	if store.WaitSynced(ctx, configs, streams) != nil {
+		return
+	}
 	q.Process(ctx, configs, "builders: trigger", func(o api.Object) error { return tr.reconcile(ctx, o.(*api.BuildConfig)) })
 }
 

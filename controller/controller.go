@@ -126,14 +126,8 @@ func (c *Controller) Run(ctx context.Context) {
 	for _, inf := range c.informers {
 		go inf.Run(ctx)
 	}
-	for _, inf := range c.informers {
-		for !inf.Synced() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+	if store.WaitSynced(ctx, c.informers...) != nil {
+		return
 	}
 	for {
 		key, ok := c.q.get()

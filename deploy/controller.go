@@ -108,6 +108,11 @@ func (c *Controller) Run(ctx context.Context) {
 	go c.rcs.Run(ctx)
 	go c.streams.Run(ctx)
 	go c.dcs.Run(ctx)
+	// A config reconciled before its revisions are cached would get an
+	// "initial" revision again.
+	if store.WaitSynced(ctx, c.rcs, c.streams, c.dcs) != nil {
+		return
+	}
 	c.queue.Process(ctx, c.dcs, "deploy: deploymentconfig", func(o api.Object) error { return c.reconcile(ctx, o.(*api.DeploymentConfig)) })
 }
 

@@ -79,6 +79,9 @@ func (c *Controller) Run(ctx context.Context) {
 	go c.scans.Run(ctx)
 	go c.images.Run(ctx)
 	go dbs.Run(ctx)
+	if store.WaitSynced(ctx, c.scans, c.images, dbs) != nil {
+		return
+	}
 	go dbq.Process(ctx, dbs, "scan: database", func(o api.Object) error { return c.loadDB(ctx, o.(*api.VulnerabilityDatabase)) })
 	c.queue.Process(ctx, c.images, "scan: image", func(o api.Object) error { return c.scanImage(ctx, o.(*api.Image)) })
 }

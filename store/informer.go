@@ -416,3 +416,21 @@ func cacheKey(o api.Object) string {
 	m := o.GetObjectMeta()
 	return m.Namespace + "/" + m.Name
 }
+
+// WaitSynced waits until every informer has listed (and its handle
+// joined), so that a controller reading several caches never acts on one
+// that is still empty: a deployment controller that saw its configs
+// before their revisions made an "initial" revision again. It fails only
+// when ctx ends.
+func WaitSynced(ctx context.Context, infs ...*Informer) error {
+	for _, inf := range infs {
+		for !inf.Synced() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}

@@ -187,7 +187,7 @@ func (b *bench) startMaster() (*master, error) {
 		return nil, err
 	}
 	cmd := exec.Command(b.bin, "master", "--data-dir", b.dir, "--listen", addr, "--etcd-endpoints", b.etcdURL,
-		"--registry", "127.0.0.1:5999", "--buildkitd", "none", "--leader-lease", b.lease.String(), "--log-level", "warn")
+		"--registry", "127.0.0.1:5999", "--buildkitd", "none", "--leader-lease", b.lease.String(), "--log-level", "info")
 	m := &master{cmd: cmd, out: &bytes.Buffer{}, addr: addr, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = m.out, m.out
 	if err := cmd.Start(); err != nil {
@@ -283,7 +283,17 @@ func (b *bench) rollout() (time.Duration, error) {
 	// Exactly one revision for this request: none numbered past it.
 	time.Sleep(100 * time.Millisecond)
 	if _, err := b.st.Get(ctx, api.ReplicationControllers, "bench", deploy.RevisionName("app", int64(n+1))); err == nil {
-		return 0, fmt.Errorf("request %d made two revisions", n)
+		rcs, _, _ := b.st.List(ctx, api.ReplicationControllers, "bench", store.ListOptions{})
+		var desc []string
+		for _, o := range rcs {
+			desc = append(desc, fmt.Sprintf("%s rv %s %v", o.GetObjectMeta().Name, o.GetObjectMeta().ResourceVersion, o.GetObjectMeta().Annotations))
+		}
+		b.mu.Lock()
+		for _, m := range b.masters {
+			desc = append(desc, fmt.Sprintf("master pid %d:\n%s", m.cmd.Process.Pid, m.out))
+		}
+		b.mu.Unlock()
+		return 0, fmt.Errorf("request %d made two revisions:\n%s", n, strings.Join(desc, "\n"))
 	}
 	return took, nil
 }
