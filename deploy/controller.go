@@ -418,13 +418,21 @@ func (c *Controller) updateStatus(ctx context.Context, dc *api.DeploymentConfig,
 	if len(revs) > 0 {
 		updated = revs[len(revs)-1].Status.Replicas
 	}
+	// latestVersion follows the newest revision even when the process
+	// that made it stopped (lost its leadership, died) before recording
+	// it on the config.
+	latest := dc.Status.LatestVersion
+	if len(revs) > 0 {
+		latest = max(latest, Version(revs[len(revs)-1]))
+	}
 	s := dc.Status
-	if s.Replicas == replicas && s.ReadyReplicas == ready && s.UpdatedReplicas == updated && s.ObservedGeneration == dc.Generation {
+	if s.Replicas == replicas && s.ReadyReplicas == ready && s.UpdatedReplicas == updated && s.ObservedGeneration == dc.Generation && s.LatestVersion == latest {
 		return nil
 	}
 	_, err := c.Store.GuaranteedUpdate(ctx, api.DeploymentConfigs, dc.Namespace, dc.Name, store.UpdateOptions{Status: true}, func(o api.Object) error {
 		d := o.(*api.DeploymentConfig)
 		d.Status.Replicas, d.Status.ReadyReplicas, d.Status.UpdatedReplicas = replicas, ready, updated
+		d.Status.LatestVersion = max(d.Status.LatestVersion, latest)
 		d.Status.ObservedGeneration = d.Generation
 		return nil
 	})

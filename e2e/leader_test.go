@@ -148,6 +148,11 @@ func (h *haCluster) startMaster() *role {
 		time.Sleep(100 * time.Millisecond)
 	}
 	h.masters = append(h.masters, r)
+	h.t.Cleanup(func() {
+		if h.t.Failed() {
+			h.t.Logf("master on %s (pid %d):\n%s", addr, r.cmd.Process.Pid, r.out)
+		}
+	})
 	return r
 }
 
@@ -250,7 +255,7 @@ func TestMastersElectOneLeader(t *testing.T) {
 		waitFor(t, 30*time.Second, fmt.Sprintf("%s: push %d rolls out app-%d", why, want, want), func() (bool, string) {
 			o, err := c.Get(ctx, api.DeploymentConfigs, "ha", "app")
 			if err != nil {
-				return false, err.Error()
+				return false, fmt.Sprintf("get dc/app: %#v", err)
 			}
 			return o.(*api.DeploymentConfig).Status.LatestVersion >= int64(want), fmt.Sprintf("latestVersion %d", o.(*api.DeploymentConfig).Status.LatestVersion)
 		})
