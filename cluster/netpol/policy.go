@@ -9,7 +9,7 @@
 // packet whose source is not a pod of this host (the host itself, another
 // machine through a host port) is not touched, nor is traffic from a pod
 // to anything that is not a pod. Why nftables on the existing bridge
-// rather than a Docker network per project is in docs/architecture.md.
+// rather than a Docker network per project is in docs/design.md.
 //
 // The tables are rebuilt whole, in one netlink transaction, from the
 // store (pods with their IPs, projects, policies) whenever one of these
