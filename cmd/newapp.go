@@ -109,11 +109,13 @@ start-build --from-dir does: new-app uploads it and starts a build when it
 makes the app (when the build config has no build yet). Running new-app
 again changes nothing and starts no build, even if the directory changed:
 give --rebuild to upload it again and start a build (for a git source,
---rebuild starts a build of the branch).`,
+--rebuild starts a build of the branch). --expose --hostname HOST also
+makes a route APP to the service at HOST, served by the edge router.`,
 		Example: `  slipway new-app shop -p NAME=shop
   slipway new-app -f shop-template.yaml --name shop-canary -p REPLICAS=1
   slipway new-app ./web                        # a directory with a Dockerfile
   slipway new-app ./web --rebuild              # upload it again and build
+  slipway new-app ./web --expose --hostname web.apps.example.com   # and a route
   slipway new-app https://git.example/shop/api.git#v2 --context-dir server
   slipway new-app ./site --strategy source --image-stream openshift/nginx:1.24
   slipway delete app shop`,
@@ -121,7 +123,7 @@ give --rebuild to upload it again and start a build (for a git source,
 		RunE: func(c *cobra.Command, args []string) error {
 			fromSource := len(args) == 1 && isSourceArg(args[0])
 			if !fromSource {
-				for _, f := range []string{"context-dir", "strategy", "image-stream", "rebuild"} {
+				for _, f := range []string{"context-dir", "strategy", "image-stream", "rebuild", "expose", "hostname"} {
 					if c.Flags().Changed(f) {
 						return usagef("--%s is for an app from source: give a directory (./DIR) or a git URL", f)
 					}
@@ -130,7 +132,7 @@ give --rebuild to upload it again and start a build (for a git source,
 			if fromSource {
 				for _, f := range []string{"filename", "param", "param-file", "labels"} {
 					if c.Flags().Changed(f) {
-						return usagef("--%s is for an app from a template; an app from source takes --name, --context-dir, --strategy, --image-stream and --rebuild", f)
+						return usagef("--%s is for an app from a template; an app from source takes --name, --context-dir, --strategy, --image-stream, --rebuild, --expose and --hostname", f)
 					}
 				}
 			}
@@ -218,6 +220,8 @@ give --rebuild to upload it again and start a build (for a git source,
 	c.Flags().StringVar(&sf.strategy, "strategy", "", "from source: docker (needs a Dockerfile) or source (needs --image-stream); default: docker when there is a Dockerfile")
 	c.Flags().StringVar(&sf.imageStream, "image-stream", "", "from source: the Source-to-Image builder, [PROJECT/]BUILDER[:TAG]; implies --strategy source")
 	c.Flags().BoolVar(&sf.rebuild, "rebuild", false, "from source: start a build even though the app exists (a directory is uploaded again)")
+	c.Flags().BoolVar(&sf.expose, "expose", false, "from source: also make a route APP to the app's service, at --hostname")
+	c.Flags().StringVar(&sf.hostname, "hostname", "", "from source, with --expose: the route's host, such as web.apps.example.com")
 	return c
 }
 

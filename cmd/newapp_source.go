@@ -44,6 +44,9 @@ type sourceFlags struct {
 	strategy    string
 	imageStream string
 	rebuild     bool
+	// expose makes a route APP for the service, at hostname.
+	expose   bool
+	hostname string
 }
 
 // isSourceArg says whether new-app's argument names source rather than a
@@ -415,7 +418,7 @@ func randomSecret(n int) (string, error) {
 }
 
 // sourceObjects are the app's objects, in the order they are made.
-func sourceObjects(app, ns string, src *appSource, strategy api.BuildStrategy, ports []api.ContainerPort, webhookSecret string) []api.Object {
+func sourceObjects(app, ns string, src *appSource, strategy api.BuildStrategy, ports []api.ContainerPort, webhookSecret, host string) []api.Object {
 	labels := func() map[string]string { return map[string]string{AppLabel: app} }
 	meta := func(name string) api.ObjectMeta {
 		return api.ObjectMeta{Name: name, Namespace: ns, Labels: labels()}
@@ -465,6 +468,10 @@ func sourceObjects(app, ns string, src *appSource, strategy api.BuildStrategy, p
 		}
 		objs = append(objs, &api.Service{TypeMeta: api.TypeMeta{Kind: "Service"}, ObjectMeta: meta(app),
 			Spec: api.ServiceSpec{Selector: sel, Ports: sp}})
+		if host != "" {
+			objs = append(objs, &api.Route{TypeMeta: api.TypeMeta{Kind: "Route"}, ObjectMeta: meta(app),
+				Spec: api.RouteSpec{Host: host, To: api.RouteTargetReference{Kind: "Service", Name: app}}})
+		}
 	}
 	return objs
 }
@@ -513,6 +520,12 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 	if err := validAppName(app); err != nil {
 		return err
 	}
+	if sf.hostname != "" && !sf.expose {
+		return usagef("--hostname is the host of the route --expose makes: add --expose")
+	}
+	if sf.expose && sf.hostname == "" {
+		return usagef("--expose needs --hostname HOST: Slipway has no default router domain yet (for example --hostname %s.apps.example.com)", app)
+	}
 	src, cleanup, err := findSource(ctx, arg, sf.contextDir, progress)
 	defer cleanup()
 	if err != nil {
@@ -550,6 +563,9 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 		}
 		return usagef("no Dockerfile found %s, so new-app cannot tell how to build it: add a Dockerfile, or name a Source-to-Image builder with --strategy source --image-stream PROJECT/BUILDER:TAG", where)
 	}
+	if sf.expose && len(ports) == 0 {
+		return usagef("--expose routes to the app's service, and %s names no port, so new-app makes none: EXPOSE a port in the Dockerfile (or name it in the builder's %s label)", src.desc, exposeServicesLabel)
+	}
 
 	rec, err := readAppRecord(ctx, cl, ns, app)
 	if err != nil {
@@ -566,7 +582,7 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 		}
 		generated = append(generated, webhookSecretParam)
 	}
-	docs, err := sourceDocuments(sourceObjects(app, ns, src, strategy, ports, secret))
+	docs, err := sourceDocuments(sourceObjects(app, ns, src, strategy, ports, secret, sf.hostname))
 	if err != nil {
 		return err
 	}
@@ -589,6 +605,9 @@ func newAppFromSource(ctx context.Context, cl *client.Client, ns, arg, name stri
 	}
 	if len(generated) > 0 {
 		fmt.Fprintf(out, "Generated the webhook secret (kept in secret/%s-webhook and secret/%s)\n", app, appRecordName(app))
+	}
+	if sf.expose {
+		fmt.Fprintf(out, "route/%s serves http://%s/ through the router (slipway start --router-http-listen); `slipway get route %s` says whether it was admitted\n", app, sf.hostname, app)
 	}
 
 	// Builds: a git source's config starts its first build itself

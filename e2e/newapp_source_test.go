@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,12 +222,23 @@ func TestNewAppSourceGitClone(t *testing.T) {
 	clone := filepath.Join(t.TempDir(), "app")
 	git(t, filepath.Dir(clone), "clone", "-q", uri, clone)
 
-	c := startCluster(t, "newappgit", "--buildkitd", buildkitd(t), "--import-allow", host, "--import-allow-cidr", "127.0.0.0/8")
+	routerAddr := freePort(t)
+	c := startCluster(t, "newappgit", "--buildkitd", buildkitd(t), "--import-allow", host, "--import-allow-cidr", "127.0.0.0/8",
+		"--router-http-listen", routerAddr)
 	ctx := context.Background()
 	c.push("base:1", busyboxImage(t))
 
-	out := c.cli.ok("new-app", filepath.Join(clone, "svc"))
-	for _, want := range []string{"imagestream/svc created", "buildconfig/svc created", "deploymentconfig/svc created", "service/svc created"} {
+	// --expose without a host, or on a template, is refused before
+	// anything is made.
+	if _, errOut, err := c.cli.run("", "new-app", filepath.Join(clone, "svc"), "--expose"); err == nil || !strings.Contains(errOut, "--expose needs --hostname") {
+		t.Errorf("new-app --expose without --hostname: err=%v stderr=%q; want it to ask for --hostname", err, errOut)
+	}
+	if left := appObjects(t, c.admin, c.ns, "svc"); len(left) != 0 {
+		t.Errorf("a refused new-app made %v", left)
+	}
+
+	out := c.cli.ok("new-app", filepath.Join(clone, "svc"), "--expose", "--hostname", "svc.shop.test")
+	for _, want := range []string{"imagestream/svc created", "buildconfig/svc created", "deploymentconfig/svc created", "service/svc created", "route/svc created"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("new-app printed:\n%s\nwant a line %q", out, want)
 		}
@@ -243,9 +257,21 @@ func TestNewAppSourceGitClone(t *testing.T) {
 	c.cli.ok("rollout", "status", "dc/svc", "--timeout", "2m")
 	url, _ := c.serviceURL("svc")
 	waitServing(t, url, "hello from git", time.Minute)
+	// The route answers through the edge router, by its host.
+	waitFor(t, time.Minute, "route/svc answers through the router", func() (bool, string) {
+		req, _ := http.NewRequest("GET", "http://"+routerAddr+"/", nil)
+		req.Host = "svc.shop.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), "hello from git"), fmt.Sprintf("%d %q", resp.StatusCode, body)
+	})
 
-	out = c.cli.ok("new-app", filepath.Join(clone, "svc"))
-	for _, ref := range []string{"imagestream/svc", "secret/svc-webhook", "buildconfig/svc", "deploymentconfig/svc", "service/svc"} {
+	out = c.cli.ok("new-app", filepath.Join(clone, "svc"), "--expose", "--hostname", "svc.shop.test")
+	for _, ref := range []string{"imagestream/svc", "secret/svc-webhook", "buildconfig/svc", "deploymentconfig/svc", "service/svc", "route/svc"} {
 		if !strings.Contains(out, ref+" unchanged") {
 			t.Errorf("second new-app printed:\n%s\nwant %s unchanged", out, ref)
 		}

@@ -188,7 +188,7 @@ func appObjects(t *testing.T, c *client.Client, ns, app string) []string {
 		sel string
 	}{
 		{api.ImageStreams, "app=" + app}, {api.Services, "app=" + app}, {api.BuildConfigs, "app=" + app},
-		{api.DeploymentConfigs, "app=" + app}, {api.Secrets, "app=" + app},
+		{api.DeploymentConfigs, "app=" + app}, {api.Secrets, "app=" + app}, {api.Routes, "app=" + app},
 		{api.ReplicationControllers, api.DeploymentConfigLabel + "=" + app}, {api.Pods, api.DeploymentConfigLabel + "=" + app},
 		{api.Builds, builders.BuildConfigLabel + "=" + app},
 	} {
