@@ -104,6 +104,7 @@ type Image struct {
 // ImageConfig is what the image's config blob says.
 type ImageConfig struct {
 	Digest       string            `json:"digest"`
+	Size         int64             `json:"size,omitempty"`
 	OS           string            `json:"os,omitempty"`
 	Architecture string            `json:"architecture,omitempty"`
 	Created      *time.Time        `json:"created,omitempty"`

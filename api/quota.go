@@ -55,6 +55,10 @@ const (
 	QuotaLimitsCPU      = "limits.cpu"
 	QuotaLimitsMemory   = "limits.memory"
 	QuotaCountPrefix    = "count/"
+	// QuotaRegistryBytes is the bytes of the distinct blobs (layers,
+	// configs, manifests) the project's images reference, each counted
+	// once per project; the registry enforces it at upload.
+	QuotaRegistryBytes = "registry.bytes"
 )
 
 // QuotaCompute are the quota resources summed over pods' containers.
@@ -91,7 +95,7 @@ func ParseQuota(name, value string) (int64, error) {
 	if strings.HasSuffix(name, ".cpu") {
 		return q.MilliValue(), nil
 	}
-	if strings.HasSuffix(name, ".memory") {
+	if strings.HasSuffix(name, ".memory") || name == QuotaRegistryBytes {
 		return q.Value(), nil
 	}
 	if q.MilliValue()%1000 != 0 {
@@ -108,7 +112,7 @@ func FormatQuota(name string, v int64) string {
 			return strconv.FormatInt(v/1000, 10)
 		}
 		return strconv.FormatInt(v, 10) + "m"
-	case strings.HasSuffix(name, ".memory"):
+	case strings.HasSuffix(name, ".memory"), name == QuotaRegistryBytes:
 		return resource.NewQuantity(v, resource.BinarySI).String()
 	}
 	return strconv.FormatInt(v, 10)
@@ -117,7 +121,7 @@ func FormatQuota(name string, v int64) string {
 func validQuotaName(name string) bool {
 	switch name {
 	case QuotaPods, QuotaServices, QuotaImageStreams, QuotaBuilds,
-		QuotaRequestsCPU, QuotaRequestsMemory, QuotaLimitsCPU, QuotaLimitsMemory:
+		QuotaRequestsCPU, QuotaRequestsMemory, QuotaLimitsCPU, QuotaLimitsMemory, QuotaRegistryBytes:
 		return true
 	}
 	return QuotaCountResource(name) != nil
@@ -191,7 +195,7 @@ var (
 			}{{"spec.hard", q.Spec.Hard}, {"spec.soft", q.Spec.Soft}} {
 				for _, k := range sortedKeys(part.m) {
 					if !validQuotaName(k) {
-						errs.Add(part.field+"."+k, FieldValueInvalid, "%q is not a quota resource: use pods, services, imagestreams, builds, requests.cpu, requests.memory, limits.cpu, limits.memory or count/RESOURCE (a namespaced resource of `slipway api-resources`)", k)
+						errs.Add(part.field+"."+k, FieldValueInvalid, "%q is not a quota resource: use pods, services, imagestreams, builds, requests.cpu, requests.memory, limits.cpu, limits.memory, registry.bytes or count/RESOURCE (a namespaced resource of `slipway api-resources`)", k)
 						continue
 					}
 					if _, err := ParseQuota(k, part.m[k]); err != nil {

@@ -314,7 +314,7 @@ func ImageFromManifest(digest, mediaType string, payload, config []byte) (*api.I
 		img.Manifests = append(img.Manifests, c)
 	}
 	if probe.Config != nil {
-		img.Config = &api.ImageConfig{Digest: probe.Config.Digest.String()}
+		img.Config = &api.ImageConfig{Digest: probe.Config.Digest.String(), Size: probe.Config.Size}
 		var cfg v1.Image
 		if len(config) > 0 && json.Unmarshal(config, &cfg) == nil {
 			img.Config.OS, img.Config.Architecture = cfg.OS, cfg.Architecture

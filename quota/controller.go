@@ -25,7 +25,7 @@ type Controller struct {
 
 // watched are the kinds whose changes move a quota's usage often enough
 // to count again at once.
-var watched = []*api.Resource{api.Pods, api.Services, api.ImageStreams, api.Builds}
+var watched = []*api.Resource{api.Pods, api.Services, api.ImageStreams, api.Builds, api.Images}
 
 // Run reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) {

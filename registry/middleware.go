@@ -113,6 +113,9 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 		return "", errcode.ErrorCodeManifestInvalid.WithMessage(err.Error())
 	}
 	trimmed := imagestreams.BoundImageMetadata(img)
+	if err := m.repo.checkImageBytes(ctx, img); err != nil {
+		return "", err
+	}
 	if err := m.repo.reg.cfg.Store.CheckCreate(ctx, api.Images, m.repo.project, img.Name); err != nil {
 		return "", limitErr("", err)
 	}

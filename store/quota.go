@@ -369,6 +369,11 @@ func (s *Store) QuotaUsage(ctx context.Context, ns string, names []string) (map[
 	out := map[string]int64{}
 	for _, n := range names {
 		out[n] = used[n]
+		if n == api.QuotaRegistryBytes {
+			if out[n], err = s.RegistryBytes(ctx, ns); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return out, nil
 }
