@@ -1,0 +1,166 @@
+package registry_test
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"slipway.dev/slipway/api"
+)
+
+// quotaImage is an image of the given layers (each random, so its
+// compressed size is about its size).
+func quotaImage(t *testing.T, layers ...v1.Layer) v1.Image {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func randomLayer(t *testing.T, size int64) v1.Layer {
+	t.Helper()
+	l, err := random.Layer(size, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// warnRecorder keeps the Warning headers of a push's answers.
+type warnRecorder struct {
+	mu    sync.Mutex
+	warns []string
+}
+
+func (r *warnRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := remote.DefaultTransport.RoundTrip(req)
+	if err == nil {
+		r.mu.Lock()
+		r.warns = append(r.warns, res.Header.Values("Warning")...)
+		r.mu.Unlock()
+	}
+	return res, err
+}
+
+// pushWarned pushes img with ggcr and returns the Warning headers seen.
+func (h *harness) pushWarned(t *testing.T, u, ref string, img v1.Image) ([]string, error) {
+	t.Helper()
+	rec := &warnRecorder{}
+	err := remote.Write(h.ref(t, ref), img, remote.WithAuth(ggcrAuth(t, h, u)), remote.WithContext(ctxT(t)),
+		remote.WithTransport(rec), remote.WithRetryStatusCodes(), remote.WithRetryBackoff(remote.Backoff{Duration: time.Millisecond, Steps: 1}))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.warns, err
+}
+
+// The registry.bytes quota (issue 15's must-show): a push that crosses
+// the hard limit is refused with DENIED and a message that says what to
+// do, and nothing of it remains; shared layers count once; freeing room
+// lets the push through.
+func TestRegistryQuotaRefusesPushOverHardLimit(t *testing.T) {
+	h := start(t)
+	h.project(t, "alice", "q", false)
+	ctx := ctxT(t)
+	st := h.env.Server.Store
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "q"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: "3Mi"}, Soft: map[string]string{api.QuotaRegistryBytes: "1Mi"}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	usage := func() int64 {
+		t.Helper()
+		n, err := st.RegistryBytes(ctx, "q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	base := randomLayer(t, 1<<20)
+	img1 := quotaImage(t, base)
+	warns, err := h.pushWarned(t, "alice", "q/app:one", img1)
+	if err != nil {
+		t.Fatalf("push of a 1 MiB image under a 3Mi quota: %v", err)
+	}
+	if !strings.Contains(strings.Join(warns, "\n"), "over the soft limit of quota registry") {
+		t.Errorf("push over the soft limit 1Mi: Warning headers %q, want one naming the soft limit", warns)
+	}
+	u1 := usage()
+	img2 := quotaImage(t, base, randomLayer(t, 64<<10))
+	d2 := h.pushOK(t, "alice", "q/app:two", img2)
+	u2 := usage()
+	// The shared layer counts once: the second image adds its small layer,
+	// its config and its manifest, not the 1 MiB again.
+	if add := u2 - u1; add <= 64<<10 || add > 80<<10 {
+		t.Fatalf("usage went from %d to %d: the second image added %d bytes, want its 64 KiB layer plus config and manifest (the shared layer counted once)", u1, u2, u2-u1)
+	}
+
+	// Each new 1 MiB layer fits alone, the two together do not: the
+	// manifest put is refused.
+	img3 := quotaImage(t, randomLayer(t, 1<<20), randomLayer(t, 1<<20))
+	// A single new 2 MiB layer crosses the limit at its upload.
+	img4 := quotaImage(t, randomLayer(t, 2<<20))
+	for _, c := range []struct {
+		name string
+		img  v1.Image
+	}{{"two new layers (refused at the manifest)", img3}, {"one big layer (refused at the blob upload)", img4}} {
+		_, err := h.push(t, "alice", "q/app:two", c.img)
+		if err == nil {
+			t.Fatalf("%s: push over the hard limit 3Mi succeeded", c.name)
+		}
+		for _, want := range []string{"DENIED", "exceeded quota registry: registry.bytes used", "hard 3Mi (project q)", "slipway adm prune images"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: push error %q does not contain %q", c.name, err, want)
+			}
+		}
+		d := digestOf(t, c.img)
+		if _, _, err := h.pull(t, "alice", "q/app@"+d); err == nil {
+			t.Errorf("%s: the refused image %s is pullable", c.name, d)
+		}
+		if _, err := h.image(t, "q", d); !api.IsNotFound(err) {
+			t.Errorf("%s: the refused image's record: %v, want not found", c.name, err)
+		}
+		if hist := h.history(t, "q", "app", "two"); len(hist) != 1 || hist[0].Image != d2 {
+			t.Errorf("%s: tag two moved: history %+v, want only %s", c.name, hist, d2)
+		}
+		if c.img == img4 {
+			// The refused upload is not committed into the repository.
+			if r := h.do(t, req{method: http.MethodHead, path: "/v2/q/app/blobs/" + layerDigest(t, img4), user: "alice"}); r.code != http.StatusNotFound {
+				t.Errorf("%s: HEAD of the refused layer answered %d, want 404", c.name, r.code)
+			}
+		}
+		if got := usage(); got != u2 {
+			t.Errorf("%s: usage %d after the refusal, want %d as before", c.name, got, u2)
+		}
+	}
+
+	// The quota's status reports the usage (what `slipway describe quota` shows).
+	want := api.FormatQuota(api.QuotaRegistryBytes, u2)
+	waitFor(t, "quota status used registry.bytes "+want, func() bool {
+		o, err := h.env.Admin.Get(ctx, api.ResourceQuotas, "q", "registry")
+		return err == nil && o.(*api.ResourceQuota).Status.Used[api.QuotaRegistryBytes] == want
+	})
+
+	// Deleting the images frees the room; the big push then goes through.
+	for _, img := range []v1.Image{img1, img2} {
+		if _, err := h.env.Admin.Delete(ctx, api.Images, "q", digestOf(t, img)); err != nil {
+			t.Fatalf("delete image: %v", err)
+		}
+	}
+	if got := usage(); got != 0 {
+		t.Fatalf("usage %d after deleting every image, want 0", got)
+	}
+	h.pushOK(t, "alice", "q/app:two", img4)
+}
