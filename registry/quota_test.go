@@ -1,6 +1,9 @@
 package registry_test
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/store"
 )
 
 // quotaImage is an image of the given layers (each random, so its
@@ -35,6 +40,24 @@ func randomLayer(t *testing.T, size int64) v1.Layer {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// imageRecord is the Image record the registry would make of img.
+func imageRecord(t *testing.T, img v1.Image) *api.Image {
+	t.Helper()
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := imagestreams.ImageFromManifest(digestOf(t, img), string(mt), rawManifest(t, img), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
 
 // warnRecorder keeps the Warning headers of a push's answers.
@@ -141,14 +164,24 @@ func TestRegistryQuotaRefusesPushOverHardLimit(t *testing.T) {
 				t.Errorf("%s: HEAD of the refused layer answered %d, want 404", c.name, r.code)
 			}
 		}
-		if got := usage(); got != u2 {
-			t.Errorf("%s: usage %d after the refusal, want %d as before", c.name, got, u2)
+		// Nothing of the refused image counts. (The total may move: the
+		// scanner attaches its reports to the pushed images meanwhile.)
+		have, err := st.RegistryBlobs(ctx, "q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := map[string]int64{}
+		store.ImageBlobs(imageRecord(t, c.img), refused)
+		for d := range refused {
+			if _, ok := have[d]; ok && d != layerDigest(t, img1) {
+				t.Errorf("%s: the refused image's blob %s counts in the project's usage", c.name, d)
+			}
 		}
 	}
 
 	// The quota's status reports the usage (what `slipway describe quota` shows).
-	want := api.FormatQuota(api.QuotaRegistryBytes, u2)
-	waitFor(t, "quota status used registry.bytes "+want, func() bool {
+	waitFor(t, "quota status used registry.bytes = the project's usage", func() bool {
+		want := api.FormatQuota(api.QuotaRegistryBytes, usage())
 		o, err := h.env.Admin.Get(ctx, api.ResourceQuotas, "q", "registry")
 		return err == nil && o.(*api.ResourceQuota).Status.Used[api.QuotaRegistryBytes] == want
 	})
@@ -159,8 +192,65 @@ func TestRegistryQuotaRefusesPushOverHardLimit(t *testing.T) {
 			t.Fatalf("delete image: %v", err)
 		}
 	}
-	if got := usage(); got != 0 {
-		t.Fatalf("usage %d after deleting every image, want 0", got)
+	if got := usage(); got > 64<<10 {
+		t.Fatalf("usage %d after deleting both images, want only the scanner's small reports left", got)
 	}
 	h.pushOK(t, "alice", "q/app:two", img4)
+}
+
+// A cross-repository mount into a project is held to its registry.bytes
+// quota (the mount is not performed, and the upload the client falls back
+// to is refused), and under such a quota a manifest must state its blobs'
+// true sizes, since the usage is counted from them.
+func TestRegistryQuotaMountAndDeclaredSizes(t *testing.T) {
+	h := start(t)
+	h.project(t, "alice", "src", false)
+	h.project(t, "alice", "q2", false)
+	ctx := ctxT(t)
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "q2"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: "1Mi"}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	big := randomLayer(t, 2<<20)
+	small := randomLayer(t, 16<<10)
+	h.pushOK(t, "alice", "src/app:v1", quotaImage(t, big, small))
+	mount := func(l v1.Layer) resp {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.do(t, req{method: http.MethodPost, path: "/v2/q2/app/blobs/uploads/?mount=" + d.String() + "&from=src/app", user: "alice"})
+	}
+	if r := mount(small); r.code != http.StatusCreated {
+		t.Errorf("mount of a 16 KiB layer under a 1Mi quota: %v, want 201", r)
+	}
+	if r := mount(big); r.code != http.StatusAccepted {
+		t.Errorf("mount of a 2 MiB layer over a 1Mi quota: %v, want 202 (not mounted: upload instead)", r)
+	}
+	rc, err := big.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.uploadBlob(t, "alice", "q2/app", data, ""); r.errCode() != "DENIED" || !strings.Contains(string(r.body), "exceeded quota registry") {
+		t.Errorf("upload of the 2 MiB layer over a 1Mi quota: %v, want DENIED exceeded quota", r)
+	}
+
+	// A manifest that understates its layer's size is refused.
+	layer := bytes.Repeat([]byte("x"), 600<<10)
+	ld := h.uploadBlobOK(t, "alice", "q2/app", layer)
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	cd := h.uploadBlobOK(t, "alice", "q2/app", cfg)
+	man := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":10}]}`, cd, len(cfg), ld)
+	if r := h.putManifest(t, "alice", "q2/app", "lie", "application/vnd.oci.image.manifest.v1+json", []byte(man)); r.errCode() != "MANIFEST_INVALID" {
+		t.Errorf("manifest giving a 600 KiB layer size 10: %v, want MANIFEST_INVALID", r)
+	}
+	if hist := h.history(t, "q2", "app", "lie"); len(hist) != 0 {
+		t.Errorf("tag lie moved: %+v", hist)
+	}
 }
