@@ -159,12 +159,12 @@ func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) err
 	if adding == 0 {
 		return nil
 	}
-	f := func(v int64) string { return api.FormatQuota(api.QuotaRegistryBytes, v) }
+	f := humanBytes
 	for _, q := range quotas {
 		if hv, ok := q.Spec.Hard[api.QuotaRegistryBytes]; ok {
 			hard, _ := api.ParseQuota(api.QuotaRegistryBytes, hv)
 			if used+adding > hard {
-				return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("exceeded quota %s: %s used %s, pushing %s, hard %s (project %s); free some (slipway adm prune images) or ask a cluster admin to raise the quota", q.Name, api.QuotaRegistryBytes, f(used), f(adding), f(hard), r.project))
+				return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("exceeded quota %s: %s used %s, pushing %s, hard %s (project %s); free some (slipway adm prune images) or ask a cluster admin to raise the quota", q.Name, api.QuotaRegistryBytes, f(used), f(adding), hv, r.project))
 			}
 		}
 	}
@@ -172,7 +172,7 @@ func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) err
 		if sv, ok := q.Spec.Soft[api.QuotaRegistryBytes]; ok {
 			soft, _ := api.ParseQuota(api.QuotaRegistryBytes, sv)
 			if used+adding > soft {
-				msg := fmt.Sprintf("over the soft limit of quota %s: %s used %s, pushing %s, soft %s (project %s)", q.Name, api.QuotaRegistryBytes, f(used), f(adding), f(soft), r.project)
+				msg := fmt.Sprintf("over the soft limit of quota %s: %s used %s, pushing %s, soft %s (project %s)", q.Name, api.QuotaRegistryBytes, f(used), f(adding), sv, r.project)
 				slog.Warn("registry: "+msg, "repository", r.project+"/"+r.stream)
 				if w, ok := ctx.Value(responseKey).(http.ResponseWriter); ok {
 					w.Header().Add("Warning", "299 - "+strconv.Quote(msg))
@@ -183,3 +183,17 @@ func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) err
 	return nil
 }
 
+
+// humanBytes writes n for a person: bytes below 1Ki, else Ki or Mi or Gi
+// with two decimals.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2fGi", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2fMi", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.2fKi", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
