@@ -183,7 +183,6 @@ func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) err
 	return nil
 }
 
-
 // humanBytes writes n for a person: bytes below 1Ki, else Ki or Mi or Gi
 // with two decimals.
 func humanBytes(n int64) string {
