@@ -14,6 +14,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/rbac"
 )
 
 // Cross-project image references (security review H2, first half, and
@@ -255,8 +256,22 @@ func TestSecurityRefs(t *testing.T) {
 			if p := x.promoteAndWait(t, x.mallory, "mal", "into-vic2", "s1"); p.Status.Phase != api.PromotionComplete {
 				t.Fatalf("promotion while mallory is admin in vic2: %s %s, want Complete", p.Status.Phase, p.Status.Message)
 			}
-			// A promotion holds a promoter token (ten minutes) from the
-			// copy to the tag move; the owner's right can go in between.
+			// Promotions now copy and move tags inside the registry, with
+			// no promoter token; the promoter account and its tokens are
+			// still the platform's (a cluster admin may mint one), and the
+			// registry must still refuse its stage-tag moves once the
+			// pipeline owner lost promote. The account is made here, as
+			// the platform made it before.
+			if err := s.admin.Create(ctx, api.ServiceAccounts, &api.ServiceAccount{ObjectMeta: api.ObjectMeta{Name: "promoter", Namespace: "vic2"}}); err != nil && !api.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			if err := s.admin.Create(ctx, api.RoleBindings, &api.RoleBinding{
+				ObjectMeta: api.ObjectMeta{Name: "system-promoter", Namespace: "vic2"},
+				RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: rbac.ImageBuilder},
+				Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "promoter", Namespace: "vic2"}},
+			}); err != nil && !api.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
 			tok, err := s.admin.CreateToken(ctx, "vic2", "promoter", 10*time.Minute)
 			if err != nil {
 				t.Fatal(err)
