@@ -12,7 +12,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -70,14 +69,14 @@ const (
 type Controller struct {
 	name string
 	r    Reconciler
-	q    *queue
+	q    *store.WorkQueue
 	// informers are run by Run and must sync before the first reconcile.
 	informers []*store.Informer
 }
 
 // New returns a controller named name (for logs) around r.
 func New(name string, r Reconciler) *Controller {
-	return &Controller{name: name, r: r, q: newQueue()}
+	return &Controller{name: name, r: r, q: store.NewRateLimitedWorkQueue(BaseDelay, MaxDelay, rate.NewLimiter(RetryQPS, RetryBurst))}
 }
 
 // Key is the queue key of an object: "ns/name", or "name" when it lives in
@@ -109,20 +108,20 @@ func (c *Controller) Watch(inf *store.Informer, keys func(store.Event) []string)
 	}
 	inf.AddHandler(func(ev store.Event) {
 		for _, k := range keys(ev) {
-			c.q.add(k)
+			c.q.Add(k)
 		}
 	})
 	c.informers = append(c.informers, inf)
 }
 
 // Enqueue asks for key to be reconciled.
-func (c *Controller) Enqueue(key string) { c.q.add(key) }
+func (c *Controller) Enqueue(key string) { c.q.Add(key) }
 
 // Run runs the watched informers, waits until they have synced, and
 // reconciles until ctx ends; it returns when the worker has finished its
 // key.
 func (c *Controller) Run(ctx context.Context) {
-	go func() { <-ctx.Done(); c.q.shutdown() }()
+	go func() { <-ctx.Done(); c.q.Shutdown() }()
 	for _, inf := range c.informers {
 		go inf.Run(ctx)
 	}
@@ -130,104 +129,22 @@ func (c *Controller) Run(ctx context.Context) {
 		return
 	}
 	for {
-		key, ok := c.q.get()
+		key, ok := c.q.Get()
 		if !ok {
 			return
 		}
 		res, err := c.r.Reconcile(ctx, key)
 		switch {
 		case ctx.Err() != nil:
-			c.q.done(key, 0, false)
+			c.q.Finish(key, 0, false)
 		case errors.Is(err, ErrTerminal):
 			slog.Error(c.name+": giving up until the object changes", "key", key, "err", err)
-			c.q.done(key, 0, false)
+			c.q.Finish(key, 0, false)
 		case err != nil:
 			slog.Warn(c.name+" failed; will retry", "key", key, "err", err)
-			c.q.done(key, 0, true)
+			c.q.Finish(key, 0, true)
 		default:
-			c.q.done(key, res.RequeueAfter, false)
+			c.q.Finish(key, res.RequeueAfter, false)
 		}
 	}
-}
-
-// queue hands each key to one worker at a time and merges repeated adds
-// of a waiting key.
-type queue struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	order    []string
-	pending  map[string]bool
-	active   map[string]bool
-	again    map[string]bool // added while active
-	failures map[string]int
-	limiter  *rate.Limiter
-	closed   bool
-}
-
-func newQueue() *queue {
-	q := &queue{pending: map[string]bool{}, active: map[string]bool{}, again: map[string]bool{}, failures: map[string]int{},
-		limiter: rate.NewLimiter(RetryQPS, RetryBurst)}
-	q.cond = sync.NewCond(&q.mu)
-	return q
-}
-
-func (q *queue) add(key string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	switch {
-	case q.closed, q.pending[key]:
-	case q.active[key]:
-		q.again[key] = true
-	default:
-		q.pending[key] = true
-		q.order = append(q.order, key)
-		q.cond.Signal()
-	}
-}
-
-func (q *queue) get() (string, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for len(q.order) == 0 && !q.closed {
-		q.cond.Wait()
-	}
-	if q.closed {
-		return "", false
-	}
-	key := q.order[0]
-	q.order = q.order[1:]
-	delete(q.pending, key)
-	q.active[key] = true
-	return key, true
-}
-
-// done finishes key: again after after (if > 0), or after the key's
-// back-off when failed; at once if it was added while active.
-func (q *queue) done(key string, after time.Duration, failed bool) {
-	q.mu.Lock()
-	delete(q.active, key)
-	again := q.again[key]
-	delete(q.again, key)
-	if failed {
-		q.failures[key]++
-		backoff := min(BaseDelay<<min(q.failures[key]-1, 20), MaxDelay)
-		after = max(backoff, q.limiter.Reserve().Delay())
-	} else {
-		delete(q.failures, key)
-	}
-	q.mu.Unlock()
-	if again && !failed {
-		q.add(key)
-		return
-	}
-	if after > 0 {
-		time.AfterFunc(after, func() { q.add(key) })
-	}
-}
-
-func (q *queue) shutdown() {
-	q.mu.Lock()
-	q.closed = true
-	q.mu.Unlock()
-	q.cond.Broadcast()
 }

@@ -98,9 +98,7 @@ func TestRuntime(t *testing.T) {
 	}
 	// The terminal key left no retry behind: no failure counted, nothing
 	// waiting. A transient failure was forgotten once it succeeded.
-	c.q.mu.Lock()
-	terminalFailures, failsFailures, pending := c.q.failures["p/terminal"], c.q.failures["p/fails"], c.q.pending["p/terminal"]
-	c.q.mu.Unlock()
+	terminalFailures, failsFailures, pending := c.q.Failures("p/terminal"), c.q.Failures("p/fails"), c.q.Waiting("p/terminal")
 	if terminalFailures != 0 || pending {
 		t.Errorf("after a terminal error: %d failures counted, pending %v; want the key dropped", terminalFailures, pending)
 	}
@@ -118,24 +116,23 @@ func TestRuntime(t *testing.T) {
 	}
 }
 
-// TestBackoff: a key's retries wait longer after each failure, up to
-// MaxDelay, and a success forgets its failures.
+// TestBackoff: the controller's queue waits longer after each failure of
+// a key, from BaseDelay doubling up to MaxDelay, and a success forgets its
+// failures.
 func TestBackoff(t *testing.T) {
-	q := newQueue()
-	delay := func() time.Duration {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return min(BaseDelay<<min(q.failures["k"]-1, 20), MaxDelay)
-	}
+	q := New("backoff", nil).q
 	var last time.Duration
 	for i := 0; i < 12; i++ {
-		q.add("k")
-		if k, _ := q.get(); k != "k" {
+		q.Add("k")
+		if k, _ := q.Get(); k != "k" {
 			t.Fatalf("got %q", k)
 		}
-		q.done("k", 0, true)
-		d := delay()
-		if d < last || d > MaxDelay {
+		q.Finish("k", 0, true)
+		d := q.RetryDelay("k")
+		if i == 0 && d != BaseDelay {
+			t.Fatalf("back-off after the first failure = %s, want %s", d, BaseDelay)
+		}
+		if d <= last && d != MaxDelay || d > MaxDelay {
 			t.Fatalf("failure %d: back-off %s after %s; want growing up to %s", i+1, d, last, MaxDelay)
 		}
 		last = d
@@ -143,12 +140,12 @@ func TestBackoff(t *testing.T) {
 	if last != MaxDelay {
 		t.Errorf("back-off after 12 failures = %s, want the cap %s", last, MaxDelay)
 	}
-	q.add("k")
-	q.get()
-	q.done("k", 0, false)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.failures["k"] != 0 {
-		t.Errorf("a success kept %d failures", q.failures["k"])
+	// The retry after the last failure is already on its timer; a success
+	// now forgets the failures.
+	q.Add("k")
+	q.Get()
+	q.Finish("k", 0, false)
+	if n := q.Failures("k"); n != 0 {
+		t.Errorf("a success kept %d failures", n)
 	}
 }
