@@ -115,6 +115,11 @@ func (r *repository) checkImageBytes(ctx context.Context, img *api.Image) error 
 	set := map[string]int64{}
 	store.ImageBlobs(img, set)
 	for d, n := range set {
+		// A negative size would lower the project's usage for good once
+		// recorded (distribution does not check sizes of layers with URLs).
+		if n < 0 {
+			return errcode.ErrorCodeManifestInvalid.WithMessage(fmt.Sprintf("the manifest gives blob %s the size %d; sizes are byte counts, 0 or more", d, n))
+		}
 		if d == img.Name {
 			continue
 		}

@@ -253,4 +253,15 @@ func TestRegistryQuotaMountAndDeclaredSizes(t *testing.T) {
 	if hist := h.history(t, "q2", "app", "lie"); len(hist) != 0 {
 		t.Errorf("tag lie moved: %+v", hist)
 	}
+
+	// A negative size, which would lower the project's usage for good
+	// once recorded, is refused whatever else the manifest says (a
+	// foreign layer with URLs is one distribution does not stat).
+	neg := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d},{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar","digest":"sha256:%064x","size":-1099511627776,"urls":["https://example.com/x"]}]}`, cd, len(cfg), ld, len(layer), 1)
+	if r := h.putManifest(t, "alice", "q2/app", "negative", "application/vnd.oci.image.manifest.v1+json", []byte(neg)); r.errCode() != "MANIFEST_INVALID" || !strings.Contains(string(r.body), "0 or more") {
+		t.Errorf("manifest giving a layer size -1 TiB: %v, want MANIFEST_INVALID saying sizes are 0 or more", r)
+	}
+	if hist := h.history(t, "q2", "app", "negative"); len(hist) != 0 {
+		t.Errorf("tag negative moved: %+v", hist)
+	}
 }

@@ -178,7 +178,12 @@ func (r *Registry) readImage(ctx context.Context, repo, dgst string) (*rawImage,
 	if man.Config.Digest == "" || (mt != ocispec.MediaTypeImageManifest && mt != "application/vnd.docker.distribution.manifest.v2+json") {
 		return nil, fmt.Errorf("%s@%s is a %s, not an image manifest", repo, dgst, mt)
 	}
-	if man.Config.Size > maxConfig {
+	// The manifest's size is the pusher's word; the stored blob's is not.
+	desc, err := rp.Blobs(ctx).Stat(ctx, man.Config.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("config %s of %s@%s: %w", man.Config.Digest, repo, dgst, err)
+	}
+	if man.Config.Size > maxConfig || desc.Size > maxConfig {
 		return nil, fmt.Errorf("the config of %s@%s is over %d bytes", repo, dgst, maxConfig)
 	}
 	cfg, err := rp.Blobs(ctx).Get(ctx, man.Config.Digest)
