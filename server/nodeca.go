@@ -68,8 +68,8 @@ func (n *nodeServices) CA() []byte { return n.caPEM }
 
 // SignNode signs a node's certificate: common name system:node:NAME,
 // organization system:nodes, for client and server authentication (the
-// agent serves logs and exec with it), with the IP addresses the node
-// asked for.
+// agent serves logs and exec with it), and none of the addresses or
+// names the CSR asks for (see below).
 func (n *nodeServices) SignNode(name string, csr *x509.CertificateRequest) ([]byte, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
@@ -82,7 +82,10 @@ func (n *nodeServices) SignNode(name string, csr *x509.CertificateRequest) ([]by
 		NotAfter:     time.Now().Add(NodeCertTTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		IPAddresses:  csr.IPAddresses,
+		// No addresses or names from the CSR: the platform CA also signs
+		// the API server's certificate, so a node certificate for the
+		// API's address would impersonate it. The API checks an agent by
+		// its CN alone.
 	}
 	return x509.CreateCertificate(rand.Reader, tmpl, n.ca, csr.PublicKey, n.caKey)
 }
