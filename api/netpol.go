@@ -108,6 +108,13 @@ func validateNetworkPolicy(s *NetworkPolicySpec) FieldErrors {
 			}
 			selector(pp+"podSelector", p.PodSelector)
 			selector(pp+"namespaceSelector", p.NamespaceSelector)
+			if p.NamespaceSelector != nil {
+				for k := range p.NamespaceSelector.MatchLabels {
+					if k != ProjectNameLabel {
+						errs.Add(pp+"namespaceSelector.matchLabels", FieldValueInvalid, "select projects by %s only: any user may create a project carrying label %q, so it proves nothing", ProjectNameLabel, truncate(k))
+					}
+				}
+			}
 		}
 		for j, p := range r.Ports {
 			pp := fieldIndex(rp+"ports", j, "")

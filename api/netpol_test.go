@@ -25,6 +25,10 @@ func TestNetworkPolicyValidation(t *testing.T) {
 		edit  func(*NetworkPolicy)
 	}{
 		{"spec.ingress[0].ports[0].protocol", func(p *NetworkPolicy) { p.Spec.Ingress[0].Ports[0].Protocol = "SCTP" }},
+		// Project labels are their owners' word: only the name selects.
+		{"spec.ingress[0].from[0].namespaceSelector.matchLabels", func(p *NetworkPolicy) {
+			p.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels = map[string]string{"team": "blue"}
+		}},
 		{"spec.ingress[0].ports[0].port", func(p *NetworkPolicy) { p.Spec.Ingress[0].Ports[0].Port = 70000 }},
 		{"spec.ingress[0].from[0]", func(p *NetworkPolicy) { p.Spec.Ingress[0].From[0] = NetworkPolicyPeer{} }},
 		{"spec.podSelector.matchLabels", func(p *NetworkPolicy) { p.Spec.PodSelector.MatchLabels["bad key!"] = "x" }},

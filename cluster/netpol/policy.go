@@ -123,13 +123,12 @@ func Compile(pods []Pod, projectLabels map[string]map[string]string, policies []
 	for _, g := range r.Projects {
 		slices.SortFunc(g.IPs, netip.Addr.Compare)
 	}
+	// A project is selected by its name alone: its other labels are its
+	// owner's word (any user may create a project with any labels), so a
+	// selector on them would let anyone in (the API refuses such
+	// selectors; this holds for any stored before).
 	nsLabels := func(ns string) map[string]string {
-		l := map[string]string{}
-		for k, v := range projectLabels[ns] {
-			l[k] = v
-		}
-		l[api.ProjectNameLabel] = ns // always its own name, whatever was set
-		return l
+		return map[string]string{api.ProjectNameLabel: ns}
 	}
 	policies = slices.Clone(policies)
 	slices.SortFunc(policies, func(a, b *api.NetworkPolicy) int {
