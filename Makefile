@@ -28,6 +28,13 @@ bin/cosign: go.mod go.sum
 	@hack/install-deps.sh build
 	$(GO) build -o bin/cosign github.com/sigstore/cosign/v2/cmd/cosign
 
+# SeaweedFS's weed, pinned in its own module (hack/weed: its dependencies
+# are not Slipway's): the tests run its S3 gateway as the registry's
+# object storage.
+bin/weed: hack/weed/go.mod hack/weed/go.sum
+	@hack/install-deps.sh build
+	$(GO) build -C hack/weed -o ../../bin/weed github.com/seaweedfs/seaweedfs/weed
+
 deps:
 	@hack/install-deps.sh build
 
@@ -41,7 +48,7 @@ start: build
 	./$(BIN) start --data-dir $(DATA) --listen $(LISTEN)
 
 # Every test: unit, API, store, and end-to-end against the real binary.
-test: test-deps build
+test: test-deps build bin/weed
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
@@ -52,7 +59,7 @@ unit: build
 fuzz:
 	FUZZTIME=$(FUZZTIME) GO=$(GO) hack/fuzz.sh
 
-e2e: test-deps build
+e2e: test-deps build bin/weed
 	$(GO) test -count=1 -timeout 15m -v ./e2e/...
 
 # One run of every benchmark; each prints its ratios against its peer.
