@@ -36,6 +36,7 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 	"github.com/sirupsen/logrus"
 
 	"slipway.dev/slipway/api"
@@ -233,6 +234,9 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 		}
 	}()
 	r.app = handlers.NewApp(ctx, dc)
+	if err := r.checkStorage(ctx); err != nil {
+		return nil, err
+	}
 	if p, ok := cfg.Storage["filesystem"]; ok {
 		if root, ok := p["rootdirectory"].(string); ok && filepath.IsAbs(root) {
 			r.fsRoot = root
@@ -258,3 +262,23 @@ func loadSecret(path string) (string, error) {
 	}
 	return s, nil
 }
+
+// checkStorage lists the storage's root once, so that a storage the
+// registry cannot use (a bucket that does not exist, refused credentials,
+// an endpoint that does not answer) stops the start with the driver's
+// reason instead of failing every push later.
+func (r *Registry) checkStorage(ctx context.Context) error {
+	if r.driver == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, storageCheckTimeout)
+	defer cancel()
+	_, err := r.driver.List(ctx, "/")
+	var empty storagedriver.PathNotFoundError
+	if err == nil || errors.As(err, &empty) {
+		return nil
+	}
+	return fmt.Errorf("registry: the %s storage cannot be listed (check --registry-storage: the bucket must exist and the credentials may list it): %w", r.driver.Name(), err)
+}
+
+const storageCheckTimeout = 30 * time.Second
