@@ -17,7 +17,17 @@ var conformanceFails = regexp.MustCompile(`(?m)^\s*FAIL\.+:\s*(\d+)\s*$`)
 // TestConformance runs the OCI distribution-spec conformance suite (a tool
 // dependency in go.mod) against a fresh Slipway through
 // hack/conformance.sh, as a service account with edit in two projects.
-func TestConformance(t *testing.T) {
+func TestConformance(t *testing.T) { runConformance(t) }
+
+// TestConformanceS3 runs the suite against a Slipway whose registry keeps
+// its storage in a real S3 server (SeaweedFS) through distribution's s3
+// driver.
+func TestConformanceS3(t *testing.T) {
+	s := startS3(t)
+	runConformance(t, "--registry-storage", s.storageFile(t, s3Root))
+}
+
+func runConformance(t *testing.T, extra ...string) {
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +39,7 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("building the conformance suite: %v\n%s", err, out)
 	}
 
-	p := startServer(t, t.TempDir(), freePort(t))
+	p := startServer(t, t.TempDir(), freePort(t), extra...)
 	logIfDied(t, p)
 	c := cli{t: t, config: filepath.Join(t.TempDir(), "config")}
 	c.ok("login", p.url(), "-u", "admin", "-p", p.adminPassword(t), "--certificate-authority", p.caFile())
