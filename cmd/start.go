@@ -239,7 +239,7 @@ func registryFlags(f *pflag.FlagSet, cfg *server.Config) {
 	f.StringVar(&cfg.RegistryListen, "registry-listen", "127.0.0.1:5000", "address of the integrated registry (plain HTTP on loopback, TLS elsewhere)")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "your own serving certificate (PEM) instead of one from the platform CA")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
-	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, such as {s3: {bucket: …}} (default: filesystem under the data dir)")
+	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, for S3 or an S3-compatible store:\n{s3: {bucket: B, region: us-east-1, regionendpoint: http://HOST:8333, forcepathstyle: true, secure: false, accesskey: K, secretkey: S, rootdirectory: /slipway}}\n(default: the filesystem under the data dir; replicas sharing a bucket must share DATA_DIR/registry too)")
 	importFlags(f, cfg)
 }
 
