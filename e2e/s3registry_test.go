@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/registry"
 )
 
@@ -260,6 +262,32 @@ func TestRegistryOnS3(t *testing.T) {
 	}
 	imgs["objs/big:1"] = big
 	verifyOn("after the replica restarted", regs...)
+
+	// Deleting project objs removes its repositories from the bucket
+	// (a delete by key prefix) and leaves objs2's, whose keys share the
+	// prefix "objs".
+	c.ok("new-project", "objs2")
+	other, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ggcrRef(t, r.registry, "objs2/keep:1"), other, ggcrOpts(ctx, token)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.p.admin(t).Delete(ctx, api.Projects, "", "objs"); err != nil {
+		t.Fatal(err)
+	}
+	repos := strings.TrimPrefix(s3Root, "/") + "/docker/registry/v2/repositories/"
+	waitFor(t, 2*time.Minute, "project objs's repositories to leave the bucket", func() (bool, string) {
+		left := r.s3.keys(t, repos+"objs/")
+		return len(left) == 0, fmt.Sprintf("%d keys left, such as %q", len(left), left[:min(len(left), 3)])
+	})
+	if len(r.s3.keys(t, repos+"objs2/")) == 0 {
+		t.Errorf("deleting project objs removed objs2's repositories from the bucket")
+	}
+	if err := ggcrVerify(ctx, ggcrRef(t, r.p.registry, "objs2/keep:1"), other, token); err != nil {
+		t.Errorf("after project objs was deleted: %v", err)
+	}
 }
 
 // stallingTransport lets the first upload body larger than after through until after bytes
