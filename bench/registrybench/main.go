@@ -3,7 +3,10 @@
 // distribution v3.1.2 registry built from the same module, in one run on
 // one machine, and prints a Markdown table of ratios for BENCHMARKS.md.
 //
-//	go run ./bench/registrybench [-big-mib 512] [-small 300] [-rounds 3]
+//	go run ./bench/registrybench [-big-mib 512] [-small 300] [-rounds 3] [-storage FILE]
+//
+// With -storage (a distribution storage section, such as one for S3), both
+// registries keep their storage there, each under its own rootdirectory.
 //
 // It is built to be fair to the peer:
 //   - every digest and diff ID is computed before the clock starts (ggcr
@@ -55,6 +58,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sirupsen/logrus"
+	"go.yaml.in/yaml/v2"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
@@ -68,6 +72,7 @@ func main() {
 	gets := flag.Int("gets", 5000, "manifest GETs per round")
 	rounds := flag.Int("rounds", 3, "rounds per measurement (A B A B ...); the ratio is of the medians")
 	fsyncN := flag.Int("fsync-pushes", 100, "small pushes per side counted under strace (0: skip)")
+	storageFile := flag.String("storage", "", "YAML file with a distribution storage section both registries use, each under its own rootdirectory (default: the filesystem)")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -88,6 +93,17 @@ func main() {
 		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 		"cache":       configuration.Parameters{"blobdescriptor": "inmemory"},
 	}
+	var slipStorage configuration.Storage
+	storageName := "filesystem"
+	if *storageFile != "" {
+		var distStorage configuration.Storage
+		distStorage, slipStorage = benchStorage(*storageFile, "dist"), benchStorage(*storageFile, "slipway")
+		delete(dc.Storage, "filesystem")
+		for k, v := range distStorage {
+			dc.Storage[k] = v
+		}
+		storageName = distStorage.Type()
+	}
 	dc.HTTP.Secret = "bench"
 	dc.HTTP.RelativeURLs = true
 	distLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -98,7 +114,7 @@ func main() {
 	dist := target{name: "distribution v3.1.2", host: distLn.Addr().String(), repo: "bench/app", auth: authn.Anonymous}
 
 	// Slipway all-in-one.
-	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", Out: io.Discard})
+	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", RegistryStorage: slipStorage, Out: io.Discard})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -109,8 +125,8 @@ func main() {
 	}
 	slip := target{name: "Slipway", host: srv.RegistryHost, repo: "bench/app", auth: &authn.Basic{Username: "admin", Password: admin.Token()}, cl: admin}
 
-	fmt.Printf("# registrybench: %d rounds (Slipway, distribution, alternating); %d MiB in 10 layers, %d small images (%d concurrent), %d manifest GETs per round; %s\n\n",
-		*rounds, *bigMiB, *small, *conc, *gets, time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("# registrybench: %d rounds (Slipway, distribution, alternating); %d MiB in 10 layers, %d small images (%d concurrent), %d manifest GETs per round; %s storage; %s\n\n",
+		*rounds, *bigMiB, *small, *conc, *gets, storageName, time.Now().UTC().Format(time.RFC3339))
 	fmt.Println("| measurement | Slipway (median) | distribution (median) | ratio of medians (Slipway / distribution) |")
 	fmt.Println("|---|---|---|---|")
 
@@ -583,3 +599,24 @@ func timeIt(f func() error) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// benchStorage reads a distribution storage section from file and puts
+// its driver's rootdirectory under sub, so that the two registries never
+// share keys.
+func benchStorage(file, sub string) configuration.Storage {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var st configuration.Storage
+	if err := yaml.Unmarshal(data, &st); err != nil {
+		log.Fatalf("%s is not a storage configuration: %v", file, err)
+	}
+	params := configuration.Parameters{}
+	for k, v := range st.Parameters() {
+		params[k] = v
+	}
+	root, _ := params["rootdirectory"].(string)
+	params["rootdirectory"] = strings.TrimSuffix(root, "/") + "/registrybench-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "/" + sub
+	return configuration.Storage{st.Type(): params}
+}
