@@ -82,9 +82,10 @@ func startS3(t *testing.T) *s3Server {
 	}
 	// Every port is given (the gRPC ones default to port+10000, which may
 	// be taken), and the S3 gateway's Iceberg and Lance catalogs, on fixed
-	// ports by default, are off.
+	// ports by default, are off, and so is the master's usage report to
+	// SeaweedFS's telemetry server: the tests talk to loopback only.
 	args := []string{"server", "-dir", data, "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1",
-		"-master.port", port(), "-master.port.grpc", grpcPort(), "-master.volumeSizeLimitMB", "64",
+		"-master.port", port(), "-master.port.grpc", grpcPort(), "-master.volumeSizeLimitMB", "64", "-master.telemetry=false",
 		"-volume.port", port(), "-volume.port.grpc", grpcPort(), "-volume.max", "20", "-volume.preStopSeconds", "0",
 		"-filer", "-filer.port", port(), "-filer.port.grpc", grpcPort(),
 		"-s3", "-s3.port", s3Port, "-s3.port.grpc", grpcPort(), "-s3.config", config,
