@@ -169,9 +169,12 @@ func (r *Router) Ready() <-chan struct{} { return r.ready }
 // reencrypt. It dials only endpoint addresses the policy allows.
 func (r *Router) transport(tc *tls.Config) *http.Transport {
 	return &http.Transport{
-		DialContext:           r.dial,
-		TLSClientConfig:       tc,
-		MaxIdleConnsPerHost:   32,
+		DialContext:     r.dial,
+		TLSClientConfig: tc,
+		// As many idle connections per pod as requests in flight to it
+		// (below this, a busy pod's connections are closed and dialed
+		// again under load).
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: 0,
 		ExpectContinueTimeout: time.Second,
