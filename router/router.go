@@ -130,7 +130,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, ready: make(chan struct{}), metrics: newMetrics(cfg.Metrics)}
 	r.table.Store(&table{hosts: map[string]*host{}})
-	r.b.plain = r.transport(nil)
+	r.b.plain = newSyncTransport(r.dial, r.transport(nil), 1024, 30*time.Second)
 	r.b.reencrypt = func(pool *x509.CertPool, serverName string) http.RoundTripper {
 		return r.transport(&tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12})
 	}
