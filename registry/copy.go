@@ -9,7 +9,6 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/imagestreams"
-	"slipway.dev/slipway/store"
 )
 
 // Promotion copies in the registry: an image, its referrers (signatures,
@@ -54,19 +53,11 @@ func (r *Registry) CopyImage(ctx context.Context, owner, from, to, stream, dgst 
 	// Everything the copy brings counts against the target's
 	// registry.bytes quota, as the pushes of it would: checked before
 	// anything is linked.
-	if from != to {
-		set := map[string]int64{}
-		for _, d := range append([]string{dgst}, referrerDigests(refs, tags)...) {
-			if o, err := r.cfg.Store.Get(ctx, api.Images, from, d); err == nil {
-				store.ImageBlobs(o.(*api.Image), set)
-			}
+	if err := r.checkCopyBytes(ctx, from, to, stream, append([]string{dgst}, referrerDigests(refs, tags)...)...); err != nil {
+		if why, ok := quotaDenied(err); ok {
+			return &PromotionDeniedError{why}
 		}
-		if err := r.checkProjectBytes(ctx, to, stream, set, nil); err != nil {
-			if why, ok := quotaDenied(err); ok {
-				return &PromotionDeniedError{why}
-			}
-			return err
-		}
+		return err
 	}
 	copyOne := func(d string) error {
 		if err := r.link(ctx, src, dst, d); err != nil {

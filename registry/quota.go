@@ -43,9 +43,11 @@ import (
 //
 // The registry's server-side writes into a project are checked the same
 // way before they write anything: a promotion copy (CopyImage) against
-// the target project for the image and everything it brings along, and a
-// server-side rebase (RebaseBuildConfig, RebaseBuild) for the rebased
-// image; the images of one rebase group are counted together.
+// the target project for the image and everything it brings along, a spec
+// tag that follows another project's image, an import from another
+// registry (each image of an index on its own), and a server-side rebase
+// (RebaseBuildConfig, RebaseBuild) for the rebased image; the images of
+// one rebase group are counted together.
 
 // Blobs wraps the repository's blob store with the quota checks.
 func (r *repository) Blobs(ctx context.Context) distribution.BlobStore {
@@ -222,6 +224,23 @@ func (r *Registry) checkProjectBytes(ctx context.Context, project, stream string
 		}
 	}
 	return nil
+}
+
+// checkCopyBytes is checkProjectBytes for images dgsts of project from,
+// as recorded there, linked into project to: what a promotion copy or a
+// spec tag following another project brings. Images without a record in
+// from add nothing here (their link fails).
+func (r *Registry) checkCopyBytes(ctx context.Context, from, to, stream string, dgsts ...string) error {
+	if from == to {
+		return nil
+	}
+	set := map[string]int64{}
+	for _, d := range dgsts {
+		if o, err := r.cfg.Store.Get(ctx, api.Images, from, d); err == nil {
+			store.ImageBlobs(o.(*api.Image), set)
+		}
+	}
+	return r.checkProjectBytes(ctx, to, stream, set, nil)
 }
 
 // quotaDenied is the reason of a DENIED from checkProjectBytes, for the
