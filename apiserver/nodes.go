@@ -189,16 +189,34 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 
 // admitNode keeps what only the platform and admins write on a Node that
 // a node writes itself: the serial of its credential, and its spec (a
-// cordoned node cannot uncordon itself).
+// cordoned node cannot uncordon itself), silently; and it refuses a
+// node's write that adds, changes or removes a label under
+// api.NodeRestrictionLabelPrefix, as Kubernetes' NodeRestriction does:
+// those labels steer workloads, and the node would otherwise not learn
+// why its label did not stick.
 func (s *Server) admitNode(ctx context.Context, u identity.Info, n *api.Node) error {
-	if _, ok := nodeName(u); !ok {
+	node, ok := nodeName(u)
+	if !ok {
 		return nil
 	}
 	o, err := s.store.Get(ctx, api.Nodes, "", n.Name)
 	if err != nil {
 		return err
 	}
-	n.Spec = o.(*api.Node).Spec
+	old := o.(*api.Node)
+	for _, l := range []map[string]string{n.Labels, old.Labels} {
+		for k := range l {
+			if !strings.HasPrefix(k, api.NodeRestrictionLabelPrefix) {
+				continue
+			}
+			was, had := old.Labels[k]
+			is, has := n.Labels[k]
+			if had != has || was != is {
+				return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "node %s may not add, change or remove label %s on its Node: labels under %s are set only by cluster admins (they select the nodes workloads may run on); leave it out of --node-labels and ask a cluster admin to set it", node, k, api.NodeRestrictionLabelPrefix)
+			}
+		}
+	}
+	n.Spec = old.Spec
 	cred := o.GetObjectMeta().Annotations[NodeCredentialAnnotation]
 	if n.Annotations == nil {
 		n.Annotations = map[string]string{}

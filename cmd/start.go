@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v2"
 
+	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/apiserver"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/cluster/runtime"
@@ -165,6 +166,11 @@ certificate, to API servers only. Pods' volumes live under DATA_DIR/node.`,
       --bootstrap-token-file second.token --node-name second --container-prefix second --no-proxy`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			for k := range cfg.Node.Labels {
+				if strings.HasPrefix(k, api.NodeRestrictionLabelPrefix) {
+					return usagef("--node-labels %s: a node may not set labels under %s on its own Node (they select where workloads run); a cluster admin sets them on the Node (slipway get node NAME -o yaml, add the label, slipway apply -f)", k, api.NodeRestrictionLabelPrefix)
+				}
+			}
 			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 			abs, err := filepath.Abs(cfg.DataDir)
 			if err != nil {
