@@ -858,10 +858,22 @@ func (x *chaosCluster) killRegistryMidPush(l *chaosLoad, i int) {
 	}()
 	err = <-result
 	x.t.Logf("killed -9 registry replica %s after %d of %d bytes of a push; the push: %v", x.regAddrs[i], last.Complete, last.Total, err)
+	d, _ := img.Digest()
 	if err == nil {
-		d, _ := img.Digest()
 		l.mu.Lock()
 		l.pushes = append(l.pushes, pushed{ref: ref.Context().Digest(d.String()).String(), img: img})
 		l.mu.Unlock()
 	}
+	// The pusher tries again through the other replica: what the killed
+	// one left half-written in the shared storage must not spoil it.
+	other, _ := name.ParseReference(fmt.Sprintf("%s/%s/big:1", x.regAddrs[1-i], x.ns), name.Insecure)
+	waitFor(x.t, time.Minute, "the large push again, through the other replica", func() (bool, string) {
+		if err := remote.Write(other, img, x.auth); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	l.mu.Lock()
+	l.pushes = append(l.pushes, pushed{ref: other.Context().Digest(d.String()).String(), img: img})
+	l.mu.Unlock()
 }
