@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -741,11 +742,20 @@ func TestClusterSurvivesChaos(t *testing.T) {
 		return len(open) == 0, strings.Join(open, "\n")
 	})
 
-	// The stale leader: it tried, and the fence refused; no controller
-	// write of it landed after it woke (the deployment controller logs a
-	// revision only once its create landed).
-	refused := strings.Count(staleLog(), "no longer the leader")
-	t.Logf("the stale leader's writes refused by the fence after it woke: %d", refused)
+	// The stale leader: whatever it tried after it woke, the fence
+	// refused; no controller write of it landed (the deployment
+	// controller logs a revision only once its create landed). Its
+	// metrics say how many writes the fence refused; one master leads.
+	t.Logf("the stale leader's writes refused by the fence: %v (log: %d)", x.metric(stale.addr, "slipway_store_fenced_writes_total"), strings.Count(staleLog(), "no longer the leader"))
+	waitFor(t, 30*time.Second, "exactly one master says it leads (slipway_leader_is_leader)", func() (bool, string) {
+		var leading []string
+		for _, addr := range x.masterAddrs {
+			if x.metric(addr, "slipway_leader_is_leader") == "1" {
+				leading = append(leading, addr)
+			}
+		}
+		return len(leading) == 1, fmt.Sprintf("leading: %v", leading)
+	})
 	if strings.Contains(staleLog(), "deploy: new revision") {
 		t.Errorf("the stale leader made a revision after it woke:\n%s", grepLines(staleLog(), "deploy: new revision"))
 	}
@@ -766,6 +776,29 @@ func TestClusterSurvivesChaos(t *testing.T) {
 			t.Errorf("registry %d exited:\n%s", i, r.out)
 		}
 	}
+}
+
+// metric is the value of a metric without labels on the master at addr,
+// or "" if it does not answer.
+func (x *chaosCluster) metric(addr, name string) string {
+	c, err := client.New("https://"+addr, client.WithCAData(x.ca), client.WithToken(x.token))
+	if err != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Do(ctx, "GET", "/metrics", nil, nil, "")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // waitPodsBack waits until web's latest revision runs two ready pods.
