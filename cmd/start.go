@@ -291,6 +291,7 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory holding the registry's keys, secret and (by default) storage")
+	f.StringVar(&cfg.RegistryHost, "registry-host", "", "host:port clients reach the registry at, when it differs from --registry-listen: the load balancer in front of the replicas, as the masters' --registry names it (default: the listen address)")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
 	etcdTLSFlags(f, &cfg)
