@@ -121,7 +121,7 @@ func (s *Server) authenticateNode(r *http.Request) (u identity.Info, ok bool, er
 
 // nodeForbidden is the answer to whatever a node may not do.
 func nodeForbidden(node, format string, args ...any) error {
-	return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "node %s %s: a node reads only the pods bound to it and what they need, and writes only its own Node and its pods' status", node, fmt.Sprintf(format, args...))
+	return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "node %s %s: a node reads only the pods bound to it and what they need, and writes only its own Node, its pods' status and events about them", node, fmt.Sprintf(format, args...))
 }
 
 // authorizeNode is the node authorizer: what node may do, in place of
@@ -135,6 +135,8 @@ func nodeForbidden(node, format string, args ...any) error {
 //     only with fieldSelector metadata.name=itself.
 //   - services, endpoints (the service proxy) and projects (volumes):
 //     get, list and watch.
+//   - events: create, about a pod bound to it (admitNodeEvent), as the
+//     warning that a pod's image assumes root.
 //
 // Nothing else: no Secrets (pods reference none), no RoleBindings, no
 // tokens, no other node's pods or Node.
@@ -172,6 +174,10 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 		if read && sub == "" {
 			return nil, nil
 		}
+	case api.Events:
+		if verb == "create" && sub == "" {
+			return nil, nil // about its own pods only: admitNodeEvent
+		}
 	}
 	what := res.Name
 	if sub != "" {
@@ -185,6 +191,20 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 		target += " in " + info.Namespace
 	}
 	return nil, nodeForbidden(node, "may not %s %s%s", verb, what, target)
+}
+
+// admitNodeEvent lets a node record events only about pods bound to it,
+// in their project.
+func (s *Server) admitNodeEvent(ctx context.Context, node, ns string, ev *api.Event) error {
+	ref := ev.InvolvedObject
+	if ref.Kind != "Pod" || (ref.Namespace != "" && ref.Namespace != ns) {
+		return nodeForbidden(node, "may not create an event about %s %s/%s: only about pods bound to it", ref.Kind, ref.Namespace, ref.Name)
+	}
+	o, err := s.store.Get(ctx, api.Pods, ns, ref.Name)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && o.(*api.Pod).Spec.NodeName != node) {
+		return nodeForbidden(node, "may not create an event about pod %s/%s: it is not bound to this node", ns, ref.Name)
+	}
+	return err
 }
 
 // admitNode keeps what only the platform and admins write on a Node that

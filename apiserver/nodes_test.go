@@ -145,6 +145,24 @@ func TestNodeClientStore(t *testing.T) {
 	if o, err := env.Admin.Get(ctx, api.Nodes, "", "n1"); err != nil || !o.(*api.Node).Spec.Unschedulable {
 		t.Errorf("node n1 after it wrote spec.unschedulable=false over the admin's cordon: %+v, %v; want it still cordoned", o, err)
 	}
+	// Events: about its own pods only (the agent's "image assumes root"
+	// warning), not about another node's pod, a pod named in another
+	// project, or anything else.
+	event := func(name, kind, ns, obj string) *api.Event {
+		return &api.Event{ObjectMeta: api.ObjectMeta{Name: name, Namespace: "shop"}, Reason: "ImageAssumesRoot", Type: "Warning",
+			InvolvedObject: api.ObjectReference{Kind: kind, Namespace: ns, Name: obj}, Message: "m"}
+	}
+	if err := st.Create(ctx, api.Events, event("e1", "Pod", "shop", "mine")); err != nil {
+		t.Errorf("n1 records an event about its own pod: %v", err)
+	}
+	for _, ev := range []*api.Event{event("e2", "Pod", "shop", "theirs"), event("e3", "Pod", "other", "mine"), event("e4", "Pod", "shop", "nosuch"), event("e5", "BuildConfig", "shop", "web")} {
+		if err := st.Create(ctx, api.Events, ev); !isCode(err, http.StatusForbidden) {
+			t.Errorf("n1 records an event about %s %s/%s: %v, want 403", ev.InvolvedObject.Kind, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name, err)
+		}
+	}
+	if _, err := st.Get(ctx, api.Events, "shop", "e1"); !isCode(err, http.StatusForbidden) {
+		t.Errorf("n1 reads an event: %v, want 403", err)
+	}
 	// Errors carry the store's sentinels.
 	if _, err := st.Get(ctx, api.Projects, "", "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("get a missing project through client.Store = %v, want store.ErrNotFound", err)
