@@ -20,6 +20,7 @@ import (
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/scan"
 	"slipway.dev/slipway/store"
 )
@@ -508,4 +509,65 @@ func digestOfLayer(t *testing.T, l v1.Layer) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+// TestRebaseGroupCountsItsImagesTogether: rebases that run as one group
+// each bring new bytes into the same project; each alone fits under its
+// hard registry.bytes limit, both together do not, so exactly one is
+// refused (checked one by one against the stored usage, both passed).
+func TestRebaseGroupCountsItsImagesTogether(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	grow := func(base v1.Image) v1.Image {
+		t.Helper()
+		l, err := random.Layer(600<<10, "application/vnd.oci.image.layer.v1.tar+gzip")
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := mutate.Append(base, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "RUN grow"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	h.pushOK(t, "alice", "base/os:1", grow(f.v2img))
+	h.pushOK(t, "alice", "base/os2:1", grow(f.v1img))
+	h.pushOK(t, "alice", "team/app2:latest", f.app)
+	if err := h.user(t, "alice").Create(ctx, api.BuildConfigs, &api.BuildConfig{
+		ObjectMeta: api.ObjectMeta{Name: "app2", Namespace: "team"},
+		Spec: api.BuildConfigSpec{
+			Rebase:   true,
+			Source:   api.BuildSource{Dockerfile: "FROM base\nCOPY app /app\n"},
+			Strategy: api.BuildStrategy{Type: "Docker", DockerStrategy: &api.DockerBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Namespace: "base", Name: "os2:1"}}},
+			Output:   api.BuildOutput{To: &api.ObjectReference{Kind: "ImageStreamTag", Name: "app2:latest"}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	used, err := h.env.Server.Store.RegistryBytes(ctx, "team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "team"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: fmt.Sprint(used + 1<<20)}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	alice := identity.Info{Name: "alice", Groups: []string{identity.GroupAuthenticated}}
+	errs := registry.RebaseAsOneGroup(h.env.Server.Registry, alice, "team", "app", "app2")
+	refused := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+		case strings.Contains(err.Error(), "exceeded quota registry: registry.bytes used"):
+			refused++
+		default:
+			t.Errorf("rebase %d of the group: %v", i, err)
+		}
+	}
+	if refused != 1 {
+		t.Errorf("rebases of one group, each adding 600 KiB under a limit 1 MiB above the usage: errors %v, want exactly one refused", errs)
+	}
 }
