@@ -175,6 +175,10 @@ func (c *Controller) Run(ctx context.Context) {
 	q.Process(ctx, inf, "builders: build", func(o api.Object) error { return c.reconcile(ctx, o.(*api.Build)) })
 }
 
+// MaxBuildRestarts is how many times a build whose controller stopped
+// while it ran is run again before it ends as an Error.
+const MaxBuildRestarts = 2
+
 func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	key := b.Namespace + "/" + b.Name
 	c.mu.Lock()
@@ -198,9 +202,20 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 		return c.finish(ctx, b, api.BuildCancelled, "CancelledBuild", "the build was cancelled", "", "")
 	case running:
 		return nil
+	case b.Status.Phase == api.BuildRunning && b.Status.Restarts >= MaxBuildRestarts:
+		return c.finish(ctx, b, api.BuildError, "ControllerRestarted", fmt.Sprintf("the build controller running the build stopped %d times; start it again", b.Status.Restarts+1), "", "")
 	case b.Status.Phase == api.BuildRunning:
-		// Running here but not in this process: the controller restarted.
-		return c.finish(ctx, b, api.BuildError, "ControllerRestarted", "the build controller restarted while the build ran; start it again", "", "")
+		// Running, but not in this process: the controller that ran it
+		// stopped (a leader lost, a crash). Run it again here: a trigger
+		// fires once per image, so a build left as an error would leave,
+		// say, a base image's security fix unbuilt.
+		return c.setStatus(ctx, b, func(s *api.BuildStatus) {
+			if s.Phase == api.BuildRunning {
+				s.Phase, s.Reason = api.BuildPending, "ControllerRestarted"
+				s.Message = "the build controller running the build stopped; running it again"
+				s.Restarts++
+			}
+		})
 	case b.Status.Phase == "" || b.Status.Phase == api.BuildNew:
 		return c.setStatus(ctx, b, func(s *api.BuildStatus) { s.Phase, s.Reason = api.BuildPending, "" })
 	}
