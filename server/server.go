@@ -78,6 +78,9 @@ type Config struct {
 	RegistryOnly bool
 	// Import says which external registries import-image may reach.
 	Import registry.ImportPolicy
+	// Mirrors are pull-through mirrors the registry serves (each
+	// upstream host must be on Import's allow-list).
+	Mirrors []registry.Mirror
 	// Buildkitd is the buildkitd binary builds run on. Default: found next
 	// to slipway or on PATH; "none" turns builds off.
 	Buildkitd string
@@ -488,6 +491,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		Host:    s.RegistryHost,
 		Faults:  s.cfg.RegistryFaults,
 		Import:  s.cfg.Import,
+		Mirrors: s.cfg.Mirrors,
 	})
 	if err != nil {
 		ln.Close()
