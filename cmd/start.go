@@ -241,14 +241,6 @@ func registryFlags(f *pflag.FlagSet, cfg *server.Config) {
 	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "the key of --tls-cert-file")
 	f.Var(storageFlag{&cfg.RegistryStorage}, "registry-storage", "YAML file with a distribution storage section, such as {s3: {bucket: …}} (default: filesystem under the data dir)")
 	importFlags(f, cfg)
-	f.Func("mirror", "serve upstream registry URL read-through as NAME/REPO, such as --mirror docker.io=https://registry-1.docker.io --import-allow '*.docker.io,production.cloudflare.docker.com' (then pull 127.0.0.1:5000/docker.io/library/alpine); the upstream must be on --import-allow; repeatable", func(s string) error {
-		m, err := registry.ParseMirror(s)
-		if err != nil {
-			return err
-		}
-		cfg.Mirrors = append(cfg.Mirrors, m)
-		return nil
-	})
 }
 
 // importFlags sets where import-image may reach.
@@ -260,6 +252,14 @@ func importFlags(f *pflag.FlagSet, cfg *server.Config) {
 			return err
 		}
 		cfg.Import.CIDRs = append(cfg.Import.CIDRs, p)
+		return nil
+	})
+	f.Func("mirror", "serve upstream registry URL read-through as NAME/REPO, such as --mirror docker.io=https://registry-1.docker.io --import-allow '*.docker.io,production.cloudflare.docker.com' (then pull 127.0.0.1:5000/docker.io/library/alpine); the upstream must be on --import-allow; give a master the same --mirror as its registries; repeatable", func(s string) error {
+		m, err := registry.ParseMirror(s)
+		if err != nil {
+			return err
+		}
+		cfg.Mirrors = append(cfg.Mirrors, m)
 		return nil
 	})
 	f.DurationVar(&cfg.Import.Interval, "import-interval", 15*time.Minute, "how often scheduled imports look for changes")

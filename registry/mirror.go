@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/distribution/distribution/v3"
@@ -373,4 +374,26 @@ func (r *Registry) mirrorReferrers(ctx context.Context, m *mirror, repo string, 
 			slog.Warn("registry: mirror could not fetch a referrer", "mirror", m.Name, "repository", repo, "referrer", d.Digest, "err", err)
 		}
 	}
+}
+
+// MirrorImage returns the reference that pulls image through the mirror
+// of its registry, reg/NAME/REPO[:TAG][@DIGEST], when names (the mirrors'
+// names) holds that registry: "nginx" and "docker.io/library/nginx" are
+// both Docker Hub's, "docker.io". Images of other registries, and of reg
+// itself, are not mirrored (false). Nodes use it so that a pod naming an
+// outside image pulls it from the integrated registry, with its project's
+// credentials, and never sends those to the outside registry.
+func MirrorImage(reg string, names []string, image string) (string, bool) {
+	if len(names) == 0 {
+		return "", false
+	}
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return "", false
+	}
+	domain := reference.Domain(named)
+	if domain == reg || !slices.Contains(names, domain) {
+		return "", false
+	}
+	return reg + "/" + reference.TagNameOnly(named).String(), true
 }

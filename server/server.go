@@ -168,6 +168,9 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("server: --data-dir is required")
 	}
+	if err := registry.ValidateMirrors(c.Mirrors, c.Import); err != nil {
+		return err
+	}
 	by := map[string]int64{}
 	for k, v := range c.Limits.ByResource {
 		r, ok := api.Lookup(k)
@@ -358,6 +361,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		host = "127.0.0.1"
 	}
 	s.URL = "https://" + net.JoinHostPort(host, port)
+	s.API.SetMirrors(s.mirrorNames())
 	if cfg.MasterOnly {
 		s.RegistryHost = cfg.RegistryHost
 		s.API.SetRegistryHost(s.RegistryHost)
