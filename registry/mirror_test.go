@@ -230,3 +230,27 @@ func mustImage(t *testing.T, h *harness, u, ref string) v1.Image {
 	}
 	return img
 }
+
+func TestMirrorImage(t *testing.T) {
+	const reg = "127.0.0.1:5000"
+	names := []string{"docker.io", "quay.io"}
+	for _, tc := range []struct{ image, want string }{
+		{"nginx", reg + "/docker.io/library/nginx:latest"},
+		{"nginx:1.27", reg + "/docker.io/library/nginx:1.27"},
+		{"docker.io/library/nginx@sha256:" + strings.Repeat("a", 64), reg + "/docker.io/library/nginx@sha256:" + strings.Repeat("a", 64)},
+		{"bitnami/redis:7", reg + "/docker.io/bitnami/redis:7"},
+		{"quay.io/org/app:1", reg + "/quay.io/org/app:1"},
+		{"ghcr.io/org/app:1", ""},            // no mirror for it
+		{reg + "/shop/app:1", ""},            // already the integrated registry
+		{reg + "/docker.io/library/x:1", ""}, // already through the mirror
+		{"Not A Reference", ""},
+	} {
+		got, ok := registry.MirrorImage(reg, names, tc.image)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("MirrorImage(%q) = %q, %v; want %q", tc.image, got, ok, tc.want)
+		}
+	}
+	if got, ok := registry.MirrorImage(reg, nil, "nginx"); ok {
+		t.Errorf("MirrorImage with no mirrors = %q; want none", got)
+	}
+}
