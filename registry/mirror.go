@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
@@ -173,7 +174,10 @@ func (r *Registry) serveMirror(w http.ResponseWriter, req *http.Request, rt rout
 		ociErr(http.StatusBadRequest, "UNSUPPORTED", "the mirror %s serves sha256 digests only", m.Name).write(w)
 		return
 	}
-	ctx := req.Context()
+	// A fetch is shared by every request for the same object, so it
+	// outlives the request that started it (bounded by fetchTimeout).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), fetchTimeout)
+	defer cancel()
 	var err error
 	switch rt.kind {
 	case "manifests":
@@ -194,10 +198,17 @@ func (r *Registry) serveMirror(w http.ResponseWriter, req *http.Request, rt rout
 		ociErr(http.StatusInternalServerError, "UNKNOWN", "mirror %s: storing %s: %v", m.Name, rt.name, err).write(w)
 		return
 	}
-	ctx = identity.WithInfo(ctx, who)
+	ctx = identity.WithInfo(req.Context(), who)
 	ctx = context.WithValue(ctx, responseKey, w)
 	r.serveApp(w, req.WithContext(ctx), rt)
 }
+
+// fetchTimeout bounds one fetch from an upstream; maxMirrorReferrers
+// bounds how many referrers of one subject are fetched.
+const (
+	fetchTimeout       = 30 * time.Minute
+	maxMirrorReferrers = 100
+)
 
 func (r *Registry) mirrorRepo(ctx context.Context, repo string) (distribution.Repository, error) {
 	if r.ns == nil {
@@ -280,6 +291,9 @@ func (r *Registry) mirrorFetch(ctx context.Context, m *mirror, dr distribution.R
 	desc, err := remote.Get(ref, m.remote(ctx)...)
 	if err != nil {
 		return upstreamErr(m, dr.Named().Name()+"@"+ref.DigestStr(), "MANIFEST_UNKNOWN", err)
+	}
+	if len(desc.Manifest) > 4<<20 {
+		return ociErr(http.StatusBadGateway, "MANIFEST_INVALID", "mirror %s: the upstream's manifest %s is over 4 MiB", m.Name, ref.DigestStr())
 	}
 	if desc.Digest.String() != ref.DigestStr() {
 		return ociErr(http.StatusBadGateway, "MANIFEST_INVALID", "mirror %s: the upstream served %s for %s", m.Name, desc.Digest, ref.DigestStr())
@@ -368,6 +382,10 @@ func (r *Registry) mirrorReferrers(ctx context.Context, m *mirror, repo string, 
 	if err != nil {
 		slog.Warn("registry: mirror serves cached referrers: the upstream did not answer", "mirror", m.Name, "repository", repo, "subject", subject, "err", err)
 		return
+	}
+	if len(im.Manifests) > maxMirrorReferrers {
+		slog.Warn("registry: mirror fetches only the first referrers", "mirror", m.Name, "repository", repo, "subject", subject, "listed", len(im.Manifests), "fetched", maxMirrorReferrers)
+		im.Manifests = im.Manifests[:maxMirrorReferrers]
 	}
 	for _, d := range im.Manifests {
 		if err := r.mirrorManifest(ctx, m, repo, d.Digest.String()); err != nil {
