@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -125,6 +126,32 @@ func TestMirror(t *testing.T) {
 	pull()
 	run("second")
 	verify()
+	// skopeo reads every blob, all from the cache.
+	if _, err := exec.LookPath("skopeo"); err != nil {
+		t.Fatalf("skopeo is not installed: %s", depsHint)
+	}
+	policy := filepath.Join(dir, "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	skopeo := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "skopeo", append([]string{"--policy", policy}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	creds := "admin:" + c.admin.Token()
+	var inspect struct{ Digest string }
+	if err := json.Unmarshal([]byte(skopeo("inspect", "--tls-verify=false", "--creds", creds, "docker://"+mirrored+":1")), &inspect); err != nil || inspect.Digest != digest {
+		t.Fatalf("skopeo inspect through the mirror: digest %q, %v; want %s", inspect.Digest, err, digest)
+	}
+	skopeo("copy", "--src-tls-verify=false", "--src-creds", creds, "docker://"+mirrored+":1", "oci:"+filepath.Join(dir, "oci")+":web")
 	out := dk.fails("pull", c.p.registry+"/docker.io/library/never:1")
 	// (docker shows a 503's status, not its message; ggcr and skopeo
 	// show "has no cached copy", registry/mirror_test.go.)
