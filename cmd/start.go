@@ -260,6 +260,14 @@ func importFlags(f *pflag.FlagSet, cfg *server.Config) {
 		cfg.Import.CIDRs = append(cfg.Import.CIDRs, p)
 		return nil
 	})
+	f.Func("mirror", "serve the upstream registry `NAME=URL` read-through as NAME/REPO, pull-only, for signed-in users; the URL's host must be on --import-allow (give a master the same --mirror as its registries; repeatable). Example: --mirror docker.io=https://registry-1.docker.io --import-allow '*.docker.io,production.cloudflare.docker.com', then docker pull 127.0.0.1:5000/docker.io/library/alpine", func(s string) error {
+		m, err := registry.ParseMirror(s)
+		if err != nil {
+			return err
+		}
+		cfg.Mirrors = append(cfg.Mirrors, m)
+		return nil
+	})
 	f.DurationVar(&cfg.Import.Interval, "import-interval", 15*time.Minute, "how often scheduled imports look for changes")
 }
 
