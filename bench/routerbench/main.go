@@ -6,10 +6,11 @@
 // Markdown tables for BENCHMARKS.md.
 //
 // Two layouts, each alternating direct, router and HAProxy over rounds:
-//   - shared: client, router and backend share every core (one process,
-//     HAProxy a process of its own). Any user-space HTTP proxy does about
-//     the client's and the backend's work again per request here, so the
-//     ratio is bounded near 0.5x by the CPU, not by the proxy's design.
+//   - shared: the client and the backend (one process), the router and
+//     HAProxy (a process each) share every core. Any user-space HTTP
+//     proxy does about the client's and the backend's work again per
+//     request here, so the ratio is bounded near 0.5x by the CPU, not by
+//     the proxy's design.
 //   - split (needs 2 cores and taskset): the router (or HAProxy) runs in
 //     a process pinned to core 0, as a router on a node of its own; the
 //     client and the backend share core 1 in every measurement, so the
@@ -155,8 +156,14 @@ type target struct {
 func shared(n, nNew, conc, rounds, changes int, haproxyBin, cpuprofile string) {
 	ctx := context.Background()
 	backend := startBackend()
-	routerAddr, st, stop := startRouter(ctx, backend)
-	defer stop()
+	// The router in a process of its own, as HAProxy is and as it is in
+	// production (in slipway start or slipway router), not in the
+	// client's and the backend's process and Go scheduler.
+	routerAddr, stopRouter, err := startRouterProcess(backend, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stopRouter()
 	targets := []target{{"direct", backend, ""}, {"router", routerAddr, "www.bench.test"}}
 	if hp, stopHP, err := startHAProxy(haproxyBin, backend, 2, ""); err != nil {
 		fmt.Printf("\n(no HAProxy reference: %v)\n", err)
@@ -171,20 +178,23 @@ func shared(n, nNew, conc, rounds, changes int, haproxyBin, cpuprofile string) {
 		}
 		pprof.StartCPUProfile(f)
 	}
-	fmt.Printf("\n# routerbench, shared layout: client, router and backend on all %d cores (GOMAXPROCS=%d), %d keep-alive and %d new-connection requests, %d concurrent clients, %s\n\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), n, nNew, conc, time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("\n# routerbench, shared layout: client and backend (one process, GOMAXPROCS=%d), router and HAProxy (processes of their own) on all %d cores, %d keep-alive and %d new-connection requests, %d concurrent clients, %s\n\n",
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), n, nNew, conc, time.Now().UTC().Format(time.RFC3339))
 	measure(targets, n, nNew, conc, rounds)
 	if cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
 
-	// Route change to serving: create a route, poll its host until 200.
+	// Route change to serving, on an in-process router whose store this
+	// process writes: create a route, poll its host until 200.
+	localAddr, st, stop := startRouter(ctx, backend)
+	defer stop()
 	var lat []time.Duration
 	for i := range changes {
 		host := fmt.Sprintf("r%d.bench.test", i)
 		start := time.Now()
 		mkRoute(ctx, st, host)
-		waitServing(routerAddr, host, 30*time.Second)
+		waitServing(localAddr, host, 30*time.Second)
 		lat = append(lat, time.Since(start))
 	}
 	slices.Sort(lat)
@@ -216,25 +226,11 @@ func split(n, nNew, conc, rounds int, haproxyBin string) error {
 		return cmd.Run()
 	}
 	backend := startBackend()
-	cmd := exec.Command(taskset, "-c", "0", exe, "-serve-router", backend)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	routerAddr, stopRouter, err := startRouterProcess(backend, "0")
 	if err != nil {
 		return err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { in.Close(); cmd.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	routerAddr, ok := strings.CutPrefix(strings.TrimSpace(line), "ROUTER ")
-	if err != nil || !ok {
-		return fmt.Errorf("router process: %q %v", line, err)
-	}
+	defer stopRouter()
 	targets := []target{{"direct", backend, ""}, {"router", routerAddr, "www.bench.test"}}
 	if hp, stopHP, err := startHAProxy(haproxyBin, backend, 1, "0"); err != nil {
 		fmt.Printf("\n(no HAProxy reference: %v)\n", err)
@@ -246,6 +242,40 @@ func split(n, nNew, conc, rounds int, haproxyBin string) error {
 		runtime.GOMAXPROCS(0), n, nNew, conc, time.Now().UTC().Format(time.RFC3339))
 	measure(targets, n, nNew, conc, rounds)
 	return nil
+}
+
+// startRouterProcess runs this program again as a router for backend
+// (-serve-router), pinned to the cores in cpus (taskset syntax; empty:
+// not pinned), and returns the address it serves.
+func startRouterProcess(backend, cpus string) (string, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(exe, "-serve-router", backend)
+	if cpus != "" {
+		cmd = exec.Command("taskset", "-c", cpus, exe, "-serve-router", backend)
+	}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { in.Close(); cmd.Wait() }
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ROUTER ")
+	if err != nil || !ok {
+		stop()
+		return "", nil, fmt.Errorf("router process: %q %v", line, err)
+	}
+	return addr, stop, nil
 }
 
 // startHAProxy runs HAProxy in front of backend with nbthread threads,
