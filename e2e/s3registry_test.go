@@ -144,6 +144,12 @@ func TestRegistryOnS3(t *testing.T) {
 			}
 		}
 	}
+	// A tag into another repository: Slipway links the blobs there
+	// itself, server-side, through the driver.
+	if out := c.ok("tag", "objs/app:v2", "objs/copy:1"); !strings.Contains(out, "Tag objs/copy:1 set to") {
+		t.Errorf("slipway tag objs/app:v2 objs/copy:1 printed %q", out)
+	}
+	imgs["objs/copy:1"] = imgs["objs/app:v2"]
 	verifyAll("after the pushes")
 	// The bytes are objects in the bucket, and the local disk holds none.
 	keys := map[string]bool{}
