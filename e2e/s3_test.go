@@ -94,8 +94,9 @@ func startS3(t *testing.T) *s3Server {
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = s.Log, s.Log
 	// Its own process group, so that a test's kill -9 of a slipway
-	// process never reaches it, and cleanup takes all of it down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// process never reaches it, and cleanup takes all of it down; killed
+	// with the test process if that dies first (a test timeout).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
