@@ -74,8 +74,14 @@ func (r *Recorder) Reference(project, stream, digest string) string {
 
 // RecordImage stores img in project unless it is already there. It is
 // idempotent: pushing the same manifest twice keeps the first record.
+// An Image already there is found by a read, which costs etcd no write
+// (a create whose compare fails is still one): a push by tag of a
+// manifest pushed by digest just before records nothing again.
 func (r *Recorder) RecordImage(ctx context.Context, project string, img *api.Image) error {
 	img.Namespace = project
+	if ok, err := r.Store.Exists(ctx, api.Images, project, img.Name); err == nil && ok {
+		return nil
+	}
 	err := r.Store.Create(ctx, api.Images, img)
 	if errors.Is(err, store.ErrExists) {
 		return nil
@@ -140,6 +146,11 @@ func (r *Recorder) CheckTag(ctx context.Context, project, stream, tag string) er
 		return err
 	}
 	return r.mayAddTag(o.(*api.ImageStream), tag)
+}
+
+// CheckTagOn is CheckTag on a stream already read.
+func (r *Recorder) CheckTagOn(is *api.ImageStream, tag string) error {
+	return r.mayAddTag(is, tag)
 }
 
 func (r *Recorder) mayAddTag(is *api.ImageStream, tag string) error {

@@ -29,7 +29,7 @@ import (
 //	    put inflight/ID (bound to this registry's lease)
 //	    put touch/DIGEST = now, for each
 //
-// then does the storage write, then deletes inflight/ID. If a tombstone
+// then does the storage write, then ends the hold (below). If a tombstone
 // exists, a sweep is deleting that blob right now: the operation waits
 // until the sweep is done and only then writes (an upload then writes the
 // blob afresh; a mount or a manifest put finds it gone and fails without
@@ -45,10 +45,15 @@ import (
 // etcd's serializable transactions, not narrowed by a clock; the grace
 // period only spares blobs whose manifest has not arrived yet.
 //
-// The hold ends by deleting inflight/ID only if it still exists. If the
+// The hold ends with a (linearizable) read of inflight/ID: if the
 // registry lost its lease during the write (a stall longer than the TTL),
 // the key is gone, the collector may not have waited for this write, and
-// the operation answers an error instead of success.
+// the operation answers an error instead of success. If the key is there,
+// the write is done and visible to any scan that follows, so the key is
+// deleted afterwards, off the request's path, with the keys of other holds
+// that ended meanwhile in one transaction: a read costs no raft write and
+// no disk sync, a delete does. (A key whose delete is lost with the
+// process goes with its lease.)
 
 // gcPrefix is where the collector's keys live, under the store's prefix.
 const gcPrefix = "registry-gc/"
@@ -157,7 +162,7 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			if err != nil {
 				// The transaction may have been applied although the
 				// answer was lost (a cancelled request): drop the key.
-				r.releaseHold(id, true)
+				r.releaseHold(id, false)
 				return fmt.Errorf("registry: recording the push for garbage collection: %w", err)
 			}
 			if resp.Succeeded {
@@ -165,7 +170,7 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			}
 			// A sweep is deleting one of these blobs; wait for it to end.
 			if err := r.waitTombs(ctx, batch); err != nil {
-				r.releaseHold(id, true)
+				r.releaseHold(id, false)
 				return err
 			}
 		}
@@ -173,24 +178,93 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 	released := false
 	defer func() {
 		if !released { // op panicked
-			r.releaseHold(id, true)
+			r.releaseHold(id, false)
 		}
 	}()
 	opErr := op()
 	released = true
-	if !r.releaseHold(id, true) && opErr == nil {
+	if opErr != nil {
+		r.releaseHold(id, false)
+		return opErr
+	}
+	if !r.releaseHold(id, true) {
 		return errLostHold
 	}
-	return opErr
+	return nil
 }
 
-// releaseHold deletes the inflight key and reports whether it still
-// existed.
-func (r *Registry) releaseHold(id string, _ bool) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := r.cfg.Store.Client().Txn(ctx).If(clientv3.Compare(clientv3.Version(id), ">", 0)).Then(clientv3.OpDelete(id)).Commit()
-	return err == nil && resp.Succeeded
+// releaseHold ends a hold and, when check is set, reports whether its
+// inflight key still existed. The key is deleted by a background batcher
+// (gcReleaser), so the request waits for a read only.
+func (r *Registry) releaseHold(id string, check bool) bool {
+	held := true
+	if check {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := r.cfg.Store.Client().Get(ctx, id, clientv3.WithCountOnly())
+		cancel()
+		held = err == nil && resp.Count > 0
+	}
+	r.releaser().release(id)
+	return held
+}
+
+// gcReleasers keeps each Registry's batcher of inflight-key deletes.
+var gcReleasers sync.Map // *Registry → *gcReleaser
+
+func (r *Registry) releaser() *gcReleaser {
+	if v, ok := gcReleasers.Load(r); ok {
+		return v.(*gcReleaser)
+	}
+	v, _ := gcReleasers.LoadOrStore(r, &gcReleaser{cli: r.cfg.Store.Client()})
+	return v.(*gcReleaser)
+}
+
+// gcReleaser deletes ended holds' inflight keys: one goroutine runs while
+// any are queued, each round deleting all that were queued before it, up
+// to gcTxnDigests keys per transaction.
+type gcReleaser struct {
+	cli     *clientv3.Client
+	mu      sync.Mutex
+	queue   []string
+	running bool
+}
+
+func (g *gcReleaser) release(id string) {
+	g.mu.Lock()
+	g.queue = append(g.queue, id)
+	start := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if start {
+		go g.run()
+	}
+}
+
+func (g *gcReleaser) run() {
+	for {
+		g.mu.Lock()
+		ids := g.queue
+		g.queue = nil
+		if len(ids) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		for len(ids) > 0 {
+			n := min(len(ids), gcTxnDigests)
+			ops := make([]clientv3.Op, 0, n)
+			for _, id := range ids[:n] {
+				ops = append(ops, clientv3.OpDelete(id))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			// Failing, the keys go with the registry's lease; a
+			// collection waits for them until then.
+			_, _ = g.cli.Txn(ctx).Then(ops...).Commit()
+			cancel()
+			ids = ids[n:]
+		}
+	}
 }
 
 // waitTombs waits until none of digests has a tombstone. A tombstone is

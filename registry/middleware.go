@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	repomw "github.com/distribution/distribution/v3/registry/middleware/repository"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -230,7 +231,10 @@ func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
 	if t.repo.reg.cfg.Faults.hit(ctx, "after-tag-move") {
 		return errcode.ErrorCodeUnknown.WithMessage("injected fault after tag move")
 	}
-	return t.TagService.Tag(ctx, tag, desc)
+	// distribution's own tag links are not written: every tag read is
+	// answered from the ImageStream (below), and neither the collector
+	// nor pruning reads them. They cost two synced files per tag move.
+	return nil
 }
 
 // stream reads the ImageStream from the cache, or from etcd when the cache
@@ -344,7 +348,10 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 	}
 	// The next read of this tag on this replica must not find it.
 	r.reg.waitStreams(ctx, is)
-	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) {
+	// The tag link exists only for tags moved before tag links were
+	// dropped (Tag, above).
+	var noLink storagedriver.PathNotFoundError
+	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) && !errors.As(err, &noLink) {
 		return err
 	}
 	return nil
@@ -355,12 +362,15 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 // error from TagService.Tag as UNKNOWN (500), so Tag's own check cannot
 // answer 403; errors from ManifestService.Put pass through as they are.
 func (r *repository) mayCreateStream(ctx context.Context, tag string) error {
-	if err := r.reg.recorder.CheckTag(ctx, r.project, r.stream, tag); err != nil {
-		return limitErr("", err)
+	o, err := r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
+	if err == nil {
+		if err := r.reg.recorder.CheckTagOn(o.(*api.ImageStream), tag); err != nil {
+			return limitErr("", err)
+		}
+		return nil
 	}
-	_, err := r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
 	if !errors.Is(err, store.ErrNotFound) {
-		return nil // it exists, or MoveTag will report the store's error
+		return limitErr("", err)
 	}
 	who := identity.FromContext(ctx)
 	if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {

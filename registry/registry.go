@@ -203,6 +203,11 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	dc := &configuration.Configuration{}
 	dc.Storage = configuration.Storage{}
 	for k, v := range cfg.Storage {
+		if k == "filesystem" {
+			// Same layout, uploads in progress unsynced (fsdriver.go).
+			registerFastFSDriver()
+			k = fastFSDriverName
+		}
 		dc.Storage[k] = v
 	}
 	dc.Storage["delete"] = configuration.Parameters{"enabled": true}

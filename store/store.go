@@ -157,6 +157,16 @@ func (s *Store) Get(ctx context.Context, r *api.Resource, ns, name string) (api.
 	return decode(r, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }
 
+// Exists reports whether an object exists, reading its key's count only
+// (linearizable, as Get).
+func (s *Store) Exists(ctx context.Context, r *api.Resource, ns, name string) (bool, error) {
+	resp, err := s.client.Get(ctx, s.Key(r, ns, name), clientv3.WithCountOnly())
+	if err != nil {
+		return false, wrapEtcd(err, r, name)
+	}
+	return resp.Count > 0, nil
+}
+
 // UpdateOptions control Update.
 type UpdateOptions struct {
 	// Status writes only the status of a resource with a status
