@@ -51,6 +51,11 @@ type Recorder struct {
 	// dockerImageReference. Default 127.0.0.1:5000.
 	Registry string
 	Now      func() time.Time
+	// Cached, when set, returns the stream as a cache (an informer) holds
+	// it; a tag move starts from it and writes with one compare-and-swap,
+	// reading etcd only when the cache was behind. The object is not
+	// modified.
+	Cached func(project, stream string) (api.Object, bool)
 }
 
 func (r *Recorder) now() time.Time {
@@ -99,6 +104,9 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 		Image:                digest,
 		By:                   by,
 	}
+	if is, ok, err := r.moveCached(ctx, project, stream, tag, ev); ok || err != nil {
+		return is, err
+	}
 	for {
 		obj, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
 			is := o.(*api.ImageStream)
@@ -126,6 +134,44 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 		// Loop: the status update above now finds the stream. Create
 		// ignores status, so the tag is written by the update.
 	}
+}
+
+// moveCached moves the tag starting from the cached stream. ok is false
+// when there is nothing cached or the cache was behind: the caller reads
+// etcd then.
+func (r *Recorder) moveCached(ctx context.Context, project, stream, tag string, ev api.TagEvent) (*api.ImageStream, bool, error) {
+	if r.Cached == nil {
+		return nil, false, nil
+	}
+	o, ok := r.Cached(project, stream)
+	if !ok {
+		return nil, false, nil
+	}
+	rev, err := store.ParseResourceVersion(o.GetObjectMeta().ResourceVersion)
+	if err != nil || rev == 0 {
+		return nil, false, nil
+	}
+	// The bytes as stored (no resourceVersion), and a copy to change.
+	stored := *o.(*api.ImageStream)
+	stored.ResourceVersion = ""
+	old, err := json.Marshal(&stored)
+	if err != nil {
+		return nil, false, nil
+	}
+	is := &api.ImageStream{}
+	if err := json.Unmarshal(old, is); err != nil {
+		return nil, false, nil
+	}
+	ev.Generation = is.Generation
+	if err := r.pushTag(is, tag, ev); err != nil {
+		return nil, true, err
+	}
+	is.Status.DockerImageRepository = r.registry() + "/" + project + "/" + stream
+	err = r.Store.UpdateStatusFrom(ctx, api.ImageStreams, is, old, rev)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, false, nil
+	}
+	return is, err == nil, err
 }
 
 // limits are the tag and history limits: the store's, or the defaults.

@@ -106,7 +106,13 @@ func TestTrimHistoryKeepsStreamsWithinBudget(t *testing.T) {
 // through raft and syncs its log all the same).
 type countWrites struct {
 	clientv3.KV
-	n atomic.Int64
+	n     atomic.Int64
+	reads atomic.Int64
+}
+
+func (c *countWrites) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	c.reads.Add(1)
+	return c.KV.Get(ctx, key, opts...)
 }
 
 func (c *countWrites) Txn(ctx context.Context) clientv3.Txn {
@@ -162,5 +168,52 @@ func TestRecordImageTwiceWritesOnce(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, api.Images, "twice", digestN(42)); err != nil {
 		t.Errorf("the Image is not stored: %v", err)
+	}
+}
+
+// A tag move starts from the cached stream: one write and no read when
+// the cache is current; when it is behind, the move still lands on the
+// stream as stored, and nothing another writer did is lost.
+func TestMoveTagFromCache(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := storetest.New(t)
+	cli := s.Client()
+	counter := &countWrites{KV: cli.KV}
+	cli.KV = counter
+	t.Cleanup(func() { cli.KV = counter.KV })
+	var cached api.Object
+	r := &Recorder{Store: s, Cached: func(project, stream string) (api.Object, bool) {
+		return cached, cached != nil
+	}}
+	create := func() error { return nil }
+	is, err := r.MoveTag(ctx, "cache", "app", "a", digestN(1), "alice", create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached = is
+	writes, reads := counter.n.Load(), counter.reads.Load()
+	if is, err = r.MoveTag(ctx, "cache", "app", "b", digestN(2), "alice", create); err != nil {
+		t.Fatal(err)
+	}
+	if w, rd := counter.n.Load()-writes, counter.reads.Load()-reads; w != 1 || rd != 0 {
+		t.Errorf("a tag move from a current cache: %d writes and %d reads of etcd, want 1 and 0", w, rd)
+	}
+	// The cache is now one move behind (it still has only tag a).
+	if _, err := r.MoveTag(ctx, "cache", "app", "c", digestN(3), "alice", create); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Get(ctx, api.ImageStreams, "cache", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for _, tg := range o.(*api.ImageStream).Status.Tags {
+		tags = append(tags, tg.Tag+"="+tg.Items[0].Image[len(tg.Items[0].Image)-1:])
+	}
+	if got, want := strings.Join(tags, ","), "a=1,b=2,c=3"; got != want {
+		t.Errorf("tags after a move from a stale cache: %s, want %s", got, want)
+	}
+	if is.ResourceVersion == "" || is.ResourceVersion == cached.GetObjectMeta().ResourceVersion {
+		t.Errorf("the stream returned by a cached move has resourceVersion %q, want the new revision", is.ResourceVersion)
 	}
 }

@@ -362,7 +362,13 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 // error from TagService.Tag as UNKNOWN (500), so Tag's own check cannot
 // answer 403; errors from ManifestService.Put pass through as they are.
 func (r *repository) mayCreateStream(ctx context.Context, tag string) error {
-	o, err := r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
+	// From the cache when it has the stream (MoveTag checks the limit
+	// again on the stream it writes over).
+	o, ok := r.reg.streams.Get(r.project, r.stream)
+	var err error
+	if !ok {
+		o, err = r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
+	}
 	if err == nil {
 		if err := r.reg.recorder.CheckTagOn(o.(*api.ImageStream), tag); err != nil {
 			return limitErr("", err)

@@ -188,6 +188,8 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
 		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines),
 		manifests: newManifestCache(maxManifestCache)}
+	// A push moves its tag from the cached stream (one write, no read).
+	r.recorder.Cached = r.streams.Get
 	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
 		return nil, fmt.Errorf("registry: token keys: %w", err)
 	}

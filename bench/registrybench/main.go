@@ -58,7 +58,9 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/server"
+	"slipway.dev/slipway/store"
 )
 
 func main() {
@@ -68,6 +70,7 @@ func main() {
 	gets := flag.Int("gets", 5000, "manifest GETs per round")
 	rounds := flag.Int("rounds", 3, "rounds per measurement (A B A B ...); the ratio is of the medians")
 	fsyncN := flag.Int("fsync-pushes", 100, "small pushes per side counted under strace (0: skip)")
+	manyTags := flag.Int("stream-tags", 0, "also time tag pushes to a stream of this many tags against a stream that starts with one, Slipway only (0: skip)")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -98,7 +101,11 @@ func main() {
 	dist := target{name: "distribution v3.1.2", host: distLn.Addr().String(), repo: "bench/app", auth: authn.Anonymous}
 
 	// Slipway all-in-one.
-	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", Out: io.Discard})
+	var limits store.Limits
+	if *manyTags > 0 {
+		limits.TagsPerStream = max(imagestreams.DefaultTagsPerStream, *manyTags+50**rounds+1)
+	}
+	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", Out: io.Discard, Limits: limits})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -156,6 +163,11 @@ func main() {
 	if len(lat) > 0 {
 		fmt.Printf("| push → ImageStream updated, p50 (ms) | %.2f | n/a | |\n", ms(lat[len(lat)/2]))
 		fmt.Printf("| push → ImageStream updated, p99 (ms) | %.2f | n/a | |\n", ms(lat[min(len(lat)-1, len(lat)*99/100)]))
+	}
+
+	if *manyTags > 0 {
+		big, small := streamTagPushes(&slip, *manyTags, 50, *rounds)
+		fmt.Printf("| new-tag push to a stream of %d tags / to one of 1–%d tags, p50 (ms) | %.2f / %.2f | n/a | %.2f× the time |\n", *manyTags, 1+50**rounds, ms(big), ms(small), float64(big)/float64(small))
 	}
 
 	if *fsyncN > 0 {
@@ -457,6 +469,52 @@ func ceiling(src *target, url string, n, conc int) float64 {
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = conc
 	return getLoop(&http.Client{Transport: tr}, "http://"+ln.Addr().String()+"/v2/x/manifests/s-0", n, conc, "ceiling")
+}
+
+// streamTagPushes fills stream bench/many with n tags (one image), then
+// times pushes of new tags to it and to a stream that starts with one
+// tag, m of each per round, alternating, and returns the two medians of
+// a push's time.
+func streamTagPushes(t *target, n, m, rounds int) (big, small time.Duration) {
+	img := smallImages(1)[0]
+	ref := func(repo, tag string) name.Reference { return t.refIn(repo, tag) }
+	if err := remote.Write(ref(t.repo+"-many", "t-0").Context().Digest(mustDigest(img).String()), img, remote.WithAuth(t.auth)); err != nil {
+		log.Fatal(err)
+	}
+	if err := remote.Write(ref(t.repo+"-one", "t-0").Context().Digest(mustDigest(img).String()), img, remote.WithAuth(t.auth)); err != nil {
+		log.Fatal(err)
+	}
+	// One token for every tag push, as a client pushing many tags has.
+	tagOnce := func(repo, tag string) time.Duration {
+		start := time.Now()
+		if err := remote.Tag(ref(repo, tag).Context().Tag(tag), img, remote.WithAuth(t.auth)); err != nil {
+			log.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)); i < n; i = int(next.Add(1)) {
+				tagOnce(t.repo+"-many", fmt.Sprintf("t-%d", i))
+			}
+		}()
+	}
+	wg.Wait()
+	tagOnce(t.repo+"-one", "t-0")
+	var bigs, smalls []float64
+	for r := range rounds {
+		for i := range m {
+			// A new tag each time: the many-tag stream grows past n by m per round.
+			bigs = append(bigs, float64(tagOnce(t.repo+"-many", fmt.Sprintf("u-%d-%d", r, i))))
+			// And to the small stream, which grows from 1 tag by m per round.
+			smalls = append(smalls, float64(tagOnce(t.repo+"-one", fmt.Sprintf("u-%d-%d", r, i))))
+		}
+	}
+	return time.Duration(median(bigs)), time.Duration(median(smalls))
 }
 
 // fsyncsPerPush counts fsync, fdatasync, sync_file_range and sync calls of
