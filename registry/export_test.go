@@ -1,5 +1,11 @@
 package registry
 
+import (
+	"context"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
 // FastPathHits is how many manifest requests r answered from its cache.
 func FastPathHits(r *Registry) int64 { return r.manifests.hits.Load() }
 
@@ -11,4 +17,13 @@ func PurgeManifestCache(r *Registry) {
 	c.lru.Init()
 	clear(c.items)
 	c.size = 0
+}
+
+// Touched reports whether a garbage-collection hold touched digest d.
+func Touched(ctx context.Context, r *Registry, d string) (bool, error) {
+	resp, err := r.cfg.Store.Client().Get(ctx, r.gcKey("touch", d), clientv3.WithCountOnly())
+	if err != nil {
+		return false, err
+	}
+	return resp.Count > 0, nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -213,6 +214,13 @@ func (w *uploadWriter) Commit(ctx context.Context) error {
 		return errors.New("already cancelled")
 	}
 	if err := w.bw.Flush(); err != nil {
+		return err
+	}
+	// Stamped with the time of the commit: a collection spares a blob
+	// written within its grace period, and an upload that needs no
+	// garbage-collection hold relies on that (gchold.go).
+	now := time.Now()
+	if err := os.Chtimes(w.f.Name(), now, now); err != nil {
 		return err
 	}
 	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {

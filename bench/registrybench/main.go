@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ func main() {
 	gets := flag.Int("gets", 5000, "manifest GETs per round")
 	rounds := flag.Int("rounds", 3, "rounds per measurement (A B A B ...); the ratio is of the medians")
 	fsyncN := flag.Int("fsync-pushes", 100, "small pushes per side counted under strace (0: skip)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of Slipway's small-push rounds (the whole process) to this file")
 	manyTags := flag.Int("stream-tags", 0, "also time tag pushes to a stream of this many tags against a stream that starts with one, Slipway only (0: skip)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -142,6 +144,14 @@ func main() {
 	smalls := abab(*rounds, func(s *target, r int) float64 {
 		imgs := smallImages(*small) // digests computed before the clock
 		var l []time.Duration
+		if *cpuprofile != "" && s == &slip {
+			f, err := os.Create(fmt.Sprintf("%s.%d", *cpuprofile, r))
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 		d := timeIt(func() error {
 			var err error
 			l, err = s.pushMany(ctx, fmt.Sprintf("r%d", r), imgs, *conc)
@@ -151,6 +161,8 @@ func main() {
 		return float64(*small) / d.Seconds()
 	}, &slip, &dist)
 	smalls.row("small image pushes (images/s)")
+	slip.printBreakdown()
+	dist.printBreakdown()
 
 	getURL := func(t *target) string { return "http://" + t.host + "/v2/" + t.repo + "-r0-0/manifests/s-0" }
 	mget := abab(*rounds, func(s *target, r int) float64 { return s.manifestGets(getURL(s), *gets, 16) }, &slip, &dist)
@@ -181,7 +193,79 @@ func main() {
 	fmt.Println("\nEach figure is the median of its rounds; rounds alternate Slipway and distribution on fresh content, with every digest computed before timing and Slipway's scanner drained before distribution's turn. Push → ImageStream updated is measured from the start of the manifest PUT to the ImageStream watch event, over the small images.")
 }
 
+// timing is, with -breakdown, each kind of request's count and total
+// time over the small pushes, per side.
+type timing struct {
+	mu sync.Mutex
+	n  map[string]int
+	d  map[string]time.Duration
+}
+
+var breakdown = flag.Bool("breakdown", false, "print the mean time of each kind of request in the small pushes, per side")
+
+type timedTransport struct {
+	http.RoundTripper
+	t *timing
+}
+
+func (tt timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := tt.RoundTripper.RoundTrip(req)
+	kind := req.Method + " "
+	switch p := req.URL.Path; {
+	case strings.HasSuffix(p, "/token"):
+		kind += "token"
+	case p == "/v2/":
+		kind += "ping"
+	case strings.Contains(p, "/blobs/uploads/") && req.Method == http.MethodPut:
+		kind += "blob upload commit"
+	case strings.Contains(p, "/blobs/uploads/"):
+		kind += "blob upload"
+	case strings.Contains(p, "/blobs/"):
+		kind += "blob"
+	case strings.Contains(p, "/manifests/sha256:"):
+		kind += "manifest by digest"
+	case strings.Contains(p, "/manifests/"):
+		kind += "manifest by tag"
+	default:
+		kind += "other"
+	}
+	if resp != nil {
+		kind += " " + strconv.Itoa(resp.StatusCode)
+	}
+	tt.t.mu.Lock()
+	tt.t.n[kind]++
+	tt.t.d[kind] += time.Since(start)
+	tt.t.mu.Unlock()
+	return resp, err
+}
+
+func (t *target) transport() http.RoundTripper {
+	if !*breakdown {
+		return remote.DefaultTransport
+	}
+	if t.timing == nil {
+		t.timing = &timing{n: map[string]int{}, d: map[string]time.Duration{}}
+	}
+	return timedTransport{remote.DefaultTransport, t.timing}
+}
+
+func (t *target) printBreakdown() {
+	if t.timing == nil {
+		return
+	}
+	var kinds []string
+	for k := range t.timing.n {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	for _, k := range kinds {
+		fmt.Printf("| %s: %s | %d | %.2f ms mean |\n", t.name, k, t.timing.n[k], ms(t.timing.d[k])/float64(t.timing.n[k]))
+	}
+}
+
 type target struct {
+	timing           *timing
 	name, host, repo string
 	auth             authn.Authenticator
 	cl               *client.Client // Slipway only: to watch streams and wait for scans
@@ -374,12 +458,12 @@ func (t *target) pushMany(ctx context.Context, prefix string, imgs []v1.Image, c
 				// every tag move, so one stream of many tags would measure
 				// that instead (see BENCHMARKS.md).
 				ref := t.refIn(fmt.Sprintf("%s-%s-%d", t.repo, prefix, i%20), fmt.Sprintf("s-%d", i))
-				if err := remote.Write(ref.Context().Digest(mustDigest(imgs[i]).String()), imgs[i], remote.WithAuth(t.auth)); err != nil {
+				if err := remote.Write(ref.Context().Digest(mustDigest(imgs[i]).String()), imgs[i], remote.WithAuth(t.auth), remote.WithTransport(t.transport())); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
 				started[i].Store(time.Now().UnixNano())
-				if err := remote.Tag(ref.Context().Tag(ref.Identifier()), imgs[i], remote.WithAuth(t.auth)); err != nil {
+				if err := remote.Tag(ref.Context().Tag(ref.Identifier()), imgs[i], remote.WithAuth(t.auth), remote.WithTransport(t.transport())); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
