@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -194,6 +195,76 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 	return nil
 }
 
+// holdBlobsAlongside is holdBlobs with the hold's transaction sent while
+// op runs, not before: op's storage writes and etcd's log sync overlap.
+// That is as safe: the collector either waits for the hold (taken before
+// its mark) until op has finished, or finds the digests touched after its
+// mark and tombstones none of them; and when a tombstone was there first
+// the transaction fails, nothing is acknowledged, and op runs again as
+// holdBlobs runs it, after the sweep (op must be safe to run twice: a
+// manifest put is).
+func (r *Registry) holdBlobsAlongside(ctx context.Context, digests []string, op func() error) error {
+	var ds []string
+	for _, d := range digests {
+		if strings.HasPrefix(d, "sha512:") {
+			return r.holdBlobs(ctx, digests, op) // needs a lookup first
+		}
+		if d != "" && !slices.Contains(ds, d) {
+			ds = append(ds, d)
+		}
+	}
+	if len(ds) == 0 || len(ds) > gcTxnDigests {
+		return r.holdBlobs(ctx, digests, op)
+	}
+	lease, err := r.gcLease(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: recording the push for garbage collection: %w", err)
+	}
+	id := r.gcKey("inflight", randomID())
+	now := strconv.FormatInt(time.Now().UnixNano(), 10)
+	cmps := make([]clientv3.Cmp, 0, len(ds))
+	ops := []clientv3.Op{clientv3.OpPut(id, fmt.Sprintf("%s %d digests from %s", ds[0], len(ds), time.Now().UTC().Format(time.RFC3339Nano)), clientv3.WithLease(lease))}
+	for _, d := range ds {
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(r.gcKey("tomb", d)), "=", 0))
+		ops = append(ops, clientv3.OpPut(r.gcKey("touch", d), now))
+	}
+	var held bool
+	var txnErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := r.cfg.Store.Client().Txn(ctx).If(cmps...).Then(ops...).Commit()
+		held, txnErr = err == nil && resp.Succeeded, err
+	}()
+	var opErr error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				<-done
+				r.releaseHold(id, false)
+				panic(p)
+			}
+		}()
+		opErr = op()
+	}()
+	<-done
+	switch {
+	case txnErr != nil:
+		r.releaseHold(id, false)
+		return fmt.Errorf("registry: recording the push for garbage collection: %w", txnErr)
+	case !held:
+		// A sweep of one of the digests is running; what op wrote may
+		// go with it. Again, after the sweep.
+		return r.holdBlobs(ctx, digests, op)
+	case opErr != nil:
+		r.releaseHold(id, false)
+		return opErr
+	case !r.releaseHold(id, true):
+		return errLostHold
+	}
+	return nil
+}
+
 // releaseHold ends a hold and, when check is set, reports whether its
 // inflight key still existed. The key is deleted by a background batcher
 // (gcReleaser), so the request waits for a read only.
@@ -344,7 +415,7 @@ func (m *gcManifests) Put(ctx context.Context, man distribution.Manifest, opts .
 	for _, d := range man.References() {
 		ds = append(ds, d.Digest.String())
 	}
-	err = m.reg.holdBlobs(ctx, ds, func() error {
+	err = m.reg.holdBlobsAlongside(ctx, ds, func() error {
 		var err error
 		dgst, err = m.ManifestService.Put(ctx, man, opts...)
 		return err

@@ -3,6 +3,8 @@ package registry
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,5 +80,49 @@ func TestHoldEndsAndLostLeaseFailsTheWrite(t *testing.T) {
 	})
 	if !errors.Is(err, errLostHold) {
 		t.Fatalf("holdBlobs with the lease revoked during the write = %v, want errLostHold", err)
+	}
+}
+
+// A manifest put sends its hold while it writes. When a sweep's
+// tombstone was there first, what it wrote meanwhile is not acknowledged:
+// it waits for the sweep to end and writes again under a hold.
+func TestHoldAlongsideRetriesAfterASweep(t *testing.T) {
+	r, cli := holdRegistry(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := "sha256:" + strings.Repeat("cd", 32)
+	tomb := r.gcKey("tomb", d)
+	if _, err := cli.Put(ctx, tomb, ""); err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int32
+	errc := make(chan error, 1)
+	go func() {
+		errc <- r.holdBlobsAlongside(ctx, []string{d}, func() error {
+			if runs.Add(1) == 1 {
+				// The sweep ends after the first write.
+				go func() {
+					time.Sleep(50 * time.Millisecond)
+					cli.Delete(ctx, tomb)
+				}()
+			}
+			return nil
+		})
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("holdBlobsAlongside = %v", err)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Errorf("the write ran %d times, want 2: once alongside the refused hold, once after the sweep", n)
+	}
+	resp, err := cli.Get(ctx, r.gcKey("touch", d))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("touch key after the write: %v, %v; want it written", resp, err)
+	}
+
+	// Without a tombstone the write runs once.
+	runs.Store(0)
+	if err := r.holdBlobsAlongside(ctx, []string{d}, func() error { runs.Add(1); return nil }); err != nil || runs.Load() != 1 {
+		t.Errorf("holdBlobsAlongside without a sweep = %v after %d runs, want nil after 1", err, runs.Load())
 	}
 }
