@@ -87,6 +87,14 @@ func (r *Recorder) RecordImage(ctx context.Context, project string, img *api.Ima
 	if ok, err := r.Store.Exists(ctx, api.Images, project, img.Name); err == nil && ok {
 		return nil
 	}
+	return r.RecordNewImage(ctx, project, img)
+}
+
+// RecordNewImage is RecordImage for an image that is most likely not
+// recorded yet (a manifest this repository did not have): it goes
+// straight to the create, without the read.
+func (r *Recorder) RecordNewImage(ctx context.Context, project string, img *api.Image) error {
+	img.Namespace = project
 	err := r.Store.Create(ctx, api.Images, img)
 	if errors.Is(err, store.ErrExists) {
 		return nil

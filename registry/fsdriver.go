@@ -54,7 +54,41 @@ func (fastFSFactory) Create(ctx context.Context, params map[string]any) (storage
 	if root == "" {
 		return nil, errors.New("registry: the filesystem storage needs a rootdirectory")
 	}
+	// What a delete that was cut off left behind.
+	_ = os.RemoveAll(filepath.Join(root, filepath.FromSlash(trashDir)))
 	return &fastFSDriver{StorageDriver: d, root: root}, nil
+}
+
+// trashDir is where a blob's directory goes, in one rename, before it is
+// removed: outside the blobs, so a walk of them never sees it half gone.
+const trashDir = "/docker/registry/v2/_slipway_trash"
+
+// Delete of a blob's directory (only the collector deletes blobs) moves it
+// away in one rename and removes it there: an upload that finds the
+// blob's bytes missing knows that no delete of them is still running,
+// and that what it writes in their place stays (gcWriter.Commit).
+func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
+	if !strings.HasPrefix(path, blobsRoot) {
+		return d.StorageDriver.Delete(ctx, path)
+	}
+	full, err := d.full(path)
+	if err != nil {
+		return err
+	}
+	trash := filepath.Join(d.root, filepath.FromSlash(trashDir))
+	if err := os.MkdirAll(trash, 0o777); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	gone := filepath.Join(trash, hex.EncodeToString(rnd[:]))
+	if err := os.Rename(full, gone); err != nil {
+		if os.IsNotExist(err) {
+			return storagedriver.PathNotFoundError{Path: path, DriverName: fastFSDriverName}
+		}
+		return err
+	}
+	return os.RemoveAll(gone)
 }
 
 // fastFSDriver is distribution's filesystem driver with upload state

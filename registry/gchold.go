@@ -492,16 +492,17 @@ type gcWriter struct {
 // upload of content that already sits unreferenced under sha256 is the
 // one case the hold cannot name in advance.
 //
-// An upload of content the storage does not hold, with no sweep of that
-// digest in progress (no tombstone), needs no hold: no collection can
-// delete it before it is referenced. A collection that listed the blobs
-// before this commit does not list it; one that lists it later finds it
-// written now (the commit stamps the file, fsdriver.go) and spares it for
-// the grace period, as the hold's touch would; and a sweep of an earlier
-// copy of the same bytes has ended, since its tombstone goes only after
-// the delete. That is a read instead of a raft write and a read, on the
-// path of every new layer. Content already stored (a collection may have
-// picked it) and a sha512 upload take the hold.
+// An upload of content the file system storage does not hold needs no
+// hold: no collection can delete it before it is referenced. A collection
+// that listed the blobs before this commit does not list it; one that
+// lists it later finds it written now (the commit stamps the file,
+// fsdriver.go) and spares it for the grace period, as the hold's touch
+// would; and a sweep of an earlier copy of the same bytes is over with
+// them, since the sweep moves a blob's directory away in one rename
+// (fastFSDriver.Delete) before it removes it, after it removed the links.
+// That takes a raft write and a linearizable read (each waits for etcd's
+// log sync) off the path of every new layer. Content already stored (a
+// collection may have picked it) and a sha512 upload take the hold.
 func (w *gcWriter) Commit(ctx context.Context, provisional v1.Descriptor) (desc v1.Descriptor, err error) {
 	if w.reg.freshBlob(ctx, provisional.Digest) {
 		return w.BlobWriter.Commit(ctx, provisional)
@@ -515,18 +516,15 @@ func (w *gcWriter) Commit(ctx context.Context, provisional v1.Descriptor) (desc 
 }
 
 // freshBlob reports whether an upload commit of d needs no hold (see
-// gcWriter.Commit): the file system storage, whose commit stamps the
-// blob's time, a sha256 digest, no bytes stored under it, no tombstone.
+// gcWriter.Commit): the file system storage (fsdriver.go), a sha256
+// digest, no bytes stored under it.
 func (r *Registry) freshBlob(ctx context.Context, d digest.Digest) bool {
 	if r.fsRoot == "" || r.driver == nil || d.Algorithm() != digest.SHA256 || d.Validate() != nil {
 		return false
 	}
 	var missing storagedriver.PathNotFoundError
-	if _, err := r.driver.Stat(ctx, blobDataPath(d)); !errors.As(err, &missing) {
-		return false
-	}
-	resp, err := r.cfg.Store.Client().Get(ctx, r.gcKey("tomb", d.String()), clientv3.WithCountOnly())
-	return err == nil && resp.Count == 0
+	_, err := r.driver.Stat(ctx, blobDataPath(d))
+	return errors.As(err, &missing)
 }
 
 // Remove keeps distribution's repository deletion, which the App finds by

@@ -123,6 +123,10 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	if m.repo.reg.cfg.Faults.hit(ctx, "before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
+	// A manifest this repository links already (a push by tag of what
+	// was pushed by digest) is most likely recorded: RecordImage finds it
+	// by a read. A new one is created without that read.
+	had, _ := m.ManifestService.Exists(ctx, digest.Digest(img.Name))
 	dgst, err := m.ManifestService.Put(ctx, man, opts...)
 	if err != nil {
 		return "", err
@@ -142,7 +146,11 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 		slog.Info("registry: the image record keeps only part of a large manifest's metadata", "repository", m.repo.project+"/"+m.repo.stream, "digest", dgst.String())
 	}
 	img.DockerImageReference = m.repo.reg.recorder.Reference(m.repo.project, m.repo.stream, dgst.String())
-	if err := m.repo.reg.recorder.RecordImage(ctx, m.repo.project, img); err != nil {
+	record := m.repo.reg.recorder.RecordNewImage
+	if had {
+		record = m.repo.reg.recorder.RecordImage
+	}
+	if err := record(ctx, m.repo.project, img); err != nil {
 		return "", limitErr("recording the image: ", err)
 	}
 	if img.Subject != "" {
