@@ -439,6 +439,10 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 			_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
 		}
 	}
+	if w := api.RootImageWarning(out.user); out.userKnown && w != "" {
+		fmt.Fprintf(logs, "\nWarning: %s\n", w)
+		_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail, s.Warnings = tail.String(), []string{w} })
+	}
 	if err := c.finish(parent, b, api.BuildComplete, "", "pushed "+ref, ref, dgst); err != nil {
 		slog.Error("builders: recording a finished build", "build", b.Name, "err", err)
 	}
@@ -485,6 +489,8 @@ func (c *Controller) publishTail(ctx context.Context, b *api.Build, t *tailBuffe
 type built struct {
 	ref, digest    string // the output, REGISTRY/PROJECT/STREAM@DIGEST and DIGEST
 	revision, base string // the commit cloned and the base used (Resolved)
+	user           string // the image config's User, if userKnown
+	userKnown      bool   // a full build read its config; a rebase keeps it
 }
 
 // build runs one build and returns what it pushed.
@@ -667,7 +673,10 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (o
 	}()
 	var resp *bk.SolveResponse
 	var hookErr error
+	var user string
+	var userKnown bool
 	hook := func(ctx context.Context, gw gateway.Client, res *gateway.Result) error {
+		user, userKnown = imageUser(res)
 		if b.Spec.PostCommit == nil {
 			return nil
 		}
@@ -722,7 +731,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (o
 		return fail(api.BuildFailed, "BuildFailed", err)
 	}
 	dgst := resp.ExporterResponse["containerimage.digest"]
-	return built{ref: c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, digest: dgst, revision: revision, base: baseRef}, "", "", nil
+	return built{ref: c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, digest: dgst, revision: revision, base: baseRef, user: user, userKnown: userKnown}, "", "", nil
 }
 
 // tryRebase runs the rebase strategy: resolve the base, and swap it in

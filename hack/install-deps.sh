@@ -20,8 +20,9 @@ build_pkgs=(ca-certificates git runc containernetworking-plugins iptables)
 # start runs pods on Docker; the proxy needs iproute2 only for diagnosis.
 start_pkgs=("${build_pkgs[@]}" docker.io iproute2)
 test_pkgs=("${start_pkgs[@]}" skopeo busybox-static)
-# make bench counts fsyncs per push with strace.
-bench_pkgs=("${test_pkgs[@]}" strace)
+# make bench counts fsyncs per push with strace, runs HAProxy as the
+# router's reference and pins processes to cores with taskset.
+bench_pkgs=("${test_pkgs[@]}" strace haproxy util-linux)
 
 apt_install() {
   local missing=()

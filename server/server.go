@@ -122,7 +122,8 @@ type Config struct {
 	// the controllers.
 	MasterOnly bool
 	// RegistryHost is the cluster's registry (host:port), for the master
-	// role, which runs none of its own.
+	// role, which runs none of its own; for the registry role, the name it
+	// is reached at when that is not its listen address (a load balancer).
 	RegistryHost string
 	// LeaderLease is the lease of the controllers' election: how long a
 	// leader that stopped renewing (killed, paused, cut off) keeps the
@@ -477,6 +478,11 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		host = "127.0.0.1"
 	}
 	s.RegistryHost = net.JoinHostPort(host, port)
+	if s.cfg.RegistryOnly && s.cfg.RegistryHost != "" {
+		// A replica behind a load balancer: image records, tokens and
+		// pull references name the balancer, as the masters do.
+		s.RegistryHost = s.cfg.RegistryHost
+	}
 	s.API.SetRegistryHost(s.RegistryHost)
 	s.Registry, err = registry.New(ctx, registry.Config{
 		Store:   s.Store,
