@@ -173,7 +173,7 @@ func (d *fastFSDriver) Writer(ctx context.Context, path string, append bool) (st
 		f.Close()
 		return nil, err
 	}
-	return &uploadWriter{f: f, bw: bufio.NewWriterSize(f, 1<<20), size: off, started: off}, nil
+	return &uploadWriter{f: f, bw: bufio.NewWriterSize(f, 64<<10), size: off, started: off}, nil
 }
 
 // uploadWriter is the filesystem driver's file writer with Close unsynced.
