@@ -35,7 +35,10 @@ import (
 // exists, a sweep is deleting that blob right now: the operation waits
 // until the sweep is done and only then writes (an upload then writes the
 // blob afresh; a mount or a manifest put finds it gone and fails without
-// 201, and the client uploads again).
+// 201, and the client uploads again). A manifest put sends the
+// transaction while it writes (holdBlobsAlongside), and an upload of
+// bytes the file system storage does not hold yet takes no hold at all
+// (gcWriter.Commit says why either is as safe).
 //
 // The collector takes a revision R, waits until no inflight key created
 // before R is left (so every write that started before R has finished and
