@@ -51,6 +51,11 @@ type Recorder struct {
 	// dockerImageReference. Default 127.0.0.1:5000.
 	Registry string
 	Now      func() time.Time
+	// Cached, when set, returns the stream as a cache (an informer) holds
+	// it; a tag move starts from it and writes with one compare-and-swap,
+	// reading etcd only when the cache was behind. The object is not
+	// modified.
+	Cached func(project, stream string) (api.Object, bool)
 }
 
 func (r *Recorder) now() time.Time {
@@ -74,7 +79,21 @@ func (r *Recorder) Reference(project, stream, digest string) string {
 
 // RecordImage stores img in project unless it is already there. It is
 // idempotent: pushing the same manifest twice keeps the first record.
+// An Image already there is found by a read, which costs etcd no write
+// (a create whose compare fails is still one): a push by tag of a
+// manifest pushed by digest just before records nothing again.
 func (r *Recorder) RecordImage(ctx context.Context, project string, img *api.Image) error {
+	img.Namespace = project
+	if ok, err := r.Store.Exists(ctx, api.Images, project, img.Name); err == nil && ok {
+		return nil
+	}
+	return r.RecordNewImage(ctx, project, img)
+}
+
+// RecordNewImage is RecordImage for an image that is most likely not
+// recorded yet (a manifest this repository did not have): it goes
+// straight to the create, without the read.
+func (r *Recorder) RecordNewImage(ctx context.Context, project string, img *api.Image) error {
 	img.Namespace = project
 	err := r.Store.Create(ctx, api.Images, img)
 	if errors.Is(err, store.ErrExists) {
@@ -92,6 +111,9 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 		DockerImageReference: r.Reference(project, stream, digest),
 		Image:                digest,
 		By:                   by,
+	}
+	if is, ok, err := r.moveCached(ctx, project, stream, tag, ev); ok || err != nil {
+		return is, err
 	}
 	for {
 		obj, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
@@ -122,6 +144,44 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 	}
 }
 
+// moveCached moves the tag starting from the cached stream. ok is false
+// when there is nothing cached or the cache was behind: the caller reads
+// etcd then.
+func (r *Recorder) moveCached(ctx context.Context, project, stream, tag string, ev api.TagEvent) (*api.ImageStream, bool, error) {
+	if r.Cached == nil {
+		return nil, false, nil
+	}
+	o, ok := r.Cached(project, stream)
+	if !ok {
+		return nil, false, nil
+	}
+	rev, err := store.ParseResourceVersion(o.GetObjectMeta().ResourceVersion)
+	if err != nil || rev == 0 {
+		return nil, false, nil
+	}
+	// The bytes as stored (no resourceVersion), and a copy to change.
+	stored := *o.(*api.ImageStream)
+	stored.ResourceVersion = ""
+	old, err := json.Marshal(&stored)
+	if err != nil {
+		return nil, false, nil
+	}
+	is := &api.ImageStream{}
+	if err := json.Unmarshal(old, is); err != nil {
+		return nil, false, nil
+	}
+	ev.Generation = is.Generation
+	if err := r.pushTag(is, tag, ev); err != nil {
+		return nil, true, err
+	}
+	is.Status.DockerImageRepository = r.registry() + "/" + project + "/" + stream
+	err = r.Store.UpdateStatusFrom(ctx, api.ImageStreams, is, old, rev)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, false, nil
+	}
+	return is, err == nil, err
+}
+
 // limits are the tag and history limits: the store's, or the defaults.
 func (r *Recorder) limits() (tags, history int) {
 	l := r.Store.Limits()
@@ -140,6 +200,11 @@ func (r *Recorder) CheckTag(ctx context.Context, project, stream, tag string) er
 		return err
 	}
 	return r.mayAddTag(o.(*api.ImageStream), tag)
+}
+
+// CheckTagOn is CheckTag on a stream already read.
+func (r *Recorder) CheckTagOn(is *api.ImageStream, tag string) error {
+	return r.mayAddTag(is, tag)
 }
 
 func (r *Recorder) mayAddTag(is *api.ImageStream, tag string) error {

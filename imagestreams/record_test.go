@@ -1,11 +1,15 @@
 package imagestreams
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/store"
@@ -94,5 +98,122 @@ func TestTrimHistoryKeepsStreamsWithinBudget(t *testing.T) {
 	}
 	if n := len(is.Status.Tags[0].Items); n < 2 || n == 200 {
 		t.Errorf("the longest history kept %d entries; want it trimmed but not to its head alone", n)
+	}
+}
+
+// countWrites counts the etcd transactions with a write in them that the
+// store's client sends (a create whose compare fails is one: etcd puts it
+// through raft and syncs its log all the same).
+type countWrites struct {
+	clientv3.KV
+	n     atomic.Int64
+	reads atomic.Int64
+}
+
+func (c *countWrites) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	c.reads.Add(1)
+	return c.KV.Get(ctx, key, opts...)
+}
+
+func (c *countWrites) Txn(ctx context.Context) clientv3.Txn {
+	return &countTxn{Txn: c.KV.Txn(ctx), c: c}
+}
+
+type countTxn struct {
+	clientv3.Txn
+	c     *countWrites
+	write bool
+}
+
+func (t *countTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
+func (t *countTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	for _, o := range ops {
+		t.write = t.write || o.IsPut() || o.IsDelete()
+	}
+	t.Txn = t.Txn.Then(ops...)
+	return t
+}
+func (t *countTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
+func (t *countTxn) Commit() (*clientv3.TxnResponse, error) {
+	if t.write {
+		t.c.n.Add(1)
+	}
+	return t.Txn.Commit()
+}
+
+// A push by tag of a manifest pushed by digest just before records its
+// Image again: that must cost etcd no write (issue 13 item 5).
+func TestRecordImageTwiceWritesOnce(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := storetest.New(t)
+	cli := s.Client()
+	counter := &countWrites{KV: cli.KV}
+	cli.KV = counter
+	t.Cleanup(func() { cli.KV = counter.KV })
+	r := &Recorder{Store: s}
+	img := &api.Image{ObjectMeta: api.ObjectMeta{Name: digestN(42)}, MediaType: "application/vnd.oci.image.manifest.v1+json"}
+	if err := r.RecordImage(ctx, "twice", img); err != nil {
+		t.Fatal(err)
+	}
+	first := counter.n.Load()
+	if first == 0 {
+		t.Fatal("recording a new Image wrote nothing to etcd")
+	}
+	again := &api.Image{ObjectMeta: api.ObjectMeta{Name: digestN(42)}, MediaType: "application/vnd.oci.image.manifest.v1+json"}
+	if err := r.RecordImage(ctx, "twice", again); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.n.Load() - first; n != 0 {
+		t.Errorf("recording an Image that exists sent %d etcd write transactions, want 0", n)
+	}
+	if _, err := s.Get(ctx, api.Images, "twice", digestN(42)); err != nil {
+		t.Errorf("the Image is not stored: %v", err)
+	}
+}
+
+// A tag move starts from the cached stream: one write and no read when
+// the cache is current; when it is behind, the move still lands on the
+// stream as stored, and nothing another writer did is lost.
+func TestMoveTagFromCache(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := storetest.New(t)
+	cli := s.Client()
+	counter := &countWrites{KV: cli.KV}
+	cli.KV = counter
+	t.Cleanup(func() { cli.KV = counter.KV })
+	var cached api.Object
+	r := &Recorder{Store: s, Cached: func(project, stream string) (api.Object, bool) {
+		return cached, cached != nil
+	}}
+	create := func() error { return nil }
+	is, err := r.MoveTag(ctx, "cache", "app", "a", digestN(1), "alice", create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached = is
+	writes, reads := counter.n.Load(), counter.reads.Load()
+	if is, err = r.MoveTag(ctx, "cache", "app", "b", digestN(2), "alice", create); err != nil {
+		t.Fatal(err)
+	}
+	if w, rd := counter.n.Load()-writes, counter.reads.Load()-reads; w != 1 || rd != 0 {
+		t.Errorf("a tag move from a current cache: %d writes and %d reads of etcd, want 1 and 0", w, rd)
+	}
+	// The cache is now one move behind (it still has only tag a).
+	if _, err := r.MoveTag(ctx, "cache", "app", "c", digestN(3), "alice", create); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Get(ctx, api.ImageStreams, "cache", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for _, tg := range o.(*api.ImageStream).Status.Tags {
+		tags = append(tags, tg.Tag+"="+tg.Items[0].Image[len(tg.Items[0].Image)-1:])
+	}
+	if got, want := strings.Join(tags, ","), "a=1,b=2,c=3"; got != want {
+		t.Errorf("tags after a move from a stale cache: %s, want %s", got, want)
+	}
+	if is.ResourceVersion == "" || is.ResourceVersion == cached.GetObjectMeta().ResourceVersion {
+		t.Errorf("the stream returned by a cached move has resourceVersion %q, want the new revision", is.ResourceVersion)
 	}
 }

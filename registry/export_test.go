@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"slipway.dev/slipway/identity"
 )
 
@@ -32,4 +33,13 @@ func RebaseAsOneGroup(r *Registry, who identity.Info, project string, configs ..
 		errs = append(errs, (<-q.done).err)
 	}
 	return errs
+}
+
+// Touched reports whether a garbage-collection hold touched digest d.
+func Touched(ctx context.Context, r *Registry, d string) (bool, error) {
+	resp, err := r.cfg.Store.Client().Get(ctx, r.gcKey("touch", d), clientv3.WithCountOnly())
+	if err != nil {
+		return false, err
+	}
+	return resp.Count > 0, nil
 }

@@ -82,3 +82,32 @@ func TestGCDeletesOnlyUnreferencedBlobs(t *testing.T) {
 		t.Errorf("GET of the blob pushed again = %v, want 200", r)
 	}
 }
+
+// An upload of bytes the storage does not hold takes no hold (no etcd
+// write on its path): nothing can collect it before it is referenced, and
+// a collection spares it by its time for the grace period. An upload of
+// bytes already stored, which a collection may have picked, still takes
+// one.
+func TestGCNewBlobCommitNeedsNoHold(t *testing.T) {
+	h := start(t)
+	h.project(t, "alice", "gcnew", false)
+	reg := h.env.Server.Registry
+	ctx := ctxT(t)
+	fresh := h.uploadBlobOK(t, "alice", "gcnew/app", []byte("bytes never stored before"))
+	if touched, err := registry.Touched(ctx, reg, fresh); err != nil || touched {
+		t.Errorf("upload of new bytes: touched %v (%v), want no hold taken", touched, err)
+	}
+	rep, err := reg.GC(ctx, registry.GCOptions{Grace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Deleted) != 0 {
+		t.Fatalf("a collection with a grace of 1h deleted %v, want the new blob spared", rep.Deleted)
+	}
+	if again := h.uploadBlobOK(t, "alice", "gcnew/other", []byte("bytes never stored before")); again != fresh {
+		t.Fatal(again)
+	}
+	if touched, err := registry.Touched(ctx, reg, fresh); err != nil || !touched {
+		t.Errorf("upload of bytes already stored: touched %v (%v), want a hold taken", touched, err)
+	}
+}

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -29,11 +31,14 @@ import (
 //	    put inflight/ID (bound to this registry's lease)
 //	    put touch/DIGEST = now, for each
 //
-// then does the storage write, then deletes inflight/ID. If a tombstone
+// then does the storage write, then ends the hold (below). If a tombstone
 // exists, a sweep is deleting that blob right now: the operation waits
 // until the sweep is done and only then writes (an upload then writes the
 // blob afresh; a mount or a manifest put finds it gone and fails without
-// 201, and the client uploads again).
+// 201, and the client uploads again). A manifest put sends the
+// transaction while it writes (holdBlobsAlongside), and an upload of
+// bytes the file system storage does not hold yet takes no hold at all
+// (gcWriter.Commit says why either is as safe).
 //
 // The collector takes a revision R, waits until no inflight key created
 // before R is left (so every write that started before R has finished and
@@ -45,10 +50,15 @@ import (
 // etcd's serializable transactions, not narrowed by a clock; the grace
 // period only spares blobs whose manifest has not arrived yet.
 //
-// The hold ends by deleting inflight/ID only if it still exists. If the
+// The hold ends with a (linearizable) read of inflight/ID: if the
 // registry lost its lease during the write (a stall longer than the TTL),
 // the key is gone, the collector may not have waited for this write, and
-// the operation answers an error instead of success.
+// the operation answers an error instead of success. If the key is there,
+// the write is done and visible to any scan that follows, so the key is
+// deleted afterwards, off the request's path, with the keys of other holds
+// that ended meanwhile in one transaction: a read costs no raft write and
+// no disk sync, a delete does. (A key whose delete is lost with the
+// process goes with its lease.)
 
 // gcPrefix is where the collector's keys live, under the store's prefix.
 const gcPrefix = "registry-gc/"
@@ -157,7 +167,7 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			if err != nil {
 				// The transaction may have been applied although the
 				// answer was lost (a cancelled request): drop the key.
-				r.releaseHold(id, true)
+				r.releaseHold(id, false)
 				return fmt.Errorf("registry: recording the push for garbage collection: %w", err)
 			}
 			if resp.Succeeded {
@@ -165,7 +175,7 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 			}
 			// A sweep is deleting one of these blobs; wait for it to end.
 			if err := r.waitTombs(ctx, batch); err != nil {
-				r.releaseHold(id, true)
+				r.releaseHold(id, false)
 				return err
 			}
 		}
@@ -173,24 +183,163 @@ func (r *Registry) holdBlobs(ctx context.Context, digests []string, op func() er
 	released := false
 	defer func() {
 		if !released { // op panicked
-			r.releaseHold(id, true)
+			r.releaseHold(id, false)
 		}
 	}()
 	opErr := op()
 	released = true
-	if !r.releaseHold(id, true) && opErr == nil {
+	if opErr != nil {
+		r.releaseHold(id, false)
+		return opErr
+	}
+	if !r.releaseHold(id, true) {
 		return errLostHold
 	}
-	return opErr
+	return nil
 }
 
-// releaseHold deletes the inflight key and reports whether it still
-// existed.
-func (r *Registry) releaseHold(id string, _ bool) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := r.cfg.Store.Client().Txn(ctx).If(clientv3.Compare(clientv3.Version(id), ">", 0)).Then(clientv3.OpDelete(id)).Commit()
-	return err == nil && resp.Succeeded
+// holdBlobsAlongside is holdBlobs with the hold's transaction sent while
+// op runs, not before: op's storage writes and etcd's log sync overlap.
+// That is as safe: the collector either waits for the hold (taken before
+// its mark) until op has finished, or finds the digests touched after its
+// mark and tombstones none of them; and when a tombstone was there first
+// the transaction fails, nothing is acknowledged, and op runs again as
+// holdBlobs runs it, after the sweep (op must be safe to run twice: a
+// manifest put is).
+func (r *Registry) holdBlobsAlongside(ctx context.Context, digests []string, op func() error) error {
+	var ds []string
+	for _, d := range digests {
+		if strings.HasPrefix(d, "sha512:") {
+			return r.holdBlobs(ctx, digests, op) // needs a lookup first
+		}
+		if d != "" && !slices.Contains(ds, d) {
+			ds = append(ds, d)
+		}
+	}
+	if len(ds) == 0 || len(ds) > gcTxnDigests {
+		return r.holdBlobs(ctx, digests, op)
+	}
+	lease, err := r.gcLease(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: recording the push for garbage collection: %w", err)
+	}
+	id := r.gcKey("inflight", randomID())
+	now := strconv.FormatInt(time.Now().UnixNano(), 10)
+	cmps := make([]clientv3.Cmp, 0, len(ds))
+	ops := []clientv3.Op{clientv3.OpPut(id, fmt.Sprintf("%s %d digests from %s", ds[0], len(ds), time.Now().UTC().Format(time.RFC3339Nano)), clientv3.WithLease(lease))}
+	for _, d := range ds {
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(r.gcKey("tomb", d)), "=", 0))
+		ops = append(ops, clientv3.OpPut(r.gcKey("touch", d), now))
+	}
+	var held bool
+	var txnErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := r.cfg.Store.Client().Txn(ctx).If(cmps...).Then(ops...).Commit()
+		held, txnErr = err == nil && resp.Succeeded, err
+	}()
+	var opErr error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				<-done
+				r.releaseHold(id, false)
+				panic(p)
+			}
+		}()
+		opErr = op()
+	}()
+	<-done
+	switch {
+	case txnErr != nil:
+		r.releaseHold(id, false)
+		return fmt.Errorf("registry: recording the push for garbage collection: %w", txnErr)
+	case !held:
+		// A sweep of one of the digests is running; what op wrote may
+		// go with it. Again, after the sweep.
+		return r.holdBlobs(ctx, digests, op)
+	case opErr != nil:
+		r.releaseHold(id, false)
+		return opErr
+	case !r.releaseHold(id, true):
+		return errLostHold
+	}
+	return nil
+}
+
+// releaseHold ends a hold and, when check is set, reports whether its
+// inflight key still existed. The key is deleted by a background batcher
+// (gcReleaser), so the request waits for a read only.
+func (r *Registry) releaseHold(id string, check bool) bool {
+	held := true
+	if check {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := r.cfg.Store.Client().Get(ctx, id, clientv3.WithCountOnly())
+		cancel()
+		held = err == nil && resp.Count > 0
+	}
+	r.releaser().release(id)
+	return held
+}
+
+// gcReleasers keeps each Registry's batcher of inflight-key deletes.
+var gcReleasers sync.Map // *Registry → *gcReleaser
+
+func (r *Registry) releaser() *gcReleaser {
+	if v, ok := gcReleasers.Load(r); ok {
+		return v.(*gcReleaser)
+	}
+	v, _ := gcReleasers.LoadOrStore(r, &gcReleaser{cli: r.cfg.Store.Client()})
+	return v.(*gcReleaser)
+}
+
+// gcReleaser deletes ended holds' inflight keys: one goroutine runs while
+// any are queued, each round deleting all that were queued before it, up
+// to gcTxnDigests keys per transaction.
+type gcReleaser struct {
+	cli     *clientv3.Client
+	mu      sync.Mutex
+	queue   []string
+	running bool
+}
+
+func (g *gcReleaser) release(id string) {
+	g.mu.Lock()
+	g.queue = append(g.queue, id)
+	start := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if start {
+		go g.run()
+	}
+}
+
+func (g *gcReleaser) run() {
+	for {
+		g.mu.Lock()
+		ids := g.queue
+		g.queue = nil
+		if len(ids) == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		for len(ids) > 0 {
+			n := min(len(ids), gcTxnDigests)
+			ops := make([]clientv3.Op, 0, n)
+			for _, id := range ids[:n] {
+				ops = append(ops, clientv3.OpDelete(id))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			// Failing, the keys go with the registry's lease; a
+			// collection waits for them until then.
+			_, _ = g.cli.Txn(ctx).Then(ops...).Commit()
+			cancel()
+			ids = ids[n:]
+		}
+	}
 }
 
 // waitTombs waits until none of digests has a tombstone. A tombstone is
@@ -269,7 +418,7 @@ func (m *gcManifests) Put(ctx context.Context, man distribution.Manifest, opts .
 	for _, d := range man.References() {
 		ds = append(ds, d.Digest.String())
 	}
-	err = m.reg.holdBlobs(ctx, ds, func() error {
+	err = m.reg.holdBlobsAlongside(ctx, ds, func() error {
 		var err error
 		dgst, err = m.ManifestService.Put(ctx, man, opts...)
 		return err
@@ -345,13 +494,40 @@ type gcWriter struct {
 // registry has seen the content before (sha512Lookup); a first sha512
 // upload of content that already sits unreferenced under sha256 is the
 // one case the hold cannot name in advance.
+//
+// An upload of content the file system storage does not hold needs no
+// hold: no collection can delete it before it is referenced. A collection
+// that listed the blobs before this commit does not list it; one that
+// lists it later finds it written now (the commit stamps the file,
+// fsdriver.go) and spares it for the grace period, as the hold's touch
+// would; and a sweep of an earlier copy of the same bytes is over with
+// them, since the sweep moves a blob's directory away in one rename
+// (fastFSDriver.Delete) before it removes it, after it removed the links.
+// That takes a raft write and a linearizable read (each waits for etcd's
+// log sync) off the path of every new layer. Content already stored (a
+// collection may have picked it) and a sha512 upload take the hold.
 func (w *gcWriter) Commit(ctx context.Context, provisional v1.Descriptor) (desc v1.Descriptor, err error) {
+	if w.reg.freshBlob(ctx, provisional.Digest) {
+		return w.BlobWriter.Commit(ctx, provisional)
+	}
 	err = w.reg.holdBlobs(ctx, []string{provisional.Digest.String()}, func() error {
 		var err error
 		desc, err = w.BlobWriter.Commit(ctx, provisional)
 		return err
 	})
 	return desc, err
+}
+
+// freshBlob reports whether an upload commit of d needs no hold (see
+// gcWriter.Commit): the file system storage (fsdriver.go), a sha256
+// digest, no bytes stored under it.
+func (r *Registry) freshBlob(ctx context.Context, d digest.Digest) bool {
+	if r.fsRoot == "" || r.driver == nil || d.Algorithm() != digest.SHA256 || d.Validate() != nil {
+		return false
+	}
+	var missing storagedriver.PathNotFoundError
+	_, err := r.driver.Stat(ctx, blobDataPath(d))
+	return errors.As(err, &missing)
 }
 
 // Remove keeps distribution's repository deletion, which the App finds by

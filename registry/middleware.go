@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	repomw "github.com/distribution/distribution/v3/registry/middleware/repository"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -127,6 +128,10 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 	if m.repo.reg.cfg.Faults.hit(ctx, "before-manifest-put") {
 		return "", errcode.ErrorCodeUnknown.WithMessage("injected fault before manifest put")
 	}
+	// A manifest this repository links already (a push by tag of what
+	// was pushed by digest) is most likely recorded: RecordImage finds it
+	// by a read. A new one is created without that read.
+	had, _ := m.ManifestService.Exists(ctx, digest.Digest(img.Name))
 	dgst, err := m.ManifestService.Put(ctx, man, opts...)
 	if err != nil {
 		return "", err
@@ -146,7 +151,11 @@ func (m *manifests) Put(ctx context.Context, man distribution.Manifest, opts ...
 		slog.Info("registry: the image record keeps only part of a large manifest's metadata", "repository", m.repo.project+"/"+m.repo.stream, "digest", dgst.String())
 	}
 	img.DockerImageReference = m.repo.reg.recorder.Reference(m.repo.project, m.repo.stream, dgst.String())
-	if err := m.repo.reg.recorder.RecordImage(ctx, m.repo.project, img); err != nil {
+	record := m.repo.reg.recorder.RecordNewImage
+	if had {
+		record = m.repo.reg.recorder.RecordImage
+	}
+	if err := record(ctx, m.repo.project, img); err != nil {
 		return "", limitErr("recording the image: ", err)
 	}
 	if img.Subject != "" {
@@ -235,7 +244,10 @@ func (t *tags) Tag(ctx context.Context, tag string, desc v1.Descriptor) error {
 	if t.repo.reg.cfg.Faults.hit(ctx, "after-tag-move") {
 		return errcode.ErrorCodeUnknown.WithMessage("injected fault after tag move")
 	}
-	return t.TagService.Tag(ctx, tag, desc)
+	// distribution's own tag links are not written: every tag read is
+	// answered from the ImageStream (below), and neither the collector
+	// nor pruning reads them. They cost two synced files per tag move.
+	return nil
 }
 
 // stream reads the ImageStream from the cache, or from etcd when the cache
@@ -349,7 +361,10 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 	}
 	// The next read of this tag on this replica must not find it.
 	r.reg.waitStreams(ctx, is)
-	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) {
+	// The tag link exists only for tags moved before tag links were
+	// dropped (Tag, above).
+	var noLink storagedriver.PathNotFoundError
+	if err := t.TagService.Untag(ctx, tag); err != nil && !errors.As(err, &distribution.ErrTagUnknown{}) && !errors.As(err, &noLink) {
 		return err
 	}
 	return nil
@@ -360,12 +375,21 @@ func (t *tags) Untag(ctx context.Context, tag string) error {
 // error from TagService.Tag as UNKNOWN (500), so Tag's own check cannot
 // answer 403; errors from ManifestService.Put pass through as they are.
 func (r *repository) mayCreateStream(ctx context.Context, tag string) error {
-	if err := r.reg.recorder.CheckTag(ctx, r.project, r.stream, tag); err != nil {
-		return limitErr("", err)
+	// From the cache when it has the stream (MoveTag checks the limit
+	// again on the stream it writes over).
+	o, ok := r.reg.streams.Get(r.project, r.stream)
+	var err error
+	if !ok {
+		o, err = r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
 	}
-	_, err := r.reg.cfg.Store.Get(ctx, api.ImageStreams, r.project, r.stream)
+	if err == nil {
+		if err := r.reg.recorder.CheckTagOn(o.(*api.ImageStream), tag); err != nil {
+			return limitErr("", err)
+		}
+		return nil
+	}
 	if !errors.Is(err, store.ErrNotFound) {
-		return nil // it exists, or MoveTag will report the store's error
+		return limitErr("", err)
 	}
 	who := identity.FromContext(ctx)
 	if ok, _ := r.reg.cfg.Authz.Authorize(who, rbac.Attributes{Verb: "create", Resource: "imagestreams", Namespace: r.project}); !ok {

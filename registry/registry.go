@@ -199,6 +199,8 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
 		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines),
 		manifests: newManifestCache(maxManifestCache), mirrors: map[string]*mirror{}}
+	// A push moves its tag from the cached stream (one write, no read).
+	r.recorder.Cached = r.streams.Get
 	for _, m := range cfg.Mirrors {
 		if r.mirrors[m.Name], err = newMirror(m, cfg.Import); err != nil {
 			return nil, err
@@ -219,6 +221,11 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	dc := &configuration.Configuration{}
 	dc.Storage = configuration.Storage{}
 	for k, v := range cfg.Storage {
+		if k == "filesystem" {
+			// Same layout, uploads in progress unsynced (fsdriver.go).
+			registerFastFSDriver()
+			k = fastFSDriverName
+		}
 		dc.Storage[k] = v
 	}
 	dc.Storage["delete"] = configuration.Parameters{"enabled": true}

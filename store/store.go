@@ -157,6 +157,16 @@ func (s *Store) Get(ctx context.Context, r *api.Resource, ns, name string) (api.
 	return decode(r, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }
 
+// Exists reports whether an object exists, reading its key's count only
+// (linearizable, as Get).
+func (s *Store) Exists(ctx context.Context, r *api.Resource, ns, name string) (bool, error) {
+	resp, err := s.client.Get(ctx, s.Key(r, ns, name), clientv3.WithCountOnly())
+	if err != nil {
+		return false, wrapEtcd(err, r, name)
+	}
+	return resp.Count > 0, nil
+}
+
 // UpdateOptions control Update.
 type UpdateOptions struct {
 	// Status writes only the status of a resource with a status
@@ -312,6 +322,37 @@ func specChanged(old, cur map[string]json.RawMessage) bool {
 		}
 	}
 	return false
+}
+
+// UpdateStatusFrom writes obj's status over old, the object as stored at
+// revision rev (from a cache, say), in one compare-and-swap and with no
+// read: ErrConflict if the object changed since rev. obj is refreshed
+// with what was stored.
+func (s *Store) UpdateStatusFrom(ctx context.Context, r *api.Resource, obj api.Object, old []byte, rev int64) error {
+	m := obj.GetObjectMeta()
+	key := s.Key(r, m.Namespace, m.Name)
+	*obj.GetTypeMeta() = api.TypeMeta{APIVersion: api.APIVersion, Kind: r.Kind}
+	data, err := s.merge(r, old, obj, UpdateOptions{Status: true})
+	if err != nil {
+		return err
+	}
+	stored := rev
+	if !bytes.Equal(data, old) {
+		txn, err := s.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}, []clientv3.Op{clientv3.OpPut(key, string(data))}, nil)
+		if err != nil {
+			return wrapEtcd(err, r, m.Name)
+		}
+		if !txn.Succeeded {
+			return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+		}
+		stored = txn.Header.Revision
+	}
+	reflect.ValueOf(obj).Elem().SetZero()
+	if err := json.Unmarshal(data, obj); err != nil {
+		return fmt.Errorf("store: decode %s %q: %w", r.Kind, m.Name, err)
+	}
+	obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(stored, 10)
+	return nil
 }
 
 // GuaranteedUpdate reads the current object, applies fn and writes the

@@ -38,6 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,7 +63,9 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/server"
+	"slipway.dev/slipway/store"
 )
 
 func main() {
@@ -73,6 +76,8 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per measurement (A B A B ...); the ratio is of the medians")
 	fsyncN := flag.Int("fsync-pushes", 100, "small pushes per side counted under strace (0: skip)")
 	storageFile := flag.String("storage", "", "YAML file with a distribution storage section both registries use, each under its own rootdirectory (default: the filesystem)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of Slipway's small-push rounds (the whole process) to this file")
+	manyTags := flag.Int("stream-tags", 0, "also time tag pushes to a stream of this many tags against a stream that starts with one, Slipway only (0: skip)")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -114,7 +119,11 @@ func main() {
 	dist := target{name: "distribution v3.1.2", host: distLn.Addr().String(), repo: "bench/app", auth: authn.Anonymous}
 
 	// Slipway all-in-one.
-	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", RegistryStorage: slipStorage, Out: io.Discard})
+	var limits store.Limits
+	if *manyTags > 0 {
+		limits.TagsPerStream = max(imagestreams.DefaultTagsPerStream, *manyTags+50**rounds+1)
+	}
+	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", RegistryStorage: slipStorage, Out: io.Discard, Limits: limits})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -151,6 +160,14 @@ func main() {
 	smalls := abab(*rounds, func(s *target, r int) float64 {
 		imgs := smallImages(*small) // digests computed before the clock
 		var l []time.Duration
+		if *cpuprofile != "" && s == &slip {
+			f, err := os.Create(fmt.Sprintf("%s.%d", *cpuprofile, r))
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 		d := timeIt(func() error {
 			var err error
 			l, err = s.pushMany(ctx, fmt.Sprintf("r%d", r), imgs, *conc)
@@ -160,6 +177,8 @@ func main() {
 		return float64(*small) / d.Seconds()
 	}, &slip, &dist)
 	smalls.row("small image pushes (images/s)")
+	slip.printBreakdown()
+	dist.printBreakdown()
 
 	getURL := func(t *target) string { return "http://" + t.host + "/v2/" + t.repo + "-r0-0/manifests/s-0" }
 	mget := abab(*rounds, func(s *target, r int) float64 { return s.manifestGets(getURL(s), *gets, 16) }, &slip, &dist)
@@ -174,6 +193,11 @@ func main() {
 		fmt.Printf("| push → ImageStream updated, p99 (ms) | %.2f | n/a | |\n", ms(lat[min(len(lat)-1, len(lat)*99/100)]))
 	}
 
+	if *manyTags > 0 {
+		big, small := streamTagPushes(&slip, *manyTags, 50, *rounds)
+		fmt.Printf("| new-tag push to a stream of %d tags / to one of 1–%d tags, p50 (ms) | %.2f / %.2f | n/a | %.2f× the time |\n", *manyTags, 1+50**rounds, ms(big), ms(small), float64(big)/float64(small))
+	}
+
 	if *fsyncN > 0 {
 		if _, err := exec.LookPath("strace"); err != nil {
 			fmt.Printf("\nfsync per small push: skipped, strace is not installed (apt-get install strace).\n")
@@ -185,7 +209,79 @@ func main() {
 	fmt.Println("\nEach figure is the median of its rounds; rounds alternate Slipway and distribution on fresh content, with every digest computed before timing and Slipway's scanner drained before distribution's turn. Push → ImageStream updated is measured from the start of the manifest PUT to the ImageStream watch event, over the small images.")
 }
 
+// timing is, with -breakdown, each kind of request's count and total
+// time over the small pushes, per side.
+type timing struct {
+	mu sync.Mutex
+	n  map[string]int
+	d  map[string]time.Duration
+}
+
+var breakdown = flag.Bool("breakdown", false, "print the mean time of each kind of request in the small pushes, per side")
+
+type timedTransport struct {
+	http.RoundTripper
+	t *timing
+}
+
+func (tt timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := tt.RoundTripper.RoundTrip(req)
+	kind := req.Method + " "
+	switch p := req.URL.Path; {
+	case strings.HasSuffix(p, "/token"):
+		kind += "token"
+	case p == "/v2/":
+		kind += "ping"
+	case strings.Contains(p, "/blobs/uploads/") && req.Method == http.MethodPut:
+		kind += "blob upload commit"
+	case strings.Contains(p, "/blobs/uploads/"):
+		kind += "blob upload"
+	case strings.Contains(p, "/blobs/"):
+		kind += "blob"
+	case strings.Contains(p, "/manifests/sha256:"):
+		kind += "manifest by digest"
+	case strings.Contains(p, "/manifests/"):
+		kind += "manifest by tag"
+	default:
+		kind += "other"
+	}
+	if resp != nil {
+		kind += " " + strconv.Itoa(resp.StatusCode)
+	}
+	tt.t.mu.Lock()
+	tt.t.n[kind]++
+	tt.t.d[kind] += time.Since(start)
+	tt.t.mu.Unlock()
+	return resp, err
+}
+
+func (t *target) transport() http.RoundTripper {
+	if !*breakdown {
+		return remote.DefaultTransport
+	}
+	if t.timing == nil {
+		t.timing = &timing{n: map[string]int{}, d: map[string]time.Duration{}}
+	}
+	return timedTransport{remote.DefaultTransport, t.timing}
+}
+
+func (t *target) printBreakdown() {
+	if t.timing == nil {
+		return
+	}
+	var kinds []string
+	for k := range t.timing.n {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	for _, k := range kinds {
+		fmt.Printf("| %s: %s | %d | %.2f ms mean |\n", t.name, k, t.timing.n[k], ms(t.timing.d[k])/float64(t.timing.n[k]))
+	}
+}
+
 type target struct {
+	timing           *timing
 	name, host, repo string
 	auth             authn.Authenticator
 	cl               *client.Client // Slipway only: to watch streams and wait for scans
@@ -378,12 +474,12 @@ func (t *target) pushMany(ctx context.Context, prefix string, imgs []v1.Image, c
 				// every tag move, so one stream of many tags would measure
 				// that instead (see BENCHMARKS.md).
 				ref := t.refIn(fmt.Sprintf("%s-%s-%d", t.repo, prefix, i%20), fmt.Sprintf("s-%d", i))
-				if err := remote.Write(ref.Context().Digest(mustDigest(imgs[i]).String()), imgs[i], remote.WithAuth(t.auth)); err != nil {
+				if err := remote.Write(ref.Context().Digest(mustDigest(imgs[i]).String()), imgs[i], remote.WithAuth(t.auth), remote.WithTransport(t.transport())); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
 				started[i].Store(time.Now().UnixNano())
-				if err := remote.Tag(ref.Context().Tag(ref.Identifier()), imgs[i], remote.WithAuth(t.auth)); err != nil {
+				if err := remote.Tag(ref.Context().Tag(ref.Identifier()), imgs[i], remote.WithAuth(t.auth), remote.WithTransport(t.transport())); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -473,6 +569,52 @@ func ceiling(src *target, url string, n, conc int) float64 {
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = conc
 	return getLoop(&http.Client{Transport: tr}, "http://"+ln.Addr().String()+"/v2/x/manifests/s-0", n, conc, "ceiling")
+}
+
+// streamTagPushes fills stream bench/many with n tags (one image), then
+// times pushes of new tags to it and to a stream that starts with one
+// tag, m of each per round, alternating, and returns the two medians of
+// a push's time.
+func streamTagPushes(t *target, n, m, rounds int) (big, small time.Duration) {
+	img := smallImages(1)[0]
+	ref := func(repo, tag string) name.Reference { return t.refIn(repo, tag) }
+	if err := remote.Write(ref(t.repo+"-many", "t-0").Context().Digest(mustDigest(img).String()), img, remote.WithAuth(t.auth)); err != nil {
+		log.Fatal(err)
+	}
+	if err := remote.Write(ref(t.repo+"-one", "t-0").Context().Digest(mustDigest(img).String()), img, remote.WithAuth(t.auth)); err != nil {
+		log.Fatal(err)
+	}
+	// One token for every tag push, as a client pushing many tags has.
+	tagOnce := func(repo, tag string) time.Duration {
+		start := time.Now()
+		if err := remote.Tag(ref(repo, tag).Context().Tag(tag), img, remote.WithAuth(t.auth)); err != nil {
+			log.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)); i < n; i = int(next.Add(1)) {
+				tagOnce(t.repo+"-many", fmt.Sprintf("t-%d", i))
+			}
+		}()
+	}
+	wg.Wait()
+	tagOnce(t.repo+"-one", "t-0")
+	var bigs, smalls []float64
+	for r := range rounds {
+		for i := range m {
+			// A new tag each time: the many-tag stream grows past n by m per round.
+			bigs = append(bigs, float64(tagOnce(t.repo+"-many", fmt.Sprintf("u-%d-%d", r, i))))
+			// And to the small stream, which grows from 1 tag by m per round.
+			smalls = append(smalls, float64(tagOnce(t.repo+"-one", fmt.Sprintf("u-%d-%d", r, i))))
+		}
+	}
+	return time.Duration(median(bigs)), time.Duration(median(smalls))
 }
 
 // fsyncsPerPush counts fsync, fdatasync, sync_file_range and sync calls of

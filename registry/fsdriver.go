@@ -1,0 +1,265 @@
+package registry
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"golang.org/x/sys/unix"
+)
+
+// The App's storage when it is the file system: distribution's filesystem
+// driver, same layout on disk, except that an upload in progress is not
+// synced. distribution syncs every file it writes: the startedat and
+// hashstate files of an upload (a file and its directory each) and, when
+// a PATCH ends, the whole data file so far, before it answers 202. None of
+// that is needed: a crash mid-upload (of the machine; a killed process
+// loses nothing the kernel has) only means the upload starts again, since
+// distribution resumes an upload from what its files hold and checks the
+// digest of every committed blob. What is acknowledged as stored still is
+// synced before the answer: the upload's data at its commit (the PUT that
+// answers 201), then the blob's link and every manifest, revision link and
+// blob put as distribution writes them.
+
+const fastFSDriverName = "slipway-filesystem"
+
+var registerFastFS sync.Once
+
+func registerFastFSDriver() {
+	registerFastFS.Do(func() {
+		factory.Register(fastFSDriverName, fastFSFactory{})
+	})
+}
+
+type fastFSFactory struct{}
+
+func (fastFSFactory) Create(ctx context.Context, params map[string]any) (storagedriver.StorageDriver, error) {
+	d, err := filesystem.FromParameters(params)
+	if err != nil {
+		return nil, err
+	}
+	root, _ := params["rootdirectory"].(string)
+	if root == "" {
+		return nil, errors.New("registry: the filesystem storage needs a rootdirectory")
+	}
+	// What a delete that was cut off left behind.
+	_ = os.RemoveAll(filepath.Join(root, filepath.FromSlash(trashDir)))
+	return &fastFSDriver{StorageDriver: d, root: root}, nil
+}
+
+// trashDir is where a blob's directory goes, in one rename, before it is
+// removed: outside the blobs, so a walk of them never sees it half gone.
+const trashDir = "/docker/registry/v2/_slipway_trash"
+
+// Delete of a blob's directory (only the collector deletes blobs) moves it
+// away in one rename and removes it there: an upload that finds the
+// blob's bytes missing knows that no delete of them is still running,
+// and that what it writes in their place stays (gcWriter.Commit).
+func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
+	if !strings.HasPrefix(path, blobsRoot) {
+		return d.StorageDriver.Delete(ctx, path)
+	}
+	full, err := d.full(path)
+	if err != nil {
+		return err
+	}
+	trash := filepath.Join(d.root, filepath.FromSlash(trashDir))
+	if err := os.MkdirAll(trash, 0o777); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	gone := filepath.Join(trash, hex.EncodeToString(rnd[:]))
+	if err := os.Rename(full, gone); err != nil {
+		if os.IsNotExist(err) {
+			return storagedriver.PathNotFoundError{Path: path, DriverName: fastFSDriverName}
+		}
+		return err
+	}
+	return os.RemoveAll(gone)
+}
+
+// fastFSDriver is distribution's filesystem driver with upload state
+// written unsynced.
+type fastFSDriver struct {
+	storagedriver.StorageDriver
+	root string
+}
+
+// isUploadState says whether path is part of an upload in progress:
+// REPO/_uploads/ID/{data,startedat,hashstates/...}.
+func isUploadState(path string) bool {
+	return strings.Contains(path, "/_uploads/")
+}
+
+func (d *fastFSDriver) full(path string) (string, error) {
+	if !storagedriver.PathRegexp.MatchString(path) {
+		return "", storagedriver.InvalidPathError{Path: path, DriverName: fastFSDriverName}
+	}
+	return filepath.Join(d.root, filepath.FromSlash(path)), nil
+}
+
+// PutContent of upload state writes a file of its own and renames it into
+// place, as distribution does, without syncing either.
+func (d *fastFSDriver) PutContent(ctx context.Context, path string, content []byte) error {
+	if !isUploadState(path) {
+		return d.StorageDriver.PutContent(ctx, path, content)
+	}
+	full, err := d.full(path)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	f, err := os.OpenFile(full+"."+hex.EncodeToString(rnd[:])+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), full); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
+
+// Writer of an upload's data does not sync when it is closed (the end of
+// a PATCH), only when it is committed (the upload's PUT).
+func (d *fastFSDriver) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
+	if !isUploadState(path) {
+		return d.StorageDriver.Writer(ctx, path, append)
+	}
+	full, err := d.full(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE, 0o666)
+	if err != nil {
+		return nil, err
+	}
+	var off int64
+	if append {
+		if off, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, err
+		}
+	} else if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &uploadWriter{f: f, bw: bufio.NewWriterSize(f, 64<<10), size: off, started: off}, nil
+}
+
+// uploadWriter is the filesystem driver's file writer with Close unsynced.
+type uploadWriter struct {
+	f                            *os.File
+	bw                           *bufio.Writer
+	size                         int64
+	started                      int64 // writeback is started up to here
+	closed, committed, cancelled bool
+}
+
+func (w *uploadWriter) Write(p []byte) (int, error) {
+	switch {
+	case w.closed:
+		return 0, errors.New("already closed")
+	case w.committed:
+		return 0, errors.New("already committed")
+	case w.cancelled:
+		return 0, errors.New("already cancelled")
+	}
+	n, err := w.bw.Write(p)
+	w.size += int64(n)
+	if w.size-w.started >= writebackChunk {
+		// Start writing back what is written so far, without waiting
+		// for it: the disk works while the rest arrives, and the sync
+		// at the commit finds little left to write.
+		if w.bw.Flush() == nil {
+			_ = unix.SyncFileRange(int(w.f.Fd()), w.started, w.size-w.started, unix.SYNC_FILE_RANGE_WRITE)
+			w.started = w.size
+		}
+	}
+	return n, err
+}
+
+// writebackChunk is how much an upload writes before its writeback starts.
+const writebackChunk = 8 << 20
+
+func (w *uploadWriter) Size() int64 { return w.size }
+
+// Close flushes to the kernel: what a PATCH acknowledged survives the
+// process, and the next request (in any registry process on this
+// storage) reads it.
+func (w *uploadWriter) Close() error {
+	if w.closed {
+		return errors.New("already closed")
+	}
+	w.closed = true
+	var err error
+	if !w.committed {
+		err = w.bw.Flush()
+	}
+	return errors.Join(err, w.f.Close())
+}
+
+func (w *uploadWriter) Cancel(ctx context.Context) error {
+	if w.closed {
+		return errors.New("already closed")
+	}
+	w.cancelled, w.closed = true, true
+	_ = w.f.Close()
+	return os.Remove(w.f.Name())
+}
+
+// Commit makes the upload's data durable: the blob is acknowledged next.
+func (w *uploadWriter) Commit(ctx context.Context) error {
+	switch {
+	case w.closed:
+		return errors.New("already closed")
+	case w.committed:
+		return errors.New("already committed")
+	case w.cancelled:
+		return errors.New("already cancelled")
+	}
+	if err := w.bw.Flush(); err != nil {
+		return err
+	}
+	// Stamped with the time of the commit: a collection spares a blob
+	// written within its grace period, and an upload that needs no
+	// garbage-collection hold relies on that (gchold.go).
+	now := time.Now()
+	if err := os.Chtimes(w.f.Name(), now, now); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
+		return fmt.Errorf("syncing the upload: %w", err)
+	}
+	w.committed = true
+	return nil
+}

@@ -1,0 +1,84 @@
+package registry_test
+
+import (
+	"bytes"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The push path's storage (issue 13 item 5): an upload in progress is
+// written in distribution's layout without syncing, what each PATCH
+// acknowledged is in the upload's file for the next request, the
+// committed blob is whole; and a tag move writes no distribution tag
+// link (tags are read from the ImageStream), while every tag operation
+// still works.
+func TestPushPathStorage(t *testing.T) {
+	h := start(t)
+	h.project(t, "alice", "pp", false)
+	const repo = "pp/app"
+	repoDir := filepath.Join(h.env.DataDir, "registry", "storage", "docker", "registry", "v2", "repositories", "pp", "app")
+
+	t.Run("chunked upload", func(t *testing.T) {
+		a, b := bytes.Repeat([]byte("a"), 3000), bytes.Repeat([]byte("b"), 1000)
+		loc := h.startUpload(t, "alice", repo)
+		r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
+			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"0-2999"}}, body: a})
+		if r.code != http.StatusAccepted {
+			t.Fatalf("first PATCH: got %v, want 202", r)
+		}
+		loc = r.header.Get("Location")
+		id := r.header.Get("Docker-Upload-UUID")
+		data := filepath.Join(repoDir, "_uploads", id, "data")
+		if got, err := os.ReadFile(data); err != nil || !bytes.Equal(got, a) {
+			t.Fatalf("the upload's data file after the first PATCH: %d bytes, %v; want the 3000 bytes acknowledged", len(got), err)
+		}
+		r = h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
+			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"3000-3999"}}, body: b})
+		if r.code != http.StatusAccepted {
+			t.Fatalf("second PATCH: got %v, want 202", r)
+		}
+		whole := append(append([]byte{}, a...), b...)
+		d := sha256Of(whole)
+		r = h.do(t, req{method: http.MethodPut, path: h.next(t, r.header.Get("Location"), url.Values{"digest": {d}}), user: "alice"})
+		if r.code != http.StatusCreated {
+			t.Fatalf("closing PUT: got %v, want 201", r)
+		}
+		blob := filepath.Join(h.env.DataDir, "registry", "storage", "docker", "registry", "v2", "blobs", "sha256", d[7:9], d[7:], "data")
+		if got, err := os.ReadFile(blob); err != nil || !bytes.Equal(got, whole) {
+			t.Errorf("the committed blob: %d bytes, %v; want the 4000 bytes", len(got), err)
+		}
+		if _, err := os.Stat(filepath.Join(repoDir, "_uploads", id)); !os.IsNotExist(err) {
+			t.Errorf("the upload's directory after the commit: %v, want it removed", err)
+		}
+		if got := h.do(t, req{method: http.MethodGet, path: "/v2/" + repo + "/blobs/" + d, user: "alice"}); got.code != http.StatusOK || !bytes.Equal(got.body, whole) {
+			t.Errorf("GET the blob: %v", got)
+		}
+	})
+
+	t.Run("no distribution tag links", func(t *testing.T) {
+		img := randomImage(t)
+		d := h.pushOK(t, "alice", repo+":v1", img)
+		if _, err := os.Stat(filepath.Join(repoDir, "_manifests", "tags", "v1")); !os.IsNotExist(err) {
+			t.Errorf("distribution's tag link for v1: %v, want none written", err)
+		}
+		if r := h.getManifest(t, "alice", repo, "v1"); r.code != http.StatusOK || r.header.Get("Docker-Content-Digest") != d {
+			t.Errorf("GET %s:v1: %v, want 200 with digest %s", repo, r, d)
+		}
+		if r := h.do(t, req{method: http.MethodGet, path: "/v2/" + repo + "/tags/list", user: "alice"}); r.code != http.StatusOK || !strings.Contains(string(r.body), `"v1"`) {
+			t.Errorf("tags/list: %v, want v1 listed", r)
+		}
+		if r := h.do(t, req{method: http.MethodDelete, path: "/v2/" + repo + "/manifests/v1", user: "alice"}); r.code != http.StatusAccepted {
+			t.Fatalf("DELETE tag v1: %v, want 202", r)
+		}
+		if r := h.getManifest(t, "alice", repo, "v1"); r.code != http.StatusNotFound {
+			t.Errorf("GET %s:v1 after the tag was deleted: %v, want 404", repo, r)
+		}
+		if r := h.getManifest(t, "alice", repo, d); r.code != http.StatusOK {
+			t.Errorf("GET %s@%s after its tag was deleted: %v, want 200", repo, d, r)
+		}
+	})
+}
