@@ -94,6 +94,7 @@ export function useList(path, query) {
         if (r.status === 401) unauthorized();
         throw new APIError(r.status, data.message || r.statusText);
       }
+      setState((s) => (s.error ? { ...s, error: null } : s));
       const reader = r.body.getReader();
       const dec = new TextDecoder();
       let buf = '';
@@ -129,6 +130,7 @@ export function useList(path, query) {
         } catch (e) {
           if (stopped) return;
           if (e.code === 410) { rv = ''; continue; }
+          console.warn(`watch of ${path}${q ? '?' + q : ''} broke (${e.message}); resuming from resourceVersion ${rv || '(a new list)'}`);
           fail(e);
           if (e.code === 401 || e.code === 403 || e.code === 404) return;
           await sleep(backoff);
@@ -144,8 +146,8 @@ export function useList(path, query) {
 // useCan says whether the user may do one thing (null until known), so a
 // page shows only the actions the user has. The API decides regardless.
 const canCache = new Map();
-export function useCan(verb, resource, namespace) {
-  const k = `verb=${encodeURIComponent(verb)}&resource=${encodeURIComponent(resource)}&namespace=${encodeURIComponent(namespace || '')}`;
+export function useCan(verb, resource, namespace, subresource) {
+  const k = `verb=${encodeURIComponent(verb)}&resource=${encodeURIComponent(resource)}&namespace=${encodeURIComponent(namespace || '')}&subresource=${encodeURIComponent(subresource || '')}`;
   const [allowed, setAllowed] = useState(canCache.has(k) ? canCache.get(k) : null);
   useEffect(() => {
     if (canCache.has(k)) { setAllowed(canCache.get(k)); return; }

@@ -34,7 +34,7 @@ export function Images({ ns }) {
 // earlier entry for users who may write the stream's status.
 export function ImageStream({ ns, name }) {
   const list = useList(nsPath('imagestreams', ns), { fieldSelector: 'metadata.name=' + name });
-  const canRollback = useCan('update', 'imagestreams/status', ns);
+  const canRollback = useCan('update', 'imagestreams', ns, 'status');
   const [msg, setMsg] = useState('');
   const is = list.items[0];
   const rollback = async (tag, idx) => {
