@@ -208,7 +208,9 @@ func (b *page) login(user, password string) {
 }
 
 // mark sets a value on the page's window that a reload would lose.
-func (b *page) mark() { b.do("marking the page", chromedp.Evaluate[chromedp.Void](`window.__slipwayNoReload = true`)) }
+func (b *page) mark() {
+	b.do("marking the page", chromedp.Evaluate[chromedp.Void](`window.__slipwayNoReload = true`))
+}
 
 func (b *page) notReloaded(what string) {
 	b.t.Helper()
