@@ -130,9 +130,11 @@ export function useList(path, query) {
         } catch (e) {
           if (stopped) return;
           if (e.code === 410) { rv = ''; continue; }
+          if (e.code === 401 || e.code === 403 || e.code === 404) { fail(e); return; }
+          // A browser ends its HTTP/2 streams when the machine's network
+          // changes (ERR_NETWORK_CHANGED); the list resumes where it was.
           console.warn(`watch of ${path}${q ? '?' + q : ''} broke (${e.message}); resuming from resourceVersion ${rv || '(a new list)'}`);
-          fail(e);
-          if (e.code === 401 || e.code === 403 || e.code === 404) return;
+          fail(new Error(`reconnecting (${e.message})`));
           await sleep(backoff);
           backoff = Math.min(backoff * 2, 10000);
         }

@@ -63,7 +63,9 @@ function Shell({ session, onLogout, route }) {
   const ns = global ? '' : route[0] || '';
   const page = route[1] || 'overview';
   useEffect(() => {
-    if (!global && !ns && names.length) location.hash = `#/${names[0]}/overview`;
+    // The hash, not this render's route: the user (or a test) may have
+    // chosen a page since this render.
+    if (!location.hash.replace(/^#\/?/, '') && names.length) location.hash = `#/${names[0]}/overview`;
   }, [ns, names.join(','), global]);
   const logout = async () => {
     try { await call('POST', '/console/logout'); } catch { /* the cookie is gone either way */ }
