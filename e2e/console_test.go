@@ -192,10 +192,21 @@ func (b *page) open(route string) {
 
 func (b *page) login(user, password string) {
 	b.t.Helper()
-	b.do("logging in",
-		chromedp.Navigate(b.base+"/console/"),
-		chromedp.WaitVisible(chromedp.CSS("#login-user")),
-	)
+	// Chromium aborts a load when the machine's network changes, which the
+	// other tests' bridges make it do; the form gets a few tries.
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Minute*loadFactor)
+		err := chromedp.Do(ctx, chromedp.Navigate(b.base+"/console/"), chromedp.WaitVisible(chromedp.CSS("#login-user")))
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt == 4 {
+			b.shot("failed-" + b.who)
+			b.t.Fatalf("the login form did not appear (as %s): %v", b.who, err)
+		}
+		b.t.Logf("loading the login form again: %v", err)
+	}
 	if eval[bool](b, `document.title.includes("not built")`) {
 		b.t.Fatal("the slipway binary serves the console's placeholder: build the pages first with `make build` (npm ci && npm run build in console/web)")
 	}

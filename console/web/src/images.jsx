@@ -1,10 +1,11 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { useList, nsPath, call, useCan } from './api.js';
 import { Loading, short, age } from './ui.jsx';
 
 // Images: the project's image streams and their tags.
 export function Images({ ns }) {
   const streams = useList(nsPath('imagestreams', ns));
+  useEffect(() => { if (streams.synced) performance.mark('slipway:images-loaded'); }, [streams.synced]);
   return (
     <div id="images">
       <h2>Image streams in {ns}</h2>

@@ -1,3 +1,4 @@
+import { useEffect } from 'preact/hooks';
 import { useList, nsPath } from './api.js';
 import { Loading, Phase, matches } from './ui.jsx';
 
@@ -54,6 +55,9 @@ export function Overview({ ns }) {
     return <Group id={s.metadata.name} title={'service/' + s.metadata.name} pods={mine} extra={<span class="muted">{s.spec.clusterIP} {ports && ':' + ports}</span>} />;
   });
   const rest = pods.items.filter((p) => !claimed.has(p.metadata.name));
+  const synced = pods.synced && services.synced && dcs.synced;
+  // Marks when the whole project is on the page (the load test reads it).
+  useEffect(() => { if (synced) performance.mark('slipway:overview-loaded'); }, [synced]);
   return (
     <div id="overview">
       <h2>Project {ns}</h2>
