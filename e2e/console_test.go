@@ -294,6 +294,9 @@ func TestConsoleBrowser(t *testing.T) {
 		alice.until("revision 2 is complete", `(() => { const s = document.querySelector('#rollout-status'); return s && s.dataset.revision === '2' && s.dataset.state === 'complete'; })()`)
 		alice.notReloaded("rollout")
 		alice.shot("deployment")
+		alice.open("#/shop/deployments")
+		alice.until("the list shows web at revision 2", `(() => { const r = document.querySelector('[data-dc="web"]'); return !!r && r.children[1].textContent === '2'; })()`)
+		alice.shot("deployments")
 	})
 
 	v2 := c.tagDigestOf("web:latest")
@@ -408,7 +411,17 @@ spec:
 
 	t.Run("vulnerabilities page", func(t *testing.T) {
 		alice.t = t
+		// An advisory for the openssl a running pod's image has.
+		out := c.cli.ok("vulndb", "import", writeOSVDir(t, debAdvisory("DSA-9001-1", "openssl", "3.0.13-1~deb12u1", nil)))
+		if !strings.Contains(out, "sha256:") {
+			t.Fatalf("vulndb import said %q", out)
+		}
 		alice.open("#/vulnerabilities")
+		d := c.push("vuln:latest", debianImage(t, "console", [2]string{"openssl", "3.0.11-1~deb12u1"}))
+		c.apply(fmt.Sprintf("kind: Pod\nmetadata: {name: vuln}\nspec:\n  containers:\n  - {name: app, image: %q}\n", c.ref("vuln@"+d)))
+		alice.until("shop lists DSA-9001-1 with vuln:latest and the pod that runs it", `(() => {
+			const r = document.querySelector('[data-project="shop"] tr[data-finding="DSA-9001-1"]');
+			return !!r && r.textContent.includes('vuln:latest') && r.textContent.includes('vuln') && [...r.querySelectorAll('td')].pop().textContent.trim() === 'vuln'; })()`)
 		alice.until("both of alice's projects are listed", `!!document.querySelector('[data-project="shop"]') && !!document.querySelector('[data-project="prod"]')`)
 		if eval[bool](alice, `!!document.querySelector('[data-project="other"]')`) {
 			t.Error("alice's vulnerabilities page shows project other")
