@@ -429,6 +429,21 @@ spec:
 		alice.shot("vulnerabilities")
 	})
 
+	t.Run("roll a tag back from the page", func(t *testing.T) {
+		alice.t = t
+		alice.open("#/shop/images/web")
+		row := `document.querySelectorAll('[data-tag="latest"] tbody tr')`
+		alice.until("v1's entry has a rollback button", fmt.Sprintf(`(() => { const r = %s; return r.length === 2 && r[1].dataset.image === %s && !!r[1].querySelector('button.rollback'); })()`, row, jsString(v1)))
+		alice.mark()
+		alice.do("rolling back", chromedp.Click(chromedp.CSS(`[data-tag="latest"] tbody tr:nth-child(2) button.rollback`)))
+		alice.until("latest points at v1 again, rolled back by alice", fmt.Sprintf(`(() => { const r = %s; return r.length === 3 && r[0].dataset.image === %s && r[0].textContent.includes('alice'); })()`, row, jsString(v1)))
+		alice.notReloaded("rollback")
+		alice.shot("imagestream-rollback")
+		if got := c.tagDigestOf("web:latest"); got != v1 {
+			t.Errorf("after the rollback web:latest = %s, want v1 %s", got, v1)
+		}
+	})
+
 	t.Run("other project sees nothing", func(t *testing.T) {
 		carol := openBrowser(t, c.p, "carol")
 		carol.login("carol", users["carol"])
