@@ -76,6 +76,9 @@ bench: build
 	$(GO) run ./bench/deploybench
 	$(GO) run ./bench/policybench
 	$(GO) run ./bench/scanbench
+	$(GO) run ./bench/routerbench
+	$(GO) run ./bench/gcbench
+	$(GO) run ./bench/failoverbench
 
 clean:
 	rm -rf bin console/ui/dist

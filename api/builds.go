@@ -235,6 +235,12 @@ type BuildStatus struct {
 	Revision string `json:"revision,omitempty"`
 	// LogTail is the end of the build log.
 	LogTail string `json:"logTail,omitempty"`
+	// Restarts counts the times the build was run again because the
+	// controller running it stopped.
+	Restarts int `json:"restarts,omitempty"`
+	// Warnings are what a build that succeeded found wrong with its
+	// image, such as an image that runs as root.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ValidGitURI says what is wrong with a git source URI, or "" when it is

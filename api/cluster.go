@@ -12,6 +12,13 @@ import (
 // Services select pods by label and Endpoints list the ready ones;
 // DeploymentConfigs roll out new revisions when an image tag moves.
 
+// NodeRestrictionLabelPrefix starts the Node labels only cluster admins
+// set: a node's own credential may not add, change or remove them on its
+// Node, as Kubernetes' NodeRestriction keeps node-restriction.kubernetes.io/.
+// Select nodes by them (nodeSelector) to keep workloads on the machines an
+// admin vouches for: a compromised node can claim any other label.
+const NodeRestrictionLabelPrefix = "node-restriction.slipway.dev/"
+
 // Node is a machine that runs pods. Cluster-scoped; the node agent
 // registers it and renews status.conditions[Ready] by heartbeat.
 type Node struct {

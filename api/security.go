@@ -334,3 +334,27 @@ func RestrictPod(pod *Pod, project *Project) error {
 	}
 	return nil
 }
+
+// AssumesRoot reports whether an image config's User runs as root: none
+// given, or user 0 / root with any group. Restricted pods run such an
+// image as their project's UID instead.
+func AssumesRoot(user string) bool {
+	u, _, _ := strings.Cut(user, ":")
+	return u == "" || u == "0" || u == "root"
+}
+
+// RootImageWarning is what a build says of an image whose config runs
+// as root, or "" for one that does not.
+func RootImageWarning(user string) string {
+	if !AssumesRoot(user) {
+		return ""
+	}
+	given := "sets no USER"
+	if user != "" {
+		given = fmt.Sprintf("sets USER %q", user)
+	}
+	return "the image runs as root (its config " + given + "), but pods run restricted, as a UID from the project's range: " +
+		"what it writes outside a volume at run time fails unless the image makes those paths writable by any user " +
+		"(as OpenShift images do: chgrp -R 0 DIR && chmod -R g=u DIR). Give it a non-root numeric USER, such as USER 1001, " +
+		"or ask a cluster admin for the privileged exception (" + PrivilegedPodsRole + ")"
+}

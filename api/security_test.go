@@ -68,3 +68,14 @@ func TestParseUIDRange(t *testing.T) {
 		}
 	}
 }
+
+func TestAssumesRoot(t *testing.T) {
+	for user, want := range map[string]bool{"": true, "0": true, "root": true, "0:0": true, "root:wheel": true, "1001": false, "1001:0": false, "app": false} {
+		if got := AssumesRoot(user); got != want {
+			t.Errorf("AssumesRoot(%q) = %v, want %v", user, got, want)
+		}
+		if w := RootImageWarning(user); (w != "") != want {
+			t.Errorf("RootImageWarning(%q) = %q, want a warning: %v", user, w, want)
+		}
+	}
+}

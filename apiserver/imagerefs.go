@@ -21,8 +21,12 @@ import (
 // project's deployer and builder accounts, each time they resolve.
 
 // mayPullFrom reports whether u may pull images of project: it is public,
-// or u holds get imagestreams/layers there (image-puller).
+// or u holds get imagestreams/layers there (image-puller); a mirror's
+// repositories any signed-in user may pull.
 func (s *Server) mayPullFrom(ctx context.Context, u identity.Info, project string) bool {
+	if s.isMirror(project) {
+		return !u.IsAnonymous()
+	}
 	if p, err := s.Project(ctx, project); err == nil && p.Spec.Public {
 		return true
 	}

@@ -1,10 +1,12 @@
 package apiserver
 
 import (
+	"context"
 	"reflect"
 	"testing"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/identity"
 )
 
 // TestForeignImageRefs: the references admission checks are exactly the
@@ -42,6 +44,25 @@ func TestForeignImageRefs(t *testing.T) {
 		got, account := s.foreignImageRefs(row.obj, "mal")
 		if !reflect.DeepEqual(got, row.want) || account != row.account {
 			t.Errorf("%s: %v as %s, want %v as %s", row.name, got, account, row.want, row.account)
+		}
+	}
+}
+
+// TestMayPullFromMirror: a base image or trigger on a pull-through
+// mirror (REGISTRY/docker.io/...) is readable by every signed-in writer,
+// not by the anonymous user.
+func TestMayPullFromMirror(t *testing.T) {
+	s := &Server{}
+	s.SetMirrors([]string{"docker.io"})
+	for _, row := range []struct {
+		who  identity.Info
+		want bool
+	}{
+		{identity.Info{Name: "alice", Groups: []string{identity.GroupAuthenticated}}, true},
+		{identity.Anonymous, false},
+	} {
+		if got := s.mayPullFrom(context.Background(), row.who, "docker.io"); got != row.want {
+			t.Errorf("mayPullFrom(%s, docker.io) = %v, want %v", row.who.Name, got, row.want)
 		}
 	}
 }

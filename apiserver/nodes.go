@@ -121,7 +121,7 @@ func (s *Server) authenticateNode(r *http.Request) (u identity.Info, ok bool, er
 
 // nodeForbidden is the answer to whatever a node may not do.
 func nodeForbidden(node, format string, args ...any) error {
-	return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "node %s %s: a node reads only the pods bound to it and what they need, and writes only its own Node and its pods' status", node, fmt.Sprintf(format, args...))
+	return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "node %s %s: a node reads only the pods bound to it and what they need, and writes only its own Node, its pods' status and events about them", node, fmt.Sprintf(format, args...))
 }
 
 // authorizeNode is the node authorizer: what node may do, in place of
@@ -135,6 +135,8 @@ func nodeForbidden(node, format string, args ...any) error {
 //     only with fieldSelector metadata.name=itself.
 //   - services, endpoints (the service proxy) and projects (volumes):
 //     get, list and watch.
+//   - events: create, about a pod bound to it (admitNodeEvent), as the
+//     warning that a pod's image assumes root.
 //
 // Nothing else: no Secrets (pods reference none), no RoleBindings, no
 // tokens, no other node's pods or Node.
@@ -172,6 +174,10 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 		if read && sub == "" {
 			return nil, nil
 		}
+	case api.Events:
+		if verb == "create" && sub == "" {
+			return nil, nil // about its own pods only: admitNodeEvent
+		}
 	}
 	what := res.Name
 	if sub != "" {
@@ -187,18 +193,50 @@ func (s *Server) authorizeNode(ctx context.Context, node string, info *requestIn
 	return nil, nodeForbidden(node, "may not %s %s%s", verb, what, target)
 }
 
+// admitNodeEvent lets a node record events only about pods bound to it,
+// in their project.
+func (s *Server) admitNodeEvent(ctx context.Context, node, ns string, ev *api.Event) error {
+	ref := ev.InvolvedObject
+	if ref.Kind != "Pod" || (ref.Namespace != "" && ref.Namespace != ns) {
+		return nodeForbidden(node, "may not create an event about %s %s/%s: only about pods bound to it", ref.Kind, ref.Namespace, ref.Name)
+	}
+	o, err := s.store.Get(ctx, api.Pods, ns, ref.Name)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && o.(*api.Pod).Spec.NodeName != node) {
+		return nodeForbidden(node, "may not create an event about pod %s/%s: it is not bound to this node", ns, ref.Name)
+	}
+	return err
+}
+
 // admitNode keeps what only the platform and admins write on a Node that
 // a node writes itself: the serial of its credential, and its spec (a
-// cordoned node cannot uncordon itself).
+// cordoned node cannot uncordon itself), silently; and it refuses a
+// node's write that adds, changes or removes a label under
+// api.NodeRestrictionLabelPrefix, as Kubernetes' NodeRestriction does:
+// those labels steer workloads, and the node would otherwise not learn
+// why its label did not stick.
 func (s *Server) admitNode(ctx context.Context, u identity.Info, n *api.Node) error {
-	if _, ok := nodeName(u); !ok {
+	node, ok := nodeName(u)
+	if !ok {
 		return nil
 	}
 	o, err := s.store.Get(ctx, api.Nodes, "", n.Name)
 	if err != nil {
 		return err
 	}
-	n.Spec = o.(*api.Node).Spec
+	old := o.(*api.Node)
+	for _, l := range []map[string]string{n.Labels, old.Labels} {
+		for k := range l {
+			if !strings.HasPrefix(k, api.NodeRestrictionLabelPrefix) {
+				continue
+			}
+			was, had := old.Labels[k]
+			is, has := n.Labels[k]
+			if had != has || was != is {
+				return api.NewStatus(http.StatusForbidden, api.ReasonForbidden, "node %s may not add, change or remove label %s on its Node: labels under %s are set only by cluster admins (they select the nodes workloads may run on); leave it out of --node-labels and ask a cluster admin to set it", node, k, api.NodeRestrictionLabelPrefix)
+			}
+		}
+	}
+	n.Spec = old.Spec
 	cred := o.GetObjectMeta().Annotations[NodeCredentialAnnotation]
 	if n.Annotations == nil {
 		n.Annotations = map[string]string{}

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,6 +145,24 @@ func TestNodeClientStore(t *testing.T) {
 	if o, err := env.Admin.Get(ctx, api.Nodes, "", "n1"); err != nil || !o.(*api.Node).Spec.Unschedulable {
 		t.Errorf("node n1 after it wrote spec.unschedulable=false over the admin's cordon: %+v, %v; want it still cordoned", o, err)
 	}
+	// Events: about its own pods only (the agent's "image assumes root"
+	// warning), not about another node's pod, a pod named in another
+	// project, or anything else.
+	event := func(name, kind, ns, obj string) *api.Event {
+		return &api.Event{ObjectMeta: api.ObjectMeta{Name: name, Namespace: "shop"}, Reason: "ImageAssumesRoot", Type: "Warning",
+			InvolvedObject: api.ObjectReference{Kind: kind, Namespace: ns, Name: obj}, Message: "m"}
+	}
+	if err := st.Create(ctx, api.Events, event("e1", "Pod", "shop", "mine")); err != nil {
+		t.Errorf("n1 records an event about its own pod: %v", err)
+	}
+	for _, ev := range []*api.Event{event("e2", "Pod", "shop", "theirs"), event("e3", "Pod", "other", "mine"), event("e4", "Pod", "shop", "nosuch"), event("e5", "BuildConfig", "shop", "web")} {
+		if err := st.Create(ctx, api.Events, ev); !isCode(err, http.StatusForbidden) {
+			t.Errorf("n1 records an event about %s %s/%s: %v, want 403", ev.InvolvedObject.Kind, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name, err)
+		}
+	}
+	if _, err := st.Get(ctx, api.Events, "shop", "e1"); !isCode(err, http.StatusForbidden) {
+		t.Errorf("n1 reads an event: %v, want 403", err)
+	}
 	// Errors carry the store's sentinels.
 	if _, err := st.Get(ctx, api.Projects, "", "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("get a missing project through client.Store = %v, want store.ErrNotFound", err)
@@ -205,4 +224,100 @@ func csr(t *testing.T, cn string) []byte {
 func isCode(err error, code int) bool {
 	st, ok := api.StatusFor(err)
 	return ok && st.Code == code
+}
+
+// TestNodeRestrictedLabels: labels under api.NodeRestrictionLabelPrefix
+// steer workloads (a nodeSelector of node-restriction.slipway.dev/tier:
+// secure puts pods on the nodes an admin trusts), so, as Kubernetes'
+// NodeRestriction does for node-restriction.kubernetes.io/, a node's
+// credential may not add, change or remove them on its own Node, by update
+// or patch, and a refused write changes nothing. Its other labels it
+// writes (the agent's --node-labels); the cluster admin writes the
+// protected ones.
+func TestNodeRestrictedLabels(t *testing.T) {
+	env := servertest.Start(t, anyRegistryPort)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	n1 := joinNode(t, env, "n1")
+	const secure = "node-restriction.slipway.dev/tier"
+	labels := func() map[string]string {
+		t.Helper()
+		o, err := env.Admin.Get(ctx, api.Nodes, "", "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.GetObjectMeta().Labels
+	}
+	update := func(fn func(l map[string]string)) error {
+		o, err := n1.Get(ctx, api.Nodes, "", "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := o.(*api.Node)
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		fn(n.Labels)
+		return n1.Update(ctx, api.Nodes, n)
+	}
+
+	// Its own labels it may write.
+	if err := update(func(l map[string]string) { l["zone"] = "a" }); err != nil {
+		t.Fatalf("n1 sets its label zone=a: %v", err)
+	}
+	for _, c := range []struct {
+		what  string
+		write func() error
+	}{
+		{"adds " + secure + " by update", func() error { return update(func(l map[string]string) { l[secure] = "secure" }) }},
+		{"adds " + secure + " by patch", func() error {
+			_, err := n1.Patch(ctx, api.Nodes, "", "n1", []byte(`{"metadata":{"labels":{"`+secure+`":"secure"}}}`))
+			return err
+		}},
+	} {
+		err := c.write()
+		if !isCode(err, http.StatusForbidden) || !strings.Contains(err.Error(), api.NodeRestrictionLabelPrefix) {
+			t.Errorf("n1 %s: %v, want 403 naming the protected prefix", c.what, err)
+		}
+		if l := labels(); l[secure] != "" || l["zone"] != "a" {
+			t.Errorf("n1's labels after it %s: %v, want zone=a only", c.what, l)
+		}
+	}
+
+	// The admin sets it; the node may neither change nor remove it, and
+	// its other writes keep it.
+	if _, err := env.Admin.Patch(ctx, api.Nodes, "", "n1", []byte(`{"metadata":{"labels":{"`+secure+`":"secure"}}}`)); err != nil {
+		t.Fatalf("the admin labels n1 %s=secure: %v", secure, err)
+	}
+	for _, c := range []struct {
+		what string
+		fn   func(l map[string]string)
+	}{
+		{"changes " + secure, func(l map[string]string) { l[secure] = "other" }},
+		{"removes " + secure, func(l map[string]string) { delete(l, secure) }},
+		{"removes every label", func(l map[string]string) { clear(l) }},
+	} {
+		if err := update(c.fn); !isCode(err, http.StatusForbidden) {
+			t.Errorf("n1 %s: %v, want 403", c.what, err)
+		}
+		if l := labels(); l[secure] != "secure" || l["zone"] != "a" {
+			t.Errorf("n1's labels after it %s: %v, want %s=secure and zone=a", c.what, l, secure)
+		}
+	}
+	// A status write carries no labels.
+	o, err := n1.Get(ctx, api.Nodes, "", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.GetObjectMeta().Labels[secure] = "other"
+	_ = n1.UpdateStatus(ctx, api.Nodes, o)
+	if l := labels(); l[secure] != "secure" {
+		t.Errorf("n1's labels after it wrote %s=other with its status: %v", secure, l)
+	}
+	if err := update(func(l map[string]string) { l["zone"] = "b" }); err != nil {
+		t.Fatalf("n1 changes its own label zone, keeping %s: %v", secure, err)
+	}
+	if l := labels(); l[secure] != "secure" || l["zone"] != "b" {
+		t.Errorf("n1's labels = %v, want %s=secure and zone=b", l, secure)
+	}
 }

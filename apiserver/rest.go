@@ -646,6 +646,11 @@ func (s *Server) admit(ctx context.Context, u identity.Info, info *requestInfo, 
 	if _, isNode := nodeName(u); isNode && info.Subresource == "status" {
 		return nil // its own Node's or its pods' (authorizeNode)
 	}
+	if node, isNode := nodeName(u); isNode {
+		if ev, ok := obj.(*api.Event); ok {
+			return s.admitNodeEvent(ctx, node, info.Namespace, ev)
+		}
+	}
 	if info.Subresource == "status" {
 		return s.admitStatus(ctx, u, info, obj)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/server/servertest"
 )
 
@@ -33,8 +34,11 @@ func selfSignedPEM(t *testing.T, host string) (string, string) {
 
 // TestRouteTLSKey: a route's private key is a credential. The view role
 // reads routes but sees the key redacted, in gets, lists and watches;
-// edit and admin see it. A certificate that does not match its key, and
-// a reencrypt route without the CA of its pods, are refused.
+// edit and admin see it, and so does an out-of-process router (the
+// system:router role, here dave's), which serves edge and reencrypt routes
+// with it while it may neither write routes nor read secrets. A
+// certificate that does not match its key, and a reencrypt route without
+// the CA of its pods, are refused.
 func TestRouteTLSKey(t *testing.T) {
 	env := servertest.Start(t, anyRegistryPort)
 	s := newSuite(t, env)
@@ -45,8 +49,13 @@ func TestRouteTLSKey(t *testing.T) {
 		return map[string]any{"metadata": map[string]any{"name": name}, "spec": map[string]any{
 			"host": name + ".example.com", "to": map[string]any{"kind": "Service", "name": "web"}, "tls": tls}}
 	}
+	dave := s.as("dave")
+	mustCode(t, "the admin makes dave a router", s.as("admin").post(t, clusterPath("clusterrolebindings"), &api.ClusterRoleBinding{
+		ObjectMeta: api.ObjectMeta{Name: "dave-router"}, RoleRef: api.RoleRef{Kind: "ClusterRole", Name: rbac.Router}, Subjects: []api.Subject{user("dave")}}), http.StatusCreated)
 	w := bob.watch(t, nsPath("pa", "routes"), nil)
 	mustCode(t, "bob watches routes", w.result, http.StatusOK)
+	dw := dave.watch(t, clusterPath("routes"), nil)
+	mustCode(t, "dave (router) watches routes in every project", dw.result, http.StatusOK)
 	mustCode(t, "alice creates an edge route with a key", alice.post(t, nsPath("pa", "routes"),
 		route("www", map[string]any{"termination": "edge", "certificate": cert, "key": key})), http.StatusCreated)
 	path := nsPath("pa", "routes", "www")
@@ -62,6 +71,9 @@ func TestRouteTLSKey(t *testing.T) {
 		{"bob", false, func() []byte { return w.next(t).Object }},
 		{"carol", true, func() []byte { return carol.get(t, path).Body }},
 		{"alice", true, func() []byte { return alice.get(t, nsPath("pa", "routes")).Body }},
+		{"dave (router)", true, func() []byte { return dave.get(t, path).Body }},
+		{"dave (router)", true, func() []byte { return dave.get(t, clusterPath("routes")).Body }},
+		{"dave (router)", true, func() []byte { return dw.next(t).Object }},
 	} {
 		body := string(tc.reads())
 		if got := strings.Contains(body, keyLine); got != tc.sees {
@@ -72,6 +84,9 @@ func TestRouteTLSKey(t *testing.T) {
 		}
 	}
 	w.close()
+	dw.close()
+	checkStatus(t, "dave (router) lists secrets", dave.get(t, nsPath("pa", "secrets")), http.StatusForbidden, api.ReasonForbidden, "")
+	checkStatus(t, "dave (router) updates a route", dave.patch(t, path, map[string]any{"spec": map[string]any{"host": "evil.example.com"}}), http.StatusForbidden, api.ReasonForbidden, "")
 	checkStatus(t, "bob (view) creates a route", bob.post(t, nsPath("pa", "routes"), route("bob", nil)), http.StatusForbidden, api.ReasonForbidden, "")
 
 	other, _ := selfSignedPEM(t, "other.example.com")

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,6 +160,7 @@ type Server struct {
 	ready     chan struct{}
 	runCtx    context.Context // ends at shutdown; watches end with it
 	registry  atomic.Value    // host:port of the integrated registry, for /version
+	mirrors   atomic.Value    // []string: the registry's pull-through mirrors, for /version
 	tokenMu   sync.Mutex      // a project's token count and the mint are one step
 	projectMu sync.Mutex      // a user's project count and the create are one step
 	watchMu   sync.Mutex
@@ -169,6 +171,17 @@ type Server struct {
 // SetRegistryHost tells clients, through /version, where the integrated
 // registry is.
 func (s *Server) SetRegistryHost(host string) { s.registry.Store(host) }
+
+// SetMirrors tells clients and nodes, through /version, the names of the
+// registry's pull-through mirrors (registry/mirror.go), whose
+// repositories every signed-in user may pull.
+func (s *Server) SetMirrors(names []string) { s.mirrors.Store(slices.Clone(names)) }
+
+// isMirror reports whether project is in fact a mirror's name.
+func (s *Server) isMirror(project string) bool {
+	names, _ := s.mirrors.Load().([]string)
+	return slices.Contains(names, project)
+}
 
 // New returns a Server. Call Run to start its caches and controllers.
 func New(cfg Config) (*Server, error) {
@@ -300,7 +313,11 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		reg, _ := s.registry.Load().(string)
-		writeJSON(w, http.StatusOK, map[string]string{"apiVersion": api.APIVersion, "registry": reg})
+		v := map[string]any{"apiVersion": api.APIVersion, "registry": reg}
+		if names, _ := s.mirrors.Load().([]string); len(names) > 0 {
+			v["mirrors"] = names
+		}
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.Handle("GET /metrics", s.authenticated(s.requireCluster("get", "metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))))
 	if s.cfg.Webhooks != nil {

@@ -175,6 +175,10 @@ func (c *Controller) Run(ctx context.Context) {
 	q.Process(ctx, inf, "builders: build", func(o api.Object) error { return c.reconcile(ctx, o.(*api.Build)) })
 }
 
+// MaxBuildRestarts is how many times a build whose controller stopped
+// while it ran is run again before it ends as an Error.
+const MaxBuildRestarts = 2
+
 func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 	key := b.Namespace + "/" + b.Name
 	c.mu.Lock()
@@ -198,9 +202,20 @@ func (c *Controller) reconcile(ctx context.Context, b *api.Build) error {
 		return c.finish(ctx, b, api.BuildCancelled, "CancelledBuild", "the build was cancelled", "", "")
 	case running:
 		return nil
+	case b.Status.Phase == api.BuildRunning && b.Status.Restarts >= MaxBuildRestarts:
+		return c.finish(ctx, b, api.BuildError, "ControllerRestarted", fmt.Sprintf("the build controller running the build stopped %d times; start it again", b.Status.Restarts+1), "", "")
 	case b.Status.Phase == api.BuildRunning:
-		// Running here but not in this process: the controller restarted.
-		return c.finish(ctx, b, api.BuildError, "ControllerRestarted", "the build controller restarted while the build ran; start it again", "", "")
+		// Running, but not in this process: the controller that ran it
+		// stopped (a leader lost, a crash). Run it again here: a trigger
+		// fires once per image, so a build left as an error would leave,
+		// say, a base image's security fix unbuilt.
+		return c.setStatus(ctx, b, func(s *api.BuildStatus) {
+			if s.Phase == api.BuildRunning {
+				s.Phase, s.Reason = api.BuildPending, "ControllerRestarted"
+				s.Message = "the build controller running the build stopped; running it again"
+				s.Restarts++
+			}
+		})
 	case b.Status.Phase == "" || b.Status.Phase == api.BuildNew:
 		return c.setStatus(ctx, b, func(s *api.BuildStatus) { s.Phase, s.Reason = api.BuildPending, "" })
 	}
@@ -439,6 +454,10 @@ func (c *Controller) run(ctx, parent context.Context, b *api.Build) {
 			_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail = tail.String() })
 		}
 	}
+	if w := api.RootImageWarning(out.user); out.userKnown && w != "" {
+		fmt.Fprintf(logs, "\nWarning: %s\n", w)
+		_ = c.setStatus(parent, b, func(s *api.BuildStatus) { s.LogTail, s.Warnings = tail.String(), []string{w} })
+	}
 	if err := c.finish(parent, b, api.BuildComplete, "", "pushed "+ref, ref, dgst); err != nil {
 		slog.Error("builders: recording a finished build", "build", b.Name, "err", err)
 	}
@@ -485,6 +504,8 @@ func (c *Controller) publishTail(ctx context.Context, b *api.Build, t *tailBuffe
 type built struct {
 	ref, digest    string // the output, REGISTRY/PROJECT/STREAM@DIGEST and DIGEST
 	revision, base string // the commit cloned and the base used (Resolved)
+	user           string // the image config's User, if userKnown
+	userKnown      bool   // a full build read its config; a rebase keeps it
 }
 
 // build runs one build and returns what it pushed.
@@ -667,7 +688,10 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (o
 	}()
 	var resp *bk.SolveResponse
 	var hookErr error
+	var user string
+	var userKnown bool
 	hook := func(ctx context.Context, gw gateway.Client, res *gateway.Result) error {
+		user, userKnown = imageUser(res)
 		if b.Spec.PostCommit == nil {
 			return nil
 		}
@@ -722,7 +746,7 @@ func (c *Controller) build(ctx context.Context, b *api.Build, logs io.Writer) (o
 		return fail(api.BuildFailed, "BuildFailed", err)
 	}
 	dgst := resp.ExporterResponse["containerimage.digest"]
-	return built{ref: c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, digest: dgst, revision: revision, base: baseRef}, "", "", nil
+	return built{ref: c.Registry + "/" + b.Namespace + "/" + stream + "@" + dgst, digest: dgst, revision: revision, base: baseRef, user: user, userKnown: userKnown}, "", "", nil
 }
 
 // tryRebase runs the rebase strategy: resolve the base, and swap it in

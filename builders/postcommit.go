@@ -71,3 +71,14 @@ func runPostCommit(ctx context.Context, gw gateway.Client, res *gateway.Result, 
 	_, err = gw.Solve(ctx, gateway.SolveRequest{Definition: def.ToPB(), Evaluate: true})
 	return err
 }
+
+// imageUser is the User in the config of a solve's result, and whether
+// there was a config to read.
+func imageUser(res *gateway.Result) (string, bool) {
+	var img ocispec.Image
+	raw := res.Metadata[exptypes.ExporterImageConfigKey]
+	if len(raw) == 0 || json.Unmarshal(raw, &img) != nil {
+		return "", false
+	}
+	return img.Config.User, true
+}

@@ -390,6 +390,18 @@ func (c *Client) RegistryHost(ctx context.Context) (string, error) {
 	return v.Registry, nil
 }
 
+// Mirrors asks the server for the names of its registry's pull-through
+// mirrors; none (nil) when it serves none.
+func (c *Client) Mirrors(ctx context.Context) ([]string, error) {
+	var v struct {
+		Mirrors []string `json:"mirrors"`
+	}
+	if err := c.doJSON(ctx, http.MethodGet, "/version", nil, nil, "", &v); err != nil {
+		return nil, err
+	}
+	return v.Mirrors, nil
+}
+
 // RevokeUserTokens ends every session of user (a user name) by deleting
 // all its tokens, and says how many went. Cluster admins only.
 func (c *Client) RevokeUserTokens(ctx context.Context, user string) (string, error) {

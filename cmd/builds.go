@@ -118,6 +118,11 @@ func followBuild(ctx context.Context, cl *client.Client, ns, name string, follow
 				return fmt.Errorf("build %s %s (%s): %s", name, strings.ToLower(b.Status.Phase), b.Status.Reason, b.Status.Message)
 			}
 			fmt.Fprintf(out, "build/%s complete: %s\n", name, b.Status.OutputDockerImageReference)
+			if !follow { // a followed log has printed them
+				for _, w := range b.Status.Warnings {
+					fmt.Fprintf(out, "Warning: %s\n", w)
+				}
+			}
 			return nil
 		}
 	}

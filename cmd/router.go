@@ -39,8 +39,9 @@ func routerCmd() *cobra.Command {
 endpoints through the API (as the logged-in user, or --server and --token)
 and serves them, as ` + "`slipway start --router-http-listen`" + ` does in process.
 
-Its identity needs the ` + rbac.Router + ` cluster role: read routes and
-endpoints in every project and write route status. Give it a service
+Its identity needs the ` + rbac.Router + ` cluster role: read routes, with
+the TLS keys of edge and reencrypt routes (which viewers see redacted), and
+endpoints in every project, and write route status; no secrets. Give it a service
 account of its own, bound cluster-wide, rather than an admin's token.
 Start the server with --no-router if this router is to be the only one
 (both would write the same verdicts).`,

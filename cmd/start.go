@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v2"
 
+	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/apiserver"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/cluster/runtime"
@@ -165,6 +166,11 @@ certificate, to API servers only. Pods' volumes live under DATA_DIR/node.`,
       --bootstrap-token-file second.token --node-name second --container-prefix second --no-proxy`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			for k := range cfg.Node.Labels {
+				if strings.HasPrefix(k, api.NodeRestrictionLabelPrefix) {
+					return usagef("--node-labels %s: a node may not set labels under %s on its own Node (they select where workloads run); a cluster admin sets them on the Node (slipway get node NAME -o yaml, add the label, slipway apply -f)", k, api.NodeRestrictionLabelPrefix)
+				}
+			}
 			slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 			abs, err := filepath.Abs(cfg.DataDir)
 			if err != nil {
@@ -254,6 +260,14 @@ func importFlags(f *pflag.FlagSet, cfg *server.Config) {
 		cfg.Import.CIDRs = append(cfg.Import.CIDRs, p)
 		return nil
 	})
+	f.Func("mirror", "serve the upstream registry `NAME=URL` read-through as NAME/REPO, pull-only, for signed-in users; the URL's host must be on --import-allow (give a master the same --mirror as its registries; repeatable). Example: --mirror docker.io=https://registry-1.docker.io --import-allow '*.docker.io,production.cloudflare.docker.com', then docker pull 127.0.0.1:5000/docker.io/library/alpine", func(s string) error {
+		m, err := registry.ParseMirror(s)
+		if err != nil {
+			return err
+		}
+		cfg.Mirrors = append(cfg.Mirrors, m)
+		return nil
+	})
 	f.DurationVar(&cfg.Import.Interval, "import-interval", 15*time.Minute, "how often scheduled imports look for changes")
 }
 
@@ -285,6 +299,7 @@ and so the token keys and HTTP secret under DATA_DIR/registry.`,
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "slipway.local", "directory holding the registry's keys, secret and (by default) storage")
+	f.StringVar(&cfg.RegistryHost, "registry-host", "", "host:port clients reach the registry at, when it differs from --registry-listen: the load balancer in front of the replicas, as the masters' --registry names it (default: the listen address)")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of the cluster's etcd (required)")
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/slipway/", "key prefix in etcd")
 	etcdTLSFlags(f, &cfg)

@@ -114,6 +114,7 @@ func (n Node) title() string {
 // through reader, the registry's referrers through referrers.
 type tracer struct {
 	api       traceReader
+	registry  string // host[:port] of the integrated registry
 	referrers func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error)
 	g         Graph
 	images    map[string]bool // image ids already traced
@@ -127,8 +128,8 @@ type traceReader interface {
 	List(ctx context.Context, r *api.Resource, ns string, opts client.ListOptions) ([]api.Object, api.ListMeta, error)
 }
 
-func newTracer(r traceReader, referrers func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error)) *tracer {
-	return &tracer{api: r, referrers: referrers, images: map[string]bool{}, promos: map[string][]api.Object{}}
+func newTracer(r traceReader, registry string, referrers func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error)) *tracer {
+	return &tracer{api: r, registry: registry, referrers: referrers, images: map[string]bool{}, promos: map[string][]api.Object{}}
 }
 
 // forbidden says whether err is the API refusing the caller.
@@ -224,26 +225,52 @@ func (t *tracer) podNode(ctx context.Context, p *api.Pod, owners bool) string {
 	return id
 }
 
-// splitRef parses a pod's image reference into the integrated registry's
-// project, stream and digest; ok is false for a tag or another registry's
-// image, which the trace shows but cannot follow.
-func splitRef(ref string) (project, stream, digest string, ok bool) {
+// splitRef parses an image reference of the integrated registry,
+// HOST/PROJECT/STREAM@DIGEST with HOST the registry's own (t.registry),
+// into its project, stream and digest. A reference to any other host is
+// another registry's image, even when its path names a project here
+// (evil.example.com/vic/app@sha256:…): ok is false, and it must not be
+// looked up as vic's, whose records say nothing of what that host serves.
+func (t *tracer) splitRef(ref string) (project, stream, digest string, ok bool) {
 	repo, d, found := strings.Cut(ref, "@")
-	if !found {
+	if !found || t.registry == "" {
 		return "", "", "", false
 	}
-	parts := strings.Split(repo, "/")
-	if len(parts) < 3 || !strings.ContainsAny(parts[0], ".:") && parts[0] != "localhost" {
+	rest, inRegistry := strings.CutPrefix(repo, t.registry+"/")
+	if !inRegistry {
 		return "", "", "", false
 	}
-	return parts[1], strings.Join(parts[2:], "/"), d, true
+	project, stream, found = strings.Cut(rest, "/")
+	if !found || project == "" || stream == "" {
+		return "", "", "", false
+	}
+	return project, stream, d, true
+}
+
+// external says what a reference splitRef refused is.
+func (t *tracer) external(ref string) string {
+	if !strings.Contains(ref, "@") {
+		return "not by digest in the integrated registry; not followed"
+	}
+	return "another registry's image (not " + t.registry + "); not followed"
+}
+
+// otherRegistry refuses an IMAGE argument that names another registry's
+// host: resolving it in the current project would trace an image of the
+// same path here instead.
+func (t *tracer) otherRegistry(arg string) error {
+	h, _, ok := strings.Cut(arg, "/")
+	if !ok || h == t.registry || !strings.ContainsAny(h, ".:") && h != "localhost" {
+		return nil
+	}
+	return usagef("%s is another registry's image: trace follows the images of the integrated registry (%s) only; name one as STREAM:TAG, STREAM@DIGEST or %s/PROJECT/STREAM@DIGEST", arg, t.registry, t.registry)
 }
 
 // imageRef adds the image a pod or template names.
 func (t *tracer) imageRef(ctx context.Context, ns, ref string) string {
-	project, stream, digest, ok := splitRef(ref)
+	project, stream, digest, ok := t.splitRef(ref)
 	if !ok {
-		return t.g.add(Node{Kind: "Image", Name: ref, Detail: "not by digest in the integrated registry; not followed"})
+		return t.g.add(Node{Kind: "Image", Name: ref, Detail: t.external(ref)})
 	}
 	return t.image(ctx, project, stream, digest)
 }
@@ -279,10 +306,10 @@ func (t *tracer) image(ctx context.Context, project, stream, digest string) stri
 	}
 	if bd := ann[builders.BaseDigestAnnotation]; bd != "" {
 		bn := ann[builders.BaseNameAnnotation]
-		if p, s, _, ok := splitRef(bn + "@" + bd); ok {
+		if p, s, _, ok := t.splitRef(bn + "@" + bd); ok {
 			t.g.link(id, t.image(ctx, p, s, bd), "based on")
 		} else {
-			t.g.link(id, t.g.add(Node{Kind: "Image", Name: bn, Digest: bd, Detail: "another registry's image; not followed"}), "based on")
+			t.g.link(id, t.g.add(Node{ID: "image:" + bn + "@" + bd, Kind: "Image", Name: bn, Digest: bd, Detail: t.external(bn + "@" + bd)}), "based on")
 		}
 	}
 	t.scan(ctx, id, project, digest)
@@ -442,7 +469,7 @@ func (t *tracer) promotions(ctx context.Context, id, project, digest string) (no
 			d += fmt.Sprintf(" (revision %d)", p.Status.Revision)
 		}
 		nodes = append(nodes, t.g.add(Node{Kind: "Promotion", Namespace: p.Namespace, Name: p.Name, Detail: d}))
-		if sp, _, _, ok := splitRef(p.Status.Source); ok && sp != project {
+		if sp, _, _, ok := t.splitRef(p.Status.Source); ok && sp != project {
 			sources = append(sources, sp)
 		}
 	}
@@ -488,7 +515,7 @@ func (t *tracer) vuln(ctx context.Context, projects []string, id string) {
 				continue
 			}
 			for _, c := range p.Spec.Containers {
-				project, stream, digest, ok := splitRef(c.Image)
+				project, stream, digest, ok := t.splitRef(c.Image)
 				if !ok {
 					continue
 				}
@@ -542,7 +569,7 @@ func (t *tracer) fix(ctx context.Context, iid, project, digest string, has func(
 		return
 	}
 	ann := o.(*api.Image).ManifestAnnotations
-	bp, bs, bd, ok := splitRef(ann[builders.BaseNameAnnotation] + "@" + ann[builders.BaseDigestAnnotation])
+	bp, bs, bd, ok := t.splitRef(ann[builders.BaseNameAnnotation] + "@" + ann[builders.BaseDigestAnnotation])
 	if !ok {
 		return
 	}
@@ -694,7 +721,7 @@ notVisible}], "edges": [{from, to, label}]}; -o dot prints Graphviz.`,
 				return err
 			}
 			auth := remote.WithAuth(&authn.Basic{Username: "slipway", Password: cl.Token()})
-			t := newTracer(cl, func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error) {
+			t := newTracer(cl, host, func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error) {
 				d, err := name.NewDigest(host+"/"+project+"/"+stream+"@"+digest, name.Insecure)
 				if err != nil {
 					return nil, err
@@ -732,6 +759,9 @@ notVisible}], "edges": [{from, to, label}]}; -o dot prints Graphviz.`,
 			case strings.HasPrefix(arg, "dc/") || strings.HasPrefix(arg, "deploymentconfig/") || strings.HasPrefix(arg, "deploymentconfigs/"):
 				err = t.dc(ctx, ns, arg[strings.Index(arg, "/")+1:])
 			default:
+				if err := t.otherRegistry(arg); err != nil {
+					return err
+				}
 				var project, stream, digest string
 				if project, stream, digest, err = resolveImage(ctx, cl, ns, arg); err == nil {
 					if n := t.g.node(t.image(ctx, project, stream, digest)); n.NotVisible {

@@ -66,6 +66,9 @@ func (o *objects) List(_ context.Context, r *api.Resource, ns string, opts clien
 	return out, api.ListMeta{}, nil
 }
 
+// registryHost is the integrated registry's host in these traces.
+const registryHost = "127.0.0.1:5000"
+
 const (
 	appDigest  = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 	baseDigest = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
@@ -118,7 +121,7 @@ func referrersOf(_ context.Context, project, stream, digest string) ([]v1.Descri
 }
 
 func TestTracePod(t *testing.T) {
-	tr := newTracer(shop(), referrersOf)
+	tr := newTracer(shop(), registryHost, referrersOf)
 	if err := tr.pod(context.Background(), "shop", "web-1-abcde"); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +160,7 @@ func TestTracePromotedImage(t *testing.T) {
 	rec := *o.of(api.Images)[0].(*api.Image)
 	rec.Namespace = "live"
 	o.items = append(o.items, &rec)
-	tr := newTracer(o, nil)
+	tr := newTracer(o, registryHost, nil)
 	tr.image(context.Background(), "live", "web", appDigest)
 	var edges []string
 	for _, e := range tr.g.Edges {
@@ -182,7 +185,7 @@ func TestTracePromotedImage(t *testing.T) {
 func TestTraceNotVisible(t *testing.T) {
 	o := shop()
 	o.deny = map[*api.Resource]bool{api.Builds: true, api.Images: true}
-	tr := newTracer(o, referrersOf)
+	tr := newTracer(o, registryHost, referrersOf)
 	if err := tr.pod(context.Background(), "shop", "web-1-abcde"); err != nil {
 		t.Fatal(err)
 	}
@@ -197,14 +200,14 @@ func TestTraceNotVisible(t *testing.T) {
 	}
 	// The root itself refused is an error, not an empty trace.
 	o.deny[api.Pods] = true
-	if err := newTracer(o, referrersOf).pod(context.Background(), "shop", "web-1-abcde"); !forbidden(err) {
+	if err := newTracer(o, registryHost, referrersOf).pod(context.Background(), "shop", "web-1-abcde"); !forbidden(err) {
 		t.Errorf("trace of a pod the caller may not read = %v, want 403", err)
 	}
 }
 
 func TestTraceVuln(t *testing.T) {
 	for _, id := range []string{"DSA-1-1", "CVE-2024-0001"} {
-		tr := newTracer(shop(), nil)
+		tr := newTracer(shop(), registryHost, nil)
 		tr.vuln(context.Background(), []string{"base", "shop"}, id)
 		var edges []string
 		for _, e := range tr.g.Edges {
@@ -232,7 +235,7 @@ func TestTraceVuln(t *testing.T) {
 	o.items = append(o.items, &rec, &sc, &api.Pod{ObjectMeta: api.ObjectMeta{Namespace: "live", Name: "web-7-xyz"},
 		Spec:   api.PodSpec{Containers: []api.Container{{Name: "web", Image: "127.0.0.1:5000/live/web@" + appDigest}}},
 		Status: api.PodStatus{Phase: "Running"}})
-	tr := newTracer(o, nil)
+	tr := newTracer(o, registryHost, nil)
 	tr.vuln(context.Background(), []string{"live"}, "DSA-1-1")
 	var edges []string
 	for _, e := range tr.g.Edges {
@@ -242,7 +245,7 @@ func TestTraceVuln(t *testing.T) {
 		t.Errorf("trace --vuln of live's copy: edges %q, want the rebuild of shop/web", edges)
 	}
 
-	tr = newTracer(shop(), nil)
+	tr = newTracer(shop(), registryHost, nil)
 	tr.vuln(context.Background(), []string{"shop"}, "CVE-1999-0000")
 	if len(tr.g.Nodes) != 0 {
 		t.Errorf("trace --vuln of an absent id = %v, want nothing", tr.g.Nodes)
@@ -250,7 +253,7 @@ func TestTraceVuln(t *testing.T) {
 }
 
 func TestTraceOutput(t *testing.T) {
-	tr := newTracer(shop(), referrersOf)
+	tr := newTracer(shop(), registryHost, referrersOf)
 	if err := tr.pod(context.Background(), "shop", "web-1-abcde"); err != nil {
 		t.Fatal(err)
 	}
@@ -295,5 +298,57 @@ func TestTraceOutput(t *testing.T) {
 	}
 	if err := writeGraph(&tree, &tr.g, "yaml"); err == nil {
 		t.Error("-o yaml was accepted")
+	}
+}
+
+// TestTraceExternalRegistry: only references to the integrated
+// registry's host are images of its projects. A pod, a base annotation or
+// a promotion naming another host with the same path (evil.example.com/
+// base/debian) is another registry's image, shown as such: never the
+// integrated registry's project base, whose records the caller could
+// read, presented as what the pod runs.
+func TestTraceExternalRegistry(t *testing.T) {
+	o := shop()
+	o.items = append(o.items,
+		&api.Pod{ObjectMeta: api.ObjectMeta{Namespace: "shop", Name: "ext"},
+			Spec:   api.PodSpec{NodeName: "n1", Containers: []api.Container{{Name: "web", Image: "evil.example.com/base/debian@" + baseDigest}}},
+			Status: api.PodStatus{Phase: "Running"}},
+		&api.Image{ObjectMeta: api.ObjectMeta{Namespace: "shop", Name: newBase}, ManifestAnnotations: map[string]string{
+			builders.BaseNameAnnotation: "localhost/base/debian", builders.BaseDigestAnnotation: baseDigest}},
+	)
+	tr := newTracer(o, registryHost, nil)
+	if err := tr.pod(context.Background(), "shop", "ext"); err != nil {
+		t.Fatal(err)
+	}
+	tr.image(context.Background(), "shop", "web", newBase)
+	for _, n := range tr.g.Nodes {
+		if n.Kind == "Image" && n.Digest == baseDigest && (n.Namespace != "" || !strings.Contains(n.Detail, "another registry")) {
+			t.Errorf("image node %+v: want another registry's image (evil.example.com, localhost), not project %q's record", n, n.Namespace)
+		}
+	}
+	var ids []string
+	for _, n := range tr.g.Nodes {
+		ids = append(ids, n.ID)
+	}
+	if slices.ContainsFunc(tr.g.Edges, func(e Edge) bool { return e.Label == "scanned" && strings.Contains(e.To, baseDigest) }) {
+		t.Errorf("the trace followed an external reference into a scan: %v", ids)
+	}
+	// Named on the command line, such a reference is refused, not
+	// resolved in the current project.
+	for arg, external := range map[string]bool{
+		"evil.example.com/base/debian@" + baseDigest: true, "localhost/base/debian:12": true, "evil.example.com:5000/base/debian:12": true,
+		registryHost + "/base/debian@" + baseDigest: false, "debian:12": false, "debian@" + baseDigest: false,
+	} {
+		if err := tr.otherRegistry(arg); (err != nil) != external {
+			t.Errorf("trace %s: %v, want refused as another registry's image: %v", arg, err, external)
+		}
+	}
+	// --vuln attributes no finding to a pod running another registry's image.
+	o.items = append(o.items, &api.ImageScan{ObjectMeta: api.ObjectMeta{Namespace: "base", Name: baseDigest},
+		Status: api.ImageScanStatus{Phase: "Scanned", Findings: []api.Finding{{ID: "CVE-2024-0002", Package: "zlib", Severity: "LOW"}}}})
+	tv := newTracer(o, registryHost, nil)
+	tv.vuln(context.Background(), []string{"base", "shop"}, "CVE-2024-0002")
+	if len(tv.g.Nodes) != 0 {
+		t.Errorf("--vuln CVE-2024-0002 found %v: base's scan attributed to pod shop/ext, which runs evil.example.com's image", tv.g.Nodes)
 	}
 }

@@ -271,6 +271,15 @@ func (c *Controller) reconcile(ctx context.Context, dc *api.DeploymentConfig) er
 	if latest == nil {
 		return c.updateStatus(ctx, dc, revs)
 	}
+	// An older revision still rolling out whose deployer is gone (it ran
+	// on a leader that died or lost the role): its rollout ends, as
+	// superseded, rather than showing Running for good.
+	for _, rc := range revs[:len(revs)-1] {
+		switch rc.Annotations[api.DeploymentPhaseAnnotation] {
+		case api.DeploymentNew, api.DeploymentPending, api.DeploymentRunning:
+			c.startRollout(ctx, dc.Namespace, dc.Name, rc.Name)
+		}
+	}
 	switch latest.Annotations[api.DeploymentPhaseAnnotation] {
 	case api.DeploymentNew, api.DeploymentPending, api.DeploymentRunning:
 		if !dc.Spec.Paused {

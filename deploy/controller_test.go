@@ -245,3 +245,60 @@ func TestRecreateWithHooks(t *testing.T) {
 		t.Errorf("revision 2 wants %d replicas after the failed rollout, want 2", rc.Spec.Replicas)
 	}
 }
+
+// TestNewRevisionSupersedesRollout: a tag move while a rollout is still
+// running (its pods not ready yet) makes a new revision, and the older
+// rollout stops there: it no longer scales its revision up and the newer
+// one down (the two fought until the older one timed out), and it ends
+// as Failed, superseded, with no rollback. The newest revision completes
+// and is the only one with pods.
+func TestNewRevisionSupersedesRollout(t *testing.T) {
+	s := storetest.New(t)
+	ctx := storetest.Context(t)
+	storetest.Project(t, ctx, s, "ns", 1)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go (&replication.Manager{Store: s, Grace: 10 * time.Millisecond}).Run(runCtx)
+	go (&Controller{Store: s, Registry: "reg:5000", Poll: 50 * time.Millisecond}).Run(runCtx)
+	go fakeKubelet(runCtx, s, "sha256:slow")
+
+	timeout := int64(600) // the default: a stuck rollout would outlive the test
+	dc := &api.DeploymentConfig{
+		ObjectMeta: api.ObjectMeta{Name: "app", Namespace: "ns"},
+		Spec: api.DeploymentConfigSpec{
+			Replicas: 3, Selector: map[string]string{"app": "web"},
+			Template: &api.PodTemplateSpec{
+				ObjectMeta: api.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       api.PodSpec{Containers: []api.Container{{Name: "web", Image: "app:latest"}}},
+			},
+			Strategy: api.DeploymentStrategy{Type: "Rolling", RollingParams: &api.RollingDeploymentParams{TimeoutSeconds: &timeout}},
+			Triggers: []api.DeploymentTrigger{{Type: "ImageChange", ImageChangeParams: &api.DeploymentTriggerImageChangeParams{
+				Automatic: true, ContainerNames: []string{"web"}, From: api.ObjectReference{Kind: "ImageStreamTag", Name: "app:latest"}}}},
+		},
+	}
+	if err := s.Create(ctx, api.DeploymentConfigs, dc); err != nil {
+		t.Fatal(err)
+	}
+	moveTag(t, ctx, s, "sha256:aaa")
+	storetest.Eventually(t, ctx, "revision 1 completes", func() bool { return phase(t, ctx, s, "app-1") == api.DeploymentComplete })
+	moveTag(t, ctx, s, "sha256:slow")
+	storetest.Eventually(t, ctx, "revision 2 rolls out", func() bool {
+		rc := revision(t, ctx, s, "app-2")
+		return rc != nil && rc.Annotations[api.DeploymentPhaseAnnotation] == api.DeploymentRunning && rc.Spec.Replicas > 0
+	})
+	moveTag(t, ctx, s, "sha256:ccc")
+	storetest.Eventually(t, ctx, "revision 3 completes", func() bool { return phase(t, ctx, s, "app-3") == api.DeploymentComplete })
+	storetest.Eventually(t, ctx, "revision 2's rollout ends", func() bool { return phase(t, ctx, s, "app-2") != api.DeploymentRunning })
+	rc2 := revision(t, ctx, s, "app-2")
+	if p, r := rc2.Annotations[api.DeploymentPhaseAnnotation], rc2.Annotations[api.DeploymentReasonAnnotation]; p != api.DeploymentFailed || !strings.Contains(r, "superseded by app-3") || strings.Contains(r, "rolled back") {
+		t.Errorf("revision 2 = %s: %q; want Failed, superseded by app-3, no rollback", p, r)
+	}
+	for _, name := range []string{"app-1", "app-2"} {
+		if rc := revision(t, ctx, s, name); rc.Spec.Replicas != 0 {
+			t.Errorf("%s still wants %d replicas", name, rc.Spec.Replicas)
+		}
+	}
+	if rc := revision(t, ctx, s, "app-3"); rc.Spec.Replicas != 3 {
+		t.Errorf("app-3 wants %d replicas, want 3", rc.Spec.Replicas)
+	}
+}

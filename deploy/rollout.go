@@ -19,6 +19,14 @@ import (
 // ErrTimeout is a rollout that did not finish within its timeout.
 var ErrTimeout = errors.New("deploy: rollout timed out")
 
+// supersededError ends the rollout of a revision once a newer one exists:
+// the newer revision's rollout takes over, and scales this one down with
+// the others. Without it, both rollouts ran, each scaling its own
+// revision up and the other down, until the older one timed out.
+type supersededError struct{ by string }
+
+func (e supersededError) Error() string { return "superseded by " + e.by }
+
 func (c *Controller) startRollout(ctx context.Context, ns, dc, revision string) {
 	key := ns + "/" + revision
 	c.mu.Lock()
@@ -49,6 +57,9 @@ func (c *Controller) rollout(ctx context.Context, ns, dcName, revision string) e
 		return nil
 	}
 	dc := o.(*api.DeploymentConfig)
+	if by := c.newer(dc, revision); by != "" {
+		return c.supersede(ctx, ns, revision, by)
+	}
 	if err := c.setPhase(ctx, ns, revision, api.DeploymentRunning, ""); errors.Is(err, errFinished) {
 		return nil
 	} else if err != nil {
@@ -76,6 +87,9 @@ func (c *Controller) rollout(ctx context.Context, ns, dcName, revision string) e
 	if err == nil {
 		_ = c.setCondition(ctx, dc, "Progressing", api.ConditionTrue, "NewReplicationControllerAvailable", "revision "+revision+" is available")
 		return c.setPhase(ctx, ns, revision, api.DeploymentComplete, "")
+	}
+	if s := (supersededError{}); errors.As(err, &s) {
+		return c.supersede(ctx, ns, revision, s.by)
 	}
 	if errors.Is(context.Cause(rctx), ErrTimeout) {
 		err = fmt.Errorf("%w after %s: %v", ErrTimeout, timeout, err)
@@ -114,16 +128,46 @@ func (c *Controller) rollBack(ctx context.Context, dc *api.DeploymentConfig, fai
 	return good.Name
 }
 
+// supersede ends revision's rollout as Failed, superseded by a newer
+// revision, with no rollback: the newer one's rollout scales it down.
+func (c *Controller) supersede(ctx context.Context, ns, revision, by string) error {
+	if err := c.setPhase(ctx, ns, revision, api.DeploymentFailed, "superseded by "+by); err != nil && !errors.Is(err, errFinished) {
+		return err
+	}
+	return nil
+}
+
+// newer is the newest revision of dc after revision, or "".
+func (c *Controller) newer(dc *api.DeploymentConfig, revision string) string {
+	revs := Revisions(c.rcs.List(dc.Namespace), dc.Name)
+	if len(revs) == 0 {
+		return ""
+	}
+	var n int64 = -1
+	for _, rc := range revs {
+		if rc.Name == revision {
+			n = Version(rc)
+		}
+	}
+	if last := revs[len(revs)-1]; n >= 0 && Version(last) > n {
+		return last.Name
+	}
+	return ""
+}
+
 // counts reads the revisions: the new one, and the others with replicas.
-func (c *Controller) counts(dc *api.DeploymentConfig, revision string) (cur *api.ReplicationController, old []*api.ReplicationController) {
+// A newer revision than the new one ends the rollout (supersededError).
+func (c *Controller) counts(dc *api.DeploymentConfig, revision string) (cur *api.ReplicationController, old []*api.ReplicationController, err error) {
 	for _, rc := range Revisions(c.rcs.List(dc.Namespace), dc.Name) {
 		if rc.Name == revision {
 			cur = rc
+		} else if cur != nil && Version(rc) > Version(cur) {
+			return nil, nil, supersededError{by: rc.Name}
 		} else if rc.Spec.Replicas > 0 || rc.Status.Replicas > 0 {
 			old = append(old, rc)
 		}
 	}
-	return cur, old
+	return cur, old, nil
 }
 
 func (c *Controller) wait(ctx context.Context) error {
@@ -158,7 +202,10 @@ func (c *Controller) rolling(ctx context.Context, dc *api.DeploymentConfig, revi
 		surge = 1
 	}
 	for {
-		cur, old := c.counts(dc, revision)
+		cur, old, err := c.counts(dc, revision)
+		if err != nil {
+			return err
+		}
 		if cur == nil {
 			return errors.New("the revision was deleted")
 		}
@@ -208,7 +255,10 @@ func (c *Controller) recreate(ctx context.Context, dc *api.DeploymentConfig, rev
 		return err
 	}
 	for {
-		_, old := c.counts(dc, revision)
+		_, old, err := c.counts(dc, revision)
+		if err != nil {
+			return err
+		}
 		if len(old) == 0 {
 			break
 		}
@@ -230,7 +280,10 @@ func (c *Controller) recreate(ctx context.Context, dc *api.DeploymentConfig, rev
 		return err
 	}
 	for {
-		cur, _ := c.counts(dc, revision)
+		cur, _, err := c.counts(dc, revision)
+		if err != nil {
+			return err
+		}
 		if cur == nil {
 			return errors.New("the revision was deleted")
 		}

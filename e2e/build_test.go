@@ -168,6 +168,7 @@ spec:
     dockerfile: |
       FROM scratch
       RUN ["/bin/busybox", "sh", "-c", "echo built > /built"]
+      USER 1001
   postCommit:
     command: ["/bin/busybox", "sh", "-c", "test -f /built && echo hook-saw-built"]
   strategy:
@@ -217,6 +218,12 @@ spec:
 	}
 	if !strings.Contains(b.Status.LogTail, "Signed "+b.Status.OutputDockerImageReference+" and attached its SLSA provenance") {
 		t.Errorf("the build log does not say it signed the output:\n%s", b.Status.LogTail)
+	}
+	// Its Dockerfile sets no USER: the build warns that restricted pods
+	// will not run it as root, in the log and in the status.
+	if len(b.Status.Warnings) != 1 || !strings.Contains(b.Status.Warnings[0], "the image runs as root (its config sets no USER)") ||
+		!strings.Contains(out, "Warning: the image runs as root") {
+		t.Errorf("a build of an image without USER: warnings %q; followed output:\n%s\nwant the root warning in both", b.Status.Warnings, out)
 	}
 	// The whole log is kept after the build.
 	if full := c.ok("logs", "build/web-1"); !strings.Contains(full, "Base image base:1 resolved to") || len(full) < len(b.Status.LogTail) {
@@ -273,6 +280,9 @@ spec:
 	tb := waitBuild(t, admin, "bld", "tested-1")
 	if tb.Status.Phase != api.BuildComplete || !strings.Contains(tb.Status.LogTail, "hook-saw-built") {
 		t.Errorf("tested-1 = %s (%s), log:\n%s\nwant Complete with the hook's output", tb.Status.Phase, tb.Status.Message, tb.Status.LogTail)
+	}
+	if len(tb.Status.Warnings) != 0 { // USER 1001
+		t.Errorf("tested-1, an image with USER 1001, has warnings %q", tb.Status.Warnings)
 	}
 	c.run("", "start-build", "untested", "--wait")
 	ub := waitBuild(t, admin, "bld", "untested-1")

@@ -36,6 +36,9 @@ var (
 // slipway binary that binary() built. It is the package's only TestMain:
 // a file that needs another must fold this in.
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(etcdMemberEnv); spec != "" {
+		os.Exit(runEtcdMember(spec)) // a chaos test's etcd member
+	}
 	code := m.Run()
 	if theDockerd != nil {
 		if err := theDockerd.Stop(); err != nil {

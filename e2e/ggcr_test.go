@@ -35,7 +35,7 @@ func ggcrOpts(ctx context.Context, token string, extra ...remote.Option) []remot
 // ggcrVerify pulls ref and checks it is byte for byte img: the manifest's
 // bytes and digest, the config, and every layer's digest and size as read
 // back from the registry.
-func ggcrVerify(ctx context.Context, ref name.Tag, img v1.Image, token string) error {
+func ggcrVerify(ctx context.Context, ref name.Reference, img v1.Image, token string) error {
 	opts := ggcrOpts(ctx, token)
 	wantDigest, err := img.Digest()
 	if err != nil {

@@ -393,8 +393,9 @@ spec:
 // TestRouterRole: `slipway router` runs on its own through the API as a
 // service account with the system:router cluster role, while the
 // server's own router is off (--no-router): it admits a route (writes its
-// status), serves it, and exposes metrics; its token cannot read secrets
-// or write routes.
+// status), serves it, and exposes metrics; it serves an edge TLS route
+// with the route's own certificate (the role reads route keys, which
+// viewers see redacted); its token cannot read secrets or write routes.
 func TestRouterRole(t *testing.T) {
 	s := startTrustServer(t, "--no-router")
 	s.projects("infra", "shop")
@@ -405,11 +406,18 @@ func TestRouterRole(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(s.cli.ok("create", "token", "router", "-n", "infra")), "\n")
 	token := lines[len(lines)-1]
 	s.apply("shop", "kind: Route\nmetadata: {name: web}\nspec: {host: www.shop.test, to: {kind: Service, name: web}}\n")
+	ca := newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, "secure.shop.test")
+	if err := s.admin.Create(context.Background(), api.Routes, &api.Route{ObjectMeta: api.ObjectMeta{Name: "secure", Namespace: "shop"},
+		Spec: api.RouteSpec{Host: "secure.shop.test", To: api.RouteTargetReference{Kind: "Service", Name: "web"},
+			TLS: &api.TLSConfig{Termination: api.TLSTerminationEdge, Certificate: certPEM, Key: keyPEM}}}); err != nil {
+		t.Fatal(err)
+	}
 
-	httpAddr, metricsAddr := freePort(t), freePort(t)
+	httpAddr, httpsAddr, metricsAddr := freePort(t), freePort(t), freePort(t)
 	empty := filepath.Join(t.TempDir(), "config")
 	cmd := exec.Command(binary(t), "router", "--server", s.p.url(), "--token", token, "--certificate-authority", s.p.caFile(),
-		"--http-listen", httpAddr, "--metrics-listen", metricsAddr)
+		"--http-listen", httpAddr, "--https-listen", httpsAddr, "--metrics-listen", metricsAddr)
 	cmd.Env = append(os.Environ(), "SLIPWAY_CONFIG="+empty)
 	out := &syncWriter{w: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -443,6 +451,14 @@ func TestRouterRole(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "route shop/web has no ready endpoints") {
 		t.Errorf("GET www.shop.test through the router = %d %q, want 503 saying shop/web has no ready endpoints", resp.StatusCode, body)
 	}
+	// The edge route, with its own certificate: the router read its key.
+	hc := routerClient(httpsAddr, ca.pool())
+	waitFor(t, 30*time.Second, "https://secure.shop.test/ through the router, with the route's certificate", func() (bool, string) {
+		// The TLS handshake verified the route's certificate; the answer
+		// is the router's own (the route has no pods).
+		_, err := fetch(hc, "https://secure.shop.test/")
+		return err != nil && strings.HasPrefix(err.Error(), "503") && strings.Contains(err.Error(), "route shop/secure has no ready endpoints"), fmt.Sprint(err)
+	})
 	mresp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -453,8 +469,8 @@ func TestRouterRole(t *testing.T) {
 		t.Errorf("the router's /metrics has no %s", want)
 	}
 
-	ca, _ := os.ReadFile(s.p.caFile())
-	rc, err := client.New(s.p.url(), client.WithCAData(ca), client.WithToken(token))
+	apiCA, _ := os.ReadFile(s.p.caFile())
+	rc, err := client.New(s.p.url(), client.WithCAData(apiCA), client.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}

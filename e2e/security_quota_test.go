@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -360,5 +361,60 @@ func TestSecurityProjectsPerUser(t *testing.T) {
 	}
 	for _, row := range rows {
 		t.Run(row.name, row.run)
+	}
+}
+
+// TestSecurityQuotaPromotion: a promotion copies inside the registry,
+// with no push, so it once bypassed the registry.bytes quota. mallory's
+// project small has a hard registry.bytes limit of 256Ki set by the
+// cluster admin; her pipeline from her project big promotes a 1 MiB image
+// into it. The promotion fails saying which quota it would exceed and what
+// to do, and small holds nothing of the image.
+func TestSecurityQuotaPromotion(t *testing.T) {
+	ht := htpasswdFile(t, map[string]string{"mallory": "mallorypw"})
+	s := startTrustServer(t, "--htpasswd", ht)
+	ctx := context.Background()
+	mal := s.client("mallory", "mallorypw")
+	for _, n := range []string{"big", "small"} {
+		if err := mal.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: n}}); err != nil {
+			t.Fatalf("create project %s: %v", n, err)
+		}
+	}
+	if err := s.admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "small"},
+		Spec: api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: "256Ki"}}}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(mustRef(t, s.ref("big/app:latest")), img, remote.WithAuth(&authn.Basic{Username: "mallory", Password: mal.Token()})); err != nil {
+		t.Fatalf("mallory pushes big/app:latest: %v", err)
+	}
+	dgst := digestOf(t, img)
+	if err := mal.Create(ctx, api.Pipelines, &api.Pipeline{ObjectMeta: api.ObjectMeta{Name: "release", Namespace: "big"}, Spec: api.PipelineSpec{Stream: "app",
+		Stages: []api.PipelineStage{{Name: "dev", Project: "big", Tag: "latest"}, {Name: "live", Project: "small", Tag: "live"}}}}); err != nil {
+		t.Fatalf("mallory's pipeline: %v", err)
+	}
+	if err := mal.Create(ctx, api.Promotions, &api.Promotion{ObjectMeta: api.ObjectMeta{Name: "p1", Namespace: "big"},
+		Spec: api.PromotionSpec{Pipeline: "release", To: "live", Image: dgst}}); err != nil {
+		t.Fatalf("mallory's promotion: %v", err)
+	}
+	p := s.waitPromotion("big", "p1", "finished", func(p *api.Promotion) bool {
+		return p.Status.Phase == api.PromotionComplete || p.Status.Phase == api.PromotionFailed || p.Status.Phase == api.PromotionRefused
+	})
+	for _, want := range []string{"exceeded quota registry: registry.bytes used", "hard 256Ki (project small)", "slipway adm prune images"} {
+		if p.Status.Phase != api.PromotionFailed || !strings.Contains(p.Status.Message, want) {
+			t.Errorf("promotion of a 1 MiB image into small (hard registry.bytes 256Ki): %s %q, want Failed saying %q", p.Status.Phase, p.Status.Message, want)
+		}
+	}
+	if _, err := s.admin.Get(ctx, api.Images, "small", dgst); !api.IsNotFound(err) {
+		t.Errorf("small's record of the image after the failed promotion: %v, want not found", err)
+	}
+	if n, err := s.admin.Get(ctx, api.ImageStreams, "small", "app"); err == nil && len(n.(*api.ImageStream).Status.Tags) > 0 {
+		t.Errorf("small/app has tags after the failed promotion: %+v", n.(*api.ImageStream).Status.Tags)
+	}
+	if _, err := remote.Head(mustRef(t, s.ref("small/app@"+dgst)), remote.WithAuth(&authn.Basic{Username: "mallory", Password: mal.Token()})); err == nil {
+		t.Errorf("small/app@%s is pullable after the failed promotion", dgst)
 	}
 }

@@ -21,8 +21,9 @@ build_pkgs=(ca-certificates git runc containernetworking-plugins iptables)
 start_pkgs=("${build_pkgs[@]}" docker.io iproute2)
 # The console's browser tests drive Debian's chromium (e2e/console_test.go).
 test_pkgs=("${start_pkgs[@]}" skopeo busybox-static chromium)
-# make bench counts fsyncs per push with strace.
-bench_pkgs=("${test_pkgs[@]}" strace)
+# make bench counts fsyncs per push with strace, runs HAProxy as the
+# router's reference and pins processes to cores with taskset.
+bench_pkgs=("${test_pkgs[@]}" strace haproxy util-linux)
 
 apt_install() {
   local missing=()

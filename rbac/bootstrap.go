@@ -34,9 +34,18 @@ const (
 	// cluster-wide run beyond the restricted policy (api.PrivilegedPodsRole).
 	PrivilegedPods = api.PrivilegedPodsRole
 	// Router is for an edge router out of process (`slipway router`):
-	// it reads routes and endpoints everywhere and writes route status.
+	// it reads routes and endpoints everywhere, with the routes' TLS keys
+	// (RouteKeysVerb), and writes route status.
 	Router = "system:router"
 )
+
+// RouteKeysVerb on routes lets a reader see routes' TLS private keys
+// without the right to update the routes, which is what a router needs to
+// terminate edge and reencrypt routes. The API server shows the keys
+// redacted to readers who hold neither. No read or write verb list holds
+// it, so view and edit get it through no wildcard; only system:router
+// (and "*" verbs, which may update routes anyway) do.
+const RouteKeysVerb = "serve"
 
 // PrivilegedPodsAttributes is what PrivilegedPods grants: the API server
 // asks it of a pod's service account, cluster-wide only, so a project's
@@ -122,6 +131,7 @@ func BootstrapRoles() []*api.ClusterRole {
 		role(PrivilegedPods, api.PolicyRule{Verbs: []string{"use"}, Resources: []string{"pods/privileged"}}),
 		role(Router,
 			api.PolicyRule{Verbs: ReadVerbs, Resources: []string{"routes", "endpoints"}},
+			api.PolicyRule{Verbs: []string{RouteKeysVerb}, Resources: []string{"routes"}},
 			api.PolicyRule{Verbs: []string{"get", "update", "patch"}, Resources: []string{"routes/" + StatusSubresource}}),
 	}
 }

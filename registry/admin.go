@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/rbac"
@@ -73,10 +75,18 @@ func (r *Registry) adminAllowed(w http.ResponseWriter, req *http.Request, resour
 	return true
 }
 
+// maxAdminBody bounds the requests' bodies: a few fields each.
+const maxAdminBody = 64 << 10
+
 func decodeBody(w http.ResponseWriter, req *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<16))
+	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxAdminBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			adminStatus(w, http.StatusRequestEntityTooLarge, api.ReasonTooLarge, "the request body is larger than the limit of %d KiB", maxAdminBody>>10)
+			return false
+		}
 		adminStatus(w, http.StatusBadRequest, api.ReasonBadRequest, "the request body is not valid: %v", err)
 		return false
 	}
@@ -98,6 +108,10 @@ func parseDuration(w http.ResponseWriter, flag, v string) (time.Duration, bool) 
 func (r *Registry) servePrune(w http.ResponseWriter, req *http.Request) {
 	var in PruneRequest
 	if !decodeBody(w, req, &in) {
+		return
+	}
+	if msgs := validation.IsDNS1123Label(in.Project); in.Project != "" && len(msgs) > 0 {
+		adminStatus(w, http.StatusBadRequest, api.ReasonBadRequest, "project %q is not a valid project name: %s", in.Project, strings.Join(msgs, "; "))
 		return
 	}
 	if !r.adminAllowed(w, req, "images", in.Project) {

@@ -53,6 +53,9 @@ func TestPruneAndGCAuthorization(t *testing.T) {
 		{"admin", registry.PruneRequest{Project: "mine", KeepTagRevisions: -1, Confirm: true}, http.StatusBadRequest, "--keep-tag-revisions must be at least 1"},
 		{"admin", registry.PruneRequest{Project: "mine", KeepYoungerThan: "soon", Confirm: true}, http.StatusBadRequest, "not a positive duration"},
 		{"admin", registry.PruneRequest{Project: "nosuch", Confirm: true}, http.StatusNotFound, "nosuch"},
+		{"admin", registry.PruneRequest{Project: "../mine", Confirm: true}, http.StatusBadRequest, `project "../mine" is not a valid project name`},
+		{"alice", registry.PruneRequest{Project: "mine/../theirs", Confirm: true}, http.StatusBadRequest, "not a valid project name"},
+		{"alice", registry.PruneRequest{Project: strings.Repeat("m", 100<<10)}, http.StatusRequestEntityTooLarge, "the request body is larger than the limit of 64 KiB"},
 	} {
 		_, err := prune(c.who, c.in)
 		if statusCode(err) != c.code || err == nil || !strings.Contains(err.Error(), c.want) {
@@ -71,6 +74,9 @@ func TestPruneAndGCAuthorization(t *testing.T) {
 	}
 	if err := h.env.Admin.RegistryAdmin(ctx, http.MethodPost, "gc", nil, registry.GCRequest{Grace: "-1s"}, &rep); statusCode(err) != http.StatusBadRequest {
 		t.Errorf("gc with a negative grace: %v, want 400", err)
+	}
+	if err := h.env.Admin.RegistryAdmin(ctx, http.MethodPost, "gc", nil, registry.GCRequest{Grace: strings.Repeat("1", 100<<10) + "s"}, &rep); statusCode(err) != http.StatusRequestEntityTooLarge {
+		t.Errorf("gc with a 100 KiB body: %v, want 413", err)
 	}
 	if err := h.env.Admin.RegistryAdmin(ctx, http.MethodGet, "blobs/nodigest", nil, nil, &registry.BlobWhy{}); statusCode(err) != http.StatusBadRequest {
 		t.Errorf("holders of a bad digest: %v, want 400", err)

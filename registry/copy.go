@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/imagestreams"
 )
@@ -31,6 +33,32 @@ func (r *Registry) CopyImage(ctx context.Context, owner, from, to, stream, dgst 
 		return err
 	}
 	src, dst := from+"/"+stream, to+"/"+stream
+	refs, err := r.refs.list(ctx, src, dgst)
+	if err != nil {
+		return fmt.Errorf("listing the referrers of %s: %w", dgst, err)
+	}
+	o, err := r.cfg.Store.Get(ctx, api.ImageStreams, from, stream)
+	if err != nil {
+		return err
+	}
+	alg, hex, _ := strings.Cut(dgst, ":")
+	var tags []api.TagEvent
+	var tagNames []string
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		tag := alg + "-" + hex + suffix
+		if ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag); ok {
+			tags, tagNames = append(tags, ev), append(tagNames, tag)
+		}
+	}
+	// Everything the copy brings counts against the target's
+	// registry.bytes quota, as the pushes of it would: checked before
+	// anything is linked.
+	if err := r.checkCopyBytes(ctx, from, to, stream, append([]string{dgst}, referrerDigests(refs, tags)...)...); err != nil {
+		if why, ok := quotaDenied(err); ok {
+			return &PromotionDeniedError{why}
+		}
+		return err
+	}
 	copyOne := func(d string) error {
 		if err := r.link(ctx, src, dst, d); err != nil {
 			return err
@@ -40,10 +68,6 @@ func (r *Registry) CopyImage(ctx context.Context, owner, from, to, stream, dgst 
 	if err := copyOne(dgst); err != nil {
 		return err
 	}
-	refs, err := r.refs.list(ctx, src, dgst)
-	if err != nil {
-		return fmt.Errorf("listing the referrers of %s: %w", dgst, err)
-	}
 	for _, d := range refs {
 		if err := copyOne(d.Digest.String()); err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
@@ -52,25 +76,26 @@ func (r *Registry) CopyImage(ctx context.Context, owner, from, to, stream, dgst 
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}
 	}
-	o, err := r.cfg.Store.Get(ctx, api.ImageStreams, from, stream)
-	if err != nil {
-		return err
-	}
-	alg, hex, _ := strings.Cut(dgst, ":")
-	for _, suffix := range []string{".sig", ".att", ".sbom"} {
-		tag := alg + "-" + hex + suffix
-		ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
-		if !ok {
-			continue
-		}
+	for i, ev := range tags {
 		if err := copyOne(ev.Image); err != nil {
-			return fmt.Errorf("%s: %w", tag, err)
+			return fmt.Errorf("%s: %w", tagNames[i], err)
 		}
-		if err := r.moveTag(ctx, to, stream, tag, ev.Image); err != nil {
-			return fmt.Errorf("%s: %w", tag, err)
+		if err := r.moveTag(ctx, to, stream, tagNames[i], ev.Image); err != nil {
+			return fmt.Errorf("%s: %w", tagNames[i], err)
 		}
 	}
 	return nil
+}
+
+func referrerDigests(refs []v1.Descriptor, tags []api.TagEvent) []string {
+	var out []string
+	for _, d := range refs {
+		out = append(out, d.Digest.String())
+	}
+	for _, ev := range tags {
+		out = append(out, ev.Image)
+	}
+	return out
 }
 
 // PromoteTag moves PROJECT/STREAM:TAG to dgst, an image the project holds,

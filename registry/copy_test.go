@@ -2,6 +2,8 @@ package registry_test
 
 import (
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -87,5 +89,49 @@ func TestPromotionCopyIsServerSide(t *testing.T) {
 	}
 	if _, err := h.env.Admin.Get(ctx, api.ServiceAccounts, "prod", registry.PromoterServiceAccount); err == nil {
 		t.Errorf("a server-side copy made the promoter account")
+	}
+}
+
+// TestPromotionCopyRespectsRegistryQuota: a server-side promotion copy
+// puts bytes into the target project as a push does, so the target's hard
+// registry.bytes limit refuses it the same way (DENIED, what to do), and
+// a refused copy links and records nothing there.
+func TestPromotionCopyRespectsRegistryQuota(t *testing.T) {
+	h := start(t)
+	ctx := ctxT(t)
+	reg := h.env.Server.Registry
+	h.project(t, "alice", "dev", false)
+	h.project(t, "alice", "prod", false)
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "prod"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: "256Ki"}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	img := quotaImage(t, randomLayer(t, 1<<20))
+	dgst := h.pushOK(t, "alice", "dev/shop:latest", img)
+
+	err := reg.CopyImage(ctx, "alice", "dev", "prod", "shop", dgst)
+	if err == nil {
+		t.Fatalf("copy of a 1 MiB image into a project whose hard registry.bytes is 256Ki succeeded")
+	}
+	for _, want := range []string{"exceeded quota registry: registry.bytes used", "hard 256Ki (project prod)", "slipway adm prune images"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("copy error %q does not contain %q", err, want)
+		}
+	}
+	if _, err := h.image(t, "prod", dgst); !api.IsNotFound(err) {
+		t.Errorf("the refused copy's image record in prod: %v, want not found", err)
+	}
+	for _, path := range []string{"/v2/prod/shop/manifests/" + dgst, "/v2/prod/shop/blobs/" + layerDigest(t, img)} {
+		if r := h.do(t, req{method: http.MethodHead, path: path, user: "alice"}); r.code != http.StatusNotFound {
+			t.Errorf("HEAD %s after the refused copy answered %d, want 404", path, r.code)
+		}
+	}
+	if n, err := h.env.Server.Store.RegistryBytes(ctx, "prod"); err != nil || n != 0 {
+		t.Errorf("prod's registry.bytes usage after the refused copy: %d, %v; want 0", n, err)
+	}
+	if err := reg.PromoteTag(ctx, "alice", "prod", "shop", "live", dgst); err == nil {
+		t.Errorf("the stage tag moved to an image the refused copy did not bring")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -195,6 +196,10 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	default:
+		if m, ok := r.mirrorFor(rt.name); ok {
+			r.serveMirror(w, req, rt, m, who, tok)
+			return
+		}
 		project := strings.SplitN(rt.name, "/", 2)[0]
 		actions := requiredActions(req.Method)
 		p, err := r.cfg.Project(ctx, project)
@@ -299,7 +304,10 @@ func (r *Registry) checkMount(req *http.Request, who identity.Info, tok *claims)
 		return
 	}
 	ok := checkName(from) == nil
-	if ok {
+	if _, mirrored := r.mirrorFor(from); ok && mirrored {
+		// A mirror's content is readable by every signed-in user.
+		ok = !who.IsAnonymous() && (tok == nil || tok.allows("repository", from, "pull"))
+	} else if ok {
 		p, err := r.cfg.Project(req.Context(), strings.SplitN(from, "/", 2)[0])
 		ok = err == nil && r.allowed(who, tok, p, from, "pull")
 	}
@@ -502,6 +510,13 @@ func (r *Registry) grant(ctx context.Context, who identity.Info, scope string) (
 	}
 	if typ != "repository" || checkName(name) != nil {
 		return access{}, false
+	}
+	if _, ok := r.mirrorFor(name); ok {
+		// Mirrors are pull-only, for signed-in users (mirror.go).
+		if who.IsAnonymous() || !(slices.Contains(actions, "pull") || slices.Contains(actions, "*")) {
+			return access{}, false
+		}
+		return access{Type: typ, Name: name, Actions: []string{"pull"}}, true
 	}
 	p, err := r.cfg.Project(ctx, strings.SplitN(name, "/", 2)[0])
 	if err != nil {

@@ -265,6 +265,21 @@ func (r *Registry) storeRemote(ctx context.Context, repo string, ref name.Refere
 		if err != nil {
 			return err
 		}
+		// The project's registry.bytes quota, as for a push of it, before
+		// a byte is stored.
+		rec, err := imagestreams.ImageFromManifest(desc.Digest.String(), string(desc.MediaType), desc.Manifest, config)
+		if err != nil {
+			return err
+		}
+		set := map[string]int64{}
+		store.ImageBlobs(rec, set)
+		project, stream, _ := strings.Cut(repo, "/")
+		if err := r.checkProjectBytes(ctx, project, stream, set, nil); err != nil {
+			if why, ok := quotaDenied(err); ok {
+				return errors.New(why)
+			}
+			return err
+		}
 		if err := putBlob(ctx, dr, cd, int64(len(config)), string(mf.Config.MediaType), io.NopCloser(strings.NewReader(string(config)))); err != nil {
 			return err
 		}

@@ -36,6 +36,11 @@ func registerMiddleware() {
 			if !ok {
 				return nil, errors.New("registry: middleware needs its *Registry")
 			}
+			if _, ok := r.mirrorFor(repo.Named().Name()); ok {
+				// A mirror's tags and manifests are distribution's own:
+				// no project, no image stream, nothing recorded.
+				return repo, nil
+			}
 			project, stream, _ := strings.Cut(repo.Named().Name(), "/")
 			return &repository{Repository: repo, reg: r, project: project, stream: stream}, nil
 		})

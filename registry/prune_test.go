@@ -13,6 +13,8 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/registry"
+	"slipway.dev/slipway/scan"
+	"slipway.dev/slipway/store"
 )
 
 // pruneKey is what a prune item is compared by (its reason has ages in
@@ -123,6 +125,26 @@ func TestPruneKeepsWhatIsInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	im, _ := idx.IndexManifest()
+	// The scanner stores each image's SBOM as a referrer once its scan is
+	// done. One stored after the prune below, of an image it removed, is an
+	// orphan that a second prune rightly removes: wait for every scan first.
+	waitFor(t, "every image in pr to be scanned", func() bool {
+		objs, _, err := st.List(ctx, api.Images, "pr", store.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for _, o := range objs {
+			img := o.(*api.Image)
+			if !scan.Scannable(img) || img.DockerImageReference == "" {
+				continue
+			}
+			s, err := st.Get(ctx, api.ImageScans, "pr", img.Name)
+			if err != nil || s.(*api.ImageScan).Status.Phase != scan.PhaseScanned {
+				return false
+			}
+		}
+		return true
+	})
 	time.Sleep(20 * time.Millisecond) // everything is older than the cut-off below
 
 	reg := h.env.Server.Registry

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -39,6 +40,14 @@ import (
 // project add nothing, so re-pushes and tag moves pass even over the
 // limit. A soft limit lets the push through with a log line and a
 // Warning header.
+//
+// The registry's server-side writes into a project are checked the same
+// way before they write anything: a promotion copy (CopyImage) against
+// the target project for the image and everything it brings along, a spec
+// tag that follows another project's image, an import from another
+// registry (each image of an index on its own), and a server-side rebase
+// (RebaseBuildConfig, RebaseBuild) for the rebased image; the images of
+// one rebase group are counted together.
 
 // Blobs wraps the repository's blob store with the quota checks.
 func (r *repository) Blobs(ctx context.Context) distribution.BlobStore {
@@ -140,17 +149,41 @@ func (r *repository) checkImageBytes(ctx context.Context, img *api.Image) error 
 // limit, and warns over a soft one. Blobs the project already references
 // add nothing.
 func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) error {
-	st := r.reg.cfg.Store
-	quotas, err := st.RegistryQuotas(ctx, r.project)
+	return r.reg.checkProjectBytes(ctx, r.project, r.stream, blobs, nil)
+}
+
+// bytesTally carries, across the checks of one operation that adds
+// several images at once (a rebase group, a promotion copy), what each
+// project references plus what the checks before let in, so the images
+// together stay under the limit each alone would pass.
+type bytesTally struct{ have map[string]map[string]int64 }
+
+// checkProjectBytes is checkBytes for project (stream names the
+// repository in the log line), counting what tally let in before; with a
+// tally, blobs let in are added to it.
+func (r *Registry) checkProjectBytes(ctx context.Context, project, stream string, blobs map[string]int64, tally *bytesTally) error {
+	st := r.cfg.Store
+	quotas, err := st.RegistryQuotas(ctx, project)
 	if err != nil {
 		return errcode.ErrorCodeUnavailable.WithMessage("reading the project's quota: " + err.Error() + "; try again")
 	}
 	if len(quotas) == 0 || len(blobs) == 0 {
 		return nil
 	}
-	have, err := st.RegistryBlobs(ctx, r.project)
-	if err != nil {
-		return errcode.ErrorCodeUnavailable.WithMessage("counting the project's registry bytes: " + err.Error() + "; try again")
+	var have map[string]int64
+	if tally != nil {
+		have = tally.have[project]
+	}
+	if have == nil {
+		if have, err = st.RegistryBlobs(ctx, project); err != nil {
+			return errcode.ErrorCodeUnavailable.WithMessage("counting the project's registry bytes: " + err.Error() + "; try again")
+		}
+		if tally != nil {
+			if tally.have == nil {
+				tally.have = map[string]map[string]int64{}
+			}
+			tally.have[project] = have
+		}
 	}
 	var used, adding int64
 	for _, n := range have {
@@ -169,7 +202,7 @@ func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) err
 		if hv, ok := q.Spec.Hard[api.QuotaRegistryBytes]; ok {
 			hard, _ := api.ParseQuota(api.QuotaRegistryBytes, hv)
 			if used+adding > hard {
-				return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("exceeded quota %s: %s used %s, pushing %s, hard %s (project %s); free some (slipway adm prune images) or ask a cluster admin to raise the quota", q.Name, api.QuotaRegistryBytes, f(used), f(adding), hv, r.project))
+				return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("exceeded quota %s: %s used %s, pushing %s, hard %s (project %s); free some (slipway adm prune images) or ask a cluster admin to raise the quota", q.Name, api.QuotaRegistryBytes, f(used), f(adding), hv, project))
 			}
 		}
 	}
@@ -177,15 +210,47 @@ func (r *repository) checkBytes(ctx context.Context, blobs map[string]int64) err
 		if sv, ok := q.Spec.Soft[api.QuotaRegistryBytes]; ok {
 			soft, _ := api.ParseQuota(api.QuotaRegistryBytes, sv)
 			if used+adding > soft {
-				msg := fmt.Sprintf("over the soft limit of quota %s: %s used %s, pushing %s, soft %s (project %s)", q.Name, api.QuotaRegistryBytes, f(used), f(adding), sv, r.project)
-				slog.Warn("registry: "+msg, "repository", r.project+"/"+r.stream)
+				msg := fmt.Sprintf("over the soft limit of quota %s: %s used %s, pushing %s, soft %s (project %s)", q.Name, api.QuotaRegistryBytes, f(used), f(adding), sv, project)
+				slog.Warn("registry: "+msg, "repository", project+"/"+stream)
 				if w, ok := ctx.Value(responseKey).(http.ResponseWriter); ok {
 					w.Header().Add("Warning", "299 - "+strconv.Quote(msg))
 				}
 			}
 		}
 	}
+	if tally != nil {
+		for d, n := range blobs {
+			have[d] = n
+		}
+	}
 	return nil
+}
+
+// checkCopyBytes is checkProjectBytes for images dgsts of project from,
+// as recorded there, linked into project to: what a promotion copy or a
+// spec tag following another project brings. Images without a record in
+// from add nothing here (their link fails).
+func (r *Registry) checkCopyBytes(ctx context.Context, from, to, stream string, dgsts ...string) error {
+	if from == to {
+		return nil
+	}
+	set := map[string]int64{}
+	for _, d := range dgsts {
+		if o, err := r.cfg.Store.Get(ctx, api.Images, from, d); err == nil {
+			store.ImageBlobs(o.(*api.Image), set)
+		}
+	}
+	return r.checkProjectBytes(ctx, to, stream, set, nil)
+}
+
+// quotaDenied is the reason of a DENIED from checkProjectBytes, for the
+// server-side operations that report it in their own error type.
+func quotaDenied(err error) (string, bool) {
+	var e errcode.Error
+	if errors.As(err, &e) && e.Code == errcode.ErrorCodeDenied {
+		return e.Message, true
+	}
+	return "", false
 }
 
 // humanBytes writes n for a person: bytes below 1Ki, else Ki or Mi or Gi

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,8 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/registry"
+	"slipway.dev/slipway/server/servertest"
 	"slipway.dev/slipway/store"
 )
 
@@ -263,5 +266,57 @@ func TestRegistryQuotaMountAndDeclaredSizes(t *testing.T) {
 	}
 	if hist := h.history(t, "q2", "app", "negative"); len(hist) != 0 {
 		t.Errorf("tag negative moved: %+v", hist)
+	}
+}
+
+// TestRegistryQuotaHoldsForTagsAndImports: a spec tag that follows
+// another project's image (slipway tag) links the image in, and an
+// import stores an external registry's image, with no push through the
+// registry API; under a hard registry.bytes limit both are refused as a
+// push would be, with the tag's condition saying which quota and what to
+// do, and nothing linked, recorded or moved.
+func TestRegistryQuotaHoldsForTagsAndImports(t *testing.T) {
+	src := newSourceRegistry(t)
+	big := quotaImage(t, randomLayer(t, 1<<20))
+	pushSource(t, src.host(), "lib/big:1", big)
+	h := start(t, servertest.WithImport(registry.ImportPolicy{Registries: []string{src.host()}, CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}))
+	ctx := ctxT(t)
+	h.project(t, "alice", "src", false)
+	h.project(t, "alice", "q", false)
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "q"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: "256Ki"}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	dgst := h.pushOK(t, "alice", "src/app:1", big)
+	for _, c := range []struct {
+		stream string
+		tag    api.TagReference
+	}{
+		{"followed", api.TagReference{Name: "1", From: &api.ObjectReference{Kind: "ImageStreamTag", Namespace: "src", Name: "app:1"}}},
+		{"imported", importTag("1", src.host()+"/lib/big:1")},
+	} {
+		if err := h.setSpecTag(t, "alice", "q", c.stream, c.tag); err != nil {
+			t.Fatal(err)
+		}
+		cond := h.waitFailed(t, "q", c.stream, "1")
+		for _, want := range []string{"exceeded quota registry: registry.bytes used", "hard 256Ki (project q)", "slipway adm prune images"} {
+			if !strings.Contains(cond.Message, want) {
+				t.Errorf("q/%s:1 (%s) condition %q does not say %q", c.stream, c.tag.From.Name, cond.Message, want)
+			}
+		}
+		if items := h.history(t, "q", c.stream, "1"); len(items) != 0 {
+			t.Errorf("q/%s:1 moved over the quota: %+v", c.stream, items)
+		}
+		if r := h.do(t, req{method: http.MethodHead, path: "/v2/q/" + c.stream + "/blobs/" + layerDigest(t, big), user: "alice"}); r.code != http.StatusNotFound {
+			t.Errorf("q/%s: the 1 MiB layer is linked over the quota (HEAD answered %d)", c.stream, r.code)
+		}
+	}
+	if _, err := h.image(t, "q", dgst); !api.IsNotFound(err) {
+		t.Errorf("q's record of the image: %v, want not found", err)
+	}
+	if n, err := h.env.Server.Store.RegistryBytes(ctx, "q"); err != nil || n != 0 {
+		t.Errorf("q's registry.bytes usage: %d, %v; want 0", n, err)
 	}
 }

@@ -422,6 +422,25 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 			it.fail(err)
 		}
 	})
+	tally := &bytesTally{}
+	for _, it := range compute {
+		if it.err == nil {
+			it.fail(r.rebaseBytes(ctx, it, tally))
+		}
+	}
+}
+
+// rebaseBytes refuses, as a *RebaseDeniedError, a rebased image whose new
+// blobs (the new base's layers, the config, the manifest) take its
+// project over a hard registry.bytes limit, as its push would be.
+func (r *Registry) rebaseBytes(ctx context.Context, it *rebaseItem, tally *bytesTally) error {
+	set := map[string]int64{}
+	store.ImageBlobs(it.image, set)
+	err := r.checkProjectBytes(ctx, it.req.project, it.stream, set, tally)
+	if why, ok := quotaDenied(err); ok {
+		return &RebaseDeniedError{"rebasing " + it.stream + ":" + it.tag + " onto " + it.newRef + ": " + why}
+	}
+	return err
 }
 
 // eachItem runs fn on items, workers at once.

@@ -18,8 +18,11 @@ import (
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/scan"
+	"slipway.dev/slipway/store"
 )
 
 // rebaseFixture: base/os:1 moved from v1 to v2 (v1 plus a patch layer),
@@ -427,5 +430,144 @@ func TestRebaseServerSideLeavesSigningProjectsToBuilds(t *testing.T) {
 	t.Logf("answered: %v", err)
 	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
 		t.Errorf("the tag moved: %+v", hist)
+	}
+}
+
+// TestRebaseServerSideRespectsRegistryQuota: a rebase onto a base that
+// brings new layers adds their bytes to the output's project, as a push
+// of the rebased image would, so the project's hard registry.bytes limit
+// refuses it (403 over the API; an error the build fails with in
+// RebaseBuild), and nothing moves or is recorded.
+func TestRebaseServerSideRespectsRegistryQuota(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	// The base moves again, now with a 1 MiB layer the output does not have.
+	big, err := random.Layer(1<<20, "application/vnd.oci.image.layer.v1.tar+gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := mutate.Append(f.v2img, mutate.Addendum{Layer: big, History: v1.History{CreatedBy: "RUN big"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3digest := h.pushOK(t, "alice", "base/os:1", v3)
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "team"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: "512Ki"}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	before, err := h.env.Server.Store.RegistryBytes(ctx, "team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(how string) {
+		t.Helper()
+		if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
+			t.Errorf("%s: the refused rebase moved the tag: %+v", how, hist)
+		}
+		if r := h.do(t, req{method: http.MethodHead, path: "/v2/team/app/blobs/" + digestOfLayer(t, big), user: "alice"}); r.code != http.StatusNotFound {
+			t.Errorf("%s: the new base's layer is linked into team/app after the refused rebase (HEAD answered %d)", how, r.code)
+		}
+		objs, _, err := h.env.Server.Store.List(ctx, api.Images, "team", store.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if img := o.(*api.Image); img.ManifestAnnotations[builders.BaseDigestAnnotation] == v3digest {
+				t.Errorf("%s: the refused rebase recorded image %s", how, img.Name)
+			}
+		}
+	}
+
+	_, err = h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if !isStatus(err, http.StatusForbidden) || !strings.Contains(err.Error(), "exceeded quota registry: registry.bytes used") || !strings.Contains(err.Error(), "hard 512Ki (project team)") {
+		t.Fatalf("rebase onto a base 1 MiB bigger under a 512Ki quota: %v, want 403 exceeded quota", err)
+	}
+	unchanged("RebaseBuildConfig")
+	if _, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-1"); err == nil {
+		t.Errorf("a refused rebase recorded a build")
+	}
+
+	alice := identity.Info{Name: "alice", Groups: []string{identity.GroupAuthenticated}}
+	_, _, err = h.env.Server.Registry.RebaseBuild(ctx, alice, "team", "app", "latest", h.env.Registry+"/base/os@"+v3digest, "app-1")
+	var nr interface{ NotRebasable() string }
+	if err == nil || errors.As(err, &nr) || !strings.Contains(err.Error(), "exceeded quota registry: registry.bytes used") {
+		t.Fatalf("RebaseBuild onto a base 1 MiB bigger under a 512Ki quota: %v, want an exceeded quota error (not NotRebasable: a full build would only be refused at its push)", err)
+	}
+	unchanged("RebaseBuild")
+	if after, err := h.env.Server.Store.RegistryBytes(ctx, "team"); err != nil || after > before+64<<10 {
+		t.Errorf("team's registry.bytes went from %d to %d (%v) with every rebase refused", before, after, err)
+	}
+}
+
+func digestOfLayer(t *testing.T, l v1.Layer) string {
+	t.Helper()
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// TestRebaseGroupCountsItsImagesTogether: rebases that run as one group
+// each bring new bytes into the same project; each alone fits under its
+// hard registry.bytes limit, both together do not, so exactly one is
+// refused (checked one by one against the stored usage, both passed).
+func TestRebaseGroupCountsItsImagesTogether(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	grow := func(base v1.Image) v1.Image {
+		t.Helper()
+		l, err := random.Layer(600<<10, "application/vnd.oci.image.layer.v1.tar+gzip")
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := mutate.Append(base, mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "RUN grow"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	h.pushOK(t, "alice", "base/os:1", grow(f.v2img))
+	h.pushOK(t, "alice", "base/os2:1", grow(f.v1img))
+	h.pushOK(t, "alice", "team/app2:latest", f.app)
+	if err := h.user(t, "alice").Create(ctx, api.BuildConfigs, &api.BuildConfig{
+		ObjectMeta: api.ObjectMeta{Name: "app2", Namespace: "team"},
+		Spec: api.BuildConfigSpec{
+			Rebase:   true,
+			Source:   api.BuildSource{Dockerfile: "FROM base\nCOPY app /app\n"},
+			Strategy: api.BuildStrategy{Type: "Docker", DockerStrategy: &api.DockerBuildStrategy{From: &api.ObjectReference{Kind: "ImageStreamTag", Namespace: "base", Name: "os2:1"}}},
+			Output:   api.BuildOutput{To: &api.ObjectReference{Kind: "ImageStreamTag", Name: "app2:latest"}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	used, err := h.env.Server.Store.RegistryBytes(ctx, "team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.env.Admin.Create(ctx, api.ResourceQuotas, &api.ResourceQuota{
+		ObjectMeta: api.ObjectMeta{Name: "registry", Namespace: "team"},
+		Spec:       api.ResourceQuotaSpec{Hard: map[string]string{api.QuotaRegistryBytes: fmt.Sprint(used + 1<<20)}},
+	}); err != nil {
+		t.Fatalf("create quota: %v", err)
+	}
+	alice := identity.Info{Name: "alice", Groups: []string{identity.GroupAuthenticated}}
+	errs := registry.RebaseAsOneGroup(h.env.Server.Registry, alice, "team", "app", "app2")
+	refused := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+		case strings.Contains(err.Error(), "exceeded quota registry: registry.bytes used"):
+			refused++
+		default:
+			t.Errorf("rebase %d of the group: %v", i, err)
+		}
+	}
+	if refused != 1 {
+		t.Errorf("rebases of one group, each adding 600 KiB under a limit 1 MiB above the usage: errors %v, want exactly one refused", errs)
 	}
 }

@@ -60,6 +60,9 @@ func (r *Registry) RebaseBuild(ctx context.Context, who identity.Info, project, 
 	if err := r.rebaseCompute(ctx, it, &baseCache{r: r, ctx: ctx, m: map[string]*rawImage{}}); err != nil {
 		return "", "", err
 	}
+	if err := r.rebaseBytes(ctx, it, nil); err != nil {
+		return "", "", err
+	}
 	r.rebaseWriteStorage(ctx, []*rebaseItem{it})
 	if it.err != nil {
 		return "", "", it.err

@@ -82,6 +82,10 @@ type Config struct {
 	Faults *FaultInjector
 	// Import says which external registries `import-image` may reach.
 	Import ImportPolicy
+	// Mirrors are upstream registries served read-through under their
+	// name (mirror.go); each upstream host must be on Import's allow-list.
+	// Default none.
+	Mirrors []Mirror
 }
 
 // FaultInjector fails named steps of a manifest push: before-manifest-put,
@@ -139,6 +143,9 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if err := ValidateMirrors(c.Mirrors, c.Import); err != nil {
+		return err
+	}
 	if c.Import.Interval == 0 {
 		c.Import.Interval = 15 * time.Minute
 	}
@@ -171,6 +178,9 @@ type Registry struct {
 	mu  sync.Mutex
 	due map[string]bool // scheduled imports whose time has come
 
+	// mirrors are the pull-through mirrors by name (mirror.go).
+	mirrors map[string]*mirror
+
 	rebase   rebaser         // server-side rebase (rebase.go)
 	unsynced unsyncedStorage // storage for server-side writes (rebasestore.go)
 }
@@ -187,7 +197,12 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	}
 	r = &Registry{cfg: cfg, recorder: &imagestreams.Recorder{Store: cfg.Store, Registry: cfg.Host}, refs: &referrers{store: cfg.Store},
 		streams: store.NewInformer(cfg.Store, api.ImageStreams), pipelines: store.NewInformer(cfg.Store, api.Pipelines),
-		manifests: newManifestCache(maxManifestCache)}
+		manifests: newManifestCache(maxManifestCache), mirrors: map[string]*mirror{}}
+	for _, m := range cfg.Mirrors {
+		if r.mirrors[m.Name], err = newMirror(m, cfg.Import); err != nil {
+			return nil, err
+		}
+	}
 	if r.keys, err = loadKeys(filepath.Join(cfg.Dir, "token-keys")); err != nil {
 		return nil, fmt.Errorf("registry: token keys: %w", err)
 	}

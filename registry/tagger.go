@@ -235,6 +235,14 @@ func (r *Registry) reconcileTags(ctx context.Context, is *api.ImageStream) error
 			continue
 		}
 		if srcNS != is.Namespace || srcStream != is.Name {
+			if err := r.checkCopyBytes(ctx, srcNS, is.Namespace, is.Name, dgst); err != nil {
+				reason, msg := "LinkFailed", err.Error()
+				if why, ok := quotaDenied(err); ok {
+					reason, msg = "QuotaExceeded", "the tag does not follow "+srcNS+"/"+t.From.Name+": "+why
+				}
+				errs = append(errs, r.tagCondition(ctx, is, t.Name, reason, msg))
+				continue
+			}
 			if err := r.link(ctx, srcNS+"/"+srcStream, is.Namespace+"/"+is.Name, dgst); err != nil {
 				errs = append(errs, r.tagCondition(ctx, is, t.Name, "LinkFailed", err.Error()))
 				continue

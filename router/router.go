@@ -130,7 +130,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, ready: make(chan struct{}), metrics: newMetrics(cfg.Metrics)}
 	r.table.Store(&table{hosts: map[string]*host{}})
-	r.b.plain = r.transport(nil)
+	r.b.plain = newSyncTransport(r.dial, r.transport(nil), 1024, 30*time.Second)
 	r.b.reencrypt = func(pool *x509.CertPool, serverName string) http.RoundTripper {
 		return r.transport(&tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12})
 	}
@@ -169,9 +169,12 @@ func (r *Router) Ready() <-chan struct{} { return r.ready }
 // reencrypt. It dials only endpoint addresses the policy allows.
 func (r *Router) transport(tc *tls.Config) *http.Transport {
 	return &http.Transport{
-		DialContext:           r.dial,
-		TLSClientConfig:       tc,
-		MaxIdleConnsPerHost:   32,
+		DialContext:     r.dial,
+		TLSClientConfig: tc,
+		// As many idle connections per pod as requests in flight to it
+		// (below this, a busy pod's connections are closed and dialed
+		// again under load).
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: 0,
 		ExpectContinueTimeout: time.Second,

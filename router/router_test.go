@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -502,5 +503,98 @@ func TestRouterRefusesHostAddresses(t *testing.T) {
 	}
 	if len(hit) > 0 {
 		t.Errorf("the loopback backend was reached %d times, want never", len(hit))
+	}
+}
+
+// TestRouterKeptConnections: the router keeps its connections to a pod
+// between requests; one the pod closed while it sat idle is replaced
+// without the client seeing an error (seen without the retry: "502 The
+// application is not answering: unexpected EOF"); a POST with a body, a
+// HEAD and an answer the client abandons halfway all leave the next
+// request working.
+func TestRouterKeptConnections(t *testing.T) {
+	ctx := storetest.Context(t)
+	st := storetest.New(t)
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Write(make([]byte, 8<<20))
+		case "/post":
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "got %d bytes", len(b))
+		default:
+			fmt.Fprint(w, "ok")
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	_, addr, _ := startRouter(t, ctx, st, router.Config{})
+	if err := st.Create(ctx, api.EndpointsResource, endpoints("kc", "svc", srv.Listener.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	route(t, ctx, st, rt("kc", "web", "kc.example.com", "", at(1)))
+	storetest.Eventually(t, ctx, "the route to serve", func() bool {
+		code, _ := get(t, addr, "kc.example.com", "/")
+		return code == 200
+	})
+
+	before := conns.Load()
+	for i := range 20 {
+		if code, body := get(t, addr, "kc.example.com", "/"); code != 200 || body != "ok" {
+			t.Fatalf("request %d = %d %q", i, code, body)
+		}
+	}
+	if n := conns.Load() - before; n > 1 {
+		t.Errorf("20 requests one after another opened %d connections to the pod, want at most 1 (kept between requests)", n)
+	}
+
+	// The pod closes every connection, as one restarting or timing out
+	// idle connections does: the next requests still answer.
+	srv.CloseClientConnections()
+	for i := range 5 {
+		if code, body := get(t, addr, "kc.example.com", "/"); code != 200 || body != "ok" {
+			t.Fatalf("request %d after the pod closed its connections = %d %q, want 200 ok", i, code, body)
+		}
+	}
+
+	// A body goes through (the standard transport), a HEAD has none.
+	req, _ := http.NewRequest("POST", "http://"+addr+"/post", strings.NewReader(strings.Repeat("x", 100000)))
+	req.Host = "kc.example.com"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "got 100000 bytes" {
+		t.Errorf("POST through the router: %q", b)
+	}
+	req, _ = http.NewRequest("HEAD", "http://"+addr+"/", nil)
+	req.Host = "kc.example.com"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %v %v", resp, err)
+	}
+
+	// Clients that read 1 MiB of 8 and hang up leave the next requests
+	// working.
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: kc.example.com\r\n\r\n")
+		io.CopyN(io.Discard, c, 1<<20)
+		c.Close()
+	}
+	for i := range 5 {
+		if code, body := get(t, addr, "kc.example.com", "/"); code != 200 || body != "ok" {
+			t.Fatalf("request %d after abandoned answers = %d %q, want 200 ok", i, code, body)
+		}
 	}
 }

@@ -86,9 +86,9 @@ func (c *Controller) Run(ctx context.Context) {
 	c.queue.Process(ctx, c.images, "scan: image", func(o api.Object) error { return c.scanImage(ctx, o.(*api.Image)) })
 }
 
-// scannable: an image manifest with a config, not a referrer artifact
+// Scannable says whether the scanner scans img: an image manifest with a config, not a referrer artifact
 // (signatures, attestations, SBOMs).
-func scannable(img *api.Image) bool {
+func Scannable(img *api.Image) bool {
 	if img.Config == nil || img.Subject != "" || img.ArtifactType != "" || len(img.Layers) == 0 {
 		return false
 	}
@@ -103,7 +103,7 @@ func scannable(img *api.Image) bool {
 }
 
 func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
-	if !scannable(img) || img.DockerImageReference == "" {
+	if !Scannable(img) || img.DockerImageReference == "" {
 		return nil
 	}
 	if !c.ownRef(img) {
@@ -458,7 +458,7 @@ func (c *Controller) storedSBOM(ctx context.Context, rec *api.ScanRecord) (*SBOM
 func (c *Controller) copyAll(ctx context.Context, digest string, st api.ImageScanStatus, added []string, now time.Time) {
 	for _, o := range c.images.List("") {
 		img := o.(*api.Image)
-		if img.Name != digest || !scannable(img) || !c.ownRef(img) {
+		if img.Name != digest || !Scannable(img) || !c.ownRef(img) {
 			continue
 		}
 		if err := c.copyScan(ctx, img.Namespace, digest, st); err != nil {

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"slipway.dev/slipway/cluster/runtime"
 	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/store"
 )
 
@@ -66,6 +68,11 @@ type NodeConfig struct {
 	Labels map[string]string
 	// HeartbeatInterval; default 10s.
 	HeartbeatInterval time.Duration
+	// MirrorImage maps a pod's outside image to a pull through the
+	// registry's mirror (registry.MirrorImage). Set by the server from
+	// the mirrors it serves, not a flag; nil pulls images from where
+	// they name.
+	MirrorImage func(image string) (string, bool)
 }
 
 // podGateway hands pods/log and pods/exec to the agent that runs the pod:
@@ -177,6 +184,7 @@ func StartNode(ctx context.Context, st store.Interface, cfg NodeConfig, dataDir,
 	agentCfg := node.Config{
 		Store: st, Runtime: rt, NodeName: cfg.Name, Address: cfg.Address, Labels: cfg.Labels,
 		HeartbeatInterval: cfg.HeartbeatInterval, ServerToken: token, RegistryAuth: auth, Admit: admit,
+		MirrorImage: cfg.MirrorImage,
 	}
 	agent, err := node.New(agentCfg)
 	if err != nil {
@@ -330,6 +338,16 @@ func (s *Server) pullAuth(ctx context.Context, pod *api.Pod, image string) (stri
 	return base64.URLEncoding.EncodeToString(data), nil
 }
 
+// mirrorNames are the names of the registry's pull-through mirrors, as
+// configured (a master is given the same --mirror as its registries).
+func (s *Server) mirrorNames() []string {
+	var out []string
+	for _, m := range s.cfg.Mirrors {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
 // mayPull applies the registry's pull rule to repo (PROJECT/STREAM with a
 // tag or digest) for the deployer account of project ns.
 func (s *Server) mayPull(ctx context.Context, ns, repo string) error {
@@ -339,6 +357,9 @@ func (s *Server) mayPull(ctx context.Context, ns, repo string) error {
 	}
 	if project == ns {
 		return nil // ensurePuller has just checked it
+	}
+	if slices.Contains(s.mirrorNames(), project) {
+		return nil // a mirror: any account may pull (registry/mirror.go)
 	}
 	if p, err := s.API.Project(ctx, project); err == nil && p.Spec.Public {
 		return nil
@@ -362,7 +383,11 @@ func (s *Server) startNode(ctx context.Context) error {
 		slog.Warn("no Docker engine: this process runs no pods; pods stay Pending until a node joins (`slipway node`)", "err", err)
 		return nil
 	}
-	agent, proxyDone, err := StartNode(ctx, s.Store, s.cfg.Node, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
+	ncfg := s.cfg.Node
+	if names := s.mirrorNames(); len(names) > 0 {
+		ncfg.MirrorImage = func(image string) (string, bool) { return registry.MirrorImage(s.RegistryHost, names, image) }
+	}
+	agent, proxyDone, err := StartNode(ctx, s.Store, ncfg, s.cfg.DataDir, s.nodeToken, nil, s.pullAuth, s.trust.Admit)
 	if err != nil {
 		return err
 	}

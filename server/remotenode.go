@@ -24,6 +24,7 @@ import (
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/cluster/node"
 	"slipway.dev/slipway/pki"
+	"slipway.dev/slipway/registry"
 )
 
 // RemoteNodeConfig configures `slipway node`: a node that reaches the
@@ -82,6 +83,13 @@ func StartRemoteNode(ctx context.Context, cfg RemoteNodeConfig) (*RemoteNode, er
 	reg, err := c.RegistryHost(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node: asking the API for its registry: %w", err)
+	}
+	mirrors, err := c.Mirrors(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node: asking the API for its registry's mirrors: %w", err)
+	}
+	if len(mirrors) > 0 {
+		cfg.Node.MirrorImage = func(image string) (string, bool) { return registry.MirrorImage(reg, mirrors, image) }
 	}
 	if err := pingDocker(ctx, cfg.Node.DockerHost); err != nil {
 		return nil, fmt.Errorf("node: no Docker engine answers at %q: %w (install docker.io and start it, or pass --docker-host)", cfg.Node.DockerHost, err)

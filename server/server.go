@@ -79,6 +79,9 @@ type Config struct {
 	RegistryOnly bool
 	// Import says which external registries import-image may reach.
 	Import registry.ImportPolicy
+	// Mirrors are pull-through mirrors the registry serves (each
+	// upstream host must be on Import's allow-list).
+	Mirrors []registry.Mirror
 	// Buildkitd is the buildkitd binary builds run on. Default: found next
 	// to slipway or on PATH; "none" turns builds off.
 	Buildkitd string
@@ -123,7 +126,8 @@ type Config struct {
 	// the controllers.
 	MasterOnly bool
 	// RegistryHost is the cluster's registry (host:port), for the master
-	// role, which runs none of its own.
+	// role, which runs none of its own; for the registry role, the name it
+	// is reached at when that is not its listen address (a load balancer).
 	RegistryHost string
 	// LeaderLease is the lease of the controllers' election: how long a
 	// leader that stopped renewing (killed, paused, cut off) keeps the
@@ -165,6 +169,9 @@ func DefaultLimits(l store.Limits) store.Limits {
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("server: --data-dir is required")
+	}
+	if err := registry.ValidateMirrors(c.Mirrors, c.Import); err != nil {
+		return err
 	}
 	by := map[string]int64{}
 	for k, v := range c.Limits.ByResource {
@@ -362,6 +369,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		host = "127.0.0.1"
 	}
 	s.URL = "https://" + net.JoinHostPort(host, port)
+	s.API.SetMirrors(s.mirrorNames())
 	if cfg.MasterOnly {
 		s.RegistryHost = cfg.RegistryHost
 		s.API.SetRegistryHost(s.RegistryHost)
@@ -484,6 +492,11 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		host = "127.0.0.1"
 	}
 	s.RegistryHost = net.JoinHostPort(host, port)
+	if s.cfg.RegistryOnly && s.cfg.RegistryHost != "" {
+		// A replica behind a load balancer: image records, tokens and
+		// pull references name the balancer, as the masters do.
+		s.RegistryHost = s.cfg.RegistryHost
+	}
 	s.API.SetRegistryHost(s.RegistryHost)
 	s.Registry, err = registry.New(ctx, registry.Config{
 		Store:   s.Store,
@@ -495,6 +508,7 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		Host:    s.RegistryHost,
 		Faults:  s.cfg.RegistryFaults,
 		Import:  s.cfg.Import,
+		Mirrors: s.cfg.Mirrors,
 	})
 	if err != nil {
 		ln.Close()

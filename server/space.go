@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
 )
 
@@ -18,6 +19,25 @@ import (
 func (s *Server) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), etcd.NewSpaceCollector(s.client))
+	// The election, for operators and tests: who leads, how often this
+	// process led, and the writes its fence refused after it lost.
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slipway_leader_is_leader", Help: "1 while this process leads the controllers' election."}, func() float64 {
+			if s.Elector != nil && s.Elector.Leading() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "slipway_leader_terms_total", Help: "Times this process became the controllers' leader."}, func() float64 {
+			if s.Elector == nil {
+				return 0
+			}
+			return float64(s.Elector.Terms())
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "slipway_store_fenced_writes_total", Help: "Writes of this process refused by its leader fence: tried after it lost the election, and kept out of etcd."}, func() float64 {
+			return float64(store.FencedWrites())
+		}),
+	)
 	return reg
 }
 

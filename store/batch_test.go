@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"slipway.dev/slipway/api"
@@ -105,4 +106,101 @@ func hex64(c byte) string {
 		b[i] = c
 	}
 	return string(b)
+}
+
+// TestBatchIsFenced: a batch through a fenced view commits only while the
+// fence holds, as every other write does: once the election key is gone
+// the batch is refused with ErrFenced (saying which key) and writes
+// nothing.
+func TestBatchIsFenced(t *testing.T) {
+	ctx := testContext(t)
+	s := newStore(t)
+	key := s.Prefix() + "leader/controllers/a"
+	put, err := sharedClient.Put(ctx, key, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fenced := s.Fenced(key, put.Header.Revision)
+	img := func(c byte) *api.Image {
+		return &api.Image{ObjectMeta: api.ObjectMeta{Name: "sha256:" + hex64(c), Namespace: "p"}}
+	}
+	b := fenced.NewBatch()
+	_ = b.Create(api.Images, img('1'))
+	if _, err := b.Commit(ctx); err != nil {
+		t.Fatalf("batch while the fence holds: %v", err)
+	}
+	if _, err := sharedClient.Delete(ctx, key); err != nil { // the lease expired
+		t.Fatal(err)
+	}
+	b = fenced.NewBatch()
+	_ = b.Create(api.Images, img('2'))
+	_, err = b.Commit(ctx)
+	if !errors.Is(err, store.ErrFenced) || !strings.Contains(err.Error(), key) {
+		t.Fatalf("batch after the election key is gone: %v, want ErrFenced naming %s", err, key)
+	}
+	if _, err := s.Get(ctx, api.Images, "p", "sha256:"+hex64('2')); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a fenced batch wrote its image: %v", err)
+	}
+	// A batch that would fail a compare anyway is still ErrFenced, so the
+	// caller does not retry it.
+	b = fenced.NewBatch()
+	_ = b.Create(api.Images, img('1'))
+	if _, err := b.Commit(ctx); !errors.Is(err, store.ErrFenced) {
+		t.Errorf("conflicting batch after the fence went: %v, want ErrFenced", err)
+	}
+}
+
+// TestBatchRespectsHardQuota: creates in a batch are counted against the
+// project's hard quotas as Store.Create counts them: a batch that would
+// pass one is refused whole with the quota named, one that fits commits
+// and bumps the quota fence (a plain create after it counts its objects),
+// and a quota made through another store after this one cached the
+// project's policy applies to the next batch.
+func TestBatchRespectsHardQuota(t *testing.T) {
+	ctx := testContext(t)
+	prefix := testPrefix(t)
+	s := store.New(sharedClient, store.WithPrefix(prefix))
+	admin := store.New(sharedClient, store.WithPrefix(prefix))
+	img := func(c byte) *api.Image {
+		return &api.Image{ObjectMeta: api.ObjectMeta{Name: "sha256:" + hex64(c), Namespace: "q"}}
+	}
+	b := s.NewBatch()
+	_ = b.Create(api.Images, img('1')) // caches the project's policy: none
+	if _, err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, ctx, admin, api.ResourceQuotas, quota("q", "objects", map[string]string{"count/images": "3", "count/builds": "1"}, nil))
+
+	b = s.NewBatch()
+	for _, c := range []byte{'2', '3', '4'} {
+		_ = b.Create(api.Images, img(c))
+	}
+	_, err := b.Commit(ctx)
+	want := "exceeded quota objects: count/images used 1, requested 3, hard 3"
+	if !errors.Is(err, store.ErrQuota) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("batch of 3 images over count/images: 3 with 1 held: %v, want %q", err, want)
+	}
+	items, _, _ := s.List(ctx, api.Images, "q", store.ListOptions{})
+	if len(items) != 1 {
+		t.Errorf("a refused batch left %d images, want 1", len(items))
+	}
+
+	b = s.NewBatch()
+	_ = b.Create(api.Images, img('2'))
+	_ = b.Create(api.Builds, &api.Build{ObjectMeta: api.ObjectMeta{Name: "app-1", Namespace: "q"}})
+	_ = b.Create(api.Builds, &api.Build{ObjectMeta: api.ObjectMeta{Name: "app-2", Namespace: "q"}})
+	if _, err := b.Commit(ctx); !errors.Is(err, store.ErrQuota) || !strings.Contains(err.Error(), "count/builds used 0, requested 2, hard 1") {
+		t.Errorf("batch of 2 builds over count/builds: 1: %v, want the quota", err)
+	}
+
+	b = s.NewBatch()
+	_ = b.Create(api.Images, img('2'))
+	_ = b.Create(api.Images, img('3'))
+	_ = b.Create(api.Builds, &api.Build{ObjectMeta: api.ObjectMeta{Name: "app-1", Namespace: "q"}})
+	if _, err := b.Commit(ctx); err != nil {
+		t.Fatalf("batch up to the quota: %v", err)
+	}
+	if err := admin.Create(ctx, api.Images, img('4')); !errors.Is(err, store.ErrQuota) {
+		t.Errorf("create past the quota after a batch: %v, want ErrQuota", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -13,6 +14,14 @@ import (
 // write (its election key is gone, or was made again by another
 // campaign), and another leader may already be acting.
 var ErrFenced = errors.New("store: write refused: this process is no longer the leader")
+
+// fencedWrites counts the writes of this process the fence refused.
+var fencedWrites atomic.Int64
+
+// FencedWrites is how many writes of this process a fence has refused:
+// writes a leader tried after it lost the election (paused, cut off from
+// etcd) and etcd did not let land.
+func FencedWrites() int64 { return fencedWrites.Load() }
 
 // fence is a key whose create revision must be unchanged for a write to
 // land.
@@ -74,6 +83,7 @@ func (s *Store) commit(ctx context.Context, cmps []clientv3.Cmp, ops, els []clie
 		now = kvs[0].CreateRevision
 	}
 	if now != s.fence.rev {
+		fencedWrites.Add(1)
 		return nil, &FenceError{Key: s.fence.key, Rev: s.fence.rev, Now: now}
 	}
 	resp.Responses = resp.Responses[:len(resp.Responses)-1]

@@ -71,6 +71,7 @@ func TestFencedWriteAfterLosingTheElectionIsRefused(t *testing.T) {
 		"delete":     func() error { _, err := a.Delete(ctx, api.ServiceAccounts, "p", "kept", ""); return err },
 		"delete all": func() error { _, err := a.DeleteAll(ctx, api.ServiceAccounts, "p"); return err },
 	}
+	before := store.FencedWrites()
 	for what, write := range writes {
 		err := write()
 		if !errors.Is(err, store.ErrFenced) {
@@ -80,6 +81,10 @@ func TestFencedWriteAfterLosingTheElectionIsRefused(t *testing.T) {
 		if msg := err.Error(); !strings.Contains(msg, "no longer the leader") || !strings.Contains(msg, elA.Key()) {
 			t.Errorf("%s: error %q does not say the leadership was lost and which key", what, msg)
 		}
+	}
+	// Counted, for slipway_store_fenced_writes_total.
+	if n := store.FencedWrites() - before; n != int64(len(writes)) {
+		t.Errorf("FencedWrites rose by %d after %d refused writes", n, len(writes))
 	}
 	got := mustGet(t, ctx, s, api.ServiceAccounts, "p", "kept")
 	if got.GetObjectMeta().ResourceVersion != sa.ResourceVersion {

@@ -1,17 +1,31 @@
 // Command routerbench measures HTTP through the edge router against the
-// same HTTP straight to the backend, in one run on one machine, and the
-// time from a route's creation to its first answer. It prints a Markdown
-// table for BENCHMARKS.md.
+// same HTTP straight to the backend (the pod), in one run on one machine,
+// and the time from a route's creation to its first answer. HAProxy, the
+// router OpenShift 3 ships, is measured alongside as a reference when it
+// is installed (Debian's haproxy; make bench installs it). It prints
+// Markdown tables for BENCHMARKS.md.
+//
+// Two layouts, each alternating direct, router and HAProxy over rounds:
+//   - shared: client, router and backend share every core (one process,
+//     HAProxy a process of its own). Any user-space HTTP proxy does about
+//     the client's and the backend's work again per request here, so the
+//     ratio is bounded near 0.5x by the CPU, not by the proxy's design.
+//   - split (needs 2 cores and taskset): the router (or HAProxy) runs in
+//     a process pinned to core 0, as a router on a node of its own; the
+//     client and the backend share core 1 in every measurement, so the
+//     direct and routed rows get the same CPU for the client and the pod.
 //
 // The router watches a real embedded etcd; the backend is a net/http
 // server on 127.0.0.1 (so the router's endpoint guard is set to allow
-// loopback). Client, router and backend share the machine's cores.
+// loopback).
 //
-//	go run ./bench/routerbench [-n 20000] [-n-new 5000] [-c 16] [-rounds 5] [-changes 50]
+//	go run ./bench/routerbench [-n 20000] [-n-new 5000] [-c 16] [-rounds 5] [-changes 50] [-layout shared,split]
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,10 +34,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,40 +52,62 @@ import (
 	"slipway.dev/slipway/store/etcd"
 )
 
+// pinnedEnv marks the process that already runs under taskset.
+const pinnedEnv = "ROUTERBENCH_PINNED"
+
 func main() {
 	n := flag.Int("n", 20000, "requests per keep-alive measurement")
 	nNew := flag.Int("n-new", 5000, "requests per new-connection measurement")
 	conc := flag.Int("c", 16, "concurrent clients")
-	rounds := flag.Int("rounds", 5, "rounds per measurement, alternating router and direct")
+	rounds := flag.Int("rounds", 5, "rounds per measurement, alternating direct, router and HAProxy")
 	changes := flag.Int("changes", 50, "routes created one at a time, each timed until it answers")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the request measurements (client, router and backend) here")
+	layouts := flag.String("layout", "shared,split", "layouts to measure: shared, split or both")
+	haproxyBin := flag.String("haproxy", "haproxy", "HAProxy binary for the reference rows (none to skip)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the shared layout's request measurements here (ROUTERBENCH_ROUTER_PROFILE=FILE profiles the split layout's router process)")
+	serveRouter := flag.String("serve-router", "", "internal: run only a router for the backend at this address and print its address")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetLogLoggerLevel(slog.LevelWarn)
 
+	if *serveRouter != "" {
+		serveRouterOnly(*serveRouter)
+		return
+	}
+	for _, l := range strings.Split(*layouts, ",") {
+		switch l {
+		case "shared":
+			shared(*n, *nNew, *conc, *rounds, *changes, *haproxyBin, *cpuprofile)
+		case "split":
+			if err := split(*n, *nNew, *conc, *rounds, *haproxyBin); err != nil {
+				fmt.Printf("\nsplit layout not measured: %v\n", err)
+			}
+		default:
+			log.Fatalf("-layout %q: want shared, split or both, comma-separated", l)
+		}
+	}
+}
+
+// startRouter runs a router on a fresh embedded etcd with one route,
+// www.bench.test, to the backend, and waits until it serves.
+func startRouter(ctx context.Context, backend string) (routerAddr string, st store.Interface, stop func()) {
 	dir, err := os.MkdirTemp("", "routerbench")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
 	member, err := etcd.Start(etcd.Config{Dir: dir})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer member.Close()
-	st := store.New(member.InProcessClient())
-	ctx, cancel := context.WithCancel(context.Background())
-
-	backend := startBackend()
+	st = store.New(member.InProcessClient())
+	ctx, cancel := context.WithCancel(ctx)
 	r, err := router.New(router.Config{Store: st, HTTPListen: "127.0.0.1:0", Endpoints: proxy.AnyEndpoint})
 	if err != nil {
 		log.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
 	httpAddr, _ := r.Addrs()
-	routerAddr := httpAddr.String()
+	routerAddr = httpAddr.String()
 
 	_, bport, _ := net.SplitHostPort(backend)
 	bp, _ := strconv.Atoi(bport)
@@ -77,63 +116,236 @@ func main() {
 	if err := st.Create(ctx, api.EndpointsResource, ep); err != nil {
 		log.Fatal(err)
 	}
-	mkRoute := func(host string) {
-		rt := &api.Route{ObjectMeta: api.ObjectMeta{Namespace: "bench", Name: host[:len(host)-len(".bench.test")]},
-			Spec: api.RouteSpec{Host: host, To: api.RouteTargetReference{Kind: "Service", Name: "web"}}}
-		if err := st.Create(ctx, api.Routes, rt); err != nil {
+	mkRoute(ctx, st, "www.bench.test")
+	waitServing(routerAddr, "www.bench.test", 30*time.Second)
+	return routerAddr, st, func() { cancel(); <-done; member.Close(); os.RemoveAll(dir) }
+}
+
+func mkRoute(ctx context.Context, st store.Interface, host string) {
+	rt := &api.Route{ObjectMeta: api.ObjectMeta{Namespace: "bench", Name: host[:len(host)-len(".bench.test")]},
+		Spec: api.RouteSpec{Host: host, To: api.RouteTargetReference{Kind: "Service", Name: "web"}}}
+	if err := st.Create(ctx, api.Routes, rt); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// serveRouterOnly is the router process of the split layout: it prints
+// "ROUTER addr" once serving and runs until its standard input closes.
+func serveRouterOnly(backend string) {
+	addr, _, stop := startRouter(context.Background(), backend)
+	if f := os.Getenv("ROUTERBENCH_ROUTER_PROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
 			log.Fatal(err)
 		}
+		pprof.StartCPUProfile(out)
+		defer pprof.StopCPUProfile()
 	}
-	mkRoute("www.bench.test")
-	waitServing(routerAddr, "www.bench.test", 30*time.Second)
+	fmt.Printf("ROUTER %s\n", addr)
+	io.Copy(io.Discard, os.Stdin)
+	stop()
+}
 
-	fmt.Printf("# routerbench: %d keep-alive and %d new-connection requests, %d concurrent clients, GOMAXPROCS=%d, %s\n\n",
-		*n, *nNew, *conc, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
-	fmt.Println("| measurement | through the router | direct | ratio (router / direct) |")
-	fmt.Println("|---|---|---|---|")
-	keepAlive := func() *http.Client {
-		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc}}
+// target is one side of a measurement.
+type target struct {
+	name, addr, host string
+}
+
+// shared measures with everything on every core, then route changes.
+func shared(n, nNew, conc, rounds, changes int, haproxyBin, cpuprofile string) {
+	ctx := context.Background()
+	backend := startBackend()
+	routerAddr, st, stop := startRouter(ctx, backend)
+	defer stop()
+	targets := []target{{"direct", backend, ""}, {"router", routerAddr, "www.bench.test"}}
+	if hp, stopHP, err := startHAProxy(haproxyBin, backend, 2, ""); err != nil {
+		fmt.Printf("\n(no HAProxy reference: %v)\n", err)
+	} else {
+		defer stopHP()
+		targets = append(targets, target{"haproxy", hp, "www.bench.test"})
 	}
-	newConn := func() *http.Client { return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} }
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
 		if err != nil {
 			log.Fatal(err)
 		}
 		pprof.StartCPUProfile(f)
 	}
-	rkc, dkc := keepAlive(), keepAlive()
-	run(rkc, routerAddr, "www.bench.test", 2000, *conc)
-	run(dkc, backend, "", 2000, *conc)
-	rk, dk := compare(*rounds, func() (result, result) {
-		return run(rkc, routerAddr, "www.bench.test", *n / *rounds, *conc), run(dkc, backend, "", *n / *rounds, *conc)
-	})
-	rn, dn := compare(*rounds, func() (result, result) {
-		return run(newConn(), routerAddr, "www.bench.test", *nNew / *rounds, *conc), run(newConn(), backend, "", *nNew / *rounds, *conc)
-	})
-	if *cpuprofile != "" {
+	fmt.Printf("\n# routerbench, shared layout: client, router and backend on all %d cores (GOMAXPROCS=%d), %d keep-alive and %d new-connection requests, %d concurrent clients, %s\n\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), n, nNew, conc, time.Now().UTC().Format(time.RFC3339))
+	measure(targets, n, nNew, conc, rounds)
+	if cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
-	row("keep-alive (requests/s)", rk.rate, dk.rate, "%.0f")
-	row("keep-alive p50 (ms)", ms(rk.p50), ms(dk.p50), "%.3f")
-	row("keep-alive p99 (ms)", ms(rk.p99), ms(dk.p99), "%.3f")
-	row("new connection (requests/s)", rn.rate, dn.rate, "%.0f")
-	row("new connection p50 (ms)", ms(rn.p50), ms(dn.p50), "%.3f")
-	row("new connection p99 (ms)", ms(rn.p99), ms(dn.p99), "%.3f")
 
 	// Route change to serving: create a route, poll its host until 200.
 	var lat []time.Duration
-	for i := range *changes {
+	for i := range changes {
 		host := fmt.Sprintf("r%d.bench.test", i)
 		start := time.Now()
-		mkRoute(host)
+		mkRoute(ctx, st, host)
 		waitServing(routerAddr, host, 30*time.Second)
 		lat = append(lat, time.Since(start))
 	}
 	slices.Sort(lat)
 	fmt.Printf("\nRoute created → first 200 through the router, %d routes one at a time (polling every 1ms): p50 %.1f ms, p99 %.1f ms.\n",
-		*changes, ms(lat[len(lat)*50/100]), ms(lat[len(lat)*99/100]))
-	fmt.Printf("Each measurement alternates router and direct over %d rounds; latency is per request as the client sees it, with %d clients in flight.\n", *rounds, *conc)
+		changes, ms(lat[len(lat)*50/100]), ms(lat[len(lat)*99/100]))
+}
+
+// split measures with the proxy on core 0 and the client and backend
+// on core 1. The process re-runs itself under taskset to pin itself.
+func split(n, nNew, conc, rounds int, haproxyBin string) error {
+	if runtime.NumCPU() < 2 && os.Getenv(pinnedEnv) == "" {
+		return errors.New("it needs 2 cores")
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return errors.New("taskset (util-linux) is not installed")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if os.Getenv(pinnedEnv) == "" {
+		// Run this measurement again as a process pinned to core 1.
+		args := []string{"-c", "1", exe, "-layout", "split", "-n", strconv.Itoa(n), "-n-new", strconv.Itoa(nNew),
+			"-c", strconv.Itoa(conc), "-rounds", strconv.Itoa(rounds), "-haproxy", haproxyBin}
+		cmd := exec.Command(taskset, args...)
+		cmd.Env = append(os.Environ(), pinnedEnv+"=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		return cmd.Run()
+	}
+	backend := startBackend()
+	cmd := exec.Command(taskset, "-c", "0", exe, "-serve-router", backend)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { in.Close(); cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	routerAddr, ok := strings.CutPrefix(strings.TrimSpace(line), "ROUTER ")
+	if err != nil || !ok {
+		return fmt.Errorf("router process: %q %v", line, err)
+	}
+	targets := []target{{"direct", backend, ""}, {"router", routerAddr, "www.bench.test"}}
+	if hp, stopHP, err := startHAProxy(haproxyBin, backend, 1, "0"); err != nil {
+		fmt.Printf("\n(no HAProxy reference: %v)\n", err)
+	} else {
+		defer stopHP()
+		targets = append(targets, target{"haproxy", hp, "www.bench.test"})
+	}
+	fmt.Printf("\n# routerbench, split layout: router (GOMAXPROCS=1) and HAProxy (1 thread) pinned to core 0; client and backend pinned to core 1 (GOMAXPROCS=%d) in every row; %d keep-alive and %d new-connection requests, %d concurrent clients, %s\n\n",
+		runtime.GOMAXPROCS(0), n, nNew, conc, time.Now().UTC().Format(time.RFC3339))
+	measure(targets, n, nNew, conc, rounds)
+	return nil
+}
+
+// startHAProxy runs HAProxy in front of backend with nbthread threads,
+// pinned to the cores in cpus (taskset syntax; empty: not pinned).
+func startHAProxy(bin, backend string, nbthread int, cpus string) (string, func(), error) {
+	if bin == "none" {
+		return "", nil, errors.New("-haproxy none")
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s is not installed (apt-get install haproxy)", bin)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir, err := os.MkdirTemp("", "routerbench-haproxy")
+	if err != nil {
+		return "", nil, err
+	}
+	// A host rule as the router has, HTTP keep-alive on both sides.
+	cfg := fmt.Sprintf(`global
+  nbthread %d
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind %s
+  use_backend be if { hdr(host) -i www.bench.test }
+backend be
+  http-reuse always
+  server pod %s
+`, nbthread, addr, backend)
+	file := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		return "", nil, err
+	}
+	args := []string{"-db", "-f", file}
+	if cpus != "" {
+		args = append([]string{"-c", cpus, path}, args...)
+		path = "taskset"
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }
+	waitServing(addr, "www.bench.test", 10*time.Second)
+	return addr, stop, nil
+}
+
+// measure alternates the targets over rounds, keep-alive and then new
+// connections, and prints each target's rate and latency with its ratio
+// to the first (direct).
+func measure(targets []target, n, nNew, conc, rounds int) {
+	keepAlive := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
+	}
+	newConn := func() *http.Client { return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} }
+	clients := make([]*http.Client, len(targets))
+	for i, t := range targets {
+		clients[i] = keepAlive()
+		run(clients[i], t.addr, t.host, 2000, conc) // warm up
+	}
+	ka := compare(len(targets), rounds, func(i int) result { return run(clients[i], targets[i].addr, targets[i].host, n/rounds, conc) })
+	nc := compare(len(targets), rounds, func(i int) result { return run(newConn(), targets[i].addr, targets[i].host, nNew/rounds, conc) })
+	fmt.Printf("| measurement |")
+	for _, t := range targets {
+		fmt.Printf(" %s |", t.name)
+	}
+	for _, t := range targets[1:] {
+		fmt.Printf(" %s / direct |", t.name)
+	}
+	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", 2*len(targets)-1))
+	row := func(what string, rs []result, f func(result) float64, format string) {
+		fmt.Printf("| %s |", what)
+		for _, r := range rs {
+			fmt.Printf(" "+format+" |", f(r))
+		}
+		for _, r := range rs[1:] {
+			fmt.Printf(" %.2f |", f(r)/f(rs[0]))
+		}
+		fmt.Println()
+	}
+	rate := func(r result) float64 { return r.rate }
+	p50 := func(r result) float64 { return ms(r.p50) }
+	p99 := func(r result) float64 { return ms(r.p99) }
+	row("keep-alive (requests/s)", ka, rate, "%.0f")
+	row("keep-alive p50 (ms)", ka, p50, "%.3f")
+	row("keep-alive p99 (ms)", ka, p99, "%.3f")
+	row("new connection (requests/s)", nc, rate, "%.0f")
+	row("new connection p50 (ms)", nc, p50, "%.3f")
+	row("new connection p99 (ms)", nc, p99, "%.3f")
+	fmt.Printf("\nEach measurement alternates the targets over %d rounds; latency is per request as the client sees it, with %d clients in flight.\n", rounds, conc)
 }
 
 func startBackend() string {
@@ -180,13 +392,19 @@ type result struct {
 	p50, p99 time.Duration
 }
 
-func compare(rounds int, once func() (routed, direct result)) (result, result) {
-	var p, d result
+// compare runs once(i) for each of k targets in turn, rounds times, and
+// sums each target's rounds.
+func compare(k, rounds int, once func(i int) result) []result {
+	rs := make([]result, k)
 	for range rounds {
-		pr, dr := once()
-		p, d = p.add(pr), d.add(dr)
+		for i := range k {
+			rs[i] = rs[i].add(once(i))
+		}
 	}
-	return p.finish(), d.finish()
+	for i := range rs {
+		rs[i] = rs[i].finish()
+	}
+	return rs
 }
 
 func (r result) add(o result) result {
@@ -229,10 +447,6 @@ func run(c *http.Client, addr, host string, n, conc int) result {
 	}
 	wg.Wait()
 	return result{n: n, elapsed: time.Since(start), lat: lat}
-}
-
-func row(what string, routed, direct float64, format string) {
-	fmt.Printf("| %s | "+format+" | "+format+" | %.2f |\n", what, routed, direct, routed/direct)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

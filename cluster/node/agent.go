@@ -74,6 +74,13 @@ type Config struct {
 	// takes in X-Registry-Auth, or "" for anonymous. Nil pulls
 	// anonymously.
 	RegistryAuth func(ctx context.Context, pod *api.Pod, image string) (string, error)
+	// MirrorImage, if set, maps an image of an outside registry to the
+	// reference that pulls it through the integrated registry's
+	// pull-through mirror, and reports whether it does. The agent pulls
+	// and runs that reference, with the credentials RegistryAuth gives
+	// for it; the pod's status keeps the image its spec names. Nil pulls
+	// every image from the registry it names.
+	MirrorImage func(image string) (string, bool)
 	// Admit, if set, is asked before a pod's containers are first started.
 	// An error keeps the pod Pending with reason PolicyDenied and the
 	// error as its message, and is asked again with back-off. It is the

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"slipway.dev/slipway/api"
@@ -37,7 +36,7 @@ func (a *Agent) warnRootImages(ctx context.Context, run *api.Pod) {
 			continue
 		}
 		user, err := iu.ImageUser(ctx, c.Image)
-		if err != nil || !assumesRoot(user) {
+		if err != nil || !api.AssumesRoot(user) {
 			continue
 		}
 		sum := sha256.Sum256([]byte(c.Image))
@@ -53,11 +52,4 @@ func (a *Agent) warnRootImages(ctx context.Context, run *api.Pod) {
 			slog.Warn("node: recording an image that assumes root", "pod", run.Namespace+"/"+run.Name, "image", c.Image, "err", err)
 		}
 	}
-}
-
-// assumesRoot reports whether an image config's User runs as root: none
-// given, or user 0 / root with any group.
-func assumesRoot(user string) bool {
-	u, _, _ := strings.Cut(user, ":")
-	return u == "" || u == "0" || u == "root"
 }

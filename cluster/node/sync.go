@@ -196,7 +196,7 @@ func (a *Agent) syncPod(ctx context.Context, pod *api.Pod, rp *runtime.PodStatus
 		case rc == nil:
 			// SyncPod creates every missing container; those whose image
 			// is not here fail alone, and are shown as ErrImagePull.
-			create = a.pull(ctx, pod, c.Image, cs, now) || create
+			create = a.pull(ctx, pod, a.image(c.Image), cs, now) || create
 		case a.mustRestart(pod, rc, cs) && !cs.restart.blocked(now):
 			if pod.Spec.RestartPolicy == "Never" {
 				stop = true // an unhealthy container under Never
@@ -348,6 +348,12 @@ func (a *Agent) runPod(ctx context.Context, pod *api.Pod) (*api.Pod, error) {
 	}
 	run.Annotations = maps.Clone(pod.Annotations)
 	delete(run.Annotations, runtime.ProjectUIDAnnotation)
+	if a.cfg.MirrorImage != nil {
+		run.Spec.Containers = slices.Clone(run.Spec.Containers)
+		for i := range run.Spec.Containers {
+			run.Spec.Containers[i].Image = a.image(run.Spec.Containers[i].Image)
+		}
+	}
 	o, err := a.cfg.Store.Get(ctx, api.Projects, "", pod.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("reading project %s: %w", pod.Namespace, err)
@@ -373,6 +379,17 @@ func (a *Agent) runPod(ctx context.Context, pod *api.Pod) (*api.Pod, error) {
 	}
 	run.Annotations[runtime.ProjectUIDAnnotation] = p.UID
 	return run, nil
+}
+
+// image is the reference the agent pulls and runs for a container's
+// image: through the registry's mirror when Config.MirrorImage has one.
+func (a *Agent) image(image string) string {
+	if a.cfg.MirrorImage != nil {
+		if m, ok := a.cfg.MirrorImage(image); ok {
+			return m
+		}
+	}
+	return image
 }
 
 // withEnv returns the pod with the environment of the services in its

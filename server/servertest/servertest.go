@@ -50,6 +50,11 @@ func WithImport(p registry.ImportPolicy) Option {
 	return func(c *server.Config) { c.Import = p }
 }
 
+// WithMirrors sets the registry's pull-through mirrors.
+func WithMirrors(ms ...registry.Mirror) Option {
+	return func(c *server.Config) { c.Mirrors = ms }
+}
+
 // WithEtcd uses an external etcd instead of the embedded one.
 func WithEtcd(endpoints ...string) Option {
 	return func(c *server.Config) { c.EtcdEndpoints = endpoints }

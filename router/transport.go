@@ -1,0 +1,220 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// syncTransport sends plain HTTP/1.1 requests without a body (GET, HEAD,
+// OPTIONS) to pods, writing the request and reading the response in the
+// caller's goroutine over connections it keeps per endpoint. Everything
+// else (bodies, upgrades, other methods) goes to fallback, the standard
+// transport.
+//
+// The standard transport hands each request to a connection's writer
+// goroutine and its response back from a reader goroutine: two goroutine
+// switches and their channels per request, which cost the router more
+// CPU than reading and writing the bytes. Fast L7 proxies skip them for
+// this, by far the commonest, kind of request (Traefik's fasthttp
+// proxy, HAProxy). What the standard transport does besides, this keeps:
+// a request that fails on a kept connection before any answer is sent
+// again on a new one (they are idempotent), a connection is kept only
+// after its response was read to the end and neither side asked to
+// close, 1xx answers before the response are skipped, and a request
+// whose client went away stops waiting at once.
+type syncTransport struct {
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	fallback    http.RoundTripper
+	maxIdle     int           // per endpoint
+	idleTimeout time.Duration // a kept connection idle longer is closed
+
+	mu    sync.Mutex
+	idle  map[string][]*keptConn // by endpoint address, newest last
+	swept time.Time              // when idle was last cleared of expired connections
+}
+
+type keptConn struct {
+	conn      net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+func newSyncTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback http.RoundTripper, maxIdle int, idleTimeout time.Duration) *syncTransport {
+	return &syncTransport{dial: dial, fallback: fallback, maxIdle: maxIdle, idleTimeout: idleTimeout, idle: map[string][]*keptConn{}}
+}
+
+// fast says whether req takes the synchronous path.
+func fast(req *http.Request) bool {
+	if req.URL.Scheme != "http" || (req.Body != nil && req.Body != http.NoBody) || req.ContentLength > 0 || len(req.TransferEncoding) > 0 {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		return false
+	}
+	// Upgrades (WebSockets) keep the standard transport, whose 101
+	// response body is the connection.
+	_, upgrade := req.Header["Upgrade"]
+	return !upgrade
+}
+
+func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !fast(req) {
+		return t.fallback.RoundTrip(req)
+	}
+	addr := req.URL.Host
+	for {
+		kc, kept, err := t.get(req.Context(), addr)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.send(kc, req)
+		if err == nil {
+			return resp, nil
+		}
+		kc.conn.Close()
+		// A kept connection the pod closed while it was idle fails
+		// before any answer: send again on a new one.
+		if !kept || req.Context().Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+// get takes a kept connection to addr, or dials one.
+func (t *syncTransport) get(ctx context.Context, addr string) (*keptConn, bool, error) {
+	now := time.Now()
+	t.mu.Lock()
+	for conns := t.idle[addr]; len(conns) > 0; conns = t.idle[addr] {
+		kc := conns[len(conns)-1]
+		conns[len(conns)-1] = nil
+		t.idle[addr] = conns[:len(conns)-1]
+		if now.Sub(kc.idleSince) < t.idleTimeout {
+			t.mu.Unlock()
+			return kc, true, nil
+		}
+		kc.conn.Close()
+	}
+	t.mu.Unlock()
+	c, err := t.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &keptConn{conn: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, false, nil
+}
+
+// put keeps kc for the next request to its endpoint, under the address
+// the request asked for (a failed-over dial's connection goes to another
+// endpoint: it is kept under the address it really reaches).
+func (t *syncTransport) put(kc *keptConn) {
+	addr := kc.conn.RemoteAddr().String()
+	now := time.Now()
+	kc.idleSince = now
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.Sub(t.swept) > t.idleTimeout {
+		t.sweep(now)
+	}
+	if len(t.idle[addr]) >= t.maxIdle {
+		kc.conn.Close()
+		return
+	}
+	t.idle[addr] = append(t.idle[addr], kc)
+}
+
+// sweep closes the connections idle for longer than idleTimeout, such as
+// those to pods that are gone. t.mu is held.
+func (t *syncTransport) sweep(now time.Time) {
+	t.swept = now
+	for addr, conns := range t.idle {
+		keep := conns[:0]
+		for _, kc := range conns {
+			if now.Sub(kc.idleSince) < t.idleTimeout {
+				keep = append(keep, kc)
+			} else {
+				kc.conn.Close()
+			}
+		}
+		clear(conns[len(keep):])
+		if len(keep) == 0 {
+			delete(t.idle, addr)
+		} else {
+			t.idle[addr] = keep
+		}
+	}
+}
+
+// send writes req on kc and reads its response.
+func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, error) {
+	// A client gone away (or a route's request ending) stops the wait.
+	stop := context.AfterFunc(req.Context(), func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(kc.bw); err != nil {
+		stop()
+		return nil, err
+	}
+	if err := kc.bw.Flush(); err != nil {
+		stop()
+		return nil, err
+	}
+	for {
+		resp, err := http.ReadResponse(kc.br, req)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue // 1xx before the response
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			stop()
+			return nil, errors.New("router: the pod switched protocols without being asked to")
+		}
+		keep := !resp.Close && resp.ProtoAtLeast(1, 1)
+		if resp.Body == http.NoBody || resp.Body == nil {
+			t.done(kc, stop, keep)
+			return resp, nil
+		}
+		resp.Body = &keptBody{rc: resp.Body, done: func(eof bool) { t.done(kc, stop, keep && eof) }}
+		return resp, nil
+	}
+}
+
+// done ends a request on kc: kept for the next if its response was read
+// to the end, keep-alive, and the request was not cancelled meanwhile.
+func (t *syncTransport) done(kc *keptConn, stop func() bool, keep bool) {
+	if stop() && keep {
+		t.put(kc)
+		return
+	}
+	kc.conn.Close()
+}
+
+// keptBody is a response body that returns its connection when read to
+// the end, or closes it when closed before.
+type keptBody struct {
+	rc   io.ReadCloser
+	done func(eof bool)
+	once sync.Once
+}
+
+func (b *keptBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.once.Do(func() { b.done(true) })
+	}
+	return n, err
+}
+
+func (b *keptBody) Close() error {
+	err := b.rc.Close()
+	b.once.Do(func() { b.done(false) })
+	return err
+}
