@@ -8,14 +8,22 @@ DATA    ?= slipway.local
 LISTEN  ?= :8443
 FUZZTIME ?= 10s
 SOURCES := $(shell find . -name '*.go' -not -path './bench/*' 2>/dev/null) go.mod go.sum
+# The web console's pages, built with npm into console/ui/dist, which
+# go build embeds (console/assets.go).
+CONSOLE := console/ui/dist/index.html
+WEB_SOURCES := $(shell find console/web -path console/web/node_modules -prune -o -type f -print 2>/dev/null)
 
 .PHONY: build start test unit e2e fuzz bench deps test-deps clean
 
 build: $(BIN) bin/buildkitd bin/cosign
 
-$(BIN): $(SOURCES)
+$(BIN): $(SOURCES) $(CONSOLE)
 	@hack/install-deps.sh build
 	$(GO) build -o $(BIN) ./cmd/slipway
+
+$(CONSOLE): $(WEB_SOURCES)
+	@hack/install-deps.sh build
+	cd console/web && npm ci --no-audit --no-fund && npm run build
 
 # buildkitd, pinned in go.mod as a tool; slipway start supervises it.
 bin/buildkitd: go.mod go.sum
@@ -80,4 +88,4 @@ bench: build
 	$(GO) run ./bench/failoverbench
 
 clean:
-	rm -rf bin
+	rm -rf bin console/ui/dist

@@ -19,7 +19,8 @@ need_go() {
 build_pkgs=(ca-certificates git runc containernetworking-plugins iptables)
 # start runs pods on Docker; the proxy needs iproute2 only for diagnosis.
 start_pkgs=("${build_pkgs[@]}" docker.io iproute2)
-test_pkgs=("${start_pkgs[@]}" skopeo busybox-static)
+# The console's browser tests drive Debian's chromium (e2e/console_test.go).
+test_pkgs=("${start_pkgs[@]}" skopeo busybox-static chromium)
 # make bench counts fsyncs per push with strace, runs HAProxy as the
 # router's reference and pins processes to cores with taskset.
 bench_pkgs=("${test_pkgs[@]}" strace haproxy util-linux)
@@ -37,6 +38,14 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# The web console (console/web) is built with npm at `make build` and
+# embedded in the binary; nothing needs Node at run time. Any Node 18 or
+# later will do: Debian's, or one already on the PATH.
+need_node() {
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then return; fi
+  apt_install nodejs npm
+}
+
 need_go
 case "$profile" in
   build) apt_install "${build_pkgs[@]}" ;;
@@ -45,3 +54,4 @@ case "$profile" in
   bench) apt_install "${bench_pkgs[@]}" ;;
   *) echo "unknown profile $profile" >&2; exit 2 ;;
 esac
+need_node

@@ -34,6 +34,7 @@ import (
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/cluster/node"
+	"slipway.dev/slipway/console"
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/leader"
 	"slipway.dev/slipway/rbac"
@@ -351,8 +352,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: listen on %s: %w (is another slipway running? use --listen)", cfg.Listen, err)
 	}
+	apiHandler := s.API.Handler()
+	con, err := console.New(console.Config{API: apiHandler, Authorizer: s.API.Authorizer()})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	s.http = &http.Server{
-		Handler:           s.readyz(s.API.Handler()),
+		Handler:           s.readyz(withConsole(con, apiHandler)),
 		TLSConfig:         s.tlsConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
@@ -712,4 +719,20 @@ func dedupe(in []string) []string {
 		}
 	}
 	return out
+}
+
+// withConsole serves the web console under console.Prefix and the API
+// everywhere else; the console reaches the API through apiHandler, as the
+// user of its session.
+func withConsole(con http.Handler, apiHandler http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, console.Prefix):
+			con.ServeHTTP(w, r)
+		case r.URL.Path == strings.TrimSuffix(console.Prefix, "/") && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			http.Redirect(w, r, console.Prefix, http.StatusMovedPermanently)
+		default:
+			apiHandler.ServeHTTP(w, r)
+		}
+	})
 }
