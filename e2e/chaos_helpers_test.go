@@ -191,9 +191,26 @@ func registryUp(addr string) bool {
 }
 
 // sharedRegistryStorage is the storage both registry replicas of a test
-// use: the flags of `slipway registry` that point at it. Today a directory
-// both share (the data directory's default); an S3 bucket is a change of
-// this function only.
+// use: the flags of `slipway registry` that point at it, an S3 bucket on
+// SeaweedFS (startS3), started with the first replica of the data
+// directory and the same for every later start.
 func sharedRegistryStorage(t *testing.T, dataDir string) []string {
-	return nil
+	sharedStorage.Lock()
+	defer sharedStorage.Unlock()
+	if f, ok := sharedStorage.files[dataDir]; ok {
+		return []string{"--registry-storage", f}
+	}
+	f := startS3(t).storageFile(t, "/registry")
+	sharedStorage.files[dataDir] = f
+	t.Cleanup(func() {
+		sharedStorage.Lock()
+		delete(sharedStorage.files, dataDir)
+		sharedStorage.Unlock()
+	})
+	return []string{"--registry-storage", f}
 }
+
+var sharedStorage = struct {
+	sync.Mutex
+	files map[string]string
+}{files: map[string]string{}}

@@ -31,7 +31,7 @@ import (
 
 // chaosCluster is every role of a cluster as a process of its own on this
 // machine: a three-member etcd (TLS, client certificates), two masters,
-// two registry replicas on shared storage behind a TCP balancer, and two
+// two registry replicas on one S3 bucket (SeaweedFS) behind a TCP balancer, and two
 // nodes on the package's dockerd, each node talking to its own master.
 type chaosCluster struct {
 	t     *testing.T
@@ -471,7 +471,7 @@ func (x *chaosCluster) rollouts(c *client.Client) (map[string][]string, error) {
 }
 
 // TestClusterSurvivesChaos runs a cluster of processes (three etcd
-// members, two masters, two registry replicas on shared storage, two
+// members, two masters, two registry replicas on one S3 bucket, two
 // nodes) under a steady load of pushes, builds and rollouts, and does to
 // it what happens to clusters: kill -9 the leading master; SIGSTOP the
 // next leader past its lease, then SIGCONT it; kill an etcd member; kill
