@@ -121,29 +121,7 @@ func (d *fastFSDriver) PutContent(ctx context.Context, path string, content []by
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
-		return err
-	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	f, err := os.OpenFile(full+"."+hex.EncodeToString(rnd[:])+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(content); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), full); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	return writeUnsynced(full, content)
 }
 
 // Writer of an upload's data does not sync when it is closed (the end of
@@ -261,5 +239,35 @@ func (w *uploadWriter) Commit(ctx context.Context) error {
 		return fmt.Errorf("syncing the upload: %w", err)
 	}
 	w.committed = true
+	return nil
+}
+
+// writeUnsynced writes content to full through a temporary file renamed
+// into place, as distribution's filesystem driver does, without syncing
+// either: the file has all of content or is as it was. Its mode is 0666
+// less the umask, as the driver's files are.
+func writeUnsynced(full string, content []byte) error {
+	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	f, err := os.OpenFile(full+"."+hex.EncodeToString(rnd[:])+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), full); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
 	return nil
 }

@@ -3,8 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,32 +38,7 @@ type unsyncedDriver struct {
 }
 
 func (d *unsyncedDriver) PutContent(ctx context.Context, path string, content []byte) error {
-	full := filepath.Join(d.root, filepath.FromSlash(path))
-	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
-		return err
-	}
-	// A name of our own, created with the umask applied as the
-	// filesystem driver creates its files (0666).
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	f, err := os.OpenFile(full+"."+hex.EncodeToString(rnd[:])+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(content); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), full); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
+	return writeUnsynced(filepath.Join(d.root, filepath.FromSlash(path)), content)
 }
 
 // unsyncedNamespace returns a namespace for server-side writes and the
