@@ -175,7 +175,9 @@ func (x *chaosCluster) waitNodeReady(n string) {
 	waitFor(x.t, time.Minute, "node "+n+" is Ready", func() (bool, string) {
 		var node *api.Node
 		err := x.try(func(c *client.Client) error {
-			o, err := c.Get(context.Background(), api.Nodes, "", n)
+			ctx, cancel := requestContext()
+			defer cancel()
+			o, err := c.Get(ctx, api.Nodes, "", n)
 			if err == nil {
 				node = o.(*api.Node)
 			}
@@ -203,6 +205,14 @@ func (x *chaosCluster) client() (*client.Client, error) {
 		}
 	}
 	return nil, errors.New("no master is up")
+}
+
+// requestContext bounds one request of the test: a master stopped with
+// SIGSTOP holds a request sent to it just before for ever (seen: the tag
+// loop hung in a List, the test failed waiting for its rounds, and then
+// hung waiting for the loop).
+func requestContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 15*time.Second)
 }
 
 // try runs f once on a master that is up.
@@ -439,7 +449,9 @@ func (l *chaosLoad) waitRounds(n int64, why string) {
 
 // builds are app's builds by the base digest they were pinned to.
 func (x *chaosCluster) builds(c *client.Client) (map[string][]string, error) {
-	items, _, err := c.List(context.Background(), api.Builds, x.ns, client.ListOptions{LabelSelector: builders.BuildConfigLabel + "=app"})
+	ctx, cancel := requestContext()
+	defer cancel()
+	items, _, err := c.List(ctx, api.Builds, x.ns, client.ListOptions{LabelSelector: builders.BuildConfigLabel + "=app"})
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +470,9 @@ func (x *chaosCluster) builds(c *client.Client) (map[string][]string, error) {
 
 // rollouts are web's revisions by the image digest they roll out.
 func (x *chaosCluster) rollouts(c *client.Client) (map[string][]string, error) {
-	items, _, err := c.List(context.Background(), api.ReplicationControllers, x.ns, client.ListOptions{})
+	ctx, cancel := requestContext()
+	defer cancel()
+	items, _, err := c.List(ctx, api.ReplicationControllers, x.ns, client.ListOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -808,12 +822,14 @@ func (x *chaosCluster) waitPodsBack(why string) {
 		var dc *api.DeploymentConfig
 		var pods []*api.Pod
 		err := x.try(func(c *client.Client) error {
-			o, err := c.Get(context.Background(), api.DeploymentConfigs, x.ns, "web")
+			ctx, cancel := requestContext()
+			defer cancel()
+			o, err := c.Get(ctx, api.DeploymentConfigs, x.ns, "web")
 			if err != nil {
 				return err
 			}
 			dc = o.(*api.DeploymentConfig)
-			items, _, err := c.List(context.Background(), api.Pods, x.ns, client.ListOptions{LabelSelector: fmt.Sprintf("%s=web-%d", api.DeploymentLabel, dc.Status.LatestVersion)})
+			items, _, err := c.List(ctx, api.Pods, x.ns, client.ListOptions{LabelSelector: fmt.Sprintf("%s=web-%d", api.DeploymentLabel, dc.Status.LatestVersion)})
 			pods = asPods(items)
 			return err
 		})
