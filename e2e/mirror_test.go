@@ -15,7 +15,10 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/sirupsen/logrus"
 
 	"slipway.dev/slipway/api"
@@ -113,6 +116,21 @@ func TestMirror(t *testing.T) {
 	dk.ok("rmi", mirrored+":1")
 	run("first")
 	verify()
+	// Read every blob through the mirror once: docker fetches no layer
+	// its engine already holds (another test's image may share one), and
+	// skopeo below reads them all with the upstream down (seen on a fresh
+	// root: 503 for a busybox layer docker had not asked the mirror for).
+	ref, err := name.ParseReference(mirrored+":1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached, err := remote.Image(ref, remote.WithAuth(&authn.Basic{Username: "admin", Password: c.admin.Token()}))
+	if err != nil {
+		t.Fatalf("reading %s through the mirror: %v", ref, err)
+	}
+	if err := validate.Image(cached); err != nil {
+		t.Fatalf("reading every blob of %s through the mirror: %v", ref, err)
+	}
 
 	// Docker Hub is down: everything pulled so far comes from the cache.
 	up.Close()
