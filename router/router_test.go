@@ -598,3 +598,67 @@ func TestRouterKeptConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterBoundsPodHeaders: a pod (a tenant's) answering with an
+// endless header line, or with 1xx answers for ever, gets its client a
+// 502 after a bounded read; the router does not read on into memory.
+func TestRouterBoundsPodHeaders(t *testing.T) {
+	ctx := storetest.Context(t)
+	st := storetest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var sent atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				var start, chunk string
+				switch req.URL.Path {
+				case "/header":
+					start, chunk = "HTTP/1.1 200 OK\r\nX-Endless: ", strings.Repeat("a", 64<<10)
+				default:
+					start, chunk = "", strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 2500)
+				}
+				io.WriteString(c, start)
+				for range 1 << 12 { // 256 MiB of header at most
+					n, err := io.WriteString(c, chunk)
+					sent.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	_, addr, _ := startRouter(t, ctx, st, router.Config{})
+	if err := st.Create(ctx, api.EndpointsResource, endpoints("hp", "svc", ln.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	route(t, ctx, st, rt("hp", "web", "hp.example.com", "", at(1)))
+	storetest.Eventually(t, ctx, "the route to be served", func() bool {
+		code, _ := get(t, addr, "hp.example.com", "/1xx")
+		return code != http.StatusServiceUnavailable
+	})
+	for _, path := range []string{"/header", "/1xx"} {
+		sent.Store(0)
+		code, body := get(t, addr, "hp.example.com", path)
+		if code != http.StatusBadGateway {
+			t.Errorf("GET %s from a pod that never ends its header = %d %q, want 502", path, code, body)
+		}
+		if n := sent.Load(); n > 64<<20 {
+			t.Errorf("GET %s: the router read %d bytes of the pod's header before giving up, want a bounded read", path, n)
+		}
+	}
+}

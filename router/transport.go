@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -41,6 +42,7 @@ type syncTransport struct {
 
 type keptConn struct {
 	conn      net.Conn
+	limit     *headerLimit // under br: bounds what a response's header reads
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -108,7 +110,8 @@ func (t *syncTransport) get(ctx context.Context, addr string) (*keptConn, bool, 
 	if err != nil {
 		return nil, false, err
 	}
-	return &keptConn{conn: c, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, false, nil
+	lim := &headerLimit{r: c, n: -1}
+	return &keptConn{conn: c, limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(c)}, false, nil
 }
 
 // put keeps kc for the next request to its endpoint, under the address
@@ -164,15 +167,27 @@ func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, e
 		stop()
 		return nil, err
 	}
-	for {
+	// A pod is a tenant's: what it may make the router read before its
+	// response's body is bounded, as the standard transport bounds it
+	// (MaxResponseHeaderBytes, at most 5 1xx answers).
+	kc.limit.n = maxResponseHeaderBytes
+	for informational := 0; ; informational++ {
 		resp, err := http.ReadResponse(kc.br, req)
 		if err != nil {
 			stop()
+			if kc.limit.n == 0 {
+				err = fmt.Errorf("router: the pod's response header is over %d bytes", maxResponseHeaderBytes)
+			}
 			return nil, err
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if informational == 5 {
+				stop()
+				return nil, errors.New("router: the pod sent more than 5 1xx answers")
+			}
 			continue // 1xx before the response
 		}
+		kc.limit.n = -1
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			stop()
 			return nil, errors.New("router: the pod switched protocols without being asked to")
@@ -195,6 +210,33 @@ func (t *syncTransport) done(kc *keptConn, stop func() bool, keep bool) {
 		return
 	}
 	kc.conn.Close()
+}
+
+// maxResponseHeaderBytes bounds a pod's response header (and the 1xx
+// answers before it), as http.Transport's default does.
+const maxResponseHeaderBytes = 1 << 20
+
+// headerLimit reads from r at most n more bytes while n >= 0, then ends
+// as io.EOF; n < 0 is no limit (a body, which the client reads as it
+// comes).
+type headerLimit struct {
+	r io.Reader
+	n int64
+}
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.r.Read(p)
+	}
+	if l.n == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // keptBody is a response body that returns its connection when read to
