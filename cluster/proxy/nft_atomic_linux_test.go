@@ -96,8 +96,12 @@ func TestNFTablesChangesAreOneTransactionEach(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(gens) < 4 { // start, service, endpoint change, stop
-		t.Fatalf("saw %d transactions on table %s, want at least 4: %+v", len(gens), table, gens)
+	// The service, the endpoint change and the stop are each awaited
+	// above, so each is its own generation. The start's own (empty table)
+	// is not always one: when the service is stored before the proxy's
+	// first sync, both arrive in the same transaction.
+	if len(gens) < 3 {
+		t.Fatalf("saw %d transactions on table %s, want at least 3 (service, endpoint change, stop): %+v", len(gens), table, gens)
 	}
 	for i, g := range gens[:len(gens)-1] {
 		if !g.newTable || g.newRules == 0 {
