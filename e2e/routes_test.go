@@ -376,18 +376,25 @@ spec:
 		return strings.HasSuffix(upgraded, " echoes hello\n"), upgraded
 	})
 
-	// Per-route metrics on the server's /metrics.
-	code, metrics := (&trustServer{p: c.p}).getText(t, "/metrics", c.admin.Token())
-	for _, want := range []string{
+	// Per-route metrics on the server's /metrics. An upgraded request is
+	// counted when its tunnel ends, which can be just after the client
+	// read the tunnel's EOF: wait for the counters rather than read once.
+	wants := []string{
 		`slipway_router_requests_total{code="200",route="shop/web"}`,
 		`slipway_router_request_duration_seconds_count{route="shop/web"}`,
 		`slipway_router_requests_total{code="101",route="shop/ws"}`,
 		`slipway_router_passthrough_connections_total{outcome="spliced",route="shop/secure"}`,
-	} {
-		if code != http.StatusOK || !strings.Contains(metrics, want) {
-			t.Errorf("/metrics (%d) has no %s", code, want)
-		}
 	}
+	waitFor(t, 10*time.Second, "/metrics has every route's counters", func() (bool, string) {
+		code, metrics := (&trustServer{p: c.p}).getText(t, "/metrics", c.admin.Token())
+		var missing []string
+		for _, want := range wants {
+			if code != http.StatusOK || !strings.Contains(metrics, want) {
+				missing = append(missing, want)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("/metrics (%d) has no %s", code, strings.Join(missing, ", "))
+	})
 }
 
 // TestRouterRole: `slipway router` runs on its own through the API as a
