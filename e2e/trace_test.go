@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"slipway.dev/slipway/api"
-	"slipway.dev/slipway/cmd"
+	"slipway.dev/slipway/lineage"
 )
 
 // TestTrace builds an image from a git repository on a signed project,
@@ -154,7 +154,7 @@ func traceChecks(t *testing.T, c *cluster, pod, digest, baseDigest, commit, sbom
 		t.Errorf("the project's admin was told a hop is not visible:\n%s", tree)
 	}
 
-	var g cmd.Graph
+	var g lineage.Graph
 	js := c.cli.ok("trace", "dc/web", "-o", "json")
 	if err := json.Unmarshal([]byte(js), &g); err != nil {
 		t.Fatalf("slipway trace -o json does not parse: %v\n%s", err, js)
