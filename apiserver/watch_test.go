@@ -340,15 +340,9 @@ func (s *suite) testWatchAcrossProjects(t *testing.T) {
 // namespacesOf is the set of projects a list answer's items are in.
 func namespacesOf(t *testing.T, r result) map[string]bool {
 	t.Helper()
-	var l struct {
-		Items []struct {
-			Metadata api.ObjectMeta `json:"metadata"`
-		} `json:"items"`
-	}
-	mustDecode(t, r, &l)
 	out := map[string]bool{}
-	for _, o := range l.Items {
-		out[o.Metadata.Namespace] = true
+	for _, m := range metasOf(t, r) {
+		out[m.Namespace] = true
 	}
 	return out
 }

@@ -435,14 +435,7 @@ spec:
 		alice.t = t
 		// v2 signed with shop's key: the page shows the signature and the
 		// scan's SBOM, each a referrer of v2, by digest.
-		c.apply("kind: SigningKey\nmetadata: {name: default}\n")
-		waitFor(t, time.Minute, "shop's signing key", func() (bool, string) {
-			o, err := c.admin.Get(ctx, api.SigningKeys, c.ns, "default")
-			if err != nil {
-				return false, err.Error()
-			}
-			return o.(*api.SigningKey).Fingerprint != "", "no fingerprint yet"
-		})
+		c.signingKey()
 		c.cli.ok("sign", "web@"+v2)
 		waitFor(t, time.Minute, "v2's signature and SBOM among its referrers", func() (bool, string) {
 			idx, err := remote.Referrers(mustRef(t, c.ref("web@"+v2)).(name.Digest), c.auth)
@@ -590,6 +583,20 @@ spec:
 			t.Errorf("carol's vulnerabilities page shows %d findings, want 1 (other's)", n)
 		}
 		carol.shot("vulnerabilities-other")
+	})
+}
+
+// signingKey creates the test project's default SigningKey and waits
+// until the server has made its key.
+func (c *cluster) signingKey() {
+	c.t.Helper()
+	c.apply("kind: SigningKey\nmetadata: {name: default}\n")
+	waitFor(c.t, time.Minute, "the project's signing key", func() (bool, string) {
+		o, err := c.admin.Get(context.Background(), api.SigningKeys, c.ns, "default")
+		if err != nil {
+			return false, err.Error()
+		}
+		return o.(*api.SigningKey).Fingerprint != "", "no fingerprint yet"
 	})
 }
 

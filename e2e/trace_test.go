@@ -49,14 +49,7 @@ func TestTrace(t *testing.T) {
 		return v != "" && strings.Contains(dbOut, v), dbOut + " loaded: " + v
 	})
 	baseDigest := c.push("base:1", tracedBase(t, vulnOpenSSL))
-	c.apply("kind: SigningKey\nmetadata: {name: default}\n")
-	waitFor(t, time.Minute, "the project's signing key", func() (bool, string) {
-		o, err := c.admin.Get(ctx, api.SigningKeys, c.ns, "default")
-		if err != nil {
-			return false, err.Error()
-		}
-		return o.(*api.SigningKey).Fingerprint != "", "no fingerprint yet"
-	})
+	c.signingKey()
 	if err := c.admin.Create(ctx, api.BuildConfigs, &api.BuildConfig{
 		ObjectMeta: api.ObjectMeta{Name: "web", Namespace: c.ns},
 		Spec: api.BuildConfigSpec{
