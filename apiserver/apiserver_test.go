@@ -131,6 +131,7 @@ func runSuite(t *testing.T, env *servertest.Env) {
 	t.Run("Watch", s.testWatch)
 	t.Run("Paging", s.testPaging)
 	t.Run("WatchCompacted", s.testWatchCompacted)
+	t.Run("WatchAcrossProjects", s.testWatchAcrossProjects)
 	t.Run("ProjectDeletion", s.testProjectDeletion)
 	t.Run("ProjectDeletionVisible", s.testDeleteVisible)
 	t.Run("Audit", s.testAudit)

@@ -304,17 +304,27 @@ func (c caller) listNames(t *testing.T, path string) []string {
 
 func namesOf(t *testing.T, r result) []string {
 	t.Helper()
+	names := []string{}
+	for _, m := range metasOf(t, r) {
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+// metasOf is the metadata of a list answer's items.
+func metasOf(t *testing.T, r result) []api.ObjectMeta {
+	t.Helper()
 	var l struct {
 		Items []struct {
 			Metadata api.ObjectMeta `json:"metadata"`
 		} `json:"items"`
 	}
 	mustDecode(t, r, &l)
-	names := []string{}
-	for _, it := range l.Items {
-		names = append(names, it.Metadata.Name)
+	out := make([]api.ObjectMeta, len(l.Items))
+	for i, it := range l.Items {
+		out[i] = it.Metadata
 	}
-	return names
+	return out
 }
 
 func listRV(t *testing.T, r result) string {

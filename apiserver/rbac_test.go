@@ -183,8 +183,6 @@ func (s *suite) testTenancy(t *testing.T) {
 		{"token for sa in pb", "POST", nsPath("pb", "serviceaccounts", "secret-robot", "token"), map[string]any{"spec": map[string]any{}}},
 		{"list rolebindings in pb", "GET", nsPath("pb", "rolebindings"), nil},
 		{"bind herself admin in pb", "POST", nsPath("pb", "rolebindings"), binding("alice-admin", "ClusterRole", "admin", user("alice"))},
-		{"list sa in every project", "GET", clusterPath("serviceaccounts"), nil},
-		{"list rolebindings in every project", "GET", clusterPath("rolebindings"), nil},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
 			ct := ""
@@ -193,6 +191,14 @@ func (s *suite) testTenancy(t *testing.T) {
 			}
 			checkStatus(t, "alice: "+tc.what, alice.do(t, tc.method, tc.path, tc.body, ct), http.StatusForbidden, api.ReasonForbidden, "alice")
 		})
+	}
+	// Across projects, alice gets her projects' objects, none of pb's.
+	for _, res := range []string{"serviceaccounts", "rolebindings"} {
+		r := alice.get(t, clusterPath(res))
+		mustCode(t, "alice lists "+res+" in every project", r, http.StatusOK)
+		if got := namespacesOf(t, r); got["pb"] || !got["pa"] {
+			t.Errorf("alice's list of %s across projects holds the projects %v: want pa, never pb", res, got)
+		}
 	}
 	t.Run("pb unchanged", func(t *testing.T) {
 		if got := admin.listNames(t, nsPath("pb", "serviceaccounts")); !slices.Equal(got, []string{"secret-robot"}) {
@@ -311,11 +317,15 @@ func (s *suite) testEscalation(t *testing.T) {
 		for _, tc := range []struct{ what, method, path string }{
 			{"list clusterrolebindings", "GET", clusterPath("clusterrolebindings")},
 			{"list users", "GET", clusterPath("users")},
-			{"list sa in every project", "GET", clusterPath("serviceaccounts")},
 			{"list bindings in pa", "GET", nsPath("pa", "rolebindings")},
 			{"list sa in pb", "GET", nsPath("pb", "serviceaccounts")},
 		} {
 			checkStatus(t, "bob: "+tc.what, bob.do(t, tc.method, tc.path, nil, ""), http.StatusForbidden, api.ReasonForbidden, "")
+		}
+		r := bob.get(t, clusterPath("serviceaccounts"))
+		mustCode(t, "bob lists sa in every project", r, http.StatusOK)
+		if got := namespacesOf(t, r); got["pb"] {
+			t.Errorf("bob's list of service accounts across projects holds the projects %v: never pb", got)
 		}
 		checkStatus(t, "bob creates a ClusterRoleBinding", bob.post(t, clusterPath("clusterrolebindings"), &api.ClusterRoleBinding{
 			ObjectMeta: api.ObjectMeta{Name: "bob-everywhere"},

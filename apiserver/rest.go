@@ -54,6 +54,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	}
 	u := identity.FromContext(r.Context())
 	filter, filtered := func(api.Object) bool { return true }, false
+	// keepDeleted: a filtered watch still sends the DELETED event of an
+	// object it has shown when the filter refuses it by then.
+	keepDeleted := true
 	if node, ok := nodeName(u); ok {
 		// Nodes are authorized by what their pods need, not RBAC.
 		opts, _, err := listOptions(r, info)
@@ -76,6 +79,19 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 				ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: "get", Resource: "projects", Namespace: o.GetObjectMeta().Name})
 				return ok
 			}
+		}
+	} else if res.Namespaced && info.Namespace == "" && (info.Verb == "list" || info.Verb == "watch") && !s.clusterWide(u, rbac.Attributes{Verb: info.Verb, Resource: res.Name}) {
+		// Across projects, for a user without the verb in every project:
+		// the objects of the projects where they have it, each object
+		// (and each event of a watch, as it is sent) authorized in its own
+		// project, so rights taken away end the events at once. An event
+		// of a project the user may no longer read is never sent, not even
+		// the DELETED of an object they saw: it would carry the object as
+		// it became after their access ended.
+		filtered, keepDeleted = true, false
+		filter = func(o api.Object) bool {
+			ok, _ := s.authz.Authorize(u, rbac.Attributes{Verb: info.Verb, Resource: res.Name, Namespace: o.GetObjectMeta().Namespace})
+			return ok
 		}
 	} else {
 		at := rbac.Attributes{Verb: info.Verb, Resource: res.Name, Subresource: info.Subresource, Namespace: info.authzNamespace(), Name: info.Name}
@@ -133,7 +149,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 	case "list":
 		s.list(w, r, info, filter)
 	case "watch":
-		s.watch(w, r, info, filter, filtered)
+		s.watch(w, r, info, filter, filtered, keepDeleted)
 	case "create":
 		if info.Subresource == "token" {
 			s.createToken(w, r, info)
@@ -268,7 +284,7 @@ type WatchEvent struct {
 	Object any    `json:"object"`
 }
 
-func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool, filtered bool) {
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool, filtered, keepDeleted bool) {
 	u := identity.FromContext(r.Context())
 	release, err := s.holdWatch(u.Name)
 	if err != nil {
@@ -350,7 +366,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 	// of an object the user could see still arrives after their access
 	// went away with it (a project's bindings go before the project).
 	sent := map[string]bool{}
-	if filtered && !listing {
+	if filtered && keepDeleted && !listing {
 		if items, _, err := s.store.List(ctx, info.Resource, info.Namespace, opts); err == nil {
 			for _, o := range items {
 				if keep(o) {
@@ -367,13 +383,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, info *requestInfo
 		} else {
 			name := cacheKeyOf(ev.Object)
 			switch {
-			case ev.Type == api.Deleted && sent[name]:
+			case ev.Type == api.Deleted && sent[name] && keepDeleted:
 				delete(sent, name)
 			case !keep(ev.Object):
 				return true
 			case ev.Type == api.Deleted:
 			default:
-				if filtered {
+				if filtered && keepDeleted {
 					sent[name] = true
 				}
 			}

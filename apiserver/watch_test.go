@@ -265,3 +265,94 @@ func (s *suite) testWatchCompacted(t *testing.T) {
 	// The server's own caches survive the compaction.
 	checkStatus(t, "dave is still refused", s.as("dave").get(t, coll), http.StatusForbidden, api.ReasonForbidden, "")
 }
+
+// testWatchAcrossProjects: a list or watch of a project resource without
+// a project, by a user without the verb in every project, shows the
+// objects of the projects where the user has it and nothing else; each
+// event is authorized when it is sent, so a binding taken away ends that
+// project's events at once, its DELETED events included.
+func (s *suite) testWatchAcrossProjects(t *testing.T) {
+	admin, alice, bob := s.as("admin"), s.as("alice"), s.as("bob")
+	s.createProject(t, "alice", "xa1")
+	s.createProject(t, "alice", "xa2")
+	mustCode(t, "alice grants bob view in xa1", alice.post(t, nsPath("xa1", "rolebindings"), binding("bob-view", "ClusterRole", "view", user("bob"))), http.StatusCreated)
+	// bob holds view in pa, pw (testWatch's) and xa1; alice owns xa2.
+	bobs := map[string]bool{"pa": true, "pw": true, "xa1": true}
+	mustCode(t, "create seen in xa1", alice.post(t, nsPath("xa1", "serviceaccounts"), serviceAccount("seen")), http.StatusCreated)
+	mustCode(t, "create hidden in xa2", alice.post(t, nsPath("xa2", "serviceaccounts"), serviceAccount("hidden")), http.StatusCreated)
+	all := clusterPath("serviceaccounts")
+	namespaces := func(r result) map[string]bool { t.Helper(); return namespacesOf(t, r) }
+	list := bob.get(t, all)
+	mustCode(t, "bob lists service accounts across projects", list, http.StatusOK)
+	if got := namespaces(list); !got["xa1"] || got["xa2"] || !onlyOf(got, bobs) {
+		t.Errorf("bob's list across projects holds the projects %v, want xa1 and only bob's (%v)", got, bobs)
+	}
+	if got := namespaces(admin.get(t, all)); !got["xa2"] {
+		t.Errorf("the admin's list across projects holds %v, want xa2 too", got)
+	}
+	w := bob.watch(t, all, url.Values{"resourceVersion": {listRV(t, list)}})
+	mustCode(t, "bob watches service accounts across projects", w.result, http.StatusOK)
+	defer w.close()
+	mustCode(t, "create x2 in xa2", alice.post(t, nsPath("xa2", "serviceaccounts"), serviceAccount("x2")), http.StatusCreated)
+	mustCode(t, "create x1 in xa1", alice.post(t, nsPath("xa1", "serviceaccounts"), serviceAccount("x1")), http.StatusCreated)
+	expectEvents(t, w, wantEvent{"ADDED", "x1"})
+	// Without view in xa1, nothing of it: not the new object, not the
+	// deletion (with its last state) of what bob saw.
+	mustCode(t, "alice takes bob's view in xa1", alice.del(t, nsPath("xa1", "rolebindings", "bob-view")), http.StatusOK)
+	mustCode(t, "change x1 in xa1", alice.patch(t, nsPath("xa1", "serviceaccounts", "x1"), map[string]any{"metadata": map[string]any{"labels": map[string]string{"secret": "yes"}}}), http.StatusOK)
+	mustCode(t, "delete x1 in xa1", alice.del(t, nsPath("xa1", "serviceaccounts", "x1")), http.StatusOK)
+	mustCode(t, "create after in xa1", alice.post(t, nsPath("xa1", "serviceaccounts"), serviceAccount("after")), http.StatusCreated)
+	mustCode(t, "create marker in pa", alice.post(t, nsPath("pa", "serviceaccounts"), serviceAccount("marker")), http.StatusCreated)
+	evs := expectEvents(t, w, wantEvent{"ADDED", "marker"})
+	var o api.ServiceAccount
+	if err := json.Unmarshal(evs[0].Object, &o); err != nil || o.Namespace != "pa" {
+		t.Errorf("marker event from project %q (%v), want pa", o.Namespace, err)
+	}
+	// From the start of a watch without a resourceVersion, too.
+	w2 := bob.watch(t, all, nil)
+	mustCode(t, "bob watches from the start", w2.result, http.StatusOK)
+	defer w2.close()
+	mustCode(t, "create marker2 in pa", alice.post(t, nsPath("pa", "serviceaccounts"), serviceAccount("marker2")), http.StatusCreated)
+	for {
+		ev := w2.next(t)
+		var o api.ServiceAccount
+		if err := json.Unmarshal(ev.Object, &o); err != nil {
+			t.Fatal(err)
+		}
+		if !bobs[o.Namespace] {
+			t.Fatalf("bob's watch from the start sent %s %s/%s, of a project bob may not read", ev.Type, o.Namespace, o.Name)
+		}
+		if o.Name == "marker2" {
+			break
+		}
+	}
+	// Others see their own projects' objects and none of alice's xa*:
+	// carol (edit in pa and pw), dave (owner of pb and pother).
+	for u, theirs := range map[string]map[string]bool{"carol": {"pa": true, "pw": true}, "dave": {"pb": true, "pother": true}} {
+		r := s.as(u).get(t, all)
+		mustCode(t, u+" lists across projects", r, http.StatusOK)
+		if got := namespaces(r); !onlyOf(got, theirs) {
+			t.Errorf("%s's list across projects holds %v, want only %v", u, got, theirs)
+		}
+	}
+}
+
+// namespacesOf is the set of projects a list answer's items are in.
+func namespacesOf(t *testing.T, r result) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, m := range metasOf(t, r) {
+		out[m.Namespace] = true
+	}
+	return out
+}
+
+// onlyOf says whether every key of got is in allowed.
+func onlyOf(got, allowed map[string]bool) bool {
+	for k := range got {
+		if !allowed[k] {
+			return false
+		}
+	}
+	return true
+}

@@ -67,6 +67,14 @@ func WithWarnings(warn func(msg string)) Option {
 	return func(c *Client) error { c.warn = warn; return nil }
 }
 
+// WithTransport sends every request through rt instead of a connection
+// of the client's own (the TLS options then do nothing): for a server
+// that calls its own API handler in process as one of its users, as the
+// web console does. Default: HTTP/1.1 connections to the server.
+func WithTransport(rt http.RoundTripper) Option {
+	return func(c *Client) error { c.http.Transport = rt; return nil }
+}
+
 // WithInsecureSkipVerify accepts any server certificate. Default false.
 func WithInsecureSkipVerify() Option {
 	return func(c *Client) error { c.tls.InsecureSkipVerify = true; return nil }

@@ -27,7 +27,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
-	"slipway.dev/slipway/imagestreams"
+	"slipway.dev/slipway/lineage"
 	"slipway.dev/slipway/scan"
 )
 
@@ -195,30 +195,8 @@ func zipDir(dir string) (string, error) {
 // resolveImage turns STREAM:TAG, STREAM@DIGEST or a full reference into
 // the project, stream and digest.
 func resolveImage(ctx context.Context, cl *client.Client, ns, arg string) (project, stream, digest string, err error) {
-	project = ns
-	rest := arg
-	if host, err := cl.RegistryHost(ctx); err == nil {
-		if r, ok := strings.CutPrefix(arg, host+"/"); ok {
-			p, s, _ := strings.Cut(r, "/")
-			project, rest = p, s
-		}
-	}
-	if s, d, ok := strings.Cut(rest, "@"); ok {
-		return project, s, d, nil
-	}
-	s, tag, ok := strings.Cut(rest, ":")
-	if !ok {
-		tag = "latest"
-	}
-	o, err := cl.Get(ctx, api.ImageStreams, project, s)
-	if err != nil {
-		return "", "", "", err
-	}
-	ev, ok := imagestreams.Latest(o.(*api.ImageStream), tag)
-	if !ok {
-		return "", "", "", fmt.Errorf("%s/%s:%s has no image", project, s, tag)
-	}
-	return project, s, ev.Image, nil
+	host, _ := cl.RegistryHost(ctx) // unknown: no reference is cut as the registry's
+	return lineage.ResolveImage(ctx, cl, host, ns, arg)
 }
 
 func scanCmd() *cobra.Command {

@@ -12,6 +12,7 @@
 //	POST logout             revokes the session's token
 //	GET  session            {"user","groups","csrfToken"}, or 401
 //	GET  can                ?verb=&resource=&namespace=[&subresource=&name=] → {"allowed"}
+//	GET  lineage            ?namespace=&target= → {"root","graph"}: `slipway trace` as the user
 //	*    api/apis/...       the API itself, as the logged-in user (watches stream)
 //
 // Every request that is not GET or HEAD must come from the console's own
@@ -35,8 +36,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"slipway.dev/slipway/api"
+	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/identity"
+	"slipway.dev/slipway/lineage"
 	"slipway.dev/slipway/rbac"
 )
 
@@ -67,6 +72,12 @@ type Config struct {
 	// Authorizer is the API's RBAC (apiserver.Server.Authorizer).
 	// Required.
 	Authorizer Authorizer
+	// RegistryTransport reaches the integrated registry for an image's
+	// referrers (signatures, attestations, SBOMs), which the lineage page
+	// reads with the user's token. Off loopback the registry serves TLS
+	// with the platform's certificate, so it must trust the platform CA.
+	// Default http.DefaultTransport.
+	RegistryTransport http.RoundTripper
 }
 
 // Validate says what is missing.
@@ -76,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Authorizer == nil {
 		return errors.New("console: an authorizer is required")
+	}
+	if c.RegistryTransport == nil {
+		c.RegistryTransport = http.DefaultTransport
 	}
 	return nil
 }
@@ -98,6 +112,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("POST "+Prefix+"logout", c.logout)
 	c.mux.HandleFunc("GET "+Prefix+"session", c.session)
 	c.mux.HandleFunc("GET "+Prefix+"can", c.can)
+	c.mux.HandleFunc("GET "+Prefix+"lineage", c.lineage)
 	return c, nil
 }
 
@@ -186,19 +201,41 @@ func clearSession(w http.ResponseWriter) {
 // holder of token ("" for none), keeping the browser's address (the API
 // throttles failed logins per client).
 func (c *Console) callAPI(ctx context.Context, from *http.Request, method, path, token string, hdr http.Header) *httptest.ResponseRecorder {
-	r := from.Clone(ctx)
-	r.Method, r.URL, r.RequestURI = method, &url.URL{Path: path}, ""
-	r.Header = http.Header{}
+	req := &http.Request{Method: method, URL: &url.URL{Path: path}, Header: http.Header{}, Body: http.NoBody}
 	for k, v := range hdr {
-		r.Header[k] = v
+		req.Header[k] = v
 	}
 	if token != "" {
-		r.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	r.Body, r.ContentLength = http.NoBody, 0
+	return inProcess{c.cfg.API, from}.serve(req.WithContext(ctx))
+}
+
+// inProcess is an http.RoundTripper that serves each request with the
+// API's handler in this process, as if it came from the browser's request
+// from (its client address, for the API's throttling and audit): the
+// console's Go client of the API, acting with the user's token.
+type inProcess struct {
+	api  http.Handler
+	from *http.Request
+}
+
+func (t inProcess) serve(req *http.Request) *httptest.ResponseRecorder {
+	r := t.from.Clone(req.Context())
+	r.Method, r.RequestURI = req.Method, ""
+	r.URL = &url.URL{Path: req.URL.Path, RawPath: req.URL.RawPath, RawQuery: req.URL.RawQuery}
+	r.Header = req.Header.Clone()
+	r.Body, r.ContentLength = req.Body, req.ContentLength
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
 	rec := httptest.NewRecorder()
-	c.cfg.API.ServeHTTP(rec, r)
+	t.api.ServeHTTP(rec, r)
 	return rec
+}
+
+func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.serve(req).Result(), nil
 }
 
 // relay copies an API answer that is not a success to the browser.
@@ -324,6 +361,73 @@ func (c *Console) can(w http.ResponseWriter, r *http.Request) {
 	allowed, _ := c.cfg.Authorizer.Authorize(u, at)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]bool{"allowed": allowed})
+}
+
+// LineageAnswer is what GET lineage answers: the graph `slipway trace
+// -o json` prints, and the id of the target's node in it.
+type LineageAnswer struct {
+	Root  string         `json:"root"`
+	Graph *lineage.Graph `json:"graph"`
+}
+
+// lineageTimeout bounds one trace: its reads of the API and the registry.
+const lineageTimeout = time.Minute
+
+// lineage traces an image, pod/NAME or dc/NAME of a project as `slipway
+// trace` does, reading the API and the registry's referrers with the
+// session's token, never the server's: a hop the user may not read is a
+// node saying so. An image's graph also has the project's pods that run
+// it.
+func (c *Console) lineage(w http.ResponseWriter, r *http.Request) {
+	tok, _, ok := c.whoami(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	ns, target := q.Get("namespace"), q.Get("target")
+	if ns == "" || target == "" {
+		writeMessage(w, http.StatusBadRequest, api.ReasonBadRequest, "name a project and what to trace: lineage?namespace=PROJECT&target=STREAM:TAG (or STREAM@DIGEST, a digest, pod/NAME, dc/NAME)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), lineageTimeout)
+	defer cancel()
+	cl, err := client.New("https://"+r.Host, client.WithToken(tok), client.WithTransport(inProcess{c.cfg.API, r}))
+	if err != nil {
+		writeMessage(w, http.StatusInternalServerError, api.ReasonInternal, err.Error())
+		return
+	}
+	var refs lineage.Referrers
+	host, err := cl.RegistryHost(ctx)
+	if err == nil {
+		refs = lineage.RegistryReferrers(host, tok, remote.WithTransport(c.cfg.RegistryTransport))
+	}
+	t := lineage.New(cl, host, refs)
+	root, err := t.Trace(ctx, ns, target)
+	if err != nil {
+		st, isStatus := api.StatusFor(err)
+		switch {
+		case lineage.Forbidden(err) || root != "" && t.Graph().Node(root).NotVisible:
+			// Nothing of what was refused comes back, not even why.
+			writeMessage(w, http.StatusForbidden, api.ReasonForbidden, target+" in "+ns+" is "+lineage.NotVisibleMessage)
+		case isStatus:
+			writeMessage(w, int(st.Code), st.Reason, st.Message)
+		default:
+			writeMessage(w, http.StatusBadRequest, api.ReasonBadRequest, err.Error())
+		}
+		return
+	}
+	if n := t.Graph().Node(root); n.Kind == "Image" {
+		t.Pods(ctx, ns, n.Digest)
+	}
+	g := t.Graph()
+	if g.Nodes == nil {
+		g.Nodes = []lineage.Node{}
+	}
+	if g.Edges == nil {
+		g.Edges = []lineage.Edge{}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, LineageAnswer{Root: root, Graph: g})
 }
 
 // proxy serves the API to the console's pages as the logged-in user: the

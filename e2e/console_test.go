@@ -19,6 +19,8 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"slipway.dev/slipway/api"
 )
@@ -208,6 +210,25 @@ func (b *page) loadLogin() {
 			b.t.Fatalf("the login form did not appear (as %s): %v", b.who, err)
 		}
 		b.t.Logf("loading the login form again: %v", err)
+	}
+}
+
+// load opens the console at route in a new document, logged in already,
+// with retries as loadLogin has.
+func (b *page) load(route string) {
+	b.t.Helper()
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, 45*time.Second)
+		err := chromedp.Do(ctx, chromedp.Navigate(b.base+"/console/"+route), chromedp.WaitVisible(chromedp.CSS("#user")))
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 6 {
+			b.shot("failed-" + b.who)
+			b.t.Fatalf("the console did not load %s (as %s): %v", route, b.who, err)
+		}
+		b.t.Logf("loading %s again: %v", route, err)
 	}
 }
 
@@ -409,11 +430,47 @@ spec:
 		alice.shot("pipelines")
 	})
 
+	var sigDigest, sbomDigest string
 	t.Run("lineage", func(t *testing.T) {
 		alice.t = t
+		// v2 signed with shop's key: the page shows the signature and the
+		// scan's SBOM, each a referrer of v2, by digest.
+		c.signingKey()
+		c.cli.ok("sign", "web@"+v2)
+		waitFor(t, time.Minute, "v2's signature and SBOM among its referrers", func() (bool, string) {
+			idx, err := remote.Referrers(mustRef(t, c.ref("web@"+v2)).(name.Digest), c.auth)
+			if err != nil {
+				return false, err.Error()
+			}
+			m, err := idx.IndexManifest()
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, d := range m.Manifests {
+				switch {
+				case strings.Contains(d.ArtifactType, "cosign.artifact.sig"):
+					sigDigest = d.Digest.String()
+				case strings.Contains(d.ArtifactType, "cyclonedx"):
+					sbomDigest = d.Digest.String()
+				}
+			}
+			return sigDigest != "" && sbomDigest != "", fmt.Sprintf("referrers %+v", m.Manifests)
+		})
 		alice.open("#/shop/lineage/web:latest")
-		alice.until("v2's lineage shows the pod that runs it", fmt.Sprintf(`(() => { const g = document.querySelector('[data-image=%s]'); return !!g && !!g.querySelector('[data-kind="Pod"]'); })()`, jsString(v2)))
+		alice.until("v2's lineage shows the pod that runs it, its signature and its SBOM by digest", fmt.Sprintf(`(() => {
+			const g = document.querySelector('[data-image=%s]');
+			return !!g && !!g.querySelector('[data-kind="Pod"]') && !!g.querySelector('[data-kind="Build"], [data-kind="Scan"]') &&
+				!!g.querySelector('[data-kind="Signature"][data-digest=%s]') && !!g.querySelector('[data-kind="SBOM"][data-digest=%s]') &&
+				g.textContent.includes(%s) && g.textContent.includes(%s); })()`, jsString(v2), jsString(sigDigest), jsString(sbomDigest), jsString(sigDigest), jsString(sbomDigest)))
+		if eval[bool](alice, `!!document.querySelector('#lineage .node.hidden')`) {
+			t.Errorf("alice, shop's admin, was shown a hop as not visible: %s", eval[string](alice, `document.querySelector('#lineage').textContent`))
+		}
 		alice.shot("lineage")
+		// Bob, a viewer, traces it too: the same signature, with his rights.
+		bob := openBrowser(t, c.p, "bob")
+		bob.login("bob", users["bob"])
+		bob.open("#/shop/lineage/web@" + v2)
+		bob.until("bob's trace shows v2's signature", fmt.Sprintf(`!!document.querySelector('[data-image=%s] [data-kind="Signature"][data-digest=%s]')`, jsString(v2), jsString(sigDigest)))
 	})
 
 	t.Run("vulnerabilities page", func(t *testing.T) {
@@ -434,6 +491,40 @@ spec:
 			t.Error("alice's vulnerabilities page shows project other")
 		}
 		alice.shot("vulnerabilities")
+	})
+
+	// alice in 42 projects: the page follows them all with three watches
+	// (one per resource, across projects) and shows a finding pushed into
+	// the last project without a reload. A per-project page held three
+	// watches each and stopped at 15 projects (64 watches a user).
+	many := make([]string, 40)
+	t.Run("vulnerabilities of 42 projects live", func(t *testing.T) {
+		alice.t = t
+		for i := range many {
+			many[i] = fmt.Sprintf("many-%02d", i)
+			if err := c.admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: many[i]}}); err != nil {
+				t.Fatal(err)
+			}
+			bind(many[i], "admin", "alice")
+		}
+		alice.load("#/vulnerabilities") // a new document: the project list is read again
+		alice.until("42 projects are listed and followed", `(() => {
+			const s = document.querySelectorAll('#vulnerabilities section[data-project]');
+			return s.length === 42 && [...s].every(x => x.dataset.synced === 'true'); })()`)
+		alice.mark()
+		last := many[len(many)-1]
+		ref := c.p.registry + "/" + last + "/vuln:latest"
+		if err := remote.Write(mustRef(t, ref), debianImage(t, "many", [2]string{"openssl", "3.0.11-1~deb12u1"}), c.auth); err != nil {
+			t.Fatalf("push %s: %v", ref, err)
+		}
+		alice.until(last+" lists DSA-9001-1 with vuln:latest", fmt.Sprintf(`(() => {
+			const r = document.querySelector('[data-project=%s] tr[data-finding="DSA-9001-1"]');
+			return !!r && r.textContent.includes('vuln:latest'); })()`, jsString(last)))
+		alice.notReloaded("a finding in the 42nd project")
+		if msg := eval[string](alice, `[...document.querySelectorAll('#vulnerabilities .error')].map(e => e.textContent).join('; ')`); msg != "" {
+			t.Errorf("the vulnerabilities page shows errors: %s", msg)
+		}
+		alice.shot("vulnerabilities-many")
 	})
 
 	t.Run("roll a tag back from the page", func(t *testing.T) {
@@ -470,11 +561,42 @@ spec:
 		if code := carol.postStatus(approvePath); code != 403 {
 			t.Errorf("carol's approve = %d, want 403", code)
 		}
-		carol.open("#/vulnerabilities")
-		carol.until("carol's vulnerabilities page lists her project", `!!document.querySelector('[data-project="other"]')`)
-		if eval[bool](carol, `!!document.querySelector('[data-project="shop"]') || !!document.querySelector('[data-project="prod"]')`) {
-			t.Error("carol's vulnerabilities page shows another project")
+		lin := eval[string](carol, `fetch('/console/lineage?namespace=shop&target=web:latest').then(async r => r.status + ' ' + await r.text())`)
+		if !strings.HasPrefix(lin, "403 ") || strings.Contains(lin, "sha256:") {
+			t.Errorf("carol's trace of shop's web:latest = %s, want 403 and no digest", lin)
 		}
+		carol.open("#/shop/lineage/web:latest")
+		carol.until("shop's lineage is not shown to carol", `!!document.querySelector('#no-project')`)
+		carol.open("#/vulnerabilities")
+		carol.until("carol's vulnerabilities page follows her project", `(() => { const s = document.querySelector('[data-project="other"]'); return !!s && s.dataset.synced === 'true'; })()`)
+		// A finding in carol's project arrives live; by then her watches
+		// are past every finding of alice's projects, none of which shows.
+		ref := c.p.registry + "/other/vuln:latest"
+		if err := remote.Write(mustRef(t, ref), debianImage(t, "carol", [2]string{"openssl", "3.0.11-1~deb12u1"}), c.auth); err != nil {
+			t.Fatalf("push %s: %v", ref, err)
+		}
+		carol.until("other lists DSA-9001-1", `!!document.querySelector('[data-project="other"] tr[data-finding="DSA-9001-1"]')`)
+		if got := eval[[]string](carol, `[...document.querySelectorAll('#vulnerabilities [data-project]')].map(s => s.dataset.project)`); len(got) != 1 || got[0] != "other" {
+			t.Errorf("carol's vulnerabilities page shows the projects %v, want [other]", got)
+		}
+		if n := eval[int](carol, `document.querySelectorAll('#vulnerabilities tr[data-finding]').length`); n != 1 {
+			t.Errorf("carol's vulnerabilities page shows %d findings, want 1 (other's)", n)
+		}
+		carol.shot("vulnerabilities-other")
+	})
+}
+
+// signingKey creates the test project's default SigningKey and waits
+// until the server has made its key.
+func (c *cluster) signingKey() {
+	c.t.Helper()
+	c.apply("kind: SigningKey\nmetadata: {name: default}\n")
+	waitFor(c.t, time.Minute, "the project's signing key", func() (bool, string) {
+		o, err := c.admin.Get(context.Background(), api.SigningKeys, c.ns, "default")
+		if err != nil {
+			return false, err.Error()
+		}
+		return o.(*api.SigningKey).Fingerprint != "", "no fingerprint yet"
 	})
 }
 

@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"slipway.dev/slipway/api"
-	"slipway.dev/slipway/cmd"
+	"slipway.dev/slipway/lineage"
 )
 
 // TestTrace builds an image from a git repository on a signed project,
@@ -49,14 +49,7 @@ func TestTrace(t *testing.T) {
 		return v != "" && strings.Contains(dbOut, v), dbOut + " loaded: " + v
 	})
 	baseDigest := c.push("base:1", tracedBase(t, vulnOpenSSL))
-	c.apply("kind: SigningKey\nmetadata: {name: default}\n")
-	waitFor(t, time.Minute, "the project's signing key", func() (bool, string) {
-		o, err := c.admin.Get(ctx, api.SigningKeys, c.ns, "default")
-		if err != nil {
-			return false, err.Error()
-		}
-		return o.(*api.SigningKey).Fingerprint != "", "no fingerprint yet"
-	})
+	c.signingKey()
 	if err := c.admin.Create(ctx, api.BuildConfigs, &api.BuildConfig{
 		ObjectMeta: api.ObjectMeta{Name: "web", Namespace: c.ns},
 		Spec: api.BuildConfigSpec{
@@ -154,7 +147,7 @@ func traceChecks(t *testing.T, c *cluster, pod, digest, baseDigest, commit, sbom
 		t.Errorf("the project's admin was told a hop is not visible:\n%s", tree)
 	}
 
-	var g cmd.Graph
+	var g lineage.Graph
 	js := c.cli.ok("trace", "dc/web", "-o", "json")
 	if err := json.Unmarshal([]byte(js), &g); err != nil {
 		t.Fatalf("slipway trace -o json does not parse: %v\n%s", err, js)

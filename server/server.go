@@ -353,7 +353,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: listen on %s: %w (is another slipway running? use --listen)", cfg.Listen, err)
 	}
 	apiHandler := s.API.Handler()
-	con, err := console.New(console.Config{API: apiHandler, Authorizer: s.API.Authorizer()})
+	con, err := console.New(console.Config{API: apiHandler, Authorizer: s.API.Authorizer(), RegistryTransport: s.registryTransport()})
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -430,6 +430,20 @@ func (s *Server) tlsConfig() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.PKI.CA)
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool}
+}
+
+// registryTransport reaches the integrated registry, which serves TLS
+// with the platform's certificate off loopback: the system's roots and
+// the platform CA are trusted.
+func (s *Server) registryTransport() http.RoundTripper {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	pool.AddCert(s.PKI.CA)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr
 }
 
 // buildDenyCIDRs are BuildDenyCIDRs and the etcd endpoints' addresses.
