@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/jonboulle/clockwork"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
@@ -35,27 +35,14 @@ import (
 	"slipway.dev/slipway/server/servertest"
 )
 
-// testClock is a clock the test moves.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // startMirrors starts Slipway with mirrors ms (every upstream on
 // loopback, allow-listed with hosts), each on the returned clock.
-func startMirrors(t *testing.T, hosts []string, ms ...registry.Mirror) (*harness, *testClock) {
+func startMirrors(t *testing.T, hosts []string, ms ...registry.Mirror) (*harness, *clockwork.FakeClock) {
 	t.Helper()
 	h := start(t,
 		servertest.WithImport(registry.ImportPolicy{Registries: hosts, CIDRs: []netip.Prefix{loopback}}),
 		servertest.WithMirrors(ms...))
-	clock := &testClock{t: time.Now()}
+	clock := clockwork.NewFakeClockAt(time.Now())
 	for _, m := range ms {
 		registry.SetMirrorClock(h.env.Server.Registry, m.Name, clock.Now)
 	}
@@ -76,7 +63,7 @@ func TestMirrorTagTTL(t *testing.T) {
 	img2 := randomImage(t)
 	d2 := pushSource(t, src.host(), "library/app:1", img2)
 
-	clock.Add(9 * time.Minute)
+	clock.Advance(9 * time.Minute)
 	hits := src.hits.Load()
 	if _, dd, err := h.pull(t, "bob", "docker.io/library/app:1"); err != nil || dd != d1 {
 		t.Fatalf("pull within the TTL after the upstream moved the tag = %s, %v; want the cached %s", dd, err, d1)
@@ -85,7 +72,7 @@ func TestMirrorTagTTL(t *testing.T) {
 		t.Fatalf("a pull within the TTL sent %d requests upstream; want none", n)
 	}
 
-	clock.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	if _, dd, err := h.pull(t, "bob", "docker.io/library/app:1"); err != nil || dd != d2 {
 		t.Fatalf("pull after the TTL = %s, %v; want the upstream's new %s", dd, err, d2)
 	}
@@ -99,7 +86,7 @@ func TestMirrorTagTTL(t *testing.T) {
 
 	// The upstream stops; past the TTL, the tag is served from the cache.
 	src.Close()
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	got, err := h.pullImage(t, "carol", "docker.io/library/app:1")
 	if err != nil {
 		t.Fatalf("pull past the TTL with the upstream stopped: %v", err)
@@ -159,11 +146,11 @@ func TestMirrorExpire(t *testing.T) {
 		t.Fatalf("ExpireMirrors at once = %+v, %v; want nothing expired", rep, err)
 	}
 
-	clock.Add(20 * time.Hour)
+	clock.Advance(20 * time.Hour)
 	if _, err := h.pullImage(t, "bob", "docker.io/library/app:a"); err != nil {
 		t.Fatalf("pull app:a again: %v", err)
 	}
-	clock.Add(5 * time.Hour) // a: pulled 5 h ago; b: 25 h ago
+	clock.Advance(5 * time.Hour) // a: pulled 5 h ago; b: 25 h ago
 	rep, err := reg.ExpireMirrors(ctx)
 	if err != nil {
 		t.Fatalf("ExpireMirrors: %v", err)
@@ -308,7 +295,7 @@ func TestMirrorCredentials(t *testing.T) {
 	if err := os.WriteFile(creds, []byte(up.user+":wrong-password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if _, dd, err := h.pull(t, "bob", "docker.io/library/app:1"); err != nil || dd != d {
 		t.Fatalf("pull of a cached tag with refused credentials = %s, %v; want the cached %s", dd, err, d)
 	}
