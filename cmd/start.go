@@ -260,7 +260,7 @@ func importFlags(f *pflag.FlagSet, cfg *server.Config) {
 		cfg.Import.CIDRs = append(cfg.Import.CIDRs, p)
 		return nil
 	})
-	f.Func("mirror", "serve the upstream registry `NAME=URL` read-through as NAME/REPO, pull-only, for signed-in users; the URL's host must be on --import-allow (give a master the same --mirror as its registries; repeatable). Example: --mirror docker.io=https://registry-1.docker.io --import-allow '*.docker.io,production.cloudflare.docker.com', then docker pull 127.0.0.1:5000/docker.io/library/alpine", func(s string) error {
+	f.Func("mirror", "serve the upstream registry `NAME=URL[,credentials=FILE][,ttl=5m][,expire=168h]` read-through as NAME/REPO, pull-only, for signed-in users; the URL's host must be on --import-allow (give a master the same --mirror as its registries; repeatable). A tag is checked with the upstream at most once per ttl (0: on every pull) and served from the cache while the upstream is down; cached manifests nobody pulled for expire (0: never) are dropped, and `slipway adm gc` frees their blobs. credentials=FILE holds USERNAME:PASSWORD for the upstream (one line, read at every fetch, so it can be replaced to rotate); it goes only to the upstream and the token service it names, never to users. Example: --mirror docker.io=https://registry-1.docker.io,credentials=/etc/slipway/hub.cred,ttl=10m --import-allow '*.docker.io,production.cloudflare.docker.com', then docker pull 127.0.0.1:5000/docker.io/library/alpine", func(s string) error {
 		m, err := registry.ParseMirror(s)
 		if err != nil {
 			return err

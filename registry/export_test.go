@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"slipway.dev/slipway/identity"
@@ -42,4 +43,13 @@ func Touched(ctx context.Context, r *Registry, d string) (bool, error) {
 		return false, err
 	}
 	return resp.Count > 0, nil
+}
+
+// SetMirrorClock sets the clock of mirror name: its tag TTL and expiry
+// read it.
+func SetMirrorClock(r *Registry, name string, now func() time.Time) {
+	m := r.mirrors[name]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.now = now
 }

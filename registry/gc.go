@@ -25,7 +25,8 @@ import (
 // meanwhile; gchold.go says why none of them can lose a blob.
 //
 // Manifests are roots as long as a repository links them: pruning
-// (prune.go) removes those links, and the next collection frees the bytes.
+// (prune.go) and a mirror's expiry of what nobody pulls (mirrorexpire.go)
+// remove those links, and the next collection frees the bytes.
 
 const blobsRoot = "/docker/registry/v2/blobs/"
 

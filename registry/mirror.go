@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -37,13 +38,28 @@ import (
 // on the platform is public unless someone made it so. Nobody may push,
 // tag or delete there (DENIED): the content is the upstream's.
 //
-// What: a manifest by tag is asked of the upstream each time (a HEAD) and
-// served from the cache when the upstream cannot be reached; a manifest
-// by digest, a blob or a referrer is fetched once, on first request, and
-// kept in registry storage, where garbage collection sees the mirror's
-// manifests as roots like any repository's. Manifest bytes are stored as
-// the upstream served them, so digests (and signatures over them, cosign's
-// sha256-DIGEST.sig tags and OCI referrers) are the upstream's.
+// What: a tag, once checked with the upstream (a HEAD), is served from the
+// cache for the mirror's TagTTL without asking again, then checked again;
+// when the upstream cannot be reached (or refuses the mirror's
+// credentials) the cached tag is served, and asked about again after
+// another TagTTL. A manifest by digest, a blob or a referrer is fetched
+// once, on first request, and kept in registry storage: content by
+// digest never changes, so it is never checked again. Manifest bytes are
+// stored as the upstream served them, so digests (and signatures over
+// them, cosign's sha256-DIGEST.sig tags and OCI referrers) are the
+// upstream's.
+//
+// How long: garbage collection sees the mirror's manifests as roots like
+// any repository's, so cached content stays while the mirror links it.
+// Every serve of a manifest records its last use (mirrorexpire.go); a
+// manifest unused for the mirror's Expire is unlinked, with the tags that
+// point at it, and the next collection frees whatever no one else (a
+// project's copy, another cached manifest) references.
+//
+// Credentials: the upstream is asked anonymously unless the admin gives
+// the mirror a credentials file (mirrorauth.go); users never see them,
+// and they go only to the upstream's host and the token service it names
+// (never to a redirect's target, such as a blob CDN).
 //
 // Why not distribution's registry/proxy: it dials through
 // http.DefaultTransport, with no way to pass another, so its requests
@@ -61,15 +77,80 @@ type Mirror struct {
 	// URL is the upstream, http:// or https:// and a host, without a
 	// path: "https://registry-1.docker.io".
 	URL string
+	// TagTTL is how long a tag checked with the upstream is served
+	// without asking it again. Zero means DefaultMirrorTagTTL; negative
+	// means ask on every pull.
+	TagTTL time.Duration
+	// Expire is how long a cached manifest may go unpulled before the
+	// mirror drops it (its tags with it) and leaves its blobs to garbage
+	// collection. Zero means DefaultMirrorExpire; negative means never.
+	Expire time.Duration
+	// CredentialsFile holds USERNAME:PASSWORD (one line) for the
+	// upstream. It is read at every fetch, so it may be replaced in place
+	// to rotate the password. Default "": the upstream is asked
+	// anonymously.
+	CredentialsFile string
 }
 
-// ParseMirror reads NAME=URL, the form of `slipway start --mirror`.
+// Mirror defaults. The tag TTL bounds how stale a moved tag may be served
+// (and spares the upstream a HEAD per pull: Docker Hub counts them); a
+// week's expiry is distribution's proxy TTL and Harbor's proxy-cache
+// retention.
+const (
+	DefaultMirrorTagTTL = 5 * time.Minute
+	DefaultMirrorExpire = 7 * 24 * time.Hour
+)
+
+// tagTTL and expire are the effective TagTTL and Expire; 0 means never.
+func (m Mirror) tagTTL() time.Duration { return effective(m.TagTTL, DefaultMirrorTagTTL) }
+func (m Mirror) expire() time.Duration { return effective(m.Expire, DefaultMirrorExpire) }
+
+func effective(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// ParseMirror reads NAME=URL[,OPTION=VALUE...], the form of `slipway start
+// --mirror`. Options: credentials=FILE (USERNAME:PASSWORD for the
+// upstream), ttl=DURATION (0: check tags on every pull) and
+// expire=DURATION (0: keep cached content forever).
 func ParseMirror(s string) (Mirror, error) {
-	n, u, ok := strings.Cut(s, "=")
+	n, rest, ok := strings.Cut(s, "=")
 	if !ok {
 		return Mirror{}, fmt.Errorf("registry: mirror %q is not NAME=URL, such as docker.io=https://registry-1.docker.io", s)
 	}
-	m := Mirror{Name: n, URL: u}
+	opts := strings.Split(rest, ",")
+	m := Mirror{Name: n, URL: opts[0]}
+	for _, o := range opts[1:] {
+		k, v, _ := strings.Cut(o, "=")
+		switch k {
+		case "credentials":
+			if v == "" {
+				return Mirror{}, fmt.Errorf("registry: mirror %s: credentials= needs a FILE holding USERNAME:PASSWORD", n)
+			}
+			m.CredentialsFile = v
+		case "ttl", "expire":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return Mirror{}, fmt.Errorf("registry: mirror %s: %s=%q is not a duration such as 5m or 168h (0: %s)", n, k, v, map[string]string{"ttl": "check tags on every pull", "expire": "never expire"}[k])
+			}
+			if d == 0 {
+				d = -1
+			}
+			if k == "ttl" {
+				m.TagTTL = d
+			} else {
+				m.Expire = d
+			}
+		default:
+			return Mirror{}, fmt.Errorf("registry: mirror %s: unknown option %q; the options are credentials=FILE, ttl=DURATION and expire=DURATION", n, o)
+		}
+	}
 	_, err := m.upstream()
 	return m, err
 }
@@ -103,6 +184,11 @@ func ValidateMirrors(ms []Mirror, p ImportPolicy) error {
 		if !p.hostAllowed(u.Host) {
 			return fmt.Errorf("registry: mirror %s: the upstream host %s is not on the import allow-list; add --import-allow %s (and the host of its token realm, if it has one; an internal address also needs --import-allow-cidr)", m.Name, u.Host, u.Host)
 		}
+		if m.CredentialsFile != "" {
+			if _, err := readCredentials(m.CredentialsFile); err != nil {
+				return fmt.Errorf("registry: mirror %s: %w", m.Name, err)
+			}
+		}
 	}
 	return nil
 }
@@ -113,9 +199,14 @@ type mirror struct {
 	registry name.Registry
 	opts     []remote.Option
 	flight   singleflight.Group // one fetch per manifest or blob at a time
+
+	mu      sync.Mutex
+	now     func() time.Time
+	checked map[string]time.Time // REPO:TAG (or REPO@referrers:DIGEST) → when last asked of the upstream
+	used    map[string]time.Time // REPO@DIGEST → when its last use was last written (mirrorexpire.go)
 }
 
-func newMirror(m Mirror, p ImportPolicy) (*mirror, error) {
+func newMirror(m Mirror, p ImportPolicy, now func() time.Time) (*mirror, error) {
 	u, err := m.upstream()
 	if err != nil {
 		return nil, err
@@ -128,8 +219,37 @@ func newMirror(m Mirror, p ImportPolicy) (*mirror, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: mirror %s: %w", m.Name, err)
 	}
-	tr := newGuardedTransport(p, false)
-	return &mirror{Mirror: m, registry: reg, opts: []remote.Option{remote.WithTransport(tr), remote.WithAuth(authn.Anonymous)}}, nil
+	var tr http.RoundTripper = newGuardedTransport(p, false)
+	var auth authn.Authenticator = authn.Anonymous
+	if m.CredentialsFile != "" {
+		tr = newCredentialScope(tr, reg.RegistryStr(), u.Scheme == "http")
+		auth = credentialsFile(m.CredentialsFile)
+	}
+	return &mirror{Mirror: m, registry: reg, opts: []remote.Option{remote.WithTransport(tr), remote.WithAuth(auth)},
+		now: now, checked: map[string]time.Time{}, used: map[string]time.Time{}}, nil
+}
+
+// clock is the mirror's time (a test may set it).
+func (m *mirror) clock() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.now()
+}
+
+// fresh reports whether key was asked of the upstream within the TTL.
+func (m *mirror) fresh(key string) bool {
+	ttl := m.tagTTL()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.checked[key]
+	return ok && ttl > 0 && m.now().Sub(at) < ttl
+}
+
+// asked records that key was asked of the upstream now.
+func (m *mirror) asked(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.checked[key] = m.now()
 }
 
 // mirrorFor returns the mirror that serves repository repo, if any.
@@ -222,13 +342,21 @@ func (r *Registry) mirrorRepo(ctx context.Context, repo string) (distribution.Re
 }
 
 // upstreamErr says why the upstream did not answer: a 404 as the spec's
-// unknown code, the guard's refusal as DENIED, anything else as
-// UNAVAILABLE with nothing cached to fall back on.
+// unknown code, a refusal of the mirror's credentials (or of anonymous
+// access) and the guard's refusal as DENIED, anything else as UNAVAILABLE
+// with nothing cached to fall back on.
 func upstreamErr(m *mirror, what, code string, err error) *ociError {
 	var te *transport.Error
 	switch {
 	case errors.As(err, &te) && te.StatusCode == http.StatusNotFound:
 		return ociErr(http.StatusNotFound, code, "%s is not in the upstream %s of mirror %s", what, m.URL, m.Name)
+	case errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) && m.CredentialsFile != "":
+		return ociErr(http.StatusBadGateway, "DENIED", "mirror %s: the upstream %s refused the mirror's credentials for %s (%d %s); an admin must fix the mirror's credentials file", m.Name, m.URL, what, te.StatusCode, http.StatusText(te.StatusCode))
+	case errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden):
+		return ociErr(http.StatusBadGateway, "DENIED", "mirror %s: the upstream %s refused anonymous access to %s (%d %s): it may be private, or not exist; an admin can give the mirror credentials with --mirror %s=%s,credentials=FILE", m.Name, m.URL, what, te.StatusCode, http.StatusText(te.StatusCode), m.Name, m.URL)
+	case errors.Is(err, errMirrorCredentials):
+		slog.Error("registry: mirror cannot use its credentials file", "mirror", m.Name, "file", m.CredentialsFile, "err", err)
+		return ociErr(http.StatusBadGateway, "UNAVAILABLE", "mirror %s cannot read its upstream credentials; an admin must fix the mirror's credentials file (the registry's log says why)", m.Name)
 	case errors.Is(err, errImportDenied):
 		return ociErr(http.StatusForbidden, "DENIED", "mirror %s may not reach its upstream: %v", m.Name, err)
 	}
@@ -236,8 +364,9 @@ func upstreamErr(m *mirror, what, code string, err error) *ociError {
 }
 
 // mirrorManifest makes sure the manifest repo:ref names is in storage,
-// and that a tag points where the upstream's does now (or, when the
-// upstream cannot say, where it pointed when last asked).
+// and that a tag points where the upstream's did at most a TagTTL ago
+// (or, when the upstream cannot say, where it pointed when last asked).
+// The manifest served is recorded as used.
 func (r *Registry) mirrorManifest(ctx context.Context, m *mirror, repo, ref string) error {
 	dr, err := r.mirrorRepo(ctx, repo)
 	if err != nil {
@@ -249,39 +378,68 @@ func (r *Registry) mirrorManifest(ctx context.Context, m *mirror, repo, ref stri
 	}
 	up := m.upstreamRepo(repo)
 	if d, err := digest.Parse(ref); err == nil {
-		if ok, err := ms.Exists(ctx, d); err != nil || ok {
+		ok, err := ms.Exists(ctx, d)
+		if err != nil {
 			return err
 		}
-		_, err, _ = m.flight.Do(repo+"@"+ref, func() (any, error) { return nil, r.mirrorFetch(ctx, m, dr, up.Digest(ref)) })
-		return err
+		if !ok {
+			_, err, _ = m.flight.Do(repo+"@"+ref, func() (any, error) { return nil, r.mirrorFetch(ctx, m, dr, up.Digest(ref)) })
+			if err != nil {
+				return err
+			}
+		}
+		r.mirrorUsed(ctx, m, repo, d)
+		return nil
 	}
-	_, err, _ = m.flight.Do(repo+":"+ref, func() (any, error) {
+	key := repo + ":" + ref
+	// cached is the manifest the local tag points at, if it is stored.
+	cached := func() (digest.Digest, bool) {
+		cur, err := dr.Tags(ctx).Get(ctx, ref)
+		if err != nil {
+			return "", false
+		}
+		ok, _ := ms.Exists(ctx, cur.Digest)
+		return cur.Digest, ok
+	}
+	if m.fresh(key) {
+		if d, ok := cached(); ok {
+			r.mirrorUsed(ctx, m, repo, d)
+			return nil
+		}
+	}
+	v, err, _ := m.flight.Do(key, func() (any, error) {
 		desc, err := remote.Head(up.Tag(ref), m.remote(ctx)...)
 		if err != nil {
 			var te *transport.Error
 			if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
 				return nil, upstreamErr(m, repo+":"+ref, "MANIFEST_UNKNOWN", err)
 			}
-			if _, lerr := dr.Tags(ctx).Get(ctx, ref); lerr == nil {
+			if d, ok := cached(); ok {
 				slog.Warn("registry: mirror serves a cached tag: the upstream did not answer", "mirror", m.Name, "repository", repo, "tag", ref, "err", err)
-				return nil, nil
+				m.asked(key) // asked again after another TTL, not on every pull of an outage
+				return d, nil
 			}
 			return nil, upstreamErr(m, repo+":"+ref, "MANIFEST_UNKNOWN", err)
 		}
 		d := digest.Digest(desc.Digest.String())
-		if cur, err := dr.Tags(ctx).Get(ctx, ref); err == nil && cur.Digest == d {
-			if ok, _ := ms.Exists(ctx, d); ok {
-				return nil, nil
-			}
-		}
 		if ok, _ := ms.Exists(ctx, d); !ok {
 			if err := r.mirrorFetch(ctx, m, dr, up.Digest(d.String())); err != nil {
 				return nil, err
 			}
 		}
-		return nil, dr.Tags(ctx).Tag(ctx, ref, v1.Descriptor{Digest: d, MediaType: string(desc.MediaType), Size: desc.Size})
+		if cur, err := dr.Tags(ctx).Get(ctx, ref); err != nil || cur.Digest != d {
+			if err := dr.Tags(ctx).Tag(ctx, ref, v1.Descriptor{Digest: d, MediaType: string(desc.MediaType), Size: desc.Size}); err != nil {
+				return nil, err
+			}
+		}
+		m.asked(key)
+		return d, nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	r.mirrorUsed(ctx, m, repo, v.(digest.Digest))
+	return nil
 }
 
 // mirrorFetch stores the upstream manifest ref names, byte for byte. Its
@@ -367,9 +525,15 @@ func (r *Registry) mirrorBlob(ctx context.Context, m *mirror, repo string, d dig
 
 // mirrorReferrers stores what the upstream lists as subject's referrers
 // (its referrers API, or the sha256-DIGEST tag that stands in for it), so
-// the local list, served next, has them. An upstream that does not answer
-// leaves the list as it was cached.
+// the local list, served next, has them. The list is asked for again
+// after the mirror's TagTTL; an upstream that does not answer leaves it
+// as it was cached.
 func (r *Registry) mirrorReferrers(ctx context.Context, m *mirror, repo string, subject digest.Digest) {
+	key := repo + "@referrers:" + subject.String()
+	if m.fresh(key) {
+		return
+	}
+	defer m.asked(key)
 	idx, err := remote.Referrers(m.upstreamRepo(repo).Digest(subject.String()), m.remote(ctx)...)
 	var im *struct{ Manifests []v1.Descriptor }
 	if err == nil {

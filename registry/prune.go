@@ -576,7 +576,8 @@ func RetentionOptions(p *api.Project) (opts PruneOptions, ok bool, err error) {
 	return opts, ok, nil
 }
 
-// RunRetention runs RetentionOnce every interval until ctx ends.
+// RunRetention runs RetentionOnce, then ExpireMirrors when the registry
+// has mirrors, every interval until ctx ends.
 func (r *Registry) RunRetention(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -588,6 +589,16 @@ func (r *Registry) RunRetention(ctx context.Context, every time.Duration) {
 		}
 		if err := r.RetentionOnce(ctx); err != nil && ctx.Err() == nil {
 			slog.Warn("registry: retention pass failed", "err", err)
+		}
+		if len(r.mirrors) == 0 {
+			continue
+		}
+		rep, err := r.ExpireMirrors(ctx)
+		if err != nil && ctx.Err() == nil {
+			slog.Warn("registry: mirror expiry pass failed; it runs again at the next interval", "err", err)
+		}
+		if rep != nil && len(rep.Manifests) > 0 {
+			slog.Info("registry: mirrors dropped unused manifests", "manifests", len(rep.Manifests), "tags", len(rep.Tags))
 		}
 	}
 }

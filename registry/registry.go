@@ -202,7 +202,7 @@ func New(ctx context.Context, cfg Config) (r *Registry, err error) {
 	// A push moves its tag from the cached stream (one write, no read).
 	r.recorder.Cached = r.streams.Get
 	for _, m := range cfg.Mirrors {
-		if r.mirrors[m.Name], err = newMirror(m, cfg.Import); err != nil {
+		if r.mirrors[m.Name], err = newMirror(m, cfg.Import, cfg.Now); err != nil {
 			return nil, err
 		}
 	}
