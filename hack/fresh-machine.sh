@@ -89,9 +89,15 @@ if [ "${WARM_GO:-0}" = 1 ]; then
   # and compiles every module. The caches hold only content-addressed
   # results, so what the tests check is the same.
   say "WARM_GO=1: copying this machine's Go module and build caches into the root"
+  # Hard links where the root is on the same filesystem: both caches
+  # only ever get new files (written aside and renamed), so sharing the
+  # inodes is safe, and a copy of a large build cache filled the disk.
   mkdir -p "$root/root/go/pkg" "$root/root/.cache"
-  cp -a "$(/usr/local/go/bin/go env GOMODCACHE)" "$root/root/go/pkg/mod"
-  cp -a "$(/usr/local/go/bin/go env GOCACHE)" "$root/root/.cache/go-build"
+  warm() {
+    cp -al "$1" "$2" 2>/dev/null || { rm -rf "$2"; cp -a "$1" "$2"; }
+  }
+  warm "$(/usr/local/go/bin/go env GOMODCACHE)" "$root/root/go/pkg/mod"
+  warm "$(/usr/local/go/bin/go env GOCACHE)" "$root/root/.cache/go-build"
 fi
 
 say "cloning $(git -C "$repo" rev-parse --short HEAD) into /root/slipway"
