@@ -57,8 +57,16 @@ func TestRecorderTagAndHistoryLimits(t *testing.T) {
 			t.Errorf("tag a after 7 moves: %d entries, head %s; want 4, %s", len(tg.Items), tg.Items[0].Image, digestN(15))
 		}
 	}
-	if len(is.Status.Tags) != 3 {
-		t.Errorf("stream has %d tags, want 3", len(is.Status.Tags))
+	// MoveTag returns the moved tag only; the stream has all three.
+	if len(is.Status.Tags) != 1 {
+		t.Errorf("MoveTag returned %d tags, want the moved one", len(is.Status.Tags))
+	}
+	o, err := s.Get(ctx, api.ImageStreams, "mal", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(o.(*api.ImageStream).Status.Tags); got != 3 {
+		t.Errorf("stream has %d tags, want 3", got)
 	}
 	// Another stream has room of its own.
 	if _, err := r.MoveTag(ctx, "mal", "other", "d", digestN(9), "mallory", create); err != nil {
@@ -66,38 +74,30 @@ func TestRecorderTagAndHistoryLimits(t *testing.T) {
 	}
 }
 
-// A stream's history is bounded in bytes as well: the oldest entries go,
-// longest history first, and every tag keeps its current entry.
-func TestTrimHistoryKeepsStreamsWithinBudget(t *testing.T) {
-	is := &api.ImageStream{}
-	for i := range 40 {
-		tg := api.NamedTagEventList{Tag: fmt.Sprintf("t%02d", i)}
-		n := 1
-		if i < 4 {
-			n = 200
-		}
-		for j := range n {
-			tg.Items = append(tg.Items, api.TagEvent{Image: digestN(i*1000 + j), DockerImageReference: "127.0.0.1:5000/p/s@" + digestN(i*1000+j)})
-		}
-		is.Status.Tags = append(is.Status.Tags, tg)
+// A tag's history is bounded in bytes as well (a tag is one etcd value):
+// the oldest entries go, and the current entry stays.
+func TestTrimHistoryKeepsTagsWithinBudget(t *testing.T) {
+	tg := api.NamedTagEventList{Tag: "t"}
+	for j := range 200 {
+		tg.Items = append(tg.Items, api.TagEvent{Image: digestN(j), DockerImageReference: "127.0.0.1:5000/p/s@" + digestN(j)})
 	}
-	const budget = 64 << 10
-	trimHistory(is, budget)
+	const budget = 16 << 10
+	trimHistory(&tg, budget)
 	total := 0
-	for i, tg := range is.Status.Tags {
-		if len(tg.Items) == 0 || tg.Items[0].Image != digestN(i*1000) {
-			t.Fatalf("tag %s lost its current entry", tg.Tag)
-		}
-		for _, ev := range tg.Items {
-			b, _ := json.Marshal(ev)
-			total += len(b) + 1
-		}
+	for _, ev := range tg.Items {
+		b, _ := json.Marshal(ev)
+		total += len(b) + 1
 	}
 	if total > budget {
 		t.Errorf("history is %d bytes after trimHistory, want at most %d", total, budget)
 	}
-	if n := len(is.Status.Tags[0].Items); n < 2 || n == 200 {
-		t.Errorf("the longest history kept %d entries; want it trimmed but not to its head alone", n)
+	if n := len(tg.Items); n < 2 || n == 200 || tg.Items[0].Image != digestN(0) {
+		t.Errorf("trimHistory kept %d entries, head %s; want it trimmed from the oldest, head kept", n, tg.Items[0].Image)
+	}
+	one := api.NamedTagEventList{Tag: "t", Items: tg.Items[:1]}
+	trimHistory(&one, 1)
+	if len(one.Items) != 1 {
+		t.Errorf("trimHistory dropped the current entry")
 	}
 }
 

@@ -35,6 +35,9 @@ type Event struct {
 // into ADDED and DELETED events, as Kubernetes does. The channel is closed
 // when ctx ends or after an api.Error event.
 func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64, opts ListOptions) (<-chan Event, error) {
+	if isStreams(r) {
+		return s.watchStreams(ctx, ns, rv, opts)
+	}
 	prefix := s.keyPrefix(r, ns)
 	watchKey, watchOpts := prefix, []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
 	// A name in every project: watch the resource and filter by name.
