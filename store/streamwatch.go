@@ -2,11 +2,9 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -25,16 +23,8 @@ func (s *Store) watchStreams(ctx context.Context, ns string, rv int64, opts List
 	listOpts := ListOptions{Name: opts.Name}
 	initial := rv == 0
 	if rv > 0 {
-		// Reading at rv fails if rv was compacted, which lets us answer
-		// 410 before any event is sent.
-		if _, err := s.client.Get(ctx, s.prefix+"imagestream", clientv3.WithPrefix(), clientv3.WithRev(rv), clientv3.WithLimit(1), clientv3.WithKeysOnly()); err != nil {
-			if errors.Is(err, rpctypes.ErrCompacted) {
-				return nil, fmt.Errorf("resourceVersion %d is too old; list again and watch from the list's resourceVersion: %w", rv, ErrGone)
-			}
-			if errors.Is(err, rpctypes.ErrFutureRev) {
-				return nil, fmt.Errorf("resourceVersion %d is in the future: %w", rv, ErrInvalid)
-			}
-			return nil, wrapEtcd(err, r, "")
+		if err := s.readableAt(ctx, r, s.prefix+"imagestream", rv); err != nil {
+			return nil, err
 		}
 	}
 	sts, meta, err := s.listStreams(ctx, ns, listOpts, rv)
