@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -215,5 +216,59 @@ func TestMoveTagFromCache(t *testing.T) {
 	}
 	if is.ResourceVersion == "" || is.ResourceVersion == cached.GetObjectMeta().ResourceVersion {
 		t.Errorf("the stream returned by a cached move has resourceVersion %q, want the new revision", is.ResourceVersion)
+	}
+}
+
+// Tags are keys of their own, but the tag limit still holds under
+// concurrent pushes of new tags to one stream, and every move of an
+// existing tag lands in its history (none lost to a concurrent one).
+func TestConcurrentTagMoves(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := storetest.New(t, store.WithLimits(store.Limits{TagsPerStream: 10}))
+	r := &Recorder{Store: s}
+	create := func() error { return nil }
+	if _, err := r.MoveTag(ctx, "c", "app", "t0", digestN(0), "alice", create); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var ok, limited atomic.Int64
+	for i := 1; i <= 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := r.MoveTag(ctx, "c", "app", fmt.Sprintf("t%d", i), digestN(i), "alice", create)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrLimit):
+				limited.Add(1)
+			default:
+				t.Errorf("MoveTag(t%d) = %v", i, err)
+			}
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.MoveTag(ctx, "c", "app", "t0", digestN(100+i), "alice", create); err != nil {
+				t.Errorf("MoveTag(t0, %d) = %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 9 || limited.Load() != 11 {
+		t.Errorf("new tags: %d stored, %d refused at the limit; want 9 and 11", ok.Load(), limited.Load())
+	}
+	o, err := s.Get(ctx, api.ImageStreams, "c", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := o.(*api.ImageStream)
+	if len(is.Status.Tags) != 10 {
+		t.Errorf("stream has %d tags, want 10", len(is.Status.Tags))
+	}
+	for _, tg := range is.Status.Tags {
+		if tg.Tag == "t0" && len(tg.Items) != 21 {
+			t.Errorf("t0 has %d history entries after 20 moves, want 21", len(tg.Items))
+		}
 	}
 }
