@@ -570,6 +570,11 @@ func (s *Store) listStreams(ctx context.Context, ns string, opts ListOptions, re
 		return nil, meta, err
 	}
 	at, _ := strconv.ParseInt(meta.ResourceVersion, 10, 64)
+	if opts.Limit == 0 && opts.Continue == "" && opts.Name == "" {
+		// The whole project (or cluster): its tag keys in one range.
+		sts, err := s.streamStatesIn(ctx, ns, kvs, at)
+		return sts, meta, err
+	}
 	sts, err := s.streamStates(ctx, kvs, at)
 	return sts, meta, err
 }

@@ -243,6 +243,42 @@ func (s *Store) streamStates(ctx context.Context, kvs []*mvccpb.KeyValue, rev in
 	return out, nil
 }
 
+// streamStatesIn is streamStates for every stream of project ns (every
+// project when ns is empty): one range read of their tags, paged.
+func (s *Store) streamStatesIn(ctx context.Context, ns string, kvs []*mvccpb.KeyValue, rev int64) ([]*streamState, error) {
+	tags := map[string][]*mvccpb.KeyValue{} // by ns/name
+	prefix := s.streamTagsPrefix(ns)
+	start, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
+	for {
+		resp, err := s.client.Get(ctx, start, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithLimit(1000))
+		if err != nil {
+			return nil, wrapEtcd(err, api.ImageStreams, "")
+		}
+		for _, kv := range resp.Kvs {
+			if tns, name, _, isTag, ok := s.parseStreamKey(string(kv.Key)); ok && isTag {
+				tags[tns+"/"+name] = append(tags[tns+"/"+name], kv)
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	out := make([]*streamState, 0, len(kvs))
+	for _, kv := range kvs {
+		ns, name, _, _, ok := s.parseStreamKey(string(kv.Key))
+		if !ok {
+			return nil, fmt.Errorf("store: %s is not an image stream key: %w", kv.Key, ErrInvalid)
+		}
+		st, err := newStreamState(kv, tags[ns+"/"+name])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
 // parseStreamKey tells a stream's key (tag empty, isTag false) from a
 // tag's key; ok is false for any other key.
 func (s *Store) parseStreamKey(key string) (ns, name, tag string, isTag, ok bool) {
