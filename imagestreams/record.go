@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -35,13 +36,11 @@ const (
 	// DefaultTagsPerStream bounds the tags of one stream; a push of a new
 	// tag beyond it is refused.
 	DefaultTagsPerStream = 1000
-	// MaxHistoryBytes bounds the encoded history of all of a stream's tags
-	// together; past it the oldest entries (never a tag's current one) are
-	// dropped, longest history first. A stream is one etcd value, which
-	// etcd refuses above 4 MiB, so without it a busy stream would fail
-	// every push once its history grew (1000 tags of 200 entries of about
-	// 330 bytes are 66 MB).
-	MaxHistoryBytes = 1 << 20
+	// MaxHistoryBytes bounds the encoded history of one tag; past it the
+	// oldest entries (never the current one) are dropped. A tag is one
+	// etcd value (store/streamtags.go), which etcd refuses above 4 MiB;
+	// 200 entries are about 66 KB.
+	MaxHistoryBytes = 256 << 10
 )
 
 // Recorder writes images and tag moves into the store.
@@ -105,6 +104,12 @@ func (r *Recorder) RecordNewImage(ctx context.Context, project string, img *api.
 // MoveTag points stream:tag at digest, putting the previous position into
 // history. When the stream does not exist, create is called; it returns an
 // error to refuse (for example when the pusher may not create streams).
+//
+// The tag is stored under a key of its own (store/streamtags.go): the
+// move is one compare-and-swap on it, whatever the number of tags in the
+// stream. The stream returned carries the stream's metadata and spec,
+// the moved tag only in status.tags, and the revision of the move as its
+// resourceVersion.
 func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by string, create func() error) (*api.ImageStream, error) {
 	ev := api.TagEvent{
 		Created:              r.now().Truncate(time.Millisecond),
@@ -112,42 +117,69 @@ func (r *Recorder) MoveTag(ctx context.Context, project, stream, tag, digest, by
 		Image:                digest,
 		By:                   by,
 	}
-	if is, ok, err := r.moveCached(ctx, project, stream, tag, ev); ok || err != nil {
+	repo := r.registry() + "/" + project + "/" + stream
+	if is, ok, err := r.moveCached(ctx, project, stream, tag, ev, repo); ok || err != nil {
 		return is, err
 	}
 	for {
-		obj, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
-			is := o.(*api.ImageStream)
-			ev.Generation = is.Generation
-			if err := r.pushTag(is, tag, ev); err != nil {
-				return err
+		st, err := r.Store.GetStreamTag(ctx, project, stream, tag)
+		if errors.Is(err, store.ErrNotFound) {
+			if err := create(); err != nil {
+				return nil, err
 			}
-			is.Status.DockerImageRepository = r.registry() + "/" + project + "/" + stream
-			return nil
-		})
-		if err == nil {
-			return obj.(*api.ImageStream), nil
+			is := &api.ImageStream{ObjectMeta: api.ObjectMeta{Name: stream, Namespace: project}}
+			is.Status.DockerImageRepository = repo
+			if err := r.Store.Create(ctx, api.ImageStreams, is); err != nil && !errors.Is(err, store.ErrExists) {
+				return nil, err
+			}
+			continue
 		}
-		if !errors.Is(err, store.ErrNotFound) {
+		if err != nil {
 			return nil, err
 		}
-		if err := create(); err != nil {
+		if st.Stream.Status.DockerImageRepository != repo {
+			// Once per stream (and after the registry's address changes).
+			if _, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
+				o.(*api.ImageStream).Status.DockerImageRepository = repo
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		ev.Generation = st.Stream.Generation
+		next, changed, err := r.nextTag(st.Stream, st.Tag, st.Tags, tag, ev)
+		if err != nil {
 			return nil, err
 		}
-		is := &api.ImageStream{ObjectMeta: api.ObjectMeta{Name: stream, Namespace: project}}
-		is.Status.DockerImageRepository = r.registry() + "/" + project + "/" + stream
-		if err := r.Store.Create(ctx, api.ImageStreams, is); err != nil && !errors.Is(err, store.ErrExists) {
-			return nil, err
+		rev := st.Stream.ResourceVersion
+		if changed {
+			n, err := r.Store.PutStreamTag(ctx, st, next)
+			if errors.Is(err, store.ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			rev = strconv.FormatInt(n, 10)
 		}
-		// Loop: the status update above now finds the stream. Create
-		// ignores status, so the tag is written by the update.
+		return moved(st.Stream, next, rev), nil
 	}
 }
 
-// moveCached moves the tag starting from the cached stream. ok is false
-// when there is nothing cached or the cache was behind: the caller reads
-// etcd then.
-func (r *Recorder) moveCached(ctx context.Context, project, stream, tag string, ev api.TagEvent) (*api.ImageStream, bool, error) {
+// moved is what MoveTag returns.
+func moved(is *api.ImageStream, t api.NamedTagEventList, rev string) *api.ImageStream {
+	out := *is
+	out.ResourceVersion = rev
+	out.Status.Tags = []api.NamedTagEventList{t}
+	return &out
+}
+
+// moveCached moves the tag starting from the cached stream, with no read
+// of etcd: the compare-and-swap holds the tag and the stream to the
+// cache's revision. ok is false when there is nothing cached or the cache
+// was behind: the caller reads etcd then.
+func (r *Recorder) moveCached(ctx context.Context, project, stream, tag string, ev api.TagEvent, repo string) (*api.ImageStream, bool, error) {
 	if r.Cached == nil {
 		return nil, false, nil
 	}
@@ -155,31 +187,30 @@ func (r *Recorder) moveCached(ctx context.Context, project, stream, tag string, 
 	if !ok {
 		return nil, false, nil
 	}
-	rev, err := store.ParseResourceVersion(o.GetObjectMeta().ResourceVersion)
-	if err != nil || rev == 0 {
+	is := o.(*api.ImageStream)
+	if is.Status.DockerImageRepository != repo {
 		return nil, false, nil
 	}
-	// The bytes as stored (no resourceVersion), and a copy to change.
-	stored := *o.(*api.ImageStream)
-	stored.ResourceVersion = ""
-	old, err := json.Marshal(&stored)
+	st, err := r.Store.StreamTagOf(is, tag)
 	if err != nil {
 		return nil, false, nil
 	}
-	is := &api.ImageStream{}
-	if err := json.Unmarshal(old, is); err != nil {
-		return nil, false, nil
-	}
 	ev.Generation = is.Generation
-	if err := r.pushTag(is, tag, ev); err != nil {
+	next, changed, err := r.nextTag(st.Stream, st.Tag, st.Tags, tag, ev)
+	if err != nil {
 		return nil, true, err
 	}
-	is.Status.DockerImageRepository = r.registry() + "/" + project + "/" + stream
-	err = r.Store.UpdateStatusFrom(ctx, api.ImageStreams, is, old, rev)
+	if !changed {
+		return moved(st.Stream, next, is.ResourceVersion), true, nil
+	}
+	rev, err := r.Store.PutStreamTag(ctx, st, next)
 	if errors.Is(err, store.ErrConflict) {
 		return nil, false, nil
 	}
-	return is, err == nil, err
+	if err != nil {
+		return nil, true, err
+	}
+	return moved(st.Stream, next, strconv.FormatInt(rev, 10)), true, nil
 }
 
 // limits are the tag and history limits: the store's, or the defaults.
@@ -192,24 +223,26 @@ func (r *Recorder) limits() (tags, history int) {
 // tag to a stream already at the tag limit (a *store.LimitError). A
 // missing stream or an existing tag is fine; MoveTag checks again.
 func (r *Recorder) CheckTag(ctx context.Context, project, stream, tag string) error {
-	o, err := r.Store.Get(ctx, api.ImageStreams, project, stream)
+	st, err := r.Store.GetStreamTag(ctx, project, stream, tag)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return r.mayAddTag(o.(*api.ImageStream), tag)
+	return r.mayAdd(st.Stream, st.Tag != nil, st.Tags)
 }
 
 // CheckTagOn is CheckTag on a stream already read.
 func (r *Recorder) CheckTagOn(is *api.ImageStream, tag string) error {
-	return r.mayAddTag(is, tag)
+	return r.mayAdd(is, slices.ContainsFunc(is.Status.Tags, func(t api.NamedTagEventList) bool { return t.Tag == tag }), len(is.Status.Tags))
 }
 
-func (r *Recorder) mayAddTag(is *api.ImageStream, tag string) error {
+// mayAdd refuses a new tag in a stream that has n tags already, at the
+// limit; exists says the tag is not new.
+func (r *Recorder) mayAdd(is *api.ImageStream, exists bool, n int) error {
 	max, _ := r.limits()
-	if len(is.Status.Tags) < max || slices.ContainsFunc(is.Status.Tags, func(t api.NamedTagEventList) bool { return t.Tag == tag }) {
+	if exists || n < max {
 		return nil
 	}
 	hint := r.Store.Limits().Hint
@@ -220,68 +253,65 @@ func (r *Recorder) mayAddTag(is *api.ImageStream, tag string) error {
 		Hint: "use another image stream, or " + hint}
 }
 
-// pushTag puts ev at the head of tag's history unless the tag already
-// points at that digest. A new tag beyond the tag limit is refused.
-func (r *Recorder) pushTag(is *api.ImageStream, tag string, ev api.TagEvent) error {
-	_, history := r.limits()
-	defer trimHistory(is, MaxHistoryBytes)
-	for i := range is.Status.Tags {
-		t := &is.Status.Tags[i]
-		if t.Tag != tag {
-			continue
+// nextTag is the history of tag (cur, nil when the stream of n tags does
+// not have it yet) with ev at its head; changed is false when the tag
+// already points at that digest. A new tag beyond the tag limit is
+// refused.
+func (r *Recorder) nextTag(is *api.ImageStream, cur *api.NamedTagEventList, n int, tag string, ev api.TagEvent) (api.NamedTagEventList, bool, error) {
+	if cur == nil {
+		if err := r.mayAdd(is, false, n); err != nil {
+			return api.NamedTagEventList{}, false, err
 		}
-		if len(t.Items) > 0 && t.Items[0].Image == ev.Image {
-			return nil
-		}
-		t.Items = append([]api.TagEvent{ev}, t.Items...)
-		if len(t.Items) > history {
-			t.Items = t.Items[:history]
-		}
-		return nil
+		return api.NamedTagEventList{Tag: tag, Items: []api.TagEvent{ev}}, true, nil
 	}
-	if err := r.mayAddTag(is, tag); err != nil {
+	if len(cur.Items) > 0 && cur.Items[0].Image == ev.Image {
+		return *cur, false, nil
+	}
+	_, history := r.limits()
+	t := *cur
+	t.Items = append([]api.TagEvent{ev}, cur.Items...)
+	if len(t.Items) > history {
+		t.Items = t.Items[:history]
+	}
+	trimHistory(&t, MaxHistoryBytes)
+	return t, true, nil
+}
+
+// pushTag puts ev at the head of tag's history in is, as MoveTag does,
+// unless the tag already points at that digest. A new tag beyond the tag
+// limit is refused.
+func (r *Recorder) pushTag(is *api.ImageStream, tag string, ev api.TagEvent) error {
+	i := slices.IndexFunc(is.Status.Tags, func(t api.NamedTagEventList) bool { return t.Tag == tag })
+	var cur *api.NamedTagEventList
+	if i >= 0 {
+		cur = &is.Status.Tags[i]
+	}
+	next, changed, err := r.nextTag(is, cur, len(is.Status.Tags), tag, ev)
+	if err != nil || !changed {
 		return err
 	}
-	is.Status.Tags = append(is.Status.Tags, api.NamedTagEventList{Tag: tag, Items: []api.TagEvent{ev}})
-	slices.SortFunc(is.Status.Tags, func(a, b api.NamedTagEventList) int {
-		if a.Tag < b.Tag {
-			return -1
-		}
-		if a.Tag > b.Tag {
-			return 1
-		}
-		return 0
-	})
+	if i >= 0 {
+		is.Status.Tags[i] = next
+		return nil
+	}
+	is.Status.Tags = append(is.Status.Tags, next)
+	slices.SortFunc(is.Status.Tags, func(a, b api.NamedTagEventList) int { return cmp.Compare(a.Tag, b.Tag) })
 	return nil
 }
 
-// trimHistory drops the oldest history entries, from the tag with the
-// longest history first, until the stream's tag events encode to at most
-// budget bytes. A tag's current entry is never dropped.
-func trimHistory(is *api.ImageStream, budget int) {
-	size := func(ev api.TagEvent) int {
-		b, _ := json.Marshal(ev)
-		return len(b) + 1
-	}
+// trimHistory drops the oldest history entries of a tag until they encode
+// to at most budget bytes, so that the tag's key stays well within
+// etcd's value limit whatever HistoryPerTag says. The current entry is
+// never dropped.
+func trimHistory(t *api.NamedTagEventList, budget int) {
 	total := 0
-	for _, t := range is.Status.Tags {
-		for _, ev := range t.Items {
-			total += size(ev)
-		}
-	}
-	for total > budget {
-		longest := -1
-		for i, t := range is.Status.Tags {
-			if len(t.Items) > 1 && (longest < 0 || len(t.Items) > len(is.Status.Tags[longest].Items)) {
-				longest = i
-			}
-		}
-		if longest < 0 {
+	for i, ev := range t.Items {
+		b, _ := json.Marshal(ev)
+		total += len(b) + 1
+		if total > budget && i > 0 {
+			t.Items = t.Items[:i]
 			return
 		}
-		t := &is.Status.Tags[longest]
-		total -= size(t.Items[len(t.Items)-1])
-		t.Items = t.Items[:len(t.Items)-1]
 	}
 }
 
@@ -295,28 +325,28 @@ func Latest(is *api.ImageStream, tag string) (api.TagEvent, bool) {
 	return api.TagEvent{}, false
 }
 
-// Untag removes a tag and its history, and returns the stream as stored.
+// Untag removes a tag and its history. The stream returned carries the
+// stream's metadata, spec and no tags, with the revision of the removal.
 func (r *Recorder) Untag(ctx context.Context, project, stream, tag string) (*api.ImageStream, error) {
-	found := false
-	obj, err := r.Store.GuaranteedUpdate(ctx, api.ImageStreams, project, stream, store.UpdateOptions{Status: true}, func(o api.Object) error {
-		is := o.(*api.ImageStream)
-		found = false
-		is.Status.Tags = slices.DeleteFunc(is.Status.Tags, func(t api.NamedTagEventList) bool {
-			if t.Tag == tag {
-				found = true
-				return true
-			}
-			return false
-		})
-		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !found) {
-		return nil, fmt.Errorf("%s/%s:%s: %w", project, stream, tag, ErrTagNotFound)
+	for {
+		st, err := r.Store.GetStreamTag(ctx, project, stream, tag)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && st.Tag == nil) {
+			return nil, fmt.Errorf("%s/%s:%s: %w", project, stream, tag, ErrTagNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		rev, err := r.Store.DeleteStreamTag(ctx, st)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out := *st.Stream
+		out.ResourceVersion = strconv.FormatInt(rev, 10)
+		return &out, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	return obj.(*api.ImageStream), nil
 }
 
 // Rollback moves a tag back to history entry n (0 is the current one) by

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -57,8 +58,16 @@ func TestRecorderTagAndHistoryLimits(t *testing.T) {
 			t.Errorf("tag a after 7 moves: %d entries, head %s; want 4, %s", len(tg.Items), tg.Items[0].Image, digestN(15))
 		}
 	}
-	if len(is.Status.Tags) != 3 {
-		t.Errorf("stream has %d tags, want 3", len(is.Status.Tags))
+	// MoveTag returns the moved tag only; the stream has all three.
+	if len(is.Status.Tags) != 1 {
+		t.Errorf("MoveTag returned %d tags, want the moved one", len(is.Status.Tags))
+	}
+	o, err := s.Get(ctx, api.ImageStreams, "mal", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(o.(*api.ImageStream).Status.Tags); got != 3 {
+		t.Errorf("stream has %d tags, want 3", got)
 	}
 	// Another stream has room of its own.
 	if _, err := r.MoveTag(ctx, "mal", "other", "d", digestN(9), "mallory", create); err != nil {
@@ -66,38 +75,30 @@ func TestRecorderTagAndHistoryLimits(t *testing.T) {
 	}
 }
 
-// A stream's history is bounded in bytes as well: the oldest entries go,
-// longest history first, and every tag keeps its current entry.
-func TestTrimHistoryKeepsStreamsWithinBudget(t *testing.T) {
-	is := &api.ImageStream{}
-	for i := range 40 {
-		tg := api.NamedTagEventList{Tag: fmt.Sprintf("t%02d", i)}
-		n := 1
-		if i < 4 {
-			n = 200
-		}
-		for j := range n {
-			tg.Items = append(tg.Items, api.TagEvent{Image: digestN(i*1000 + j), DockerImageReference: "127.0.0.1:5000/p/s@" + digestN(i*1000+j)})
-		}
-		is.Status.Tags = append(is.Status.Tags, tg)
+// A tag's history is bounded in bytes as well (a tag is one etcd value):
+// the oldest entries go, and the current entry stays.
+func TestTrimHistoryKeepsTagsWithinBudget(t *testing.T) {
+	tg := api.NamedTagEventList{Tag: "t"}
+	for j := range 200 {
+		tg.Items = append(tg.Items, api.TagEvent{Image: digestN(j), DockerImageReference: "127.0.0.1:5000/p/s@" + digestN(j)})
 	}
-	const budget = 64 << 10
-	trimHistory(is, budget)
+	const budget = 16 << 10
+	trimHistory(&tg, budget)
 	total := 0
-	for i, tg := range is.Status.Tags {
-		if len(tg.Items) == 0 || tg.Items[0].Image != digestN(i*1000) {
-			t.Fatalf("tag %s lost its current entry", tg.Tag)
-		}
-		for _, ev := range tg.Items {
-			b, _ := json.Marshal(ev)
-			total += len(b) + 1
-		}
+	for _, ev := range tg.Items {
+		b, _ := json.Marshal(ev)
+		total += len(b) + 1
 	}
 	if total > budget {
 		t.Errorf("history is %d bytes after trimHistory, want at most %d", total, budget)
 	}
-	if n := len(is.Status.Tags[0].Items); n < 2 || n == 200 {
-		t.Errorf("the longest history kept %d entries; want it trimmed but not to its head alone", n)
+	if n := len(tg.Items); n < 2 || n == 200 || tg.Items[0].Image != digestN(0) {
+		t.Errorf("trimHistory kept %d entries, head %s; want it trimmed from the oldest, head kept", n, tg.Items[0].Image)
+	}
+	one := api.NamedTagEventList{Tag: "t", Items: tg.Items[:1]}
+	trimHistory(&one, 1)
+	if len(one.Items) != 1 {
+		t.Errorf("trimHistory dropped the current entry")
 	}
 }
 
@@ -215,5 +216,59 @@ func TestMoveTagFromCache(t *testing.T) {
 	}
 	if is.ResourceVersion == "" || is.ResourceVersion == cached.GetObjectMeta().ResourceVersion {
 		t.Errorf("the stream returned by a cached move has resourceVersion %q, want the new revision", is.ResourceVersion)
+	}
+}
+
+// Tags are keys of their own, but the tag limit still holds under
+// concurrent pushes of new tags to one stream, and every move of an
+// existing tag lands in its history (none lost to a concurrent one).
+func TestConcurrentTagMoves(t *testing.T) {
+	ctx := storetest.Context(t)
+	s := storetest.New(t, store.WithLimits(store.Limits{TagsPerStream: 10}))
+	r := &Recorder{Store: s}
+	create := func() error { return nil }
+	if _, err := r.MoveTag(ctx, "c", "app", "t0", digestN(0), "alice", create); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var ok, limited atomic.Int64
+	for i := 1; i <= 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := r.MoveTag(ctx, "c", "app", fmt.Sprintf("t%d", i), digestN(i), "alice", create)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrLimit):
+				limited.Add(1)
+			default:
+				t.Errorf("MoveTag(t%d) = %v", i, err)
+			}
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.MoveTag(ctx, "c", "app", "t0", digestN(100+i), "alice", create); err != nil {
+				t.Errorf("MoveTag(t0, %d) = %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 9 || limited.Load() != 11 {
+		t.Errorf("new tags: %d stored, %d refused at the limit; want 9 and 11", ok.Load(), limited.Load())
+	}
+	o, err := s.Get(ctx, api.ImageStreams, "c", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := o.(*api.ImageStream)
+	if len(is.Status.Tags) != 10 {
+		t.Errorf("stream has %d tags, want 10", len(is.Status.Tags))
+	}
+	for _, tg := range is.Status.Tags {
+		if tg.Tag == "t0" && len(tg.Items) != 21 {
+			t.Errorf("t0 has %d history entries after 20 moves, want 21", len(tg.Items))
+		}
 	}
 }

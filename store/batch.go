@@ -105,6 +105,21 @@ func (b *Batch) UpdateStatus(r *api.Resource, obj api.Object, old []byte, rev in
 	if err != nil {
 		return err
 	}
+	if isStreams(r) {
+		// Stored in parts (streamtags.go); old is as GetMany assembled it.
+		st, err := streamStateOf(old, rev)
+		if err != nil {
+			return err
+		}
+		cmps, ops, err := b.s.splitStream(st, data)
+		if err != nil {
+			return err
+		}
+		b.keys[key] = true
+		b.cmps = append(b.cmps, cmps...)
+		b.ops = append(b.ops, ops...)
+		return nil
+	}
 	b.keys[key] = true
 	b.cmps = append(b.cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
 	b.ops = append(b.ops, clientv3.OpPut(key, string(data)))
@@ -121,6 +136,9 @@ type Raw struct {
 // GetMany reads objects of r in one request, at one revision. Objects that
 // do not exist are missing from the map, which is keyed by ns/name.
 func (s *Store) GetMany(ctx context.Context, r *api.Resource, names [][2]string) (map[string]Raw, error) {
+	if isStreams(r) {
+		return s.getManyStreams(ctx, names)
+	}
 	out := make(map[string]Raw, len(names))
 	for start := 0; start < len(names); start += 100 {
 		end := min(start+100, len(names))

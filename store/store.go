@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/apimachinery/pkg/labels"
@@ -147,6 +148,9 @@ func (s *Store) Create(ctx context.Context, r *api.Resource, obj api.Object) err
 
 // Get reads one object.
 func (s *Store) Get(ctx context.Context, r *api.Resource, ns, name string) (api.Object, error) {
+	if isStreams(r) {
+		return s.getStream(ctx, ns, name)
+	}
 	resp, err := s.client.Get(ctx, s.Key(r, ns, name))
 	if err != nil {
 		return nil, wrapEtcd(err, r, name)
@@ -189,6 +193,9 @@ type UpdateOptions struct {
 // creationTimestamp) is kept, generation increases when anything outside
 // metadata and status changes, and obj is refreshed with what was stored.
 func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opts UpdateOptions) error {
+	if isStreams(r) {
+		return s.updateStream(ctx, obj, opts)
+	}
 	m := obj.GetObjectMeta()
 	want := m.ResourceVersion
 	key := s.Key(r, m.Namespace, m.Name)
@@ -329,6 +336,12 @@ func specChanged(old, cur map[string]json.RawMessage) bool {
 // read: ErrConflict if the object changed since rev. obj is refreshed
 // with what was stored.
 func (s *Store) UpdateStatusFrom(ctx context.Context, r *api.Resource, obj api.Object, old []byte, rev int64) error {
+	if isStreams(r) {
+		// Stored in parts (streamtags.go): a compare-and-swap on the
+		// whole stream at rev.
+		obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+		return s.updateStream(ctx, obj, UpdateOptions{Status: true})
+	}
 	m := obj.GetObjectMeta()
 	key := s.Key(r, m.Namespace, m.Name)
 	*obj.GetTypeMeta() = api.TypeMeta{APIVersion: api.APIVersion, Kind: r.Kind}
@@ -382,6 +395,9 @@ func (s *Store) GuaranteedUpdate(ctx context.Context, r *api.Resource, ns, name 
 // revision of the deletion as its resourceVersion. A non-empty
 // precondition is a resourceVersion the object must still have.
 func (s *Store) Delete(ctx context.Context, r *api.Resource, ns, name, precondition string) (api.Object, error) {
+	if isStreams(r) {
+		return s.deleteStream(ctx, ns, name, precondition)
+	}
 	key := s.Key(r, ns, name)
 	for {
 		resp, err := s.client.Get(ctx, key)
@@ -428,6 +444,9 @@ func (s *Store) DeleteAll(ctx context.Context, r *api.Resource, ns string) (int6
 // quota or limit range, the project's quota fence (and the policy key moves).
 func (s *Store) deleteAllOps(r *api.Resource, ns string) []clientv3.Op {
 	ops := []clientv3.Op{clientv3.OpDelete(s.keyPrefix(r, ns), clientv3.WithPrefix()), clientv3.OpDelete(s.fenceKey(r, ns)), clientv3.OpDelete(s.createsKey(r, ns))}
+	if isStreams(r) {
+		ops = append(ops, clientv3.OpDelete(s.streamTagsPrefix(ns), clientv3.WithPrefix()))
+	}
 	if isPolicy(r) {
 		// The policy key is bumped, not deleted: deleting it twice (quotas,
 		// then limit ranges) would leave its revision at 0 the second
@@ -529,10 +548,44 @@ type continueToken struct {
 // projects when ns is empty), in key order, with the revision they were
 // read at.
 func (s *Store) List(ctx context.Context, r *api.Resource, ns string, opts ListOptions) ([]api.Object, api.ListMeta, error) {
+	if !isStreams(r) {
+		return s.list(ctx, r, ns, opts, 0, nil)
+	}
+	sts, meta, err := s.listStreams(ctx, ns, opts, 0)
+	if err != nil {
+		return nil, meta, err
+	}
+	items := make([]api.Object, len(sts))
+	for i, st := range sts {
+		items[i] = st.assemble(st.maxRev)
+	}
+	return items, meta, nil
+}
+
+// listStreams lists image streams with their keyed tags at rev (0: now).
+func (s *Store) listStreams(ctx context.Context, ns string, opts ListOptions, rev int64) ([]*streamState, api.ListMeta, error) {
+	var kvs []*mvccpb.KeyValue
+	_, meta, err := s.list(ctx, api.ImageStreams, ns, opts, rev, &kvs)
+	if err != nil {
+		return nil, meta, err
+	}
+	at, _ := strconv.ParseInt(meta.ResourceVersion, 10, 64)
+	if opts.Limit == 0 && opts.Continue == "" && opts.Name == "" {
+		// The whole project (or cluster): its tag keys in one range.
+		sts, err := s.streamStatesIn(ctx, ns, kvs, at)
+		return sts, meta, err
+	}
+	sts, err := s.streamStates(ctx, kvs, at)
+	return sts, meta, err
+}
+
+// list is List at revision at (0: now, or the continue token's); when
+// kvs is set, the stored key-values of the items are appended to it.
+func (s *Store) list(ctx context.Context, r *api.Resource, ns string, opts ListOptions, at int64, kvs *[]*mvccpb.KeyValue) ([]api.Object, api.ListMeta, error) {
 	prefix := s.keyPrefix(r, ns)
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	start := prefix
-	var rev int64
+	rev := at
 	if opts.Continue != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(opts.Continue)
 		var tok continueToken
@@ -587,6 +640,9 @@ func (s *Store) List(ctx context.Context, r *api.Resource, ns string, opts ListO
 				continue
 			}
 			items = append(items, obj)
+			if kvs != nil {
+				*kvs = append(*kvs, kv)
+			}
 			if opts.Limit > 0 && int64(len(items)) == opts.Limit && (i < len(resp.Kvs)-1 || resp.More) {
 				tok, _ := json.Marshal(continueToken{Rev: rev, Key: strings.TrimPrefix(string(kv.Key), prefix)})
 				return items, api.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: base64.RawURLEncoding.EncodeToString(tok)}, nil

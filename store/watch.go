@@ -35,6 +35,9 @@ type Event struct {
 // into ADDED and DELETED events, as Kubernetes does. The channel is closed
 // when ctx ends or after an api.Error event.
 func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64, opts ListOptions) (<-chan Event, error) {
+	if isStreams(r) {
+		return s.watchStreams(ctx, ns, rv, opts)
+	}
 	prefix := s.keyPrefix(r, ns)
 	watchKey, watchOpts := prefix, []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
 	// A name in every project: watch the resource and filter by name.
@@ -53,16 +56,8 @@ func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64,
 		initial = items
 		rv, _ = strconv.ParseInt(meta.ResourceVersion, 10, 64)
 	} else {
-		// Reading at rv fails if rv was compacted, which lets us answer
-		// 410 before any event is sent.
-		if _, err := s.client.Get(ctx, watchKey, clientv3.WithRev(rv), clientv3.WithLimit(1), clientv3.WithKeysOnly()); err != nil {
-			if errors.Is(err, rpctypes.ErrCompacted) {
-				return nil, fmt.Errorf("resourceVersion %d is too old; list again and watch from the list's resourceVersion: %w", rv, ErrGone)
-			}
-			if errors.Is(err, rpctypes.ErrFutureRev) {
-				return nil, fmt.Errorf("resourceVersion %d is in the future: %w", rv, ErrInvalid)
-			}
-			return nil, wrapEtcd(err, r, "")
+		if err := s.readableAt(ctx, r, watchKey, rv); err != nil {
+			return nil, err
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -113,6 +108,21 @@ func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64,
 		}
 	}()
 	return out, nil
+}
+
+// readableAt checks that the store can still be read at rv, so that a
+// watch from rv can answer 410 before any event is sent.
+func (s *Store) readableAt(ctx context.Context, r *api.Resource, key string, rv int64) error {
+	if _, err := s.client.Get(ctx, key, clientv3.WithRev(rv), clientv3.WithLimit(1), clientv3.WithKeysOnly()); err != nil {
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return fmt.Errorf("resourceVersion %d is too old; list again and watch from the list's resourceVersion: %w", rv, ErrGone)
+		}
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			return fmt.Errorf("resourceVersion %d is in the future: %w", rv, ErrInvalid)
+		}
+		return wrapEtcd(err, r, "")
+	}
+	return nil
 }
 
 func translate(r *api.Resource, e *clientv3.Event, sel labels.Selector) (Event, bool, error) {
