@@ -40,7 +40,12 @@ import (
 // loadFactor stretches waitFor's deadlines for a loaded machine.
 const loadFactor = 4
 
-// serviceRanges hands each cluster test its own /24 of service addresses.
+// serviceRanges counts this process's cluster tests: each gets a /24 of
+// service addresses of its own, 10.(46+n).(pid mod 250).0/24. The ranges
+// are this process's too, as dockertest's bridges are: every range's
+// cluster IPs sit on the one slipway0, and a test removes its range's
+// when it ends, so another test process on the machine (another run of
+// the e2e tests) must not hold the same range.
 var serviceRanges atomic.Int32
 
 // cluster is one `slipway start` running pods, with a project, a CLI
@@ -70,7 +75,11 @@ func startCluster(t *testing.T, node string, extra ...string) *cluster {
 	// Registered before the server's own cleanup, so it runs after the
 	// server is killed: nothing is left to make the containers again.
 	t.Cleanup(func() { removeContainers(t, d, node) })
-	cidr := fmt.Sprintf("10.43.%d.0/24", 100+serviceRanges.Add(1))
+	n := serviceRanges.Add(1)
+	if n > 150 { // 10.213-10.215 are the pods' (dockertest.PerProcess)
+		t.Fatalf("more than 150 cluster tests in one process: no service range left")
+	}
+	cidr := fmt.Sprintf("10.%d.%d.0/24", 45+n, os.Getpid()%250)
 	// The proxy makes the host refuse the range's addresses that no
 	// service holds (an "unreachable" route, which outlives it, as a
 	// node's should); the test leaves the machine as it found it.

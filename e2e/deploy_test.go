@@ -188,11 +188,22 @@ func TestAutoDeploy(t *testing.T) {
 func TestRolloutRollback(t *testing.T) {
 	c := startCluster(t, "rollback")
 	d1 := c.push("app:latest", httpdImage(t, "v1", 8080))
-	c.apply(webConfig("app", 2, "  strategy:\n    type: Rolling\n    rollingParams: {timeoutSeconds: 15}\n"))
+	c.apply(webConfig("app", 2, "  strategy:\n    type: Rolling\n"))
 	c.cli.ok("rollout", "status", "dc/app", "--timeout", "2m")
 	url, _ := c.serviceURL("app")
 	waitServing(t, url, "v1", 30*time.Second)
 
+	// The rollout deadline is short only for the revision that must miss
+	// it: on a loaded machine two good pods can take longer than 15 s to
+	// be ready (the initial rollout timed out so).
+	rolloutTimeout := func(spec string) {
+		t.Helper()
+		patch := `{"spec":{"strategy":{"rollingParams":{"timeoutSeconds":` + spec + `}}}}`
+		if _, err := c.admin.Patch(context.Background(), api.DeploymentConfigs, c.ns, "app", []byte(patch)); err != nil {
+			t.Fatalf("patch dc/app %s: %v", patch, err)
+		}
+	}
+	rolloutTimeout("15")
 	// httpd on 9090 while the probe asks 8080: never ready.
 	c.push("app:latest", httpdImage(t, "bad", 9090))
 	failed := c.waitRevision("app", 2, api.DeploymentFailed, 90*time.Second)
@@ -221,6 +232,7 @@ func TestRolloutRollback(t *testing.T) {
 	c.cli.fails("timed out", "rollout", "status", "dc/app", "--timeout", "30s")
 
 	// A good v2 rolls out; undo goes back to v1's digest.
+	rolloutTimeout("null") // the default
 	d2 := c.push("app:latest", httpdImage(t, "v2", 8080))
 	c.waitRevision("app", 3, api.DeploymentComplete, 90*time.Second)
 	waitServing(t, url, "v2", 10*time.Second)

@@ -41,9 +41,8 @@ func TestNetworkIsolationUserspaceProxy(t *testing.T) {
 }
 
 func testNetworkIsolation(t *testing.T, node string, rangeOffset int, extra ...string) {
-	// A service range of this process's own (the flag given last wins):
-	// startCluster's ranges repeat in every test process, and another
-	// package's tests on the machine may hold the same one on slipway0.
+	// A service range of this process's own (the flag given last wins),
+	// in a /16 no other test's range uses.
 	cidr := fmt.Sprintf("10.%d.%d.0/24", 44+rangeOffset, os.Getpid()%250)
 	t.Cleanup(func() { removeServiceRange(t, cidr) })
 	c := startCluster(t, node, append([]string{"--service-cidr", cidr}, extra...)...)

@@ -58,9 +58,11 @@ spec:
 		}
 		return false, mustJSON(t, rc.Status)
 	})
-	if ev := c.cli.ok("get", "events"); !strings.Contains(ev, "FailedCreate") || !strings.Contains(ev, refusal) {
-		t.Errorf("get events does not show the refused pod:\n%s", ev)
-	}
+	// The controller records the event after the condition.
+	waitFor(t, 30*time.Second, "get events shows the refused pod", func() (bool, string) {
+		ev := c.cli.ok("get", "events")
+		return strings.Contains(ev, "FailedCreate") && strings.Contains(ev, refusal), ev
+	})
 	if n := len(c.pods("app=web")); n != 10 {
 		t.Errorf("rc web has %d pods, want 10", n)
 	}

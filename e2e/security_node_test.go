@@ -19,6 +19,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/client"
+	"slipway.dev/slipway/cluster/proxy"
 )
 
 // Issue 11's node-side findings, played by an attacker against a real
@@ -260,19 +261,28 @@ func stealThroughProxy(t *testing.T, c *cluster, mal *client.Client, ns, name, i
 	t.Logf("the API took the Endpoints %s/%s (%s); the proxy refused to dial them", ns, name, ip)
 }
 
-// nodeAddress is an IPv4 address of this host other than loopback and
-// link-local: the node's own address.
+// nodeAddress is an IPv4 address of this host other than loopback,
+// link-local and the cluster IPs on slipway0: the node's own address.
 func nodeAddress(t *testing.T) string {
 	t.Helper()
-	addrs, err := net.InterfaceAddrs()
+	ifaces, err := net.Interfaces()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			ip, _ := netip.AddrFromSlice(n.IP)
-			if ip = ip.Unmap(); ip.Is4() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !strings.HasPrefix(ip.String(), "10.43.") {
-				return ip.String()
+	for _, iface := range ifaces {
+		if iface.Name == proxy.DefaultInterface {
+			continue
+		}
+		addrs, err := iface.Addrs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				ip, _ := netip.AddrFromSlice(n.IP)
+				if ip = ip.Unmap(); ip.Is4() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+					return ip.String()
+				}
 			}
 		}
 	}

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/registry"
+	"slipway.dev/slipway/scan"
 )
 
 // A collection deletes a blob no manifest references once the grace
@@ -17,10 +19,17 @@ func TestGCDeletesOnlyUnreferencedBlobs(t *testing.T) {
 	h := start(t)
 	h.project(t, "alice", "gc", false)
 	img := randomImage(t)
-	h.pushOK(t, "alice", "gc/app:1", img)
+	dgst := h.pushOK(t, "alice", "gc/app:1", img)
 	lone := h.uploadBlobOK(t, "alice", "gc/app", []byte("a blob no manifest references"))
 	reg := h.env.Server.Registry
 	ctx := ctxT(t)
+	// The scanner stores the image's SBOM as a referrer: its two blobs
+	// are unreferenced until their manifest follows, and older than the
+	// short grace below if a collection comes between. Wait for the scan.
+	waitFor(t, "gc/app:1 to be scanned", func() bool {
+		s, err := h.env.Admin.Get(ctx, api.ImageScans, "gc", dgst)
+		return err == nil && s.(*api.ImageScan).Status.Phase == scan.PhaseScanned
+	})
 
 	// Within the grace period, nothing goes.
 	rep, err := reg.GC(ctx, registry.GCOptions{Grace: time.Hour})

@@ -22,10 +22,10 @@ func TestDummyVIPs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a dummy interface")
 	}
-	name := proxy.DefaultInterface
-	if _, err := net.InterfaceByName(name); err == nil {
-		name = "slipwaytest0" // a proxy on this host owns slipway0; leave it alone
-	}
+	// Never slipway0, even when it is absent: a cluster started on this
+	// host meanwhile (an e2e test) would put its cluster IPs on the
+	// interface this test deletes at the end.
+	const name = "slipwaytest0"
 	d, err := proxy.NewDummy(name)
 	if errors.Is(err, syscall.EPERM) {
 		t.Skipf("no CAP_NET_ADMIN: %v", err)

@@ -30,7 +30,7 @@ func TestRejectRangeRefusesAddressesWithoutService(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Delete() })
-	cidr := netip.MustParsePrefix("10.43.253.0/24") // e2e tests use 10.43.1xx.0/24
+	cidr := netip.MustParsePrefix("10.43.253.0/24") // e2e tests use ranges outside 10.43
 	if err := d.RejectRange(cidr); err != nil {
 		t.Fatal(err)
 	}

@@ -160,7 +160,23 @@ func TestPodsRunRestricted(t *testing.T) {
 	if sc := p.Spec.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != api.UIDRangeBlock(4).First {
 		t.Errorf("plain's pod has securityContext %+v; want runAsUser %d, the project's first UID", sc, api.UIDRangeBlock(4).First)
 	}
-	time.Sleep(300 * time.Millisecond) // the manager has seen priv too
+	// The manager has acted on priv too: it says why priv has no pod (or,
+	// wrongly, made one).
+	storetest.Eventually(t, ctx, "priv has ReplicaFailure or a pod", func() bool {
+		if len(pods(t, ctx, s, "priv")) > 0 {
+			return true
+		}
+		o, err := s.Get(ctx, api.ReplicationControllers, "ns", "priv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range o.(*api.ReplicationController).Status.Conditions {
+			if c.Type == api.ReplicaFailure && c.Reason == api.FailedCreate {
+				return true
+			}
+		}
+		return false
+	})
 	if n := len(pods(t, ctx, s, "priv")); n != 0 {
 		t.Errorf("priv has %d pods; want none from a privileged template without the marker", n)
 	}

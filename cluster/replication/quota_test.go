@@ -60,10 +60,16 @@ func TestQuotaRefusalOnTheController(t *testing.T) {
 	if n := len(pods(t, ctx, s, "web")); n != 2 {
 		t.Errorf("%d pods, want the 2 the quota allows", n)
 	}
-	evs, _, err := s.List(ctx, api.Events, "ns", store.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The event is written after the condition: wait for it, then there
+	// must be one only.
+	var evs []api.Object
+	storetest.Eventually(t, ctx, "an event for the refused pod", func() bool {
+		var err error
+		if evs, _, err = s.List(ctx, api.Events, "ns", store.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return len(evs) > 0
+	})
 	if len(evs) != 1 || evs[0].(*api.Event).Reason != api.FailedCreate || evs[0].(*api.Event).Type != "Warning" {
 		t.Errorf("events = %+v, want one Warning FailedCreate", evs)
 	}

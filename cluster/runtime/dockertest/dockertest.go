@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,9 +92,14 @@ func Start(o Options) (*Daemon, error) {
 	}
 	if o.Bridge != "" {
 		_ = ipLink("del", o.Bridge) // left by a killed run, with its old address
+		if err := removeStaleBridges(o); err != nil {
+			return nil, err
+		}
 		if err := ipLink("add", o.Bridge, "type", "bridge"); err != nil {
 			return nil, err
 		}
+		// The owner, for removeStaleBridges of later runs.
+		_ = ipLink("set", o.Bridge, "alias", fmt.Sprintf("%s%d", ownerAlias, os.Getpid()))
 		if out, err := exec.Command("ip", "addr", "add", o.CIDR, "dev", o.Bridge).CombinedOutput(); err != nil {
 			_ = ipLink("del", o.Bridge)
 			return nil, fmt.Errorf("ip addr add %s: %v: %s", o.CIDR, err, out)
@@ -115,6 +121,54 @@ func Start(o Options) (*Daemon, error) {
 		_ = ipLink("del", o.Bridge)
 	}
 	return d, err
+}
+
+// ownerAlias starts the alias of every bridge Start makes; the owning
+// test process's ID follows.
+const ownerAlias = "dockertest pid "
+
+// removeStaleBridges deletes the bridges that a killed run left on o's
+// /24 (same name prefix, owner gone). Such a bridge keeps its route, and
+// the kernel sends the new bridge's traffic to it (a route through a
+// bridge with no ports stays in use): the host then reaches no pod. A
+// bridge on the /24 whose owner still runs is an error, not deleted.
+func removeStaleBridges(o Options) error {
+	_, ipnet, err := net.ParseCIDR(o.CIDR)
+	if err != nil {
+		return fmt.Errorf("dockertest: bridge address %q: %v", o.CIDR, err)
+	}
+	out, err := exec.Command("ip", "-o", "-4", "addr", "show", "to", ipnet.String()).Output()
+	if err != nil {
+		return fmt.Errorf("dockertest: ip addr show to %s: %v", ipnet, err)
+	}
+	prefix := strings.TrimRight(o.Bridge, "0123456789")
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name := f[1]
+		digits := strings.TrimPrefix(name, prefix)
+		if name == o.Bridge || prefix == "" || digits == name || digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
+			continue // not one of ours
+		}
+		// The owner: from the alias, or (bridges made before the alias)
+		// from the name.
+		owner := digits
+		if link, err := exec.Command("ip", "-o", "link", "show", "dev", name).Output(); err == nil {
+			if _, alias, ok := strings.Cut(strings.TrimSpace(string(link)), "alias "+ownerAlias); ok {
+				owner = alias
+			}
+		}
+		if _, err := os.Stat(filepath.Join("/proc", owner)); err == nil {
+			return fmt.Errorf("dockertest: bridge %s of process %s holds %s already; this run's bridge %s would not be reached", name, owner, ipnet, o.Bridge)
+		}
+		forward(name, "-D")
+		if err := ipLink("del", name); err != nil {
+			return fmt.Errorf("dockertest: removing bridge %s, left on %s by a killed run: %w", name, ipnet, err)
+		}
+	}
+	return nil
 }
 
 // forward inserts (-I) or deletes (-D) the rule that accepts traffic
