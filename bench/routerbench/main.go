@@ -46,6 +46,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/router"
@@ -101,7 +103,9 @@ func startRouter(ctx context.Context, backend string) (routerAddr string, st sto
 	}
 	st = store.New(member.InProcessClient())
 	ctx, cancel := context.WithCancel(ctx)
-	r, err := router.New(router.Config{Store: st, HTTPListen: "127.0.0.1:0", Endpoints: proxy.AnyEndpoint})
+	// With a metrics registry, as slipway start and slipway router run
+	// it: per-route metrics are part of every request's cost.
+	r, err := router.New(router.Config{Store: st, HTTPListen: "127.0.0.1:0", Endpoints: proxy.AnyEndpoint, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		log.Fatal(err)
 	}
