@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,27 +73,39 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !fast(req) {
 		return t.fallback.RoundTrip(req)
 	}
-	addr := req.URL.Host
+	return t.do(req.Context(), nil, nil, req.URL.Host, req, func(w *bufio.Writer) error { return req.Write(w) })
+}
+
+// do sends a bodyless request to addr, written by write, and reads its
+// response (req tells ReadResponse the method). ctx, if not nil, stops
+// the wait when it ends and carries the pick for a dial's failover;
+// without it, pk is the pick, and waiting, if not nil, is set to the
+// connection used, for the caller to stop the wait.
+func (t *syncTransport) do(ctx context.Context, pk *pick, waiting *atomic.Pointer[keptConn], addr string, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
 	for {
-		kc, kept, err := t.get(req.Context(), addr)
+		kc, kept, err := t.get(ctx, pk, addr)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.send(kc, req)
+		if waiting != nil {
+			waiting.Store(kc)
+		}
+		resp, err := t.send(ctx, kc, req, write)
 		if err == nil {
 			return resp, nil
 		}
 		kc.conn.Close()
 		// A kept connection the pod closed while it was idle fails
 		// before any answer: send again on a new one.
-		if !kept || req.Context().Err() != nil {
+		if !kept || (ctx != nil && ctx.Err() != nil) {
 			return nil, err
 		}
 	}
 }
 
-// get takes a kept connection to addr, or dials one.
-func (t *syncTransport) get(ctx context.Context, addr string) (*keptConn, bool, error) {
+// get takes a kept connection to addr, or dials one (with ctx, or with
+// pk for the failover when ctx is nil).
+func (t *syncTransport) get(ctx context.Context, pk *pick, addr string) (*keptConn, bool, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for conns := t.idle[addr]; len(conns) > 0; conns = t.idle[addr] {
@@ -106,6 +119,9 @@ func (t *syncTransport) get(ctx context.Context, addr string) (*keptConn, bool, 
 		kc.conn.Close()
 	}
 	t.mu.Unlock()
+	if ctx == nil {
+		ctx = context.WithValue(context.Background(), pickKey{}, pk)
+	}
 	c, err := t.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
@@ -155,11 +171,14 @@ func (t *syncTransport) sweep(now time.Time) {
 	}
 }
 
-// send writes req on kc and reads its response.
-func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, error) {
+// send writes a request on kc with write and reads its response.
+func (t *syncTransport) send(ctx context.Context, kc *keptConn, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
 	// A client gone away (or a route's request ending) stops the wait.
-	stop := context.AfterFunc(req.Context(), func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
-	if err := req.Write(kc.bw); err != nil {
+	stop := noStop
+	if ctx != nil {
+		stop = context.AfterFunc(ctx, func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
+	}
+	if err := write(kc.bw); err != nil {
 		stop()
 		return nil, err
 	}
@@ -201,6 +220,9 @@ func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, e
 		return resp, nil
 	}
 }
+
+// noStop is send's stop without a context: there is nothing to stop.
+func noStop() bool { return true }
 
 // done ends a request on kc: kept for the next if its response was read
 // to the end, keep-alive, and the request was not cancelled meanwhile.
