@@ -43,6 +43,7 @@ type syncTransport struct {
 
 type keptConn struct {
 	conn      net.Conn
+	addr      string       // the endpoint it reaches
 	limit     *headerLimit // under br: bounds what a response's header reads
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -127,14 +128,14 @@ func (t *syncTransport) get(ctx context.Context, pk *pick, addr string) (*keptCo
 		return nil, false, err
 	}
 	lim := &headerLimit{r: c, n: -1}
-	return &keptConn{conn: c, limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(c)}, false, nil
+	return &keptConn{conn: c, addr: c.RemoteAddr().String(), limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(c)}, false, nil
 }
 
 // put keeps kc for the next request to its endpoint, under the address
 // the request asked for (a failed-over dial's connection goes to another
 // endpoint: it is kept under the address it really reaches).
 func (t *syncTransport) put(kc *keptConn) {
-	addr := kc.conn.RemoteAddr().String()
+	addr := kc.addr
 	now := time.Now()
 	kc.idleSince = now
 	t.mu.Lock()
