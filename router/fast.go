@@ -77,7 +77,8 @@ func (r *Router) servePlain(ctx context.Context, ln net.Listener, out *connListe
 			if stop {
 				pc.c.Close()
 			}
-			if kc := pc.waiting.Load(); kc != nil && (stop || now-pc.since.Load() > int64(time.Second) && clientGone(pc.c)) {
+			// Taking kc out of waiting tells do not to send again.
+			if kc := pc.waiting.Load(); kc != nil && (stop || now-pc.since.Load() > int64(time.Second) && clientGone(pc.c)) && pc.waiting.CompareAndSwap(kc, nil) {
 				_ = kc.conn.SetDeadline(time.Unix(1, 0))
 			}
 		}
@@ -447,6 +448,9 @@ var hopByHop = map[string]bool{
 func writeResponse(bw *bufio.Writer, resp *http.Response, req *fastReq) (bool, error) {
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(resp.Status)
+	if len(resp.Status) == 3 {
+		bw.WriteString(" ") // no reason phrase: the space stays
+	}
 	bw.WriteString("\r\n")
 	var named map[string]bool // headers the pod's Connection names
 	for _, v := range resp.Header["Connection"] {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func TestRouterPlainHTTP1(t *testing.T) {
 	st := storetest.New(t)
 	sent := make(chan struct{})
 	cancelled := make(chan struct{}, 1)
+	var slow atomic.Int64
 	pod := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/headers":
@@ -58,11 +60,17 @@ func TestRouterPlainHTTP1(t *testing.T) {
 			brw.Flush()
 			c.Close()
 		case "/slow":
+			slow.Add(1)
 			select { // until the router gives up the request
 			case <-r.Context().Done():
 				cancelled <- struct{}{}
 			case <-time.After(time.Minute):
 			}
+		case "/noreason":
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			brw.WriteString("HTTP/1.1 299\r\nContent-Length: 2\r\n\r\nhi")
+			brw.Flush()
+			c.Close()
 		case "/post":
 			b, _ := io.ReadAll(r.Body)
 			fmt.Fprintf(w, "%s got %d bytes", r.Method, len(b))
@@ -137,6 +145,11 @@ func TestRouterPlainHTTP1(t *testing.T) {
 		t.Errorf("an answer ended by the pod's close = %q with %v; want %q, X-Kept and neither X-Secret (its Connection names it) nor Keep-Alive", body, resp.Header, "all of it")
 	}
 
+	io.WriteString(c, "GET /noreason HTTP/1.1\r\nHost: fp.example.com\r\n\r\n")
+	if resp, body := read("GET"); resp.StatusCode != 299 || body != "hi" {
+		t.Errorf("an answer without a reason phrase = %d %q, want 299 %q", resp.StatusCode, body, "hi")
+	}
+
 	// Pipelined in one write: fast, a body (handed to net/http), fast
 	// again on the same connection.
 	io.WriteString(c, "OPTIONS /a?x=1 HTTP/1.1\r\nHost: FP.example.com:80\r\n\r\n"+
@@ -179,5 +192,9 @@ func TestRouterPlainHTTP1(t *testing.T) {
 	case <-cancelled:
 	case <-time.After(20 * time.Second):
 		t.Errorf("the pod's request went on 20s after its client hung up, want it ended")
+	}
+	time.Sleep(2 * time.Second) // a second sweep, which would find a request sent again
+	if n := slow.Load(); n != 1 {
+		t.Errorf("the pod got the abandoned request %d times, want once (not sent again once given up)", n)
 	}
 }

@@ -81,7 +81,8 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // response (req tells ReadResponse the method). ctx, if not nil, stops
 // the wait when it ends and carries the pick for a dial's failover;
 // without it, pk is the pick, and waiting, if not nil, is set to the
-// connection used, for the caller to stop the wait.
+// connection used, for the caller to stop the wait (by taking it out
+// of waiting and setting its deadline).
 func (t *syncTransport) do(ctx context.Context, pk *pick, waiting *atomic.Pointer[keptConn], addr string, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
 	for {
 		kc, kept, err := t.get(ctx, pk, addr)
@@ -97,8 +98,10 @@ func (t *syncTransport) do(ctx context.Context, pk *pick, waiting *atomic.Pointe
 		}
 		kc.conn.Close()
 		// A kept connection the pod closed while it was idle fails
-		// before any answer: send again on a new one.
-		if !kept || (ctx != nil && ctx.Err() != nil) {
+		// before any answer: send again on a new one, unless the
+		// request was given up (its context ended, or the caller took
+		// its connection out of waiting).
+		if !kept || (ctx != nil && ctx.Err() != nil) || (waiting != nil && waiting.Load() != kc) {
 			return nil, err
 		}
 	}
