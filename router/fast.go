@@ -395,22 +395,160 @@ func (r *Router) proxyFast(pc *plainConn, bw *bufio.Writer, req *fastReq, rt *ro
 		// Not a plain route after all (the table changed under it).
 		return r.fastError(bw, req, rt, start, http.StatusServiceUnavailable, "Application is not available: route "+rt.key+" has no ready endpoints.")
 	}
-	rr := getReq
-	if req.method == http.MethodHead {
-		rr = headReq
+	kc, _, err := st.exchange(nil, &pk, &pc.waiting, pk.addr(), req.writeTo)
+	if err == nil {
+		// The commonest answer, a header read whole with a length,
+		// goes from the pod's buffer as it is; anything else through
+		// http.ReadResponse.
+		if code, keep, ok, err := relayLength(bw, kc, req); ok {
+			st.done(kc, noStop, err == nil && keep)
+			r.metrics.observeRoute(rt, code, time.Since(start))
+			return err == nil && !req.close
+		}
+		rr := getReq
+		if req.method == http.MethodHead {
+			rr = headReq
+		}
+		var resp *http.Response
+		if resp, err = st.read(kc, rr, noStop); err == nil {
+			keep, err := writeResponse(bw, resp, req)
+			r.metrics.observeRoute(rt, resp.StatusCode, time.Since(start))
+			if err != nil {
+				resp.Body.Close()
+				return false
+			}
+			return keep && !req.close
+		}
 	}
-	resp, err := st.do(nil, &pk, &pc.waiting, pk.addr(), rr, req.writeTo)
-	if err != nil {
-		slog.Debug("router: backend failed", "route", rt.key, "err", err)
-		return r.fastError(bw, req, rt, start, http.StatusBadGateway, "The application is not answering: "+err.Error())
+	slog.Debug("router: backend failed", "route", rt.key, "err", err)
+	return r.fastError(bw, req, rt, start, http.StatusBadGateway, "The application is not answering: "+err.Error())
+}
+
+// relayLength passes on the pod's answer on kc if its header is already
+// in kc's buffer and it is a final answer over HTTP/1.1 framed by
+// Content-Length (or bodyless), with only headers it knows to pass on
+// or drop; ok false (nothing read or written) otherwise. The header
+// lines go as the pod wrote them, less the hop-by-hop ones, and the body
+// as it comes. keep says whether kc may serve another request.
+func relayLength(bw *bufio.Writer, kc *keptConn, req *fastReq) (code int, keep, ok bool, err error) {
+	buf, _ := kc.br.Peek(kc.br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return 0, false, false, nil
 	}
-	keep, err := writeResponse(bw, resp, req)
-	r.metrics.observeRoute(rt, resp.StatusCode, time.Since(start))
-	if err != nil {
-		resp.Body.Close()
-		return false
+	i := bytes.Index(buf, []byte("\r\n"))
+	status, head := buf[:i], buf[i+2:end+2]
+	if len(status) < 12 || string(status[:9]) != "HTTP/1.1 " || (len(status) > 12 && status[12] != ' ') {
+		return 0, false, false, nil
 	}
-	return keep && !req.close
+	for _, d := range status[9:12] {
+		if d < '0' || d > '9' {
+			return 0, false, false, nil
+		}
+		code = code*10 + int(d-'0')
+	}
+	if code < 200 {
+		return 0, false, false, nil // 1xx and 101: read's checks
+	}
+	for _, b := range status[12:] {
+		if b < ' ' && b != '\t' || b == 0x7f {
+			return 0, false, false, nil
+		}
+	}
+	// Check every line before writing any.
+	length, podClose := int64(-1), false
+	for rest := head; len(rest) > 0; {
+		i := bytes.Index(rest, []byte("\r\n"))
+		line := rest[:i]
+		rest = rest[i+2:]
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+			return 0, false, false, nil // obsolete line folding
+		}
+		name, value, found := bytes.Cut(line, []byte(":"))
+		value = bytes.Trim(value, " \t")
+		if !found || !httpguts.ValidHeaderFieldName(unsafeString(name)) || !httpguts.ValidHeaderFieldValue(unsafeString(value)) {
+			return 0, false, false, nil
+		}
+		switch lowerName(name) {
+		case "content-length":
+			n, perr := strconv.ParseUint(unsafeString(value), 10, 63)
+			if length >= 0 || perr != nil {
+				return 0, false, false, nil
+			}
+			length = int64(n)
+		case "connection":
+			for tok := range strings.SplitSeq(unsafeString(value), ",") {
+				switch strings.ToLower(strings.TrimSpace(tok)) {
+				case "close":
+					podClose = true
+				case "keep-alive", "":
+				default:
+					return 0, false, false, nil // it names headers to drop
+				}
+			}
+		case "transfer-encoding":
+			return 0, false, false, nil
+		case "content-type":
+			if bytes.HasPrefix(value, []byte("text/event-stream")) {
+				return 0, false, false, nil // a stream, flushed as it comes
+			}
+		}
+	}
+	noBody := req.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if length < 0 && !noBody {
+		return 0, false, false, nil // ended by the pod's close
+	}
+	bw.Write(status)
+	if len(status) == 12 {
+		bw.WriteString(" ") // no reason phrase: the space stays
+	}
+	bw.WriteString("\r\n")
+	for rest := head; len(rest) > 0; {
+		i := bytes.Index(rest, []byte("\r\n"))
+		line := rest[:i+2]
+		rest = rest[i+2:]
+		switch lowerName(line[:bytes.IndexByte(line, ':')]) {
+		case "content-length", "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+			"proxy-authorization", "te", "trailer", "upgrade":
+		default:
+			bw.Write(line)
+		}
+	}
+	// net/http's server drops a 204's and a 304's length; a HEAD's is
+	// the GET's.
+	if length >= 0 && (!noBody || req.method == http.MethodHead) && code != http.StatusNoContent && code != http.StatusNotModified {
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(length, 10))
+		bw.WriteString("\r\n")
+	}
+	if req.close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	kc.br.Discard(end + 4)
+	kc.limit.n = -1
+	if !noBody && length > 0 {
+		if int64(kc.br.Buffered()) >= length {
+			b, _ := kc.br.Peek(int(length))
+			bw.Write(b)
+			kc.br.Discard(int(length))
+		} else {
+			buf := copyBufferPool.Get().(*[]byte)
+			body := &io.LimitedReader{R: kc.br, N: length}
+			err = copyBody(bw, bw, body, *buf, false)
+			copyBufferPool.Put(buf)
+			if err == nil && body.N > 0 {
+				// The pod closed before the end: the client gets what
+				// there was, then its connection closes.
+				err = io.ErrUnexpectedEOF
+				bw.Flush()
+			}
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	return code, !podClose && err == nil, true, err
 }
 
 // fastError answers as http.Error does.

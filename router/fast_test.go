@@ -21,7 +21,8 @@ import (
 // GET, HEAD, OPTIONS) passes on and what it does not, as net/http and
 // ReverseProxy do: X-Forwarded-* set and the client's forged ones dropped,
 // hop-by-hop headers removed both ways (and those the pod's Connection
-// names), a HEAD's length and a 304's header kept, a streamed answer sent as it comes
+// names), lengths kept and a body cut short by the pod cut short for the
+// client too, a HEAD's length and a 304's header kept, a streamed answer sent as it comes
 // with its trailer, an answer ended by the pod's close; and one client
 // connection mixing such requests with a POST and a bad header,
 // pipelined, answered in order (upgrades: TestRouterHTTP); a client that hangs up before
@@ -66,6 +67,18 @@ func TestRouterPlainHTTP1(t *testing.T) {
 				cancelled <- struct{}{}
 			case <-time.After(time.Minute):
 			}
+		case "/podclose":
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			brw.WriteString("HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kept: k\r\nContent-Length: 2\r\n\r\nok")
+			brw.Flush()
+			c.Close()
+		case "/short":
+			c, brw, _ := http.NewResponseController(w).Hijack()
+			brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+			brw.Flush()
+			c.Close()
+		case "/big":
+			w.Write([]byte(strings.Repeat("0123456789", 100_000)))
 		case "/noreason":
 			c, brw, _ := http.NewResponseController(w).Hijack()
 			brw.WriteString("HTTP/1.1 299\r\nContent-Length: 2\r\n\r\nhi")
@@ -150,6 +163,15 @@ func TestRouterPlainHTTP1(t *testing.T) {
 		t.Errorf("an answer without a reason phrase = %d %q, want 299 %q", resp.StatusCode, body, "hi")
 	}
 
+	io.WriteString(c, "GET /podclose HTTP/1.1\r\nHost: fp.example.com\r\n\r\n")
+	if resp, body := read("GET"); body != "ok" || resp.Header.Get("X-Kept") != "k" || resp.Close {
+		t.Errorf("an answer with the pod's Connection: close = %q with %v (close %v); want %q with X-Kept, the client's connection kept", body, resp.Header, resp.Close, "ok")
+	}
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: fp.example.com\r\n\r\n")
+	if _, body := read("GET"); body != strings.Repeat("0123456789", 100_000) {
+		t.Errorf("GET /big: %d bytes, want the pod's 1,000,000", len(body))
+	}
+
 	// Pipelined in one write: fast, a body (handed to net/http), fast
 	// again on the same connection.
 	io.WriteString(c, "OPTIONS /a?x=1 HTTP/1.1\r\nHost: FP.example.com:80\r\n\r\n"+
@@ -177,6 +199,21 @@ func TestRouterPlainHTTP1(t *testing.T) {
 	all, _ := io.ReadAll(c2)
 	if !strings.HasPrefix(string(all), "HTTP/1.1 200 OK\r\n") || !strings.Contains(string(all), "\r\nConnection: close\r\n") || !strings.HasSuffix(string(all), "\r\n\r\nGET /x") {
 		t.Errorf("GET with Connection: close = %q, want a 200 saying close, then the connection closed", all)
+	}
+
+	// A pod that closes before the end of its Content-Length: the
+	// client sees the answer cut short, not a complete one.
+	c4, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	c4.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c4, "GET /short HTTP/1.1\r\nHost: fp.example.com\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c4), nil); err != nil {
+		t.Errorf("GET /short: %v, want its header and 3 bytes", err)
+	} else if b, err := io.ReadAll(resp.Body); err == nil || string(b) != "abc" {
+		t.Errorf("GET /short read %q (%v), want %q cut short (the pod sent 3 of 10 bytes)", b, err, "abc")
 	}
 
 	// A client that hangs up before its pod answers: the router stops

@@ -84,25 +84,52 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // connection used, for the caller to stop the wait (by taking it out
 // of waiting and setting its deadline).
 func (t *syncTransport) do(ctx context.Context, pk *pick, waiting *atomic.Pointer[keptConn], addr string, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
+	kc, stop, err := t.exchange(ctx, pk, waiting, addr, write)
+	if err != nil {
+		return nil, err
+	}
+	return t.read(kc, req, stop)
+}
+
+// exchange writes a request on a kept or new connection to addr and
+// waits for the first byte of the answer, which the caller reads from
+// kc.br (at most maxResponseHeaderBytes of header) and ends with done.
+// A kept connection that fails before that byte, one the pod closed
+// while it sat idle, is replaced and the request sent again, unless the
+// request was given up (ctx ended, or kc taken out of waiting).
+func (t *syncTransport) exchange(ctx context.Context, pk *pick, waiting *atomic.Pointer[keptConn], addr string, write func(*bufio.Writer) error) (*keptConn, func() bool, error) {
 	for {
 		kc, kept, err := t.get(ctx, pk, addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if waiting != nil {
 			waiting.Store(kc)
 		}
-		resp, err := t.send(ctx, kc, req, write)
-		if err == nil {
-			return resp, nil
+		// A client gone away (or a route's request ending) stops the wait.
+		stop := noStop
+		if ctx != nil {
+			stop = context.AfterFunc(ctx, func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
 		}
+		err = write(kc.bw)
+		if err == nil {
+			err = kc.bw.Flush()
+		}
+		if err == nil {
+			// A pod is a tenant's: what it may make the router read
+			// before its response's body is bounded, as the standard
+			// transport bounds it (MaxResponseHeaderBytes, at most 5
+			// 1xx answers).
+			kc.limit.n = maxResponseHeaderBytes
+			_, err = kc.br.Peek(1)
+		}
+		if err == nil {
+			return kc, stop, nil
+		}
+		stop()
 		kc.conn.Close()
-		// A kept connection the pod closed while it was idle fails
-		// before any answer: send again on a new one, unless the
-		// request was given up (its context ended, or the caller took
-		// its connection out of waiting).
 		if !kept || (ctx != nil && ctx.Err() != nil) || (waiting != nil && waiting.Load() != kc) {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }
@@ -175,29 +202,13 @@ func (t *syncTransport) sweep(now time.Time) {
 	}
 }
 
-// send writes a request on kc with write and reads its response.
-func (t *syncTransport) send(ctx context.Context, kc *keptConn, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
-	// A client gone away (or a route's request ending) stops the wait.
-	stop := noStop
-	if ctx != nil {
-		stop = context.AfterFunc(ctx, func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
-	}
-	if err := write(kc.bw); err != nil {
-		stop()
-		return nil, err
-	}
-	if err := kc.bw.Flush(); err != nil {
-		stop()
-		return nil, err
-	}
-	// A pod is a tenant's: what it may make the router read before its
-	// response's body is bounded, as the standard transport bounds it
-	// (MaxResponseHeaderBytes, at most 5 1xx answers).
-	kc.limit.n = maxResponseHeaderBytes
+// read reads the response to req on kc, after exchange.
+func (t *syncTransport) read(kc *keptConn, req *http.Request, stop func() bool) (*http.Response, error) {
 	for informational := 0; ; informational++ {
 		resp, err := http.ReadResponse(kc.br, req)
 		if err != nil {
 			stop()
+			kc.conn.Close()
 			if kc.limit.n == 0 {
 				err = fmt.Errorf("router: the pod's response header is over %d bytes", maxResponseHeaderBytes)
 			}
@@ -206,6 +217,7 @@ func (t *syncTransport) send(ctx context.Context, kc *keptConn, req *http.Reques
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			if informational == 5 {
 				stop()
+				kc.conn.Close()
 				return nil, errors.New("router: the pod sent more than 5 1xx answers")
 			}
 			continue // 1xx before the response
@@ -213,6 +225,7 @@ func (t *syncTransport) send(ctx context.Context, kc *keptConn, req *http.Reques
 		kc.limit.n = -1
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			stop()
+			kc.conn.Close()
 			return nil, errors.New("router: the pod switched protocols without being asked to")
 		}
 		keep := !resp.Close && resp.ProtoAtLeast(1, 1)
@@ -225,7 +238,7 @@ func (t *syncTransport) send(ctx context.Context, kc *keptConn, req *http.Reques
 	}
 }
 
-// noStop is send's stop without a context: there is nothing to stop.
+// noStop is exchange's stop without a context: there is nothing to stop.
 func noStop() bool { return true }
 
 // done ends a request on kc: kept for the next if its response was read
