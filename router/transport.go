@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -46,7 +48,8 @@ type keptConn struct {
 	addr      string       // the endpoint it reaches
 	limit     *headerLimit // under br: bounds what a response's header reads
 	br        *bufio.Reader
-	bw        *bufio.Writer
+	bw        *bufio.Writer // over ww
+	ww        *waitWriter
 	idleSince time.Time
 }
 
@@ -113,7 +116,9 @@ func (t *syncTransport) exchange(ctx context.Context, pk *pick, waiting *atomic.
 		}
 		err = write(kc.bw)
 		if err == nil {
+			kc.ww.armed = true
 			err = kc.bw.Flush()
+			kc.ww.armed = false
 		}
 		if err == nil {
 			// A pod is a tenant's: what it may make the router read
@@ -158,7 +163,11 @@ func (t *syncTransport) get(ctx context.Context, pk *pick, addr string) (*keptCo
 		return nil, false, err
 	}
 	lim := &headerLimit{r: c, n: -1}
-	return &keptConn{conn: c, addr: c.RemoteAddr().String(), limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(c)}, false, nil
+	ww := &waitWriter{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		ww.rc, _ = sc.SyscallConn()
+	}
+	return &keptConn{conn: c, addr: c.RemoteAddr().String(), limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(ww), ww: ww}, false, nil
 }
 
 // put keeps kc for the next request to its endpoint, under the address
@@ -249,6 +258,58 @@ func (t *syncTransport) done(kc *keptConn, stop func() bool, keep bool) {
 		return
 	}
 	kc.conn.Close()
+}
+
+// waitWriter writes to a pod connection. Armed (for the write that ends
+// a request), it also waits until the pod has answered something, with
+// the runtime's poller, before it returns: reading at once would find
+// nothing yet, one failed read system call per request. The write is
+// made after the poller's wait is set up, so the answer's readiness is
+// not missed; a spurious one costs only that failed read.
+type waitWriter struct {
+	c     net.Conn
+	rc    syscall.RawConn // nil: not a socket
+	armed bool
+}
+
+func (w *waitWriter) Write(p []byte) (int, error) {
+	if !w.armed || w.rc == nil {
+		return w.c.Write(p)
+	}
+	w.armed = false
+	n, wrote := 0, false
+	var werr error
+	err := w.rc.Read(func(fd uintptr) bool {
+		if wrote {
+			return true // readable
+		}
+		wrote = true
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			n += m
+		}
+		return false // wait until readable
+	})
+	switch {
+	case werr == syscall.EAGAIN:
+		// The socket's buffer is full: the rest the usual way, and
+		// the next read finds out whether the pod answered.
+		m, err := w.c.Write(p[n:])
+		return n + m, err
+	case werr != nil:
+		return n, &net.OpError{Op: "write", Net: "tcp", Addr: w.c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	case err != nil && n < len(p):
+		return n, err
+	}
+	// A wait ended by a deadline or a close shows in the next read.
+	return n, nil
 }
 
 // maxResponseHeaderBytes bounds a pod's response header (and the 1xx
