@@ -171,14 +171,18 @@ type fastReq struct {
 // hands c to the net/http server or closes it.
 func (r *Router) serveFast(pc *plainConn, out *connListener) {
 	c := pc.c
-	br := bufio.NewReaderSize(c, fastHeaderMax)
-	bw := bufio.NewWriterSize(c, 8<<10)
-	clientIP := ""
+	st := fastStates.Get().(*fastState)
+	defer fastStates.Put(st)
+	br, bw, req := st.br, st.bw, &st.req
+	br.Reset(c)
+	bw.Reset(c)
+	defer br.Reset(nil)
+	defer bw.Reset(nil)
+	req.clientIP = ""
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		clientIP = ta.IP.String()
+		req.clientIP = ta.IP.String()
 	}
 	var deadline time.Time
-	req := fastReq{clientIP: clientIP, fwd: make([][]byte, 0, 16)}
 	for {
 		// An idle client is closed after idleTimeout; the deadline
 		// moves at most every few seconds, not per request.
@@ -194,13 +198,13 @@ func (r *Router) serveFast(pc *plainConn, out *connListener) {
 		end := bytes.Index(buf, []byte("\r\n\r\n"))
 		var rt *route
 		if end >= 0 && req.parse(buf[:end+4]) {
-			rt = r.fastRoute(&req)
+			rt = r.fastRoute(req)
 		}
 		if rt == nil {
 			r.handOff(c, br, out)
 			return
 		}
-		keep := r.proxyFast(pc, bw, &req, rt)
+		keep := r.proxyFast(pc, bw, req, rt)
 		br.Discard(end + 4)
 		if !keep {
 			c.Close()
@@ -208,6 +212,19 @@ func (r *Router) serveFast(pc *plainConn, out *connListener) {
 		}
 	}
 }
+
+// fastState is a connection's buffers and request, kept for the next
+// connection when it ends (as net/http pools its bufio readers and
+// writers).
+type fastState struct {
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	req fastReq
+}
+
+var fastStates = sync.Pool{New: func() any {
+	return &fastState{br: bufio.NewReaderSize(nil, fastHeaderMax), bw: bufio.NewWriterSize(nil, 8<<10), req: fastReq{fwd: make([][]byte, 0, 16)}}
+}}
 
 // handOff gives c, with what br holds of it, to the net/http server.
 func (r *Router) handOff(c net.Conn, br *bufio.Reader, out *connListener) {
