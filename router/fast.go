@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -99,32 +98,22 @@ func (r *Router) servePlain(ctx context.Context, ln net.Listener, out *connListe
 			}
 		}
 	})
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			slog.Warn("router: accept", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
+	acceptEach(ctx, ln, func(c net.Conn) {
 		pc := &plainConn{c: c}
 		mu.Lock()
+		defer mu.Unlock()
 		if conns == nil {
-			mu.Unlock()
 			c.Close()
 			return
 		}
 		conns[pc] = struct{}{}
-		mu.Unlock()
 		wg.Go(func() {
 			r.serveFast(pc, out)
 			mu.Lock()
 			delete(conns, pc)
 			mu.Unlock()
 		})
-	}
+	})
 }
 
 // plainConn is a client connection of the plain side.
