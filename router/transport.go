@@ -174,6 +174,13 @@ func (t *syncTransport) get(ctx context.Context, pk *pick, addr string) (*keptCo
 // the request asked for (a failed-over dial's connection goes to another
 // endpoint: it is kept under the address it really reaches).
 func (t *syncTransport) put(kc *keptConn) {
+	if kc.br.Buffered() > 0 {
+		// The pod sent more than its answer: those bytes would be
+		// read as the next request's answer (http.Transport closes
+		// such a connection too).
+		kc.conn.Close()
+		return
+	}
 	addr := kc.addr
 	now := time.Now()
 	kc.idleSince = now
