@@ -62,7 +62,7 @@ func (r *Router) serveHTTP(w http.ResponseWriter, req *http.Request, secure bool
 				u.Host = h
 			}
 			http.Redirect(w, req, u.String(), http.StatusFound)
-			r.metrics.observe(rt.key, http.StatusFound, 0)
+			r.metrics.observeRoute(rt, http.StatusFound, 0)
 			return
 		default:
 			rt = nil
@@ -78,14 +78,14 @@ func (r *Router) serveHTTP(w http.ResponseWriter, req *http.Request, secure bool
 	pk := rt.pick()
 	if pk.b == nil {
 		http.Error(w, fmt.Sprintf("Application is not available: route %s has no ready endpoints.", rt.key), http.StatusServiceUnavailable)
-		r.metrics.observe(rt.key, http.StatusServiceUnavailable, 0)
+		r.metrics.observeRoute(rt, http.StatusServiceUnavailable, 0)
 		return
 	}
 	start := time.Now()
 	ctx := context.WithValue(req.Context(), pickKey{}, &pk)
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	proxy.ServeHTTP(sw, req.WithContext(ctx))
-	r.metrics.observe(rt.key, sw.code, time.Since(start))
+	r.metrics.observeRoute(rt, sw.code, time.Since(start))
 }
 
 // rewrite aims the outgoing request at the chosen endpoint.

@@ -11,6 +11,9 @@
 //     the route's backends by weight (spec.to and alternateBackends),
 //     round robin among a backend's endpoints, failing over to the next
 //     endpoint when a dial fails. Upgrades (WebSockets) pass through.
+//     Bodyless GET, HEAD and OPTIONS over HTTP/1.1 to plain routes are
+//     proxied by the router's own loop (fast.go), everything else by
+//     net/http's server and ReverseProxy, on the same connection.
 //   - HTTPS: edge and reencrypt routes are terminated with the route's
 //     certificate, chosen by SNI (default: the router's own), with HTTP/2
 //     by ALPN; reencrypt verifies the pod's certificate against
@@ -238,7 +241,9 @@ func (r *Router) Run(ctx context.Context) {
 	if r.httpLn != nil {
 		srv := r.server(false)
 		servers = append(servers, srv)
-		wg.Go(func() { _ = srv.Serve(r.httpLn) })
+		plainLn := newConnListener(r.httpLn.Addr())
+		wg.Go(func() { _ = srv.Serve(plainLn) })
+		wg.Go(func() { r.servePlain(ctx, r.httpLn, plainLn) })
 	}
 	if r.httpsLn != nil {
 		srv := r.server(true)

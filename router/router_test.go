@@ -662,3 +662,61 @@ func TestRouterBoundsPodHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterDropsPodConnectionWithExtraBytes: a pod that sends more than
+// its answer (a second, unasked-for answer after the first) does not get
+// those bytes read as the next request's answer: the router closes that
+// connection, as http.Transport does. Seen without the check: the second
+// request answered "forged".
+func TestRouterDropsPodConnectionWithExtraBytes(t *testing.T) {
+	ctx := storetest.Context(t)
+	st := storetest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if req.URL.Path == "/two" {
+						// One answer and, in the same write, another
+						// nobody asked for.
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwoHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	_, addr, _ := startRouter(t, ctx, st, router.Config{})
+	if err := st.Create(ctx, api.EndpointsResource, endpoints("xb", "svc", ln.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	route(t, ctx, st, rt("xb", "web", "xb.example.com", "", at(1)))
+	storetest.Eventually(t, ctx, "the route to serve", func() bool {
+		code, _ := get(t, addr, "xb.example.com", "/")
+		return code == 200
+	})
+	for i := range 5 {
+		if code, body := get(t, addr, "xb.example.com", "/two"); code != 200 || body != "two" {
+			t.Fatalf("request %d for /two = %d %q, want 200 two", i, code, body)
+		}
+		if code, body := get(t, addr, "xb.example.com", "/"); code != 200 || body != "ok" {
+			t.Fatalf("request %d after a pod's extra answer = %d %q, want 200 ok (not the pod's unasked-for bytes)", i, code, body)
+		}
+	}
+}

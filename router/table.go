@@ -39,6 +39,7 @@ type route struct {
 	total         int32 // sum of the weights of backends with endpoints
 	transport     http.RoundTripper
 	serverName    string // what a reencrypt route expects the pod's certificate to name
+	metrics       atomic.Pointer[routeMetrics]
 }
 
 // backend is one service of a route with its ready endpoint addresses.

@@ -27,6 +27,12 @@ func (r *Router) serveTLS(ctx context.Context, ln net.Listener, out *connListene
 	defer out.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	acceptEach(ctx, ln, func(c net.Conn) { wg.Go(func() { r.handleTLS(ctx, c, out) }) })
+}
+
+// acceptEach passes each connection ln accepts to handle until ctx ends
+// or ln is closed; a failed accept is logged and tried again.
+func acceptEach(ctx context.Context, ln net.Listener, handle func(net.Conn)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -37,7 +43,7 @@ func (r *Router) serveTLS(ctx context.Context, ln net.Listener, out *connListene
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		wg.Go(func() { r.handleTLS(ctx, c, out) })
+		handle(c)
 	}
 }
 

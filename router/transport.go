@@ -8,7 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -42,9 +45,11 @@ type syncTransport struct {
 
 type keptConn struct {
 	conn      net.Conn
+	addr      string       // the endpoint it reaches
 	limit     *headerLimit // under br: bounds what a response's header reads
 	br        *bufio.Reader
-	bw        *bufio.Writer
+	bw        *bufio.Writer // over ww
+	ww        *waitWriter
 	idleSince time.Time
 }
 
@@ -72,27 +77,71 @@ func (t *syncTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !fast(req) {
 		return t.fallback.RoundTrip(req)
 	}
-	addr := req.URL.Host
+	return t.do(req.Context(), nil, nil, req.URL.Host, req, func(w *bufio.Writer) error { return req.Write(w) })
+}
+
+// do sends a bodyless request to addr, written by write, and reads its
+// response (req tells ReadResponse the method). ctx, if not nil, stops
+// the wait when it ends and carries the pick for a dial's failover;
+// without it, pk is the pick, and waiting, if not nil, is set to the
+// connection used, for the caller to stop the wait (by taking it out
+// of waiting and setting its deadline).
+func (t *syncTransport) do(ctx context.Context, pk *pick, waiting *atomic.Pointer[keptConn], addr string, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
+	kc, stop, err := t.exchange(ctx, pk, waiting, addr, write)
+	if err != nil {
+		return nil, err
+	}
+	return t.read(kc, req, stop)
+}
+
+// exchange writes a request on a kept or new connection to addr and
+// waits for the first byte of the answer, which the caller reads from
+// kc.br (at most maxResponseHeaderBytes of header) and ends with done.
+// A kept connection that fails before that byte, one the pod closed
+// while it sat idle, is replaced and the request sent again, unless the
+// request was given up (ctx ended, or kc taken out of waiting).
+func (t *syncTransport) exchange(ctx context.Context, pk *pick, waiting *atomic.Pointer[keptConn], addr string, write func(*bufio.Writer) error) (*keptConn, func() bool, error) {
 	for {
-		kc, kept, err := t.get(req.Context(), addr)
+		kc, kept, err := t.get(ctx, pk, addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		resp, err := t.send(kc, req)
+		if waiting != nil {
+			waiting.Store(kc)
+		}
+		// A client gone away (or a route's request ending) stops the wait.
+		stop := noStop
+		if ctx != nil {
+			stop = context.AfterFunc(ctx, func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
+		}
+		err = write(kc.bw)
 		if err == nil {
-			return resp, nil
+			kc.ww.armed = true
+			err = kc.bw.Flush()
+			kc.ww.armed = false
 		}
+		if err == nil {
+			// A pod is a tenant's: what it may make the router read
+			// before its response's body is bounded, as the standard
+			// transport bounds it (MaxResponseHeaderBytes, at most 5
+			// 1xx answers).
+			kc.limit.n = maxResponseHeaderBytes
+			_, err = kc.br.Peek(1)
+		}
+		if err == nil {
+			return kc, stop, nil
+		}
+		stop()
 		kc.conn.Close()
-		// A kept connection the pod closed while it was idle fails
-		// before any answer: send again on a new one.
-		if !kept || req.Context().Err() != nil {
-			return nil, err
+		if !kept || (ctx != nil && ctx.Err() != nil) || (waiting != nil && waiting.Load() != kc) {
+			return nil, nil, err
 		}
 	}
 }
 
-// get takes a kept connection to addr, or dials one.
-func (t *syncTransport) get(ctx context.Context, addr string) (*keptConn, bool, error) {
+// get takes a kept connection to addr, or dials one (with ctx, or with
+// pk for the failover when ctx is nil).
+func (t *syncTransport) get(ctx context.Context, pk *pick, addr string) (*keptConn, bool, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for conns := t.idle[addr]; len(conns) > 0; conns = t.idle[addr] {
@@ -106,19 +155,33 @@ func (t *syncTransport) get(ctx context.Context, addr string) (*keptConn, bool, 
 		kc.conn.Close()
 	}
 	t.mu.Unlock()
+	if ctx == nil {
+		ctx = context.WithValue(context.Background(), pickKey{}, pk)
+	}
 	c, err := t.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
 	lim := &headerLimit{r: c, n: -1}
-	return &keptConn{conn: c, limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(c)}, false, nil
+	ww := &waitWriter{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		ww.rc, _ = sc.SyscallConn()
+	}
+	return &keptConn{conn: c, addr: c.RemoteAddr().String(), limit: lim, br: bufio.NewReader(lim), bw: bufio.NewWriter(ww), ww: ww}, false, nil
 }
 
 // put keeps kc for the next request to its endpoint, under the address
 // the request asked for (a failed-over dial's connection goes to another
 // endpoint: it is kept under the address it really reaches).
 func (t *syncTransport) put(kc *keptConn) {
-	addr := kc.conn.RemoteAddr().String()
+	if kc.br.Buffered() > 0 {
+		// The pod sent more than its answer: those bytes would be
+		// read as the next request's answer (http.Transport closes
+		// such a connection too).
+		kc.conn.Close()
+		return
+	}
+	addr := kc.addr
 	now := time.Now()
 	kc.idleSince = now
 	t.mu.Lock()
@@ -155,26 +218,13 @@ func (t *syncTransport) sweep(now time.Time) {
 	}
 }
 
-// send writes req on kc and reads its response.
-func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, error) {
-	// A client gone away (or a route's request ending) stops the wait.
-	stop := context.AfterFunc(req.Context(), func() { kc.conn.SetDeadline(time.Unix(1, 0)) })
-	if err := req.Write(kc.bw); err != nil {
-		stop()
-		return nil, err
-	}
-	if err := kc.bw.Flush(); err != nil {
-		stop()
-		return nil, err
-	}
-	// A pod is a tenant's: what it may make the router read before its
-	// response's body is bounded, as the standard transport bounds it
-	// (MaxResponseHeaderBytes, at most 5 1xx answers).
-	kc.limit.n = maxResponseHeaderBytes
+// read reads the response to req on kc, after exchange.
+func (t *syncTransport) read(kc *keptConn, req *http.Request, stop func() bool) (*http.Response, error) {
 	for informational := 0; ; informational++ {
 		resp, err := http.ReadResponse(kc.br, req)
 		if err != nil {
 			stop()
+			kc.conn.Close()
 			if kc.limit.n == 0 {
 				err = fmt.Errorf("router: the pod's response header is over %d bytes", maxResponseHeaderBytes)
 			}
@@ -183,6 +233,7 @@ func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, e
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			if informational == 5 {
 				stop()
+				kc.conn.Close()
 				return nil, errors.New("router: the pod sent more than 5 1xx answers")
 			}
 			continue // 1xx before the response
@@ -190,6 +241,7 @@ func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, e
 		kc.limit.n = -1
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			stop()
+			kc.conn.Close()
 			return nil, errors.New("router: the pod switched protocols without being asked to")
 		}
 		keep := !resp.Close && resp.ProtoAtLeast(1, 1)
@@ -202,6 +254,9 @@ func (t *syncTransport) send(kc *keptConn, req *http.Request) (*http.Response, e
 	}
 }
 
+// noStop is exchange's stop without a context: there is nothing to stop.
+func noStop() bool { return true }
+
 // done ends a request on kc: kept for the next if its response was read
 // to the end, keep-alive, and the request was not cancelled meanwhile.
 func (t *syncTransport) done(kc *keptConn, stop func() bool, keep bool) {
@@ -210,6 +265,58 @@ func (t *syncTransport) done(kc *keptConn, stop func() bool, keep bool) {
 		return
 	}
 	kc.conn.Close()
+}
+
+// waitWriter writes to a pod connection. Armed (for the write that ends
+// a request), it also waits until the pod has answered something, with
+// the runtime's poller, before it returns: reading at once would find
+// nothing yet, one failed read system call per request. The write is
+// made after the poller's wait is set up, so the answer's readiness is
+// not missed; a spurious one costs only that failed read.
+type waitWriter struct {
+	c     net.Conn
+	rc    syscall.RawConn // nil: not a socket
+	armed bool
+}
+
+func (w *waitWriter) Write(p []byte) (int, error) {
+	if !w.armed || w.rc == nil {
+		return w.c.Write(p)
+	}
+	w.armed = false
+	n, wrote := 0, false
+	var werr error
+	err := w.rc.Read(func(fd uintptr) bool {
+		if wrote {
+			return true // readable
+		}
+		wrote = true
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			n += m
+		}
+		return false // wait until readable
+	})
+	switch {
+	case werr == syscall.EAGAIN:
+		// The socket's buffer is full: the rest the usual way, and
+		// the next read finds out whether the pod answered.
+		m, err := w.c.Write(p[n:])
+		return n + m, err
+	case werr != nil:
+		return n, &net.OpError{Op: "write", Net: "tcp", Addr: w.c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	case err != nil && n < len(p):
+		return n, err
+	}
+	// A wait ended by a deadline or a close shows in the next read.
+	return n, nil
 }
 
 // maxResponseHeaderBytes bounds a pod's response header (and the 1xx

@@ -46,6 +46,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/cluster/proxy"
 	"slipway.dev/slipway/router"
@@ -101,7 +103,9 @@ func startRouter(ctx context.Context, backend string) (routerAddr string, st sto
 	}
 	st = store.New(member.InProcessClient())
 	ctx, cancel := context.WithCancel(ctx)
-	r, err := router.New(router.Config{Store: st, HTTPListen: "127.0.0.1:0", Endpoints: proxy.AnyEndpoint})
+	// With a metrics registry, as slipway start and slipway router run
+	// it: per-route metrics are part of every request's cost.
+	r, err := router.New(router.Config{Store: st, HTTPListen: "127.0.0.1:0", Endpoints: proxy.AnyEndpoint, Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -147,9 +151,11 @@ func serveRouterOnly(backend string) {
 	stop()
 }
 
-// target is one side of a measurement.
+// target is one side of a measurement; pid is the proxy process's (0:
+// none, direct).
 type target struct {
 	name, addr, host string
+	pid              int
 }
 
 // shared measures with everything on every core, then route changes.
@@ -159,17 +165,17 @@ func shared(n, nNew, conc, rounds, changes int, haproxyBin, cpuprofile string) {
 	// The router in a process of its own, as HAProxy is and as it is in
 	// production (in slipway start or slipway router), not in the
 	// client's and the backend's process and Go scheduler.
-	routerAddr, stopRouter, err := startRouterProcess(backend, "")
+	routerAddr, routerPid, stopRouter, err := startRouterProcess(backend, "")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer stopRouter()
-	targets := []target{{"direct", backend, ""}, {"router", routerAddr, "www.bench.test"}}
-	if hp, stopHP, err := startHAProxy(haproxyBin, backend, 2, ""); err != nil {
+	targets := []target{{"direct", backend, "", 0}, {"router", routerAddr, "www.bench.test", routerPid}}
+	if hp, hpPid, stopHP, err := startHAProxy(haproxyBin, backend, 2, ""); err != nil {
 		fmt.Printf("\n(no HAProxy reference: %v)\n", err)
 	} else {
 		defer stopHP()
-		targets = append(targets, target{"haproxy", hp, "www.bench.test"})
+		targets = append(targets, target{"haproxy", hp, "www.bench.test", hpPid})
 	}
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
@@ -226,17 +232,17 @@ func split(n, nNew, conc, rounds int, haproxyBin string) error {
 		return cmd.Run()
 	}
 	backend := startBackend()
-	routerAddr, stopRouter, err := startRouterProcess(backend, "0")
+	routerAddr, routerPid, stopRouter, err := startRouterProcess(backend, "0")
 	if err != nil {
 		return err
 	}
 	defer stopRouter()
-	targets := []target{{"direct", backend, ""}, {"router", routerAddr, "www.bench.test"}}
-	if hp, stopHP, err := startHAProxy(haproxyBin, backend, 1, "0"); err != nil {
+	targets := []target{{"direct", backend, "", 0}, {"router", routerAddr, "www.bench.test", routerPid}}
+	if hp, hpPid, stopHP, err := startHAProxy(haproxyBin, backend, 1, "0"); err != nil {
 		fmt.Printf("\n(no HAProxy reference: %v)\n", err)
 	} else {
 		defer stopHP()
-		targets = append(targets, target{"haproxy", hp, "www.bench.test"})
+		targets = append(targets, target{"haproxy", hp, "www.bench.test", hpPid})
 	}
 	fmt.Printf("\n# routerbench, split layout: router (GOMAXPROCS=1) and HAProxy (1 thread) pinned to core 0; client and backend pinned to core 1 (GOMAXPROCS=%d) in every row; %d keep-alive and %d new-connection requests, %d concurrent clients, %s\n\n",
 		runtime.GOMAXPROCS(0), n, nNew, conc, time.Now().UTC().Format(time.RFC3339))
@@ -247,10 +253,10 @@ func split(n, nNew, conc, rounds int, haproxyBin string) error {
 // startRouterProcess runs this program again as a router for backend
 // (-serve-router), pinned to the cores in cpus (taskset syntax; empty:
 // not pinned), and returns the address it serves.
-func startRouterProcess(backend, cpus string) (string, func(), error) {
+func startRouterProcess(backend, cpus string) (string, int, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command(exe, "-serve-router", backend)
 	if cpus != "" {
@@ -259,44 +265,44 @@ func startRouterProcess(backend, cpus string) (string, func(), error) {
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop := func() { in.Close(); cmd.Wait() }
 	line, err := bufio.NewReader(out).ReadString('\n')
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ROUTER ")
 	if err != nil || !ok {
 		stop()
-		return "", nil, fmt.Errorf("router process: %q %v", line, err)
+		return "", 0, nil, fmt.Errorf("router process: %q %v", line, err)
 	}
-	return addr, stop, nil
+	return addr, cmd.Process.Pid, stop, nil
 }
 
 // startHAProxy runs HAProxy in front of backend with nbthread threads,
 // pinned to the cores in cpus (taskset syntax; empty: not pinned).
-func startHAProxy(bin, backend string, nbthread int, cpus string) (string, func(), error) {
+func startHAProxy(bin, backend string, nbthread int, cpus string) (string, int, func(), error) {
 	if bin == "none" {
-		return "", nil, errors.New("-haproxy none")
+		return "", 0, nil, errors.New("-haproxy none")
 	}
 	path, err := exec.LookPath(bin)
 	if err != nil {
-		return "", nil, fmt.Errorf("%s is not installed (apt-get install haproxy)", bin)
+		return "", 0, nil, fmt.Errorf("%s is not installed (apt-get install haproxy)", bin)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	dir, err := os.MkdirTemp("", "routerbench-haproxy")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	// A host rule as the router has, HTTP keep-alive on both sides.
 	cfg := fmt.Sprintf(`global
@@ -316,7 +322,7 @@ backend be
 `, nbthread, addr, backend)
 	file := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	args := []string{"-db", "-f", file}
 	if cpus != "" {
@@ -326,11 +332,11 @@ backend be
 	cmd := exec.Command(path, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop := func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }
 	waitServing(addr, "www.bench.test", 10*time.Second)
-	return addr, stop, nil
+	return addr, cmd.Process.Pid, stop, nil
 }
 
 // measure alternates the targets over rounds, keep-alive and then new
@@ -346,7 +352,13 @@ func measure(targets []target, n, nNew, conc, rounds int) {
 		clients[i] = keepAlive()
 		run(clients[i], t.addr, t.host, 2000, conc) // warm up
 	}
-	ka := compare(len(targets), rounds, func(i int) result { return run(clients[i], targets[i].addr, targets[i].host, n/rounds, conc) })
+	cpu := make([]time.Duration, len(targets)) // each proxy's CPU time in the keep-alive rounds
+	ka := compare(len(targets), rounds, func(i int) result {
+		c0 := procCPU(targets[i].pid)
+		r := run(clients[i], targets[i].addr, targets[i].host, n/rounds, conc)
+		cpu[i] += procCPU(targets[i].pid) - c0
+		return r
+	})
 	nc := compare(len(targets), rounds, func(i int) result { return run(newConn(), targets[i].addr, targets[i].host, nNew/rounds, conc) })
 	fmt.Printf("| measurement |")
 	for _, t := range targets {
@@ -372,10 +384,37 @@ func measure(targets []target, n, nNew, conc, rounds int) {
 	row("keep-alive (requests/s)", ka, rate, "%.0f")
 	row("keep-alive p50 (ms)", ka, p50, "%.3f")
 	row("keep-alive p99 (ms)", ka, p99, "%.3f")
+	fmt.Printf("| keep-alive proxy CPU per request (µs) | |")
+	for i := range targets[1:] {
+		fmt.Printf(" %.1f |", float64(cpu[i+1].Microseconds())/float64(ka[i+1].n))
+	}
+	fmt.Printf("%s\n", strings.Repeat(" |", len(targets)-1))
 	row("new connection (requests/s)", nc, rate, "%.0f")
 	row("new connection p50 (ms)", nc, p50, "%.3f")
 	row("new connection p99 (ms)", nc, p99, "%.3f")
 	fmt.Printf("\nEach measurement alternates the targets over %d rounds; latency is per request as the client sees it, with %d clients in flight.\n", rounds, conc)
+}
+
+// procCPU is the user and system CPU time process pid has used so far
+// (0 for pid 0), from /proc/PID/stat in clock ticks (USER_HZ, 100 a
+// second on Linux).
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses: utime
+	// and stime are the 14th and 15th of the line.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 func startBackend() string {
