@@ -147,7 +147,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request) {
 		s.redact(u, obj)
 		writeJSON(w, http.StatusOK, obj)
 	case "list":
-		s.list(w, r, info, filter)
+		s.list(w, r, info, filter, filtered)
 	case "watch":
 		s.watch(w, r, info, filter, filtered, keepDeleted)
 	case "create":
@@ -249,18 +249,26 @@ type list struct {
 	Items        []api.Object `json:"items"`
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool) {
+func (s *Server) list(w http.ResponseWriter, r *http.Request, info *requestInfo, keep func(api.Object) bool, filtered bool) {
 	opts, fieldKeep, err := listOptions(r, info)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	filtered = filtered || fieldKeep != nil
 	keep = both(keep, fieldKeep)
 	// Lists come in pages of at most MaxListLimit (L15), asked for or not:
 	// the rest follows with the continue token, read at the same
 	// revision, as with Kubernetes' paged lists.
 	if opts.Limit == 0 || opts.Limit > s.cfg.MaxListLimit {
 		opts.Limit = s.cfg.MaxListLimit
+	}
+	// The store fills each page with kept objects only, so a continue
+	// token names an object this caller was given: a token naming the
+	// last key read would show a cross-project list the names of objects
+	// in projects the caller may not read.
+	if filtered {
+		opts.Keep = keep
 	}
 	items, meta, err := s.store.List(r.Context(), info.Resource, info.Namespace, opts)
 	if err != nil {

@@ -1,11 +1,13 @@
 package apiserver_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"slipway.dev/slipway/api"
@@ -280,6 +282,7 @@ func (s *suite) testWatchAcrossProjects(t *testing.T) {
 	bobs := map[string]bool{"pa": true, "pw": true, "xa1": true}
 	mustCode(t, "create seen in xa1", alice.post(t, nsPath("xa1", "serviceaccounts"), serviceAccount("seen")), http.StatusCreated)
 	mustCode(t, "create hidden in xa2", alice.post(t, nsPath("xa2", "serviceaccounts"), serviceAccount("hidden")), http.StatusCreated)
+	mustCode(t, "create hidden2 in xa2", alice.post(t, nsPath("xa2", "serviceaccounts"), serviceAccount("hidden2")), http.StatusCreated)
 	all := clusterPath("serviceaccounts")
 	namespaces := func(r result) map[string]bool { t.Helper(); return namespacesOf(t, r) }
 	list := bob.get(t, all)
@@ -289,6 +292,35 @@ func (s *suite) testWatchAcrossProjects(t *testing.T) {
 	}
 	if got := namespaces(admin.get(t, all)); !got["xa2"] {
 		t.Errorf("the admin's list across projects holds %v, want xa2 too", got)
+	}
+	// Paged one by one, bob gets the same objects, and no continue token
+	// names an object of a project he may not read (a token naming the
+	// last key read let any user walk every project's object names: seen
+	// as {"rev":52,"start":"xa2/hidden"} with items=0).
+	paged := map[string]bool{}
+	for cont, pages := "", 0; ; pages++ {
+		q := url.Values{"limit": {"1"}}
+		if cont != "" {
+			q.Set("continue", cont)
+		}
+		r := bob.get(t, all+"?"+q.Encode())
+		mustCode(t, "bob pages service accounts across projects", r, http.StatusOK)
+		var l struct {
+			Metadata api.ListMeta `json:"metadata"`
+		}
+		mustDecode(t, r, &l)
+		for _, m := range metasOf(t, r) {
+			paged[m.Namespace] = true
+		}
+		if raw, _ := base64.RawURLEncoding.DecodeString(l.Metadata.Continue); strings.Contains(string(raw), "xa2/") {
+			t.Fatalf("page %d's continue token names an object of xa2, which bob may not read: %s", pages, raw)
+		}
+		if cont = l.Metadata.Continue; cont == "" || pages > 200 {
+			break
+		}
+	}
+	if !paged["xa1"] || !onlyOf(paged, bobs) {
+		t.Errorf("bob's paged list across projects holds %v, want xa1 and only bob's (%v)", paged, bobs)
 	}
 	w := bob.watch(t, all, url.Values{"resourceVersion": {listRV(t, list)}})
 	mustCode(t, "bob watches service accounts across projects", w.result, http.StatusOK)

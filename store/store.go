@@ -537,6 +537,13 @@ type ListOptions struct {
 	Limit int64
 	// Continue resumes a paged list at the revision of its first page.
 	Continue string
+	// Keep, if set, is asked about each object before it counts towards
+	// Limit, as Selector is: a page is filled with kept objects only, so
+	// its Continue token names an object the caller was given, never
+	// one Keep refused (the API server's cross-project lists filter by
+	// the caller's rights here). In-process only: the Go client's List
+	// ignores it.
+	Keep func(api.Object) bool
 }
 
 type continueToken struct {
@@ -606,7 +613,7 @@ func (s *Store) list(ctx context.Context, r *api.Resource, ns string, opts ListO
 		start, end = s.Key(r, ns, opts.Name), ""
 	}
 	batch := int64(500)
-	if opts.Limit > 0 && opts.Selector == nil && opts.Limit+1 < batch {
+	if opts.Limit > 0 && opts.Selector == nil && opts.Keep == nil && opts.Limit+1 < batch {
 		batch = opts.Limit + 1
 	}
 	var items []api.Object
@@ -637,6 +644,9 @@ func (s *Store) list(ctx context.Context, r *api.Resource, ns string, opts ListO
 				continue
 			}
 			if nameFilter != "" && obj.GetObjectMeta().Name != nameFilter {
+				continue
+			}
+			if opts.Keep != nil && !opts.Keep(obj) {
 				continue
 			}
 			items = append(items, obj)
