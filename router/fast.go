@@ -35,10 +35,10 @@ import (
 // header the fast path does not know it may pass on (Expect, TE,
 // Trailer, Proxy-*, a Connection naming other headers).
 //
-// The fast path forwards what net/http and ReverseProxy would: hop-by-hop
-// headers removed both ways, X-Forwarded-For (appended to the client's),
-// -Host and -Proto set and the client's Forwarded and X-Forwarded-Host
-// and -Proto dropped, header names and values checked as net/http checks
+// The fast path forwards what net/http and ReverseProxy (with Rewrite and
+// SetXForwarded) would: hop-by-hop headers removed both ways,
+// X-Forwarded-For, -Host and -Proto set and the client's own Forwarded
+// and X-Forwarded-* dropped, header names and values checked as net/http checks
 // them (a bad one goes to net/http, which refuses it). A client that
 // goes away while its pod has not answered stops the wait within about a
 // second (servePlain looks), not at once as with net/http's server.
@@ -50,6 +50,10 @@ const fastHeaderMax = 8 << 10
 // idleTimeout closes a client connection with no request for this long
 // (as http.Server.IdleTimeout).
 const idleTimeout = 90 * time.Second
+
+// headerTimeout is how long a new connection has to send its first
+// request's header (the net/http side's ReadHeaderTimeout).
+const headerTimeout = 30 * time.Second
 
 var (
 	getReq  = &http.Request{Method: http.MethodGet}
@@ -150,7 +154,6 @@ type fastReq struct {
 	method   string
 	path     string // the target's path (before '?')
 	host     []byte // Host header value
-	xff      []byte // the client's X-Forwarded-For values, comma-joined
 	fwd      [][]byte
 	close    bool // Connection: close
 	clientIP string
@@ -172,10 +175,15 @@ func (r *Router) serveFast(pc *plainConn, out *connListener) {
 		req.clientIP = ta.IP.String()
 	}
 	var deadline time.Time
-	for {
-		// An idle client is closed after idleTimeout; the deadline
-		// moves at most every few seconds, not per request.
-		if now := time.Now(); deadline.Sub(now) < idleTimeout-5*time.Second {
+	for first := true; ; first = false {
+		// A new connection has headerTimeout for its first request, as
+		// the net/http side's ReadHeaderTimeout gives it (a client that
+		// connects and sends nothing is not kept for idleTimeout). An
+		// idle client is closed after idleTimeout; the deadline moves at
+		// most every few seconds, not per request.
+		if first {
+			_ = c.SetReadDeadline(time.Now().Add(headerTimeout))
+		} else if now := time.Now(); deadline.Sub(now) < idleTimeout-5*time.Second {
 			deadline = now.Add(idleTimeout)
 			_ = c.SetReadDeadline(deadline)
 		}
@@ -256,7 +264,7 @@ func (r *Router) fastRoute(req *fastReq) *route {
 // into req; false if the fast path does not take it.
 func (req *fastReq) parse(head []byte) bool {
 	req.head = head
-	req.host, req.xff, req.fwd, req.close = nil, nil, req.fwd[:0], false
+	req.host, req.fwd, req.close = nil, req.fwd[:0], false
 	i := bytes.Index(head, []byte("\r\n"))
 	req.line = head[:i]
 	rest := head[i+2 : len(head)-2] // header lines, each ending in CRLF
@@ -319,14 +327,11 @@ func (req *fastReq) parse(head []byte) bool {
 					return false // it names other headers to drop
 				}
 			}
-		case "keep-alive", "proxy-connection", "forwarded", "x-forwarded-host", "x-forwarded-proto":
-			// hop-by-hop, or set by the router
-		case "x-forwarded-for":
-			if req.xff != nil {
-				req.xff = append(append(req.xff, ", "...), value...)
-			} else {
-				req.xff = append([]byte(nil), value...)
-			}
+		case "keep-alive", "proxy-connection", "forwarded", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-for":
+			// hop-by-hop, or set by the router: the pod gets the client's
+			// address alone, as the net/http side's SetXForwarded sends
+			// it (a client's own X-Forwarded-For would let it choose the
+			// first address a pod's allow-list or log reads)
 		case "content-length", "transfer-encoding", "upgrade", "expect", "te", "trailer",
 			"proxy-authenticate", "proxy-authorization", "http2-settings":
 			return false
@@ -378,10 +383,6 @@ func (req *fastReq) writeTo(w *bufio.Writer) error {
 		w.WriteString("\r\n")
 	}
 	w.WriteString("X-Forwarded-For: ")
-	if req.xff != nil {
-		w.Write(req.xff)
-		w.WriteString(", ")
-	}
 	w.WriteString(req.clientIP)
 	w.WriteString("\r\nX-Forwarded-Host: ")
 	w.Write(req.host)
@@ -403,11 +404,16 @@ func (r *Router) proxyFast(pc *plainConn, bw *bufio.Writer, req *fastReq, rt *ro
 	}
 	kc, _, err := st.exchange(nil, &pk, &pc.waiting, pk.addr(), req.writeTo)
 	if err == nil {
+		// Taking kc out of waiting before it goes back to the idle pool
+		// keeps the sweep for gone clients off it once another request
+		// may use it; if the sweep took it first, it set kc's deadline
+		// in the past, and done closes kc instead of keeping it.
+		release := func() bool { return pc.waiting.CompareAndSwap(kc, nil) }
 		// The commonest answer, a header read whole with a length,
 		// goes from the pod's buffer as it is; anything else through
 		// http.ReadResponse.
 		if code, keep, ok, err := relayLength(bw, kc, req); ok {
-			st.done(kc, noStop, err == nil && keep)
+			st.done(kc, release, err == nil && keep)
 			r.metrics.observeRoute(rt, code, time.Since(start))
 			return err == nil && !req.close
 		}
@@ -416,7 +422,7 @@ func (r *Router) proxyFast(pc *plainConn, bw *bufio.Writer, req *fastReq, rt *ro
 			rr = headReq
 		}
 		var resp *http.Response
-		if resp, err = st.read(kc, rr, noStop); err == nil {
+		if resp, err = st.read(kc, rr, release); err == nil {
 			keep, err := writeResponse(bw, resp, req)
 			r.metrics.observeRoute(rt, resp.StatusCode, time.Since(start))
 			if err != nil {
@@ -591,9 +597,18 @@ var hopByHop = map[string]bool{
 // is to be closed.
 func writeResponse(bw *bufio.Writer, resp *http.Response, req *fastReq) (bool, error) {
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(resp.Status)
-	if len(resp.Status) == 3 {
-		bw.WriteString(" ") // no reason phrase: the space stays
+	if strings.ContainsFunc(resp.Status, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }) {
+		// http.ReadResponse keeps a bare CR in the reason phrase; a
+		// client or proxy that ends lines at one would read what
+		// follows as a header: the phrase is the router's own then.
+		bw.WriteString(strconv.Itoa(resp.StatusCode))
+		bw.WriteString(" ")
+		bw.WriteString(http.StatusText(resp.StatusCode))
+	} else {
+		bw.WriteString(resp.Status)
+		if len(resp.Status) == 3 {
+			bw.WriteString(" ") // no reason phrase: the space stays
+		}
 	}
 	bw.WriteString("\r\n")
 	var named map[string]bool // headers the pod's Connection names

@@ -667,7 +667,9 @@ func TestRouterBoundsPodHeaders(t *testing.T) {
 // its answer (a second, unasked-for answer after the first) does not get
 // those bytes read as the next request's answer: the router closes that
 // connection, as http.Transport does. Seen without the check: the second
-// request answered "forged".
+// request answered "forged". And a reason phrase with a bare CR in it
+// is not passed on (seen without the check: the client's status line
+// was "HTTP/1.1 200 OK\rSet-Cookie: planted=1").
 func TestRouterDropsPodConnectionWithExtraBytes(t *testing.T) {
 	ctx := storetest.Context(t)
 	st := storetest.New(t)
@@ -691,6 +693,13 @@ func TestRouterDropsPodConnectionWithExtraBytes(t *testing.T) {
 						return
 					}
 					io.Copy(io.Discard, req.Body)
+					if req.URL.Path == "/cr" {
+						// A bare CR in the reason phrase, then what a
+						// client ending lines at CR would read as a
+						// header.
+						io.WriteString(c, "HTTP/1.1 200 OK\rSet-Cookie: planted=1\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
 					if req.URL.Path == "/two" {
 						// One answer and, in the same write, another
 						// nobody asked for.
@@ -711,6 +720,18 @@ func TestRouterDropsPodConnectionWithExtraBytes(t *testing.T) {
 		code, _ := get(t, addr, "xb.example.com", "/")
 		return code == 200
 	})
+	// The reason phrase with a bare CR is not passed on.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /cr HTTP/1.1\r\nHost: xb.example.com\r\n\r\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || strings.Contains(line, "\r") && strings.Index(line, "\r") != len(line)-2 || strings.Contains(line, "planted") {
+		t.Errorf("the status line of a pod's answer with a bare CR in its reason phrase reached the client as %q (%v), want the router's own \"HTTP/1.1 200 OK\"", line, err)
+	}
 	for i := range 5 {
 		if code, body := get(t, addr, "xb.example.com", "/two"); code != 200 || body != "two" {
 			t.Fatalf("request %d for /two = %d %q, want 200 two", i, code, body)
