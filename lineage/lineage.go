@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -54,8 +55,15 @@ type Referrers func(ctx context.Context, project, stream, digest string) ([]v1.D
 // rights decide.
 func RegistryReferrers(host, token string, opts ...remote.Option) Referrers {
 	auth := remote.WithAuth(&authn.Basic{Username: "slipway", Password: token})
+	// Plain HTTP only to a registry on loopback: elsewhere a fallback
+	// from HTTPS would send the caller's token in the clear to whoever
+	// can make the TLS connection fail.
+	var nameOpts []name.Option
+	if loopbackHost(host) {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
 	return func(ctx context.Context, project, stream, digest string) ([]v1.Descriptor, error) {
-		d, err := name.NewDigest(host+"/"+project+"/"+stream+"@"+digest, name.Insecure)
+		d, err := name.NewDigest(host+"/"+project+"/"+stream+"@"+digest, nameOpts...)
 		if err != nil {
 			return nil, err
 		}
@@ -694,4 +702,18 @@ func (t *Tracer) fix(ctx context.Context, iid, project, digest string, has func(
 		}
 	}
 	t.g.link(bid, t.g.add(Node{ID: "image:" + bd, Kind: "Image", Namespace: bp, Name: bp + "/" + bs, Digest: bd, Detail: detail}), "based on")
+}
+
+// loopbackHost says whether host (host[:port]) is localhost or a loopback
+// address.
+func loopbackHost(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(h, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
