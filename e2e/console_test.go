@@ -232,18 +232,46 @@ func (b *page) load(route string) {
 	}
 }
 
+// login logs in through the console's form, as user.
+//
+// It tries again on a new load when the login does not go through:
+// chromium aborts requests in flight when the machine's network changes
+// (ERR_NETWORK_CHANGED), and other tests add and remove bridges all the
+// time; on a fresh root carol's login POST was aborted once and the test
+// waited for ever for a page that had shown the error.
 func (b *page) login(user, password string) {
 	b.t.Helper()
 	b.loadLogin()
 	if eval[bool](b, `document.title.includes("not built")`) {
 		b.t.Fatal("the slipway binary serves the console's placeholder: build the pages first with `make build` (npm ci && npm run build in console/web)")
 	}
-	b.do("logging in",
-		chromedp.SendKeys(chromedp.CSS("#login-user"), user),
-		chromedp.SendKeys(chromedp.CSS("#login-password"), password),
-		chromedp.Click(chromedp.CSS("#login-submit")),
-		chromedp.WaitVisible(chromedp.CSS("#user")),
-	)
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, 45*time.Second*loadFactor)
+		err := chromedp.Do(ctx,
+			chromedp.SendKeys(chromedp.CSS("#login-user"), user),
+			chromedp.SendKeys(chromedp.CSS("#login-password"), password),
+			chromedp.Click(chromedp.CSS("#login-submit")),
+			chromedp.WaitVisible(chromedp.CSS("#user")),
+		)
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 4 {
+			b.shot("failed-" + b.who)
+			b.t.Fatalf("logging in (as %s): %v", b.who, err)
+		}
+		b.t.Logf("logging in again (as %s): %v", b.who, err)
+		// A new document: the login form again, or the console if the
+		// last attempt's session was made after all.
+		ctx, cancel = context.WithTimeout(b.ctx, 45*time.Second*loadFactor)
+		err = chromedp.Do(ctx, chromedp.Navigate(b.base+"/console/"),
+			chromedp.Poll[chromedp.Void](`!!document.querySelector('#login-user') || !!document.querySelector('#user')`, chromedp.WithPollingTimeout(0)))
+		cancel()
+		if err == nil && eval[bool](b, `!!document.querySelector('#user')`) {
+			return
+		}
+	}
 }
 
 // mark sets a value on the page's window that a reload would lose.
