@@ -74,6 +74,30 @@ type proc struct {
 
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *proc {
 	t.Helper()
+	_, started := registryPorts.Load(dataDir)
+	for attempt := 0; ; attempt++ {
+		p := launchServer(t, dataDir, addr, extra...)
+		err := p.awaitReady()
+		if err == nil {
+			return p
+		}
+		// freePort closes its listener before the server binds the
+		// port, and the server's own embedded etcd may take it in
+		// between (seen on a fresh root: "registry listen on
+		// 127.0.0.1:34979: bind: address already in use", etcd serving
+		// on that port). On a first start the registry's port is not
+		// yet part of anything stored: take another once.
+		if !started && attempt == 0 && strings.Contains(p.out.String(), "registry listen on") && strings.Contains(p.out.String(), "address already in use") {
+			t.Logf("the registry's port was taken before the server bound it; starting again on another")
+			registryPorts.Store(dataDir, freePort(t))
+			continue
+		}
+		t.Fatalf("%v\n%s", err, p.out)
+	}
+}
+
+func launchServer(t *testing.T, dataDir, addr string, extra ...string) *proc {
+	t.Helper()
 	reg, ok := registryPorts.Load(dataDir)
 	if !ok {
 		reg, _ = registryPorts.LoadOrStore(dataDir, freePort(t))
@@ -105,7 +129,6 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *proc {
 			<-p.done
 		}
 	})
-	p.waitReady(t)
 	return p
 }
 
@@ -115,11 +138,19 @@ func (p *proc) caFile() string { return filepath.Join(p.dataDir, "pki", "ca.crt"
 
 func (p *proc) waitReady(t *testing.T) {
 	t.Helper()
+	if err := p.awaitReady(); err != nil {
+		t.Fatalf("%v\n%s", err, p.out)
+	}
+}
+
+// awaitReady waits until the server answers /readyz, or says why it does not.
+func (p *proc) awaitReady() error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-p.done:
-			t.Fatalf("slipway start exited early: %v\n%s", err, p.out)
+			p.done <- err
+			return fmt.Errorf("slipway start exited early: %v", err)
 		default:
 		}
 		if ca, err := os.ReadFile(p.caFile()); err == nil {
@@ -129,13 +160,13 @@ func (p *proc) waitReady(t *testing.T) {
 			if resp, err := hc.Get(p.url() + "/readyz"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
-					return
+					return nil
 				}
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("slipway start not ready after 60s:\n%s", p.out)
+	return fmt.Errorf("slipway start not ready after 60s")
 }
 
 func (p *proc) adminPassword(t *testing.T) string {

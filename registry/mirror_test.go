@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -153,8 +154,11 @@ func TestMirrorAccess(t *testing.T) {
 		t.Fatalf("push into the mirror = %d, %v; want refused", code, err)
 	}
 	// (ggcr's push asked whether the blobs exist first: signed-in reads,
-	// which the mirror may ask the upstream about.)
-	hits = src.hits.Load()
+	// which the mirror may ask the upstream about. It returns at the
+	// first refusal while its other layers' requests may still be on the
+	// way, so wait until the upstream hears nothing more: on a fresh
+	// root one arrived after the count was taken.)
+	hits = settledHits(src)
 	rs = h.do(t, req{method: "POST", path: "/v2/docker.io/library/app/blobs/uploads/", user: "admin"})
 	if rs.code != http.StatusForbidden || rs.errCode() != "DENIED" || !strings.Contains(string(rs.body), "read-only") {
 		t.Fatalf("upload into the mirror = %s; want 403 DENIED, read-only", rs)
@@ -252,5 +256,19 @@ func TestMirrorImage(t *testing.T) {
 	}
 	if got, ok := registry.MirrorImage(reg, nil, "nginx"); ok {
 		t.Errorf("MirrorImage with no mirrors = %q; want none", got)
+	}
+}
+
+// settledHits is the upstream's request count once it has not moved for
+// half a second.
+func settledHits(src *countingServer) int64 {
+	last := src.hits.Load()
+	for {
+		time.Sleep(500 * time.Millisecond)
+		n := src.hits.Load()
+		if n == last {
+			return n
+		}
+		last = n
 	}
 }
