@@ -66,6 +66,7 @@ import (
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/server"
 	"slipway.dev/slipway/store"
+	"slipway.dev/slipway/store/etcd"
 )
 
 func main() {
@@ -79,6 +80,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of Slipway's small-push rounds (the whole process) to this file")
 	manyTags := flag.Int("stream-tags", 0, "also time tag pushes to a stream of this many tags against a stream that starts with one, Slipway only (0: skip)")
 	tagProfile := flag.String("tagprofile", "", "write a CPU profile of the timed tag pushes of -stream-tags (the whole process) to this file")
+	floor := flag.Bool("floor", true, "also push to a floor registry (floor.go: digest checked, one fdatasync and a directory fsync per blob and manifest, nothing else) in each round, to show what the push goals can reach here")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -145,20 +147,37 @@ func main() {
 	for r := range bigs {
 		bigs[r] = bigImage(*bigMiB) // digests computed here, not in the timed push
 	}
-	push := abab(*rounds, func(s *target, r int) float64 {
+	var floorAnon, floorToken []*target
+	if *floor {
+		ec, err := etcd.ClientTLS(srv.EtcdClientTLS(), srv.EtcdEndpoints()...)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer ec.Close()
+		floorAnon = []*target{startFloor(filepath.Join(dir, "floor-anonymous"), "floor, anonymous", false, nil)}
+		floorToken = append([]*target{
+			startFloor(filepath.Join(dir, "floor-token"), "floor, token challenge", true, nil),
+			startFloor(filepath.Join(dir, "floor-etcd"), "floor, token challenge, an etcd Put per manifest", true, ec),
+		}, floorAnon...)
+	}
+	push, pushFloor := ababFloors(*rounds, func(s *target, r int) float64 {
 		d := timeIt(func() error { return s.push(bigs[r], fmt.Sprintf("big-%d", r)) })
 		return size / d.Seconds()
-	}, &slip, &dist)
+	}, &slip, &dist, floorAnon)
 	pull := abab(*rounds, func(s *target, r int) float64 {
 		d := timeIt(func() error { return s.pull(fmt.Sprintf("big-%d", r)) })
 		return size / d.Seconds()
 	}, &slip, &dist)
 	bigs = nil
 	push.row("large push (MiB/s)")
+	if *floor {
+		fmt.Printf("| large push floor: the same client against floor.go, anonymous (MiB/s) | %.1f | %.1f | floor / distribution %.2f; Slipway at %.2f of the floor, distribution at %.2f |\n",
+			pushFloor[0], pushFloor[0], pushFloor[0]/push.b, push.a/pushFloor[0], push.b/pushFloor[0])
+	}
 	pull.row("large pull (MiB/s)")
 
 	var lat []time.Duration
-	smalls := abab(*rounds, func(s *target, r int) float64 {
+	smalls, smallFloor := ababFloors(*rounds, func(s *target, r int) float64 {
 		imgs := smallImages(*small) // digests computed before the clock
 		var l []time.Duration
 		if *cpuprofile != "" && s == &slip {
@@ -176,8 +195,14 @@ func main() {
 		})
 		lat = append(lat, l...)
 		return float64(*small) / d.Seconds()
-	}, &slip, &dist)
+	}, &slip, &dist, floorToken)
 	smalls.row("small image pushes (images/s)")
+	if *floor {
+		fmt.Printf("| small image pushes floor: the same client against floor.go, with a token challenge / anonymous (images/s) | %.1f | %.1f | floor with tokens / distribution %.2f, anonymous floor / distribution %.2f; Slipway at %.2f of the token floor, distribution at %.2f of the anonymous one |\n",
+			smallFloor[0], smallFloor[2], smallFloor[0]/smalls.b, smallFloor[2]/smalls.b, smalls.a/smallFloor[0], smalls.b/smallFloor[2])
+		fmt.Printf("| small image pushes floor with a token challenge and one etcd Put per manifest put, on Slipway's etcd (images/s) | %.1f | | floor / distribution %.2f; Slipway at %.2f of it |\n",
+			smallFloor[1], smallFloor[1]/smalls.b, smalls.a/smallFloor[1])
+	}
 	slip.printBreakdown()
 	dist.printBreakdown()
 
