@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +57,7 @@ func busyboxImage(t *testing.T) v1.Image {
 	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
 	tw.Write(bb)
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layer, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,4 +293,10 @@ spec:
 	if _, err := admin.Get(ctx, api.ImageStreams, "bld", "untested"); !api.IsNotFound(err) {
 		t.Errorf("a build whose hook failed pushed its output: %v", err)
 	}
+}
+
+// inMemory opens b as a layer's bytes. (tarball.LayerFromReader would
+// copy them to a file in the temporary directory that is never removed.)
+func inMemory(b []byte) tarball.Opener {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }

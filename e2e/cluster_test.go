@@ -212,7 +212,7 @@ func podImage(t *testing.T, files map[string]string, cmd ...string) v1.Image {
 		tw.Write([]byte(files[n]))
 	}
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layer, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func fileLayer(t *testing.T, path, content string) v1.Layer {
 	tw.WriteHeader(&tar.Header{Name: path, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(content))})
 	tw.Write([]byte(content))
 	tw.Close()
-	l, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	l, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -171,7 +171,7 @@ func podServerImage(t *testing.T, certPEM, keyPEM string) v1.Image {
 		tw.Write([]byte(s))
 	}
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layer, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

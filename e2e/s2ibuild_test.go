@@ -42,7 +42,7 @@ func s2iBuilderImage(t *testing.T) v1.Image {
 		tw.Write([]byte(body))
 	}
 	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layer, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -303,7 +303,7 @@ func filesLayer(t *testing.T, files map[string]string) v1.Layer {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	l, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

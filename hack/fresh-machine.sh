@@ -219,6 +219,10 @@ for run in $(seq 1 "$RUNS"); do
   # leaves nothing.
   left=$(
     ls -d "$root"/tmp/slipway-* 2>/dev/null | sed 's/^/directory: /'
+    # os.CreateTemp("", "") names (tarball.LayerFromReader made one per
+    # layer, and never removed it).
+    n=$(find "$root/tmp" -maxdepth 1 -type f -regex '.*/[0-9]+' | wc -l)
+    [ "$n" = 0 ] || echo "temporary files: $n in /tmp named by number only"
     inside awk 'index($5, "/tmp/") == 1 {print "mount: " $5}' /proc/self/mountinfo
     inside ip -o link | awk -F': ' '$2 != "lo" && $2 != "tap0" {print "link: " $2}'
     inside ip -o route show table all | grep -v -E 'dev (lo|tap0)( |$)' | sed 's/^/route: /' || true
@@ -236,7 +240,7 @@ for run in $(seq 1 "$RUNS"); do
     say "make test run $run left this behind:"
     echo "$left" | head -40
   else
-    say "make test run $run left nothing behind (no directories, mounts, bridges or FORWARD rules)"
+    say "make test run $run left nothing behind (no directories, temporary files, mounts, bridges or FORWARD rules)"
   fi
 done
 

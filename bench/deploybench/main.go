@@ -246,7 +246,7 @@ func webImage(bb []byte, version string) (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layer, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		return nil, err
 	}
@@ -426,4 +426,10 @@ func percentiles(ss []steps, get func(steps) time.Duration) (p50, p99 float64) {
 		return float64(ds[min(max(i, 0), len(ds)-1)]) / 1e6
 	}
 	return p(0.50), p(0.99)
+}
+
+// inMemory opens b as a layer's bytes. (tarball.LayerFromReader would
+// copy them to a file in the temporary directory that is never removed.)
+func inMemory(b []byte) tarball.Opener {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }

@@ -80,6 +80,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of Slipway's small-push rounds (the whole process) to this file")
 	manyTags := flag.Int("stream-tags", 0, "also time tag pushes to a stream of this many tags against a stream that starts with one, Slipway only (0: skip)")
 	tagProfile := flag.String("tagprofile", "", "write a CPU profile of the timed tag pushes of -stream-tags (the whole process) to this file")
+	scanner := flag.Bool("scanner", true, "run Slipway's scanner (false: no scan controller, to see its share of a push's cost)")
 	floor := flag.Bool("floor", true, "also push to a floor registry (floor.go: digest checked, one fdatasync and a directory fsync per blob and manifest, nothing else) in each round, to show what the push goals can reach here")
 	flag.Parse()
 	log.SetFlags(0)
@@ -126,7 +127,7 @@ func main() {
 	if *manyTags > 0 {
 		limits.TagsPerStream = max(imagestreams.DefaultTagsPerStream, *manyTags+50**rounds+1)
 	}
-	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", RegistryStorage: slipStorage, Out: io.Discard, Limits: limits})
+	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "slipway"), Listen: "127.0.0.1:0", RegistryListen: "127.0.0.1:0", RegistryStorage: slipStorage, Out: io.Discard, Limits: limits, NoScanner: !*scanner})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func main() {
 	if err := admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: "bench"}}); err != nil {
 		log.Fatal(err)
 	}
-	slip := target{name: "Slipway", host: srv.RegistryHost, repo: "bench/app", auth: &authn.Basic{Username: "admin", Password: admin.Token()}, cl: admin}
+	slip := target{name: "Slipway", host: srv.RegistryHost, repo: "bench/app", auth: &authn.Basic{Username: "admin", Password: admin.Token()}, cl: admin, noScans: !*scanner}
 
 	fmt.Printf("# registrybench: %d rounds (Slipway, distribution, alternating); %d MiB in 10 layers, %d small images (%d concurrent), %d manifest GETs per round; %s storage; %s\n\n",
 		*rounds, *bigMiB, *small, *conc, *gets, storageName, time.Now().UTC().Format(time.RFC3339))
@@ -312,6 +313,7 @@ type target struct {
 	auth             authn.Authenticator
 	cl               *client.Client // Slipway only: to watch streams and wait for scans
 	pushed           int            // images pushed so far (Slipway: scans to wait for)
+	noScans          bool           // Slipway runs no scanner: nothing to wait for
 }
 
 // medians is one measurement's result: a is Slipway's median, b the peer's.
@@ -347,7 +349,7 @@ func median(xs []float64) float64 {
 // drainScans waits until Slipway has an ImageScan with a phase for every
 // image it was given, so that the scanner is idle when the peer runs.
 func (t *target) drainScans() {
-	if t.cl == nil {
+	if t.cl == nil || t.noScans {
 		return
 	}
 	deadline := time.Now().Add(5 * time.Minute)
