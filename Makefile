@@ -80,6 +80,7 @@ bench: build
 	$(GO) run ./bench/rebasebench -n 1000
 	$(GO) run ./bench/schedbench
 	$(GO) run ./bench/proxybench
+	$(GO) run ./bench/proxybench -mode nftables
 	$(GO) run ./bench/deploybench
 	$(GO) run ./bench/policybench
 	$(GO) run ./bench/scanbench

@@ -3,7 +3,8 @@
 // a Markdown table of ratios for BENCHMARKS.md.
 //
 // The proxy watches a real embedded etcd; the backend is a net/http server
-// on 127.0.0.1. Client, proxy and backend share the machine's cores.
+// on 127.0.0.1 (with -client pod, in a network namespace of its own).
+// Client, proxy and backend share the machine's cores.
 //
 // -mode userspace (the default) serves a cluster IP from the loopback
 // range with the userspace proxy. -mode nftables needs root: the command
@@ -12,7 +13,12 @@
 // of 10.43.0.0/24 on the slipway0 interface and the kernel DNATs it to
 // the backend.
 //
-//	go run ./bench/proxybench [-mode userspace|nftables] [-n 20000] [-n-new 10000] [-c 16] [-bulk 1024] [-rounds 5]
+// -client pod (nftables mode) runs the client in a network namespace
+// behind a veth, as a pod, and the backend in another: a pod's connection
+// to a service is DNATed in the node's prerouting hook and forwarded,
+// against the same two namespaces talking directly.
+//
+//	go run ./bench/proxybench [-mode userspace|nftables] [-client host|pod] [-n 20000] [-n-new 10000] [-c 16] [-bulk 1024] [-rounds 5]
 package main
 
 import (
@@ -48,12 +54,16 @@ func main() {
 	rounds := flag.Int("rounds", 5, "rounds per measurement, alternating proxy and direct, so drift in a noisy machine hits both")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (client, proxy and backend) here")
 	mode := flag.String("mode", "userspace", "proxy mode: userspace, or nftables (as root, in a fresh network namespace)")
+	client := flag.String("client", "host", "with -mode nftables, where the client runs: host (connections the node makes itself: the output hook DNATs and masquerades them) or pod (a network namespace behind a veth, as a pod, reaching a backend in another: prerouting DNAT, then forwarding, as pods' connections to services go; direct is the same two namespaces without the service)")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetLogLoggerLevel(slog.LevelWarn)
 	m, err := proxy.ParseMode(*mode)
 	if err != nil || m == proxy.ModeAuto {
 		log.Fatalf("-mode %q: want userspace or nftables", *mode)
+	}
+	if *client != "host" && (*client != "pod" || m != proxy.ModeNFTables) {
+		log.Fatalf("-client %q: want host, or pod with -mode nftables", *client)
 	}
 	if m == proxy.ModeNFTables && !inNetns() {
 		os.Exit(reexecInNetns())
@@ -71,7 +81,17 @@ func main() {
 	defer member.Close()
 	st := store.New(member.InProcessClient())
 
-	backend := startBackend()
+	listen, epIP := net.Listen, "127.0.0.1"
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	if *client == "pod" {
+		cl, bk := newPodNet("vcl", "10.98.0"), newPodNet("vbk", "10.97.0")
+		dial, epIP = cl.dial, bk.ip
+		listen = func(network, addr string) (ln net.Listener, err error) {
+			bk.do(func() { ln, err = net.Listen(network, addr) })
+			return ln, err
+		}
+	}
+	backend := startBackend(listen, epIP)
 	ctx, cancel := context.WithCancel(context.Background())
 	// The backend is on loopback, which a node's default endpoint policy
 	// refuses (it has done so since the policy came; the benchmark did
@@ -94,18 +114,18 @@ func main() {
 	go func() { p.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	svcAddr := serve(ctx, st, clusterIP, port, backend)
+	svcAddr := serve(ctx, st, clusterIP, port, backend, dial)
 
-	fmt.Printf("# proxybench, %s mode: %d keep-alive and %d new-connection requests, %d concurrent clients, %d MiB bulk, GOMAXPROCS=%d, %s\n\n",
-		p.Mode(), *n, *nNew, *conc, *bulk, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("# proxybench, %s mode, client on the %s: %d keep-alive and %d new-connection requests, %d concurrent clients, %d MiB bulk, GOMAXPROCS=%d, %s\n\n",
+		p.Mode(), *client, *n, *nNew, *conc, *bulk, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
 	fmt.Println("| measurement | through the proxy | direct | ratio (proxy / direct) | median of the rounds' ratios |")
 	fmt.Println("|---|---|---|---|---|")
 
 	keepAlive := func() *http.Client {
-		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc}}
+		return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc, DialContext: dial}}
 	}
 	newConn := func() *http.Client {
-		return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		return &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -133,15 +153,16 @@ func main() {
 	row("new connection p50 (ms)", ms(pn.p50), ms(dn.p50), "%.3f")
 	row("new connection p99 (ms)", ms(pn.p99), ms(dn.p99), "%.3f")
 	pbr, dbr := compare(*rounds, func() (result, result) {
-		return bulkRate(svcAddr, *bulk / *rounds), bulkRate(backend, *bulk / *rounds)
+		return bulkRate(svcAddr, *bulk / *rounds, dial), bulkRate(backend, *bulk / *rounds, dial)
 	})
 	rateRow(fmt.Sprintf("bulk GET of %d MiB, one connection (MiB/s)", *bulk), pbr, dbr)
 	fmt.Printf("\nEach measurement alternates proxy and direct over %d rounds. Latency is per request as the client sees it, with %d clients in flight.\n", *rounds, *conc)
 }
 
-// startBackend serves "/" (a 2-byte body) and "/bulk?mib=N" on 127.0.0.1.
-func startBackend() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startBackend serves "/" (a 2-byte body) and "/bulk?mib=N" on ip, on a
+// listener from listen.
+func startBackend(listen func(network, addr string) (net.Listener, error), ip string) string {
+	ln, err := listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -164,7 +185,7 @@ func startBackend() string {
 // serve creates a Service on clusterIP:port (a free port when 0) in front
 // of backend and returns its address once a request through it is
 // answered.
-func serve(ctx context.Context, st *store.Store, clusterIP string, port int, backend string) string {
+func serve(ctx context.Context, st *store.Store, clusterIP string, port int, backend string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) string {
 	if port == 0 {
 		l, err := net.Listen("tcp", clusterIP+":0")
 		if err != nil {
@@ -173,7 +194,7 @@ func serve(ctx context.Context, st *store.Store, clusterIP string, port int, bac
 		port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
 	}
-	_, bport, _ := net.SplitHostPort(backend)
+	epIP, bport, _ := net.SplitHostPort(backend)
 	bp, _ := strconv.Atoi(bport)
 	svc := &api.Service{
 		ObjectMeta: api.ObjectMeta{Namespace: "bench", Name: "web"},
@@ -182,7 +203,7 @@ func serve(ctx context.Context, st *store.Store, clusterIP string, port int, bac
 	eps := &api.Endpoints{
 		ObjectMeta: api.ObjectMeta{Namespace: "bench", Name: "web"},
 		Subsets: []api.EndpointSubset{{
-			Addresses: []api.EndpointAddress{{IP: "127.0.0.1"}},
+			Addresses: []api.EndpointAddress{{IP: epIP}},
 			Ports:     []api.ServicePort{{Name: "http", Port: int32(bp)}},
 		}},
 	}
@@ -190,7 +211,7 @@ func serve(ctx context.Context, st *store.Store, clusterIP string, port int, bac
 		log.Fatal(err)
 	}
 	addr := net.JoinHostPort(clusterIP, strconv.Itoa(port))
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		resp, err := c.Get("http://" + addr + "/")
 		if err == nil {
@@ -284,8 +305,8 @@ func run(c *http.Client, addr string, n, conc int) result {
 }
 
 // bulkRate downloads mib MiB on one connection; its n is MiB.
-func bulkRate(addr string, mib int) result {
-	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+func bulkRate(addr string, mib int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) result {
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true, DialContext: dial}}
 	start := time.Now()
 	resp, err := c.Get(fmt.Sprintf("http://%s/bulk?mib=%d", addr, mib))
 	if err != nil {

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"log"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 const netnsEnv = "SLIPWAY_PROXYBENCH_NETNS"
@@ -44,4 +48,102 @@ func reexecInNetns() int {
 		log.Fatal(err)
 	}
 	return 0
+}
+
+// podNet is a network namespace joined to the benchmark's own namespace
+// (the node) by a veth pair, as a container on a node is: PREFIX.2/24,
+// default route via the node's PREFIX.1. Its packets meet the node's
+// prerouting and forward hooks, as pods' packets do, not output.
+type podNet struct {
+	ns netns.NsHandle
+	ip string
+}
+
+// newPodNet makes the pod's namespace and its link, named after name.
+func newPodNet(name, prefix string) *podNet {
+	// The benchmark's namespace is its own: this forwards only there.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	node := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name + "0"}, PeerName: name + "1"}
+	if err := netlink.LinkAdd(node); err != nil {
+		log.Fatalf("veth %s: %v", name, err)
+	}
+	must(addrUp(node.Name, prefix+".1/24"))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	home, err := netns.Get()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer home.Close()
+	h, err := netlink.NewHandleAt(home)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer h.Close()
+	ns, err := netns.New() // this thread is in it until home is set again
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { must(netns.Set(home)) }()
+	peer, err := h.LinkByName(name + "1")
+	if err == nil {
+		err = h.LinkSetNsFd(peer, int(ns))
+	}
+	must(err)
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	must(err)
+	must(addrUp(name+"1", prefix+".2/24"))
+	l, _ := netlink.LinkByName(name + "1")
+	must(netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(prefix + ".1")}))
+	return &podNet{ns: ns, ip: prefix + ".2"}
+}
+
+func addrUp(link, cidr string) error {
+	l, err := netlink.LinkByName(link)
+	if err != nil {
+		return err
+	}
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(l, a); err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(l)
+}
+
+// do runs fn on a thread in the pod's namespace: sockets fn opens belong
+// to the pod for their whole life, whichever thread uses them later.
+func (p *podNet) do(fn func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	home, err := netns.Get()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer home.Close()
+	must(netns.Set(p.ns))
+	defer func() { must(netns.Set(home)) }()
+	fn()
+}
+
+// dial connects from inside the pod.
+func (p *podNet) dial(ctx context.Context, network, addr string) (c net.Conn, err error) {
+	p.do(func() {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+	})
+	return c, err
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
 }
