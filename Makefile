@@ -81,6 +81,7 @@ bench: build
 	$(GO) run ./bench/schedbench
 	$(GO) run ./bench/proxybench
 	$(GO) run ./bench/proxybench -mode nftables
+	$(GO) run ./bench/proxybench -mode nftables -client pod
 	$(GO) run ./bench/deploybench
 	$(GO) run ./bench/policybench
 	$(GO) run ./bench/scanbench
