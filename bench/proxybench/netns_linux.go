@@ -70,37 +70,29 @@ func newPodNet(name, prefix string) *podNet {
 		log.Fatalf("veth %s: %v", name, err)
 	}
 	must(addrUp(node.Name, prefix+".1/24"))
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	home, err := netns.Get()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer home.Close()
-	h, err := netlink.NewHandleAt(home)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer h.Close()
-	ns, err := netns.New() // this thread is in it until home is set again
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer func() { must(netns.Set(home)) }()
-	peer, err := h.LinkByName(name + "1")
+	p := &podNet{ns: newNetns(), ip: prefix + ".2"}
+	peer, err := netlink.LinkByName(name + "1")
 	if err == nil {
-		err = h.LinkSetNsFd(peer, int(ns))
+		err = netlink.LinkSetNsFd(peer, int(p.ns))
 	}
 	must(err)
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
-	must(err)
-	must(addrUp(name+"1", prefix+".2/24"))
-	l, _ := netlink.LinkByName(name + "1")
-	must(netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(prefix + ".1")}))
-	return &podNet{ns: ns, ip: prefix + ".2"}
+	p.do(func() {
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		must(err)
+		must(addrUp(name+"1", p.ip+"/24"))
+		l, _ := netlink.LinkByName(name + "1")
+		must(netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(prefix + ".1")}))
+	})
+	return p
+}
+
+// newNetns makes a network namespace without entering it.
+func newNetns() (ns netns.NsHandle) {
+	away(func() (err error) { ns, err = netns.New(); return err }, func() {})
+	return ns
 }
 
 func addrUp(link, cidr string) error {
@@ -121,14 +113,18 @@ func addrUp(link, cidr string) error {
 // do runs fn on a thread in the pod's namespace: sockets fn opens belong
 // to the pod for their whole life, whichever thread uses them later.
 func (p *podNet) do(fn func()) {
+	away(func() error { return netns.Set(p.ns) }, fn)
+}
+
+// away runs enter, which moves this thread into another namespace, then
+// fn, on one locked thread, and brings the thread home after.
+func away(enter func() error, fn func()) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	home, err := netns.Get()
-	if err != nil {
-		log.Fatal(err)
-	}
+	must(err)
 	defer home.Close()
-	must(netns.Set(p.ns))
+	must(enter())
 	defer func() { must(netns.Set(home)) }()
 	fn()
 }
