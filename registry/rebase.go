@@ -148,7 +148,8 @@ func (r *Registry) rebaseLoop() {
 type rebaseItem struct {
 	req        *rebaseReq
 	bc         store.Raw
-	stream     string // output stream and tag
+	out        store.Raw // the output stream, as rebasePrepare read it
+	stream     string    // output stream and tag
 	tag        string
 	baseNS     string
 	baseStream string
@@ -380,7 +381,7 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 			it.fail(notRebasable("the output tag %s:%s has no image yet", it.stream, it.tag))
 			continue
 		}
-		it.cur = cur.Image
+		it.cur, it.out = cur.Image, out
 		imageNames = append(imageNames, [2]string{it.req.project, it.cur})
 	}
 	images, err := r.cfg.Store.GetMany(ctx, api.Images, imageNames)
@@ -712,7 +713,7 @@ func (r *Registry) rebaseStore(ctx context.Context, ns distribution.Namespace, i
 func (r *Registry) rebaseCommit(ctx context.Context, chunk []*rebaseItem) int64 {
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {
-		rev, err := r.rebaseTxn(ctx, chunk)
+		rev, err := r.rebaseTxn(ctx, chunk, attempt > 0)
 		if err == nil {
 			return rev
 		}
@@ -730,21 +731,30 @@ func (r *Registry) rebaseCommit(ctx context.Context, chunk []*rebaseItem) int64 
 	return 0
 }
 
-func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, error) {
+// The first attempt writes over the build configs and streams as
+// rebasePrepare read them (the transaction compares their revisions); a
+// retry after a conflict reads them again.
+func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem, reread bool) (int64, error) {
 	var bcNames, streamNames, imageNames, scanNames [][2]string
+	bcs, streams := map[string]store.Raw{}, map[string]store.Raw{}
 	for _, it := range chunk {
 		bcNames = append(bcNames, [2]string{it.req.project, it.req.config})
 		streamNames = append(streamNames, [2]string{it.req.project, it.stream})
 		imageNames = append(imageNames, [2]string{it.req.project, it.digest})
 		scanNames = append(scanNames, [2]string{"", it.digest}, [2]string{"", it.cur}, [2]string{"", it.oldBase}, [2]string{"", it.newBase})
+		if it.bc.Object == nil || it.out.Object == nil {
+			reread = true
+		}
+		bcs[it.req.project+"/"+it.req.config], streams[it.req.project+"/"+it.stream] = it.bc, it.out
 	}
-	bcs, err := r.cfg.Store.GetMany(ctx, api.BuildConfigs, bcNames)
-	if err != nil {
-		return 0, err
-	}
-	streams, err := r.cfg.Store.GetMany(ctx, api.ImageStreams, streamNames)
-	if err != nil {
-		return 0, err
+	var err error
+	if reread {
+		if bcs, err = r.cfg.Store.GetMany(ctx, api.BuildConfigs, bcNames); err != nil {
+			return 0, err
+		}
+		if streams, err = r.cfg.Store.GetMany(ctx, api.ImageStreams, streamNames); err != nil {
+			return 0, err
+		}
 	}
 	images, err := r.cfg.Store.GetMany(ctx, api.Images, imageNames)
 	if err != nil {
