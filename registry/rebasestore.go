@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 
 	"github.com/distribution/distribution/v3"
@@ -329,7 +330,54 @@ func (r *Registry) readImage(ctx context.Context, repo, dgst string) (*rawImage,
 	if err != nil {
 		return nil, err
 	}
-	return &rawImage{img: img, man: man, manifest: payload, config: cfg}, nil
+	return &rawImage{img: &parsedImage{Image: img}, man: man, manifest: payload, config: cfg}, nil
+}
+
+// parsedImage parses an image's manifest, config and layers once:
+// go-containerregistry's partial images parse them on every call, and a
+// group's bases are asked for them by every image it rebases. Callers get
+// copies.
+type parsedImage struct {
+	v1.Image
+	once   sync.Once
+	man    *v1.Manifest
+	cfg    *v1.ConfigFile
+	layers []v1.Layer
+	err    error
+}
+
+func (p *parsedImage) load() error {
+	p.once.Do(func() {
+		if p.man, p.err = p.Image.Manifest(); p.err != nil {
+			return
+		}
+		if p.cfg, p.err = p.Image.ConfigFile(); p.err != nil {
+			return
+		}
+		p.layers, p.err = p.Image.Layers()
+	})
+	return p.err
+}
+
+func (p *parsedImage) Manifest() (*v1.Manifest, error) {
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return p.man.DeepCopy(), nil
+}
+
+func (p *parsedImage) ConfigFile() (*v1.ConfigFile, error) {
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return p.cfg.DeepCopy(), nil
+}
+
+func (p *parsedImage) Layers() ([]v1.Layer, error) {
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return slices.Clone(p.layers), nil
 }
 
 // readImageStored is readImage through distribution's stores.
