@@ -250,6 +250,11 @@ func writeUnsynced(full string, content []byte) error {
 	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
 		return err
 	}
+	return writeRenamed(full, content)
+}
+
+// writeRenamed is writeUnsynced in a directory that exists.
+func writeRenamed(full string, content []byte) error {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	f, err := os.OpenFile(full+"."+hex.EncodeToString(rnd[:])+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)

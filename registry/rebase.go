@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
@@ -146,7 +148,8 @@ func (r *Registry) rebaseLoop() {
 type rebaseItem struct {
 	req        *rebaseReq
 	bc         store.Raw
-	stream     string // output stream and tag
+	out        store.Raw // the output stream, as rebasePrepare read it
+	stream     string    // output stream and tag
 	tag        string
 	baseNS     string
 	baseStream string
@@ -196,6 +199,7 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 		items = append(items, &rebaseItem{req: q})
 	}
 	r.rebasePrepare(ctx, items)
+	tPrep := time.Since(start)
 	// Streams, too, once per group.
 	streams := map[string]bool{}
 	for _, it := range items {
@@ -210,6 +214,7 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 		streams[k] = true
 	}
 	r.rebaseWriteStorage(ctx, items)
+	tStore := time.Since(start)
 	var chunks [][]*rebaseItem
 	var chunk []*rebaseItem
 	for _, it := range items {
@@ -262,6 +267,7 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 		}
 		wg.Wait()
 	}
+	tCommit := time.Since(start)
 	if rv := rev.Load(); rv > 0 {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = r.streams.WaitFor(wctx, rv)
@@ -290,7 +296,8 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 		}
 		it.req.done <- rebaseResult{build: it.buildResult()}
 	}
-	slog.Debug("registry: rebase group", "requests", len(batch), "rebased", done, "took", time.Since(start))
+	slog.Debug("registry: rebase group", "requests", len(batch), "rebased", done, "took", time.Since(start),
+		"prepare", tPrep, "storage", tStore-tPrep, "commit", tCommit-tStore)
 	for _, q := range later {
 		go func() {
 			b, err := r.RebaseBuildConfig(q.ctx, q.who, q.project, q.config)
@@ -374,7 +381,7 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 			it.fail(notRebasable("the output tag %s:%s has no image yet", it.stream, it.tag))
 			continue
 		}
-		it.cur = cur.Image
+		it.cur, it.out = cur.Image, out
 		imageNames = append(imageNames, [2]string{it.req.project, it.cur})
 	}
 	images, err := r.cfg.Store.GetMany(ctx, api.Images, imageNames)
@@ -595,27 +602,67 @@ func (r *Registry) rebaseCompute(ctx context.Context, it *rebaseItem, bases *bas
 }
 
 // rebaseWriteStorage writes every item's blobs and links without a sync
-// each, then syncs the file system once.
+// each and syncs the file system once, all under one garbage-collection
+// hold for every digest the group makes reachable (what a push of each
+// manifest would hold, in a few etcd transactions for the group rather
+// than two or three each).
 func (r *Registry) rebaseWriteStorage(ctx context.Context, items []*rebaseItem) {
-	ns, sync, err := r.unsyncedNamespace(ctx)
-	if err != nil {
-		for _, it := range items {
-			it.fail(err)
+	var write []*rebaseItem
+	var ds []string
+	seen := map[string]bool{}
+	hold := func(d string) {
+		if !seen[d] {
+			seen[d] = true
+			ds = append(ds, d)
 		}
+	}
+	mans := map[*rebaseItem]*ocispec.Manifest{}
+	for _, it := range items {
+		if it.err != nil || it.noop {
+			continue
+		}
+		var man ocispec.Manifest
+		if err := json.Unmarshal(it.manifest, &man); err != nil {
+			it.fail(err)
+			continue
+		}
+		mans[it] = &man
+		write = append(write, it)
+		hold(it.digest)
+		hold(man.Config.Digest.String())
+		for _, l := range man.Layers {
+			hold(l.Digest.String())
+		}
+	}
+	if len(write) == 0 {
 		return
 	}
-	var write []*rebaseItem
-	for _, it := range items {
-		if it.err == nil && !it.noop {
-			write = append(write, it)
+	var store func(it *rebaseItem) error
+	if r.fsRoot != "" {
+		fs := &rebaseFS{root: r.fsRoot, src: map[string]error{}}
+		store = func(it *rebaseItem) error { return fs.store(it, mans[it]) }
+	} else {
+		ns, err := r.unsyncedNamespace(ctx)
+		if err != nil {
+			for _, it := range write {
+				it.fail(err)
+			}
+			return
 		}
+		store = func(it *rebaseItem) error { return r.rebaseStore(ctx, ns, it) }
 	}
-	// Mostly file creates and renames, which wait on the file system:
-	// several at once.
-	eachItem(write, 8, func(it *rebaseItem) { it.fail(r.rebaseStore(ctx, ns, it)) })
-	if err := sync(); err != nil {
-		for _, it := range items {
-			it.fail(fmt.Errorf("syncing storage: %w", err))
+	err := r.holdBlobs(ctx, ds, func() error {
+		// Mostly file creates and renames, which wait on the file
+		// system: several at once.
+		eachItem(write, 8, func(it *rebaseItem) { it.fail(store(it)) })
+		if err := r.syncStorage(); err != nil {
+			return fmt.Errorf("syncing storage: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		for _, it := range write {
+			it.fail(err)
 		}
 	}
 }
@@ -666,7 +713,7 @@ func (r *Registry) rebaseStore(ctx context.Context, ns distribution.Namespace, i
 func (r *Registry) rebaseCommit(ctx context.Context, chunk []*rebaseItem) int64 {
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {
-		rev, err := r.rebaseTxn(ctx, chunk)
+		rev, err := r.rebaseTxn(ctx, chunk, attempt > 0)
 		if err == nil {
 			return rev
 		}
@@ -684,21 +731,30 @@ func (r *Registry) rebaseCommit(ctx context.Context, chunk []*rebaseItem) int64 
 	return 0
 }
 
-func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem) (int64, error) {
+// The first attempt writes over the build configs and streams as
+// rebasePrepare read them (the transaction compares their revisions); a
+// retry after a conflict reads them again.
+func (r *Registry) rebaseTxn(ctx context.Context, chunk []*rebaseItem, reread bool) (int64, error) {
 	var bcNames, streamNames, imageNames, scanNames [][2]string
+	bcs, streams := map[string]store.Raw{}, map[string]store.Raw{}
 	for _, it := range chunk {
 		bcNames = append(bcNames, [2]string{it.req.project, it.req.config})
 		streamNames = append(streamNames, [2]string{it.req.project, it.stream})
 		imageNames = append(imageNames, [2]string{it.req.project, it.digest})
 		scanNames = append(scanNames, [2]string{"", it.digest}, [2]string{"", it.cur}, [2]string{"", it.oldBase}, [2]string{"", it.newBase})
+		if it.bc.Object == nil || it.out.Object == nil {
+			reread = true
+		}
+		bcs[it.req.project+"/"+it.req.config], streams[it.req.project+"/"+it.stream] = it.bc, it.out
 	}
-	bcs, err := r.cfg.Store.GetMany(ctx, api.BuildConfigs, bcNames)
-	if err != nil {
-		return 0, err
-	}
-	streams, err := r.cfg.Store.GetMany(ctx, api.ImageStreams, streamNames)
-	if err != nil {
-		return 0, err
+	var err error
+	if reread {
+		if bcs, err = r.cfg.Store.GetMany(ctx, api.BuildConfigs, bcNames); err != nil {
+			return 0, err
+		}
+		if streams, err = r.cfg.Store.GetMany(ctx, api.ImageStreams, streamNames); err != nil {
+			return 0, err
+		}
 	}
 	images, err := r.cfg.Store.GetMany(ctx, api.Images, imageNames)
 	if err != nil {

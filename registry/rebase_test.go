@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
@@ -569,5 +572,75 @@ func TestRebaseGroupCountsItsImagesTogether(t *testing.T) {
 	}
 	if refused != 1 {
 		t.Errorf("rebases of one group, each adding 600 KiB under a limit 1 MiB above the usage: errors %v, want exactly one refused", errs)
+	}
+}
+
+// TestRebaseServerSideStorageChecksAsAManifestPut: the server-side rebase
+// writes its files in distribution's layout directly, so it makes the
+// checks a manifest put would. An app layer the output repository does
+// not link refuses the rebase, with nothing recorded; a link left empty
+// (as by a crash before a group's sync) is written again, and the result
+// reads back whole.
+func TestRebaseServerSideStorageChecksAsAManifestPut(t *testing.T) {
+	h := start(t)
+	f := setupRebase(t, h, true)
+	ctx := ctxT(t)
+	v2 := filepath.Join(h.env.DataDir, "registry", "storage", "docker", "registry", "v2")
+	link := func(repo string, l v1.Layer) string {
+		d := digestOfLayer(t, l)
+		return filepath.Join(v2, "repositories", repo, "_layers", "sha256", d[len("sha256:"):], "link")
+	}
+	appLayers, err := f.app.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := link("team/app", appLayers[len(appLayers)-1])
+	saved, err := os.ReadFile(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(own); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if err == nil || !strings.Contains(err.Error(), "is not linked in team/app") {
+		t.Fatalf("rebase with the app layer not linked in team/app: %v, want an error that says so", err)
+	}
+	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
+		t.Errorf("the refused rebase moved the tag: %+v", hist)
+	}
+	if _, err := h.env.Admin.Get(ctx, api.Builds, "team", "app-1"); err == nil {
+		t.Errorf("a refused rebase recorded a build")
+	}
+
+	if err := os.WriteFile(own, saved, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v2Layers, err := f.v2img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := link("team/app", v2Layers[len(v2Layers)-1])
+	if err := os.MkdirAll(filepath.Dir(patch), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(patch, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+	if err != nil {
+		t.Fatalf("rebase: %v", err)
+	}
+	if got, err := os.ReadFile(patch); err != nil || string(got) != digestOfLayer(t, v2Layers[len(v2Layers)-1]) {
+		t.Errorf("the empty link of the new base's layer = %q (%v) after the rebase, want its digest", got, err)
+	}
+	img := remoteImage(t, h, "alice", "team/app@"+b.Status.OutputDigest)
+	if err := validate.Image(img, validate.Fast); err != nil {
+		t.Errorf("the rebased image does not validate: %v", err)
+	}
+	for _, l := range v2Layers {
+		if r := h.do(t, req{method: http.MethodHead, path: "/v2/team/app/blobs/" + digestOfLayer(t, l), user: "alice"}); r.code != http.StatusOK {
+			t.Errorf("HEAD team/app's blob %s = %d, want 200", digestOfLayer(t, l), r.code)
+		}
 	}
 }

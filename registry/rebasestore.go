@@ -7,14 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
-	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -24,63 +25,222 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Storage for server-side writes (rebase, copies): distribution's own
-// blob and manifest stores over the App's driver, with one change when
-// that driver is the file system: PutContent writes and renames without
-// syncing, and the caller syncs the file system once for all it wrote
-// (syncfs), before it records anything in etcd. Other drivers are used
-// as they are, and the sync is a no-op.
+// Storage for server-side writes (rebase): the caller takes one
+// garbage-collection hold (gchold.go) for everything a group makes
+// reachable, writes, syncs the file system once (syncfs), and only then
+// records anything in etcd.
+//
+// On the file system storage the group's files are written directly in
+// distribution's layout (rebaseFS), without a sync each. Other drivers get
+// distribution's own blob and manifest stores (unsyncedNamespace), and the
+// sync is a no-op.
 
-// unsyncedDriver is the App's driver with PutContent unsynced on root.
-type unsyncedDriver struct {
-	storagedriver.StorageDriver
-	root string
-}
-
-func (d *unsyncedDriver) PutContent(ctx context.Context, path string, content []byte) error {
-	return writeUnsynced(filepath.Join(d.root, filepath.FromSlash(path)), content)
-}
-
-// unsyncedNamespace returns a namespace for server-side writes and the
-// function that makes them durable.
-func (r *Registry) unsyncedNamespace(ctx context.Context) (distribution.Namespace, func() error, error) {
+// unsyncedNamespace returns distribution's stores over the App's driver,
+// without holds of their own: the caller holds the group's digests.
+func (r *Registry) unsyncedNamespace(ctx context.Context) (distribution.Namespace, error) {
 	r.unsynced.once.Do(func() {
 		if r.driver == nil {
 			r.unsynced.err = errors.New("registry: storage is not ready")
 			return
 		}
-		d := r.driver
-		if r.fsRoot != "" {
-			d = &unsyncedDriver{StorageDriver: r.driver, root: r.fsRoot}
-		}
-		ns, err := storage.NewRegistry(ctx, d, storage.EnableDelete,
+		r.unsynced.ns, r.unsynced.err = storage.NewRegistry(ctx, r.driver, storage.EnableDelete,
 			storage.ManifestURLsAllowRegexp(regexp.MustCompile(`^https://`)))
-		// Server-side writes take garbage-collection holds as pushes do
-		// (gchold.go), so a collection never sweeps a blob a rebase is
-		// linking or has just written.
-		r.unsynced.ns, r.unsynced.err = &gcNamespace{Namespace: ns, reg: r}, err
 	})
-	if r.unsynced.err != nil {
-		return nil, nil, r.unsynced.err
+	return r.unsynced.ns, r.unsynced.err
+}
+
+// syncStorage makes what was written unsynced on the file system storage
+// durable: one syncfs for all of it.
+func (r *Registry) syncStorage() error {
+	if r.fsRoot == "" {
+		return nil
 	}
-	sync := func() error { return nil }
-	if r.fsRoot != "" {
-		sync = func() error {
-			f, err := os.Open(r.fsRoot)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return unix.Syncfs(int(f.Fd()))
-		}
+	f, err := os.Open(r.fsRoot)
+	if err != nil {
+		return err
 	}
-	return r.unsynced.ns, sync, nil
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
 }
 
 type unsyncedStorage struct {
 	once sync.Once
 	ns   distribution.Namespace
 	err  error
+}
+
+// rebaseFS writes a group's blobs and links on the file system storage in
+// distribution's layout, as its blob and manifest stores would, with
+// fewer file system operations: each file through a temporary file renamed
+// into place (writeUnsynced), a link or blob that is there already left as
+// it is, and what several images share (the new base's layers) checked
+// once. Checks are those of distribution's manifest put: every layer the
+// manifest names must be linked in the repository, and a layer linked
+// from the base (a cross-repository mount) must be linked there and its
+// bytes stored.
+type rebaseFS struct {
+	root string
+	mu   sync.Mutex
+	src  map[string]error // "REPO@DIGEST" of a mount source → nil when it may be linked from
+}
+
+func (f *rebaseFS) path(p string) string { return filepath.Join(f.root, filepath.FromSlash(p)) }
+
+func (f *rebaseFS) isFile(p string) bool {
+	fi, err := os.Stat(f.path(p))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// put writes content at p unless a file of its size is there already
+// (content is named by its digest, or is one: the same bytes). A file of
+// another size, such as one left empty by a crash before the group's sync,
+// is written again. A directory made here holds no file yet: no stat.
+func (f *rebaseFS) put(p string, content []byte) error {
+	full := f.path(p)
+	dir := filepath.Dir(full)
+	switch err := os.Mkdir(dir, 0o777); {
+	case err == nil:
+	case errors.Is(err, fs.ErrExist):
+		if fi, err := os.Stat(full); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(content)) {
+			return nil
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	return writeRenamed(full, content)
+}
+
+// maxManifestRead bounds a manifest read, as distribution bounds a put.
+const maxManifestRead = 4 << 20
+
+// read reads the file at p, of at most limit bytes.
+func (f *rebaseFS) read(p string, limit int64) ([]byte, error) {
+	fh, err := os.Open(f.path(p))
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is over %d bytes", p, limit)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(fh, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readImage reads, as distribution's manifest and blob stores would,
+// manifest d of repo and its config: each must be linked in repo, and
+// their bytes must have their digests. It reports ok false, having
+// checked nothing, for a manifest without a mediaType (distribution tells
+// what it is).
+func (f *rebaseFS) readImage(repo string, d digest.Digest) (payload, cfg []byte, mt string, man ocispec.Manifest, ok bool, err error) {
+	if !f.isFile(revisionLink(repo, d.String())) {
+		return nil, nil, "", man, true, fmt.Errorf("manifest %s is not in %s", d, repo)
+	}
+	if payload, err = f.read(blobDataPath(d), maxManifestRead); err != nil {
+		return nil, nil, "", man, true, fmt.Errorf("manifest %s of %s: %w", d, repo, err)
+	}
+	if digest.FromBytes(payload) != d {
+		return nil, nil, "", man, true, fmt.Errorf("manifest %s of %s: the stored bytes have another digest", d, repo)
+	}
+	if err := json.Unmarshal(payload, &man); err != nil {
+		return nil, nil, "", man, true, err
+	}
+	if man.MediaType == "" {
+		return nil, nil, "", man, false, nil
+	}
+	if man.Config.Digest == "" || man.Config.Digest.Validate() != nil {
+		return payload, nil, man.MediaType, man, true, nil // refused by the caller
+	}
+	if !f.isFile(layerLink(repo, man.Config.Digest)) {
+		return nil, nil, "", man, true, fmt.Errorf("config %s of %s@%s: not linked there", man.Config.Digest, repo, d)
+	}
+	if cfg, err = f.read(blobDataPath(man.Config.Digest), maxConfig); err != nil {
+		return nil, nil, "", man, true, fmt.Errorf("config %s of %s@%s: %w", man.Config.Digest, repo, d, err)
+	}
+	if digest.FromBytes(cfg) != man.Config.Digest {
+		return nil, nil, "", man, true, fmt.Errorf("config %s of %s@%s: the stored bytes have another digest", man.Config.Digest, repo, d)
+	}
+	return payload, cfg, man.MediaType, man, true, nil
+}
+
+// mountable checks once per group that repo links d and d's bytes are
+// stored.
+func (f *rebaseFS) mountable(repo string, d digest.Digest) error {
+	key := repo + "@" + d.String()
+	f.mu.Lock()
+	err, ok := f.src[key]
+	f.mu.Unlock()
+	if ok {
+		return err
+	}
+	switch {
+	case !f.isFile(layerLink(repo, d)):
+		err = fmt.Errorf("blob %s could not be linked from %s: not linked there", d, repo)
+	case !f.isFile(blobDataPath(d)):
+		err = fmt.Errorf("blob %s could not be linked from %s: its bytes are not stored", d, repo)
+	}
+	f.mu.Lock()
+	f.src[key] = err
+	f.mu.Unlock()
+	return err
+}
+
+// layerLink is where distribution records that repo has blob d.
+func layerLink(repo string, d digest.Digest) string {
+	return repositoriesRoot + repo + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+}
+
+// store writes one item's new base layer links, config and manifest.
+func (f *rebaseFS) store(it *rebaseItem, man *ocispec.Manifest) error {
+	repo := it.req.project + "/" + it.stream
+	base := it.baseNS + "/" + it.baseStream
+	fresh := map[digest.Digest]bool{}
+	for _, d := range it.newLinks {
+		fresh[d] = true
+		if err := f.mountable(base, d); err != nil {
+			return err
+		}
+		if err := f.put(layerLink(repo, d), []byte(d)); err != nil {
+			return err
+		}
+	}
+	for _, l := range man.Layers {
+		if !fresh[l.Digest] && len(l.URLs) == 0 && !f.isFile(layerLink(repo, l.Digest)) {
+			return fmt.Errorf("registry: layer %s of the rebased image is not linked in %s", l.Digest, repo)
+		}
+	}
+	cd := digest.FromBytes(it.config)
+	if man.Config.Digest != cd {
+		return fmt.Errorf("registry: the rebased manifest names config %s, the config is %s", man.Config.Digest, cd)
+	}
+	if err := f.put(blobDataPath(cd), it.config); err != nil {
+		return fmt.Errorf("storing the config: %w", err)
+	}
+	if err := f.put(layerLink(repo, cd), []byte(cd)); err != nil {
+		return fmt.Errorf("storing the config: %w", err)
+	}
+	md := digest.Digest(it.digest)
+	if digest.FromBytes(it.manifest) != md {
+		return fmt.Errorf("registry: rebased manifest digest %s does not match its bytes", md)
+	}
+	if err := f.put(blobDataPath(md), it.manifest); err != nil {
+		return fmt.Errorf("storing the manifest: %w", err)
+	}
+	if err := f.put(revisionLink(repo, it.digest), []byte(md)); err != nil {
+		return fmt.Errorf("storing the manifest: %w", err)
+	}
+	return nil
 }
 
 // mountBlob links blob d of repository src into the repository of blobs,
@@ -128,40 +288,24 @@ func (r *Registry) readImage(ctx context.Context, repo, dgst string) (*rawImage,
 	if err != nil {
 		return nil, err
 	}
-	rp, err := r.ns.Repository(ctx, named)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := rp.Manifests(ctx)
-	if err != nil {
-		return nil, err
-	}
-	m, err := ms.Get(ctx, d)
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s is not in %s: %w", dgst, repo, err)
-	}
-	mt, payload, err := m.Payload()
-	if err != nil {
-		return nil, err
-	}
+	var payload, cfg []byte
+	var mt string
 	var man ocispec.Manifest
-	if err := json.Unmarshal(payload, &man); err != nil {
-		return nil, err
+	read := false
+	if r.fsRoot != "" {
+		f := &rebaseFS{root: r.fsRoot}
+		payload, cfg, mt, man, read, err = f.readImage(repo, d)
+		if err != nil {
+			return nil, err
+		}
 	}
-	if man.Config.Digest == "" || (mt != ocispec.MediaTypeImageManifest && mt != "application/vnd.docker.distribution.manifest.v2+json") {
+	if !read {
+		if payload, cfg, mt, man, err = r.readImageStored(ctx, named, d); err != nil {
+			return nil, err
+		}
+	}
+	if cfg == nil || (mt != ocispec.MediaTypeImageManifest && mt != "application/vnd.docker.distribution.manifest.v2+json") {
 		return nil, fmt.Errorf("%s@%s is a %s, not an image manifest", repo, dgst, mt)
-	}
-	// The manifest's size is the pusher's word; the stored blob's is not.
-	desc, err := rp.Blobs(ctx).Stat(ctx, man.Config.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("config %s of %s@%s: %w", man.Config.Digest, repo, dgst, err)
-	}
-	if man.Config.Size > maxConfig || desc.Size > maxConfig {
-		return nil, fmt.Errorf("the config of %s@%s is over %d bytes", repo, dgst, maxConfig)
-	}
-	cfg, err := rp.Blobs(ctx).Get(ctx, man.Config.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("config %s of %s@%s: %w", man.Config.Digest, repo, dgst, err)
 	}
 	var cf struct {
 		RootFS struct {
@@ -186,7 +330,93 @@ func (r *Registry) readImage(ctx context.Context, repo, dgst string) (*rawImage,
 	if err != nil {
 		return nil, err
 	}
-	return &rawImage{img: img, man: man, manifest: payload, config: cfg}, nil
+	return &rawImage{img: &parsedImage{Image: img}, man: man, manifest: payload, config: cfg}, nil
+}
+
+// parsedImage parses an image's manifest, config and layers once:
+// go-containerregistry's partial images parse them on every call, and a
+// group's bases are asked for them by every image it rebases. Callers get
+// copies.
+type parsedImage struct {
+	v1.Image
+	once   sync.Once
+	man    *v1.Manifest
+	cfg    *v1.ConfigFile
+	layers []v1.Layer
+	err    error
+}
+
+func (p *parsedImage) load() error {
+	p.once.Do(func() {
+		if p.man, p.err = p.Image.Manifest(); p.err != nil {
+			return
+		}
+		if p.cfg, p.err = p.Image.ConfigFile(); p.err != nil {
+			return
+		}
+		p.layers, p.err = p.Image.Layers()
+	})
+	return p.err
+}
+
+func (p *parsedImage) Manifest() (*v1.Manifest, error) {
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return p.man.DeepCopy(), nil
+}
+
+func (p *parsedImage) ConfigFile() (*v1.ConfigFile, error) {
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return p.cfg.DeepCopy(), nil
+}
+
+func (p *parsedImage) Layers() ([]v1.Layer, error) {
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return slices.Clone(p.layers), nil
+}
+
+// readImageStored is readImage through distribution's stores.
+func (r *Registry) readImageStored(ctx context.Context, named reference.Named, d digest.Digest) (payload, cfg []byte, mt string, man ocispec.Manifest, err error) {
+	repo := named.Name()
+	rp, err := r.ns.Repository(ctx, named)
+	if err != nil {
+		return nil, nil, "", man, err
+	}
+	ms, err := rp.Manifests(ctx)
+	if err != nil {
+		return nil, nil, "", man, err
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return nil, nil, "", man, fmt.Errorf("manifest %s is not in %s: %w", d, repo, err)
+	}
+	mt, payload, err = m.Payload()
+	if err != nil {
+		return nil, nil, "", man, err
+	}
+	if err := json.Unmarshal(payload, &man); err != nil {
+		return nil, nil, "", man, err
+	}
+	if man.Config.Digest == "" {
+		return payload, nil, mt, man, nil
+	}
+	// The manifest's size is the pusher's word; the stored blob's is not.
+	desc, err := rp.Blobs(ctx).Stat(ctx, man.Config.Digest)
+	if err != nil {
+		return nil, nil, "", man, fmt.Errorf("config %s of %s@%s: %w", man.Config.Digest, repo, d, err)
+	}
+	if man.Config.Size > maxConfig || desc.Size > maxConfig {
+		return nil, nil, "", man, fmt.Errorf("the config of %s@%s is over %d bytes", repo, d, maxConfig)
+	}
+	if cfg, err = rp.Blobs(ctx).Get(ctx, man.Config.Digest); err != nil {
+		return nil, nil, "", man, fmt.Errorf("config %s of %s@%s: %w", man.Config.Digest, repo, d, err)
+	}
+	return payload, cfg, mt, man, nil
 }
 
 // baseCache reads each base image once per group.
