@@ -499,7 +499,7 @@ func (b *bench) upload(repo string, files map[string][]byte) *api.BinaryBuildSou
 		b.must(err)
 	}
 	b.must(tw.Close())
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	layer, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	b.must(err)
 	r, err := name.NewRepository(b.reg+"/"+repo, name.Insecure)
 	b.must(err)
@@ -670,7 +670,7 @@ func layerOf(files map[string][]byte, mode int64) v1.Layer {
 		tw.Write(data)
 	}
 	tw.Close()
-	l, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	l, err := tarball.LayerFromOpener(inMemory(buf.Bytes()))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -684,4 +684,10 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// inMemory opens b as a layer's bytes. (tarball.LayerFromReader would
+// copy them to a file in the temporary directory that is never removed.)
+func inMemory(b []byte) tarball.Opener {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }
