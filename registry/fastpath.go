@@ -107,9 +107,7 @@ func (c *manifestCache) put(repo, dgst, mediaType string, body []byte) {
 		"Docker-Content-Digest":  {dgst},
 		"Etag":                   {`"` + dgst + `"`},
 		"X-Content-Type-Options": {"nosniff"},
-		// The edge sets it and distribution adds it again: the slow
-		// path sends it twice, and so does the fast one.
-		"Docker-Distribution-Api-Version": {"registry/2.0", "registry/2.0"},
+		apiVersionHeader:         {"registry/2.0"},
 	}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
