@@ -241,6 +241,10 @@ func (e *ociError) write(w http.ResponseWriter) {
 // apiVersionHeader is Docker-Distribution-API-Version as net/http keys it.
 const apiVersionHeader = "Docker-Distribution-Api-Version"
 
+// apiVersion is its value, shared by every response: header values are
+// replaced or appended to (a new array: len == cap), never written in place.
+var apiVersion = []string{"registry/2.0"}
+
 type ctxKey int
 
 const (
@@ -261,7 +265,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	// In canonical form: Set would canonicalize "API" into a new string
 	// on every request. distribution sends its own (serveApp).
-	w.Header()[apiVersionHeader] = []string{"registry/2.0"}
+	w.Header()[apiVersionHeader] = apiVersion
 	rt, oe := parseRoute(req.URL.EscapedPath())
 	if oe != nil {
 		oe.write(w)

@@ -122,7 +122,7 @@ func (c *manifestCache) put(repo, dgst, mediaType string, body []byte) {
 		"Docker-Content-Digest":  {dgst},
 		"Etag":                   {`"` + dgst + `"`},
 		"X-Content-Type-Options": {"nosniff"},
-		apiVersionHeader:         {"registry/2.0"},
+		apiVersionHeader:         apiVersion,
 	}}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -85,7 +85,8 @@ func main() {
 	scanner := flag.Bool("scanner", true, "run Slipway's scanner (false: no scan controller, to see its share of a push's cost)")
 	floor := flag.Bool("floor", true, "also push to a floor registry (floor.go: digest checked, one fdatasync and a directory fsync per blob and manifest, nothing else) in each round, to show what the push goals can reach here")
 	getProfile := flag.String("getprofile", "", "write a CPU profile of each of Slipway's manifest GET rounds (the whole process: client and server) to FILE.ROUND")
-	ceilProfile := flag.String("ceilprofile", "", "write a CPU profile of each manifest GET round against the ceiling handler to FILE.ROUND")
+	ceilProfile := flag.String("ceilprofile", "", "write a CPU profile of each manifest GET round against the ceiling handler (plain client) to FILE.ROUND")
+	distProfile := flag.String("distprofile", "", "write a CPU profile of each of distribution's manifest GET rounds to FILE.ROUND")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -220,7 +221,7 @@ func main() {
 	for r := range *rounds {
 		sg = append(sg, profiled(*getProfile, r, func() float64 { return slip.manifestGets(getURL(&slip), *gets, 16) }))
 		slip.drainScans()
-		dg = append(dg, dist.manifestGets(getURL(&dist), *gets, 16))
+		dg = append(dg, profiled(*distProfile, r, func() float64 { return dist.manifestGets(getURL(&dist), *gets, 16) }))
 		cg = append(cg, profiled(*ceilProfile, r, func() float64 { return ceil.gets(*gets, 16, false) }))
 		cgg = append(cgg, ceil.gets(*gets, 16, true))
 	}
