@@ -28,6 +28,10 @@ type route struct {
 	reference string // tag or digest, for manifests, blobs and referrers
 }
 
+// The grammar, as the distribution spec writes it. Requests are checked
+// by the hand-written matchers below, which accept exactly these
+// languages (TestMatchersAreTheGrammar, FuzzMatchers) at a tenth of the
+// cost: every request checks a name and a reference.
 var (
 	nameComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
 	tagRe         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
@@ -78,14 +82,14 @@ func parseRoute(path string) (route, *ociError) {
 	}
 	switch rt.kind {
 	case "manifests":
-		if !tagRe.MatchString(rt.reference) && !digestRe.MatchString(rt.reference) {
+		if !isTag(rt.reference) && !isDigest(rt.reference) {
 			if strings.Contains(rt.reference, ":") {
 				return route{}, ociErr(http.StatusBadRequest, "DIGEST_INVALID", "%q is not a digest", trunc(rt.reference))
 			}
 			return route{}, ociErr(http.StatusBadRequest, "TAG_INVALID", "%q is not a valid tag: 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'", trunc(rt.reference))
 		}
 	case "blobs", "referrers":
-		if !digestRe.MatchString(rt.reference) {
+		if !isDigest(rt.reference) {
 			return route{}, ociErr(http.StatusBadRequest, "DIGEST_INVALID", "%q is not a digest", trunc(rt.reference))
 		}
 	case "tags":
@@ -94,7 +98,7 @@ func parseRoute(path string) (route, *ociError) {
 		}
 	}
 	if rt.kind == "manifests" || rt.kind == "blobs" || rt.kind == "referrers" {
-		if alg, _, ok := strings.Cut(rt.reference, ":"); ok && alg != "sha256" && alg != "sha512" && digestRe.MatchString(rt.reference) {
+		if alg, _, ok := strings.Cut(rt.reference, ":"); ok && alg != "sha256" && alg != "sha512" && isDigest(rt.reference) {
 			return route{}, ociErr(http.StatusBadRequest, "DIGEST_INVALID", "digest algorithm %q is not supported; use sha256 or sha512", trunc(alg))
 		}
 	}
@@ -102,24 +106,108 @@ func parseRoute(path string) (route, *ociError) {
 }
 
 // checkName enforces the spec's repository grammar, and Slipway's rule
-// that the first component is a project.
+// that the first component is a project: PROJECT/STREAM, where the
+// project is at most 63 characters and the stream (api.ValidateStreamName:
+// the same components) at most 200.
 func checkName(name string) *ociError {
 	if name == "" || len(name) > 255 {
 		return ociErr(http.StatusBadRequest, "NAME_INVALID", "repository name must be 1-255 characters")
 	}
-	parts := strings.Split(name, "/")
-	if len(parts) < 2 {
+	project, stream, ok := strings.Cut(name, "/")
+	if !ok {
 		return ociErr(http.StatusBadRequest, "NAME_INVALID", "repository %q has no project: use PROJECT/NAME", trunc(name))
 	}
-	for _, p := range parts {
-		if !nameComponent.MatchString(p) {
+	for rest := name; rest != ""; {
+		var part string
+		part, rest, ok = strings.Cut(rest, "/")
+		if !isComponent(part) || (ok && rest == "") {
 			return ociErr(http.StatusBadRequest, "NAME_INVALID", "repository %q: each part must be lower-case letters and digits separated by '.', '_', '__' or '-'", trunc(name))
 		}
 	}
-	if len(api.ValidateStreamName(strings.Join(parts[1:], "/"))) > 0 || len(parts[0]) > 63 {
+	if len(stream) > 200 || len(project) > 63 {
 		return ociErr(http.StatusBadRequest, "NAME_INVALID", "repository %q is not PROJECT/STREAM with a valid project", trunc(name))
 	}
 	return nil
+}
+
+func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+
+func isAlnum(c byte) bool { return isLowerAlnum(c) || 'A' <= c && c <= 'Z' }
+
+// isComponent matches nameComponent: runs of [a-z0-9] separated by one
+// '.', one or two '_', or any number of '-'.
+func isComponent(s string) bool {
+	i := 0
+	for {
+		j := i
+		for j < len(s) && isLowerAlnum(s[j]) {
+			j++
+		}
+		if j == i {
+			return false
+		}
+		if j == len(s) {
+			return true
+		}
+		switch s[j] {
+		case '.':
+			j++
+		case '_':
+			j++
+			if j < len(s) && s[j] == '_' {
+				j++
+			}
+		case '-':
+			for j < len(s) && s[j] == '-' {
+				j++
+			}
+		default:
+			return false
+		}
+		i = j
+	}
+}
+
+// isTag matches tagRe.
+func isTag(s string) bool {
+	if len(s) == 0 || len(s) > 128 || !(isAlnum(s[0]) || s[0] == '_') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDigest matches digestRe: an algorithm, runs of [a-z0-9] separated by
+// one of '.', '+', '_' or '-', then ':' and the encoded part.
+func isDigest(s string) bool {
+	alg, enc, ok := strings.Cut(s, ":")
+	if !ok || enc == "" {
+		return false
+	}
+	run := 0
+	for i := 0; i < len(alg); i++ {
+		switch c := alg[i]; {
+		case isLowerAlnum(c):
+			run++
+		case (c == '.' || c == '+' || c == '_' || c == '-') && run > 0:
+			run = 0
+		default:
+			return false
+		}
+	}
+	if run == 0 {
+		return false
+	}
+	for i := 0; i < len(enc); i++ {
+		if c := enc[i]; !isAlnum(c) && c != '=' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 func trunc(s string) string {
@@ -150,6 +238,13 @@ func (e *ociError) write(w http.ResponseWriter) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"code": e.code, "message": e.message}}})
 }
 
+// apiVersionHeader is Docker-Distribution-API-Version as net/http keys it.
+const apiVersionHeader = "Docker-Distribution-Api-Version"
+
+// apiVersion is its value, shared by every response: header values are
+// replaced or appended to (a new array: len == cap), never written in place.
+var apiVersion = []string{"registry/2.0"}
+
 type ctxKey int
 
 const (
@@ -168,7 +263,9 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.serveToken(w, req)
 		return
 	}
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	// In canonical form: Set would canonicalize "API" into a new string
+	// on every request. distribution sends its own (serveApp).
+	w.Header()[apiVersionHeader] = apiVersion
 	rt, oe := parseRoute(req.URL.EscapedPath())
 	if oe != nil {
 		oe.write(w)
@@ -200,7 +297,7 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.serveMirror(w, req, rt, m, who, tok)
 			return
 		}
-		project := strings.SplitN(rt.name, "/", 2)[0]
+		project, _, _ := strings.Cut(rt.name, "/")
 		actions := requiredActions(req.Method)
 		p, err := r.cfg.Project(ctx, project)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -262,15 +359,23 @@ func denied(who identity.Info, action, repo string) string {
 	return fmt.Sprintf("requested access to the resource is denied: %s may not %s %s; ask an admin of project %q for access, or create the project with `slipway new-project %s` if it does not exist", who.Name, action, repo, project, project)
 }
 
+// requiredActions returns the actions a method needs, in a slice shared by
+// every caller: do not modify it.
 func requiredActions(method string) []string {
 	switch method {
 	case http.MethodGet, http.MethodHead:
-		return []string{"pull"}
+		return pullOnly
 	case http.MethodDelete:
-		return []string{"delete"}
+		return deleteOnly
 	}
-	return []string{"pull", "push"}
+	return pullPush
 }
+
+var (
+	pullOnly   = []string{"pull"}
+	deleteOnly = []string{"delete"}
+	pullPush   = []string{"pull", "push"}
+)
 
 var actionVerbs = map[string]string{"pull": "get", "push": "update", "delete": "delete"}
 

@@ -11,15 +11,18 @@ import (
 // FastPathHits is how many manifest requests r answered from its cache.
 func FastPathHits(r *Registry) int64 { return r.manifests.hits.Load() }
 
-// PurgeManifestCache empties r's manifest cache.
-func PurgeManifestCache(r *Registry) {
-	c := r.manifests
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.lru.Init()
-	clear(c.items)
-	c.size = 0
+// QuietFor is how long after its last change a link file may be held.
+const QuietFor = quietFor
+
+// LinkHeld reports whether r's manifest cache holds the link file of repo's
+// manifest dgst open.
+func LinkHeld(r *Registry, repo, dgst string) bool {
+	e := r.manifests.get(repo, dgst)
+	return e != nil && e.link.Load() != nil
 }
+
+// PurgeManifestCache empties r's manifest cache.
+func PurgeManifestCache(r *Registry) { r.manifests.purge() }
 
 // RebaseAsOneGroup rebases the outputs of project's configs as one group,
 // as requests that arrive together are, and returns each one's error.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -222,19 +223,75 @@ func TestManifestFastPath(t *testing.T) {
 	// Another replica deleting the manifest removes distribution's
 	// revision link in the shared storage; this replica never hears of
 	// it but must answer 404 at once. Removing the link by hand is what
-	// that replica's delete does to the storage.
-	gone := all[2]
-	if r := h.getManifest(t, "alice", gone.repo, gone.dgst); r.code != http.StatusOK {
-		t.Fatalf("GET %s@%s: got %v", gone.repo, gone.dgst, r)
+	// that replica's delete does to the storage. The fast path holds a
+	// link file open once it has been quiet for QuietFor, and checks the
+	// open file: so each case runs with the link file held too, and with
+	// the link file also hard-linked elsewhere (as by a backup made with
+	// cp -al or rsync --link-dest), where the inode stays linked.
+	revDir := func(p pushed) string {
+		return filepath.Join(h.env.DataDir, "registry", "storage", "docker", "registry", "v2", "repositories", p.repo,
+			"_manifests", "revisions", "sha256", strings.TrimPrefix(p.dgst, "sha256:"))
 	}
-	link := filepath.Join(h.env.DataDir, "registry", "storage", "docker", "registry", "v2", "repositories", gone.repo,
-		"_manifests", "revisions", "sha256", strings.TrimPrefix(gone.dgst, "sha256:"))
-	if err := os.RemoveAll(link); err != nil {
+	backup := t.TempDir()
+	for i, c := range []struct {
+		what     string
+		p        pushed
+		held     bool
+		hardlink bool
+	}{
+		{what: "unheld", p: all[2]},
+		{what: "held", p: all[3], held: true},
+		{what: "held and hard-linked elsewhere", p: all[4], held: true, hardlink: true},
+	} {
+		gone := c.p
+		if !c.held {
+			// A link file changed just now is not held.
+			now := time.Now()
+			if err := os.Chtimes(filepath.Join(revDir(gone), "link"), now, now); err != nil {
+				t.Fatal(err)
+			}
+		} else if i == 1 {
+			time.Sleep(registry.QuietFor + time.Second)
+		}
+		for range 2 {
+			if r := h.getAs(t, "alice", http.MethodGet, gone.repo, gone.dgst, gone.accept); r.code != http.StatusOK {
+				t.Fatalf("%s: GET %s@%s: got %v", c.what, gone.repo, gone.dgst, r)
+			}
+		}
+		if held := registry.LinkHeld(h.env.Server.Registry, gone.repo, gone.dgst); held != c.held {
+			t.Fatalf("%s: link file held open: %v, want %v", c.what, held, c.held)
+		}
+		if c.hardlink {
+			if err := os.Link(filepath.Join(revDir(gone), "link"), filepath.Join(backup, strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+			// A backup made long before the delete: the link file's
+			// ctime moved with the new name, and the fast path looked
+			// at the file since.
+			time.Sleep(registry.QuietFor + time.Second)
+			before := h.hits()
+			if r := h.getAs(t, "alice", http.MethodGet, gone.repo, gone.dgst, gone.accept); r.code != http.StatusOK || h.hits() != before+1 {
+				t.Fatalf("%s: GET %s@%s after the backup: got %v, from the cache: %v", c.what, gone.repo, gone.dgst, r, h.hits() == before+1)
+			}
+		}
+		if err := os.RemoveAll(revDir(gone)); err != nil {
+			t.Fatal(err)
+		}
+		for _, ref := range []string{gone.dgst, gone.tag} {
+			if r := h.getAs(t, "alice", http.MethodGet, gone.repo, ref, gone.accept); r.code != http.StatusNotFound {
+				t.Errorf("%s: GET %s/manifests/%s after another replica deleted it: got %v, want 404", c.what, gone.repo, ref, r)
+			}
+		}
+	}
+	// Nothing holds a removed link file of this server open (other
+	// tests' servers, in this process, have their own).
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ref := range []string{gone.dgst, gone.tag} {
-		if r := h.getManifest(t, "alice", gone.repo, ref); r.code != http.StatusNotFound {
-			t.Errorf("GET %s/manifests/%s after another replica deleted it: got %v, want 404", gone.repo, ref, r)
+	for _, fd := range fds {
+		if p, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(p, h.env.DataDir+"/") && strings.Contains(p, "/_manifests/revisions/") && strings.HasSuffix(p, " (deleted)") {
+			t.Errorf("a removed link file is still held open: %s", p)
 		}
 	}
 }

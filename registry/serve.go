@@ -163,5 +163,7 @@ func (r *Registry) serveApp(w http.ResponseWriter, req *http.Request, rt route) 
 	// The edge decided on the query alone, so pin the form to it.
 	req.Form = req.URL.Query()
 	req.PostForm = url.Values{}
+	// distribution adds its own, so the answer has one, as distribution's.
+	delete(w.Header(), apiVersionHeader)
 	r.app.ServeHTTP(w, req)
 }

@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -56,20 +55,24 @@ type keySet struct {
 	lastMiss time.Time
 	now      func() time.Time
 
-	// verified remembers tokens that verified, by a hash of the service
-	// and the raw token, until their own expiry (tokenLeeway included, as
-	// verify allows). Every reload drops it, so a rotation or a removed
-	// key file is seen by the next request; gen stops a verification that
-	// raced a reload from adding its result afterwards. A token that
-	// failed is never added.
-	vmu      sync.RWMutex
-	verified map[[32]byte]verifiedToken
-	gen      uint64
+	// verified remembers tokens that verified, by the raw token, until
+	// their own expiry (tokenLeeway included, as verify allows). Every
+	// reload drops it, so a rotation or a removed key file is seen by the
+	// next request; gen stops a verification that raced a reload from
+	// adding its result afterwards. A token that failed is never added.
+	// Keyed by the token itself, not a hash of it: a map lookup of the
+	// string costs a tenth of hashing it with sha256, and only tokens
+	// our keys signed get in, within maxVerified and maxVerifiedBytes.
+	vmu           sync.RWMutex
+	verified      map[string]verifiedToken
+	verifiedBytes int
+	gen           uint64
 }
 
 type verifiedToken struct {
-	c   *claims // shared, read-only
-	exp time.Time
+	c       *claims // shared, read-only
+	service string  // the audience it was verified for
+	exp     time.Time
 }
 
 const (
@@ -81,9 +84,11 @@ const (
 	// maxTokenLen bounds the registry JWTs we parse. Ours carry one grant
 	// per scope asked for, a few hundred bytes each.
 	maxTokenLen = 64 << 10
-	// maxVerified bounds the verified-token cache; a full cache is
-	// swept of expired tokens, then emptied if that is not enough.
-	maxVerified = 8192
+	// maxVerified and maxVerifiedBytes (of tokens) bound the
+	// verified-token cache; a full cache is swept of expired tokens, then
+	// emptied if that is not enough.
+	maxVerified      = 8192
+	maxVerifiedBytes = 32 << 20
 	// tokenLeeway is the clock skew verify allows.
 	tokenLeeway = 5 * time.Second
 )
@@ -144,7 +149,7 @@ func (ks *keySet) reload() error {
 	}
 	sort.Strings(names)
 	ks.vmu.Lock()
-	ks.verified = nil
+	ks.verified, ks.verifiedBytes = nil, 0
 	ks.gen++
 	ks.vmu.Unlock()
 	ks.mu.Lock()
@@ -206,12 +211,11 @@ func (ks *keySet) verify(raw, service string) (*claims, error) {
 	if len(raw) > maxTokenLen {
 		return nil, fmt.Errorf("%w: over %d bytes", errBadToken, maxTokenLen)
 	}
-	key := sha256.Sum256([]byte(service + "\x00" + raw))
 	ks.vmu.RLock()
-	v, hit := ks.verified[key]
+	v, hit := ks.verified[raw]
 	gen := ks.gen
 	ks.vmu.RUnlock()
-	if hit {
+	if hit && v.service == service {
 		if time.Now().Before(v.exp.Add(tokenLeeway)) {
 			return v.c, nil
 		}
@@ -221,13 +225,13 @@ func (ks *keySet) verify(raw, service string) (*claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks.remember(key, gen, c)
+	ks.remember(raw, service, gen, c)
 	return c, nil
 }
 
 // remember adds a verified token to the cache, unless the keys were
 // reloaded since its verification began.
-func (ks *keySet) remember(key [32]byte, gen uint64, c *claims) {
+func (ks *keySet) remember(raw, service string, gen uint64, c *claims) {
 	if c.ExpiresAt == nil {
 		return
 	}
@@ -237,20 +241,29 @@ func (ks *keySet) remember(key [32]byte, gen uint64, c *claims) {
 	if ks.gen != gen {
 		return
 	}
-	if len(ks.verified) >= maxVerified {
+	if _, ok := ks.verified[raw]; ok {
+		// The same token, verified for another service before.
+		delete(ks.verified, raw)
+		ks.verifiedBytes -= len(raw)
+	}
+	if len(ks.verified) >= maxVerified || ks.verifiedBytes+len(raw) > maxVerifiedBytes {
 		for k, v := range ks.verified {
 			if !now.Before(v.exp.Add(tokenLeeway)) {
 				delete(ks.verified, k)
+				ks.verifiedBytes -= len(k)
 			}
 		}
-		if len(ks.verified) >= maxVerified {
-			ks.verified = nil
+		if len(ks.verified) >= maxVerified || ks.verifiedBytes+len(raw) > maxVerifiedBytes {
+			ks.verified, ks.verifiedBytes = nil, 0
 		}
 	}
 	if ks.verified == nil {
-		ks.verified = map[[32]byte]verifiedToken{}
+		ks.verified = map[string]verifiedToken{}
 	}
-	ks.verified[key] = verifiedToken{c: c, exp: c.ExpiresAt.Time}
+	// A copy: raw may share its bytes with a larger header.
+	raw = strings.Clone(raw)
+	ks.verified[raw] = verifiedToken{c: c, service: service, exp: c.ExpiresAt.Time}
+	ks.verifiedBytes += len(raw)
 }
 
 func (ks *keySet) verifySlow(raw, service string) (*claims, error) {

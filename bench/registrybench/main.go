@@ -17,8 +17,10 @@
 //   - the peer's turn starts only after Slipway's scanner has scanned every
 //     image of the turn before, so the scanner does not run in the peer's
 //     time;
-//   - manifest GET has a ceiling row: the same client against a handler
-//     that only writes the manifest bytes and headers;
+//   - manifest GET has ceiling rows: the same requests against a handler
+//     that only writes the manifest bytes and headers, from a plain
+//     net/http client and from the registries' own (go-containerregistry),
+//     in the same alternating rounds;
 //   - with strace on PATH, fsync-family system calls per small push are
 //     counted for each side (strace -f -c attached to this process during
 //     that side's pushes only, outside the timed rounds).
@@ -82,6 +84,9 @@ func main() {
 	tagProfile := flag.String("tagprofile", "", "write a CPU profile of the timed tag pushes of -stream-tags (the whole process) to this file")
 	scanner := flag.Bool("scanner", true, "run Slipway's scanner (false: no scan controller, to see its share of a push's cost)")
 	floor := flag.Bool("floor", true, "also push to a floor registry (floor.go: digest checked, one fdatasync and a directory fsync per blob and manifest, nothing else) in each round, to show what the push goals can reach here")
+	getProfile := flag.String("getprofile", "", "write a CPU profile of each of Slipway's manifest GET rounds (the whole process: client and server) to FILE.ROUND")
+	ceilProfile := flag.String("ceilprofile", "", "write a CPU profile of each manifest GET round against the ceiling handler (plain client) to FILE.ROUND")
+	distProfile := flag.String("distprofile", "", "write a CPU profile of each of distribution's manifest GET rounds to FILE.ROUND")
 	flag.Parse()
 	log.SetFlags(0)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
@@ -208,11 +213,26 @@ func main() {
 	dist.printBreakdown()
 
 	getURL := func(t *target) string { return "http://" + t.host + "/v2/" + t.repo + "-r0-0/manifests/s-0" }
-	mget := abab(*rounds, func(s *target, r int) float64 { return s.manifestGets(getURL(s), *gets, 16) }, &slip, &dist)
+	// Four turns a round, Slipway, distribution and the ceiling with
+	// each client, so that every ratio is of medians taken under the
+	// same conditions.
+	ceil := newCeiling(getURL(&dist))
+	var sg, dg, cg, cgg []float64
+	for r := range *rounds {
+		sg = append(sg, profiled(*getProfile, r, func() float64 { return slip.manifestGets(getURL(&slip), *gets, 16) }))
+		slip.drainScans()
+		dg = append(dg, profiled(*distProfile, r, func() float64 { return dist.manifestGets(getURL(&dist), *gets, 16) }))
+		cg = append(cg, profiled(*ceilProfile, r, func() float64 { return ceil.gets(*gets, 16, false) }))
+		cgg = append(cgg, ceil.gets(*gets, 16, true))
+	}
+	ceil.close()
+	mget := medians{median(sg), median(dg)}
 	mget.row("manifest GET (req/s)")
-	ceil := ceiling(&dist, getURL(&dist), *gets, 16)
-	fmt.Printf("| manifest GET ceiling: the same client against a handler that only writes the bytes (req/s) | %.0f | %.0f | Slipway at %.2f of the ceiling, distribution at %.2f |\n",
-		ceil, ceil, mget.a/ceil, mget.b/ceil)
+	c, cc := median(cg), median(cgg)
+	fmt.Printf("| manifest GET ceiling: the same requests against a handler that only writes the bytes, from a plain net/http client (req/s) | %.0f | %.0f | Slipway at %.2f of the ceiling, distribution at %.2f |\n",
+		c, c, mget.a/c, mget.b/c)
+	fmt.Printf("| manifest GET ceiling, from the registries' own client (go-containerregistry's transport, anonymous, as distribution's turn) (req/s) | %.0f | %.0f | Slipway at %.2f of the ceiling, distribution at %.2f |\n",
+		cc, cc, mget.a/cc, mget.b/cc)
 
 	slices.Sort(lat)
 	if len(lat) > 0 {
@@ -535,6 +555,7 @@ func (t *target) pushMany(ctx context.Context, prefix string, imgs []v1.Image, c
 func (t *target) manifestGets(url string, n, conc int) float64 {
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = conc
+	defer tr.CloseIdleConnections()
 	repo, err := name.NewRepository(t.host+"/"+t.repo+"-r0-0", name.Insecure)
 	if err != nil {
 		log.Fatal(err)
@@ -573,10 +594,15 @@ func getLoop(hc *http.Client, url string, n, conc int, who string) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// ceiling serves the manifest that src answers at url, with its headers,
-// from a handler that does nothing else, and measures the same client
-// against it: what any registry could reach on this machine.
-func ceiling(src *target, url string, n, conc int) float64 {
+// ceiling serves the manifest that distribution answers at url, with its
+// headers, from a handler that does nothing else: what any registry could
+// reach on this machine with this client.
+type ceiling struct {
+	ln  net.Listener
+	url string
+}
+
+func newCeiling(url string) *ceiling {
 	resp, err := http.Get(url)
 	if err != nil {
 		log.Fatal(err)
@@ -588,16 +614,54 @@ func ceiling(src *target, url string, n, conc int) float64 {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for k, v := range hdr {
 			w.Header()[k] = v
 		}
 		w.Write(body)
 	}))
+	return &ceiling{ln: ln, url: "http://" + ln.Addr().String() + "/v2/x/manifests/s-0"}
+}
+
+// gets measures n GETs from conc clients over a transport of their own,
+// as each registry's turn has: net/http's alone, or wrapped as
+// go-containerregistry wraps it for a registry that asks for no
+// credentials (user agent, scheme, ping), as for distribution's turn.
+func (c *ceiling) gets(n, conc int, ggcr bool) float64 {
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = conc
-	return getLoop(&http.Client{Transport: tr}, "http://"+ln.Addr().String()+"/v2/x/manifests/s-0", n, conc, "ceiling")
+	defer tr.CloseIdleConnections()
+	var rt http.RoundTripper = tr
+	if ggcr {
+		reg, err := name.NewRegistry(c.ln.Addr().String(), name.Insecure)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if rt, err = transport.NewWithContext(context.Background(), reg, authn.Anonymous, tr, nil); err != nil {
+			log.Fatal(err)
+		}
+	}
+	return getLoop(&http.Client{Transport: rt}, c.url, n, conc, "ceiling")
+}
+
+func (c *ceiling) close() { c.ln.Close() }
+
+// profiled runs f, with a CPU profile of the whole process written to
+// FILE.ROUND when file is set.
+func profiled(file string, round int, f func() float64) float64 {
+	if file == "" {
+		return f()
+	}
+	out, err := os.Create(fmt.Sprintf("%s.%d", file, round))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		log.Fatal(err)
+	}
+	defer pprof.StopCPUProfile()
+	return f()
 }
 
 // streamTagPushes fills stream bench/many with n tags (one image), then
