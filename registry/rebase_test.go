@@ -578,7 +578,8 @@ func TestRebaseGroupCountsItsImagesTogether(t *testing.T) {
 // TestRebaseServerSideStorageChecksAsAManifestPut: the server-side rebase
 // writes its files in distribution's layout directly, so it makes the
 // checks a manifest put would. An app layer the output repository does
-// not link refuses the rebase, with nothing recorded; a link left empty
+// not link refuses the rebase, with nothing recorded, and so does a base
+// layer its repository does not link or whose bytes are gone; a link left empty
 // (as by a crash before a group's sync) is written again, and the result
 // reads back whole.
 func TestRebaseServerSideStorageChecksAsAManifestPut(t *testing.T) {
@@ -619,6 +620,29 @@ func TestRebaseServerSideStorageChecksAsAManifestPut(t *testing.T) {
 	v2Layers, err := f.v2img.Layers()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The new base's own layer is linked into team/app from base/os, as a
+	// cross-repository mount: base/os must link it, and its bytes must be
+	// stored.
+	newLayer := digestOfLayer(t, v2Layers[len(v2Layers)-1])
+	data := filepath.Join(v2, "blobs", "sha256", newLayer[len("sha256:"):len("sha256:")+2], newLayer[len("sha256:"):], "data")
+	for _, hide := range []struct{ path, why string }{
+		{link("base/os", v2Layers[len(v2Layers)-1]), "not linked there"},
+		{data, "its bytes are not stored"},
+	} {
+		if err := os.Rename(hide.path, hide.path+".away"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
+		if err == nil || !strings.Contains(err.Error(), hide.why) {
+			t.Errorf("rebase with the new base's layer %s in base/os: %v, want an error that says so", hide.why, err)
+		}
+		if err := os.Rename(hide.path+".away", hide.path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
+		t.Errorf("the refused rebases moved the tag: %+v", hist)
 	}
 	patch := link("team/app", v2Layers[len(v2Layers)-1])
 	if err := os.MkdirAll(filepath.Dir(patch), 0o755); err != nil {
