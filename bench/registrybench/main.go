@@ -21,6 +21,10 @@
 //     that only writes the manifest bytes and headers, from a plain
 //     net/http client and from the registries' own (go-containerregistry),
 //     in the same alternating rounds;
+//   - pushes have floor rows (floor.go, -floor=false to skip): the same
+//     client against a registry that only checks digests and makes each
+//     blob and manifest durable, anonymous, with a token challenge, and
+//     with an etcd Put per manifest, each taking its turn in every round;
 //   - with strace on PATH, fsync-family system calls per small push are
 //     counted for each side (strace -f -c attached to this process during
 //     that side's pushes only, outside the timed rounds).
