@@ -50,14 +50,7 @@ func (s *Store) watchStreams(ctx context.Context, ns string, rv int64, opts List
 	go func() {
 		defer close(out)
 		defer cancel()
-		send := func(ev Event) bool {
-			select {
-			case out <- ev:
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		}
+		send := sender(ctx, out)
 		if initial {
 			for _, st := range sts {
 				if is := st.assemble(st.maxRev); matches(is) && !send(Event{Type: api.Added, Object: is}) {
@@ -72,12 +65,8 @@ func (s *Store) watchStreams(ctx context.Context, ns string, rv int64, opts List
 			created, gone bool
 		}
 		for resp := range wch {
-			if resp.CompactRevision != 0 {
-				send(Event{Type: api.Error, Err: fmt.Errorf("resourceVersion %d is too old; list again: %w", rv, ErrGone)})
-				return
-			}
-			if err := resp.Err(); err != nil {
-				send(Event{Type: api.Error, Err: wrapEtcd(err, r, "")})
+			if err := watchFailed(resp, rv, r); err != nil {
+				send(Event{Type: api.Error, Err: err})
 				return
 			}
 			for i := 0; i < len(resp.Events); {

@@ -66,26 +66,15 @@ func (s *Store) Watch(ctx context.Context, r *api.Resource, ns string, rv int64,
 	go func() {
 		defer close(out)
 		defer cancel()
-		send := func(ev Event) bool {
-			select {
-			case out <- ev:
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		}
+		send := sender(ctx, out)
 		for _, obj := range initial {
 			if !send(Event{Type: api.Added, Object: obj}) {
 				return
 			}
 		}
 		for resp := range wch {
-			if resp.CompactRevision != 0 {
-				send(Event{Type: api.Error, Err: fmt.Errorf("resourceVersion %d is too old; list again: %w", rv, ErrGone)})
-				return
-			}
-			if err := resp.Err(); err != nil {
-				send(Event{Type: api.Error, Err: wrapEtcd(err, r, "")})
+			if err := watchFailed(resp, rv, r); err != nil {
+				send(Event{Type: api.Error, Err: err})
 				return
 			}
 			for _, e := range resp.Events {
@@ -153,4 +142,29 @@ func translate(r *api.Resource, e *clientv3.Event, sel labels.Selector) (Event, 
 		return Event{Type: api.Deleted, Object: cur}, true, nil
 	}
 	return Event{}, false, nil
+}
+
+// sender returns a send of ev on out that gives up, reporting false, when
+// ctx ends first.
+func sender(ctx context.Context, out chan<- Event) func(Event) bool {
+	return func(ev Event) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// watchFailed is what ends a watch of r at rv with this response: its
+// revision compacted away, or etcd's error; nil if neither.
+func watchFailed(resp clientv3.WatchResponse, rv int64, r *api.Resource) error {
+	if resp.CompactRevision != 0 {
+		return fmt.Errorf("resourceVersion %d is too old; list again: %w", rv, ErrGone)
+	}
+	if err := resp.Err(); err != nil {
+		return wrapEtcd(err, r, "")
+	}
+	return nil
 }
