@@ -210,7 +210,7 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 		}
 		cur := resp.Kvs[0]
 		if want != "" && want != strconv.FormatInt(cur.ModRevision, 10) {
-			return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+			return conflict(r, m.Name)
 		}
 		data, err := s.merge(r, cur.Value, obj, opts)
 		if err != nil {
@@ -235,7 +235,7 @@ func (s *Store) Update(ctx context.Context, r *api.Resource, obj api.Object, opt
 		}
 		if !txn.Succeeded {
 			if want != "" {
-				return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+				return conflict(r, m.Name)
 			}
 			continue
 		}
@@ -356,7 +356,7 @@ func (s *Store) UpdateStatusFrom(ctx context.Context, r *api.Resource, obj api.O
 			return wrapEtcd(err, r, m.Name)
 		}
 		if !txn.Succeeded {
-			return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+			return conflict(r, m.Name)
 		}
 		stored = txn.Header.Revision
 	}
@@ -700,4 +700,10 @@ func ParseResourceVersion(rv string) (int64, error) {
 		return 0, fmt.Errorf("resourceVersion %q is not a revision number: %w", rv, ErrInvalid)
 	}
 	return n, nil
+}
+
+// conflict is the error for a write based on an old version of r's
+// object name.
+func conflict(r *api.Resource, name string) error {
+	return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, name, ErrConflict)
 }

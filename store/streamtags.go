@@ -527,7 +527,7 @@ func (s *Store) updateStream(ctx context.Context, obj api.Object, opts UpdateOpt
 			return err
 		}
 		if want != "" && want != strconv.FormatInt(st.maxRev, 10) {
-			return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+			return conflict(r, m.Name)
 		}
 		old, err := st.storedBytes()
 		if err != nil {
@@ -549,7 +549,7 @@ func (s *Store) updateStream(ctx context.Context, obj api.Object, opts UpdateOpt
 			}
 			if !txn.Succeeded {
 				if want != "" {
-					return fmt.Errorf("%s %q: the object has been modified; read it again and apply your change to the latest version: %w", r.Kind, m.Name, ErrConflict)
+					return conflict(r, m.Name)
 				}
 				continue
 			}
