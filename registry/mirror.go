@@ -341,6 +341,16 @@ func (r *Registry) mirrorRepo(ctx context.Context, repo string) (distribution.Re
 	return r.ns.Repository(ctx, named)
 }
 
+// mirrorManifests is mirrorRepo and its manifest service.
+func (r *Registry) mirrorManifests(ctx context.Context, repo string) (distribution.Repository, distribution.ManifestService, error) {
+	dr, err := r.mirrorRepo(ctx, repo)
+	if err != nil {
+		return nil, nil, err
+	}
+	ms, err := dr.Manifests(ctx)
+	return dr, ms, err
+}
+
 // upstreamErr says why the upstream did not answer: a 404 as the spec's
 // unknown code, a refusal of the mirror's credentials (or of anonymous
 // access) and the guard's refusal as DENIED, anything else as UNAVAILABLE
@@ -368,11 +378,7 @@ func upstreamErr(m *mirror, what, code string, err error) *ociError {
 // (or, when the upstream cannot say, where it pointed when last asked).
 // The manifest served is recorded as used.
 func (r *Registry) mirrorManifest(ctx context.Context, m *mirror, repo, ref string) error {
-	dr, err := r.mirrorRepo(ctx, repo)
-	if err != nil {
-		return err
-	}
-	ms, err := dr.Manifests(ctx)
+	dr, ms, err := r.mirrorManifests(ctx, repo)
 	if err != nil {
 		return err
 	}

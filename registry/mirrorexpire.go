@@ -153,11 +153,7 @@ func (r *Registry) ExpireMirrors(ctx context.Context) (*MirrorExpiry, error) {
 // them, each after reading its last use once more (a pull may have just
 // come).
 func (r *Registry) expireMirrored(ctx context.Context, m *mirror, repo string, ds []digest.Digest, now time.Time, rep *MirrorExpiry) error {
-	dr, err := r.mirrorRepo(ctx, repo)
-	if err != nil {
-		return err
-	}
-	ms, err := dr.Manifests(ctx)
+	dr, ms, err := r.mirrorManifests(ctx, repo)
 	if err != nil {
 		return err
 	}
