@@ -605,52 +605,28 @@ func TestRouterKeptConnections(t *testing.T) {
 func TestRouterBoundsPodHeaders(t *testing.T) {
 	ctx := storetest.Context(t)
 	st := storetest.New(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var sent atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
+	addr := rawPodRoute(t, ctx, st, "hp", func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		var start, chunk string
+		switch req.URL.Path {
+		case "/header":
+			start, chunk = "HTTP/1.1 200 OK\r\nX-Endless: ", strings.Repeat("a", 64<<10)
+		default:
+			start, chunk = "", strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 2500)
+		}
+		io.WriteString(c, start)
+		for range 1 << 12 { // 256 MiB of header at most
+			n, err := io.WriteString(c, chunk)
+			sent.Add(int64(n))
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				var start, chunk string
-				switch req.URL.Path {
-				case "/header":
-					start, chunk = "HTTP/1.1 200 OK\r\nX-Endless: ", strings.Repeat("a", 64<<10)
-				default:
-					start, chunk = "", strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 2500)
-				}
-				io.WriteString(c, start)
-				for range 1 << 12 { // 256 MiB of header at most
-					n, err := io.WriteString(c, chunk)
-					sent.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	_, addr, _ := startRouter(t, ctx, st, router.Config{})
-	if err := st.Create(ctx, api.EndpointsResource, endpoints("hp", "svc", ln.Addr().String())); err != nil {
-		t.Fatal(err)
-	}
-	route(t, ctx, st, rt("hp", "web", "hp.example.com", "", at(1)))
-	storetest.Eventually(t, ctx, "the route to be served", func() bool {
-		code, _ := get(t, addr, "hp.example.com", "/1xx")
-		return code != http.StatusServiceUnavailable
-	})
+	}, func(code int) bool { return code != http.StatusServiceUnavailable }, "/1xx")
 	for _, path := range []string{"/header", "/1xx"} {
 		sent.Store(0)
 		code, body := get(t, addr, "hp.example.com", path)
@@ -673,53 +649,27 @@ func TestRouterBoundsPodHeaders(t *testing.T) {
 func TestRouterDropsPodConnectionWithExtraBytes(t *testing.T) {
 	ctx := storetest.Context(t)
 	st := storetest.New(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := rawPodRoute(t, ctx, st, "xb", func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if req.URL.Path == "/cr" {
-						// A bare CR in the reason phrase, then what a
-						// client ending lines at CR would read as a
-						// header.
-						io.WriteString(c, "HTTP/1.1 200 OK\rSet-Cookie: planted=1\r\nContent-Length: 2\r\n\r\nok")
-						continue
-					}
-					if req.URL.Path == "/two" {
-						// One answer and, in the same write, another
-						// nobody asked for.
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwoHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
-						continue
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			switch req.URL.Path {
+			case "/cr":
+				// A bare CR in the reason phrase, then what a client
+				// ending lines at CR would read as a header.
+				io.WriteString(c, "HTTP/1.1 200 OK\rSet-Cookie: planted=1\r\nContent-Length: 2\r\n\r\nok")
+			case "/two":
+				// One answer and, in the same write, another nobody
+				// asked for.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwoHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
 		}
-	}()
-	_, addr, _ := startRouter(t, ctx, st, router.Config{})
-	if err := st.Create(ctx, api.EndpointsResource, endpoints("xb", "svc", ln.Addr().String())); err != nil {
-		t.Fatal(err)
-	}
-	route(t, ctx, st, rt("xb", "web", "xb.example.com", "", at(1)))
-	storetest.Eventually(t, ctx, "the route to serve", func() bool {
-		code, _ := get(t, addr, "xb.example.com", "/")
-		return code == 200
-	})
+	}, func(code int) bool { return code == 200 }, "/")
 	// The reason phrase with a bare CR is not passed on.
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -740,4 +690,40 @@ func TestRouterDropsPodConnectionWithExtraBytes(t *testing.T) {
 			t.Fatalf("request %d after a pod's extra answer = %d %q, want 200 ok (not the pod's unasked-for bytes)", i, code, body)
 		}
 	}
+}
+
+// rawPodRoute serves a pod that answers each connection with serve,
+// byte by byte as a test needs, routes NS.example.com to it through a new
+// router, waits until a GET of probe gives a code ready accepts, and
+// returns the router's address.
+func rawPodRoute(t *testing.T, ctx context.Context, st *store.Store, ns string, serve func(c net.Conn, br *bufio.Reader), ready func(code int) bool, probe string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	_, addr, _ := startRouter(t, ctx, st, router.Config{})
+	if err := st.Create(ctx, api.EndpointsResource, endpoints(ns, "svc", ln.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	host := ns + ".example.com"
+	route(t, ctx, st, rt(ns, "web", host, "", at(1)))
+	storetest.Eventually(t, ctx, "the route to "+ns+"'s pod to be served", func() bool {
+		code, _ := get(t, addr, host, probe)
+		return ready(code)
+	})
+	return addr
 }
