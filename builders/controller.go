@@ -139,15 +139,7 @@ func (c *Controller) Run(ctx context.Context) {
 			slog.Error("builders: build context directory", "dir", c.WorkDir, "err", err)
 		}
 	}
-	inf := store.NewInformer(c.Store, api.Builds)
-	// Builds by config: a project holds thousands after a server-side
-	// rebase, and every finished build looks up its config's others.
-	inf.AddIndex(byConfig, func(o api.Object) []string {
-		if b := o.(*api.Build); b.Labels[BuildConfigLabel] != "" {
-			return []string{b.Namespace + "/" + b.Labels[BuildConfigLabel]}
-		}
-		return nil
-	})
+	inf := c.buildsInformer()
 	q := store.NewWorkQueue()
 	c.queue = q
 	inf.AddHandler(func(ev store.Event) {
@@ -333,8 +325,34 @@ func (c *Controller) siblings(b *api.Build) []*api.Build {
 	return out
 }
 
-// byConfig indexes builds by PROJECT/CONFIG.
-const byConfig = "config"
+// byConfig indexes builds by PROJECT/CONFIG; byQuotaWait those waiting for
+// quota by PROJECT.
+const (
+	byConfig    = "config"
+	byQuotaWait = "quota-wait"
+)
+
+// buildsInformer is the controller's cache of builds, with its indexes.
+func (c *Controller) buildsInformer() *store.Informer {
+	inf := store.NewInformer(c.Store, api.Builds)
+	// Builds by config: a project holds thousands after a server-side
+	// rebase, and every finished build looks up its config's others.
+	inf.AddIndex(byConfig, func(o api.Object) []string {
+		if b := o.(*api.Build); b.Labels[BuildConfigLabel] != "" {
+			return []string{b.Namespace + "/" + b.Labels[BuildConfigLabel]}
+		}
+		return nil
+	})
+	// Builds waiting for quota by project: every finished build looks
+	// for them, and a rebase records thousands of finished builds.
+	inf.AddIndex(byQuotaWait, func(o api.Object) []string {
+		if b := o.(*api.Build); b.Status.Phase == api.BuildPending && b.Status.Reason == api.BuildWaitingForQuota {
+			return []string{b.Namespace}
+		}
+		return nil
+	})
+	return inf
+}
 
 // applyRunPolicy reports whether b must wait: Serial runs a config's builds
 // one at a time in order; SerialLatestOnly also cancels older builds that

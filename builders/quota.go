@@ -47,9 +47,9 @@ func (c *Controller) startWithinQuota(ctx context.Context, b *api.Build) (bool, 
 
 // quotaFreed looks again at the builds of project ns that wait for quota.
 func (c *Controller) quotaFreed(ns string) {
-	for _, o := range c.builds.List(ns) {
-		if b := o.(*api.Build); b.Status.Phase == api.BuildPending && b.Status.Reason == api.BuildWaitingForQuota {
-			c.queue.Add(b.Namespace + "/" + b.Name)
-		}
+	waiting, _ := c.builds.ByIndex(byQuotaWait, ns)
+	for _, o := range waiting {
+		b := o.(*api.Build)
+		c.queue.Add(b.Namespace + "/" + b.Name)
 	}
 }
