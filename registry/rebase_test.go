@@ -579,9 +579,9 @@ func TestRebaseGroupCountsItsImagesTogether(t *testing.T) {
 // writes its files in distribution's layout directly, so it makes the
 // checks a manifest put would. An app layer the output repository does
 // not link refuses the rebase, with nothing recorded, and so does a base
-// layer its repository does not link or whose bytes are gone; a link left empty
-// (as by a crash before a group's sync) is written again, and the result
-// reads back whole.
+// layer its repository does not link or whose bytes are gone; a link of
+// the right size holding zeros (as a crash before a group's sync can leave
+// it) is written again, and the result reads back whole.
 func TestRebaseServerSideStorageChecksAsAManifestPut(t *testing.T) {
 	h := start(t)
 	f := setupRebase(t, h, true)
@@ -648,7 +648,9 @@ func TestRebaseServerSideStorageChecksAsAManifestPut(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(patch), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(patch, nil, 0o644); err != nil {
+	// Zeros of the link's size: what a file written but not synced can
+	// hold after the machine crashed, on a file system without a journal.
+	if err := os.WriteFile(patch, make([]byte, len(digestOfLayer(t, v2Layers[len(v2Layers)-1]))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
@@ -656,7 +658,7 @@ func TestRebaseServerSideStorageChecksAsAManifestPut(t *testing.T) {
 		t.Fatalf("rebase: %v", err)
 	}
 	if got, err := os.ReadFile(patch); err != nil || string(got) != digestOfLayer(t, v2Layers[len(v2Layers)-1]) {
-		t.Errorf("the empty link of the new base's layer = %q (%v) after the rebase, want its digest", got, err)
+		t.Errorf("the zeroed link of the new base's layer = %q (%v) after the rebase, want its digest", got, err)
 	}
 	img := remoteImage(t, h, "alice", "team/app@"+b.Status.OutputDigest)
 	if err := validate.Image(img, validate.Fast); err != nil {

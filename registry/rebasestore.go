@@ -91,17 +91,26 @@ func (f *rebaseFS) isFile(p string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// put writes content at p unless a file of its size is there already
-// (content is named by its digest, or is one: the same bytes). A file of
-// another size, such as one left empty by a crash before the group's sync,
-// is written again. A directory made here holds no file yet: no stat.
+// put writes content at p unless the file there holds it already
+// (content is named by its digest, or is one: the same bytes). A file
+// with other bytes, such as one left short or zeroed by a crash before a
+// group's sync, is written again through a temporary file renamed into
+// place. In a directory made here the file is written in place, as
+// distribution writes its own files: no temporary name, no rename.
 func (f *rebaseFS) put(p string, content []byte) error {
 	full := f.path(p)
 	dir := filepath.Dir(full)
 	switch err := os.Mkdir(dir, 0o777); {
 	case err == nil:
+		// Another writer of the same bytes may have made the file since.
+		if err := writeNew(full, content); !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if holds(full, content) {
+			return nil
+		}
 	case errors.Is(err, fs.ErrExist):
-		if fi, err := os.Stat(full); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(content)) {
+		if holds(full, content) {
 			return nil
 		}
 	case errors.Is(err, fs.ErrNotExist):
@@ -112,6 +121,38 @@ func (f *rebaseFS) put(p string, content []byte) error {
 		return err
 	}
 	return writeRenamed(full, content)
+}
+
+// writeNew creates the file full, which must not exist, holding content.
+func writeNew(full string, content []byte) error {
+	fh, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	_, err = fh.Write(content)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(full)
+	}
+	return err
+}
+
+// holds says whether the file full holds exactly content.
+func holds(full string, content []byte) bool {
+	fh, err := os.Open(full)
+	if err != nil {
+		return false
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(content)) {
+		return false
+	}
+	b := make([]byte, len(content)+1)
+	n, err := io.ReadFull(fh, b)
+	return (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) && n == len(content) && bytes.Equal(b[:n], content)
 }
 
 // maxManifestRead bounds a manifest read, as distribution bounds a put.
