@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +66,16 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Minute, "give up after this long")
 	scans := flag.Bool("scan", false, "run the scanner (rebased images' scans are then derived; setup waits until every image is scanned, which takes long at -n 10000)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the first round's rebase to this file")
+	logFile := flag.String("log", "", "write the server's debug log (each rebase group's size and the time of its phases) to this file")
 	flag.Parse()
+	if *logFile != "" {
+		w, err := os.Create(*logFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer w.Close()
+		slog.SetDefault(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
 	log.SetFlags(0)
 
 	bin, err := filepath.Abs(*bkd)
