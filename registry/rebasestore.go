@@ -130,11 +130,16 @@ func writeNew(full string, content []byte) error {
 		return err
 	}
 	_, err = fh.Write(content)
+	mine, serr := fh.Stat()
 	if cerr := fh.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		os.Remove(full)
+	if err != nil && serr == nil {
+		// Not a file another writer of the same bytes renamed over
+		// this one since: a short file here would pass for the blob.
+		if cur, err := os.Stat(full); err == nil && os.SameFile(mine, cur) {
+			os.Remove(full)
+		}
 	}
 	return err
 }
