@@ -122,23 +122,27 @@ func translate(r *api.Resource, e *clientv3.Event, sel labels.Selector) (Event, 
 			return Event{}, false, err
 		}
 	}
-	if e.PrevKv != nil {
+	matches := func(o api.Object) bool {
+		return o != nil && (sel == nil || sel.Matches(labels.Set(o.GetObjectMeta().Labels)))
+	}
+	// Without a selector an update needs only whether there was an
+	// object before, not its decoding: every informer's watch.
+	prevMatches := e.PrevKv != nil
+	if e.PrevKv != nil && (e.Type == mvccpb.DELETE || sel != nil) {
 		// A deleted object is reported at the revision of its deletion.
 		if prev, err = decode(r, e.PrevKv.Value, e.Kv.ModRevision); err != nil {
 			return Event{}, false, err
 		}
-	}
-	matches := func(o api.Object) bool {
-		return o != nil && (sel == nil || sel.Matches(labels.Set(o.GetObjectMeta().Labels)))
+		prevMatches = matches(prev)
 	}
 	switch {
 	case e.Type == mvccpb.DELETE:
-		return Event{Type: api.Deleted, Object: prev}, prev != nil && matches(prev), nil
-	case matches(cur) && (e.IsCreate() || !matches(prev)):
+		return Event{Type: api.Deleted, Object: prev}, prevMatches, nil
+	case matches(cur) && (e.IsCreate() || !prevMatches):
 		return Event{Type: api.Added, Object: cur}, true, nil
 	case matches(cur):
 		return Event{Type: api.Modified, Object: cur}, true, nil
-	case matches(prev):
+	case prevMatches:
 		return Event{Type: api.Deleted, Object: cur}, true, nil
 	}
 	return Event{}, false, nil
