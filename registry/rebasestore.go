@@ -92,25 +92,19 @@ func (f *rebaseFS) isFile(p string) bool {
 }
 
 // put writes content at p unless the file there holds it already
-// (content is named by its digest, or is one: the same bytes). A file
-// with other bytes, such as one left short or zeroed by a crash before a
-// group's sync, is written again through a temporary file renamed into
-// place. In a directory made here the file is written in place, as
-// distribution writes its own files: no temporary name, no rename.
+// (content is named by its digest, or is one: the same bytes), through a
+// temporary file renamed into place, so that a kill at any moment leaves
+// no short file at p: distribution would take a short blob file for the
+// blob. A file with other bytes, such as one left short or zeroed by a
+// machine crash before a group's sync, is written again. A directory made
+// here holds no file yet: nothing to read.
 func (f *rebaseFS) put(p string, content []byte) error {
 	full := f.path(p)
 	dir := filepath.Dir(full)
 	switch err := os.Mkdir(dir, 0o777); {
 	case err == nil:
-		// Another writer of the same bytes may have made the file since.
-		if err := writeNew(full, content); !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if holds(full, content) {
-			return nil
-		}
 	case errors.Is(err, fs.ErrExist):
-		if holds(full, content) {
+		if f.holds(p, content) {
 			return nil
 		}
 	case errors.Is(err, fs.ErrNotExist):
@@ -123,41 +117,10 @@ func (f *rebaseFS) put(p string, content []byte) error {
 	return writeRenamed(full, content)
 }
 
-// writeNew creates the file full, which must not exist, holding content.
-func writeNew(full string, content []byte) error {
-	fh, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return err
-	}
-	_, err = fh.Write(content)
-	mine, serr := fh.Stat()
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil && serr == nil {
-		// Not a file another writer of the same bytes renamed over
-		// this one since: a short file here would pass for the blob.
-		if cur, err := os.Stat(full); err == nil && os.SameFile(mine, cur) {
-			os.Remove(full)
-		}
-	}
-	return err
-}
-
-// holds says whether the file full holds exactly content.
-func holds(full string, content []byte) bool {
-	fh, err := os.Open(full)
-	if err != nil {
-		return false
-	}
-	defer fh.Close()
-	fi, err := fh.Stat()
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(content)) {
-		return false
-	}
-	b := make([]byte, len(content)+1)
-	n, err := io.ReadFull(fh, b)
-	return (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) && n == len(content) && bytes.Equal(b[:n], content)
+// holds says whether the file at p holds exactly content.
+func (f *rebaseFS) holds(p string, content []byte) bool {
+	b, err := f.read(p, int64(len(content)))
+	return err == nil && bytes.Equal(b, content)
 }
 
 // maxManifestRead bounds a manifest read, as distribution bounds a put.
