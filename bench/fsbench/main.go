@@ -21,7 +21,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
@@ -29,12 +28,12 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,38 +129,24 @@ func pass(dir string, n, workers int) cost {
 func fsOf(dir string) string {
 	abs, err := filepath.Abs(dir)
 	must(err)
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(abs))
+	if err != nil || len(mounts) == 0 {
 		return "an unknown file system"
 	}
-	defer f.Close()
-	best, fstype, dev := "", "", ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPER
-		fs := strings.Fields(sc.Text())
-		sep := -1
-		for i, s := range fs {
-			if s == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fs) < 5 || sep < 0 || sep+2 >= len(fs) {
-			continue
-		}
-		mp := fs[4]
-		if (abs == mp || strings.HasPrefix(abs, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
-			best, fstype, dev = mp, fs[sep+1], filepath.Base(fs[sep+2])
+	m := mounts[0] // the deepest mount point above dir
+	for _, o := range mounts[1:] {
+		if len(o.Mountpoint) >= len(m.Mountpoint) {
+			m = o
 		}
 	}
-	if fstype != "ext4" {
-		return fmt.Sprintf("%s (%s)", fstype, best)
+	if m.FSType != "ext4" {
+		return fmt.Sprintf("%s (%s)", m.FSType, m.Mountpoint)
 	}
+	dev := filepath.Base(m.Source)
 	if _, err := os.Stat("/proc/fs/jbd2/" + dev + "-8"); err == nil {
-		return fmt.Sprintf("ext4 with a journal (%s, %s)", dev, best)
+		return fmt.Sprintf("ext4 with a journal (%s, %s)", dev, m.Mountpoint)
 	}
-	return fmt.Sprintf("ext4 WITHOUT a journal (%s, %s): creating files costs more for minutes after a large delete", dev, best)
+	return fmt.Sprintf("ext4 WITHOUT a journal (%s, %s): creating files costs more for minutes after a large delete", dev, m.Mountpoint)
 }
 
 func must(err error) {
