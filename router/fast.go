@@ -296,6 +296,7 @@ func (req *fastReq) parse(head []byte) bool {
 		path = path[:q]
 	}
 	req.path = unsafeString(path)
+	sawHost := false // req.host alone cannot say: bytes.Trim makes an empty value nil
 	for len(rest) > 0 {
 		i := bytes.Index(rest, []byte("\r\n"))
 		line := rest[:i]
@@ -313,10 +314,10 @@ func (req *fastReq) parse(head []byte) bool {
 		}
 		switch lowerName(name) {
 		case "host":
-			if req.host != nil || !httpguts.ValidHostHeader(unsafeString(value)) {
-				return false
+			if sawHost || !httpguts.ValidHostHeader(unsafeString(value)) {
+				return false // net/http refuses a second Host line, even after an empty one
 			}
-			req.host = value
+			sawHost, req.host = true, value
 		case "connection":
 			for tok := range strings.SplitSeq(unsafeString(value), ",") {
 				switch strings.ToLower(strings.TrimSpace(tok)) {
@@ -339,7 +340,7 @@ func (req *fastReq) parse(head []byte) bool {
 			req.fwd = append(req.fwd, line)
 		}
 	}
-	return req.host != nil
+	return len(req.host) > 0
 }
 
 // lowerName is name in lower case if it is one parse looks for, else "".

@@ -22,6 +22,7 @@ func FuzzFastParse(f *testing.F) {
 		"OPTIONS / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\n\r\nabc",
 		"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: \r\nHost: b.test\r\n\r\n", // an empty Host trims to nil
 		"GET / HTTP/1.1\r\nHost: a.test\r\n X-Folded: y\r\n\r\n",
 		"GET http://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost : a.test\r\n\r\n",
