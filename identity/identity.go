@@ -111,6 +111,13 @@ func wellFormed(secret string) bool {
 	return err == nil
 }
 
+// ServiceAccountInfo is the identity of service account name of project,
+// with the groups its token would authenticate with: for the server's own
+// in-process requests made as that account, which need no token.
+func ServiceAccountInfo(project, name string) Info {
+	return infoFor(api.ServiceAccountUser(project, name), nil)
+}
+
 // infoFor derives the groups of a user or service account name.
 func infoFor(name string, extra []string) Info {
 	groups := []string{GroupAuthenticated}

@@ -426,8 +426,12 @@ func (r *Registry) checkMount(req *http.Request, who identity.Info, tok *claims)
 
 // authenticate reads Basic (any user, a platform token as the password) or
 // Bearer (a platform token, or a registry JWT). No credentials is the
-// anonymous user.
+// anonymous user. A request made in this process through LocalTransport
+// is its caller's identity.
 func (r *Registry) authenticate(req *http.Request) (identity.Info, *claims, error) {
+	if who, ok := localIdentity(req.Context()); ok {
+		return who, nil, nil // an in-process request (LocalTransport)
+	}
 	h := req.Header.Get("Authorization")
 	if h == "" {
 		return identity.Anonymous, nil, nil
