@@ -23,6 +23,7 @@ import (
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/scan"
+	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/store"
 )
 
@@ -36,7 +37,11 @@ import (
 //  2. config blobs, manifests and the new base's layer links are written
 //     to storage without a sync each, then the file system is synced once
 //     (syncfs) for the whole group;
-//  3. per image the Image record, the tag move, the BuildConfig's next
+//  3. in a project whose builds are signed (it has a "default" signing
+//     key), each image is signed and its provenance attested, in this
+//     process as the project's builder account (Config.SignRebase, through
+//     LocalTransport: no connection, no token), before its tag moves;
+//  4. per image the Image record, the tag move, the BuildConfig's next
 //     version, a Build recorded as Complete and a scan derived from the
 //     scans already known are written in one etcd transaction, up to
 //     rebaseTxnImages images per transaction.
@@ -167,6 +172,7 @@ type rebaseItem struct {
 	build      *api.Build
 	buildName  string // set for RebaseBuild: the Build being run
 	noop       bool
+	sign       bool // the project signs what it builds: rebaseSign signs this one
 	err        error
 }
 
@@ -214,6 +220,7 @@ func (r *Registry) rebaseGroup(batch []*rebaseReq) {
 		streams[k] = true
 	}
 	r.rebaseWriteStorage(ctx, items)
+	r.rebaseSign(ctx, items, start)
 	tStore := time.Since(start)
 	var chunks [][]*rebaseItem
 	var chunk []*rebaseItem
@@ -332,10 +339,12 @@ func (r *Registry) rebasePrepare(ctx context.Context, items []*rebaseItem) {
 			signs[it.req.project] = err == nil
 		}
 		if signs[it.req.project] {
-			// A rebase build signs and attests its output; this path
-			// does not sign yet, so the project's rebases run as builds.
-			it.fail(notRebasable("project %s signs what it builds (signing key %q): its rebases run as builds, which sign them", it.req.project, signingKey))
-			continue
+			if r.cfg.SignRebase == nil {
+				// No signer in this process: a rebase build signs.
+				it.fail(notRebasable("project %s signs what it builds (signing key %q) and this registry cannot sign: its rebases run as builds, which sign them", it.req.project, signingKey))
+				continue
+			}
+			it.sign = true
 		}
 		raw, ok := bcs[it.req.project+"/"+it.req.config]
 		if !ok {
@@ -705,6 +714,46 @@ func (r *Registry) rebaseStore(ctx context.Context, ns distribution.Namespace, i
 		return fmt.Errorf("registry: stored manifest has digest %s, want %s", got, it.digest)
 	}
 	return nil
+}
+
+// rebaseSign signs each stored image of a project whose builds are signed
+// (rebasePrepare marked it) and attests its provenance, as a rebase build
+// signs and attests its output, but before the tag moves: the tag never
+// names an unsigned image of such a project. An item whose signing fails
+// fails, and nothing of it is recorded. The signatures' own tags
+// (sha256-HEX.sig and .att) move in the output stream, so the item's
+// transaction reads the stream again.
+func (r *Registry) rebaseSign(ctx context.Context, items []*rebaseItem, started time.Time) {
+	var sign []*rebaseItem
+	for _, it := range items {
+		if it.sign && it.err == nil && !it.noop {
+			sign = append(sign, it)
+		}
+	}
+	eachItem(sign, 4, func(it *rebaseItem) {
+		image := r.recorder.Reference(it.req.project, it.stream, it.digest)
+		bc := it.bc.Object.(*api.BuildConfig)
+		baseName, _, _ := strings.Cut(it.newRef, "@")
+		prov := &signing.Provenance{
+			BuildName: it.req.project + "/" + it.buildName, Strategy: string(bc.Spec.Strategy.Type), BuildArgs: map[string]string{},
+			BaseImages: []signing.Image{{Name: baseName, Digest: it.newBase}},
+			Internal: map[string]any{"registry": r.cfg.Host, "rebase": map[string]string{
+				"from": it.cur, "oldBase": r.cfg.Host + "/" + it.oldRepo + "@" + it.oldBase, "requestedBy": it.req.who.Name}},
+			StartedOn: started.UTC(), FinishedOn: time.Now().UTC(),
+		}
+		if ds := bc.Spec.Strategy.DockerStrategy; ds != nil {
+			for _, a := range ds.BuildArgs {
+				prov.BuildArgs[a.Name] = a.Value
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := r.cfg.SignRebase(sctx, it.req.project, image, prov); err != nil {
+			it.fail(fmt.Errorf("signing the rebased image %s: %w", image, err))
+			return
+		}
+		it.out = store.Raw{} // read again by the transaction
+	})
 }
 
 // rebaseCommit writes the etcd side of a chunk of items in one

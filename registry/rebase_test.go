@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,8 +11,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -25,6 +28,7 @@ import (
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/scan"
+	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/store"
 )
 
@@ -416,24 +420,124 @@ func TestRebaseBuildRunsInTheRegistry(t *testing.T) {
 	}
 }
 
-// TestRebaseServerSideLeavesSigningProjectsToBuilds: a project whose builds
-// are signed gets its rebases as builds (which rebase in the registry and
-// then sign), not unsigned images from the batch path.
-func TestRebaseServerSideLeavesSigningProjectsToBuilds(t *testing.T) {
+// TestRebaseServerSideSignsForSigningProjects: a project whose builds are
+// signed gets its rebases in the registry signed and attested as a rebase
+// build's are, before the tag moves: the signature verifies with the
+// project's key, in cosign's tag layout and as an OCI referrer, and the
+// SLSA provenance names the Build, the new base by digest and the image it
+// replaced. When signing fails, nothing moves and no Build is recorded.
+func TestRebaseServerSideSignsForSigningProjects(t *testing.T) {
 	h := start(t)
 	f := setupRebase(t, h, true)
 	ctx := ctxT(t)
-	if err := h.user(t, "alice").Create(ctx, api.SigningKeys, &api.SigningKey{ObjectMeta: api.ObjectMeta{Name: "default", Namespace: "team"}}); err != nil {
+	alice := h.user(t, "alice")
+	if err := alice.Create(ctx, api.SigningKeys, &api.SigningKey{ObjectMeta: api.ObjectMeta{Name: "default", Namespace: "team"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := h.user(t, "alice").RebaseBuildConfig(ctx, "team", "app")
-	if !client.IsNotRebasable(err) {
-		t.Fatalf("rebase in a signing project: %v, want NotRebasable", err)
+	var pub []byte
+	for deadline := time.Now().Add(30 * time.Second); len(pub) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if o, err := alice.Get(ctx, api.SigningKeys, "team", "default"); err == nil {
+			pub = []byte(o.(*api.SigningKey).PublicKey)
+		}
 	}
-	t.Logf("answered: %v", err)
+	if len(pub) == 0 {
+		t.Fatal("the signing key got no key pair")
+	}
+
+	// Signing fails (the stored private key is not one): the rebase
+	// fails, the tag stays, no Build is recorded.
+	st := h.env.Server.Store
+	o, err := st.Get(ctx, api.SigningKeySecrets, "team", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := o.(*api.SigningKeySecret).EncryptedPrivateKey
+	setKey := func(k string) {
+		t.Helper()
+		if _, err := st.GuaranteedUpdate(ctx, api.SigningKeySecrets, "team", "default", store.UpdateOptions{}, func(o api.Object) error {
+			o.(*api.SigningKeySecret).EncryptedPrivateKey = k
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKey("not a key")
+	if _, err := alice.RebaseBuildConfig(ctx, "team", "app"); err == nil || client.IsNotRebasable(err) {
+		t.Fatalf("rebase with a broken key: %v, want an error that is not NotRebasable", err)
+	} else {
+		t.Logf("with a broken key: %v", err)
+	}
 	if hist := h.history(t, "team", "app", "latest"); len(hist) != 1 || hist[0].Image != f.appDigest {
-		t.Errorf("the tag moved: %+v", hist)
+		t.Errorf("the tag moved although signing failed: %+v", hist)
 	}
+	if builds, _, err := st.List(ctx, api.Builds, "team", store.ListOptions{}); err != nil || len(builds) != 0 {
+		t.Errorf("builds recorded although signing failed: %d (%v)", len(builds), err)
+	}
+
+	setKey(good)
+	b, err := alice.RebaseBuildConfig(ctx, "team", "app")
+	if err != nil {
+		t.Fatalf("rebase in a signing project: %v", err)
+	}
+	if b.Status.Phase != api.BuildComplete || b.Status.RebasedFrom != f.appDigest || !strings.Contains(b.Status.LogTail, "in the registry") {
+		t.Fatalf("build %s: %+v", b.Name, b.Status)
+	}
+	want, err := builders.RebaseImage(f.app, f.v1img, f.v2img, b.Name, "team", h.env.Registry+"/base/os", f.v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Status.OutputDigest != digestOf(t, want) {
+		t.Errorf("rebased to %s, want %s", b.Status.OutputDigest, digestOf(t, want))
+	}
+	if hist := h.history(t, "team", "app", "latest"); len(hist) != 2 || hist[0].Image != b.Status.OutputDigest {
+		t.Errorf("history: %+v", hist)
+	}
+	ref, err := name.NewDigest(h.env.Registry+"/team/app@"+b.Status.OutputDigest, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := signing.WithAuth(&authn.Basic{Username: "alice", Password: h.token(t, "alice")})
+	for _, src := range []signing.Source{signing.FromTag, signing.FromReferrers} {
+		res, err := signing.Verify(ctx, ref, [][]byte{pub}, auth, signing.WithSource(src))
+		if err != nil {
+			t.Fatalf("verify (%s): %v", src, err)
+		}
+		if res.Digest != b.Status.OutputDigest {
+			t.Errorf("verified %s, want %s", res.Digest, b.Status.OutputDigest)
+		}
+	}
+	att, err := signing.VerifyAttestation(ctx, ref, [][]byte{pub}, signing.PredicateSLSAProvenance, auth)
+	if err != nil {
+		t.Fatalf("verify the provenance: %v", err)
+	}
+	var stmt struct {
+		Predicate struct {
+			BuildDefinition struct {
+				ExternalParameters   map[string]any   `json:"externalParameters"`
+				InternalParameters   map[string]any   `json:"internalParameters"`
+				ResolvedDependencies []map[string]any `json:"resolvedDependencies"`
+			} `json:"buildDefinition"`
+			RunDetails struct {
+				Metadata struct {
+					InvocationID string `json:"invocationId"`
+				} `json:"metadata"`
+			} `json:"runDetails"`
+		} `json:"predicate"`
+	}
+	if err := json.Unmarshal(att.Statement, &stmt); err != nil {
+		t.Fatal(err)
+	}
+	bd := stmt.Predicate.BuildDefinition
+	if got := stmt.Predicate.RunDetails.Metadata.InvocationID; got != "team/"+b.Name {
+		t.Errorf("invocationId %q, want team/%s", got, b.Name)
+	}
+	if deps := fmt.Sprint(bd.ResolvedDependencies); !strings.Contains(deps, strings.TrimPrefix(f.v2, "sha256:")) {
+		t.Errorf("resolvedDependencies %s do not name the new base %s", deps, f.v2)
+	}
+	if rb, _ := bd.InternalParameters["rebase"].(map[string]any); rb["from"] != f.appDigest {
+		t.Errorf("internalParameters %v do not name the image rebased (%s)", bd.InternalParameters, f.appDigest)
+	}
+	t.Logf("provenance: %s", att.Statement)
 }
 
 // TestRebaseServerSideRespectsRegistryQuota: a rebase onto a base that

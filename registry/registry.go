@@ -43,6 +43,7 @@ import (
 	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/imagestreams"
 	"slipway.dev/slipway/rbac"
+	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/store"
 )
 
@@ -87,6 +88,11 @@ type Config struct {
 	// name (mirror.go); each upstream host must be on Import's allow-list.
 	// Default none.
 	Mirrors []Mirror
+	// SignRebase signs an image a server-side rebase made, in a project
+	// whose builds are signed, and attests prov (BuilderID is the
+	// caller's to fill), before the image's tag moves (rebase.go). Nil:
+	// such a project's rebases run as builds, which sign.
+	SignRebase func(ctx context.Context, project, image string, prov *signing.Provenance) error
 }
 
 // FaultInjector fails named steps of a manifest push: before-manifest-put,

@@ -40,6 +40,7 @@ import (
 	"slipway.dev/slipway/rbac"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/router"
+	"slipway.dev/slipway/signing"
 	"slipway.dev/slipway/store"
 	"slipway.dev/slipway/store/etcd"
 )
@@ -523,6 +524,9 @@ func (s *Server) startRegistry(ctx context.Context) error {
 		Faults:  s.cfg.RegistryFaults,
 		Import:  s.cfg.Import,
 		Mirrors: s.cfg.Mirrors,
+		SignRebase: func(ctx context.Context, project, image string, prov *signing.Provenance) error {
+			return s.trust.signRebase(ctx, project, image, prov)
+		},
 	})
 	if err != nil {
 		ln.Close()

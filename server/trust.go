@@ -22,6 +22,7 @@ import (
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/builders"
+	"slipway.dev/slipway/identity"
 	"slipway.dev/slipway/policies"
 	"slipway.dev/slipway/registry"
 	"slipway.dev/slipway/scan"
@@ -92,8 +93,14 @@ func (t *trust) auth(ctx context.Context, ref string) (signing.Option, func(), e
 	return signing.WithAuth(&authn.Basic{Username: PullerServiceAccount, Password: secret}), done, nil
 }
 
-// pushAuth is a short-lived push identity for a project (its builder).
+// pushAuth is a push identity for a project (its builder account). Where
+// the registry runs in this process, requests go to it in-process as the
+// account, with no token (registry.LocalTransport); otherwise a
+// short-lived token of the account is minted and revoked after.
 func (t *trust) pushAuth(ctx context.Context, project string) (signing.Option, func(), error) {
+	if reg := t.s.Registry; reg != nil {
+		return signing.WithTransport(reg.LocalTransport(identity.ServiceAccountInfo(project, builders.BuilderServiceAccount))), func() {}, nil
+	}
 	secret, _, err := t.s.API.Authenticator().IssueServiceAccountToken(ctx, project, "builder", 5*time.Minute)
 	if err != nil {
 		return nil, nil, err
@@ -208,6 +215,14 @@ func (t *trust) signBuild(ctx context.Context, b *api.Build, ref string, r build
 		return false, err
 	}
 	return true, nil
+}
+
+// signRebase signs and attests an image the registry rebased (no build
+// ran) in a project with a default key, as signBuild signs a build's: the
+// registry fills in what the rebase resolved, this the builder's id.
+func (t *trust) signRebase(ctx context.Context, project, image string, prov *signing.Provenance) error {
+	prov.BuilderID = t.s.URL
+	return t.SignImage(ctx, project, DefaultSigningKey, image, prov)
 }
 
 // scanRegistry is the scanner's access to the registry: it reads as the
