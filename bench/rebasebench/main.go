@@ -53,6 +53,7 @@ import (
 	"slipway.dev/slipway/builders"
 	"slipway.dev/slipway/client"
 	"slipway.dev/slipway/server"
+	"slipway.dev/slipway/signing"
 )
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Minute, "give up after this long")
 	scans := flag.Bool("scan", false, "run the scanner (rebased images' scans are then derived; setup waits until every image is scanned, which takes long at -n 10000)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the first round's rebase to this file")
+	sign := flag.Bool("sign", false, "give every project a signing key: rebases are then signed and attested in the registry, the full rebuilds by their builds, and every rebased image's signature and provenance are verified")
 	logFile := flag.String("log", "", "write the server's debug log (each rebase group's size and the time of its phases) to this file")
 	flag.Parse()
 	if *logFile != "" {
@@ -110,7 +112,7 @@ func main() {
 	}
 	bk.Close()
 	b := &bench{ctx: ctx, cl: admin, reg: srv.RegistryHost, conc: 8,
-		auth: remote.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()})}
+		auth: remote.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()}), signAuth: signing.WithAuth(&authn.Basic{Username: "admin", Password: admin.Token()})}
 	// The images are spread over projects of perProject each, under the
 	// platform's per-project object limits (5,000 of a kind by default).
 	projects := []string{"base", "full"}
@@ -120,13 +122,31 @@ func main() {
 	for _, p := range projects {
 		b.must(admin.Create(ctx, api.Projects, &api.Project{ObjectMeta: api.ObjectMeta{Name: p}}))
 	}
+	if *sign {
+		b.keys = map[string][]byte{}
+		for _, p := range projects[1:] {
+			b.must(admin.Create(ctx, api.SigningKeys, &api.SigningKey{ObjectMeta: api.ObjectMeta{Name: "default", Namespace: p}}))
+		}
+		for _, p := range projects[1:] {
+			for len(b.keys[p]) == 0 {
+				if o, err := admin.Get(ctx, api.SigningKeys, p, "default"); err == nil {
+					b.keys[p] = []byte(o.(*api.SigningKey).PublicKey)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
 	b.must(admin.Create(ctx, api.RoleBindings, &api.RoleBinding{
 		ObjectMeta: api.ObjectMeta{Name: "full-builders-pull", Namespace: "base"},
 		RoleRef:    api.RoleRef{Kind: "ClusterRole", Name: "image-puller"},
 		Subjects:   []api.Subject{{Kind: api.SubjectServiceAccount, Name: "builder", Namespace: "full"}},
 	}))
-	fmt.Printf("# rebasebench: %d server-side rebases vs %d full BuildKit rebuilds per round, %d rounds alternating; GOMAXPROCS=%d, %s\n\n",
-		*n, *sample, *rounds, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
+	signed := ""
+	if *sign {
+		signed = ", every project signing (rebases and full builds signed and attested)"
+	}
+	fmt.Printf("# rebasebench: %d server-side rebases vs %d full BuildKit rebuilds per round, %d rounds alternating%s; GOMAXPROCS=%d, %s\n\n",
+		*n, *sample, *rounds, signed, runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339))
 
 	// Base v1, and N app images on it.
 	base := busyboxImage()
@@ -278,8 +298,8 @@ func main() {
 	mr, mf := medianF(rebaseRates), medianF(fullRates)
 	fmt.Println("| measurement | Slipway | peer | ratio |")
 	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| server-side rebase of %d images (images/s) / full BuildKit rebuild of %d (images/s), median of %d alternating rounds | %.0f | %.2f | %.0f× |\n",
-		*n, *sample, *rounds, mr, mf, mr/mf)
+	fmt.Printf("| server-side rebase of %d images (images/s) / full BuildKit rebuild of %d (images/s)%s, median of %d alternating rounds | %.0f | %.2f | %.0f× |\n",
+		*n, *sample, strings.TrimPrefix(signed, ","), *rounds, mr, mf, mr/mf)
 	fmt.Printf("| time for %d images: server-side rebase / full rebuild at its rate (s) | %.1f | %.0f | %.4f |\n",
 		*n, float64(*n)/mr, float64(*n)/mf, mf/mr)
 	slices.Sort(cpuPer)
@@ -415,6 +435,23 @@ func (b *bench) verify(builds []*api.Build, before []string, base v1.Image, base
 				return fmt.Errorf("%s layer %d: %s (diff ID %s), want %s (%s)", ref, j, m.Layers[j].Digest, cf.RootFS.DiffIDs[j], wantL[j], wantD[j])
 			}
 		}
+		if b.keys != nil {
+			d, err := name.NewDigest(b.reg+"/"+ref+"@"+bld.Status.OutputDigest, name.Insecure)
+			if err != nil {
+				return err
+			}
+			pub := [][]byte{b.keys[projectOf(i)]}
+			if _, err := signing.Verify(b.ctx, d, pub, b.signAuth); err != nil {
+				return fmt.Errorf("%s: %w", d, err)
+			}
+			res, err := signing.VerifyAttestation(b.ctx, d, pub, signing.PredicateSLSAProvenance, b.signAuth)
+			if err != nil {
+				return fmt.Errorf("%s: %w", d, err)
+			}
+			if !bytes.Contains(res.Statement, []byte(`"invocationId":"`+projectOf(i)+"/"+bld.Name+`"`)) {
+				return fmt.Errorf("%s: the provenance does not name build %s: %s", d, bld.Name, res.Statement)
+			}
+		}
 		return nil
 	})
 }
@@ -451,6 +488,10 @@ type bench struct {
 	reg  string
 	auth remote.Option
 	conc int
+	// keys are each project's public key, with -sign; signAuth reads
+	// signatures as admin.
+	keys     map[string][]byte
+	signAuth signing.Option
 }
 
 func (b *bench) must(err error) {
