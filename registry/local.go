@@ -53,7 +53,17 @@ func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	in.RemoteAddr = "in-process"
 	pr, pw := io.Pipe()
 	w := &localWriter{header: http.Header{}, body: pw, head: req.Method == http.MethodHead, ready: make(chan struct{})}
+	finished := make(chan struct{})
 	go func() {
+		// A caller that gives up unblocks a handler writing to the pipe.
+		select {
+		case <-req.Context().Done():
+			pr.CloseWithError(req.Context().Err())
+		case <-finished:
+		}
+	}()
+	go func() {
+		defer close(finished)
 		defer cancel()
 		defer in.Body.Close()
 		defer func() {
@@ -70,7 +80,6 @@ func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	select {
 	case <-w.ready:
 	case <-req.Context().Done():
-		pr.CloseWithError(req.Context().Err())
 		return nil, req.Context().Err()
 	}
 	resp := &http.Response{

@@ -75,7 +75,9 @@ func (s *Server) startTrust(ctx context.Context) {
 	go s.trust.keyring.Run(ctx)
 }
 
-// auth is a short-lived pull identity for the project an image ref is in.
+// auth is a pull identity for the project an image ref is in: in-process
+// as its deployer account where the registry runs in this process (no
+// token), else a short-lived token of that account.
 func (t *trust) auth(ctx context.Context, ref string) (signing.Option, func(), error) {
 	rest, ok := strings.CutPrefix(ref, t.s.RegistryHost+"/")
 	if !ok {
@@ -84,6 +86,9 @@ func (t *trust) auth(ctx context.Context, ref string) (signing.Option, func(), e
 	project, _, _ := strings.Cut(rest, "/")
 	if err := t.s.ensurePuller(ctx, project); err != nil {
 		return nil, nil, err
+	}
+	if reg := t.s.Registry; reg != nil {
+		return signing.WithTransport(reg.LocalTransport(identity.ServiceAccountInfo(project, PullerServiceAccount))), func() {}, nil
 	}
 	secret, _, err := t.s.API.Authenticator().IssueServiceAccountToken(ctx, project, PullerServiceAccount, 5*time.Minute)
 	if err != nil {
@@ -226,7 +231,8 @@ func (t *trust) signRebase(ctx context.Context, project, image string, prov *sig
 }
 
 // scanRegistry is the scanner's access to the registry: it reads as the
-// image's project's deployer account and writes SBOMs as its builder.
+// image's project's deployer account and writes SBOMs as its builder,
+// in-process where the registry runs in this process.
 type scanRegistry struct{ t *trust }
 
 func (r scanRegistry) remoteOpts(ctx context.Context, ref string, push bool) ([]remote.Option, func(), error) {
@@ -238,6 +244,12 @@ func (r scanRegistry) remoteOpts(ctx context.Context, ref string, push bool) ([]
 	}
 	if err := ensure(ctx, project); err != nil {
 		return nil, nil, err
+	}
+	if reg := r.t.s.Registry; reg != nil {
+		// In-process, as the account: no token minted and revoked per
+		// scan. Whatever host a URL names (a foreign layer's too), it is
+		// this registry that answers, with the account's rights.
+		return []remote.Option{remote.WithContext(ctx), remote.WithTransport(reg.LocalTransport(identity.ServiceAccountInfo(project, user)))}, func() {}, nil
 	}
 	secret, _, err := r.t.s.API.Authenticator().IssueServiceAccountToken(ctx, project, user, 10*time.Minute)
 	if err != nil {
