@@ -83,6 +83,10 @@ const (
 	// ImageScan), plus two per project limit counted, under etcd's
 	// default of 128 operations per transaction.
 	rebaseTxnImages = 18
+	// rebaseSigners sign at once: each signing waits mostly on etcd's
+	// log syncs (its manifests' records and tag moves), which etcd
+	// shares between concurrent writes.
+	rebaseSigners = 32
 )
 
 type rebaseReq struct {
@@ -730,7 +734,7 @@ func (r *Registry) rebaseSign(ctx context.Context, items []*rebaseItem, started 
 			sign = append(sign, it)
 		}
 	}
-	eachItem(sign, 4, func(it *rebaseItem) {
+	eachItem(sign, rebaseSigners, func(it *rebaseItem) {
 		image := r.recorder.Reference(it.req.project, it.stream, it.digest)
 		bc := it.bc.Object.(*api.BuildConfig)
 		baseName, _, _ := strings.Cut(it.newRef, "@")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"slipway.dev/slipway/api"
 	"slipway.dev/slipway/store"
@@ -18,7 +19,22 @@ import (
 type Keyring struct {
 	Store    *store.Store
 	Password []byte
+
+	// signers caches decrypted keys by project/name: decrypting one
+	// (scrypt) costs about 100 ms of CPU, which signing every image of a
+	// rebase wave must not pay per image. An entry is used only while the
+	// stored encrypted key is the one it was decrypted from.
+	mu      sync.Mutex
+	signers map[string]cachedSigner
 }
+
+type cachedSigner struct {
+	encrypted string
+	signer    *Signer
+}
+
+// maxCachedSigners bounds the cache; past it, an arbitrary entry goes.
+const maxCachedSigners = 4096
 
 // Run makes missing key pairs until ctx ends.
 func (k *Keyring) Run(ctx context.Context) {
@@ -80,7 +96,31 @@ func (k *Keyring) Signer(ctx context.Context, project, name string) (*Signer, er
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s/%s: %w (create it with `slipway create signingkey %s -n %s`)", project, name, err, name, project)
 	}
-	return LoadSigner([]byte(o.(*api.SigningKeySecret).EncryptedPrivateKey), k.Password)
+	enc := o.(*api.SigningKeySecret).EncryptedPrivateKey
+	id := project + "/" + name
+	k.mu.Lock()
+	c, ok := k.signers[id]
+	k.mu.Unlock()
+	if ok && c.encrypted == enc {
+		return c.signer, nil
+	}
+	sg, err := LoadSigner([]byte(enc), k.Password)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.signers == nil {
+		k.signers = map[string]cachedSigner{}
+	}
+	if len(k.signers) >= maxCachedSigners {
+		for old := range k.signers {
+			delete(k.signers, old)
+			break
+		}
+	}
+	k.signers[id] = cachedSigner{encrypted: enc, signer: sg}
+	return sg, nil
 }
 
 // PublicKey resolves a policy's key entry: PROJECT/NAME of a SigningKey,
