@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -475,10 +476,45 @@ func TestRebaseServerSideSignsForSigningProjects(t *testing.T) {
 	}
 
 	setKey(good)
+	// Every revision of the stream from here on: the one that moves the
+	// tag must already hold the image's signature and attestation tags.
+	_, lm, err := st.List(ctx, api.ImageStreams, "team", store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, _ := strconv.ParseInt(lm.ResourceVersion, 10, 64)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	events, err := st.Watch(wctx, api.ImageStreams, "team", rv, store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := alice.RebaseBuildConfig(ctx, "team", "app")
 	if err != nil {
 		t.Fatalf("rebase in a signing project: %v", err)
 	}
+	sigTag := strings.Replace(b.Status.OutputDigest, ":", "-", 1)
+	for moved := false; !moved; {
+		select {
+		case ev := <-events:
+			is, ok := ev.Object.(*api.ImageStream)
+			if !ok || is.Name != "app" {
+				continue
+			}
+			if cur, ok := imagestreams.Latest(is, "latest"); !ok || cur.Image != b.Status.OutputDigest {
+				continue
+			}
+			moved = true
+			for _, suffix := range []string{".sig", ".att"} {
+				if _, ok := imagestreams.Latest(is, sigTag+suffix); !ok {
+					t.Errorf("app:latest moved to %s in revision %s, where the stream has no %s tag yet", b.Status.OutputDigest, is.ResourceVersion, sigTag+suffix)
+				}
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no watch event moved app:latest")
+		}
+	}
+	stopWatch()
 	if b.Status.Phase != api.BuildComplete || b.Status.RebasedFrom != f.appDigest || !strings.Contains(b.Status.LogTail, "in the registry") {
 		t.Fatalf("build %s: %+v", b.Name, b.Status)
 	}
