@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	ggcrstatic "github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	cremote "github.com/sigstore/cosign/v2/pkg/cosign/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	"github.com/sigstore/cosign/v2/pkg/oci/empty"
@@ -89,11 +92,82 @@ func Sign(ctx context.Context, ref name.Reference, s *Signer, opts ...Option) er
 	if err != nil {
 		return err
 	}
-	// cosign prints one line about the upload to stderr here.
-	if err := ociremote.WriteSignaturesExperimentalOCI(d, one, ociOpts...); err != nil {
+	if err := writeSignatureReferrer(ctx, d, one, o); err != nil {
 		return fmt.Errorf("signing: writing the signature of %s as a referrer: %w", d, err)
 	}
 	return nil
+}
+
+// sigArtifactType is what cosign's oci-1-1 signature referrers carry.
+const sigArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+// referrerManifest is a manifest with an artifactType, as cosign writes
+// it for a referrer.
+type referrerManifest struct {
+	v1.Manifest
+	ArtifactType string `json:"artifactType,omitempty"`
+}
+
+func (r referrerManifest) RawManifest() ([]byte, error) { return json.Marshal(r) }
+func (r referrerManifest) MediaType() (types.MediaType, error) {
+	return types.OCIManifestSchema1, nil
+}
+
+// writeSignatureReferrer writes se's signatures as one OCI referrer of d,
+// the bytes cosign's WriteSignaturesExperimentalOCI writes
+// (TestCosignSigns compares them), without the line that
+// function prints to the process's stderr for every image: a server
+// signing a rebase wave would print thousands.
+func writeSignatureReferrer(ctx context.Context, d name.Digest, se oci.SignedEntity, o *options) error {
+	ropts := o.remote(ctx)
+	desc, err := remote.Head(d, ropts...)
+	if err != nil {
+		return err
+	}
+	sigs, err := se.Signatures()
+	if err != nil {
+		return err
+	}
+	layers, err := sigs.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		if err := remote.WriteLayer(d.Repository, l, ropts...); err != nil {
+			return err
+		}
+	}
+	configBytes, err := sigs.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	var configDesc v1.Descriptor
+	if err := json.Unmarshal(configBytes, &configDesc); err != nil {
+		return err
+	}
+	if err := remote.WriteLayer(d.Repository, ggcrstatic.NewLayer(configBytes, configDesc.MediaType), ropts...); err != nil {
+		return err
+	}
+	raw, err := sigs.RawManifest()
+	if err != nil {
+		return err
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	m.Config.MediaType = types.MediaType(sigArtifactType)
+	m.Subject = desc
+	rm := referrerManifest{m, sigArtifactType}
+	b, err := rm.RawManifest()
+	if err != nil {
+		return err
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	return remote.Put(d.Repository.Digest(h.String()), rm, ropts...)
 }
 
 // byDigest refuses anything but a digest reference.
