@@ -270,10 +270,30 @@ func (s *Store) CheckCreate(ctx context.Context, r *api.Resource, ns, name strin
 	if limit <= 0 {
 		return nil
 	}
-	count, _, exists, _, err := s.count(ctx, r, ns, s.Key(r, ns, name))
+	// With a bound from an earlier count (createsKey), one key read
+	// shows most checks far from the cap: the count now is at most the
+	// bound's count plus the creates committed since. Only a check that
+	// could be near the cap counts again, a walk over the project's keys
+	// of r (every push counted its project's images).
+	creates := s.createsKey(r, ns)
+	if b, ok := s.cachedBound(creates); ok && b.count < limit {
+		resp, err := s.client.Get(ctx, creates, clientv3.WithKeysOnly())
+		if err != nil {
+			return wrapEtcd(err, r, name)
+		}
+		var version, createRev int64
+		if len(resp.Kvs) > 0 {
+			version, createRev = resp.Kvs[0].Version, resp.Kvs[0].CreateRevision
+		}
+		if createRev == b.createRev && b.count+(version-b.version) < limit {
+			return nil
+		}
+	}
+	count, _, exists, bound, err := s.count(ctx, r, ns, s.Key(r, ns, name))
 	if err != nil {
 		return wrapEtcd(err, r, name)
 	}
+	s.setBound(creates, bound, true)
 	if !exists && count >= limit {
 		return &LimitError{Project: ns, What: r.Name, Limit: limit, Hint: s.limits.Hint}
 	}

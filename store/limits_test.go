@@ -199,3 +199,46 @@ func TestLimitsCountBoundHoldsAcrossStores(t *testing.T) {
 		t.Errorf("after churn and DeleteAll, creates under a cap of %d created %d", limit, got)
 	}
 }
+
+// CheckCreate answers from a bound far from the cap and counts near it:
+// creates by another store (another API server or registry) are seen,
+// and a project at its cap is refused at once, however the cap was
+// reached.
+func TestCheckCreateSeesOtherStoresCreates(t *testing.T) {
+	ctx := testContext(t)
+	prefix := testPrefix(t)
+	const limit = 5
+	a := store.New(sharedClient, store.WithPrefix(prefix), store.WithLimits(store.Limits{PerKind: limit}))
+	b := store.New(sharedClient, store.WithPrefix(prefix), store.WithLimits(store.Limits{PerKind: limit}))
+	for i := range limit {
+		// a checks before each of b's creates, so its bound is always
+		// one create behind.
+		if err := a.CheckCreate(ctx, api.ServiceAccounts, "p", fmt.Sprintf("sa%d", i)); err != nil {
+			t.Fatalf("CheckCreate with %d of %d: %v", i, limit, err)
+		}
+		mustCreate(t, ctx, b, api.ServiceAccounts, newSA("p", fmt.Sprintf("sa%d", i), nil))
+	}
+	if err := a.CheckCreate(ctx, api.ServiceAccounts, "p", "one-more"); !errors.Is(err, store.ErrLimit) {
+		t.Errorf("CheckCreate at the cap, reached by another store's creates = %v, want ErrLimit", err)
+	}
+	if err := a.CheckCreate(ctx, api.ServiceAccounts, "p", "sa0"); err != nil {
+		t.Errorf("CheckCreate(existing name at the cap) = %v, want nil", err)
+	}
+	// Deleting makes room, and the next check sees it.
+	if _, err := b.Delete(ctx, api.ServiceAccounts, "p", "sa0", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CheckCreate(ctx, api.ServiceAccounts, "p", "one-more"); err != nil {
+		t.Errorf("CheckCreate after a delete = %v, want nil", err)
+	}
+	// A project deleted and made again: the old bound does not count.
+	if _, err := b.DeleteAll(ctx, api.ServiceAccounts, "p"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range limit {
+		mustCreate(t, ctx, b, api.ServiceAccounts, newSA("p", fmt.Sprintf("again%d", i), nil))
+	}
+	if err := a.CheckCreate(ctx, api.ServiceAccounts, "p", "one-more"); !errors.Is(err, store.ErrLimit) {
+		t.Errorf("CheckCreate at the cap after DeleteAll and refilling = %v, want ErrLimit", err)
+	}
+}
