@@ -254,6 +254,10 @@ const (
 // ServeHTTP is the registry's edge: authentication, authorization and the
 // routes distribution lacks, before distribution's own handler.
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if _, local := localIdentity(req.Context()); !local {
+		r.inFlight.Add(1)
+		defer r.inFlight.Add(-1)
+	}
 	// Location and scheme come from the request; never trust forwarded
 	// headers from clients.
 	req.Header.Del("Forwarded")

@@ -56,3 +56,6 @@ func SetMirrorClock(r *Registry, name string, now func() time.Time) {
 	defer m.mu.Unlock()
 	m.now = now
 }
+
+// InFlight is how many requests from the network r is serving.
+func InFlight(r *Registry) int64 { return r.inFlight.Load() }

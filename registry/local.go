@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"slipway.dev/slipway/identity"
 )
@@ -99,6 +100,18 @@ func (t *localTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		pr.Close()
 	}
 	return resp, nil
+}
+
+// WaitQuiet waits until no request from the network is in flight, or
+// until max has passed or ctx ends, whichever is first. Background work
+// that goes through the registry itself (the scanner) calls it first, so
+// that it yields the cores to pushes and pulls instead of competing with
+// them; max bounds how far it falls behind under a steady load.
+func (r *Registry) WaitQuiet(ctx context.Context, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for r.inFlight.Load() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // localWriter is the handler's side of a LocalTransport round trip.

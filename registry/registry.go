@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -165,6 +166,7 @@ func (c *Config) Validate() error {
 // Registry is the registry's HTTP handler.
 type Registry struct {
 	cfg      Config
+	inFlight atomic.Int64 // requests from the network being served (WaitQuiet)
 	app      *handlers.App
 	keys     *keySet
 	recorder *imagestreams.Recorder

@@ -45,6 +45,10 @@ type Controller struct {
 	// RegistryHost is the integrated registry's host: only images in it
 	// are scanned.
 	RegistryHost string
+	// Yield, when set, is called before each scan that reads layers: it
+	// waits a bounded time for the registry to serve nothing else, so
+	// that scans fill the idle moments instead of slowing pushes down.
+	Yield func(ctx context.Context)
 
 	// work is held by a scan and by the removal of a record, so that a
 	// record is never removed under a scan that has just written it.
@@ -126,6 +130,9 @@ func (c *Controller) scanImage(ctx context.Context, img *api.Image) error {
 		return err
 	}
 	if rec == nil || rec.Status.Phase != PhaseScanned {
+		if c.Yield != nil {
+			c.Yield(ctx) // only a scan that reads layers waits
+		}
 		if rec, err = c.scanLayers(ctx, img); err != nil {
 			return err
 		}

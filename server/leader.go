@@ -74,6 +74,11 @@ func deadHere(host string) func(string) bool {
 	}
 }
 
+// scanYield bounds how long each scan waits for the registry to be idle
+// (scan.Controller.Yield): under a steady load, scans still go on, about
+// one a second.
+const scanYield = time.Second
+
 // lead runs every controller and the scheduler on the fenced store until
 // ctx ends (leadership lost, or shutdown), and returns once they all have.
 func (s *Server) lead(ctx context.Context, st *store.Store) {
@@ -81,7 +86,14 @@ func (s *Server) lead(ctx context.Context, st *store.Store) {
 	run := func(f func(context.Context)) { wg.Go(func() { f(ctx) }) }
 	s.runBuildControllers(run, st)
 	if !s.cfg.NoScanner {
-		run((&scan.Controller{Store: st, Registry: scanRegistry{s.trust}, RegistryHost: s.RegistryHost}).Run)
+		sc := &scan.Controller{Store: st, Registry: scanRegistry{s.trust}, RegistryHost: s.RegistryHost}
+		if reg := s.Registry; reg != nil {
+			// Scans yield to the registry's own requests for up to a
+			// second each (pushes, pulls): a burst of pushes is scanned
+			// right after, not in its way.
+			sc.Yield = func(ctx context.Context) { reg.WaitQuiet(ctx, scanYield) }
+		}
+		run(sc.Run)
 	}
 	pc := &promote.Controller{Store: st, Registry: s.RegistryHost, Tokens: s.API.Authenticator(), Authz: s.API.Authorizer(), Policies: s.trust.checker}
 	if s.Registry != nil {
