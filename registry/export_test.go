@@ -59,3 +59,18 @@ func SetMirrorClock(r *Registry, name string, now func() time.Time) {
 
 // InFlight is how many requests from the network r is serving.
 func InFlight(r *Registry) int64 { return r.inFlight.Load() }
+
+// ForgetHashStates drops the upload hash states r's storage keeps in
+// memory, as another registry process, or this one restarted, has none,
+// and reports whether it kept any.
+func ForgetHashStates(r *Registry) bool {
+	fd, ok := r.driver.(*fastFSDriver)
+	if !ok {
+		panic("registry: the storage is not the filesystem driver")
+	}
+	fd.hashes.mu.Lock()
+	defer fd.hashes.mu.Unlock()
+	kept := len(fd.hashes.m) > 0
+	fd.hashes.m = nil
+	return kept
+}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +72,7 @@ const trashDir = "/docker/registry/v2/_slipway_trash"
 // and that what it writes in their place stays (gcWriter.Commit).
 func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
 	if !strings.HasPrefix(path, blobsRoot) {
+		d.hashes.drop(path)
 		return d.StorageDriver.Delete(ctx, path)
 	}
 	full, err := d.full(path)
@@ -95,7 +99,8 @@ func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
 // written unsynced.
 type fastFSDriver struct {
 	storagedriver.StorageDriver
-	root string
+	root   string
+	hashes hashStates
 }
 
 // isUploadState says whether path is part of an upload in progress:
@@ -112,16 +117,85 @@ func (d *fastFSDriver) full(path string) (string, error) {
 }
 
 // PutContent of upload state writes a file of its own and renames it into
-// place, as distribution does, without syncing either.
+// place, as distribution does, without syncing either; a small upload's
+// hash state stays in memory (hashStates). A link that already holds
+// content is left as it is (sameLink).
 func (d *fastFSDriver) PutContent(ctx context.Context, path string, content []byte) error {
 	if !isUploadState(path) {
+		if strings.HasSuffix(path, "/link") {
+			if same, err := d.sameLink(path, content); same || err != nil {
+				return err
+			}
+		}
 		return d.StorageDriver.PutContent(ctx, path, content)
+	}
+	if d.hashes.put(path, content) {
+		return nil
 	}
 	full, err := d.full(path)
 	if err != nil {
 		return err
 	}
 	return writeUnsynced(full, content)
+}
+
+// sameLink reports whether the link at path already holds content, after
+// syncing its directory: distribution writes a manifest's revision link on
+// every put of it (a push by digest, then by tag, writes it twice), each
+// time to a new file synced and renamed over the old one. A link that
+// holds content was synced before its rename; the sync of its directory
+// makes the rename durable too, in case the put that made it is still
+// before its own.
+func (d *fastFSDriver) sameLink(path string, content []byte) (bool, error) {
+	full, err := d.full(path)
+	if err != nil {
+		return false, err
+	}
+	old, err := os.ReadFile(full)
+	if err != nil || !bytes.Equal(old, content) {
+		return false, nil
+	}
+	dir, err := os.Open(filepath.Dir(full))
+	if err != nil {
+		return false, nil
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return false, fmt.Errorf("syncing %s: %w", filepath.Dir(path), err)
+	}
+	return true, nil
+}
+
+// GetContent reads a hash state kept in memory from there.
+func (d *fastFSDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	if isUploadState(path) {
+		if b, ok := d.hashes.get(path); ok {
+			return b, nil
+		}
+	}
+	return d.StorageDriver.GetContent(ctx, path)
+}
+
+// List of an upload's hash states adds those kept in memory.
+func (d *fastFSDriver) List(ctx context.Context, path string) ([]string, error) {
+	list, err := d.StorageDriver.List(ctx, path)
+	if !isUploadState(path) {
+		return list, err
+	}
+	mem := d.hashes.list(path)
+	if len(mem) == 0 {
+		return list, err
+	}
+	var missing storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &missing) {
+		return nil, err
+	}
+	for _, p := range mem {
+		if !slices.Contains(list, p) {
+			list = append(list, p)
+		}
+	}
+	return list, nil
 }
 
 // Writer of an upload's data does not sync when it is closed (the end of
@@ -275,4 +349,127 @@ func writeRenamed(full string, content []byte) error {
 		return err
 	}
 	return nil
+}
+
+// hashStates keeps in memory the hash state distribution stores for an
+// upload at the end of each of its requests (…/_uploads/ID/hashstates/
+// ALG/OFFSET), up to memHashStateMax bytes into the upload: a small blob's
+// POST, PATCH and PUT wrote two files each (every request closes its
+// upload twice), none of which it needs. A state at offset 0 is never
+// read (distribution resets the hash there) and is not kept at all. Only
+// an upload's latest state is kept: the next request resumes from the
+// state at the data's size, the one the last request wrote.
+//
+// A state that is not found costs time, never correctness: distribution
+// then reads the upload's data again to hash it when the upload is
+// committed. That happens when another registry process serves the
+// upload's next request, after a restart, or once memHashStates uploads
+// are kept; states past memHashStateMax are written as before, so a large
+// upload resumed elsewhere still picks up where its last chunk ended.
+type hashStates struct {
+	mu sync.Mutex
+	m  map[string]hashState // upload directory → its latest state
+}
+
+type hashState struct {
+	path  string
+	state []byte
+}
+
+const (
+	memHashStateMax = 4 << 20
+	memHashStates   = 16384
+)
+
+// hashStatePath splits …/_uploads/ID/hashstates/ALG/OFFSET into the
+// upload's directory and the offset.
+func hashStatePath(path string) (upload string, offset int64, ok bool) {
+	i := strings.LastIndex(path, "/hashstates/")
+	if i < 0 || !strings.Contains(path[:i], "/_uploads/") {
+		return "", 0, false
+	}
+	rest := path[i+len("/hashstates/"):]
+	j := strings.IndexByte(rest, '/')
+	if j <= 0 {
+		return "", 0, false
+	}
+	offset, err := strconv.ParseInt(rest[j+1:], 10, 64)
+	if err != nil || offset < 0 {
+		return "", 0, false
+	}
+	return path[:i], offset, true
+}
+
+// put keeps a small state in memory and reports whether it did.
+func (h *hashStates) put(path string, state []byte) bool {
+	upload, offset, ok := hashStatePath(path)
+	if !ok || offset >= memHashStateMax {
+		return false
+	}
+	if offset == 0 {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]hashState{}
+	}
+	if _, ok := h.m[upload]; !ok && len(h.m) >= memHashStates {
+		for k := range h.m { // any one: that upload rehashes at its commit
+			delete(h.m, k)
+			break
+		}
+	}
+	h.m[upload] = hashState{path: path, state: bytes.Clone(state)}
+	return true
+}
+
+func (h *hashStates) get(path string) ([]byte, bool) {
+	upload, _, ok := hashStatePath(path)
+	if !ok {
+		return nil, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hs, ok := h.m[upload]; ok && hs.path == path {
+		return bytes.Clone(hs.state), true
+	}
+	return nil, false
+}
+
+// list is the path of the state kept under dir, an upload's
+// …/hashstates/ALG, if there is one.
+func (h *hashStates) list(dir string) []string {
+	i := strings.LastIndex(dir, "/hashstates/")
+	if i < 0 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hs, ok := h.m[dir[:i]]; ok && strings.HasPrefix(hs.path, dir+"/") {
+		return []string{hs.path}
+	}
+	return nil
+}
+
+// drop forgets the states under path, deleted: an upload's directory
+// (its commit or cancel), a repository, or anything above them.
+func (h *hashStates) drop(path string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.m) == 0 {
+		return
+	}
+	if _, ok := h.m[path]; ok {
+		delete(h.m, path)
+		return
+	}
+	if i := strings.Index(path, "/_uploads/"); i >= 0 && !strings.Contains(path[i+len("/_uploads/"):], "/") {
+		return // an upload that kept no state
+	}
+	for upload, hs := range h.m {
+		if strings.HasPrefix(upload, path+"/") || hs.path == path || strings.HasPrefix(hs.path, path+"/") {
+			delete(h.m, upload)
+		}
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"slipway.dev/slipway/registry"
 )
 
 // The push path's storage (issue 13 item 5): an upload in progress is
@@ -56,6 +58,91 @@ func TestPushPathStorage(t *testing.T) {
 		}
 		if got := h.do(t, req{method: http.MethodGet, path: "/v2/" + repo + "/blobs/" + d, user: "alice"}); got.code != http.StatusOK || !bytes.Equal(got.body, whole) {
 			t.Errorf("GET the blob: %v", got)
+		}
+	})
+
+	// A small upload's hash states are kept in memory (fsdriver.go): none
+	// is written to the upload's directory, and an upload whose states
+	// are gone (another registry process serves its next request, or
+	// this one restarted) is hashed again from its data at the commit,
+	// which still tells a right digest from a wrong one.
+	chunked := func(t *testing.T, forget bool, digestOf func(whole []byte) string) (resp, []byte) {
+		t.Helper()
+		a, b := bytes.Repeat([]byte("x"), 5000), bytes.Repeat([]byte("y"), 700)
+		loc := h.startUpload(t, "alice", repo)
+		r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
+			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"0-4999"}}, body: a})
+		if r.code != http.StatusAccepted {
+			t.Fatalf("first PATCH: got %v, want 202", r)
+		}
+		id := r.header.Get("Docker-Upload-UUID")
+		if _, err := os.Stat(filepath.Join(repoDir, "_uploads", id, "hashstates")); !os.IsNotExist(err) {
+			t.Errorf("the upload's hashstates directory after a 5000-byte PATCH: %v, want none written", err)
+		}
+		if forget && !registry.ForgetHashStates(h.env.Server.Registry) {
+			t.Fatal("the registry kept no hash state after the first PATCH")
+		}
+		r = h.do(t, req{method: http.MethodPatch, path: h.next(t, r.header.Get("Location"), nil), user: "alice",
+			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"5000-5699"}}, body: b})
+		if r.code != http.StatusAccepted {
+			t.Fatalf("second PATCH: got %v, want 202", r)
+		}
+		if forget {
+			registry.ForgetHashStates(h.env.Server.Registry)
+		}
+		whole := append(append([]byte{}, a...), b...)
+		return h.do(t, req{method: http.MethodPut, path: h.next(t, r.header.Get("Location"), url.Values{"digest": {digestOf(whole)}}), user: "alice"}), whole
+	}
+	for _, forget := range []bool{false, true} {
+		name := "hash states in memory"
+		if forget {
+			name = "hash states forgotten between requests"
+		}
+		t.Run(name, func(t *testing.T) {
+			r, whole := chunked(t, forget, sha256Of)
+			if r.code != http.StatusCreated {
+				t.Fatalf("closing PUT with the right digest: got %v, want 201", r)
+			}
+			d := sha256Of(whole)
+			if got := h.do(t, req{method: http.MethodGet, path: "/v2/" + repo + "/blobs/" + d, user: "alice"}); got.code != http.StatusOK || !bytes.Equal(got.body, whole) {
+				t.Errorf("GET the blob: %v", got)
+			}
+			r, whole = chunked(t, forget, func(whole []byte) string { return sha256Of(append(whole[:len(whole):len(whole)], 'z')) })
+			if r.code != http.StatusBadRequest || !strings.Contains(string(r.body), "DIGEST_INVALID") {
+				t.Fatalf("closing PUT with a wrong digest: got %v, want 400 DIGEST_INVALID", r)
+			}
+			if got := h.do(t, req{method: http.MethodHead, path: "/v2/" + repo + "/blobs/" + sha256Of(append(whole, 'z')), user: "alice"}); got.code != http.StatusNotFound {
+				t.Errorf("HEAD the wrong digest's blob: %v, want 404", got)
+			}
+		})
+	}
+
+	// distribution writes a manifest's revision link on every put of it;
+	// a link that already holds the same content is left in place.
+	t.Run("revision link written once", func(t *testing.T) {
+		img := randomImage(t)
+		d := h.pushOK(t, "alice", repo+"@"+digestOf(t, img), img)
+		link := filepath.Join(repoDir, "_manifests", "revisions", "sha256", d[7:], "link")
+		before, err := os.Stat(link)
+		if err != nil {
+			t.Fatalf("the revision link after a push by digest: %v", err)
+		}
+		g := h.getManifest(t, "alice", repo, d)
+		if r := h.putManifest(t, "alice", repo, "again", g.header.Get("Content-Type"), g.body); r.code != http.StatusCreated {
+			t.Fatalf("PUT the same manifest by tag: %v, want 201", r)
+		}
+		after, err := os.Stat(link)
+		if err != nil {
+			t.Fatalf("the revision link after the put by tag: %v", err)
+		}
+		if !os.SameFile(before, after) {
+			t.Errorf("the revision link was replaced by the put by tag, want it left in place")
+		}
+		if b, err := os.ReadFile(link); err != nil || string(b) != d {
+			t.Errorf("the revision link holds %q (%v), want %s", b, err, d)
+		}
+		if r := h.getManifest(t, "alice", repo, "again"); r.code != http.StatusOK || r.header.Get("Docker-Content-Digest") != d {
+			t.Errorf("GET %s:again: %v, want 200 with %s", repo, r, d)
 		}
 	})
 
