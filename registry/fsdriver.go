@@ -73,6 +73,9 @@ const trashDir = "/docker/registry/v2/_slipway_trash"
 func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
 	if !strings.HasPrefix(path, blobsRoot) {
 		d.hashes.drop(path)
+		if removed, err := d.removeUpload(path); removed || err != nil {
+			return err
+		}
 		return d.StorageDriver.Delete(ctx, path)
 	}
 	full, err := d.full(path)
@@ -93,6 +96,39 @@ func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
 		return err
 	}
 	return os.RemoveAll(gone)
+}
+
+// removeUpload removes an upload's directory, when path is one and it
+// holds what an upload usually does (its startedat and a data file not
+// yet moved away), with one call per file: what a committed upload leaves
+// behind, without the stat, open and listing of os.RemoveAll. Anything
+// else there (hash states written past memHashStateMax) is left to the
+// driver's Delete.
+func (d *fastFSDriver) removeUpload(path string) (bool, error) {
+	i := strings.Index(path, "/_uploads/")
+	if i < 0 || path[i+len("/_uploads/"):] == "" || strings.Contains(path[i+len("/_uploads/"):], "/") {
+		return false, nil
+	}
+	full, err := d.full(path)
+	if err != nil {
+		return false, err
+	}
+	gone := 0
+	for _, f := range []string{"startedat", "data"} {
+		if err := os.Remove(filepath.Join(full, f)); err != nil && !os.IsNotExist(err) {
+			return false, nil
+		} else if err != nil {
+			gone++
+		}
+	}
+	switch err := os.Remove(full); {
+	case err == nil:
+		return true, nil
+	case os.IsNotExist(err) && gone == 2:
+		return true, storagedriver.PathNotFoundError{Path: path, DriverName: fastFSDriverName}
+	default:
+		return false, nil
+	}
 }
 
 // fastFSDriver is distribution's filesystem driver with upload state

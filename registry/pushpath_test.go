@@ -117,6 +117,31 @@ func TestPushPathStorage(t *testing.T) {
 		})
 	}
 
+	// Past memHashStateMax the state is written to the upload's directory
+	// as before, and the commit still removes all of it.
+	t.Run("large upload's hash state on disk", func(t *testing.T) {
+		big := bytes.Repeat([]byte("L"), 5<<20)
+		loc := h.startUpload(t, "alice", repo)
+		r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
+			header: http.Header{"Content-Type": {"application/octet-stream"}}, body: big})
+		if r.code != http.StatusAccepted {
+			t.Fatalf("PATCH 5 MiB: got %v, want 202", r)
+		}
+		id := r.header.Get("Docker-Upload-UUID")
+		states, err := os.ReadDir(filepath.Join(repoDir, "_uploads", id, "hashstates", "sha256"))
+		if err != nil || len(states) != 1 || states[0].Name() != "5242880" {
+			t.Fatalf("the upload's hash states on disk after 5 MiB: %v %v, want the one at 5242880", states, err)
+		}
+		d := sha256Of(big)
+		r = h.do(t, req{method: http.MethodPut, path: h.next(t, r.header.Get("Location"), url.Values{"digest": {d}}), user: "alice"})
+		if r.code != http.StatusCreated {
+			t.Fatalf("closing PUT: got %v, want 201", r)
+		}
+		if _, err := os.Stat(filepath.Join(repoDir, "_uploads", id)); !os.IsNotExist(err) {
+			t.Errorf("the upload's directory after the commit: %v, want it removed", err)
+		}
+	})
+
 	// distribution writes a manifest's revision link on every put of it;
 	// a link that already holds the same content is left in place.
 	t.Run("revision link written once", func(t *testing.T) {

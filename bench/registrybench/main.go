@@ -268,6 +268,10 @@ type timing struct {
 	d  map[string]time.Duration
 }
 
+var straceLog = flag.String("strace-log", "", "with -fsync-pushes, write each side's full strace of its counted pushes to PREFIX.SIDE instead of counting them")
+
+var fileSyscalls = flag.Bool("file-syscalls", false, "with -fsync-pushes, also print each file system call's count per small push, per side")
+
 var breakdown = flag.Bool("breakdown", false, "print the mean time of each kind of request in the small pushes, per side")
 
 type timedTransport struct {
@@ -729,7 +733,15 @@ func fsyncsPerPush(ctx context.Context, t *target, n, conc int) float64 {
 	imgs := smallImages(n)
 	out := filepath.Join(os.TempDir(), fmt.Sprintf("registrybench-strace-%d.txt", os.Getpid()))
 	defer os.Remove(out)
-	cmd := exec.Command("strace", "-f", "-c", "-e", "trace=fsync,fdatasync,sync_file_range,sync,syncfs", "-o", out, "-p", strconv.Itoa(os.Getpid()))
+	set := "trace=fsync,fdatasync,sync_file_range,sync,syncfs"
+	if *fileSyscalls {
+		set = "trace=%file,fsync,fdatasync,sync_file_range,sync,syncfs,getdents64,ftruncate"
+	}
+	args := []string{"-f", "-c", "-e", set, "-o", out, "-p", strconv.Itoa(os.Getpid())}
+	if *straceLog != "" {
+		args = []string{"-f", "-e", set, "-o", *straceLog + "." + t.name, "-p", strconv.Itoa(os.Getpid())}
+	}
+	cmd := exec.Command("strace", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -754,6 +766,11 @@ func fsyncsPerPush(ctx context.Context, t *target, n, conc int) float64 {
 		fs := strings.Fields(sc.Text())
 		if len(fs) < 5 {
 			continue
+		}
+		if *fileSyscalls {
+			if c, err := strconv.Atoi(fs[3]); err == nil {
+				fmt.Printf("%s: %s per small push: %.1f\n", t.name, fs[len(fs)-1], float64(c)/float64(n))
+			}
 		}
 		switch fs[len(fs)-1] {
 		case "fsync", "fdatasync", "sync_file_range", "sync", "syncfs":
