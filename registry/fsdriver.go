@@ -42,6 +42,13 @@ import (
 // digest then by tag wrote the revision link twice), and a committed
 // upload's directory is removed file by file (removeUpload). File system
 // calls per small push: 243 before, 159 after (distribution: 307).
+//
+// One thing distribution leaves out is added: the directories it creates
+// for a blob, link or manifest, and a blob's directory after its data is
+// moved in, are synced (mkdirAllSynced, Move), so that an acknowledged
+// push survives a crash of the machine on a file system without a journal
+// too. That costs about 10 more directory syncs per small push to a new
+// repository (187 calls, 28 of them syncs; distribution 307 and 40).
 
 const fastFSDriverName = "slipway-filesystem"
 
@@ -170,6 +177,13 @@ func (d *fastFSDriver) PutContent(ctx context.Context, path string, content []by
 				return err
 			}
 		}
+		full, err := d.full(path)
+		if err != nil {
+			return err
+		}
+		if err := mkdirAllSynced(filepath.Dir(full)); err != nil {
+			return err
+		}
 		return d.StorageDriver.PutContent(ctx, path, content)
 	}
 	if d.hashes.put(path, content) {
@@ -198,15 +212,80 @@ func (d *fastFSDriver) sameLink(path string, content []byte) (bool, error) {
 	if err != nil || !bytes.Equal(old, content) {
 		return false, nil
 	}
-	dir, err := os.Open(filepath.Dir(full))
-	if err != nil {
-		return false, nil
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
-		return false, fmt.Errorf("syncing %s: %w", filepath.Dir(path), err)
+	if err := syncDir(filepath.Dir(full)); err != nil {
+		return false, err
 	}
 	return true, nil
+}
+
+// Move of an upload's data to its blob (the only move into the blobs)
+// makes the blob's directory entries durable before the commit goes on to
+// write its link: distribution renames the data into place and syncs
+// nothing, so after a crash of the machine the link could be there and
+// the blob not.
+func (d *fastFSDriver) Move(ctx context.Context, src, dst string) error {
+	if !strings.HasPrefix(dst, blobsRoot) {
+		return d.StorageDriver.Move(ctx, src, dst)
+	}
+	full, err := d.full(dst)
+	if err != nil {
+		return err
+	}
+	if err := mkdirAllSynced(filepath.Dir(full)); err != nil {
+		return err
+	}
+	if err := d.StorageDriver.Move(ctx, src, dst); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(full))
+}
+
+// mkdirAllSynced is os.MkdirAll that also syncs the parent of every
+// directory it creates, so that their entries survive a crash of the
+// machine. distribution syncs a file it writes and the directory that
+// holds it, not the directories above that it had to create (a new blob's
+// sha256/xx/HASH, a new manifest's revisions/sha256/HASH); on a file system
+// without a journal those can be lost with the machine. The deepest
+// directory is synced by whoever puts the file in it.
+func mkdirAllSynced(dir string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		_, err := os.Stat(d)
+		if err == nil {
+			break
+		}
+		if !os.IsNotExist(err) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o777); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := syncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir makes the entries of the directory dir durable.
+var syncDir = func(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
 }
 
 // GetContent reads a hash state kept in memory from there.

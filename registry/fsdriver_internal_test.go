@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -44,5 +47,72 @@ func TestHashStatesKeepSmallLatestAndBounded(t *testing.T) {
 	h.drop("/docker/registry/v2/repositories/p/app/_uploads/n5")
 	if _, ok := h.get("/docker/registry/v2/repositories/p/app/_uploads/n5/hashstates/sha256/1"); ok {
 		t.Error("a committed upload's state is still read")
+	}
+}
+
+// A blob, link or manifest the file system storage writes is durable
+// with every directory it needed: each new directory's parent is synced,
+// and a blob's directory after its data is moved in.
+func TestNewDirectoriesAreSynced(t *testing.T) {
+	root := t.TempDir()
+	d, err := fastFSFactory{}.Create(context.Background(), map[string]any{"rootdirectory": root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	real := syncDir
+	syncDir = func(dir string) error {
+		synced = append(synced, strings.TrimPrefix(dir, root))
+		return real(dir)
+	}
+	t.Cleanup(func() { syncDir = real })
+	ctx := context.Background()
+	hex := strings.Repeat("ab", 32)
+
+	link := "/docker/registry/v2/repositories/p/app/_manifests/revisions/sha256/" + hex + "/link"
+	if err := d.PutContent(ctx, link, []byte("sha256:"+hex)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"", "/docker", "/docker/registry", "/docker/registry/v2", "/docker/registry/v2/repositories",
+		"/docker/registry/v2/repositories/p", "/docker/registry/v2/repositories/p/app", "/docker/registry/v2/repositories/p/app/_manifests",
+		"/docker/registry/v2/repositories/p/app/_manifests/revisions", "/docker/registry/v2/repositories/p/app/_manifests/revisions/sha256"}
+	if !slices.Equal(synced, want) {
+		t.Errorf("synced for a new link:\n%q\nwant every new directory's parent:\n%q", synced, want)
+	}
+
+	synced = nil
+	other := "/docker/registry/v2/repositories/p/app/_manifests/revisions/sha256/" + hex + "/other"
+	if err := d.PutContent(ctx, other, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 0 {
+		t.Errorf("synced for a file in an existing directory: %q, want nothing more than distribution's own sync", synced)
+	}
+
+	upload := "/docker/registry/v2/repositories/p/app/_uploads/u1/data"
+	w, err := d.Writer(ctx, upload, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("blob")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	synced = nil
+	blob := "/docker/registry/v2/blobs/sha256/" + hex[:2] + "/" + hex + "/data"
+	if err := d.Move(ctx, upload, blob); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"", "/docker/registry/v2", "/docker/registry/v2/blobs", "/docker/registry/v2/blobs/sha256",
+		"/docker/registry/v2/blobs/sha256/" + hex[:2], "/docker/registry/v2/blobs/sha256/" + hex[:2] + "/" + hex}
+	want = want[1:] // the root existed, and so did v2
+	if !slices.Equal(synced, want) {
+		t.Errorf("synced for a blob's move:\n%q\nwant every new directory's parent, then the blob's directory:\n%q", synced, want)
+	}
+	if b, err := d.GetContent(ctx, blob); err != nil || string(b) != "blob" {
+		t.Errorf("the moved blob: %q %v", b, err)
 	}
 }
