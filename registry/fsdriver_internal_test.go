@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -59,10 +60,17 @@ func TestNewDirectoriesAreSynced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var synced []string
+	var (
+		mu     sync.Mutex
+		synced []string
+	)
 	real := syncDir
 	syncDir = func(dir string) error {
-		synced = append(synced, strings.TrimPrefix(dir, root))
+		if rest, ok := strings.CutPrefix(dir, root); ok { // not another test's leftovers
+			mu.Lock()
+			synced = append(synced, rest)
+			mu.Unlock()
+		}
 		return real(dir)
 	}
 	t.Cleanup(func() { syncDir = real })
