@@ -194,3 +194,27 @@ func TestPushPathStorage(t *testing.T) {
 		}
 	})
 }
+
+// What distribution accepts but the Image record cannot hold (a subject
+// that is not a descriptor; distribution v3.1.2 does not read subject) is
+// refused before anything is stored (FuzzManifestPut found one).
+func TestManifestPutRefusesWhatTheRecordCannotHold(t *testing.T) {
+	h := start(t)
+	h.project(t, "alice", "rr", false)
+	for _, body := range []string{
+		`{"000000000000":[],"suBjeCt":""}`,
+		`{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[],"subject":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}`,
+	} {
+		r := h.putManifest(t, "alice", "rr/app", "v1", "application/vnd.oci.image.manifest.v1+json", []byte(body))
+		if r.code != http.StatusBadRequest || r.errCode() != "MANIFEST_INVALID" {
+			t.Errorf("PUT %s: %v, want 400 MANIFEST_INVALID", body, r)
+			continue
+		}
+		if g := h.getManifest(t, "alice", "rr/app", sha256Of([]byte(body))); g.code != http.StatusNotFound {
+			t.Errorf("GET the refused manifest by digest: %v, want 404", g)
+		}
+		if g := h.getManifest(t, "alice", "rr/app", "v1"); g.code != http.StatusNotFound {
+			t.Errorf("GET rr/app:v1 after the refused put: %v, want 404", g)
+		}
+	}
+}
