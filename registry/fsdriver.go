@@ -119,8 +119,7 @@ func (d *fastFSDriver) Delete(ctx context.Context, path string) error {
 // else there (hash states written past memHashStateMax) is left to the
 // driver's Delete.
 func (d *fastFSDriver) removeUpload(path string) (bool, error) {
-	i := strings.Index(path, "/_uploads/")
-	if i < 0 || path[i+len("/_uploads/"):] == "" || strings.Contains(path[i+len("/_uploads/"):], "/") {
+	if !isUploadDir(path) {
 		return false, nil
 	}
 	full, err := d.full(path)
@@ -153,6 +152,13 @@ type fastFSDriver struct {
 	hashes hashStates
 }
 
+// isUploadDir says whether path is an upload's own directory,
+// REPO/_uploads/ID.
+func isUploadDir(path string) bool {
+	_, id, ok := strings.Cut(path, "/_uploads/")
+	return ok && id != "" && !strings.Contains(id, "/")
+}
+
 // isUploadState says whether path is part of an upload in progress:
 // REPO/_uploads/ID/{data,startedat,hashstates/...}.
 func isUploadState(path string) bool {
@@ -171,43 +177,55 @@ func (d *fastFSDriver) full(path string) (string, error) {
 // hash state stays in memory (hashStates). A link that already holds
 // content is left as it is (sameLink).
 func (d *fastFSDriver) PutContent(ctx context.Context, path string, content []byte) error {
+	full, err := d.full(path)
+	if err != nil {
+		return err
+	}
 	if !isUploadState(path) {
 		if strings.HasSuffix(path, "/link") {
-			if same, err := d.sameLink(path, content); same || err != nil {
+			if same, err := sameLink(full, content); same || err != nil {
 				return err
 			}
-		}
-		full, err := d.full(path)
-		if err != nil {
-			return err
 		}
 		if err := mkdirAllSynced(filepath.Dir(full)); err != nil {
 			return err
 		}
 		return d.StorageDriver.PutContent(ctx, path, content)
 	}
-	if d.hashes.put(path, content) {
-		return nil
+	kept, spilled := d.hashes.put(path, content)
+	if spilled != nil {
+		d.spill(*spilled)
 	}
-	full, err := d.full(path)
-	if err != nil {
-		return err
+	if kept {
+		return nil
 	}
 	return writeUnsynced(full, content)
 }
 
-// sameLink reports whether the link at path already holds content, after
+// spill writes to the storage a hash state that memory made room for, so
+// that its upload still resumes without hashing its data again: uploads
+// that are opened and left (by anyone) cost nobody else's commit a
+// re-read. An upload already gone is left gone.
+func (d *fastFSDriver) spill(hs hashState) {
+	full, err := d.full(hs.path)
+	if err != nil {
+		return
+	}
+	upload, _, _ := hashStatePath(full)
+	if _, err := os.Stat(upload); err != nil {
+		return
+	}
+	_ = writeUnsynced(full, hs.state) // if it fails, the commit hashes again
+}
+
+// sameLink reports whether the link at full already holds content, after
 // syncing its directory: distribution writes a manifest's revision link on
 // every put of it (a push by digest, then by tag, writes it twice), each
 // time to a new file synced and renamed over the old one. A link that
 // holds content was synced before its rename; the sync of its directory
 // makes the rename durable too, in case the put that made it is still
 // before its own.
-func (d *fastFSDriver) sameLink(path string, content []byte) (bool, error) {
-	full, err := d.full(path)
-	if err != nil {
-		return false, err
-	}
+func sameLink(full string, content []byte) (bool, error) {
 	old, err := os.ReadFile(full)
 	if err != nil || !bytes.Equal(old, content) {
 		return false, nil
@@ -485,9 +503,10 @@ func writeRenamed(full string, content []byte) error {
 // A state that is not found costs time, never correctness: distribution
 // then reads the upload's data again to hash it when the upload is
 // committed. That happens when another registry process serves the
-// upload's next request, after a restart, or once memHashStates uploads
-// are kept; states past memHashStateMax are written as before, so a large
-// upload resumed elsewhere still picks up where its last chunk ended.
+// upload's next request, or after a restart. States past memHashStateMax
+// are written as before, so a large upload resumed elsewhere still picks
+// up where its last chunk ended; so is the state memory makes room for
+// when it holds memHashStates uploads (fastFSDriver.spill).
 type hashStates struct {
 	mu sync.Mutex
 	m  map[string]hashState // upload directory → its latest state
@@ -498,10 +517,11 @@ type hashState struct {
 	state []byte
 }
 
-const (
-	memHashStateMax = 4 << 20
-	memHashStates   = 16384
-)
+const memHashStateMax = 4 << 20
+
+// memHashStates bounds the uploads whose state is kept (a variable for
+// tests).
+var memHashStates = 16384
 
 // hashStatePath splits …/_uploads/ID/hashstates/ALG/OFFSET into the
 // upload's directory and the offset.
@@ -522,14 +542,15 @@ func hashStatePath(path string) (upload string, offset int64, ok bool) {
 	return path[:i], offset, true
 }
 
-// put keeps a small state in memory and reports whether it did.
-func (h *hashStates) put(path string, state []byte) bool {
+// put keeps a small state in memory and reports whether it did, and the
+// state it let go to make room, which belongs in the storage.
+func (h *hashStates) put(path string, state []byte) (kept bool, spilled *hashState) {
 	upload, offset, ok := hashStatePath(path)
 	if !ok || offset >= memHashStateMax {
-		return false
+		return false, nil
 	}
 	if offset == 0 {
-		return true
+		return true, nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -537,13 +558,14 @@ func (h *hashStates) put(path string, state []byte) bool {
 		h.m = map[string]hashState{}
 	}
 	if _, ok := h.m[upload]; !ok && len(h.m) >= memHashStates {
-		for k := range h.m { // any one: that upload rehashes at its commit
+		for k, hs := range h.m { // any one
 			delete(h.m, k)
+			spilled = &hs
 			break
 		}
 	}
 	h.m[upload] = hashState{path: path, state: bytes.Clone(state)}
-	return true
+	return true, spilled
 }
 
 func (h *hashStates) get(path string) ([]byte, bool) {
@@ -586,7 +608,7 @@ func (h *hashStates) drop(path string) {
 		delete(h.m, path)
 		return
 	}
-	if i := strings.Index(path, "/_uploads/"); i >= 0 && !strings.Contains(path[i+len("/_uploads/"):], "/") {
+	if isUploadDir(path) {
 		return // an upload that kept no state
 	}
 	for upload, hs := range h.m {

@@ -3,6 +3,8 @@ package registry
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,16 +14,16 @@ import (
 func TestHashStatesKeepSmallLatestAndBounded(t *testing.T) {
 	var h hashStates
 	const up = "/docker/registry/v2/repositories/p/app/_uploads/u1"
-	if !h.put(up+"/hashstates/sha256/0", []byte("zero")) {
+	if kept, _ := h.put(up+"/hashstates/sha256/0", []byte("zero")); !kept {
 		t.Error("a state at offset 0 was not taken")
 	}
 	if got := h.list(up + "/hashstates/sha256"); len(got) != 0 {
 		t.Errorf("a state at offset 0 is listed: %v, want it dropped (never read)", got)
 	}
-	if h.put(up+"/hashstates/sha256/4194304", []byte("big")) {
+	if kept, _ := h.put(up+"/hashstates/sha256/4194304", []byte("big")); kept {
 		t.Error("a state at 4 MiB was kept in memory, want it written to the storage")
 	}
-	if h.put("/docker/registry/v2/repositories/p/app/_layers/sha256/x/link", []byte("l")) {
+	if kept, _ := h.put("/docker/registry/v2/repositories/p/app/_layers/sha256/x/link", []byte("l")); kept {
 		t.Error("a link was taken as a hash state")
 	}
 	h.put(up+"/hashstates/sha256/100", []byte("a"))
@@ -122,5 +124,45 @@ func TestNewDirectoriesAreSynced(t *testing.T) {
 	}
 	if b, err := d.GetContent(ctx, blob); err != nil || string(b) != "blob" {
 		t.Errorf("the moved blob: %q %v", b, err)
+	}
+}
+
+// The state memory makes room for goes to the storage, where its upload
+// finds it (unless the upload is gone): uploads opened and left cost no
+// other upload a second hashing of its data.
+func TestHashStateMadeRoomForIsWritten(t *testing.T) {
+	old := memHashStates
+	memHashStates = 1
+	t.Cleanup(func() { memHashStates = old })
+	root := t.TempDir()
+	d, err := fastFSFactory{}.Create(context.Background(), map[string]any{"rootdirectory": root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const up = "/docker/registry/v2/repositories/p/app/_uploads/"
+	if err := d.PutContent(ctx, up+"u1/startedat", []byte("now")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutContent(ctx, up+"u1/hashstates/sha256/100", []byte("state1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, up, "u1/hashstates")); !os.IsNotExist(err) {
+		t.Fatalf("u1's state is on disk before anything needed room: %v", err)
+	}
+	if err := d.PutContent(ctx, up+"u2/hashstates/sha256/7", []byte("state2")); err != nil { // u2 has no directory
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, up, "u1/hashstates/sha256/100")); err != nil || string(b) != "state1" {
+		t.Errorf("u1's state after u2 took its place in memory: %q %v, want it written", b, err)
+	}
+	if got, err := d.List(ctx, up+"u1/hashstates/sha256"); err != nil || !slices.Equal(got, []string{up + "u1/hashstates/sha256/100"}) {
+		t.Errorf("List of u1's states: %v %v", got, err)
+	}
+	if err := d.PutContent(ctx, up+"u3/hashstates/sha256/9", []byte("state3")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, up, "u2")); !os.IsNotExist(err) {
+		t.Errorf("u2's state spilled into a directory its upload never had: %v", err)
 	}
 }
