@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,22 +28,14 @@ func TestPushPathStorage(t *testing.T) {
 	t.Run("chunked upload", func(t *testing.T) {
 		a, b := bytes.Repeat([]byte("a"), 3000), bytes.Repeat([]byte("b"), 1000)
 		loc := h.startUpload(t, "alice", repo)
-		r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
-			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"0-2999"}}, body: a})
-		if r.code != http.StatusAccepted {
-			t.Fatalf("first PATCH: got %v, want 202", r)
-		}
+		r := h.patchChunk(t, loc, 0, a)
 		loc = r.header.Get("Location")
 		id := r.header.Get("Docker-Upload-UUID")
 		data := filepath.Join(repoDir, "_uploads", id, "data")
 		if got, err := os.ReadFile(data); err != nil || !bytes.Equal(got, a) {
 			t.Fatalf("the upload's data file after the first PATCH: %d bytes, %v; want the 3000 bytes acknowledged", len(got), err)
 		}
-		r = h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
-			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"3000-3999"}}, body: b})
-		if r.code != http.StatusAccepted {
-			t.Fatalf("second PATCH: got %v, want 202", r)
-		}
+		r = h.patchChunk(t, loc, 3000, b)
 		whole := append(append([]byte{}, a...), b...)
 		d := sha256Of(whole)
 		r = h.do(t, req{method: http.MethodPut, path: h.next(t, r.header.Get("Location"), url.Values{"digest": {d}}), user: "alice"})
@@ -70,11 +63,7 @@ func TestPushPathStorage(t *testing.T) {
 		t.Helper()
 		a, b := bytes.Repeat([]byte("x"), 5000), bytes.Repeat([]byte("y"), 700)
 		loc := h.startUpload(t, "alice", repo)
-		r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
-			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"0-4999"}}, body: a})
-		if r.code != http.StatusAccepted {
-			t.Fatalf("first PATCH: got %v, want 202", r)
-		}
+		r := h.patchChunk(t, loc, 0, a)
 		id := r.header.Get("Docker-Upload-UUID")
 		if _, err := os.Stat(filepath.Join(repoDir, "_uploads", id, "hashstates")); !os.IsNotExist(err) {
 			t.Errorf("the upload's hashstates directory after a 5000-byte PATCH: %v, want none written", err)
@@ -82,11 +71,7 @@ func TestPushPathStorage(t *testing.T) {
 		if forget && !registry.ForgetHashStates(h.env.Server.Registry) {
 			t.Fatal("the registry kept no hash state after the first PATCH")
 		}
-		r = h.do(t, req{method: http.MethodPatch, path: h.next(t, r.header.Get("Location"), nil), user: "alice",
-			header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {"5000-5699"}}, body: b})
-		if r.code != http.StatusAccepted {
-			t.Fatalf("second PATCH: got %v, want 202", r)
-		}
+		r = h.patchChunk(t, r.header.Get("Location"), 5000, b)
 		if forget {
 			registry.ForgetHashStates(h.env.Server.Registry)
 		}
@@ -122,11 +107,7 @@ func TestPushPathStorage(t *testing.T) {
 	t.Run("large upload's hash state on disk", func(t *testing.T) {
 		big := bytes.Repeat([]byte("L"), 5<<20)
 		loc := h.startUpload(t, "alice", repo)
-		r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
-			header: http.Header{"Content-Type": {"application/octet-stream"}}, body: big})
-		if r.code != http.StatusAccepted {
-			t.Fatalf("PATCH 5 MiB: got %v, want 202", r)
-		}
+		r := h.patchChunk(t, loc, 0, big)
 		id := r.header.Get("Docker-Upload-UUID")
 		states, err := os.ReadDir(filepath.Join(repoDir, "_uploads", id, "hashstates", "sha256"))
 		if err != nil || len(states) != 1 || states[0].Name() != "5242880" {
@@ -217,4 +198,16 @@ func TestManifestPutRefusesWhatTheRecordCannotHold(t *testing.T) {
 			t.Errorf("GET rr/app:v1 after the refused put: %v, want 404", g)
 		}
 	}
+}
+
+// patchChunk sends one chunk of an upload at loc, starting at offset, and
+// fails the test unless it is accepted.
+func (h *harness) patchChunk(t *testing.T, loc string, offset int, chunk []byte) resp {
+	t.Helper()
+	r := h.do(t, req{method: http.MethodPatch, path: h.next(t, loc, nil), user: "alice",
+		header: http.Header{"Content-Type": {"application/octet-stream"}, "Content-Range": {fmt.Sprintf("%d-%d", offset, offset+len(chunk)-1)}}, body: chunk})
+	if r.code != http.StatusAccepted {
+		t.Fatalf("PATCH of %d bytes at %d: got %v, want 202", len(chunk), offset, r)
+	}
+	return r
 }
